@@ -1,0 +1,24 @@
+//! Agents: the HTTP protocol Parley speaks to them, its client, the agent server
+//! itself (used by `parley agent`, the embedded demo fleet and the simulator).
+
+pub mod client;
+pub mod protocol;
+
+pub use client::AgentClient;
+
+/// What can go wrong talking to an agent. Every variant names the agent's endpoint.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AgentError {
+    #[error("could not build the HTTP client: {0}")]
+    Client(String),
+    #[error("{endpoint} did not answer in time")]
+    Timeout { endpoint: String },
+    #[error("{endpoint} is unreachable: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("{endpoint} refused the request: bad or missing token")]
+    Unauthorized { endpoint: String },
+    #[error("{endpoint} refused the request ({status}): {message}")]
+    Refused { endpoint: String, status: u16, message: String },
+    #[error("{endpoint} sent an answer that is not the agent protocol: {reason}")]
+    BadResponse { endpoint: String, reason: String },
+}

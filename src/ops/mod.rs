@@ -1,0 +1,551 @@
+//! The typed vocabulary every stage of the pipeline shares.
+//!
+//! An [`Operation`] is what an utterance means, whichever front-end it came from and
+//! whether the grammar or a language model understood it. Its serde form *is* the
+//! public JSON operation contract of PRODUCT.md (`{"op": "deploy", ...}`), so the
+//! types here must only change together with that contract.
+//!
+//! Slots the operator has not given yet are `None` (and omitted from the JSON); the
+//! intent layer reports them as `missing`, and the dialog asks for them.
+
+mod scope;
+mod time;
+mod version;
+
+use serde::{Deserialize, Serialize};
+
+pub use scope::{Scope, Selector, SelectorError};
+pub use time::{TimeSpec, TimeSpecError};
+pub use version::{Version, VersionReq};
+
+/// One operation of the contract. `#[serde(tag = "op")]` gives the contract's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Operation {
+    ShowTopology {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+    },
+    ShowHealth {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+    },
+    ShowAgent {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+    },
+    FindAgents {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extension: Option<ExtensionRef>,
+    },
+    ListExtensions {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+    },
+    RunHealthCheck {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checks: Option<Vec<Check>>,
+    },
+    Deploy {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extension: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        strategy: Option<Strategy>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        require_approval: bool,
+    },
+    Pause {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment: Option<String>,
+    },
+    Resume {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment: Option<String>,
+    },
+    Promote {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment: Option<String>,
+    },
+    Abort {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment: Option<String>,
+    },
+    Rollback {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment: Option<String>,
+    },
+    Retry {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment: Option<String>,
+    },
+    ShowDeployment {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment: Option<String>,
+    },
+    ListDeployments {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<DeploymentStatus>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<TimeSpec>,
+    },
+    Report {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<TimeSpec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<TimeSpec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+    },
+    Drain {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+    },
+    Cordon {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+    },
+    Uncordon {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+    },
+    Restart {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+    },
+    Failover {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
+    Failback {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+    },
+    ShiftTraffic {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        percent: Option<u8>,
+    },
+    ShowRouting {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+    },
+    Watch {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interval_secs: Option<u64>,
+    },
+    Unwatch,
+    Help,
+    Confirm,
+    Cancel,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// An extension by name, optionally pinned to a version (used by `find_agents`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// How a deployment reaches its agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Strategy {
+    pub kind: StrategyKind,
+    /// Cumulative percentages of the targets for canary / progressive, e.g. `[10, 50, 100]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<u8>>,
+    /// Agents per batch for rolling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyKind {
+    Canary,
+    BlueGreen,
+    Progressive,
+    Rolling,
+}
+
+impl StrategyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StrategyKind::Canary => "canary",
+            StrategyKind::BlueGreen => "blue_green",
+            StrategyKind::Progressive => "progressive",
+            StrategyKind::Rolling => "rolling",
+        }
+    }
+}
+
+/// The kinds of health check `run_health_check` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    Connectivity,
+    Functionality,
+    Performance,
+    Security,
+    Resources,
+}
+
+impl Check {
+    pub const ALL: [Check; 5] =
+        [Check::Connectivity, Check::Functionality, Check::Performance, Check::Security, Check::Resources];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Connectivity => "connectivity",
+            Check::Functionality => "functionality",
+            Check::Performance => "performance",
+            Check::Security => "security",
+            Check::Resources => "resources",
+        }
+    }
+}
+
+/// The life cycle of a deployment, as the registry records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentStatus {
+    Pending,
+    Running,
+    Paused,
+    Succeeded,
+    Failed,
+    Aborted,
+    RolledBack,
+}
+
+impl DeploymentStatus {
+    pub const ALL: [DeploymentStatus; 7] = [
+        DeploymentStatus::Pending,
+        DeploymentStatus::Running,
+        DeploymentStatus::Paused,
+        DeploymentStatus::Succeeded,
+        DeploymentStatus::Failed,
+        DeploymentStatus::Aborted,
+        DeploymentStatus::RolledBack,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStatus::Pending => "pending",
+            DeploymentStatus::Running => "running",
+            DeploymentStatus::Paused => "paused",
+            DeploymentStatus::Succeeded => "succeeded",
+            DeploymentStatus::Failed => "failed",
+            DeploymentStatus::Aborted => "aborted",
+            DeploymentStatus::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeploymentStatus> {
+        DeploymentStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// A deployment in this state may still change agents.
+    pub fn is_active(self) -> bool {
+        matches!(self, DeploymentStatus::Pending | DeploymentStatus::Running | DeploymentStatus::Paused)
+    }
+}
+
+impl std::fmt::Display for DeploymentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who may run an operation. Ordered: an admin may do whatever an operator may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// What kind of effect an operation has. Decided here, from the type, and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Answers from the topology model or the registry; changes nothing.
+    Read,
+    /// Changes agents, deployments or routing.
+    Mutate,
+    /// Steers the conversation itself (confirm, cancel, help, watch).
+    Dialog,
+}
+
+impl Operation {
+    /// The contract's name of the operation (`"deploy"`, `"show_health"`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::ShowTopology { .. } => "show_topology",
+            Operation::ShowHealth { .. } => "show_health",
+            Operation::ShowAgent { .. } => "show_agent",
+            Operation::FindAgents { .. } => "find_agents",
+            Operation::ListExtensions { .. } => "list_extensions",
+            Operation::RunHealthCheck { .. } => "run_health_check",
+            Operation::Deploy { .. } => "deploy",
+            Operation::Pause { .. } => "pause",
+            Operation::Resume { .. } => "resume",
+            Operation::Promote { .. } => "promote",
+            Operation::Abort { .. } => "abort",
+            Operation::Rollback { .. } => "rollback",
+            Operation::Retry { .. } => "retry",
+            Operation::ShowDeployment { .. } => "show_deployment",
+            Operation::ListDeployments { .. } => "list_deployments",
+            Operation::Report { .. } => "report",
+            Operation::Drain { .. } => "drain",
+            Operation::Cordon { .. } => "cordon",
+            Operation::Uncordon { .. } => "uncordon",
+            Operation::Restart { .. } => "restart",
+            Operation::Failover { .. } => "failover",
+            Operation::Failback { .. } => "failback",
+            Operation::ShiftTraffic { .. } => "shift_traffic",
+            Operation::ShowRouting { .. } => "show_routing",
+            Operation::Watch { .. } => "watch",
+            Operation::Unwatch => "unwatch",
+            Operation::Help => "help",
+            Operation::Confirm => "confirm",
+            Operation::Cancel => "cancel",
+        }
+    }
+
+    /// Every operation name of the contract, in the contract's order.
+    pub const NAMES: [&'static str; 29] = [
+        "show_topology",
+        "show_health",
+        "show_agent",
+        "find_agents",
+        "list_extensions",
+        "run_health_check",
+        "deploy",
+        "pause",
+        "resume",
+        "promote",
+        "abort",
+        "rollback",
+        "retry",
+        "show_deployment",
+        "list_deployments",
+        "report",
+        "drain",
+        "cordon",
+        "uncordon",
+        "restart",
+        "failover",
+        "failback",
+        "shift_traffic",
+        "show_routing",
+        "watch",
+        "unwatch",
+        "help",
+        "confirm",
+        "cancel",
+    ];
+
+    /// Whether the operation reads, changes the fleet, or steers the dialog.
+    pub fn effect(&self) -> Effect {
+        match self {
+            Operation::ShowTopology { .. }
+            | Operation::ShowHealth { .. }
+            | Operation::ShowAgent { .. }
+            | Operation::FindAgents { .. }
+            | Operation::ListExtensions { .. }
+            | Operation::RunHealthCheck { .. }
+            | Operation::ShowDeployment { .. }
+            | Operation::ListDeployments { .. }
+            | Operation::Report { .. }
+            | Operation::ShowRouting { .. } => Effect::Read,
+            Operation::Deploy { .. }
+            | Operation::Pause { .. }
+            | Operation::Resume { .. }
+            | Operation::Promote { .. }
+            | Operation::Abort { .. }
+            | Operation::Rollback { .. }
+            | Operation::Retry { .. }
+            | Operation::Drain { .. }
+            | Operation::Cordon { .. }
+            | Operation::Uncordon { .. }
+            | Operation::Restart { .. }
+            | Operation::Failover { .. }
+            | Operation::Failback { .. }
+            | Operation::ShiftTraffic { .. } => Effect::Mutate,
+            Operation::Watch { .. } | Operation::Unwatch | Operation::Help | Operation::Confirm | Operation::Cancel => {
+                Effect::Dialog
+            }
+        }
+    }
+
+    /// True when executing the operation changes agents, deployments or routing.
+    pub fn mutates(&self) -> bool {
+        self.effect() == Effect::Mutate
+    }
+
+    /// Operations that are risky whatever their scope (PRODUCT.md: failover, abort).
+    /// Scope-dependent risk (production, more than a quarter of a region) needs the
+    /// topology and is decided by the feasibility check.
+    pub fn always_risky(&self) -> bool {
+        matches!(self, Operation::Failover { .. } | Operation::Abort { .. } | Operation::ShiftTraffic { .. })
+    }
+
+    /// The least role allowed to run the operation.
+    pub fn required_role(&self) -> Role {
+        match self {
+            Operation::Failover { .. } | Operation::Failback { .. } | Operation::ShiftTraffic { .. } => Role::Admin,
+            op if op.mutates() => Role::Operator,
+            _ => Role::Viewer,
+        }
+    }
+
+    /// The deployment the operation names, for the ones that act on a deployment.
+    pub fn deployment_slot(&self) -> Option<&Option<String>> {
+        match self {
+            Operation::Pause { deployment }
+            | Operation::Resume { deployment }
+            | Operation::Promote { deployment }
+            | Operation::Abort { deployment }
+            | Operation::Rollback { deployment }
+            | Operation::Retry { deployment }
+            | Operation::ShowDeployment { deployment } => Some(deployment),
+            _ => None,
+        }
+    }
+
+    /// The agent the operation names, for the ones that act on one agent.
+    pub fn agent_slot(&self) -> Option<&Option<String>> {
+        match self {
+            Operation::ShowAgent { agent }
+            | Operation::Drain { agent }
+            | Operation::Cordon { agent }
+            | Operation::Uncordon { agent }
+            | Operation::Restart { agent } => Some(agent),
+            _ => None,
+        }
+    }
+
+    /// The scope the operation names, if it has a scope field.
+    pub fn scope_slot(&self) -> Option<&Option<Scope>> {
+        match self {
+            Operation::ShowTopology { scope }
+            | Operation::ShowHealth { scope }
+            | Operation::FindAgents { scope, .. }
+            | Operation::ListExtensions { scope }
+            | Operation::RunHealthCheck { scope, .. }
+            | Operation::Deploy { scope, .. }
+            | Operation::ListDeployments { scope, .. }
+            | Operation::Report { scope, .. }
+            | Operation::ShowRouting { scope }
+            | Operation::Watch { scope, .. } => Some(scope),
+            _ => None,
+        }
+    }
+
+    /// The operation as a JSON object of the contract.
+    pub fn to_json(&self) -> serde_json::Value {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Builds an operation from the contract's JSON object, e.g. from slot values the
+    /// intent layer collected. The error names the field that did not fit.
+    pub fn from_json(value: serde_json::Value) -> Result<Operation, serde_json::Error> {
+        serde_json::from_value(value)
+    }
+
+    /// The names of the fields this operation has filled, as they appear in its JSON.
+    pub fn filled_slots(&self) -> Vec<String> {
+        match self.to_json() {
+            serde_json::Value::Object(map) => map.keys().filter(|k| *k != "op").cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn deploy_serialises_to_the_contract_shape() {
+        let op = Operation::Deploy {
+            extension: Some("auth-filter".into()),
+            version: Some("2.1.0".into()),
+            scope: Some(Scope(vec![Selector::Region("eu-west".into())])),
+            strategy: Some(Strategy { kind: StrategyKind::Canary, steps: Some(vec![10, 50]), batch_size: None }),
+            require_approval: false,
+        };
+        assert_eq!(
+            op.to_json(),
+            json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0",
+                   "scope": ["region:eu-west"],
+                   "strategy": {"kind": "canary", "steps": [10, 50]}})
+        );
+    }
+
+    #[test]
+    fn absent_fields_are_omitted_and_unit_ops_are_bare() {
+        assert_eq!(Operation::Rollback { deployment: None }.to_json(), json!({"op": "rollback"}));
+        assert_eq!(Operation::Confirm.to_json(), json!({"op": "confirm"}));
+    }
+
+    #[test]
+    fn every_name_round_trips() {
+        for name in Operation::NAMES {
+            let op = Operation::from_json(json!({ "op": name })).expect(name);
+            assert_eq!(op.name(), name);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_ops_are_refused() {
+        assert!(Operation::from_json(json!({"op": "deploy", "colour": "red"})).is_err());
+        assert!(Operation::from_json(json!({"op": "explode"})).is_err());
+    }
+
+    #[test]
+    fn effect_and_role_come_from_the_type() {
+        assert!(Operation::Drain { agent: None }.mutates());
+        assert!(!Operation::ShowHealth { scope: None }.mutates());
+        assert_eq!(Operation::Help.effect(), Effect::Dialog);
+        assert_eq!(Operation::Failover { from: None, to: None }.required_role(), Role::Admin);
+        assert_eq!(Operation::Restart { agent: None }.required_role(), Role::Operator);
+        assert_eq!(Operation::Report { since: None, until: None, scope: None }.required_role(), Role::Viewer);
+    }
+}

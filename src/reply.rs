@@ -1,0 +1,132 @@
+//! The one answer type every front-end renders: the TUI and REPL as text and tables,
+//! `chat --json` as JSON, Slack as Block Kit, voice as speech.
+
+use serde::Serialize;
+
+use crate::ops::Operation;
+
+/// What became of a turn. Front-ends use it for exit codes and colours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A question was answered or a read op ran.
+    Answered,
+    /// A slot is missing; the message asks for it.
+    NeedsInput,
+    /// A risky operation waits for yes/no.
+    NeedsConfirmation,
+    /// A mutating operation was started (a rollout runs in the background).
+    Started,
+    /// A mutating operation finished successfully.
+    Done,
+    /// The operation cannot be carried out; the message says why and what can.
+    Infeasible,
+    /// The speaker may not run the operation.
+    Refused,
+    /// It was attempted and failed.
+    Failed,
+    /// Nothing was understood.
+    NotUnderstood,
+    /// A pending operation was cancelled or expired.
+    Cancelled,
+}
+
+impl Outcome {
+    /// Whether a one-shot command should exit non-zero.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::Infeasible | Outcome::Refused | Outcome::Failed | Outcome::NotUnderstood)
+    }
+}
+
+/// A table for people: a title, column headers and rows of cells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Table {
+    pub title: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(title: impl Into<String>, columns: &[&str]) -> Table {
+        Table { title: title.into(), columns: columns.iter().map(|c| c.to_string()).collect(), rows: Vec::new() }
+    }
+
+    pub fn push(&mut self, row: Vec<String>) {
+        self.rows.push(row);
+    }
+}
+
+/// One turn's answer. Its JSON form is what `parley chat --json` prints per turn.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reply {
+    /// The operation understood this turn (null when nothing was).
+    pub operation: Option<Operation>,
+    /// Required slots still missing.
+    pub missing: Vec<String>,
+    /// Result of the feasibility check; null when nothing was checked.
+    pub feasible: Option<bool>,
+    pub needs_confirmation: bool,
+    /// The reply an operator reads.
+    pub message: String,
+    /// Useful next utterances or questions.
+    pub follow_ups: Vec<String>,
+    /// The deployment this turn started or acted on.
+    pub deployment: Option<String>,
+    /// Structured data behind the message (rows, a plan, a report).
+    pub details: Option<serde_json::Value>,
+    /// A table to show beside the message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<Table>,
+    pub outcome: Outcome,
+}
+
+impl Reply {
+    pub fn new(outcome: Outcome, message: impl Into<String>) -> Reply {
+        Reply {
+            operation: None,
+            missing: Vec::new(),
+            feasible: None,
+            needs_confirmation: false,
+            message: message.into(),
+            follow_ups: Vec::new(),
+            deployment: None,
+            details: None,
+            table: None,
+            outcome,
+        }
+    }
+
+    pub fn with_operation(mut self, op: Option<Operation>) -> Reply {
+        self.operation = op;
+        self
+    }
+
+    pub fn with_follow_ups<I, S>(mut self, items: I) -> Reply
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.follow_ups = items.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn with_table(mut self, table: Table) -> Reply {
+        self.table = Some(table);
+        self
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Reply {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn with_deployment(mut self, id: impl Into<String>) -> Reply {
+        self.deployment = Some(id.into());
+        self
+    }
+
+    pub fn feasible(mut self, feasible: bool) -> Reply {
+        self.feasible = Some(feasible);
+        self
+    }
+}

@@ -1,0 +1,212 @@
+//! The extension catalog: which extensions exist, their versions, the capabilities
+//! they need and the extensions they depend on. Loaded from TOML (`assets/catalog.toml`
+//! is built in; a fleet can bring its own).
+
+use serde::Deserialize;
+
+use super::TopologyError;
+use crate::ops::{Version, VersionReq};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Catalog {
+    extensions: Vec<CatalogExtension>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogExtension {
+    pub name: String,
+    pub description: String,
+    /// Oldest first.
+    pub versions: Vec<Version>,
+    /// Capabilities an agent must have to run it.
+    pub requires: Vec<String>,
+    pub depends: Vec<Dependency>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dependency {
+    pub name: String,
+    pub req: VersionReq,
+}
+
+/// How a spoken or typed version matched the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionMatch {
+    /// Exactly one catalog version fits.
+    Exact(String),
+    /// Several fit ("2" when 2.0.3 and 2.1.0 exist).
+    Ambiguous(Vec<String>),
+    /// None fits; the catalog's versions are given for the reply.
+    Unknown { known: Vec<String> },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    #[serde(default)]
+    extension: Vec<ExtensionFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtensionFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    versions: Vec<String>,
+    #[serde(default)]
+    requires: Vec<String>,
+    #[serde(default)]
+    depends: Vec<DependencyFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DependencyFile {
+    name: String,
+    version: String,
+}
+
+const EMBEDDED: &str = include_str!("../../assets/catalog.toml");
+
+impl Catalog {
+    /// The catalog of the embedded demo fleet.
+    pub fn embedded() -> Result<Catalog, TopologyError> {
+        Catalog::from_toml(EMBEDDED, "assets/catalog.toml")
+    }
+
+    /// Parses a catalog file; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Catalog, TopologyError> {
+        let bad = |reason: String| TopologyError::Catalog { origin: origin.to_string(), reason };
+        let file: CatalogFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let mut extensions = Vec::with_capacity(file.extension.len());
+        for ext in file.extension {
+            if ext.versions.is_empty() {
+                return Err(bad(format!("extension `{}` lists no versions", ext.name)));
+            }
+            let mut versions = Vec::with_capacity(ext.versions.len());
+            for v in &ext.versions {
+                versions.push(v.parse::<Version>().map_err(|e| bad(format!("extension `{}`: {e}", ext.name)))?);
+            }
+            versions.sort();
+            let mut depends = Vec::new();
+            for d in ext.depends {
+                let req = d
+                    .version
+                    .parse::<VersionReq>()
+                    .map_err(|e| bad(format!("extension `{}` depends on `{}`: {e}", ext.name, d.name)))?;
+                depends.push(Dependency { name: d.name, req });
+            }
+            extensions.push(CatalogExtension {
+                name: ext.name,
+                description: ext.description,
+                versions,
+                requires: ext.requires,
+                depends,
+            });
+        }
+        for ext in &extensions {
+            for dep in &ext.depends {
+                if !extensions.iter().any(|e| e.name == dep.name) {
+                    return Err(bad(format!("extension `{}` depends on unknown `{}`", ext.name, dep.name)));
+                }
+            }
+        }
+        Ok(Catalog { extensions })
+    }
+
+    pub fn extensions(&self) -> &[CatalogExtension] {
+        &self.extensions
+    }
+
+    pub fn get(&self, name: &str) -> Option<&CatalogExtension> {
+        self.extensions.iter().find(|e| e.name == name)
+    }
+
+    /// Resolves what an operator said (`2.1`, `v2.1.0`, `latest`) to a catalog version.
+    pub fn resolve_version(&self, extension: &str, said: &str) -> VersionMatch {
+        let Some(ext) = self.get(extension) else {
+            return VersionMatch::Unknown { known: Vec::new() };
+        };
+        ext.resolve_version(said)
+    }
+}
+
+impl CatalogExtension {
+    pub fn latest(&self) -> Option<&Version> {
+        self.versions.last()
+    }
+
+    pub fn has_version(&self, v: &str) -> bool {
+        self.versions.iter().any(|x| x.to_string() == v)
+    }
+
+    pub fn version_strings(&self) -> Vec<String> {
+        self.versions.iter().map(Version::to_string).collect()
+    }
+
+    pub fn resolve_version(&self, said: &str) -> VersionMatch {
+        let said = said.trim();
+        if matches!(said, "latest" | "newest" | "last") {
+            return match self.latest() {
+                Some(v) => VersionMatch::Exact(v.to_string()),
+                None => VersionMatch::Unknown { known: Vec::new() },
+            };
+        }
+        let Ok(want) = said.parse::<Version>() else {
+            return VersionMatch::Unknown { known: self.version_strings() };
+        };
+        if let Some(v) = self.versions.iter().find(|v| **v == want && v.parts().len() == want.parts().len()) {
+            return VersionMatch::Exact(v.to_string());
+        }
+        let fits: Vec<String> = self.versions.iter().filter(|v| want.is_prefix_of(v)).map(Version::to_string).collect();
+        match fits.len() {
+            0 => VersionMatch::Unknown { known: self.version_strings() },
+            1 => VersionMatch::Exact(fits.into_iter().next().unwrap_or_default()),
+            _ => VersionMatch::Ambiguous(fits),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_catalog_matches_the_product_page() {
+        let c = Catalog::embedded().unwrap();
+        let names: Vec<&str> = c.extensions().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["auth-filter", "rate-limiter", "geo-router", "log-shipper", "model-server", "waf-rules"]);
+        assert_eq!(c.get("model-server").unwrap().requires, ["gpu"]);
+        assert_eq!(c.get("waf-rules").unwrap().depends[0].req.to_string(), ">= 2.0");
+    }
+
+    #[test]
+    fn versions_resolve_like_an_operator_means_them() {
+        let c = Catalog::embedded().unwrap();
+        assert_eq!(c.resolve_version("auth-filter", "2.1"), VersionMatch::Exact("2.1.0".into()));
+        assert_eq!(c.resolve_version("auth-filter", "v2.1.0"), VersionMatch::Exact("2.1.0".into()));
+        assert_eq!(c.resolve_version("auth-filter", "latest"), VersionMatch::Exact("2.1.0".into()));
+        assert_eq!(
+            c.resolve_version("auth-filter", "2"),
+            VersionMatch::Ambiguous(vec!["2.0.3".into(), "2.1.0".into()])
+        );
+        assert_eq!(
+            c.resolve_version("auth-filter", "3.0"),
+            VersionMatch::Unknown { known: vec!["1.0.0".into(), "2.0.3".into(), "2.1.0".into()] }
+        );
+        assert_eq!(c.resolve_version("waf-rules", "2024.2"), VersionMatch::Exact("2024.2".into()));
+    }
+
+    #[test]
+    fn malformed_catalogs_name_the_problem() {
+        let err = Catalog::from_toml("[[extension]]\nname = \"x\"\nversions = [\"one\"]\n", "c.toml").unwrap_err();
+        assert!(err.to_string().contains("c.toml") && err.to_string().contains("`x`"), "{err}");
+        let err = Catalog::from_toml(
+            "[[extension]]\nname = \"x\"\nversions = [\"1.0\"]\ndepends = [{ name = \"y\", version = \">= 1\" }]\n",
+            "c.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown `y`"), "{err}");
+    }
+}

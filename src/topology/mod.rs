@@ -1,0 +1,386 @@
+//! The live model of the fleet: agents with their place, labels, capabilities,
+//! extensions, metrics and liveness, plus the extension catalog.
+//!
+//! Readers take a cheap [`TopologyHandle::snapshot`] (an `Arc` clone) and never hold
+//! a lock across an await; the poller builds a whole new [`Topology`] and swaps it in.
+
+pub mod catalog;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::agent::protocol::{Metrics, ServingState};
+use crate::ops::{Scope, Selector};
+pub use catalog::{Catalog, CatalogExtension, Dependency, VersionMatch};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TopologyError {
+    #[error("catalog {origin}: {reason}")]
+    Catalog { origin: String, reason: String },
+    #[error("fleet inventory {origin}: {reason}")]
+    Inventory { origin: String, reason: String },
+}
+
+/// Thresholds above which a live agent counts as degraded. The orchestration layer's
+/// health gates default to the same values.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HealthThresholds {
+    pub error_rate_pct: f64,
+    pub p95_ms: f64,
+    pub cpu_pct: f64,
+    pub mem_pct: f64,
+}
+
+impl Default for HealthThresholds {
+    fn default() -> Self {
+        HealthThresholds { error_rate_pct: 1.0, p95_ms: 500.0, cpu_pct: 80.0, mem_pct: 85.0 }
+    }
+}
+
+impl HealthThresholds {
+    /// The metrics that are over their threshold, as `(name, value, threshold)`.
+    pub fn breaches(&self, m: &Metrics) -> Vec<(&'static str, f64, f64)> {
+        let mut out = Vec::new();
+        if m.error_rate_pct > self.error_rate_pct {
+            out.push(("error rate %", m.error_rate_pct, self.error_rate_pct));
+        }
+        if m.p95_ms > self.p95_ms {
+            out.push(("p95 ms", m.p95_ms, self.p95_ms));
+        }
+        if m.cpu_pct > self.cpu_pct {
+            out.push(("cpu %", m.cpu_pct, self.cpu_pct));
+        }
+        if m.mem_pct > self.mem_pct {
+            out.push(("memory %", m.mem_pct, self.mem_pct));
+        }
+        out
+    }
+}
+
+/// Parley's judgement of an agent, from whether and what it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    /// Answers, metrics within thresholds.
+    Healthy,
+    /// Answers, but a metric is over its threshold.
+    Degraded,
+    /// Stopped answering recently.
+    Suspect,
+    /// Stopped answering for longer.
+    Down,
+}
+
+impl Liveness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Healthy => "healthy",
+            Liveness::Degraded => "degraded",
+            Liveness::Suspect => "suspect",
+            Liveness::Down => "down",
+        }
+    }
+
+    /// The agent answers (healthy or degraded).
+    pub fn is_reachable(self) -> bool {
+        matches!(self, Liveness::Healthy | Liveness::Degraded)
+    }
+}
+
+/// One agent as the model knows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentView {
+    pub name: String,
+    /// Base URL of the agent's HTTP API, e.g. `http://127.0.0.1:41234`.
+    pub endpoint: String,
+    pub region: String,
+    pub zone: String,
+    pub labels: BTreeMap<String, String>,
+    pub capabilities: Vec<String>,
+    /// Extension name -> installed version.
+    pub extensions: BTreeMap<String, String>,
+    pub metrics: Metrics,
+    pub state: ServingState,
+    pub liveness: Liveness,
+    /// When the agent entered its current liveness.
+    pub liveness_since: DateTime<Utc>,
+    /// When the agent last answered, if ever.
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+impl AgentView {
+    pub fn env(&self) -> Option<&str> {
+        self.labels.get("env").map(String::as_str)
+    }
+
+    pub fn tier(&self) -> Option<&str> {
+        self.labels.get("tier").map(String::as_str)
+    }
+
+    pub fn has_capability(&self, cap: &str) -> bool {
+        self.capabilities.iter().any(|c| c == cap)
+    }
+
+    pub fn matches(&self, sel: &Selector) -> bool {
+        match sel {
+            Selector::Fleet => true,
+            Selector::Region(r) => self.region == *r,
+            Selector::Zone(z) => self.zone == *z,
+            Selector::Agent(a) => self.name == *a,
+            Selector::Env(e) => self.env() == Some(e.as_str()),
+            Selector::Capability(c) => self.has_capability(c),
+            Selector::Tier(t) => self.tier() == Some(t.as_str()),
+        }
+    }
+
+    pub fn matches_scope(&self, scope: &Scope) -> bool {
+        scope.0.iter().all(|s| self.matches(s))
+    }
+
+    /// Reachable and taking work: a rollout may touch it.
+    pub fn is_available(&self) -> bool {
+        self.liveness.is_reachable() && self.state == ServingState::Active
+    }
+}
+
+/// How a region is doing as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegionHealth {
+    Healthy,
+    /// Some agents degraded, suspect or down.
+    Degraded,
+    /// Every agent of the region is unreachable from Parley.
+    Partitioned,
+}
+
+impl RegionHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegionHealth::Healthy => "healthy",
+            RegionHealth::Degraded => "degraded",
+            RegionHealth::Partitioned => "partitioned",
+        }
+    }
+}
+
+/// An immutable snapshot of the fleet.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    agents: Vec<AgentView>,
+    index: HashMap<String, usize>,
+    regions: Vec<String>,
+    zones: Vec<String>,
+    catalog: Arc<Catalog>,
+    refreshed_at: Option<DateTime<Utc>>,
+}
+
+impl Topology {
+    /// Builds a snapshot. Regions and zones keep the order in which agents list them.
+    pub fn new(agents: Vec<AgentView>, catalog: Arc<Catalog>, refreshed_at: Option<DateTime<Utc>>) -> Topology {
+        let mut index = HashMap::with_capacity(agents.len());
+        let mut regions: Vec<String> = Vec::new();
+        let mut zones: Vec<String> = Vec::new();
+        for (i, a) in agents.iter().enumerate() {
+            index.insert(a.name.clone(), i);
+            if !regions.contains(&a.region) {
+                regions.push(a.region.clone());
+            }
+            if !zones.contains(&a.zone) {
+                zones.push(a.zone.clone());
+            }
+        }
+        Topology { agents, index, regions, zones, catalog, refreshed_at }
+    }
+
+    pub fn empty(catalog: Arc<Catalog>) -> Topology {
+        Topology::new(Vec::new(), catalog, None)
+    }
+
+    pub fn agents(&self) -> &[AgentView] {
+        &self.agents
+    }
+
+    pub fn agent(&self, name: &str) -> Option<&AgentView> {
+        self.index.get(name).map(|&i| &self.agents[i])
+    }
+
+    pub fn regions(&self) -> &[String] {
+        &self.regions
+    }
+
+    pub fn zones(&self) -> &[String] {
+        &self.zones
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn catalog_arc(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog)
+    }
+
+    pub fn refreshed_at(&self) -> Option<DateTime<Utc>> {
+        self.refreshed_at
+    }
+
+    /// Every value a label takes across the fleet (e.g. all `env` values), sorted.
+    pub fn label_values(&self, key: &str) -> Vec<String> {
+        let mut out: Vec<String> = self.agents.iter().filter_map(|a| a.labels.get(key).cloned()).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Every capability any agent has, sorted.
+    pub fn capabilities(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.agents.iter().flat_map(|a| a.capabilities.iter().cloned()).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The agents a scope selects, in fleet order.
+    pub fn select<'a>(&'a self, scope: &'a Scope) -> impl Iterator<Item = &'a AgentView> + 'a {
+        self.agents.iter().filter(move |a| a.matches_scope(scope))
+    }
+
+    pub fn region_agents<'a>(&'a self, region: &'a str) -> impl Iterator<Item = &'a AgentView> + 'a {
+        self.agents.iter().filter(move |a| a.region == region)
+    }
+
+    pub fn region_health(&self, region: &str) -> RegionHealth {
+        let mut any = false;
+        let mut all_unreachable = true;
+        let mut all_healthy = true;
+        for a in self.region_agents(region) {
+            any = true;
+            all_unreachable &= !a.liveness.is_reachable();
+            all_healthy &= a.liveness == Liveness::Healthy;
+        }
+        if any && all_unreachable {
+            RegionHealth::Partitioned
+        } else if all_healthy {
+            RegionHealth::Healthy
+        } else {
+            RegionHealth::Degraded
+        }
+    }
+}
+
+/// The shared, swappable current snapshot.
+#[derive(Debug, Clone)]
+pub struct TopologyHandle {
+    current: Arc<RwLock<Arc<Topology>>>,
+}
+
+impl TopologyHandle {
+    pub fn new(initial: Topology) -> TopologyHandle {
+        TopologyHandle { current: Arc::new(RwLock::new(Arc::new(initial))) }
+    }
+
+    /// The current snapshot; cheap, and never blocks for longer than a pointer copy.
+    pub fn snapshot(&self) -> Arc<Topology> {
+        match self.current.read() {
+            Ok(guard) => Arc::clone(&guard),
+            // A writer panicked mid-swap; the Arc inside is still a whole snapshot.
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Swaps in a new snapshot (the poller's job).
+    pub fn replace(&self, next: Topology) {
+        let next = Arc::new(next);
+        match self.current.write() {
+            Ok(mut guard) => *guard = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! A demo-shaped topology built in memory, for unit tests of the layers above.
+    use super::*;
+
+    pub fn agent(name: &str, region: &str, zone: &str, tier: &str, env: &str, caps: &[&str]) -> AgentView {
+        let mut labels = BTreeMap::new();
+        labels.insert("env".to_string(), env.to_string());
+        labels.insert("tier".to_string(), tier.to_string());
+        let mut extensions = BTreeMap::new();
+        extensions.insert("auth-filter".to_string(), "2.0.3".to_string());
+        extensions.insert("rate-limiter".to_string(), "1.0.0".to_string());
+        extensions.insert("log-shipper".to_string(), "1.4.2".to_string());
+        if caps.contains(&"gpu") {
+            extensions.insert("model-server".to_string(), "0.3.0".to_string());
+        }
+        AgentView {
+            name: name.to_string(),
+            endpoint: format!("http://127.0.0.1:1/{name}"),
+            region: region.to_string(),
+            zone: zone.to_string(),
+            labels,
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            extensions,
+            metrics: Metrics { cpu_pct: 30.0, mem_pct: 40.0, error_rate_pct: 0.1, p95_ms: 120.0 },
+            state: ServingState::Active,
+            liveness: Liveness::Healthy,
+            liveness_since: DateTime::<Utc>::UNIX_EPOCH,
+            last_seen: Some(DateTime::<Utc>::UNIX_EPOCH),
+        }
+    }
+
+    /// The 48-agent demo fleet of PRODUCT.md, all healthy, without any HTTP.
+    pub fn demo_topology() -> Topology {
+        let regions = ["us-east", "us-west", "eu-west", "ap-south"];
+        let mut agents = Vec::new();
+        for (tier, per_region, caps) in [("edge", 6, vec![]), ("core", 4, vec![]), ("gpu", 2, vec!["gpu"])] {
+            let mut n = 0;
+            for region in regions {
+                let env = if region == "ap-south" { "staging" } else { "production" };
+                for i in 0..per_region {
+                    n += 1;
+                    let zone = if i < per_region / 2 { format!("{region}-a") } else { format!("{region}-b") };
+                    agents.push(agent(&format!("{tier}-{n}"), region, &zone, tier, env, &caps));
+                }
+            }
+        }
+        let catalog = Arc::new(Catalog::embedded().expect("embedded catalog"));
+        Topology::new(agents, catalog, Some(DateTime::<Utc>::UNIX_EPOCH))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::demo_topology;
+    use super::*;
+
+    #[test]
+    fn demo_shape_selects_as_the_product_page_says() {
+        let t = demo_topology();
+        assert_eq!(t.agents().len(), 48);
+        assert_eq!(t.regions(), ["us-east", "us-west", "eu-west", "ap-south"]);
+        assert_eq!(t.select(&Scope::region("ap-south")).count(), 12);
+        let gpu_eu = Scope(vec![Selector::Region("eu-west".into()), Selector::Capability("gpu".into())]);
+        let names: Vec<&str> = t.select(&gpu_eu).map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["gpu-5", "gpu-6"]);
+        assert_eq!(t.agent("edge-13").unwrap().region, "eu-west");
+        assert_eq!(t.agent("edge-13").unwrap().zone, "eu-west-a");
+        assert_eq!(t.agent("edge-16").unwrap().zone, "eu-west-b");
+    }
+
+    #[test]
+    fn a_region_with_every_agent_down_is_partitioned() {
+        let mut t = demo_topology();
+        for a in t.agents.iter_mut().filter(|a| a.region == "eu-west") {
+            a.liveness = Liveness::Down;
+        }
+        let t = Topology::new(t.agents, t.catalog, None);
+        assert_eq!(t.region_health("eu-west"), RegionHealth::Partitioned);
+        assert_eq!(t.region_health("us-east"), RegionHealth::Healthy);
+    }
+}
