@@ -2,7 +2,10 @@
 //! itself (used by `parley agent`, the embedded demo fleet and the simulator).
 
 pub mod client;
+pub mod demo;
+pub mod faults;
 pub mod protocol;
+pub mod server;
 
 pub use client::AgentClient;
 

@@ -5,6 +5,7 @@
 //! a lock across an await; the poller builds a whole new [`Topology`] and swaps it in.
 
 pub mod catalog;
+pub mod inventory;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};

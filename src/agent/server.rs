@@ -1,0 +1,472 @@
+//! The agent itself: an HTTP+JSON server that reports its status and health and
+//! installs, removes and acts on request. The same code runs the embedded demo fleet,
+//! `parley agent` and the simulator, so Parley always drives agents over real HTTP.
+//!
+//! Installs are simulated (a delay, then the version is recorded), metrics are
+//! synthesised from a per-agent baseline with a slow drift, and faults from
+//! [`Faults`] can make an agent misbehave on cue.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::faults::Faults;
+use super::protocol::{
+    AgentAction, AgentStatus, ErrorBody, InstallRequest, InstalledExtension, Metrics, ServingState, PROTOCOL_VERSION,
+};
+
+/// Who the agent is and how it behaves.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub name: String,
+    pub region: String,
+    pub zone: String,
+    pub labels: BTreeMap<String, String>,
+    pub capabilities: Vec<String>,
+    /// Extensions installed at first start (a state file, when present, wins).
+    pub extensions: BTreeMap<String, String>,
+    /// Bearer token every request must carry; `None` accepts any request.
+    pub token: Option<String>,
+    /// Where installed extensions and the serving state are kept across restarts.
+    pub state_file: Option<PathBuf>,
+    /// How long a simulated install takes.
+    pub install_delay: Duration,
+    /// How long draining and restarting take.
+    pub transition_delay: Duration,
+    pub faults: Faults,
+}
+
+impl AgentConfig {
+    pub fn new(name: &str, region: &str, zone: &str) -> AgentConfig {
+        AgentConfig {
+            name: name.to_string(),
+            region: region.to_string(),
+            zone: zone.to_string(),
+            labels: BTreeMap::new(),
+            capabilities: Vec::new(),
+            extensions: BTreeMap::new(),
+            token: None,
+            state_file: None,
+            install_delay: Duration::from_millis(50),
+            transition_delay: Duration::from_millis(200),
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// What an agent keeps in its state file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PersistedState {
+    extensions: BTreeMap<String, String>,
+    state: ServingState,
+}
+
+#[derive(Debug)]
+struct Runtime {
+    extensions: BTreeMap<String, String>,
+    state: ServingState,
+    started_at: DateTime<Utc>,
+    /// Bumped by every drain/restart so a late timer does not undo a newer action.
+    generation: u64,
+}
+
+/// One running agent: configuration plus mutable runtime state.
+#[derive(Debug)]
+pub struct Agent {
+    config: AgentConfig,
+    runtime: Mutex<Runtime>,
+    baseline: Metrics,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentStateError {
+    #[error("agent state file {path}: {reason}")]
+    StateFile { path: String, reason: String },
+}
+
+impl Agent {
+    /// Creates the agent, reading its state file when there is one. A state file that
+    /// cannot be read is an error rather than a silent reset: the agent would otherwise
+    /// report versions it does not run.
+    pub fn new(config: AgentConfig) -> Result<Arc<Agent>, AgentStateError> {
+        let mut extensions = config.extensions.clone();
+        let mut state = ServingState::Active;
+        if let Some(path) = &config.state_file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    let saved: PersistedState =
+                        serde_json::from_str(&text).map_err(|e| AgentStateError::StateFile {
+                            path: path.display().to_string(),
+                            reason: format!("not a valid state file ({e}); move it away to start fresh"),
+                        })?;
+                    extensions = saved.extensions;
+                    // A restart finishes whatever transition was under way.
+                    state = match saved.state {
+                        ServingState::Draining => ServingState::Drained,
+                        ServingState::Restarting => ServingState::Active,
+                        other => other,
+                    };
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(AgentStateError::StateFile { path: path.display().to_string(), reason: e.to_string() })
+                }
+            }
+        }
+        let baseline = baseline_for(&config.name);
+        let agent = Arc::new(Agent {
+            config,
+            runtime: Mutex::new(Runtime { extensions, state, started_at: Utc::now(), generation: 0 }),
+            baseline,
+        });
+        agent.persist();
+        Ok(agent)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Runtime> {
+        // The runtime holds plain data; a panic elsewhere cannot leave it half-written.
+        self.runtime.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The agent's status as `GET /v1/status` reports it.
+    pub fn status(&self) -> AgentStatus {
+        let rt = self.lock();
+        AgentStatus {
+            protocol: PROTOCOL_VERSION,
+            name: self.config.name.clone(),
+            region: self.config.region.clone(),
+            zone: self.config.zone.clone(),
+            labels: self.config.labels.clone(),
+            capabilities: self.config.capabilities.clone(),
+            extensions: rt
+                .extensions
+                .iter()
+                .map(|(name, version)| InstalledExtension { name: name.clone(), version: version.clone() })
+                .collect(),
+            state: rt.state,
+            metrics: self.metrics_for(&rt.extensions),
+            started_at: rt.started_at,
+        }
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let rt = self.lock();
+        self.metrics_for(&rt.extensions)
+    }
+
+    fn metrics_for(&self, extensions: &BTreeMap<String, String>) -> Metrics {
+        // A slow drift (period of minutes) so sparklines move without tripping gates.
+        let t = Utc::now().timestamp_millis() as f64 / 1000.0;
+        let phase = (self.baseline.cpu_pct * 7.0) % std::f64::consts::TAU;
+        let wobble = ((t / 40.0) + phase).sin();
+        let mut m = Metrics {
+            cpu_pct: (self.baseline.cpu_pct + 4.0 * wobble).clamp(0.0, 100.0),
+            mem_pct: (self.baseline.mem_pct + 2.0 * wobble).clamp(0.0, 100.0),
+            error_rate_pct: (self.baseline.error_rate_pct * (1.0 + 0.2 * wobble)).max(0.0),
+            p95_ms: (self.baseline.p95_ms * (1.0 + 0.1 * wobble)).max(1.0),
+        };
+        if let Some(spike) = self.config.faults.error_spike(extensions) {
+            m.error_rate_pct += spike.error_rate_pct;
+            m.p95_ms += spike.extra_p95_ms;
+        }
+        round_metrics(m)
+    }
+
+    /// Writes the state file (atomically: temp file then rename), if the agent has one.
+    fn persist(&self) {
+        let Some(path) = &self.config.state_file else { return };
+        let saved = {
+            let rt = self.lock();
+            PersistedState { extensions: rt.extensions.clone(), state: rt.state }
+        };
+        let result = serde_json::to_vec_pretty(&saved).map_err(std::io::Error::other).and_then(|bytes| {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, path)
+        });
+        if let Err(e) = result {
+            tracing::error!(agent = %self.config.name, path = %path.display(), error = %e, "could not write the agent state file");
+        }
+    }
+
+    async fn install(&self, extension: &str, version: &str) -> Result<AgentStatus, ApiError> {
+        if !is_plain_name(extension) || !is_plain_version(version) {
+            return Err(ApiError::bad_request(format!(
+                "`{extension}` `{version}` is not an extension name and version"
+            )));
+        }
+        if self.lock().state == ServingState::Restarting {
+            return Err(ApiError::unavailable("the agent is restarting"));
+        }
+        tokio::time::sleep(self.config.install_delay).await;
+        if self.config.faults.install_fails(extension, version) {
+            return Err(ApiError::failed(format!(
+                "installing {extension} {version} failed: package verification error"
+            )));
+        }
+        self.lock().extensions.insert(extension.to_string(), version.to_string());
+        self.persist();
+        tracing::info!(agent = %self.config.name, %extension, %version, "installed");
+        Ok(self.status())
+    }
+
+    fn remove(&self, extension: &str) -> Result<AgentStatus, ApiError> {
+        if self.lock().extensions.remove(extension).is_none() {
+            return Err(ApiError::not_found(format!("{extension} is not installed")));
+        }
+        self.persist();
+        Ok(self.status())
+    }
+
+    fn act(self: &Arc<Self>, action: AgentAction) -> Result<AgentStatus, ApiError> {
+        let delay = self.config.transition_delay;
+        let (generation, next_after_delay) = {
+            let mut rt = self.lock();
+            rt.generation += 1;
+            let after = match action {
+                AgentAction::Cordon => {
+                    if rt.state != ServingState::Active {
+                        return Err(ApiError::conflict(format!(
+                            "cannot cordon an agent that is {}",
+                            rt.state.as_str()
+                        )));
+                    }
+                    rt.state = ServingState::Cordoned;
+                    None
+                }
+                AgentAction::Uncordon => {
+                    if rt.state == ServingState::Restarting {
+                        return Err(ApiError::conflict("cannot uncordon an agent that is restarting".to_string()));
+                    }
+                    rt.state = ServingState::Active;
+                    None
+                }
+                AgentAction::Drain => {
+                    if matches!(rt.state, ServingState::Draining | ServingState::Drained) {
+                        None
+                    } else {
+                        rt.state = ServingState::Draining;
+                        Some(ServingState::Drained)
+                    }
+                }
+                AgentAction::Restart => {
+                    rt.state = ServingState::Restarting;
+                    Some(ServingState::Active)
+                }
+            };
+            (rt.generation, after)
+        };
+        self.persist();
+        if let Some(next) = next_after_delay {
+            let agent = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                {
+                    let mut rt = agent.lock();
+                    if rt.generation != generation {
+                        return;
+                    }
+                    rt.state = next;
+                    if action == AgentAction::Restart {
+                        rt.started_at = Utc::now();
+                    }
+                }
+                agent.persist();
+            });
+        }
+        tracing::info!(agent = %self.config.name, action = action.as_str(), "action");
+        Ok(self.status())
+    }
+
+    fn authorised(&self, headers: &HeaderMap) -> bool {
+        let Some(want) = &self.config.token else { return true };
+        let got = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(got.as_bytes(), want.as_bytes())
+    }
+}
+
+/// The HTTP routes of the agent protocol (docs/agent-protocol.md).
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/health", get(health))
+        .route("/v1/extensions", get(extensions))
+        .route("/v1/extensions/{name}", put(install).delete(remove))
+        .route("/v1/actions/{action}", post(action))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see docs/agent-protocol.md".to_string()) })
+        .with_state(agent)
+}
+
+/// Serves the agent on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    agent: Arc<Agent>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(agent)).with_graceful_shutdown(shutdown).await
+}
+
+type AgentState = State<Arc<Agent>>;
+
+async fn status(State(agent): AgentState, headers: HeaderMap) -> Result<Json<AgentStatus>, ApiError> {
+    guard(&agent, &headers).await?;
+    Ok(Json(agent.status()))
+}
+
+async fn health(State(agent): AgentState, headers: HeaderMap) -> Result<Json<Metrics>, ApiError> {
+    guard(&agent, &headers).await?;
+    Ok(Json(agent.metrics()))
+}
+
+async fn extensions(State(agent): AgentState, headers: HeaderMap) -> Result<Json<Vec<InstalledExtension>>, ApiError> {
+    guard(&agent, &headers).await?;
+    Ok(Json(agent.status().extensions))
+}
+
+async fn install(
+    State(agent): AgentState,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<InstallRequest>, JsonRejection>,
+) -> Result<Json<AgentStatus>, ApiError> {
+    guard(&agent, &headers).await?;
+    let Json(req) =
+        body.map_err(|e| ApiError::bad_request(format!("the body must be {{\"version\": \"...\"}}: {e}")))?;
+    agent.install(&name, &req.version).await.map(Json)
+}
+
+async fn remove(
+    State(agent): AgentState,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<AgentStatus>, ApiError> {
+    guard(&agent, &headers).await?;
+    agent.remove(&name).map(Json)
+}
+
+async fn action(
+    State(agent): AgentState,
+    headers: HeaderMap,
+    Path(action): Path<String>,
+) -> Result<Json<AgentStatus>, ApiError> {
+    guard(&agent, &headers).await?;
+    let action = match action.as_str() {
+        "drain" => AgentAction::Drain,
+        "cordon" => AgentAction::Cordon,
+        "uncordon" => AgentAction::Uncordon,
+        "restart" => AgentAction::Restart,
+        other => return Err(ApiError::not_found(format!("no action `{other}` (drain, cordon, uncordon, restart)"))),
+    };
+    agent.act(action).map(Json)
+}
+
+/// Authentication first (a refused request changes nothing), then injected faults.
+async fn guard(agent: &Agent, headers: &HeaderMap) -> Result<(), ApiError> {
+    if !agent.authorised(headers) {
+        return Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "missing or wrong bearer token".to_string(),
+        });
+    }
+    if let Some(delay) = agent.config.faults.response_delay() {
+        tokio::time::sleep(delay).await;
+    }
+    Ok(())
+}
+
+/// A protocol error: status code plus the JSON [`ErrorBody`].
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: String) -> ApiError {
+        ApiError { status: StatusCode::BAD_REQUEST, code: "bad_request", message }
+    }
+    fn not_found(message: String) -> ApiError {
+        ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message }
+    }
+    fn conflict(message: String) -> ApiError {
+        ApiError { status: StatusCode::CONFLICT, code: "conflict", message }
+    }
+    fn unavailable(message: &str) -> ApiError {
+        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.to_string() }
+    }
+    fn failed(message: String) -> ApiError {
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "install_failed", message }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(ErrorBody { code: self.code.to_string(), error: self.message })).into_response()
+    }
+}
+
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn is_plain_version(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A stable per-agent baseline, so each agent looks different but the same across runs.
+fn baseline_for(name: &str) -> Metrics {
+    // FNV-1a: stable across Rust versions, unlike std's hasher.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    let unit = |shift: u32| ((h >> shift) & 0xffff) as f64 / 65535.0;
+    Metrics {
+        cpu_pct: 20.0 + 25.0 * unit(0),
+        mem_pct: 30.0 + 25.0 * unit(16),
+        error_rate_pct: 0.05 + 0.3 * unit(32),
+        p95_ms: 80.0 + 120.0 * unit(48),
+    }
+}
+
+fn round_metrics(m: Metrics) -> Metrics {
+    let r = |x: f64, scale: f64| (x * scale).round() / scale;
+    Metrics {
+        cpu_pct: r(m.cpu_pct, 10.0),
+        mem_pct: r(m.mem_pct, 10.0),
+        error_rate_pct: r(m.error_rate_pct, 100.0),
+        p95_ms: r(m.p95_ms, 1.0),
+    }
+}
