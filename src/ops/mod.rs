@@ -549,3 +549,26 @@ mod tests {
         assert_eq!(Operation::Report { since: None, until: None, scope: None }.required_role(), Role::Viewer);
     }
 }
+
+/// Who is speaking, through which front-end: for role checks and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Actor {
+    /// A user name or id (`alice`, a Slack user id `U0123`).
+    pub name: String,
+    /// `repl`, `tui`, `ask`, `chat-json`, `voice`, `slack:C0456`, ...
+    pub frontend: String,
+    pub role: Role,
+}
+
+impl Actor {
+    pub fn new(name: impl Into<String>, frontend: impl Into<String>, role: Role) -> Actor {
+        Actor { name: name.into(), frontend: frontend.into(), role }
+    }
+
+    /// The local operator at this terminal: named after the OS user, full rights
+    /// (whoever runs the binary could talk to the agents directly anyway).
+    pub fn local(frontend: &str) -> Actor {
+        let name = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "operator".to_string());
+        Actor::new(name, frontend, Role::Admin)
+    }
+}
