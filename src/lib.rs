@@ -1,10 +1,18 @@
 //! Parley: a conversational operations assistant for a fleet of software agents.
 //!
 //! The library holds the whole pipeline; `main.rs` only turns arguments into a
-//! configuration and picks a front-end. See ARCHITECTURE in the README for the flow
-//! of one turn.
+//! configuration and picks a front-end. One turn flows
+//! `ui` -> `dialog::Session` -> `intent` -> `feasibility` -> `orchestrate` -> `Reply`.
 
 pub mod agent;
+pub mod app;
+pub mod config;
+pub mod dialog;
+pub mod feasibility;
+pub mod intent;
 pub mod ops;
+pub mod orchestrate;
+pub mod registry;
 pub mod reply;
 pub mod topology;
+pub mod ui;

@@ -1,0 +1,197 @@
+//! Start-up and shutdown: turns a [`Config`] into running services (fleet, poller,
+//! registry, orchestrator, grammar) that every front-end shares, and hands out
+//! dialog sessions.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::agent::demo::{DemoFleet, DemoOptions};
+use crate::agent::faults::FaultSpec;
+use crate::agent::AgentClient;
+use crate::config::{Config, FleetSource};
+use crate::dialog::Session;
+use crate::intent::Grammar;
+use crate::ops::Actor;
+use crate::orchestrate::{Orchestrator, RolloutSettings};
+use crate::registry::{DeploymentRecord, Registry};
+use crate::topology::inventory::{Inventory, InventoryEntry};
+use crate::topology::poller::{Poller, PollerConfig};
+use crate::topology::{Catalog, HealthThresholds, TopologyHandle};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Intents(#[from] crate::intent::IntentError),
+    #[error(transparent)]
+    Topology(#[from] crate::topology::TopologyError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Orchestrate(#[from] crate::orchestrate::OrchestrateError),
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
+    #[error(transparent)]
+    Demo(#[from] crate::agent::demo::DemoError),
+    #[error(transparent)]
+    Faults(#[from] crate::agent::faults::FaultSpecError),
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// Everything a dialog session needs, shared by all sessions.
+pub struct Services {
+    pub grammar: Grammar,
+    pub topology: TopologyHandle,
+    pub poller: Arc<Poller>,
+    pub registry: Registry,
+    pub orchestrator: Orchestrator,
+    pub client: AgentClient,
+    /// A client without the token, for the security check.
+    pub anonymous: AgentClient,
+    pub thresholds: HealthThresholds,
+}
+
+/// A running Parley.
+pub struct Parley {
+    services: Arc<Services>,
+    /// Deployments a previous process left unfinished (now paused).
+    interrupted: Vec<DeploymentRecord>,
+    demo: Option<DemoFleet>,
+    /// Where this process advertised its demo fleet to other Parley processes.
+    advertised: Option<std::path::PathBuf>,
+    stop: watch::Sender<bool>,
+    poll_task: JoinHandle<()>,
+}
+
+impl Parley {
+    pub async fn start(config: &Config) -> Result<Parley, StartError> {
+        let grammar = match &config.intents_dir {
+            Some(dir) => Grammar::load_dir(dir)?,
+            None => Grammar::embedded()?,
+        };
+        let catalog = Arc::new(match &config.catalog {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| StartError::File { path: path.display().to_string(), reason: e.to_string() })?;
+                Catalog::from_toml(&text, &path.display().to_string())?
+            }
+            None => Catalog::embedded()?,
+        });
+        let client = AgentClient::new(config.agent_timeout, config.agent_token.clone())?;
+        let anonymous = AgentClient::new(config.agent_timeout, None)?;
+
+        let (inventory, demo, advertised) = match &config.fleet {
+            FleetSource::Inventory(path) => (Inventory::load(path)?, None, None),
+            FleetSource::Demo { faults } => start_demo(config, faults, &client).await?,
+        };
+
+        let thresholds = HealthThresholds::default();
+        let poller = Arc::new(Poller::new(
+            inventory,
+            client.clone(),
+            catalog,
+            PollerConfig {
+                interval: config.poll_interval,
+                suspect_after: config.suspect_after,
+                down_after: config.down_after,
+                concurrency: 64,
+                thresholds,
+            },
+        ));
+        poller.refresh().await;
+        let (stop, stop_rx) = watch::channel(false);
+        let poll_task = Arc::clone(&poller).spawn(stop_rx);
+
+        let registry = Registry::open(&config.db_path()).await?;
+        let settings = RolloutSettings {
+            bake: config.bake,
+            gate: thresholds,
+            default_batch_percent: config.batch_percent,
+            install_timeout: config.agent_timeout,
+        };
+        let orchestrator = Orchestrator::new(registry.clone(), client.clone(), settings);
+        let interrupted = orchestrator.recover().await?;
+
+        let services = Arc::new(Services {
+            grammar,
+            topology: poller.handle(),
+            poller,
+            registry,
+            orchestrator,
+            client,
+            anonymous,
+            thresholds,
+        });
+        Ok(Parley { services, interrupted, demo, advertised, stop, poll_task })
+    }
+
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// A new conversation for `actor`.
+    pub fn session(&self, actor: Actor) -> Session {
+        Session::new(Arc::clone(&self.services), actor)
+    }
+
+    /// Deployments that a previous Parley left mid-way; they are paused and wait for
+    /// the operator to resume or roll them back.
+    pub fn interrupted(&self) -> &[DeploymentRecord] {
+        &self.interrupted
+    }
+
+    /// Lets running rollouts finish, then stops the poller and the demo fleet.
+    pub async fn shutdown(self) {
+        self.services.orchestrator.wait_idle().await;
+        let _ = self.stop.send(true);
+        let _ = self.poll_task.await;
+        if let Some(path) = &self.advertised {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(demo) = self.demo {
+            demo.shutdown().await;
+        }
+    }
+}
+
+type DemoStart = (Vec<InventoryEntry>, Option<DemoFleet>, Option<std::path::PathBuf>);
+
+/// Starts the embedded demo fleet, or joins the one another Parley process on this
+/// data directory already runs (so `parley ask` in a second terminal acts on the
+/// fleet the first one shows). Agent state lives beside the registry either way.
+async fn start_demo(config: &Config, faults: &str, client: &AgentClient) -> Result<DemoStart, StartError> {
+    let state_dir = config.demo_state_dir();
+    let advert = state_dir.join("inventory.toml");
+    if let Some(entries) = running_demo(&advert, client).await {
+        tracing::info!(inventory = %advert.display(), "joining the demo fleet of another Parley process");
+        return Ok((entries, None, None));
+    }
+    let options = DemoOptions {
+        token: config.agent_token.clone(),
+        state_dir: Some(state_dir),
+        faults: FaultSpec::parse(faults)?,
+        install_delay: Some(Duration::from_millis(40)),
+        transition_delay: Some(Duration::from_millis(300)),
+    };
+    let fleet = DemoFleet::start(options).await?;
+    let entries = fleet.inventory();
+    let advertised = match std::fs::write(&advert, Inventory::to_toml(&entries)) {
+        Ok(()) => Some(advert),
+        Err(e) => {
+            tracing::warn!(path = %advert.display(), error = %e, "could not advertise the demo fleet");
+            None
+        }
+    };
+    Ok((entries, Some(fleet), advertised))
+}
+
+async fn running_demo(advert: &Path, client: &AgentClient) -> Option<Vec<InventoryEntry>> {
+    let entries = Inventory::load(advert).ok()?;
+    let first = entries.first()?;
+    client.status(&first.endpoint).await.ok()?;
+    Some(entries)
+}

@@ -1,0 +1,228 @@
+//! Parley's configuration: a TOML file (optional) with command-line overrides applied
+//! by `main.rs`. The library never reads arguments; it gets a finished [`Config`].
+//!
+//! ```toml
+//! # ~/.config/parley/parley.toml
+//! data_dir = "/var/lib/parley"           # registry, history, logs, demo agent state
+//! [fleet]
+//! inventory = "/etc/parley/fleet.toml"   # omit to run the embedded demo fleet
+//! token_env = "PARLEY_AGENT_TOKEN"       # environment variable holding the agents' bearer token
+//! [rollout]
+//! bake_secs = 2
+//! batch_percent = 25
+//! [poll]
+//! interval_ms = 1000
+//! suspect_after_ms = 2000
+//! down_after_ms = 4000
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("no data directory: set $HOME or pass --data-dir")]
+    NoDataDir,
+}
+
+/// Where the agents come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FleetSource {
+    /// Start the embedded 48-agent demo fleet, with optional faults (see `agent::faults`).
+    Demo { faults: String },
+    /// Poll the agents listed in an inventory file.
+    Inventory(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// The registry database; defaults to `<data_dir>/parley.db`.
+    pub db: Option<PathBuf>,
+    /// A directory of `*.toml` intent files replacing the built-in ones.
+    pub intents_dir: Option<PathBuf>,
+    /// A catalog file replacing the built-in demo catalog.
+    pub catalog: Option<PathBuf>,
+    pub fleet: FleetSource,
+    /// Bearer token for the agents.
+    pub agent_token: Option<String>,
+    pub agent_timeout: Duration,
+    pub bake: Duration,
+    pub batch_percent: u8,
+    pub poll_interval: Duration,
+    pub suspect_after: Duration,
+    pub down_after: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    db: Option<PathBuf>,
+    intents_dir: Option<PathBuf>,
+    catalog: Option<PathBuf>,
+    #[serde(default)]
+    fleet: FleetFile,
+    #[serde(default)]
+    rollout: RolloutFile,
+    #[serde(default)]
+    poll: PollFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetFile {
+    inventory: Option<PathBuf>,
+    token_env: Option<String>,
+    timeout_ms: Option<u64>,
+    demo_faults: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloutFile {
+    bake_secs: Option<f64>,
+    batch_percent: Option<u8>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PollFile {
+    interval_ms: Option<u64>,
+    suspect_after_ms: Option<u64>,
+    down_after_ms: Option<u64>,
+}
+
+impl Config {
+    /// The configuration from `path` (when given, it must exist) or from the default
+    /// location (used only if present), on top of built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let default_path = directories::ProjectDirs::from("dev", "parley", "parley").map(|d| d.config_dir().join("parley.toml"));
+        let (file, origin) = match path {
+            Some(p) => (Some(read(p)?), Some(p.to_path_buf())),
+            None => match default_path {
+                Some(p) if p.is_file() => (Some(read(&p)?), Some(p)),
+                _ => (None, None),
+            },
+        };
+        let file = file.unwrap_or_default();
+        // Relative paths in a config file are relative to the file, not to wherever
+        // Parley happens to be started.
+        let base = origin.as_ref().and_then(|p| p.parent()).map(Path::to_path_buf);
+        let rel = |p: PathBuf| match &base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p,
+        };
+        let data_dir = match file.data_dir {
+            Some(d) => rel(d),
+            None => default_data_dir()?,
+        };
+        let token_env = file.fleet.token_env.unwrap_or_else(|| "PARLEY_AGENT_TOKEN".to_string());
+        let agent_token = std::env::var(&token_env).ok().filter(|t| !t.is_empty());
+        let bake_secs = file.rollout.bake_secs.unwrap_or(2.0);
+        if !(0.0..=3600.0).contains(&bake_secs) {
+            return Err(bad(origin.as_deref(), "rollout.bake_secs must be between 0 and 3600"));
+        }
+        let batch_percent = file.rollout.batch_percent.unwrap_or(25);
+        if !(1..=100).contains(&batch_percent) {
+            return Err(bad(origin.as_deref(), "rollout.batch_percent must be between 1 and 100"));
+        }
+        let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
+        let config = Config {
+            data_dir,
+            db: file.db.map(rel),
+            intents_dir: file.intents_dir.map(rel),
+            catalog: file.catalog.map(rel),
+            fleet: match file.fleet.inventory {
+                Some(inv) => FleetSource::Inventory(rel(inv)),
+                None => FleetSource::Demo { faults: file.fleet.demo_faults.unwrap_or_default() },
+            },
+            agent_token,
+            agent_timeout: ms(file.fleet.timeout_ms, 2000),
+            bake: Duration::from_secs_f64(bake_secs),
+            batch_percent,
+            poll_interval: ms(file.poll.interval_ms, 1000),
+            suspect_after: ms(file.poll.suspect_after_ms, 2000),
+            down_after: ms(file.poll.down_after_ms, 4000),
+        };
+        if config.down_after < config.suspect_after {
+            return Err(bad(origin.as_deref(), "poll.down_after_ms must not be shorter than poll.suspect_after_ms"));
+        }
+        Ok(config)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.db.clone().unwrap_or_else(|| self.data_dir.join("parley.db"))
+    }
+
+    pub fn history_path(&self) -> PathBuf {
+        self.data_dir.join("history.txt")
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+
+    /// Where the demo fleet's agents keep their state, beside the registry that
+    /// remembers what was rolled out to them.
+    pub fn demo_state_dir(&self) -> PathBuf {
+        self.data_dir.join("demo-fleet")
+    }
+}
+
+fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::File { path: path.display().to_string(), reason: e.to_string() })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File { path: path.display().to_string(), reason: e.to_string() })
+}
+
+fn bad(origin: Option<&Path>, reason: &str) -> ConfigError {
+    ConfigError::File {
+        path: origin.map(|p| p.display().to_string()).unwrap_or_else(|| "(defaults)".to_string()),
+        reason: reason.to_string(),
+    }
+}
+
+fn default_data_dir() -> Result<PathBuf, ConfigError> {
+    if let Some(dir) = std::env::var_os("PARLEY_DATA_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    directories::ProjectDirs::from("dev", "parley", "parley")
+        .map(|d| d.data_dir().to_path_buf())
+        .ok_or(ConfigError::NoDataDir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_sets_paths_relative_to_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.toml");
+        std::fs::write(&path, "data_dir = \"state\"\n[fleet]\ninventory = \"fleet.toml\"\n[rollout]\nbake_secs = 0.5\n").unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("state"));
+        assert_eq!(c.fleet, FleetSource::Inventory(dir.path().join("fleet.toml")));
+        assert_eq!(c.bake, Duration::from_millis(500));
+        assert_eq!(c.db_path(), dir.path().join("state").join("parley.db"));
+    }
+
+    #[test]
+    fn bad_files_name_the_file_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.toml");
+        std::fs::write(&path, "[rollout]\nbatch_percent = 0\n").unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        assert_eq!(e, format!("config file {}: rollout.batch_percent must be between 1 and 100", path.display()));
+        std::fs::write(&path, "colour = \"red\"\n").unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let e = Config::load(Some(&dir.path().join("missing.toml"))).unwrap_err().to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+    }
+}

@@ -1,0 +1,300 @@
+//! Carrying out a checked operation: reads answer from the topology model and the
+//! registry; changes go through the orchestrator, the one place that touches agents
+//! for rollouts and agent actions.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::render;
+use crate::agent::checks::run_checks;
+use crate::agent::protocol::AgentAction;
+use crate::app::Services;
+use crate::feasibility::{scope_words, Feasible, Infeasible};
+use crate::ops::{Actor, Check, DeploymentStatus, Operation, Scope, Strategy, StrategyKind, TimeSpec};
+use crate::orchestrate::{plan, DeployRequest, Target};
+use crate::registry::{DeploymentFilter, DeploymentRecord};
+use crate::reply::{Outcome, Reply, Table};
+use crate::topology::{AgentView, Liveness, Topology};
+
+/// Executes `op`, already checked (and confirmed where needed).
+pub(super) async fn run(services: &Services, actor: &Actor, op: &Operation, feasible: &Feasible, utterance: &str) -> Reply {
+    let topo = services.topology.snapshot();
+    let reply = match op {
+        Operation::ShowTopology { scope } => render::topology(&topo, scope.as_ref().unwrap_or(&Scope::fleet())),
+        Operation::ShowHealth { scope } => render::health(&topo, scope.as_ref().unwrap_or(&Scope::fleet())),
+        Operation::ShowAgent { agent: Some(name) } => match topo.agent(name) {
+            Some(a) => render::agent(a, &topo),
+            None => Reply::new(Outcome::Infeasible, format!("There is no agent {name}.")),
+        },
+        Operation::FindAgents { scope, extension } => {
+            render::found(&topo, scope.as_ref().unwrap_or(&Scope::fleet()), extension.as_ref())
+        }
+        Operation::ListExtensions { scope } => render::extensions(&topo, scope.as_ref().unwrap_or(&Scope::fleet())),
+        Operation::RunHealthCheck { scope, checks } => {
+            let scope = scope.clone().unwrap_or_else(Scope::fleet);
+            let checks = checks.clone().unwrap_or_else(|| Check::ALL.to_vec());
+            let agents: Vec<AgentView> = topo.select(&scope).cloned().collect();
+            let results = run_checks(&services.client, &services.anonymous, &agents, &checks, &services.thresholds).await;
+            render::checks(&scope, &checks, agents.len(), &results)
+        }
+        Operation::Deploy { extension: Some(ext), version: Some(ver), scope: Some(scope), strategy, .. } => {
+            deploy(services, actor, &topo, ext, ver, scope, strategy.as_ref(), feasible, utterance).await
+        }
+        Operation::Pause { deployment: Some(id) } => control(services.orchestrator.pause(id, actor).await, "Paused"),
+        Operation::Resume { deployment: Some(id) } => control(services.orchestrator.resume(id, actor).await, "Resumed"),
+        Operation::Abort { deployment: Some(id) } => {
+            control(services.orchestrator.abort(id, actor).await, "Aborting; returning its agents to their previous versions:")
+        }
+        Operation::Rollback { deployment: Some(id) } => {
+            control(services.orchestrator.rollback(id, actor).await, "Rolling back to the previous versions:")
+        }
+        Operation::Retry { deployment: Some(id) } => {
+            control(services.orchestrator.retry(id, actor).await, "Retrying from the step that failed:")
+        }
+        Operation::Promote { deployment: Some(id) } => Reply::new(
+            Outcome::Infeasible,
+            format!("{id} has no phase waiting for approval: only progressive and blue-green rollouts are promoted."),
+        )
+        .feasible(false),
+        Operation::ShowDeployment { deployment: Some(id) } => match services.registry.deployment_by_name(id).await {
+            Ok(Some(d)) => render::deployment(&d),
+            Ok(None) => Reply::new(Outcome::Infeasible, format!("There is no deployment {id}.")).feasible(false),
+            Err(e) => Reply::new(Outcome::Failed, format!("The registry could not be read: {e}")),
+        },
+        Operation::ListDeployments { scope, status, since } => {
+            list_deployments(services, &topo, scope.as_ref(), *status, since.as_ref()).await
+        }
+        Operation::Report { since, until, scope: _ } => {
+            let now = Utc::now();
+            let from = since.unwrap_or(TimeSpec::days(30));
+            let to = until.map(|u| u.resolve(now)).unwrap_or(now);
+            match services.registry.report(from.resolve(now), to).await {
+                Ok(report) => render::report(&from, until.as_ref(), &report),
+                Err(e) => Reply::new(Outcome::Failed, format!("The registry could not be read: {e}")),
+            }
+        }
+        Operation::Drain { agent: Some(a) } => agent_action(services, actor, &topo, a, AgentAction::Drain).await,
+        Operation::Cordon { agent: Some(a) } => agent_action(services, actor, &topo, a, AgentAction::Cordon).await,
+        Operation::Uncordon { agent: Some(a) } => agent_action(services, actor, &topo, a, AgentAction::Uncordon).await,
+        Operation::Restart { agent: Some(a) } => agent_action(services, actor, &topo, a, AgentAction::Restart).await,
+        other => Reply::new(
+            Outcome::Infeasible,
+            format!("Parley cannot carry out {} yet.", other.name().replace('_', " ")),
+        )
+        .feasible(false),
+    };
+    let mut reply = reply.with_operation(Some(op.clone()));
+    if reply.feasible.is_none() && reply.outcome != Outcome::Infeasible {
+        reply.feasible = Some(true);
+    }
+    reply
+}
+
+/// What the confirmation question shows: the plan for a deploy, the targets otherwise.
+pub(super) fn preview(services: &Services, op: &Operation, feasible: &Feasible, topo: &Topology) -> Option<serde_json::Value> {
+    match op {
+        Operation::Deploy { extension: Some(ext), version: Some(ver), strategy, .. } => {
+            let targets = targets(topo, ext, feasible);
+            let strategy = strategy.clone().unwrap_or_else(default_strategy);
+            let settings = services.orchestrator.settings();
+            match plan(&strategy, &targets, settings) {
+                Ok(p) => Some(json!({
+                    "extension": ext, "version": ver, "strategy": strategy,
+                    "targets": feasible.targets, "already": feasible.already,
+                    "plan": p.describe(settings),
+                })),
+                Err(e) => Some(json!({ "error": e.to_string() })),
+            }
+        }
+        _ => Some(json!({ "targets": feasible.targets })),
+    }
+}
+
+/// Whether a deployment control fits the deployment's state.
+pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feasible, Infeasible> {
+    use DeploymentStatus as S;
+    let id = &d.name;
+    let status = d.status;
+    let refuse = |why: String, alternatives: Vec<String>| Err(Infeasible { reasons: vec![why], alternatives });
+    let ok = || Ok(Feasible { targets: d.targets.iter().map(|t| t.agent.clone()).collect(), already: Vec::new(), risk: None });
+    match op {
+        Operation::ShowDeployment { .. } => ok(),
+        Operation::Pause { .. } if status == S::Running || status == S::Pending => ok(),
+        Operation::Pause { .. } if status == S::Paused => refuse(format!("{id} is already paused."), vec![format!("resume {id}")]),
+        Operation::Resume { .. } if status == S::Paused => ok(),
+        Operation::Resume { .. } if status.is_active() => refuse(format!("{id} is already running."), vec![format!("show deployment {id}")]),
+        Operation::Abort { .. } if status.is_active() => ok(),
+        Operation::Rollback { .. } if matches!(status, S::Succeeded | S::Failed) => ok(),
+        Operation::Rollback { .. } if status.is_active() => refuse(
+            format!("{id} is still {status}; abort it to stop it and return its agents."),
+            vec![format!("abort {id}"), format!("pause {id}")],
+        ),
+        Operation::Retry { .. } if matches!(status, S::Failed | S::RolledBack | S::Aborted) => ok(),
+        Operation::Promote { .. } => refuse(
+            format!("{id} is a {} rollout; only progressive and blue-green rollouts wait for promotion.", d.strategy.kind.as_str()),
+            vec![format!("show deployment {id}")],
+        ),
+        _ => refuse(
+            format!("{id} is {status}, so it cannot be {}.", past_tense(op)),
+            vec![format!("show deployment {id}"), "list deployments".to_string()],
+        ),
+    }
+}
+
+fn past_tense(op: &Operation) -> &'static str {
+    match op {
+        Operation::Pause { .. } => "paused",
+        Operation::Resume { .. } => "resumed",
+        Operation::Abort { .. } => "aborted",
+        Operation::Rollback { .. } => "rolled back",
+        Operation::Retry { .. } => "retried",
+        _ => "changed",
+    }
+}
+
+fn default_strategy() -> Strategy {
+    Strategy { kind: StrategyKind::Rolling, steps: None, batch_size: None }
+}
+
+fn targets(topo: &Topology, ext: &str, feasible: &Feasible) -> Vec<Target> {
+    feasible
+        .targets
+        .iter()
+        .filter_map(|name| topo.agent(name))
+        .map(|a| Target { agent: a.name.clone(), endpoint: a.endpoint.clone(), previous: a.extensions.get(ext).cloned() })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deploy(
+    services: &Services,
+    actor: &Actor,
+    topo: &Topology,
+    ext: &str,
+    ver: &str,
+    scope: &Scope,
+    strategy: Option<&Strategy>,
+    feasible: &Feasible,
+    utterance: &str,
+) -> Reply {
+    let strategy = strategy.cloned().unwrap_or_else(default_strategy);
+    let request = DeployRequest {
+        extension: ext.to_string(),
+        version: ver.to_string(),
+        scope: scope.clone(),
+        strategy: strategy.clone(),
+        targets: targets(topo, ext, feasible),
+        actor: actor.clone(),
+        utterance: utterance.to_string(),
+    };
+    let settings = services.orchestrator.settings();
+    let described = plan(&strategy, &request.targets, settings).map(|p| p.describe(settings)).unwrap_or_default();
+    let mut from: BTreeMap<String, usize> = BTreeMap::new();
+    for t in &request.targets {
+        *from.entry(t.previous.clone().unwrap_or_else(|| "none".to_string())).or_default() += 1;
+    }
+    let from_text: Vec<String> = from.iter().map(|(v, n)| format!("{v} ({n})")).collect();
+    match services.orchestrator.start(request).await {
+        Ok(d) => {
+            let mut message = format!(
+                "Started {}: {ext} {} -> {ver} on {} agent{} in {}, {} in {} step{}.",
+                d.name,
+                from_text.join(", "),
+                d.targets.len(),
+                if d.targets.len() == 1 { "" } else { "s" },
+                scope_words(scope),
+                strategy.kind.as_str().replace('_', "-"),
+                described.len(),
+                if described.len() == 1 { "" } else { "s" },
+            );
+            if !feasible.already.is_empty() {
+                message.push_str(&format!(" {} already run {ver} and are left alone.", feasible.already.len()));
+            }
+            let mut table = Table::new(format!("{} plan", d.name), &["Step"]);
+            for line in &described {
+                table.push(vec![line.clone()]);
+            }
+            Reply::new(Outcome::Started, message)
+                .with_deployment(d.name.clone())
+                .with_table(table)
+                .with_details(json!({ "plan": described, "targets": feasible.targets, "already": feasible.already }))
+                .with_follow_ups([format!("show deployment {}", d.name), format!("pause {}", d.name), "roll it back".to_string()])
+        }
+        Err(e) => Reply::new(Outcome::Failed, format!("The rollout could not start: {e}")),
+    }
+}
+
+fn control(result: Result<DeploymentRecord, crate::orchestrate::OrchestrateError>, verb: &str) -> Reply {
+    match result {
+        Ok(d) => {
+            let mut reply = render::deployment(&d);
+            reply.message = format!("{verb} {}", reply.message);
+            reply.outcome = Outcome::Done;
+            reply
+        }
+        Err(e) => Reply::new(Outcome::Failed, e.to_string()).feasible(false),
+    }
+}
+
+async fn agent_action(services: &Services, actor: &Actor, topo: &Topology, name: &str, action: AgentAction) -> Reply {
+    let Some(agent) = topo.agent(name) else {
+        return Reply::new(Outcome::Infeasible, format!("There is no agent {name}.")).feasible(false);
+    };
+    match services.orchestrator.agent_action(name, &agent.endpoint, action, actor).await {
+        Ok(status) => {
+            services.poller.refresh().await;
+            let what = match action {
+                AgentAction::Drain => "is draining: it finishes in-flight work and then stops serving",
+                AgentAction::Cordon => "is cordoned: it keeps serving but takes no new work or rollouts",
+                AgentAction::Uncordon => "is active again and takes work and rollouts",
+                AgentAction::Restart => "is restarting",
+            };
+            let follow = match action {
+                AgentAction::Drain | AgentAction::Cordon => format!("uncordon {name}"),
+                AgentAction::Uncordon | AgentAction::Restart => format!("show agent {name}"),
+            };
+            Reply::new(Outcome::Done, format!("{name} {what} (state: {}).", status.state.as_str()))
+                .with_details(json!({ "agent": name, "state": status.state }))
+                .with_follow_ups([follow, format!("how healthy is {}?", agent.region)])
+        }
+        Err(e) => Reply::new(Outcome::Failed, format!("{} {name} failed: {e}", action.as_str())),
+    }
+}
+
+async fn list_deployments(
+    services: &Services,
+    topo: &Topology,
+    scope: Option<&Scope>,
+    status: Option<DeploymentStatus>,
+    since: Option<&TimeSpec>,
+) -> Reply {
+    let agents = scope.filter(|s| !s.is_fleet()).map(|s| topo.select(s).map(|a| a.name.clone()).collect());
+    let filter = DeploymentFilter {
+        status,
+        since: since.map(|s| s.resolve(Utc::now())),
+        agents,
+        limit: Some(50),
+    };
+    match services.registry.list_deployments(&filter).await {
+        Ok(list) => render::deployments(&list, status, since),
+        Err(e) => Reply::new(Outcome::Failed, format!("The registry could not be read: {e}")),
+    }
+}
+
+/// Names of agents in a list, for messages.
+pub(super) fn name_list(agents: &[&AgentView]) -> String {
+    let mut names: Vec<String> = agents.iter().take(8).map(|a| a.name.clone()).collect();
+    if agents.len() > 8 {
+        names.push(format!("{} more", agents.len() - 8));
+    }
+    names.join(", ")
+}
+
+/// Unreachable agents first, then degraded: the ones an operator wants to see.
+pub(super) fn troubled<'a>(agents: &[&'a AgentView]) -> Vec<&'a AgentView> {
+    let mut out: Vec<&AgentView> = agents.iter().copied().filter(|a| a.liveness != Liveness::Healthy).collect();
+    out.sort_by_key(|a| std::cmp::Reverse(a.liveness));
+    out
+}

@@ -1,0 +1,427 @@
+//! The dialog session: the one entry point every front-end calls.
+//!
+//! A [`Session`] turns an utterance into a [`Reply`]: it parses with the grammar,
+//! asks for missing slots and fills them from the next answer, resolves "it"/"that"
+//! from the conversation's context, checks roles and feasibility, holds risky
+//! operations for a yes/no (which expires after five minutes), executes, and records
+//! every executed operation in the audit log. It knows nothing about terminals, Slack
+//! or audio.
+
+mod execute;
+mod render;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::app::Services;
+use crate::feasibility::{self, Feasible, Infeasible};
+use crate::intent::{with_slot, Vocabulary};
+use crate::ops::{Actor, Effect, Operation, Scope};
+use crate::registry::{AuditEntry, DeploymentRecord};
+use crate::reply::{Outcome, Reply};
+use crate::topology::Topology;
+
+/// How long a risky operation waits for its yes/no.
+pub const CONFIRMATION_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// What earlier turns established, for "it", "that" and "the rollout".
+#[derive(Debug, Clone, Default)]
+struct Context {
+    deployment: Option<String>,
+    agent: Option<String>,
+    scope: Option<Scope>,
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    /// An operation waiting for the operator to name a missing slot.
+    Slots { op: Operation, missing: Vec<String>, utterance: String },
+    /// A risky operation waiting for yes/no.
+    Confirm { op: Operation, feasible: Feasible, utterance: String, asked: Instant, summary: String },
+}
+
+/// One conversation.
+pub struct Session {
+    services: Arc<Services>,
+    actor: Actor,
+    context: Context,
+    pending: Option<Pending>,
+    vocab: Option<(Arc<Topology>, Arc<Vocabulary>)>,
+    watching: Option<Operation>,
+    confirm_ttl: Duration,
+}
+
+impl Session {
+    pub fn new(services: Arc<Services>, actor: Actor) -> Session {
+        Session {
+            services,
+            actor,
+            context: Context::default(),
+            pending: None,
+            vocab: None,
+            watching: None,
+            confirm_ttl: CONFIRMATION_TTL,
+        }
+    }
+
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// Shortens or lengthens how long confirmations wait (tests, Slack's longer threads).
+    pub fn set_confirmation_ttl(&mut self, ttl: Duration) {
+        self.confirm_ttl = ttl;
+    }
+
+    /// Whether a risky operation waits for yes/no.
+    pub fn awaiting_confirmation(&self) -> bool {
+        matches!(self.pending, Some(Pending::Confirm { .. }))
+    }
+
+    /// The active `watch`, if the operator asked for one.
+    pub fn watching(&self) -> Option<&Operation> {
+        self.watching.as_ref()
+    }
+
+    /// The deployment "it" refers to now.
+    pub fn current_deployment(&self) -> Option<&str> {
+        self.context.deployment.as_deref()
+    }
+
+    /// The vocabulary of the current topology snapshot, rebuilt only when the
+    /// snapshot changes (names change rarely; the poller swaps snapshots often, but
+    /// building the vocabulary is cheap next to a poll).
+    pub fn vocabulary(&mut self) -> Arc<Vocabulary> {
+        let topo = self.services.topology.snapshot();
+        if let Some((t, v)) = &self.vocab {
+            if Arc::ptr_eq(t, &topo) {
+                return Arc::clone(v);
+            }
+        }
+        let v = Arc::new(Vocabulary::from_topology(&topo));
+        self.vocab = Some((topo, Arc::clone(&v)));
+        v
+    }
+
+    /// Answers one utterance.
+    pub async fn handle(&mut self, utterance: &str) -> Reply {
+        let text = utterance.trim();
+        if text.is_empty() {
+            return Reply::new(Outcome::NotUnderstood, "Say what you want to know or do, or `help` for examples.")
+                .with_follow_ups(["help", "how healthy is the fleet?"]);
+        }
+        let vocab = self.vocabulary();
+        let parse = self.services.grammar.parse(text, &vocab);
+
+        match self.pending.take() {
+            Some(Pending::Confirm { op, feasible, utterance, asked, summary }) => {
+                let expired = asked.elapsed() > self.confirm_ttl;
+                match parse.operation {
+                    Some(Operation::Confirm) if expired => {
+                        return Reply::new(
+                            Outcome::Cancelled,
+                            format!(
+                                "That confirmation expired after {} minutes, so nothing was changed: {summary}. Ask again for a fresh check.",
+                                self.confirm_ttl.as_secs() / 60
+                            ),
+                        )
+                        .with_operation(Some(Operation::Confirm))
+                        .with_follow_ups([utterance]);
+                    }
+                    Some(Operation::Confirm) => return self.execute_and_audit(op, Some(feasible), &utterance).await,
+                    Some(Operation::Cancel) => {
+                        return Reply::new(Outcome::Cancelled, format!("Cancelled: {summary}. Nothing was changed."))
+                            .with_operation(Some(Operation::Cancel));
+                    }
+                    Some(other) => {
+                        // A new request replaces the question; say so, so nobody thinks
+                        // the earlier one is still waiting.
+                        let mut reply = self.proceed(other, parse.references, text).await;
+                        reply.message = format!("(Dropped the unconfirmed request: {summary}.) {}", reply.message);
+                        return reply;
+                    }
+                    None if !expired => {
+                        self.pending = Some(Pending::Confirm { op: op.clone(), feasible, utterance, asked, summary: summary.clone() });
+                        let mut r = Reply::new(Outcome::NeedsConfirmation, format!("I'm waiting for yes or no on: {summary}."))
+                            .with_operation(Some(op))
+                            .with_follow_ups(["yes", "no"]);
+                        r.needs_confirmation = true;
+                        return r;
+                    }
+                    None => {}
+                }
+            }
+            Some(Pending::Slots { op, missing, utterance }) => {
+                if parse.operation == Some(Operation::Cancel) {
+                    return Reply::new(Outcome::Cancelled, format!("Dropped the unfinished {} request.", op.name().replace('_', " ")))
+                        .with_operation(Some(Operation::Cancel));
+                }
+                let mut filled = op.clone();
+                let mut any = false;
+                for slot in &missing {
+                    if let Some(value) = self.services.grammar.parse_slot(&filled, slot, text, &vocab) {
+                        if let Ok(next) = with_slot(&filled, slot, value) {
+                            filled = next;
+                            any = true;
+                        }
+                    }
+                }
+                // A complete new request wins over reading the answer as a slot value
+                // only when the answer filled nothing.
+                if any {
+                    let combined = format!("{utterance} / {text}");
+                    return self.proceed(filled, Vec::new(), &combined).await;
+                }
+                match parse.operation {
+                    Some(op2) if !matches!(op2, Operation::Confirm) => return self.proceed(op2, parse.references, text).await,
+                    _ => {
+                        let question = self.services.grammar.question(&op, &missing[0], &vocab);
+                        self.pending = Some(Pending::Slots { op: op.clone(), missing: missing.clone(), utterance });
+                        let mut r = Reply::new(Outcome::NeedsInput, format!("I didn't get that. {question}"))
+                            .with_operation(Some(op));
+                        r.missing = missing;
+                        return r;
+                    }
+                }
+            }
+            None => {}
+        }
+
+        match parse.operation {
+            None => self.not_understood(text),
+            Some(Operation::Confirm) => Reply::new(Outcome::Answered, "Nothing is waiting for confirmation.")
+                .with_operation(Some(Operation::Confirm)),
+            Some(Operation::Cancel) => {
+                Reply::new(Outcome::Answered, "Nothing to cancel.").with_operation(Some(Operation::Cancel))
+            }
+            Some(op) => self.proceed(op, parse.references, text).await,
+        }
+    }
+
+    fn not_understood(&self, text: &str) -> Reply {
+        let shown: String = text.chars().take(80).collect();
+        Reply::new(
+            Outcome::NotUnderstood,
+            format!("I didn't understand \"{shown}\". Try one of these, or `help` for more."),
+        )
+        .with_follow_ups(["how healthy is the fleet?", "show topology", "list deployments", "help"])
+    }
+
+    /// Fills references, asks for what is missing, checks, confirms or executes.
+    async fn proceed(&mut self, op: Operation, references: Vec<String>, utterance: &str) -> Reply {
+        let op = match self.resolve_references(op, &references).await {
+            Ok(op) => op,
+            Err(reply) => return reply,
+        };
+        let missing = self.services.grammar.missing(&op);
+        if let Some(first) = missing.first() {
+            let vocab = self.vocabulary();
+            let question = self.services.grammar.question(&op, first, &vocab);
+            self.pending = Some(Pending::Slots { op: op.clone(), missing: missing.clone(), utterance: utterance.to_string() });
+            let mut reply = Reply::new(Outcome::NeedsInput, question).with_operation(Some(op));
+            reply.missing = missing;
+            return reply;
+        }
+
+        if self.actor.role < op.required_role() {
+            let reply = Reply::new(
+                Outcome::Refused,
+                format!(
+                    "{} needs the {} role; {} is a {}.",
+                    op.name().replace('_', " "),
+                    op.required_role().as_str(),
+                    self.actor.name,
+                    self.actor.role.as_str()
+                ),
+            )
+            .with_operation(Some(op.clone()));
+            self.audit(&op, utterance, "refused", &reply.message).await;
+            return reply;
+        }
+
+        match &op {
+            Operation::Help => return render::help(),
+            Operation::Watch { .. } => {
+                self.watching = Some(op.clone());
+                return render::watching(&op);
+            }
+            Operation::Unwatch => {
+                let was = self.watching.take();
+                return render::unwatched(was.is_some());
+            }
+            _ => {}
+        }
+
+        let topo = self.services.topology.snapshot();
+        let feasible = match self.check(&op, &topo).await {
+            Ok(f) => f,
+            Err(inf) => {
+                let reply = render::infeasible(&op, &inf);
+                if op.mutates() {
+                    self.audit(&op, utterance, "infeasible", &reply.message).await;
+                }
+                return reply;
+            }
+        };
+
+        if op.mutates() {
+            if let Some(risk) = self.risk(&op, &feasible, &topo).await {
+                let summary = render::summary(&op, &feasible);
+                let plan = execute::preview(&self.services, &op, &feasible, &topo);
+                let mut reply = Reply::new(
+                    Outcome::NeedsConfirmation,
+                    format!("{summary}. This needs confirmation because {risk}. Proceed? (yes/no)"),
+                )
+                .with_operation(Some(op.clone()))
+                .with_follow_ups(["yes", "no"])
+                .feasible(true);
+                reply.needs_confirmation = true;
+                reply.details = plan;
+                self.pending = Some(Pending::Confirm {
+                    op,
+                    feasible,
+                    utterance: utterance.to_string(),
+                    asked: Instant::now(),
+                    summary,
+                });
+                return reply;
+            }
+        }
+        self.execute_and_audit(op, Some(feasible), utterance).await
+    }
+
+    async fn execute_and_audit(&mut self, op: Operation, feasible: Option<Feasible>, utterance: &str) -> Reply {
+        let feasible = feasible.unwrap_or(Feasible { targets: Vec::new(), already: Vec::new(), risk: None });
+        let reply = execute::run(&self.services, &self.actor, &op, &feasible, utterance).await;
+        self.remember(&op, &reply);
+        let result = match reply.outcome {
+            Outcome::Failed => "failed",
+            Outcome::Infeasible => "infeasible",
+            Outcome::Refused => "refused",
+            _ => "ok",
+        };
+        self.audit(&op, utterance, result, &reply.message).await;
+        reply
+    }
+
+    /// Updates the context from an executed turn.
+    fn remember(&mut self, op: &Operation, reply: &Reply) {
+        if let Some(d) = &reply.deployment {
+            self.context.deployment = Some(d.clone());
+        }
+        if let Some(Some(a)) = op.agent_slot() {
+            self.context.agent = Some(a.clone());
+        }
+        if let Some(Some(scope)) = op.scope_slot() {
+            if !scope.is_fleet() {
+                self.context.scope = Some(scope.clone());
+                if let Some(a) = scope.first("agent") {
+                    self.context.agent = Some(a.to_string());
+                }
+            }
+        }
+    }
+
+    /// Fills slots the utterance referred to ("roll it back", "drain it", "there").
+    async fn resolve_references(&mut self, op: Operation, references: &[String]) -> Result<Operation, Reply> {
+        let mut op = op;
+        // Deployment controls with no id mean the deployment in context, as the
+        // contract says; without context, the most recent one.
+        if let Some(None) = op.deployment_slot() {
+            let id = match &self.context.deployment {
+                Some(d) => Some(d.clone()),
+                None => self.services.registry.latest_deployment().await.ok().flatten().map(|d| d.name.clone()),
+            };
+            match id {
+                Some(id) => op = set(&op, "deployment", serde_json::Value::String(id)),
+                None => {
+                    return Err(Reply::new(Outcome::Infeasible, "There are no deployments yet, so there is nothing to refer to.")
+                        .with_operation(Some(op))
+                        .feasible(false)
+                        .with_follow_ups(["list extensions", "how healthy is the fleet?"]))
+                }
+            }
+        }
+        for slot in references {
+            let value = match slot.as_str() {
+                "agent" => self.context.agent.clone().map(serde_json::Value::String),
+                "scope" => self.context.scope.as_ref().and_then(|s| serde_json::to_value(s).ok()),
+                "deployment" => self.context.deployment.clone().map(serde_json::Value::String),
+                _ => None,
+            };
+            if let Some(v) = value {
+                op = set(&op, slot, v);
+            }
+        }
+        Ok(op)
+    }
+
+    async fn check(&self, op: &Operation, topo: &Topology) -> Result<Feasible, Infeasible> {
+        if let Some(Some(id)) = op.deployment_slot() {
+            let record = self.deployment(id).await?;
+            return execute::check_control(op, &record);
+        }
+        let busy = self.services.orchestrator.active_agents().await;
+        feasibility::check(op, topo, &busy)
+    }
+
+    async fn deployment(&self, id: &str) -> Result<DeploymentRecord, Infeasible> {
+        match self.services.registry.deployment(id).await {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) => {
+                let latest = self.services.registry.latest_deployment().await.ok().flatten();
+                let mut inf = Infeasible {
+                    reasons: vec![match &latest {
+                        Some(l) => format!("There is no deployment {id}; the latest is {}.", l.name),
+                        None => format!("There is no deployment {id}; there are no deployments yet."),
+                    }],
+                    alternatives: Vec::new(),
+                };
+                if let Some(l) = latest {
+                    inf.alternatives.push(format!("show deployment {}", l.name));
+                }
+                inf.alternatives.push("list deployments".to_string());
+                Err(inf)
+            }
+            Err(e) => Err(Infeasible { reasons: vec![format!("The registry could not be read: {e}")], alternatives: Vec::new() }),
+        }
+    }
+
+    /// Why `op` needs a yes/no, if it does. The rules live here and in
+    /// `feasibility::deploy_risk`, never in the grammar.
+    async fn risk(&self, op: &Operation, feasible: &Feasible, topo: &Topology) -> Option<String> {
+        if op.always_risky() {
+            return Some(format!("{} is always confirmed", op.name().replace('_', " ")));
+        }
+        if let Some(r) = &feasible.risk {
+            return Some(r.clone());
+        }
+        match op {
+            Operation::Resume { deployment: Some(id) }
+            | Operation::Rollback { deployment: Some(id) }
+            | Operation::Retry { deployment: Some(id) } => {
+                let record = self.services.registry.deployment(id).await.ok().flatten()?;
+                let agents: Vec<&crate::topology::AgentView> =
+                    record.targets.iter().filter_map(|t| topo.agent(&t.agent)).collect();
+                feasibility::deploy_risk(&agents, topo)
+            }
+            _ => None,
+        }
+    }
+
+    async fn audit(&self, op: &Operation, utterance: &str, result: &str, message: &str) {
+        if op.effect() == Effect::Dialog {
+            return;
+        }
+        let entry = AuditEntry::new(&self.actor, utterance, op, result, message);
+        if let Err(e) = self.services.registry.append_audit(&entry).await {
+            tracing::error!(error = %e, "could not write the audit log");
+        }
+    }
+}
+
+fn set(op: &Operation, slot: &str, value: serde_json::Value) -> Operation {
+    with_slot(op, slot, value).unwrap_or_else(|_| op.clone())
+}

@@ -1,0 +1,516 @@
+//! Turning model and registry data into replies: the message an operator reads, a
+//! table where one helps, structured details, and the natural next questions.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::execute::{name_list, troubled};
+use crate::agent::checks::CheckResult;
+use crate::feasibility::{scope_words, Feasible, Infeasible};
+use crate::ops::{Check, DeploymentStatus, ExtensionRef, Operation, Scope, TimeSpec};
+use crate::registry::{DeploymentRecord, Report};
+use crate::reply::{Outcome, Reply, Table};
+use crate::topology::{AgentView, Liveness, RegionHealth, Topology};
+
+const EXAMPLES: [&str; 12] = [
+    "how healthy is eu-west?",
+    "show topology",
+    "which agents in eu-west have a gpu?",
+    "show agent edge-7",
+    "list extensions in us-east",
+    "run a connectivity check on ap-south",
+    "roll out auth-filter 2.1 to ap-south",
+    "roll out auth-filter 2.1 to eu-west as a canary, 10% then 50%",
+    "pause it / resume it / roll it back / abort d-2",
+    "list deployments since 7d",
+    "deployment report for the last 30 days",
+    "drain edge-7 / cordon edge-7 / uncordon edge-7 / restart edge-7",
+];
+
+pub(super) fn help() -> Reply {
+    let mut table = Table::new("Things to say", &["Example"]);
+    for e in EXAMPLES {
+        table.push(vec![e.to_string()]);
+    }
+    Reply::new(
+        Outcome::Answered,
+        "Ask about the fleet or tell it what to do, in plain words. Risky changes (production, more than a quarter of a region, abort) wait for yes/no; `cancel` drops what is pending.",
+    )
+    .with_operation(Some(Operation::Help))
+    .with_table(table)
+    .with_follow_ups(["how healthy is the fleet?", "show topology", "list deployments"])
+}
+
+pub(super) fn watching(op: &Operation) -> Reply {
+    let (scope, every) = match op {
+        Operation::Watch { scope, interval_secs } => (scope.clone().unwrap_or_else(Scope::fleet), interval_secs.unwrap_or(10)),
+        _ => (Scope::fleet(), 10),
+    };
+    Reply::new(
+        Outcome::Answered,
+        format!("Watching {}: I'll announce agents going down or recovering and rollouts finishing (checked every {every} s). Say `stop watching` to end it.", scope_words(&scope)),
+    )
+    .with_operation(Some(op.clone()))
+    .with_follow_ups(["stop watching"])
+}
+
+pub(super) fn unwatched(was: bool) -> Reply {
+    let msg = if was { "Stopped watching." } else { "Nothing was being watched." };
+    Reply::new(Outcome::Answered, msg).with_operation(Some(Operation::Unwatch))
+}
+
+pub(super) fn infeasible(op: &Operation, inf: &Infeasible) -> Reply {
+    let mut message = inf.reasons.join(" ");
+    if !inf.alternatives.is_empty() {
+        message.push_str(" Instead you could say: ");
+        message.push_str(&inf.alternatives.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(" or "));
+        message.push('.');
+    }
+    Reply::new(Outcome::Infeasible, message)
+        .with_operation(Some(op.clone()))
+        .feasible(false)
+        .with_follow_ups(inf.alternatives.clone())
+        .with_details(json!({ "reasons": inf.reasons, "alternatives": inf.alternatives }))
+}
+
+/// One line saying what a mutating operation will do, for the confirmation question.
+pub(super) fn summary(op: &Operation, f: &Feasible) -> String {
+    match op {
+        Operation::Deploy { extension: Some(e), version: Some(v), scope: Some(s), strategy, .. } => {
+            let how = strategy.as_ref().map(|s| s.kind.as_str().replace('_', "-")).unwrap_or_else(|| "rolling".to_string());
+            format!("Roll out {e} {v} to {} agent{} in {} ({how})", f.targets.len(), if f.targets.len() == 1 { "" } else { "s" }, scope_words(s))
+        }
+        Operation::Drain { agent: Some(a) } => format!("Drain {a}"),
+        Operation::Cordon { agent: Some(a) } => format!("Cordon {a}"),
+        Operation::Uncordon { agent: Some(a) } => format!("Uncordon {a}"),
+        Operation::Restart { agent: Some(a) } => format!("Restart {a}"),
+        Operation::Abort { deployment: Some(d) } => format!("Abort {d} and return its agents to their previous versions"),
+        Operation::Rollback { deployment: Some(d) } => format!("Roll back {d} on {} agents", f.targets.len()),
+        Operation::Resume { deployment: Some(d) } => format!("Resume {d}"),
+        Operation::Retry { deployment: Some(d) } => format!("Retry {d}"),
+        other => other.name().replace('_', " "),
+    }
+}
+
+fn count(agents: &[&AgentView], l: Liveness) -> usize {
+    agents.iter().filter(|a| a.liveness == l).count()
+}
+
+fn not_serving(agents: &[&AgentView]) -> usize {
+    agents.iter().filter(|a| a.state != crate::agent::protocol::ServingState::Active).count()
+}
+
+pub(super) fn topology(topo: &Topology, scope: &Scope) -> Reply {
+    let agents: Vec<&AgentView> = topo.select(scope).collect();
+    let mut table = Table::new("Topology", &["Region", "Zone", "Env", "Agents", "Healthy", "Degraded", "Suspect", "Down", "Not serving"]);
+    let mut regions = Vec::new();
+    for region in topo.regions() {
+        let in_region: Vec<&AgentView> = agents.iter().copied().filter(|a| &a.region == region).collect();
+        if in_region.is_empty() {
+            continue;
+        }
+        let mut zones = Vec::new();
+        for zone in topo.zones() {
+            let z: Vec<&AgentView> = in_region.iter().copied().filter(|a| &a.zone == zone).collect();
+            if z.is_empty() {
+                continue;
+            }
+            table.push(vec![
+                region.clone(),
+                zone.clone(),
+                z[0].env().unwrap_or("-").to_string(),
+                z.len().to_string(),
+                count(&z, Liveness::Healthy).to_string(),
+                count(&z, Liveness::Degraded).to_string(),
+                count(&z, Liveness::Suspect).to_string(),
+                count(&z, Liveness::Down).to_string(),
+                not_serving(&z).to_string(),
+            ]);
+            zones.push(json!({ "zone": zone, "agents": z.iter().map(|a| &a.name).collect::<Vec<_>>() }));
+        }
+        regions.push(json!({ "region": region, "health": topo.region_health(region), "zones": zones }));
+    }
+    let healthy = count(&agents, Liveness::Healthy);
+    let region_count = regions.len();
+    let message = format!(
+        "{} agent{} in {} region{} ({}); {} healthy{}.",
+        agents.len(),
+        if agents.len() == 1 { "" } else { "s" },
+        region_count,
+        if region_count == 1 { "" } else { "s" },
+        topo.regions().iter().filter(|r| agents.iter().any(|a| &a.region == *r)).cloned().collect::<Vec<_>>().join(", "),
+        healthy,
+        trouble_suffix(&agents),
+    );
+    Reply::new(Outcome::Answered, message)
+        .with_table(table)
+        .with_details(json!({ "regions": regions }))
+        .with_follow_ups(["how healthy is the fleet?", "list extensions"])
+}
+
+fn trouble_suffix(agents: &[&AgentView]) -> String {
+    let bad = troubled(agents);
+    if bad.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = bad.iter().take(6).map(|a| format!("{} {}", a.name, a.liveness.as_str())).collect();
+    format!(", {} not: {}", bad.len(), parts.join(", "))
+}
+
+pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
+    let agents: Vec<&AgentView> = topo.select(scope).collect();
+    if agents.is_empty() {
+        return Reply::new(Outcome::Answered, format!("No agent matches {scope}."));
+    }
+    let bad = troubled(&agents);
+    let mut follow_ups = Vec::new();
+    for a in bad.iter().take(3) {
+        match a.liveness {
+            Liveness::Down | Liveness::Suspect => follow_ups.push(format!("drain {}", a.name)),
+            _ => follow_ups.push(format!("show agent {}", a.name)),
+        }
+    }
+    let partitioned: Vec<&String> = topo
+        .regions()
+        .iter()
+        .filter(|r| agents.iter().any(|a| &a.region == *r) && topo.region_health(r) == RegionHealth::Partitioned)
+        .collect();
+
+    let table = if scope.is_fleet() {
+        let mut t = Table::new("Health by region", &["Region", "Health", "Agents", "Healthy", "Degraded", "Suspect", "Down", "Max err %", "Max p95 ms"]);
+        for region in topo.regions() {
+            let r: Vec<&AgentView> = agents.iter().copied().filter(|a| &a.region == region).collect();
+            let reachable: Vec<&&AgentView> = r.iter().filter(|a| a.liveness.is_reachable()).collect();
+            let max = |f: fn(&AgentView) -> f64| reachable.iter().map(|a| f(a)).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+            t.push(vec![
+                region.clone(),
+                topo.region_health(region).as_str().to_string(),
+                r.len().to_string(),
+                count(&r, Liveness::Healthy).to_string(),
+                count(&r, Liveness::Degraded).to_string(),
+                count(&r, Liveness::Suspect).to_string(),
+                count(&r, Liveness::Down).to_string(),
+                max(|a| a.metrics.error_rate_pct).map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
+                max(|a| a.metrics.p95_ms).map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        t
+    } else {
+        agent_table("Health", &agents)
+    };
+
+    let mut message = format!(
+        "{}: {} agent{}, {} healthy",
+        scope_words(scope),
+        agents.len(),
+        if agents.len() == 1 { "" } else { "s" },
+        count(&agents, Liveness::Healthy)
+    );
+    for l in [Liveness::Degraded, Liveness::Suspect, Liveness::Down] {
+        let these: Vec<&AgentView> = agents.iter().copied().filter(|a| a.liveness == l).collect();
+        if !these.is_empty() {
+            let named: Vec<String> = these
+                .iter()
+                .take(6)
+                .map(|a| match l {
+                    Liveness::Degraded => {
+                        let why: Vec<String> = crate::topology::HealthThresholds::default()
+                            .breaches(&a.metrics)
+                            .iter()
+                            .map(|(m, v, t)| format!("{m} {v:.1} > {t}"))
+                            .collect();
+                        format!("{} ({})", a.name, why.join(", "))
+                    }
+                    _ => format!("{} (since {})", a.name, a.liveness_since.format("%H:%M:%S")),
+                })
+                .collect();
+            message.push_str(&format!(", {} {}: {}", these.len(), l.as_str(), named.join(", ")));
+        }
+    }
+    let cordoned = not_serving(&agents);
+    if cordoned > 0 {
+        message.push_str(&format!("; {cordoned} not serving (cordoned or drained)"));
+    }
+    message.push('.');
+    if !partitioned.is_empty() {
+        let names: Vec<&str> = partitioned.iter().map(|s| s.as_str()).collect();
+        message.push_str(&format!(" {} is partitioned: no agent there answers.", names.join(", ")));
+        follow_ups.push(format!("how healthy is {}?", names[0]));
+    }
+    if bad.is_empty() {
+        follow_ups.push(format!("run a health check on {}", scope_words(scope)));
+        follow_ups.push("list deployments".to_string());
+    }
+    let details: Vec<serde_json::Value> = agents
+        .iter()
+        .map(|a| json!({ "agent": a.name, "region": a.region, "liveness": a.liveness, "since": a.liveness_since, "state": a.state, "metrics": a.metrics }))
+        .collect();
+    Reply::new(Outcome::Answered, message).with_table(table).with_details(json!({ "agents": details })).with_follow_ups(follow_ups)
+}
+
+fn agent_table(title: &str, agents: &[&AgentView]) -> Table {
+    let mut t = Table::new(title, &["Agent", "Zone", "Health", "State", "CPU %", "Mem %", "Err %", "p95 ms"]);
+    for a in agents {
+        let reachable = a.liveness.is_reachable();
+        let m = a.metrics;
+        let num = |v: f64, p: usize| if reachable { format!("{v:.p$}") } else { "-".to_string() };
+        t.push(vec![
+            a.name.clone(),
+            a.zone.clone(),
+            a.liveness.as_str().to_string(),
+            a.state.as_str().to_string(),
+            num(m.cpu_pct, 0),
+            num(m.mem_pct, 0),
+            num(m.error_rate_pct, 2),
+            num(m.p95_ms, 0),
+        ]);
+    }
+    t
+}
+
+pub(super) fn agent(a: &AgentView, topo: &Topology) -> Reply {
+    let m = a.metrics;
+    let mut message = format!(
+        "{} ({}, {}, {}) is {} and {}",
+        a.name,
+        a.zone,
+        a.env().unwrap_or("no env"),
+        a.tier().map(|t| format!("tier {t}")).unwrap_or_else(|| "no tier".into()),
+        a.liveness.as_str(),
+        a.state.as_str()
+    );
+    if a.liveness.is_reachable() {
+        message.push_str(&format!(
+            ": cpu {:.0}%, memory {:.0}%, error rate {:.2}%, p95 {:.0} ms.",
+            m.cpu_pct, m.mem_pct, m.error_rate_pct, m.p95_ms
+        ));
+    } else {
+        message.push_str(&format!(" since {}; last seen {}.", a.liveness_since.format("%H:%M:%S"), a.last_seen.map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_else(|| "never".into())));
+    }
+    let mut table = Table::new(format!("{} extensions", a.name), &["Extension", "Version", "Latest"]);
+    for (ext, ver) in &a.extensions {
+        let latest = topo.catalog().get(ext).and_then(|e| e.latest()).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        table.push(vec![ext.clone(), ver.clone(), latest]);
+    }
+    let mut follow = vec![format!("how healthy is {}?", a.region)];
+    follow.push(match a.state {
+        crate::agent::protocol::ServingState::Active => format!("cordon {}", a.name),
+        _ => format!("uncordon {}", a.name),
+    });
+    Reply::new(Outcome::Answered, message)
+        .with_table(table)
+        .with_details(serde_json::to_value(a).unwrap_or_default())
+        .with_follow_ups(follow)
+}
+
+pub(super) fn found(topo: &Topology, scope: &Scope, ext: Option<&ExtensionRef>) -> Reply {
+    let agents: Vec<&AgentView> = topo
+        .select(scope)
+        .filter(|a| match ext {
+            None => true,
+            Some(e) => a.extensions.get(&e.name).is_some_and(|v| e.version.as_ref().is_none_or(|want| want == v)),
+        })
+        .collect();
+    let what = match ext {
+        Some(ExtensionRef { name, version: Some(v) }) => format!(" running {name} {v}"),
+        Some(ExtensionRef { name, version: None }) => format!(" running {name}"),
+        None => String::new(),
+    };
+    let message = if agents.is_empty() {
+        format!("No agent in {}{what}.", scope_words(scope))
+    } else {
+        format!("{} agent{} in {}{what}: {}.", agents.len(), if agents.len() == 1 { "" } else { "s" }, scope_words(scope), name_list(&agents))
+    };
+    let mut table = Table::new("Agents", &["Agent", "Region", "Zone", "Health", "Capabilities", "Extensions"]);
+    for a in &agents {
+        table.push(vec![
+            a.name.clone(),
+            a.region.clone(),
+            a.zone.clone(),
+            a.liveness.as_str().to_string(),
+            if a.capabilities.is_empty() { "-".into() } else { a.capabilities.join(",") },
+            a.extensions.iter().map(|(e, v)| format!("{e} {v}")).collect::<Vec<_>>().join(", "),
+        ]);
+    }
+    let follow: Vec<String> = agents.iter().take(2).map(|a| format!("show agent {}", a.name)).collect();
+    Reply::new(Outcome::Answered, message)
+        .with_table(table)
+        .with_details(json!({ "agents": agents.iter().map(|a| &a.name).collect::<Vec<_>>() }))
+        .with_follow_ups(follow)
+}
+
+pub(super) fn extensions(topo: &Topology, scope: &Scope) -> Reply {
+    let agents: Vec<&AgentView> = topo.select(scope).collect();
+    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for a in &agents {
+        for (e, v) in &a.extensions {
+            *counts.entry((e.clone(), v.clone())).or_default() += 1;
+        }
+    }
+    let mut table = Table::new("Extensions", &["Extension", "Version", "Agents", "Catalog latest"]);
+    let mut rows = Vec::new();
+    for ((e, v), n) in &counts {
+        let latest = topo.catalog().get(e).and_then(|c| c.latest()).map(|l| l.to_string()).unwrap_or_else(|| "-".into());
+        table.push(vec![e.clone(), v.clone(), n.to_string(), latest.clone()]);
+        rows.push(json!({ "extension": e, "version": v, "agents": n, "latest": latest }));
+    }
+    let names: Vec<String> = counts.keys().map(|(e, v)| format!("{e} {v}")).collect::<Vec<_>>();
+    let message = format!("{} across {} agent{} in {}: {}.", if names.len() == 1 { "1 extension version" } else { "Extension versions" }, agents.len(), if agents.len() == 1 { "" } else { "s" }, scope_words(scope), names.join(", "));
+    let upgradable = counts.keys().find(|(e, v)| topo.catalog().get(e).and_then(|c| c.latest()).is_some_and(|l| l.to_string() != *v));
+    let mut follow = Vec::new();
+    if let Some((e, _)) = upgradable {
+        if let Some(l) = topo.catalog().get(e).and_then(|c| c.latest()) {
+            follow.push(format!("roll out {e} {l} to {}", scope_words(scope)));
+        }
+    }
+    Reply::new(Outcome::Answered, message).with_table(table).with_details(json!({ "extensions": rows })).with_follow_ups(follow)
+}
+
+pub(super) fn checks(scope: &Scope, checks: &[Check], agents: usize, results: &[CheckResult]) -> Reply {
+    let failed: Vec<&CheckResult> = results.iter().filter(|r| !r.passed).collect();
+    let passed = results.len() - failed.len();
+    let kinds: Vec<&str> = checks.iter().map(|c| c.as_str()).collect();
+    let mut message = format!(
+        "{} check{} ({}) on {} agent{} in {}: {passed} passed, {} failed",
+        results.len(),
+        if results.len() == 1 { "" } else { "s" },
+        kinds.join(", "),
+        agents,
+        if agents == 1 { "" } else { "s" },
+        scope_words(scope),
+        failed.len()
+    );
+    if failed.is_empty() {
+        message.push('.');
+    } else {
+        let shown: Vec<String> = failed.iter().take(5).map(|r| format!("{} {}: {}", r.agent, r.check.as_str(), r.detail)).collect();
+        message.push_str(&format!(": {}.", shown.join("; ")));
+    }
+    // Every row when it fits on a screen; otherwise the failures, which are what matter.
+    let rows: Vec<&CheckResult> = if results.len() <= 60 { results.iter().collect() } else { failed.clone() };
+    let mut table = Table::new("Health checks", &["Agent", "Check", "Result", "Detail"]);
+    for r in rows {
+        table.push(vec![r.agent.clone(), r.check.as_str().to_string(), if r.passed { "pass" } else { "FAIL" }.to_string(), r.detail.clone()]);
+    }
+    let follow: Vec<String> = failed.iter().take(2).map(|r| format!("show agent {}", r.agent)).collect();
+    let outcome = if failed.is_empty() { Outcome::Answered } else { Outcome::Failed };
+    Reply::new(outcome, message)
+        .with_table(table)
+        .with_details(json!({ "passed": passed, "failed": failed.len(), "results": results.iter().map(|r| json!({"agent": r.agent, "check": r.check, "passed": r.passed, "detail": r.detail})).collect::<Vec<_>>() }))
+        .with_follow_ups(follow)
+}
+
+fn duration_text(d: &DeploymentRecord) -> String {
+    match d.duration() {
+        Some(dur) => format!("{:.1} s", dur.num_milliseconds() as f64 / 1000.0),
+        None => format!("{:.0} s so far", (chrono::Utc::now() - d.created_at).num_milliseconds() as f64 / 1000.0),
+    }
+}
+
+pub(super) fn deployment(d: &DeploymentRecord) -> Reply {
+    let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in &d.targets {
+        *states.entry(t.state.as_str()).or_default() += 1;
+    }
+    let state_text: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let mut message = format!(
+        "{}: {} {} to {} ({}), {} after {}, step {} of {}; agents: {}.",
+        d.name,
+        d.extension,
+        d.version,
+        scope_words(&d.scope),
+        d.strategy.kind.as_str().replace('_', "-"),
+        d.status,
+        duration_text(d),
+        d.current_step.min(d.step_count).max(if d.step_count > 0 { 1 } else { 0 }),
+        d.step_count,
+        state_text.join(", ")
+    );
+    if let Some(r) = &d.reason {
+        message.push_str(&format!(" Reason: {r}"));
+    }
+    let mut table = Table::new(format!("{} targets", d.name), &["Agent", "Step", "Previous", "State", "Detail"]);
+    for t in &d.targets {
+        table.push(vec![
+            t.agent.clone(),
+            (t.step + 1).to_string(),
+            t.previous_version.clone().unwrap_or_else(|| "none".into()),
+            t.state.as_str().to_string(),
+            t.detail.clone().unwrap_or_default(),
+        ]);
+    }
+    let id = &d.name;
+    let follow: Vec<String> = match d.status {
+        DeploymentStatus::Running | DeploymentStatus::Pending => vec![format!("pause {id}"), format!("abort {id}")],
+        DeploymentStatus::Paused => vec![format!("resume {id}"), format!("abort {id}")],
+        DeploymentStatus::Succeeded => vec![format!("roll back {id}"), "how healthy is the fleet?".into()],
+        DeploymentStatus::Failed | DeploymentStatus::RolledBack | DeploymentStatus::Aborted => {
+            vec![format!("retry {id}"), "list deployments".into()]
+        }
+    };
+    Reply::new(Outcome::Answered, message)
+        .with_deployment(d.name.clone())
+        .with_table(table)
+        .with_details(serde_json::to_value(d).unwrap_or_default())
+        .with_follow_ups(follow)
+}
+
+pub(super) fn deployments(list: &[DeploymentRecord], status: Option<DeploymentStatus>, since: Option<&TimeSpec>) -> Reply {
+    let filter = match (status, since) {
+        (Some(s), Some(t)) => format!(" {s} since {t}"),
+        (Some(s), None) => format!(" {s}"),
+        (None, Some(t)) => format!(" since {t}"),
+        (None, None) => String::new(),
+    };
+    let mut table = Table::new("Deployments", &["Id", "Extension", "Version", "Scope", "Strategy", "Status", "Started", "Took"]);
+    for d in list {
+        table.push(vec![
+            d.name.clone(),
+            d.extension.clone(),
+            d.version.clone(),
+            scope_words(&d.scope),
+            d.strategy.kind.as_str().to_string(),
+            d.status.as_str().to_string(),
+            d.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            duration_text(d),
+        ]);
+    }
+    let message = if list.is_empty() {
+        format!("No deployments{filter}.")
+    } else {
+        let names: Vec<String> = list.iter().take(5).map(|d| format!("{} {}", d.name, d.status)).collect();
+        format!("{} deployment{}{filter}: {}{}.", list.len(), if list.len() == 1 { "" } else { "s" }, names.join(", "), if list.len() > 5 { ", ..." } else { "" })
+    };
+    let follow: Vec<String> = list.iter().take(2).map(|d| format!("show deployment {}", d.name)).collect();
+    Reply::new(Outcome::Answered, message)
+        .with_table(table)
+        .with_details(json!({ "deployments": list.iter().map(|d| json!({"id": d.name, "extension": d.extension, "version": d.version, "status": d.status, "scope": d.scope})).collect::<Vec<_>>() }))
+        .with_follow_ups(follow)
+}
+
+pub(super) fn report(since: &TimeSpec, until: Option<&TimeSpec>, r: &Report) -> Reply {
+    let pct = |x: Option<f64>| x.map(|v| format!("{:.0}%", v * 100.0)).unwrap_or_else(|| "-".into());
+    let secs = |x: Option<f64>| x.map(|v| format!("{v:.1} s")).unwrap_or_else(|| "-".into());
+    let window = match until {
+        Some(u) => format!("from {since} to {u}"),
+        None => format!("over the last {since}"),
+    };
+    let message = format!(
+        "{} deployment{} {window}: success rate {}, rollback rate {}, median duration {}, p95 {}.",
+        r.total,
+        if r.total == 1 { "" } else { "s" },
+        pct(r.success_rate),
+        pct(r.rollback_rate),
+        secs(r.median_duration_secs),
+        secs(r.p95_duration_secs)
+    );
+    let mut table = Table::new("Deployments by status", &["Status", "Count"]);
+    for (status, n) in &r.by_status {
+        table.push(vec![status.clone(), n.to_string()]);
+    }
+    Reply::new(Outcome::Answered, message)
+        .with_table(table)
+        .with_details(serde_json::to_value(r).unwrap_or_default())
+        .with_follow_ups(["list deployments", "show failed deployments"])
+}

@@ -1,0 +1,485 @@
+//! Can this operation be carried out on the fleet as it is right now?
+//!
+//! Pure: an [`Operation`] and a topology snapshot (plus the agents other deployments
+//! hold) in, a [`Feasible`] verdict or an [`Infeasible`] one out. An infeasible answer
+//! always carries the reasons and, where there are any, feasible alternatives phrased
+//! as utterances the operator can send as they are.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::intent::suggest;
+use crate::ops::{Operation, Scope, Selector};
+use crate::topology::{AgentView, Liveness, RegionHealth, Topology, VersionMatch};
+
+/// What the check established, for the executor and the confirmation question.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Feasible {
+    /// Agents the operation will change (deploy: those not already on the version).
+    pub targets: Vec<String>,
+    /// Agents in scope that already run the requested version (deploy only).
+    pub already: Vec<String>,
+    /// Why the operation needs a yes/no first; `None` when it does not.
+    pub risk: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Infeasible {
+    pub reasons: Vec<String>,
+    /// Utterances that would work instead.
+    pub alternatives: Vec<String>,
+}
+
+impl Infeasible {
+    fn new(reason: impl Into<String>) -> Infeasible {
+        Infeasible { reasons: vec![reason.into()], alternatives: Vec::new() }
+    }
+
+    fn or(mut self, alternative: impl Into<String>) -> Infeasible {
+        self.alternatives.push(alternative.into());
+        self
+    }
+}
+
+/// Agent name -> id of the active deployment that holds it.
+pub type Busy = HashMap<String, String>;
+
+/// Checks an operation whose slots are all filled.
+pub fn check(op: &Operation, topo: &Topology, busy: &Busy) -> Result<Feasible, Infeasible> {
+    if let Some(Some(scope)) = op.scope_slot() {
+        check_scope_names(scope, topo)?;
+    }
+    match op {
+        Operation::Deploy { extension: Some(ext), version: Some(ver), scope: Some(scope), .. } => {
+            check_deploy(ext, ver, scope, topo, busy)
+        }
+        Operation::ShowAgent { agent: Some(a) } => known_agent(a, topo).map(|_| plain(Vec::new())),
+        Operation::Drain { agent: Some(a) }
+        | Operation::Cordon { agent: Some(a) }
+        | Operation::Uncordon { agent: Some(a) }
+        | Operation::Restart { agent: Some(a) } => check_agent_action(op, a, topo, busy),
+        Operation::Failover { from, to } => {
+            for r in [from, to].into_iter().flatten() {
+                known_region(r, topo)?;
+            }
+            Err(traffic_unavailable())
+        }
+        Operation::Failback { region } | Operation::ShiftTraffic { from: region, .. } => {
+            if let Some(r) = region {
+                known_region(r, topo)?;
+            }
+            Err(traffic_unavailable())
+        }
+        Operation::ShowRouting { .. } => Err(traffic_unavailable()),
+        Operation::FindAgents { extension: Some(e), .. } => {
+            known_extension(&e.name, topo)?;
+            Ok(plain(Vec::new()))
+        }
+        _ => Ok(plain(Vec::new())),
+    }
+}
+
+fn plain(targets: Vec<String>) -> Feasible {
+    Feasible { targets, already: Vec::new(), risk: None }
+}
+
+fn traffic_unavailable() -> Infeasible {
+    Infeasible::new(
+        "Parley cannot move traffic yet: it keeps no routing table, so failover, failback, traffic shifts and routing views are not available.",
+    )
+    .or("drain the agents of the region one by one")
+    .or("how healthy is the fleet?")
+}
+
+fn did_you_mean(said: &str, candidates: Vec<&str>) -> String {
+    let near = suggest(said, candidates);
+    if near.is_empty() {
+        String::new()
+    } else {
+        format!(" Did you mean {}?", near.join(" or "))
+    }
+}
+
+fn known_agent<'a>(name: &str, topo: &'a Topology) -> Result<&'a AgentView, Infeasible> {
+    topo.agent(name).ok_or_else(|| {
+        let candidates: Vec<&str> = topo.agents().iter().map(|a| a.name.as_str()).collect();
+        let near = suggest(name, candidates.iter().copied());
+        let mut inf = Infeasible::new(format!(
+            "There is no agent `{name}` in the fleet.{}",
+            did_you_mean(name, candidates)
+        ));
+        for n in near {
+            inf = inf.or(format!("show agent {n}"));
+        }
+        inf
+    })
+}
+
+fn known_region(name: &str, topo: &Topology) -> Result<(), Infeasible> {
+    if topo.regions().iter().any(|r| r == name) {
+        return Ok(());
+    }
+    let candidates: Vec<&str> = topo.regions().iter().map(String::as_str).collect();
+    Err(Infeasible::new(format!(
+        "There is no region `{name}`; the fleet has {}.{}",
+        candidates.join(", "),
+        did_you_mean(name, candidates.clone())
+    )))
+}
+
+fn known_extension(name: &str, topo: &Topology) -> Result<(), Infeasible> {
+    if topo.catalog().get(name).is_some() {
+        return Ok(());
+    }
+    let candidates: Vec<&str> = topo.catalog().extensions().iter().map(|e| e.name.as_str()).collect();
+    Err(Infeasible::new(format!(
+        "The catalog has no extension `{name}`; it has {}.{}",
+        candidates.join(", "),
+        did_you_mean(name, candidates.clone())
+    )))
+}
+
+fn check_scope_names(scope: &Scope, topo: &Topology) -> Result<(), Infeasible> {
+    for sel in scope.selectors() {
+        match sel {
+            Selector::Region(r) => known_region(r, topo)?,
+            Selector::Agent(a) => {
+                known_agent(a, topo)?;
+            }
+            Selector::Zone(z) => {
+                if !topo.zones().iter().any(|x| x == z) {
+                    let candidates: Vec<&str> = topo.zones().iter().map(String::as_str).collect();
+                    return Err(Infeasible::new(format!(
+                        "There is no zone `{z}`.{}",
+                        did_you_mean(z, candidates)
+                    )));
+                }
+            }
+            Selector::Env(e) => {
+                let values = topo.label_values("env");
+                if !values.iter().any(|v| v == e) {
+                    return Err(Infeasible::new(format!(
+                        "No agent has env `{e}`; the fleet has {}.",
+                        values.join(", ")
+                    )));
+                }
+            }
+            Selector::Tier(t) => {
+                let values = topo.label_values("tier");
+                if !values.iter().any(|v| v == t) {
+                    return Err(Infeasible::new(format!(
+                        "No agent is in tier `{t}`; the fleet has {}.",
+                        values.join(", ")
+                    )));
+                }
+            }
+            Selector::Capability(c) => {
+                let values = topo.capabilities();
+                if !values.iter().any(|v| v == c) {
+                    return Err(Infeasible::new(format!(
+                        "No agent has the capability `{c}`; the fleet has {}.",
+                        if values.is_empty() { "none".to_string() } else { values.join(", ") }
+                    )));
+                }
+            }
+            Selector::Fleet => {}
+        }
+    }
+    Ok(())
+}
+
+fn names(agents: &[&AgentView]) -> String {
+    const SHOWN: usize = 6;
+    let mut out: Vec<&str> = agents.iter().take(SHOWN).map(|a| a.name.as_str()).collect();
+    let more = agents.len().saturating_sub(SHOWN);
+    let mut s = out.join(", ");
+    if more > 0 {
+        s.push_str(&format!(" and {more} more"));
+    }
+    out.clear();
+    s
+}
+
+fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Busy) -> Result<Feasible, Infeasible> {
+    known_extension(ext, topo)?;
+    let entry = topo.catalog().get(ext).ok_or_else(|| Infeasible::new(format!("no extension `{ext}`")))?;
+    if !entry.has_version(ver) {
+        let known = entry.version_strings();
+        let mut inf = Infeasible::new(match entry.resolve_version(ver) {
+            VersionMatch::Ambiguous(fits) => {
+                format!("`{ver}` could mean {} of {ext}; say which.", fits.join(" or "))
+            }
+            _ => format!("The catalog has no version {ver} of {ext}; it has {}.", known.join(", ")),
+        });
+        if let Some(latest) = entry.latest() {
+            inf = inf.or(format!("roll out {ext} {latest} to {}", scope_words(scope)));
+        }
+        return Err(inf);
+    }
+    let in_scope: Vec<&AgentView> = topo.select(scope).collect();
+    if in_scope.is_empty() {
+        return Err(Infeasible::new(format!("No agent matches {scope}.")).or(format!("show topology of {}", scope_words(scope))));
+    }
+
+    let partitioned: Vec<&String> =
+        topo.regions().iter().filter(|r| in_scope.iter().any(|a| &a.region == *r) && topo.region_health(r) == RegionHealth::Partitioned).collect();
+    if !partitioned.is_empty() {
+        let healthy: Vec<&String> = topo.regions().iter().filter(|r| topo.region_health(r) == RegionHealth::Healthy).collect();
+        let mut inf = Infeasible::new(format!(
+            "{} is partitioned: Parley cannot reach any of its agents, so it cannot install or verify anything there.",
+            partitioned.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+        for r in healthy.iter().take(2) {
+            inf = inf.or(format!("roll out {ext} {ver} to {r}"));
+        }
+        inf = inf.or(format!("how healthy is {}?", partitioned[0]));
+        return Err(inf);
+    }
+
+    let mut reasons = Vec::new();
+    let mut alternatives = Vec::new();
+
+    let lacking: Vec<&AgentView> =
+        in_scope.iter().copied().filter(|a| entry.requires.iter().any(|c| !a.has_capability(c))).collect();
+    if !lacking.is_empty() {
+        let caps = entry.requires.join(", ");
+        reasons.push(format!(
+            "{ext} needs {caps}, which {} of the {} agents in scope lack: {}.",
+            lacking.len(),
+            in_scope.len(),
+            names(&lacking)
+        ));
+        let able = in_scope.len() - lacking.len();
+        if able > 0 {
+            alternatives.push(format!("roll out {ext} {ver} to the {caps} agents in {}", scope_words(scope)));
+        }
+    }
+
+    for dep in &entry.depends {
+        let unmet: Vec<&AgentView> = in_scope
+            .iter()
+            .copied()
+            .filter(|a| {
+                !a.extensions.get(&dep.name).and_then(|v| v.parse().ok()).is_some_and(|v| dep.req.matches(&v))
+            })
+            .collect();
+        if !unmet.is_empty() {
+            reasons.push(format!(
+                "{ext} needs {} {} on the same agents; {} of them do not have it: {}.",
+                dep.name,
+                dep.req,
+                unmet.len(),
+                names(&unmet)
+            ));
+            if let Some(latest) = topo.catalog().get(&dep.name).and_then(|d| d.latest()) {
+                alternatives.push(format!("roll out {} {latest} to {} first", dep.name, scope_words(scope)));
+            }
+        }
+    }
+
+    let unavailable: Vec<&AgentView> = in_scope.iter().copied().filter(|a| !a.is_available()).collect();
+    if !unavailable.is_empty() {
+        let detail: Vec<String> = unavailable
+            .iter()
+            .take(6)
+            .map(|a| {
+                if a.liveness.is_reachable() {
+                    format!("{} is {}", a.name, a.state.as_str())
+                } else {
+                    format!("{} is {}", a.name, a.liveness.as_str())
+                }
+            })
+            .collect();
+        reasons.push(format!(
+            "{} of the {} agents in scope cannot take a rollout now: {}.",
+            unavailable.len(),
+            in_scope.len(),
+            detail.join(", ")
+        ));
+        for zone in topo.zones() {
+            let zone_agents: Vec<&&AgentView> = in_scope.iter().filter(|a| &a.zone == zone).collect();
+            if !zone_agents.is_empty() && zone_agents.iter().all(|a| a.is_available()) {
+                alternatives.push(format!("roll out {ext} {ver} to {zone}"));
+            }
+        }
+        if let Some(a) = unavailable.iter().find(|a| a.liveness == Liveness::Down) {
+            alternatives.push(format!("show agent {}", a.name));
+        }
+    }
+
+    let held: Vec<(&AgentView, &String)> =
+        in_scope.iter().filter_map(|a| busy.get(&a.name).map(|d| (*a, d))).collect();
+    if !held.is_empty() {
+        let mut ids: Vec<&str> = held.iter().map(|(_, d)| d.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        let agents: Vec<&AgentView> = held.iter().map(|(a, _)| *a).collect();
+        reasons.push(format!(
+            "{} still rolling out to {} of these agents ({}); one rollout at a time per agent.",
+            ids.join(", "),
+            agents.len(),
+            names(&agents)
+        ));
+        alternatives.push(format!("show deployment {}", ids[0]));
+        alternatives.push(format!("abort {}", ids[0]));
+    }
+
+    if !reasons.is_empty() {
+        return Err(Infeasible { reasons, alternatives });
+    }
+
+    let (already, targets): (Vec<&AgentView>, Vec<&AgentView>) =
+        in_scope.iter().copied().partition(|a| a.extensions.get(ext).is_some_and(|v| v == ver));
+    if targets.is_empty() {
+        let mut inf = Infeasible::new(format!("All {} agents in {scope} already run {ext} {ver}.", already.len()));
+        inf = inf.or(format!("find agents running {ext} {ver}"));
+        return Err(inf);
+    }
+    let risk = deploy_risk(&targets, topo);
+    Ok(Feasible {
+        targets: targets.iter().map(|a| a.name.clone()).collect(),
+        already: already.iter().map(|a| a.name.clone()).collect(),
+        risk,
+    })
+}
+
+fn check_agent_action(op: &Operation, name: &str, topo: &Topology, busy: &Busy) -> Result<Feasible, Infeasible> {
+    use crate::agent::protocol::ServingState as S;
+    let agent = known_agent(name, topo)?;
+    if !agent.liveness.is_reachable() {
+        return Err(Infeasible::new(format!(
+            "{name} is {} (since {}); Parley cannot reach it to {}.",
+            agent.liveness.as_str(),
+            agent.liveness_since.format("%H:%M:%S"),
+            op.name()
+        ))
+        .or(format!("show agent {name}"))
+        .or(format!("how healthy is {}?", agent.region)));
+    }
+    if let Some(d) = busy.get(name) {
+        if matches!(op, Operation::Drain { .. } | Operation::Restart { .. }) {
+            return Err(Infeasible::new(format!("{d} is rolling out to {name}; wait for it or pause it first."))
+                .or(format!("show deployment {d}"))
+                .or(format!("pause {d}")));
+        }
+    }
+    let state = agent.state;
+    let already = match op {
+        Operation::Cordon { .. } if state == S::Cordoned => Some(("already cordoned", format!("uncordon {name}"))),
+        Operation::Uncordon { .. } if state == S::Active => Some(("already active", format!("cordon {name}"))),
+        Operation::Drain { .. } if matches!(state, S::Draining | S::Drained) => {
+            Some(("already drained or draining", format!("uncordon {name}")))
+        }
+        _ => None,
+    };
+    if let Some((what, alt)) = already {
+        return Err(Infeasible::new(format!("{name} is {what}.")).or(alt));
+    }
+    let risk = if agent.env() == Some("production") {
+        Some(format!("{name} serves production ({})", agent.region))
+    } else {
+        None
+    };
+    Ok(Feasible { targets: vec![name.to_string()], already: Vec::new(), risk })
+}
+
+/// Why a rollout to `targets` needs confirmation, if it does: production agents, or
+/// more than a quarter of any region's agents.
+pub fn deploy_risk(targets: &[&AgentView], topo: &Topology) -> Option<String> {
+    let mut why = Vec::new();
+    let prod = targets.iter().filter(|a| a.env() == Some("production")).count();
+    if prod > 0 {
+        why.push(format!("it touches {prod} production agent{}", if prod == 1 { "" } else { "s" }));
+    }
+    for region in topo.regions() {
+        let hit = targets.iter().filter(|a| &a.region == region).count();
+        let total = topo.region_agents(region).count();
+        if total > 0 && hit * 4 > total {
+            why.push(format!("it changes {hit} of {total} agents in {region} (more than a quarter)"));
+        }
+    }
+    if why.is_empty() {
+        None
+    } else {
+        Some(why.join("; "))
+    }
+}
+
+/// A scope as words that the grammar reads back ("eu-west", "gpu agents in us-west").
+pub fn scope_words(scope: &Scope) -> String {
+    if scope.is_fleet() {
+        return "the whole fleet".to_string();
+    }
+    let mut parts = Vec::new();
+    for sel in scope.selectors() {
+        parts.push(match sel {
+            Selector::Region(v) | Selector::Zone(v) | Selector::Agent(v) => v.clone(),
+            Selector::Env(v) => v.clone(),
+            Selector::Capability(v) => format!("{v} agents"),
+            Selector::Tier(v) => format!("{v} agents"),
+            Selector::Fleet => continue,
+        });
+    }
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::test_support::demo_topology;
+
+    fn deploy(ext: &str, ver: &str, scope: Scope) -> Operation {
+        Operation::Deploy {
+            extension: Some(ext.into()),
+            version: Some(ver.into()),
+            scope: Some(scope),
+            strategy: None,
+            require_approval: false,
+        }
+    }
+
+    #[test]
+    fn a_staging_region_rollout_targets_its_twelve_agents_and_is_risky_by_size() {
+        let t = demo_topology();
+        let ok = check(&deploy("auth-filter", "2.1.0", Scope::region("ap-south")), &t, &Busy::new()).unwrap();
+        assert_eq!(ok.targets.len(), 12);
+        assert_eq!(ok.risk.as_deref(), Some("it changes 12 of 12 agents in ap-south (more than a quarter)"));
+    }
+
+    #[test]
+    fn model_server_needs_gpu() {
+        let t = demo_topology();
+        let err = check(&deploy("model-server", "0.4.0", Scope::region("eu-west")), &t, &Busy::new()).unwrap_err();
+        assert_eq!(
+            err.reasons,
+            ["model-server needs gpu, which 10 of the 12 agents in scope lack: edge-13, edge-14, edge-15, edge-16, edge-17, edge-18 and 4 more."]
+        );
+        assert_eq!(err.alternatives, ["roll out model-server 0.4.0 to the gpu agents in eu-west"]);
+    }
+
+    #[test]
+    fn unknown_versions_and_names_get_alternatives() {
+        let t = demo_topology();
+        let err = check(&deploy("auth-filter", "3.0", Scope::region("eu-west")), &t, &Busy::new()).unwrap_err();
+        assert_eq!(err.reasons, ["The catalog has no version 3.0 of auth-filter; it has 1.0.0, 2.0.3, 2.1.0."]);
+        assert_eq!(err.alternatives, ["roll out auth-filter 2.1.0 to eu-west"]);
+        let err = check(&Operation::Drain { agent: Some("edge-70".into()) }, &t, &Busy::new()).unwrap_err();
+        assert!(err.reasons[0].starts_with("There is no agent `edge-70` in the fleet. Did you mean edge-7"), "{:?}", err.reasons);
+    }
+
+    #[test]
+    fn overlapping_rollouts_are_refused() {
+        let t = demo_topology();
+        let busy: Busy = [("edge-19".to_string(), "d-4".to_string())].into_iter().collect();
+        let err = check(&deploy("auth-filter", "2.1.0", Scope::region("ap-south")), &t, &busy).unwrap_err();
+        assert_eq!(err.reasons, ["d-4 still rolling out to 1 of these agents (edge-19); one rollout at a time per agent."]);
+        assert_eq!(err.alternatives, ["show deployment d-4", "abort d-4"]);
+    }
+
+    #[test]
+    fn waf_rules_needs_auth_filter_two() {
+        let t = demo_topology();
+        assert!(check(&deploy("waf-rules", "2024.2", Scope::region("ap-south")), &t, &Busy::new()).is_ok());
+    }
+}

@@ -1,0 +1,7 @@
+//! Front-ends. Each only renders replies and reads input; all logic is in
+//! `dialog::Session`.
+
+pub mod ask;
+pub mod json;
+pub mod repl;
+pub mod text;

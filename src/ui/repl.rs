@@ -1,0 +1,158 @@
+//! `parley repl`: a line-oriented conversation for plain terminals, with history,
+//! line editing, completion of fleet names, numbered follow-ups (type `1` to send the
+//! first suggestion), and rollout progress printed above the prompt as it happens.
+
+use std::borrow::Cow;
+use std::sync::{Arc, RwLock};
+
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::Validator;
+use rustyline::{Context, Editor, ExternalPrinter, Helper};
+use tokio::sync::watch;
+
+use crate::app::Parley;
+use crate::config::Config;
+use crate::ops::{Actor, Operation};
+use crate::topology::poller::TopologyEvent;
+
+use super::text;
+
+/// Completion of agent, region, zone, extension and version names.
+struct ReplHelper {
+    words: Arc<RwLock<Vec<String>>>,
+}
+
+impl Completer for ReplHelper {
+    type Candidate = Pair;
+
+    fn complete(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let head = line.get(..pos).unwrap_or(line);
+        let start = head.rfind(char::is_whitespace).map(|i| i + 1).unwrap_or(0);
+        let prefix = head.get(start..).unwrap_or("").to_lowercase();
+        if prefix.is_empty() {
+            return Ok((pos, Vec::new()));
+        }
+        let words = self.words.read().map(|w| w.clone()).unwrap_or_default();
+        let pairs = words
+            .into_iter()
+            .filter(|w| w.starts_with(&prefix))
+            .map(|w| Pair { display: w.clone(), replacement: w })
+            .collect();
+        Ok((start, pairs))
+    }
+}
+
+impl Hinter for ReplHelper {
+    type Hint = String;
+}
+impl Highlighter for ReplHelper {
+    fn highlight_prompt<'b, 's: 'b, 'p: 'b>(&'s self, prompt: &'p str, _default: bool) -> Cow<'b, str> {
+        Cow::Borrowed(prompt)
+    }
+}
+impl Validator for ReplHelper {}
+impl Helper for ReplHelper {}
+
+/// Runs the REPL until `exit`, `quit`, Ctrl-D or Ctrl-C.
+pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), ReadlineError> {
+    let services = Arc::clone(parley.services());
+    let mut session = parley.session(actor);
+    let words = Arc::new(RwLock::new(session.vocabulary().words()));
+    let mut rl: Editor<ReplHelper, DefaultHistory> = Editor::new()?;
+    rl.set_helper(Some(ReplHelper { words: Arc::clone(&words) }));
+    let history = config.history_path();
+    if let Err(e) = rl.load_history(&history) {
+        if !matches!(&e, ReadlineError::Io(io) if io.kind() == std::io::ErrorKind::NotFound) {
+            tracing::warn!(path = %history.display(), error = %e, "could not read the REPL history");
+        }
+    }
+
+    println!("Parley on {} agents in {} regions. Ask anything; `help` for examples, `exit` to leave.", services.topology.snapshot().agents().len(), services.topology.snapshot().regions().len());
+    for d in parley.interrupted() {
+        println!("{} was interrupted ({}); say \"resume {}\" or \"roll back {}\".", d.name, d.reason.as_deref().unwrap_or("Parley stopped"), d.name, d.name);
+    }
+
+    // Progress and announcements print above the prompt without breaking the line
+    // being typed.
+    let (watch_tx, watch_rx) = watch::channel::<Option<Operation>>(None);
+    let mut printer = rl.create_external_printer()?;
+    let mut rollouts = services.orchestrator.subscribe();
+    let mut fleet_events = services.poller.events();
+    let announcer = tokio::spawn(async move {
+        loop {
+            let line = tokio::select! {
+                e = rollouts.recv() => match e {
+                    Ok(e) => crate::orchestrate::announce(&e),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(_) => break,
+                },
+                e = fleet_events.recv() => match e {
+                    Ok(e) if watch_rx.borrow().is_some() => Some(announce_fleet(&e)),
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(_) => break,
+                },
+            };
+            if let Some(line) = line {
+                if printer.print(format!("  » {line}\n")).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+
+    let mut follow_ups: Vec<String> = Vec::new();
+    loop {
+        let read = tokio::task::block_in_place(|| rl.readline("parley> "));
+        let line = match read {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted | ReadlineError::Eof) => break,
+            Err(e) => return Err(e),
+        };
+        let trimmed = line.trim();
+        if matches!(trimmed, "exit" | "quit" | ":q") {
+            break;
+        }
+        if trimmed.is_empty() {
+            continue;
+        }
+        let _ = rl.add_history_entry(trimmed);
+        // A bare number picks that follow-up from the last reply.
+        let utterance = match trimmed.parse::<usize>() {
+            Ok(n) if n >= 1 && n <= follow_ups.len() => {
+                let chosen = follow_ups[n - 1].clone();
+                println!("  > {chosen}");
+                chosen
+            }
+            _ => trimmed.to_string(),
+        };
+        let reply = session.handle(&utterance).await;
+        print!("{}", text::render(&reply));
+        println!();
+        follow_ups = reply.follow_ups.clone();
+        let _ = watch_tx.send(session.watching().cloned());
+        if let Ok(mut w) = words.write() {
+            *w = session.vocabulary().words();
+        }
+    }
+    announcer.abort();
+    if let Err(e) = rl.save_history(&history) {
+        tracing::warn!(path = %history.display(), error = %e, "could not save the REPL history");
+    }
+    Ok(())
+}
+
+/// A fleet change as one short sentence, for `watch`.
+pub fn announce_fleet(e: &TopologyEvent) -> String {
+    match e {
+        TopologyEvent::LivenessChanged { agent, region, from, to, at } => {
+            format!("{} {agent} ({region}) is {} (was {})", at.format("%H:%M:%S"), to.as_str(), from.as_str())
+        }
+        TopologyEvent::RegionChanged { region, from, to, at } => {
+            format!("{} region {region} is {} (was {})", at.format("%H:%M:%S"), to.as_str(), from.as_str())
+        }
+    }
+}
