@@ -88,6 +88,9 @@ struct Memory {
     /// One per inventory entry, in inventory order.
     slots: Vec<Slot>,
     regions: HashMap<String, RegionHealth>,
+    /// Names reported by more than one endpoint at the last pass, so the warning is
+    /// logged when the set changes rather than every second.
+    duplicates: Vec<String>,
     passes: u64,
 }
 
@@ -136,7 +139,7 @@ impl Poller {
             config,
             handle,
             events,
-            memory: Mutex::new(Memory { slots, regions: HashMap::new(), passes: 0 }),
+            memory: Mutex::new(Memory { slots, regions: HashMap::new(), duplicates: Vec::new(), passes: 0 }),
             pass: tokio::sync::Mutex::new(()),
         }
     }
@@ -241,6 +244,7 @@ impl Poller {
             let Some(slot) = memory.slots.get_mut(outcome.index) else { continue };
             let entry = &self.inventory[outcome.index];
             let previous = slot.view.liveness;
+            let mut why: Option<AgentError> = None;
             let next = match outcome.result {
                 Ok(status) => {
                     answered += 1;
@@ -256,6 +260,7 @@ impl Poller {
                 }
                 Err(e) => {
                     tracing::debug!(endpoint = %entry.endpoint, error = %e, "agent did not answer");
+                    why = Some(e);
                     match slot.answered_at {
                         None => Liveness::Down,
                         Some(at) => {
@@ -277,7 +282,8 @@ impl Poller {
                 slot.view.liveness_since = now_utc;
             }
             if !first_pass && next != previous {
-                tracing::info!(agent = %slot.view.name, from = previous.as_str(), to = next.as_str(), "liveness changed");
+                let reason = why.as_ref().map(ToString::to_string).unwrap_or_default();
+                tracing::info!(agent = %slot.view.name, from = previous.as_str(), to = next.as_str(), %reason, "liveness changed");
                 events.push(TopologyEvent::LivenessChanged {
                     agent: slot.view.name.clone(),
                     region: slot.view.region.clone(),
@@ -289,7 +295,13 @@ impl Poller {
         }
 
         let agents: Vec<AgentView> = memory.slots.iter().map(|s| s.view.clone()).collect();
-        warn_duplicate_names(&agents);
+        let duplicates = duplicate_names(&agents);
+        if duplicates != memory.duplicates {
+            if !duplicates.is_empty() {
+                tracing::warn!(names = ?duplicates, "several endpoints report the same agent name; `agent:<name>` is ambiguous");
+            }
+            memory.duplicates = duplicates;
+        }
         let topology = Topology::new(agents, Arc::clone(&self.catalog), Some(now_utc));
 
         let mut regions = HashMap::with_capacity(topology.regions().len());
@@ -364,15 +376,25 @@ fn update_view(view: &mut AgentView, entry: &InventoryEntry, status: AgentStatus
     view.state = status.state;
 }
 
-/// Two endpoints answering with one name make `agent:<name>` ambiguous; the model keeps
-/// both, and says so in the log rather than guessing which one is real.
-fn warn_duplicate_names(agents: &[AgentView]) {
-    let mut seen: HashMap<&str, &str> = HashMap::with_capacity(agents.len());
+/// Names reported by more than one endpoint, sorted. The model keeps every such agent
+/// (each is real) rather than guessing which one the name means.
+fn duplicate_names(agents: &[AgentView]) -> Vec<String> {
+    let mut seen: HashMap<&str, bool> = HashMap::with_capacity(agents.len());
+    let mut out = Vec::new();
     for a in agents {
-        if let Some(other) = seen.insert(a.name.as_str(), a.endpoint.as_str()) {
-            tracing::warn!(agent = %a.name, first = %other, second = %a.endpoint, "two agents report the same name");
+        match seen.get_mut(a.name.as_str()) {
+            Some(reported) if !*reported => {
+                *reported = true;
+                out.push(a.name.clone());
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(a.name.as_str(), false);
+            }
         }
     }
+    out.sort();
+    out
 }
 
 #[cfg(test)]
@@ -468,7 +490,13 @@ mod tests {
     async fn silent_agents_turn_suspect_then_down_and_a_dead_region_is_partitioned() {
         let members: Vec<_> = demo_members().unwrap().into_iter().filter(|m| m.region == "ap-south").take(3).collect();
         let fleet = DemoFleet::start_members(members.clone(), DemoOptions::default()).await.unwrap();
-        let poller = Poller::new(fleet.inventory(), client(), catalog(), short());
+        // Wider than short(): the grace-period step must not race a busy test machine.
+        let config = PollerConfig {
+            suspect_after: Duration::from_millis(250),
+            down_after: Duration::from_millis(600),
+            ..short()
+        };
+        let poller = Poller::new(fleet.inventory(), client(), catalog(), config);
         let mut events = poller.events();
         poller.refresh().await;
         let first = poller.handle().snapshot();
@@ -481,7 +509,7 @@ mod tests {
         assert_eq!((stats.answered, stats.failed), (0, 3));
         assert!(poller.handle().snapshot().agents().iter().all(|a| a.liveness == Liveness::Healthy));
 
-        tokio::time::sleep(Duration::from_millis(120)).await;
+        tokio::time::sleep(Duration::from_millis(270)).await;
         poller.refresh().await;
         let t = poller.handle().snapshot();
         for (a, m) in t.agents().iter().zip(&members) {
@@ -501,7 +529,7 @@ mod tests {
             matches!(&got[3], TopologyEvent::RegionChanged { region, from: RegionHealth::Healthy, to: RegionHealth::Partitioned, .. } if region == "ap-south")
         );
 
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(350)).await;
         poller.refresh().await;
         let t = poller.handle().snapshot();
         assert!(t.agents().iter().all(|a| a.liveness == Liveness::Down));
@@ -637,6 +665,16 @@ mod tests {
         let got: Vec<TopologyEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
         assert_eq!(got.len(), 2, "{got:?}");
         fleet.shutdown().await;
+    }
+
+    #[test]
+    fn duplicate_names_are_found_once_each() {
+        use crate::topology::test_support::agent;
+        let a = agent("edge-1", "us-east", "us-east-a", "edge", "production", &[]);
+        let b = agent("edge-2", "us-east", "us-east-a", "edge", "production", &[]);
+        let agents = vec![a.clone(), b.clone(), a.clone(), a, b];
+        assert_eq!(duplicate_names(&agents), ["edge-1", "edge-2"]);
+        assert!(duplicate_names(&agents[..2]).is_empty());
     }
 
     #[tokio::test]
