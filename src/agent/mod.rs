@@ -1,6 +1,7 @@
 //! Agents: the HTTP protocol Parley speaks to them, its client, the agent server
 //! itself (used by `parley agent`, the embedded demo fleet and the simulator).
 
+pub mod checks;
 pub mod client;
 pub mod demo;
 pub mod faults;

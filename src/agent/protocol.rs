@@ -84,7 +84,8 @@ pub struct InstallRequest {
 /// The body of every non-2xx answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// Machine-readable: `unauthorized`, `not_found`, `conflict`, `bad_request`, `unavailable`.
+    /// Machine-readable: `unauthorized`, `bad_request`, `not_found`, `method_not_allowed`,
+    /// `conflict`, `install_failed`, `unavailable`.
     pub code: String,
     /// For people.
     pub error: String,

@@ -149,6 +149,10 @@ impl Agent {
     /// The agent's status as `GET /v1/status` reports it.
     pub fn status(&self) -> AgentStatus {
         let rt = self.lock();
+        self.status_of(&rt)
+    }
+
+    fn status_of(&self, rt: &Runtime) -> AgentStatus {
         AgentStatus {
             protocol: PROTOCOL_VERSION,
             name: self.config.name.clone(),
@@ -229,8 +233,15 @@ impl Agent {
     }
 
     fn remove(&self, extension: &str) -> Result<AgentStatus, ApiError> {
-        if self.lock().extensions.remove(extension).is_none() {
-            return Err(ApiError::not_found(format!("{extension} is not installed")));
+        {
+            let mut rt = self.lock();
+            // Like install: nothing changes under a restarting agent.
+            if rt.state == ServingState::Restarting {
+                return Err(ApiError::unavailable("the agent is restarting"));
+            }
+            if rt.extensions.remove(extension).is_none() {
+                return Err(ApiError::not_found(format!("{extension} is not installed")));
+            }
         }
         self.persist();
         Ok(self.status())
@@ -240,7 +251,9 @@ impl Agent {
         let delay = self.config.transition_delay;
         let (generation, next_after_delay) = {
             let mut rt = self.lock();
-            rt.generation += 1;
+            // Refusals and no-ops must leave the generation alone: bumping it cancels
+            // the pending drain/restart timer, which would leave the agent draining or
+            // restarting for ever.
             let after = match action {
                 AgentAction::Cordon => {
                     if rt.state != ServingState::Active {
@@ -261,17 +274,18 @@ impl Agent {
                 }
                 AgentAction::Drain => {
                     if matches!(rt.state, ServingState::Draining | ServingState::Drained) {
-                        None
-                    } else {
-                        rt.state = ServingState::Draining;
-                        Some(ServingState::Drained)
+                        tracing::info!(agent = %self.config.name, state = rt.state.as_str(), "drain: already");
+                        return Ok(self.status_of(&rt));
                     }
+                    rt.state = ServingState::Draining;
+                    Some(ServingState::Drained)
                 }
                 AgentAction::Restart => {
                     rt.state = ServingState::Restarting;
                     Some(ServingState::Active)
                 }
             };
+            rt.generation += 1;
             (rt.generation, after)
         };
         self.persist();
@@ -316,6 +330,15 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/extensions/{name}", put(install).delete(remove))
         .route("/v1/actions/{action}", post(action))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/agent-protocol.md".to_string()) })
+        // Without this axum answers 405 with an empty body, breaking "every non-2xx
+        // answer carries an ErrorBody".
+        .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                code: "method_not_allowed",
+                message: "this endpoint does not take that method; see docs/agent-protocol.md".to_string(),
+            }
+        })
         .with_state(agent)
 }
 
@@ -468,5 +491,60 @@ fn round_metrics(m: Metrics) -> Metrics {
         mem_pct: r(m.mem_pct, 10.0),
         error_rate_pct: r(m.error_rate_pct, 100.0),
         p95_ms: r(m.p95_ms, 1.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(transition_ms: u64) -> Arc<Agent> {
+        let mut config = AgentConfig::new("edge-1", "us-east", "us-east-a");
+        config.extensions.insert("auth-filter".into(), "2.0.3".into());
+        config.transition_delay = Duration::from_millis(transition_ms);
+        Agent::new(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn refused_or_repeated_actions_do_not_cancel_a_pending_transition() {
+        let a = agent(30);
+        assert_eq!(a.act(AgentAction::Drain).unwrap().state, ServingState::Draining);
+        assert!(a.act(AgentAction::Cordon).is_err());
+        assert_eq!(a.act(AgentAction::Drain).unwrap().state, ServingState::Draining);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(a.status().state, ServingState::Drained);
+
+        assert_eq!(a.act(AgentAction::Restart).unwrap().state, ServingState::Restarting);
+        assert!(a.act(AgentAction::Uncordon).is_err());
+        assert!(a.act(AgentAction::Cordon).is_err());
+        assert!(a.remove("auth-filter").is_err());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(a.status().state, ServingState::Active);
+        assert_eq!(a.status().extensions.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_uncordon_during_a_drain_cancels_it() {
+        let a = agent(30);
+        a.act(AgentAction::Drain).unwrap();
+        assert_eq!(a.act(AgentAction::Uncordon).unwrap().state, ServingState::Active);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(a.status().state, ServingState::Active);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_method_gets_an_error_body() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, agent(30), async move {
+            let _ = stopped.await;
+        }));
+        let resp = reqwest::Client::new().post(format!("http://{addr}/v1/status")).send().await.unwrap();
+        assert_eq!(resp.status(), 405);
+        let body: ErrorBody = resp.json().await.unwrap();
+        assert_eq!(body.code, "method_not_allowed");
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod inventory;
+pub mod poller;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};

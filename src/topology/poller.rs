@@ -1,0 +1,719 @@
+//! The poller: builds Parley's topology model from what the agents themselves report.
+//!
+//! Every pass asks each agent of the inventory for `GET /v1/status` (a bounded number
+//! at a time, over one shared [`AgentClient`]), judges its liveness, builds a whole new
+//! [`Topology`] and swaps it into the [`TopologyHandle`] readers hold. Nothing comes
+//! from a fixture: the same code drives the embedded demo fleet and a real one.
+//!
+//! Between passes the poller remembers, per agent, what it last reported and when, so
+//! that an agent that stops answering keeps its last known data while it turns
+//! suspect, then down. Liveness and region-health transitions are broadcast as
+//! [`TopologyEvent`]s for watchers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use super::inventory::InventoryEntry;
+use super::{AgentView, Catalog, HealthThresholds, Liveness, RegionHealth, Topology, TopologyHandle};
+use crate::agent::protocol::{AgentStatus, Metrics, ServingState, PROTOCOL_VERSION};
+use crate::agent::{AgentClient, AgentError};
+
+/// Shown for an agent that never answered and whose inventory entry gives no hint.
+const UNKNOWN_PLACE: &str = "unknown";
+
+/// How often and how patiently the poller asks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PollerConfig {
+    /// Time between the starts of two passes.
+    pub interval: Duration,
+    /// An agent silent for this long since its last answer is suspect.
+    pub suspect_after: Duration,
+    /// An agent silent for this long since its last answer is down.
+    pub down_after: Duration,
+    /// Status requests in flight at once.
+    pub concurrency: usize,
+    pub thresholds: HealthThresholds,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        PollerConfig {
+            interval: Duration::from_secs(1),
+            suspect_after: Duration::from_secs(2),
+            down_after: Duration::from_secs(4),
+            concurrency: 64,
+            thresholds: HealthThresholds::default(),
+        }
+    }
+}
+
+/// A change the poller saw between two passes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum TopologyEvent {
+    LivenessChanged { agent: String, region: String, from: Liveness, to: Liveness, at: DateTime<Utc> },
+    RegionChanged { region: String, from: RegionHealth, to: RegionHealth, at: DateTime<Utc> },
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshStats {
+    /// Agents that answered with a valid status.
+    pub answered: usize,
+    /// Agents that did not (unreachable, timed out, refused, or not the protocol).
+    pub failed: usize,
+    /// Events broadcast by this pass.
+    pub events: usize,
+    pub elapsed: Duration,
+}
+
+/// What the poller remembers about one agent between passes.
+#[derive(Debug)]
+struct Slot {
+    /// The agent as the model last showed it (last known data while it is silent).
+    view: AgentView,
+    /// Monotonic time of the last answer, for the suspect/down clocks.
+    answered_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Memory {
+    /// One per inventory entry, in inventory order.
+    slots: Vec<Slot>,
+    regions: HashMap<String, RegionHealth>,
+    /// Names reported by more than one endpoint at the last pass, so the warning is
+    /// logged when the set changes rather than every second.
+    duplicates: Vec<String>,
+    passes: u64,
+}
+
+/// How one status request ended.
+struct Outcome {
+    index: usize,
+    result: Result<AgentStatus, AgentError>,
+    at: Instant,
+    at_utc: DateTime<Utc>,
+}
+
+/// Polls a fleet and keeps the topology model current.
+pub struct Poller {
+    inventory: Vec<InventoryEntry>,
+    client: AgentClient,
+    catalog: Arc<Catalog>,
+    config: PollerConfig,
+    handle: TopologyHandle,
+    events: broadcast::Sender<TopologyEvent>,
+    memory: Mutex<Memory>,
+    /// Serialises passes, so a slow pass can never overwrite a newer one's results.
+    pass: tokio::sync::Mutex<()>,
+}
+
+impl Poller {
+    pub fn new(
+        inventory: Vec<InventoryEntry>,
+        client: AgentClient,
+        catalog: Arc<Catalog>,
+        config: PollerConfig,
+    ) -> Poller {
+        let now = Utc::now();
+        let slots = inventory.iter().map(|entry| Slot { view: unseen_view(entry, now), answered_at: None }).collect();
+        // Room for every agent and region to change at once (a partition), so a watcher
+        // that reads after each pass never lags.
+        let capacity = (inventory.len() + 64).clamp(256, 16_384);
+        let (events, _) = broadcast::channel(capacity);
+        // Until the first pass the model is empty (refreshed_at None): unknown, not down.
+        let handle = TopologyHandle::new(Topology::empty(Arc::clone(&catalog)));
+        let mut config = config;
+        config.concurrency = config.concurrency.max(1);
+        Poller {
+            inventory,
+            client,
+            catalog,
+            config,
+            handle,
+            events,
+            memory: Mutex::new(Memory { slots, regions: HashMap::new(), duplicates: Vec::new(), passes: 0 }),
+            pass: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The handle readers take snapshots from.
+    pub fn handle(&self) -> TopologyHandle {
+        self.handle.clone()
+    }
+
+    /// Liveness and region-health transitions from now on.
+    pub fn events(&self) -> broadcast::Receiver<TopologyEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn config(&self) -> &PollerConfig {
+        &self.config
+    }
+
+    /// One full pass over the inventory; the new snapshot is in the handle when it returns.
+    pub async fn refresh(&self) -> RefreshStats {
+        let _pass = self.pass.lock().await;
+        let started = Instant::now();
+        let client = &self.client;
+        // Indices rather than `&InventoryEntry` items: a closure taking a borrowed argument
+        // makes the future lose `Send` for `tokio::spawn` (rust-lang/rust#102211).
+        let inventory = &self.inventory;
+        let mut outcomes: Vec<Outcome> = stream::iter(0..inventory.len())
+            .map(|index| async move {
+                let entry = &inventory[index];
+                let result = client.status(&entry.endpoint).await.and_then(|status| check_protocol(entry, status));
+                Outcome { index, result, at: Instant::now(), at_utc: Utc::now() }
+            })
+            .buffer_unordered(self.config.concurrency)
+            .collect()
+            .await;
+        outcomes.sort_unstable_by_key(|o| o.index);
+
+        let (topology, events, answered) = self.apply(outcomes);
+        let failed = self.inventory.len() - answered;
+        self.handle.replace(topology);
+        let sent = events.len();
+        for event in events {
+            // No receivers is not an error: nobody is watching right now.
+            let _ = self.events.send(event);
+        }
+        let stats = RefreshStats { answered, failed, events: sent, elapsed: started.elapsed() };
+        tracing::debug!(
+            answered,
+            failed,
+            events = sent,
+            elapsed_ms = stats.elapsed.as_millis() as u64,
+            "topology refreshed"
+        );
+        stats
+    }
+
+    /// Refreshes every `interval` until `shutdown` turns true (or its sender goes away).
+    pub fn spawn(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(self.config.interval);
+            // A pass slower than the interval delays the next one instead of bunching them.
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                if *shutdown.borrow() {
+                    return;
+                }
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    changed = shutdown.changed() => {
+                        if changed.is_err() { return; }
+                        continue;
+                    }
+                }
+                tokio::select! {
+                    _ = self.refresh() => {}
+                    // Dropping a pass mid-way is safe: nothing is applied until its end.
+                    changed = shutdown.changed() => {
+                        if changed.is_err() { return; }
+                    }
+                }
+            }
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Memory> {
+        // The memory is replaced field by field under the lock; a panic cannot leave a
+        // slot half-written in a way the next pass does not overwrite.
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Folds one pass's outcomes into the memory and builds the new snapshot and the
+    /// events. Synchronous: the lock is never held across an await.
+    fn apply(&self, outcomes: Vec<Outcome>) -> (Topology, Vec<TopologyEvent>, usize) {
+        let now = Instant::now();
+        let now_utc = Utc::now();
+        let mut memory = self.lock();
+        let first_pass = memory.passes == 0;
+        memory.passes += 1;
+        let mut events = Vec::new();
+        let mut answered = 0;
+        for outcome in outcomes {
+            let Some(slot) = memory.slots.get_mut(outcome.index) else { continue };
+            let entry = &self.inventory[outcome.index];
+            let previous = slot.view.liveness;
+            let mut why: Option<AgentError> = None;
+            let next = match outcome.result {
+                Ok(status) => {
+                    answered += 1;
+                    let liveness = if self.config.thresholds.breaches(&status.metrics).is_empty() {
+                        Liveness::Healthy
+                    } else {
+                        Liveness::Degraded
+                    };
+                    update_view(&mut slot.view, entry, status);
+                    slot.view.last_seen = Some(outcome.at_utc);
+                    slot.answered_at = Some(outcome.at);
+                    liveness
+                }
+                Err(e) => {
+                    tracing::debug!(endpoint = %entry.endpoint, error = %e, "agent did not answer");
+                    why = Some(e);
+                    match slot.answered_at {
+                        None => Liveness::Down,
+                        Some(at) => {
+                            let silent = now.saturating_duration_since(at);
+                            if silent >= self.config.down_after {
+                                Liveness::Down
+                            } else if silent >= self.config.suspect_after {
+                                Liveness::Suspect
+                            } else {
+                                // One missed answer inside the grace period changes nothing.
+                                previous
+                            }
+                        }
+                    }
+                }
+            };
+            if first_pass || next != previous {
+                slot.view.liveness = next;
+                slot.view.liveness_since = now_utc;
+            }
+            if !first_pass && next != previous {
+                let reason = why.as_ref().map(ToString::to_string).unwrap_or_default();
+                tracing::info!(agent = %slot.view.name, from = previous.as_str(), to = next.as_str(), %reason, "liveness changed");
+                events.push(TopologyEvent::LivenessChanged {
+                    agent: slot.view.name.clone(),
+                    region: slot.view.region.clone(),
+                    from: previous,
+                    to: next,
+                    at: now_utc,
+                });
+            }
+        }
+
+        let agents: Vec<AgentView> = memory.slots.iter().map(|s| s.view.clone()).collect();
+        let duplicates = duplicate_names(&agents);
+        if duplicates != memory.duplicates {
+            if !duplicates.is_empty() {
+                tracing::warn!(names = ?duplicates, "several endpoints report the same agent name; `agent:<name>` is ambiguous");
+            }
+            memory.duplicates = duplicates;
+        }
+        let topology = Topology::new(agents, Arc::clone(&self.catalog), Some(now_utc));
+
+        let mut regions = HashMap::with_capacity(topology.regions().len());
+        for region in topology.regions() {
+            let health = topology.region_health(region);
+            if let Some(&before) = memory.regions.get(region) {
+                if before != health && !first_pass {
+                    tracing::info!(%region, from = before.as_str(), to = health.as_str(), "region health changed");
+                    events.push(TopologyEvent::RegionChanged {
+                        region: region.clone(),
+                        from: before,
+                        to: health,
+                        at: now_utc,
+                    });
+                }
+            }
+            regions.insert(region.clone(), health);
+        }
+        memory.regions = regions;
+        (topology, events, answered)
+    }
+}
+
+/// An answer in another protocol version is not something the model can trust.
+fn check_protocol(entry: &InventoryEntry, status: AgentStatus) -> Result<AgentStatus, AgentError> {
+    if status.protocol == PROTOCOL_VERSION {
+        Ok(status)
+    } else {
+        Err(AgentError::BadResponse {
+            endpoint: entry.endpoint.clone(),
+            reason: format!("speaks protocol {}, Parley speaks {PROTOCOL_VERSION}", status.protocol),
+        })
+    }
+}
+
+/// An agent that has never answered: inventory hints only.
+fn unseen_view(entry: &InventoryEntry, now: DateTime<Utc>) -> AgentView {
+    AgentView {
+        name: entry.name.clone().unwrap_or_else(|| entry.endpoint.clone()),
+        endpoint: entry.endpoint.clone(),
+        region: entry.region.clone().unwrap_or_else(|| UNKNOWN_PLACE.to_string()),
+        zone: entry.zone.clone().unwrap_or_else(|| UNKNOWN_PLACE.to_string()),
+        labels: BTreeMap::new(),
+        capabilities: Vec::new(),
+        extensions: BTreeMap::new(),
+        metrics: Metrics::default(),
+        // Nothing is known to be served there; nothing should be scheduled there.
+        state: ServingState::Drained,
+        liveness: Liveness::Down,
+        liveness_since: now,
+        last_seen: None,
+    }
+}
+
+/// Takes what the agent reports (its own name and place win over the inventory's
+/// hints, which may be stale); an empty field falls back to the hint.
+fn update_view(view: &mut AgentView, entry: &InventoryEntry, status: AgentStatus) {
+    let or_hint = |reported: String, hint: &Option<String>, fallback: &str| {
+        if reported.trim().is_empty() {
+            hint.clone().unwrap_or_else(|| fallback.to_string())
+        } else {
+            reported
+        }
+    };
+    view.name = or_hint(status.name, &entry.name, &entry.endpoint);
+    view.region = or_hint(status.region, &entry.region, UNKNOWN_PLACE);
+    view.zone = or_hint(status.zone, &entry.zone, UNKNOWN_PLACE);
+    view.labels = status.labels;
+    view.capabilities = status.capabilities;
+    view.extensions = status.extensions.into_iter().map(|e| (e.name, e.version)).collect();
+    view.metrics = status.metrics;
+    view.state = status.state;
+}
+
+/// Names reported by more than one endpoint, sorted. The model keeps every such agent
+/// (each is real) rather than guessing which one the name means.
+fn duplicate_names(agents: &[AgentView]) -> Vec<String> {
+    let mut seen: HashMap<&str, bool> = HashMap::with_capacity(agents.len());
+    let mut out = Vec::new();
+    for a in agents {
+        match seen.get_mut(a.name.as_str()) {
+            Some(reported) if !*reported => {
+                *reported = true;
+                out.push(a.name.clone());
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(a.name.as_str(), false);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::demo::{demo_members, DemoFleet, DemoOptions};
+    use crate::agent::faults::FaultSpec;
+    use crate::agent::server::{self, Agent, AgentConfig};
+
+    fn client() -> AgentClient {
+        AgentClient::new(Duration::from_millis(500), None).unwrap()
+    }
+
+    fn catalog() -> Arc<Catalog> {
+        Arc::new(Catalog::embedded().unwrap())
+    }
+
+    fn short() -> PollerConfig {
+        PollerConfig {
+            interval: Duration::from_millis(50),
+            suspect_after: Duration::from_millis(100),
+            down_after: Duration::from_millis(300),
+            ..PollerConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_demo_fleet_polls_into_the_product_pages_topology() {
+        let fleet = DemoFleet::start(DemoOptions::default()).await.unwrap();
+        let inventory = fleet.inventory();
+        let poller = Poller::new(inventory.clone(), client(), catalog(), PollerConfig::default());
+        let handle = poller.handle();
+        assert!(handle.snapshot().agents().is_empty());
+        assert_eq!(handle.snapshot().refreshed_at(), None);
+
+        let stats = poller.refresh().await;
+        assert_eq!((stats.answered, stats.failed, stats.events), (48, 0, 0));
+        let t = handle.snapshot();
+        assert_eq!(t.agents().len(), 48);
+        assert_eq!(t.regions(), ["us-east", "us-west", "eu-west", "ap-south"]);
+        assert_eq!(
+            t.zones(),
+            ["us-east-a", "us-east-b", "us-west-a", "us-west-b", "eu-west-a", "eu-west-b", "ap-south-a", "ap-south-b"]
+        );
+        // Inventory order.
+        let endpoints: Vec<&str> = t.agents().iter().map(|a| a.endpoint.as_str()).collect();
+        let expected: Vec<&str> = inventory.iter().map(|e| e.endpoint.as_str()).collect();
+        assert_eq!(endpoints, expected);
+
+        let regions = ["us-east", "us-west", "eu-west", "ap-south"];
+        for (tier, per_region) in [("edge", 6), ("core", 4), ("gpu", 2)] {
+            for n in 1..=per_region * 4 {
+                let a = t.agent(&format!("{tier}-{n}")).unwrap();
+                let r = (n - 1) / per_region;
+                let half = if (n - 1) % per_region < per_region / 2 { "a" } else { "b" };
+                assert_eq!(a.region, regions[r], "{}", a.name);
+                assert_eq!(a.zone, format!("{}-{half}", regions[r]), "{}", a.name);
+                assert_eq!(a.env(), Some(if r == 3 { "staging" } else { "production" }));
+                assert_eq!(a.liveness, Liveness::Healthy, "{}: {:?}", a.name, a.metrics);
+                assert_eq!(a.state, ServingState::Active);
+                assert!(a.last_seen.is_some());
+                let mut want = vec![("auth-filter", "2.0.3"), ("log-shipper", "1.4.2"), ("rate-limiter", "1.0.0")];
+                if tier == "gpu" {
+                    assert!(a.has_capability("gpu"));
+                    want.push(("model-server", "0.3.0"));
+                    want.sort();
+                } else {
+                    assert_eq!(a.tier(), Some(tier));
+                }
+                let got: Vec<(&str, &str)> = a.extensions.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                assert_eq!(got, want, "{}", a.name);
+            }
+        }
+        for r in regions {
+            assert_eq!(t.region_health(r), RegionHealth::Healthy);
+        }
+
+        // A change made through the protocol shows up in the next pass; liveness_since
+        // survives passes in which liveness did not change.
+        let since = t.agent("edge-7").unwrap().liveness_since;
+        let ep = &t.agent("edge-7").unwrap().endpoint;
+        client().install(ep, "auth-filter", "2.1.0").await.unwrap();
+        poller.refresh().await;
+        let t = handle.snapshot();
+        let a = t.agent("edge-7").unwrap();
+        assert_eq!(a.extensions["auth-filter"], "2.1.0");
+        assert_eq!(a.liveness_since, since);
+        assert_eq!(t.agent("edge-8").unwrap().extensions["auth-filter"], "2.0.3");
+        fleet.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn silent_agents_turn_suspect_then_down_and_a_dead_region_is_partitioned() {
+        let members: Vec<_> = demo_members().unwrap().into_iter().filter(|m| m.region == "ap-south").take(3).collect();
+        let fleet = DemoFleet::start_members(members.clone(), DemoOptions::default()).await.unwrap();
+        // Wider than short(): the grace-period step must not race a busy test machine.
+        let config = PollerConfig {
+            suspect_after: Duration::from_millis(250),
+            down_after: Duration::from_millis(600),
+            ..short()
+        };
+        let poller = Poller::new(fleet.inventory(), client(), catalog(), config);
+        let mut events = poller.events();
+        poller.refresh().await;
+        let first = poller.handle().snapshot();
+        assert!(first.agents().iter().all(|a| a.liveness == Liveness::Healthy));
+        assert!(events.try_recv().is_err(), "the first pass reports no transitions");
+
+        fleet.shutdown().await;
+        // Inside the grace period a missed answer changes nothing.
+        let stats = poller.refresh().await;
+        assert_eq!((stats.answered, stats.failed), (0, 3));
+        assert!(poller.handle().snapshot().agents().iter().all(|a| a.liveness == Liveness::Healthy));
+
+        tokio::time::sleep(Duration::from_millis(270)).await;
+        poller.refresh().await;
+        let t = poller.handle().snapshot();
+        for (a, m) in t.agents().iter().zip(&members) {
+            assert_eq!(a.liveness, Liveness::Suspect);
+            // Last known data is kept.
+            assert_eq!(a.name, m.name);
+            assert_eq!(a.extensions["auth-filter"], "2.0.3");
+            assert_eq!(a.last_seen, first.agent(&m.name).unwrap().last_seen);
+        }
+        assert_eq!(t.region_health("ap-south"), RegionHealth::Partitioned);
+        let got: Vec<TopologyEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(
+            matches!(&got[0], TopologyEvent::LivenessChanged { agent, region, from: Liveness::Healthy, to: Liveness::Suspect, .. } if agent == "edge-19" && region == "ap-south")
+        );
+        assert!(
+            matches!(&got[3], TopologyEvent::RegionChanged { region, from: RegionHealth::Healthy, to: RegionHealth::Partitioned, .. } if region == "ap-south")
+        );
+
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        poller.refresh().await;
+        let t = poller.handle().snapshot();
+        assert!(t.agents().iter().all(|a| a.liveness == Liveness::Down));
+        let got: Vec<TopologyEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+        assert_eq!(got.len(), 3, "partitioned stays partitioned: {got:?}");
+        assert!(got
+            .iter()
+            .all(|e| matches!(e, TopologyEvent::LivenessChanged { from: Liveness::Suspect, to: Liveness::Down, .. })));
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_never_answered_is_down_with_its_hints() {
+        // Bind then drop: a port nobody listens on.
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = dead.local_addr().unwrap();
+        drop(dead);
+        let inventory = vec![
+            InventoryEntry {
+                endpoint: format!("http://{addr}"),
+                name: Some("edge-99".into()),
+                region: Some("eu-west".into()),
+                zone: Some("eu-west-b".into()),
+            },
+            InventoryEntry { endpoint: "http://127.0.0.1:1".into(), name: None, region: None, zone: None },
+        ];
+        let poller = Poller::new(inventory, client(), catalog(), short());
+        let stats = poller.refresh().await;
+        assert_eq!((stats.answered, stats.failed), (0, 2));
+        let t = poller.handle().snapshot();
+        let a = t.agent("edge-99").unwrap();
+        assert_eq!(
+            (a.region.as_str(), a.zone.as_str(), a.liveness, a.last_seen),
+            ("eu-west", "eu-west-b", Liveness::Down, None)
+        );
+        let b = t.agent("http://127.0.0.1:1").unwrap();
+        assert_eq!((b.region.as_str(), b.liveness), ("unknown", Liveness::Down));
+        assert_eq!(t.region_health("eu-west"), RegionHealth::Partitioned);
+    }
+
+    #[tokio::test]
+    async fn the_reported_name_wins_over_the_inventory_hint() {
+        let members = demo_members().unwrap()[..1].to_vec();
+        let fleet = DemoFleet::start_members(members, DemoOptions::default()).await.unwrap();
+        let mut inventory = fleet.inventory();
+        inventory[0].name = Some("old-name".into());
+        inventory[0].region = Some("mars".into());
+        let poller = Poller::new(inventory, client(), catalog(), short());
+        poller.refresh().await;
+        let t = poller.handle().snapshot();
+        assert!(t.agent("old-name").is_none());
+        assert_eq!(t.agent("edge-1").unwrap().region, "us-east");
+        assert_eq!(t.regions(), ["us-east"]);
+        fleet.shutdown().await;
+    }
+
+    /// Serves `agent` on `port` (0: any) until the returned sender fires.
+    async fn serve_on(agent: Arc<Agent>, port: u16) -> (u16, tokio::sync::oneshot::Sender<()>, JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server::serve(listener, agent, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        (port, stop, task)
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_comes_back_is_healthy_again() {
+        let mut config = AgentConfig::new("edge-42", "us-west", "us-west-a");
+        config.extensions.insert("auth-filter".into(), "2.0.3".into());
+        let agent = Agent::new(config).unwrap();
+        let (port, stop, task) = serve_on(Arc::clone(&agent), 0).await;
+        let inventory =
+            vec![InventoryEntry { endpoint: format!("http://127.0.0.1:{port}"), name: None, region: None, zone: None }];
+        // A fresh client per pass is not needed: the pool drops connections the server closed.
+        let poller = Poller::new(inventory, client(), catalog(), short());
+        let mut events = poller.events();
+        poller.refresh().await;
+        assert_eq!(poller.handle().snapshot().agent("edge-42").unwrap().liveness, Liveness::Healthy);
+
+        let _ = stop.send(());
+        task.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(320)).await;
+        poller.refresh().await;
+        let down = poller.handle().snapshot();
+        let a = down.agent("edge-42").unwrap();
+        assert_eq!(a.liveness, Liveness::Down);
+        let down_since = a.liveness_since;
+
+        let (_, stop, task) = serve_on(agent, port).await;
+        poller.refresh().await;
+        let t = poller.handle().snapshot();
+        let a = t.agent("edge-42").unwrap();
+        assert_eq!(a.liveness, Liveness::Healthy);
+        assert!(a.liveness_since > down_since);
+        let got: Vec<(Liveness, Liveness)> = std::iter::from_fn(|| events.try_recv().ok())
+            .filter_map(|e| match e {
+                TopologyEvent::LivenessChanged { from, to, .. } => Some((from, to)),
+                TopologyEvent::RegionChanged { .. } => None,
+            })
+            .collect();
+        assert_eq!(got, [(Liveness::Healthy, Liveness::Down), (Liveness::Down, Liveness::Healthy)]);
+        let _ = stop.send(());
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_error_spike_makes_an_agent_degraded() {
+        let members = demo_members().unwrap()[..2].to_vec();
+        let options = DemoOptions {
+            faults: FaultSpec::parse("error-spike:auth-filter@2.1.0/agent:edge-1").unwrap(),
+            install_delay: Some(Duration::from_millis(1)),
+            ..DemoOptions::default()
+        };
+        let fleet = DemoFleet::start_members(members, options).await.unwrap();
+        let poller = Poller::new(fleet.inventory(), client(), catalog(), short());
+        let mut events = poller.events();
+        poller.refresh().await;
+        for ep in fleet.inventory() {
+            client().install(&ep.endpoint, "auth-filter", "2.1.0").await.unwrap();
+        }
+        poller.refresh().await;
+        let t = poller.handle().snapshot();
+        let a = t.agent("edge-1").unwrap();
+        assert_eq!(a.liveness, Liveness::Degraded, "{:?}", a.metrics);
+        assert!(a.metrics.error_rate_pct > 1.0);
+        assert_eq!(t.agent("edge-2").unwrap().liveness, Liveness::Healthy);
+        assert_eq!(t.region_health("us-east"), RegionHealth::Degraded);
+        let got: Vec<TopologyEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        fleet.shutdown().await;
+    }
+
+    #[test]
+    fn duplicate_names_are_found_once_each() {
+        use crate::topology::test_support::agent;
+        let a = agent("edge-1", "us-east", "us-east-a", "edge", "production", &[]);
+        let b = agent("edge-2", "us-east", "us-east-a", "edge", "production", &[]);
+        let agents = vec![a.clone(), b.clone(), a.clone(), a, b];
+        assert_eq!(duplicate_names(&agents), ["edge-1", "edge-2"]);
+        assert!(duplicate_names(&agents[..2]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_spawned_loop_refreshes_until_shutdown() {
+        let fleet =
+            DemoFleet::start_members(demo_members().unwrap()[..2].to_vec(), DemoOptions::default()).await.unwrap();
+        let poller = Arc::new(Poller::new(fleet.inventory(), client(), catalog(), short()));
+        let handle = poller.handle();
+        let (stop, stop_rx) = watch::channel(false);
+        let task = Arc::clone(&poller).spawn(stop_rx);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while handle.snapshot().agents().len() < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let first = handle.snapshot().refreshed_at().unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(handle.snapshot().refreshed_at().unwrap() > first);
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), task).await.unwrap().unwrap();
+        fleet.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn many_unreachable_agents_cost_one_bounded_pass() {
+        // Port 1 on loopback refuses at once: this measures the poller, not timeouts.
+        let inventory: Vec<InventoryEntry> = (0..2_000)
+            .map(|i| InventoryEntry {
+                endpoint: format!("http://127.0.0.{}:1", 1 + i % 200),
+                name: Some(format!("agent-{i}")),
+                region: Some(format!("r-{}", i % 10)),
+                zone: None,
+            })
+            .collect();
+        let poller = Poller::new(inventory, client(), catalog(), short());
+        let stats = poller.refresh().await;
+        assert_eq!((stats.answered, stats.failed), (0, 2_000));
+        let t = poller.handle().snapshot();
+        assert_eq!(t.agents().len(), 2_000);
+        assert_eq!(t.regions().len(), 10);
+        assert!(stats.elapsed < Duration::from_secs(10), "{stats:?}");
+    }
+}
