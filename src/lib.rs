@@ -5,6 +5,7 @@
 //! of one turn.
 
 pub mod agent;
+pub mod intent;
 pub mod ops;
 pub mod reply;
 pub mod topology;
