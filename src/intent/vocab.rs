@@ -525,13 +525,18 @@ pub fn fixed_values_are_valid() -> bool {
 /// Close names for one nobody knows, best first, at most three.
 pub fn suggest<'a>(said: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let said = said.to_lowercase();
-    let limit = (said.chars().count() / 2).max(2);
-    let mut scored: Vec<(usize, String)> = candidates
+    // Beyond about a third of the name changed, a "did you mean" is noise.
+    let limit = (said.chars().count() / 3).max(2);
+    // Ties in edit distance go to the name sharing the longer start ("edge-70" -> "edge-7").
+    let mut scored: Vec<(usize, f64, String)> = candidates
         .into_iter()
-        .map(|c| (strsim::levenshtein(&said, &c.to_lowercase()), c.to_string()))
-        .filter(|(d, _)| *d <= limit)
+        .map(|c| {
+            let lower = c.to_lowercase();
+            (strsim::levenshtein(&said, &lower), strsim::jaro_winkler(&said, &lower), c.to_string())
+        })
+        .filter(|(d, _, _)| *d <= limit)
         .collect();
-    scored.sort();
-    scored.dedup_by(|a, b| a.1 == b.1);
-    scored.into_iter().take(3).map(|(_, c)| c).collect()
+    scored.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
+    scored.dedup_by(|a, b| a.2 == b.2);
+    scored.into_iter().take(3).map(|(_, _, c)| c).collect()
 }
