@@ -285,7 +285,9 @@ impl Compiled {
             let len = intent.patterns[p].find(skeleton).map(|m| m.len()).unwrap_or(0);
             let better = match best {
                 None => true,
-                Some((bp, bl, bi)) => (intent.priority, len) > (bp, bl) || ((intent.priority, len) == (bp, bl) && i < bi),
+                Some((bp, bl, bi)) => {
+                    (intent.priority, len) > (bp, bl) || ((intent.priority, len) == (bp, bl) && i < bi)
+                }
             };
             if better {
                 best = Some((intent.priority, len, i));

@@ -77,8 +77,11 @@ pub fn tokenize(input: &str) -> Vec<Token> {
             if piece.is_empty() {
                 continue;
             }
-            let piece: String =
-                if is_dotted_version(piece) { piece.to_string() } else { piece.chars().filter(|&ch| ch != '.').collect() };
+            let piece: String = if is_dotted_version(piece) {
+                piece.to_string()
+            } else {
+                piece.chars().filter(|&ch| ch != '.').collect()
+            };
             // "10%" -> "10", "%"
             let mut rest = piece.as_str();
             while let Some(pos) = rest.find('%') {
@@ -167,7 +170,7 @@ fn read_number(tokens: &[Token], i: usize) -> Option<(u64, usize)> {
                 any = true;
                 k += 1;
             }
-            Some(w) if tens_word(w).is_some() && current % 100 == 0 => {
+            Some(w) if tens_word(w).is_some() && current.is_multiple_of(100) => {
                 current += tens_word(w).unwrap_or(0);
                 any = true;
                 k += 1;
@@ -182,7 +185,8 @@ fn read_number(tokens: &[Token], i: usize) -> Option<(u64, usize)> {
             Some("hundred") if any && current < 100 => {
                 current = current.max(1) * 100;
                 k += 1;
-                if word(k) == Some("and") && word(k + 1).is_some_and(|w| unit_word(w).is_some() || tens_word(w).is_some())
+                if word(k) == Some("and")
+                    && word(k + 1).is_some_and(|w| unit_word(w).is_some() || tens_word(w).is_some())
                 {
                     k += 1;
                 }
@@ -204,7 +208,7 @@ fn read_number(tokens: &[Token], i: usize) -> Option<(u64, usize)> {
 /// Whether a units word may follow: only when nothing below a hundred is pending
 /// ("one hundred five" yes, "five six" no).
 fn any_small(current: u64) -> bool {
-    current % 100 != 0
+    !current.is_multiple_of(100)
 }
 
 fn number_words(tokens: Vec<Token>) -> Vec<Token> {

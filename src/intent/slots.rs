@@ -123,8 +123,7 @@ pub fn read_slot(slot: &Slot, entities: &[Entity], claimed: &mut [bool], vocab: 
         }
         SlotKind::Strategy => strategy(entities, claimed),
         SlotKind::ExtensionRef => {
-            let Some(Some(name)) = take(entities, claimed, &[Kind::Extension, Kind::Name], &slot.markers, false)
-            else {
+            let Some(Some(name)) = take(entities, claimed, &[Kind::Extension, Kind::Name], &slot.markers, false) else {
                 return Read::Nothing;
             };
             let mut obj = Map::new();

@@ -42,7 +42,10 @@ fn the_product_page_examples() {
                    "strategy":{"kind":"canary","steps":[10,50]}}),
         ),
         ("how healthy is us-east?", json!({"op":"show_health","scope":["region:us-east"]})),
-        ("which agents in eu-west have a gpu?", json!({"op":"find_agents","scope":["region:eu-west","capability:gpu"]})),
+        (
+            "which agents in eu-west have a gpu?",
+            json!({"op":"find_agents","scope":["region:eu-west","capability:gpu"]}),
+        ),
         ("roll that back", json!({"op":"rollback"})),
         ("drain edge seven", json!({"op":"drain","agent":"edge-7"})),
         ("fail over eu-west to us-east", json!({"op":"failover","from":"eu-west","to":"us-east"})),
@@ -108,7 +111,10 @@ fn two_or_more_phrasings_for_every_op() {
             "run performance tests on production",
             json!({"op":"run_health_check","scope":["env:production"],"checks":["performance"]}),
         ),
-        ("deploy auth-filter 2.0.3 everywhere", json!({"op":"deploy","extension":"auth-filter","version":"2.0.3","scope":["fleet"]})),
+        (
+            "deploy auth-filter 2.0.3 everywhere",
+            json!({"op":"deploy","extension":"auth-filter","version":"2.0.3","scope":["fleet"]}),
+        ),
         (
             "please push rate limiter v1.1 to the edge tier in us-east, 4 at a time",
             json!({"op":"deploy","extension":"rate-limiter","version":"1.1.0","scope":["region:us-east","tier:edge"],
@@ -210,7 +216,11 @@ fn two_or_more_phrasings_for_every_op() {
 #[test]
 fn fuzzy_names_and_number_words() {
     for said in ["E.U. West", "eu west", "EU-WEST", "euwest", "Eu-West."] {
-        assert_eq!(op(&format!("how healthy is {said}")), json!({"op":"show_health","scope":["region:eu-west"]}), "{said}");
+        assert_eq!(
+            op(&format!("how healthy is {said}")),
+            json!({"op":"show_health","scope":["region:eu-west"]}),
+            "{said}"
+        );
     }
     for said in ["edge seven", "edge 7", "Edge-7", "EDGE7"] {
         assert_eq!(op(&format!("drain {said}")), json!({"op":"drain","agent":"edge-7"}), "{said}");
@@ -305,7 +315,10 @@ fn nothing_understood_is_null() {
     for u in ["", "   ", "the weather in paris", "??", "колобок", "🚀🚀"] {
         let p = parse(u);
         assert_eq!(p.operation, None, "{u}");
-        assert_eq!(serde_json::to_value(&p).expect("json"), json!({"operation": null, "missing": [], "references": []}));
+        assert_eq!(
+            serde_json::to_value(&p).expect("json"),
+            json!({"operation": null, "missing": [], "references": []})
+        );
     }
 }
 
@@ -327,10 +340,16 @@ fn answers_fill_one_slot() {
     assert_eq!(g.parse_slot(&deploy, "version", "two point zero point three", v), Some(json!("2.0.3")));
     assert_eq!(g.parse_slot(&deploy, "version", "3.0", v), Some(json!("3.0")));
     assert_eq!(g.parse_slot(&deploy, "scope", "eu-west", v), Some(json!(["region:eu-west"])));
-    assert_eq!(g.parse_slot(&deploy, "scope", "gpu agents in E.U. west", v), Some(json!(["region:eu-west", "capability:gpu"])));
+    assert_eq!(
+        g.parse_slot(&deploy, "scope", "gpu agents in E.U. west", v),
+        Some(json!(["region:eu-west", "capability:gpu"]))
+    );
     assert_eq!(g.parse_slot(&deploy, "scope", "everywhere", v), Some(json!(["fleet"])));
     assert_eq!(g.parse_slot(&deploy, "scope", "whatever", v), None);
-    assert_eq!(g.parse_slot(&deploy, "strategy", "as a canary, 5% then 20%", v), Some(json!({"kind":"canary","steps":[5,20]})));
+    assert_eq!(
+        g.parse_slot(&deploy, "strategy", "as a canary, 5% then 20%", v),
+        Some(json!({"kind":"canary","steps":[5,20]}))
+    );
     assert_eq!(g.parse_slot(&deploy, "colour", "red", v), None);
     let drain = Operation::Drain { agent: None };
     assert_eq!(g.parse_slot(&drain, "agent", "edge seven", v), Some(json!("edge-7")));
@@ -341,13 +360,8 @@ fn answers_fill_one_slot() {
     assert_eq!(g.parse_slot(&shift, "percent", "twenty", v), Some(json!(20)));
     assert_eq!(g.parse_slot(&shift, "percent", "30%", v), Some(json!(30)));
     assert_eq!(g.parse_slot(&shift, "percent", "300", v), None);
-    let ext = Operation::Deploy {
-        extension: None,
-        version: None,
-        scope: None,
-        strategy: None,
-        require_approval: false,
-    };
+    let ext =
+        Operation::Deploy { extension: None, version: None, scope: None, strategy: None, require_approval: false };
     assert_eq!(g.parse_slot(&ext, "extension", "the model server", v), Some(json!("model-server")));
 }
 
@@ -355,7 +369,10 @@ fn answers_fill_one_slot() {
 fn questions_use_what_is_known() {
     let (g, v) = fixture();
     let deploy = parse("deploy auth-filter").operation.expect("deploy");
-    assert_eq!(g.question(&deploy, "version", v), "Which version of auth-filter? The catalog has 1.0.0, 2.0.3 and 2.1.0.");
+    assert_eq!(
+        g.question(&deploy, "version", v),
+        "Which version of auth-filter? The catalog has 1.0.0, 2.0.3 and 2.1.0."
+    );
     let deploy = with_slot(&deploy, "version", json!("2.1.0")).expect("fits");
     assert_eq!(
         g.question(&deploy, "scope", v),
@@ -369,7 +386,10 @@ fn questions_use_what_is_known() {
 #[test]
 fn with_slot_checks_the_contract() {
     let op = Operation::Drain { agent: None };
-    assert_eq!(with_slot(&op, "agent", json!("edge-7")).expect("fits"), Operation::Drain { agent: Some("edge-7".into()) });
+    assert_eq!(
+        with_slot(&op, "agent", json!("edge-7")).expect("fits"),
+        Operation::Drain { agent: Some("edge-7".into()) }
+    );
     let err = with_slot(&op, "colour", json!("red")).expect_err("no such field");
     assert!(err.to_string().starts_with("slot `colour` of `drain`: unknown field `colour`"), "{err}");
     assert!(with_slot(&op, "op", json!("deploy")).is_err());
@@ -443,7 +463,10 @@ fn a_grammar_directory_overrides_the_embedded_one() {
     assert_eq!(g.parse("drain edge 7", v).operation, None);
     std::fs::write(dir.path().join("bad.toml"), "[[intent]]\nop = \"nope\"\npatterns = ['x']\n").expect("write");
     let err = Grammar::load_dir(dir.path()).expect_err("bad op").to_string();
-    assert_eq!(err, format!("{}: intent `nope`: field `op`: unknown operation `nope`", dir.path().join("bad.toml").display()));
+    assert_eq!(
+        err,
+        format!("{}: intent `nope`: field `op`: unknown operation `nope`", dir.path().join("bad.toml").display())
+    );
     assert!(Grammar::load_dir(&dir.path().join("absent")).is_err());
 }
 
@@ -460,11 +483,71 @@ fn long_input_is_cut_and_stays_fast() {
 }
 
 const WORDS: &[&str] = &[
-    "roll", "out", "auth-filter", "2.1", "to", "eu-west", "as", "a", "canary", "10%", "then", "fifty", "percent",
-    "drain", "edge", "seven", "it", "that", "back", "fail", "over", "us-east", "yes", "no", "abort", "d-3",
-    "deployment", "three", "every", "10", "seconds", "last", "30", "days", "since", "2026-11-01", "gpu", "agents",
-    "which", "have", "report", "batches", "of", "4", "at", "time", "point", "hundred", "the", "latest", "version",
-    "v", "mars-north", "edge-70", "-", ".", "%", "'s", "🚀", "колобок", "東京", "\u{0}", "\n", "\t", "  ",
+    "roll",
+    "out",
+    "auth-filter",
+    "2.1",
+    "to",
+    "eu-west",
+    "as",
+    "a",
+    "canary",
+    "10%",
+    "then",
+    "fifty",
+    "percent",
+    "drain",
+    "edge",
+    "seven",
+    "it",
+    "that",
+    "back",
+    "fail",
+    "over",
+    "us-east",
+    "yes",
+    "no",
+    "abort",
+    "d-3",
+    "deployment",
+    "three",
+    "every",
+    "10",
+    "seconds",
+    "last",
+    "30",
+    "days",
+    "since",
+    "2026-11-01",
+    "gpu",
+    "agents",
+    "which",
+    "have",
+    "report",
+    "batches",
+    "of",
+    "4",
+    "at",
+    "time",
+    "point",
+    "hundred",
+    "the",
+    "latest",
+    "version",
+    "v",
+    "mars-north",
+    "edge-70",
+    "-",
+    ".",
+    "%",
+    "'s",
+    "🚀",
+    "колобок",
+    "東京",
+    "\u{0}",
+    "\n",
+    "\t",
+    "  ",
 ];
 
 proptest! {

@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::ops::{Check, DeploymentStatus};
 use crate::topology::{Catalog, Topology, VersionMatch};
 
 use super::normalize::{is_date, is_dotted_version, is_number, phrase, Token};
@@ -475,7 +474,12 @@ impl Vocabulary {
 
 /// The previous word, skipping articles: what a slot's `markers` compare with.
 fn marker(tokens: &[Token], start: usize) -> Option<String> {
-    tokens[..start].iter().rev().map(|t| t.text.as_str()).find(|w| !matches!(*w, "the" | "a" | "an")).map(str::to_string)
+    tokens[..start]
+        .iter()
+        .rev()
+        .map(|t| t.text.as_str())
+        .find(|w| !matches!(*w, "the" | "a" | "an"))
+        .map(str::to_string)
 }
 
 /// "30s", "10m", "24h", "30d": number glued to a unit letter.
@@ -515,6 +519,7 @@ fn span(n: u64, unit: &str) -> Option<String> {
 /// contract's enums so a typo here fails a test rather than a user.
 #[cfg(test)]
 pub fn fixed_values_are_valid() -> bool {
+    use crate::ops::{Check, DeploymentStatus};
     FIXED.iter().all(|(_, kind, value)| match (kind, value) {
         (Kind::Status, Some(v)) => DeploymentStatus::parse(v).is_some(),
         (Kind::Check, Some(v)) => Check::ALL.iter().any(|c| c.as_str() == *v),
