@@ -130,6 +130,27 @@ fn two_or_more_phrasings_for_every_op() {
             json!({"op":"deploy","extension":"log-shipper","version":"1.5.0","scope":["fleet"],
                    "strategy":{"kind":"progressive","steps":[25,50,100]}}),
         ),
+        (
+            "rolling upgrade of rate-limiter 1.1 in us-east in batches of 3",
+            json!({"op":"deploy","extension":"rate-limiter","version":"1.1.0","scope":["region:us-east"],
+                   "strategy":{"kind":"rolling","batch_size":3}}),
+        ),
+        (
+            "canary auth-filter 2.1 on 5% of eu-west",
+            json!({"op":"deploy","extension":"auth-filter","version":"2.1.0","scope":["region:eu-west"],
+                   "strategy":{"kind":"canary","steps":[5]}}),
+        ),
+        (
+            "deploy auth-filter 2 to eu-west",
+            json!({"op":"deploy","extension":"auth-filter","version":"2","scope":["region:eu-west"]}),
+        ),
+        ("rollout status", json!({"op":"show_deployment"})),
+        ("cancel d-3", json!({"op":"abort","deployment":"d-3"})),
+        ("cancel that", json!({"op":"cancel"})),
+        (
+            "hey parley, can you show the health of eu-west please",
+            json!({"op":"show_health","scope":["region:eu-west"]}),
+        ),
         ("pause", json!({"op":"pause"})),
         ("pause d-4", json!({"op":"pause","deployment":"d-4"})),
         ("hold the rollout", json!({"op":"pause"})),
@@ -591,4 +612,17 @@ fn check_round_trip(s: &str) {
     }
     let drain = Operation::Drain { agent: None };
     let _ = g.parse_slot(&drain, "agent", s, v);
+}
+
+/// For grammar authors: `PARLEY_UTT='one|two' cargo test --lib intent::tests::show_skeletons -- --nocapture`
+/// prints each utterance's skeleton and parse.
+#[test]
+fn show_skeletons() {
+    let (g, v) = fixture();
+    for u in std::env::var("PARLEY_UTT").unwrap_or_default().split('|').filter(|s| !s.is_empty()) {
+        let tokens = strip_fillers(normalize::tokenize(u));
+        let entities = v.scan(&tokens, &g.compiled.plain_phrases);
+        let parsed = serde_json::to_string(&g.parse(u, v)).unwrap_or_default();
+        eprintln!("{u}\n  skel: {}\n  parse: {parsed}", skeleton(&tokens, &entities));
+    }
 }

@@ -330,6 +330,12 @@ impl Vocabulary {
                 None => i += 1,
             }
         }
+        // "auth-filter 2": a bare number right after an extension is its version.
+        for k in 1..out.len() {
+            if out[k].kind == Kind::Number && out[k - 1].kind == Kind::Extension && out[k - 1].end == out[k].start {
+                out[k].kind = Kind::Version;
+            }
+        }
         out
     }
 
