@@ -292,6 +292,23 @@ impl Vocabulary {
         self.dict.entry(key).or_insert((kind, value.map(str::to_string)));
     }
 
+    /// Region names, for did-you-mean with [`suggest`].
+    pub fn regions(&self) -> &[String] {
+        &self.regions
+    }
+
+    pub fn zones(&self) -> &[String] {
+        &self.zones
+    }
+
+    pub fn agents(&self) -> &[String] {
+        &self.agents
+    }
+
+    pub fn extensions(&self) -> &[String] {
+        &self.extensions
+    }
+
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
