@@ -304,9 +304,9 @@ impl TopologyHandle {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod test_support {
-    //! A demo-shaped topology built in memory, for unit tests of the layers above.
+pub mod demo {
+    //! The demo fleet of PRODUCT.md built in memory, without any HTTP: unit tests,
+    //! benches and examples share it so their expectations agree.
     use super::*;
 
     pub fn agent(name: &str, region: &str, zone: &str, tier: &str, env: &str, caps: &[&str]) -> AgentView {
@@ -336,8 +336,8 @@ pub(crate) mod test_support {
         }
     }
 
-    /// The 48-agent demo fleet of PRODUCT.md, all healthy, without any HTTP.
-    pub fn demo_topology() -> Topology {
+    /// The 48-agent demo fleet of PRODUCT.md, all healthy, with the embedded catalog.
+    pub fn demo_topology() -> Result<Topology, TopologyError> {
         let regions = ["us-east", "us-west", "eu-west", "ap-south"];
         let mut agents = Vec::new();
         for (tier, per_region, caps) in [("edge", 6, vec![]), ("core", 4, vec![]), ("gpu", 2, vec!["gpu"])] {
@@ -351,8 +351,22 @@ pub(crate) mod test_support {
                 }
             }
         }
-        let catalog = Arc::new(Catalog::embedded().expect("embedded catalog"));
-        Topology::new(agents, catalog, Some(DateTime::<Utc>::UNIX_EPOCH))
+        let catalog = Arc::new(Catalog::embedded()?);
+        Ok(Topology::new(agents, catalog, Some(DateTime::<Utc>::UNIX_EPOCH)))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! A demo-shaped topology built in memory, for unit tests of the layers above.
+    use super::*;
+
+    #[allow(unused_imports)]
+    pub use super::demo::agent;
+
+    /// The 48-agent demo fleet of PRODUCT.md, all healthy, without any HTTP.
+    pub fn demo_topology() -> Topology {
+        super::demo::demo_topology().expect("embedded catalog")
     }
 }
 

@@ -1,0 +1,295 @@
+//! Utterance -> typed [`Operation`], with the grammar as data (`intents/*.toml`).
+//!
+//! An utterance is tokenised ([`normalize`]), the fleet's names and the operator's
+//! fixed words are recognised against a [`Vocabulary`] built from the topology
+//! ([`vocab`]), and what remains is a *skeleton* such as
+//! `roll out {extension} {version} to {region} as {strategy} {percent} then {percent}`.
+//! The grammar's regexes pick the intent from the skeleton ([`grammar`]), and the
+//! entities fill its slots ([`slots`]). Adding a phrasing is a line of TOML.
+//!
+//! Names nobody knows ("edge-70", "mars-north", "3.0") are kept as said: the
+//! feasibility check, not this module, tells the operator, with [`suggest`]ions.
+
+mod grammar;
+mod normalize;
+mod slots;
+mod vocab;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::ops::{Operation, Scope};
+pub use grammar::SlotKind;
+pub use normalize::MAX_INPUT_BYTES;
+pub use vocab::{suggest, Vocabulary};
+
+use normalize::Token;
+use vocab::{Entity, Kind};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntentError {
+    /// A grammar file that cannot be read or is not valid TOML of the expected shape.
+    #[error("{file}: {reason}")]
+    File { file: String, reason: String },
+    /// A field of one intent that does not make sense.
+    #[error("{file}: intent `{intent}`: field `{field}`: {reason}")]
+    Field { file: String, intent: String, field: String, reason: String },
+    /// A slot value that does not fit its operation.
+    #[error("slot `{slot}` of `{op}`: {reason}")]
+    Slot { op: String, slot: String, reason: String },
+}
+
+/// The loaded intents.
+#[derive(Debug, Clone)]
+pub struct Grammar {
+    compiled: grammar::Compiled,
+}
+
+/// What an utterance meant, in the contract's shape (`{"operation": .., "missing": [..]}`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Parse {
+    /// `None` when nothing was understood.
+    pub operation: Option<Operation>,
+    /// Required slots not filled (and not referred to by pronoun).
+    pub missing: Vec<String>,
+    /// Slots the utterance filled with a pronoun ("roll it back" -> `["deployment"]`).
+    pub references: Vec<String>,
+    /// The utterance was longer than [`MAX_INPUT_BYTES`] and only its start was read.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+impl Parse {
+    fn nothing(truncated: bool) -> Parse {
+        Parse { operation: None, missing: Vec::new(), references: Vec::new(), truncated }
+    }
+}
+
+impl Grammar {
+    /// The grammar built into the binary.
+    pub fn embedded() -> Result<Grammar, IntentError> {
+        let files: Vec<(String, String)> =
+            grammar::EMBEDDED.iter().map(|(f, t)| (f.to_string(), t.to_string())).collect();
+        Grammar::from_files(&files)
+    }
+
+    /// Every `*.toml` of `dir`, in name order, replacing the embedded grammar.
+    pub fn load_dir(dir: &Path) -> Result<Grammar, IntentError> {
+        Grammar::from_files(&grammar::read_dir(dir)?)
+    }
+
+    /// Grammar files as `(name used in errors, TOML text)`.
+    pub fn from_files(files: &[(String, String)]) -> Result<Grammar, IntentError> {
+        Ok(Grammar { compiled: grammar::compile(files)? })
+    }
+
+    /// The op names the grammar has intents for, in file order.
+    pub fn ops(&self) -> Vec<&str> {
+        self.compiled.intents.iter().map(|i| i.op.as_str()).collect()
+    }
+
+    pub fn parse(&self, utterance: &str, vocab: &Vocabulary) -> Parse {
+        let (text, truncated) = normalize::truncate(utterance);
+        let tokens = strip_fillers(normalize::tokenize(text));
+        let entities = vocab.scan(&tokens, &self.compiled.plain_phrases);
+        let skeleton = skeleton(&tokens, &entities);
+        let Some(intent) = self.compiled.best(&skeleton) else {
+            return Parse::nothing(truncated);
+        };
+        let filled = slots::fill(intent, &entities, vocab);
+        let Ok(mut op) = Operation::from_json(json!({ "op": intent.op })) else {
+            return Parse::nothing(truncated);
+        };
+        // One slot at a time: a value that does not fit is dropped, not the whole parse.
+        for (slot, value) in filled.values {
+            if let Ok(next) = with_slot(&op, &slot, value) {
+                op = next;
+            }
+        }
+        let filled_now = op.filled_slots();
+        let missing = intent
+            .required
+            .iter()
+            .filter(|r| !filled_now.contains(r) && !filled.references.contains(r))
+            .cloned()
+            .collect();
+        Parse { operation: Some(op), missing, references: filled.references, truncated }
+    }
+
+    /// The operator answered a question for `slot` of a pending `op`: parse just that
+    /// slot's value from the answer ("eu-west", "2.1", "the latest", "edge seven").
+    /// None when the answer holds no such value.
+    pub fn parse_slot(&self, op: &Operation, slot: &str, answer: &str, vocab: &Vocabulary) -> Option<Value> {
+        let intent = self.compiled.intent(op.name())?;
+        let def = intent.slot(slot)?;
+        let (text, _) = normalize::truncate(answer);
+        let tokens = strip_fillers(normalize::tokenize(text));
+        let entities = vocab.scan(&tokens, &self.compiled.plain_phrases);
+        let mut claimed = vec![false; entities.len()];
+        // Markers matter in a sentence, not in a one-value answer.
+        let def = grammar::Slot { markers: Vec::new(), ..def.clone() };
+        let value = match slots::read_slot(&def, &entities, &mut claimed, vocab) {
+            slots::Read::Value(v) => Some(v),
+            _ => bare_number(def.kind, &entities),
+        }?;
+        let value = match (def.kind, value) {
+            (SlotKind::Version, Value::String(v)) => {
+                let ext = op.to_json().get("extension").and_then(Value::as_str).map(str::to_string);
+                json!(vocab.resolve_version(ext.as_deref(), &v))
+            }
+            (_, v) => v,
+        };
+        with_slot(op, slot, value.clone()).ok().map(|_| value)
+    }
+
+    /// The question to ask for a missing slot, with known slot values filled in.
+    pub fn question(&self, op: &Operation, slot: &str, vocab: &Vocabulary) -> String {
+        let template = self
+            .compiled
+            .intent(op.name())
+            .and_then(|i| i.slot(slot))
+            .and_then(|s| s.ask.clone())
+            .unwrap_or_else(|| format!("What {} should I use?", slot.replace('_', " ")));
+        fill_template(&template, op, vocab)
+    }
+
+    pub fn required_slots(&self, op_name: &str) -> &[String] {
+        self.compiled.intent(op_name).map(|i| i.required.as_slice()).unwrap_or(&[])
+    }
+
+    /// Missing required slots of an operation (used again after the dialog fills slots).
+    pub fn missing(&self, op: &Operation) -> Vec<String> {
+        let filled = op.filled_slots();
+        self.required_slots(op.name()).iter().filter(|r| !filled.contains(r)).cloned().collect()
+    }
+}
+
+/// Put a value into a slot: via JSON so that it works for every operation alike.
+pub fn with_slot(op: &Operation, slot: &str, value: Value) -> Result<Operation, IntentError> {
+    let err = |reason: String| IntentError::Slot { op: op.name().to_string(), slot: slot.to_string(), reason };
+    let mut json = op.to_json();
+    let Some(map) = json.as_object_mut() else {
+        return Err(err("the operation is not a JSON object".into()));
+    };
+    if slot == "op" {
+        return Err(err("`op` is not a slot".into()));
+    }
+    map.insert(slot.to_string(), value);
+    Operation::from_json(json).map_err(|e| err(e.to_string()))
+}
+
+/// Politeness and wake words carry no meaning for the grammar.
+fn strip_fillers(tokens: Vec<Token>) -> Vec<Token> {
+    let mut out: Vec<Token> =
+        tokens.into_iter().filter(|t| !matches!(t.text.as_str(), "please" | "pls" | "kindly")).collect();
+    loop {
+        let first = out.first().map(|t| t.text.as_str());
+        let second = out.get(1).map(|t| t.text.as_str());
+        let drop = match (first, second) {
+            (Some("hey" | "hi"), Some("parley")) => 2,
+            (Some("can" | "could" | "would" | "will"), Some("you")) => 2,
+            (Some("parley"), _) => 1,
+            _ => 0,
+        };
+        if drop == 0 {
+            break;
+        }
+        out.drain(..drop);
+    }
+    out
+}
+
+/// The tokens with each entity replaced by its `{kind}` placeholder.
+fn skeleton(tokens: &[Token], entities: &[Entity]) -> String {
+    let mut out = String::with_capacity(tokens.len() * 8);
+    let mut next = entities.iter().peekable();
+    let mut i = 0;
+    while i < tokens.len() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        match next.peek() {
+            Some(e) if e.start == i => {
+                out.push('{');
+                out.push_str(e.kind.as_str());
+                out.push('}');
+                i = e.end.max(i + 1);
+                next.next();
+            }
+            _ => {
+                out.push_str(&tokens[i].text);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// An answer of just a number, for slots where a number alone is a value.
+fn bare_number(kind: SlotKind, entities: &[Entity]) -> Option<Value> {
+    let n: u64 = entities.iter().find(|e| e.kind == Kind::Number)?.value.as_deref()?.parse().ok()?;
+    match kind {
+        SlotKind::Percent if n <= 100 => Some(json!(n)),
+        SlotKind::Interval => Some(json!(n)),
+        SlotKind::Version => Some(json!(n.to_string())),
+        SlotKind::Deployment => Some(json!(format!("d-{n}"))),
+        _ => None,
+    }
+}
+
+/// `{field}` -> the op's value for it; `{versions}`, `{extensions}`, `{regions}` ->
+/// what the fleet offers. A field not known yet reads "the <field>".
+fn fill_template(template: &str, op: &Operation, vocab: &Vocabulary) -> String {
+    let json = op.to_json();
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            out.push('{');
+            rest = after;
+            continue;
+        };
+        let name = &after[..close];
+        rest = &after[close + 1..];
+        let text = match name {
+            "versions" => {
+                let ext = json.get("extension").and_then(Value::as_str);
+                match ext.and_then(|e| vocab.catalog().get(e)) {
+                    Some(e) => and_list(&e.version_strings()),
+                    None => "versions for each extension".to_string(),
+                }
+            }
+            "extensions" => and_list(&vocab.extensions),
+            "regions" => and_list(&vocab.regions),
+            "scope" => match json.get("scope").cloned().map(serde_json::from_value::<Scope>) {
+                Some(Ok(scope)) => scope.to_string(),
+                _ => "the scope".to_string(),
+            },
+            field => match json.get(field) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Object(o)) => o.get("name").and_then(Value::as_str).unwrap_or(field).to_string(),
+                Some(v) => v.to_string(),
+                None => format!("the {}", field.replace('_', " ")),
+            },
+        };
+        out.push_str(&text);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// "a, b and c"
+fn and_list(items: &[String]) -> String {
+    match items {
+        [] => "nothing".to_string(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}

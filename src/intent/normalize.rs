@@ -1,0 +1,303 @@
+//! Turns raw text into a bounded list of lowercase tokens that entity recognition
+//! can match without caring how the operator typed or a transcriber spelled things:
+//! punctuation and dots dropped ("E.U." -> "eu"), hyphens split ("edge-7" -> "edge 7"),
+//! number words made digits ("twenty four" -> "24", "two point one" -> "2.1") and
+//! "percent" made "%".
+
+/// Longer input is cut here: no command is this long, and it bounds the work the
+/// recogniser and the regexes do on hostile input.
+pub const MAX_INPUT_BYTES: usize = 2048;
+
+/// Most tokens looked at; also bounds work after splitting.
+const MAX_TOKENS: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub text: String,
+    /// Which whitespace-separated chunk of the input the token came from, so that a
+    /// hyphenated name nobody knows ("mars-north") can be put back together.
+    pub chunk: u32,
+}
+
+/// Whether the input was cut to [`MAX_INPUT_BYTES`].
+pub fn truncate(input: &str) -> (&str, bool) {
+    if input.len() <= MAX_INPUT_BYTES {
+        return (input, false);
+    }
+    let mut end = MAX_INPUT_BYTES;
+    while end > 0 && !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&input[..end], true)
+}
+
+pub fn is_date(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 3
+        && parts[0].len() == 4
+        && (1..=2).contains(&parts[1].len())
+        && (1..=2).contains(&parts[2].len())
+        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Dotted numbers, optionally with a leading `v`: "2.1", "v2.1.0", "2024.2".
+pub fn is_dotted_version(s: &str) -> bool {
+    let t = s.strip_prefix('v').unwrap_or(s);
+    t.contains('.') && t.split('.').all(|p| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+pub fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Splits and normalises an utterance (already truncated).
+pub fn tokenize(input: &str) -> Vec<Token> {
+    let lower = input.to_lowercase();
+    let mut raw: Vec<Token> = Vec::new();
+    let separators = |c: char| c.is_whitespace() || matches!(c, ',' | ';' | '?' | '!' | '"' | '(' | ')' | '[' | ']');
+    for (chunk_no, chunk) in lower.split(separators).filter(|c| !c.is_empty()).enumerate() {
+        if raw.len() >= MAX_TOKENS {
+            break;
+        }
+        let chunk_id = chunk_no as u32;
+        let mut c = chunk.trim_matches(|ch: char| !ch.is_alphanumeric() && ch != '%');
+        for suffix in ["'s", "\u{2019}s"] {
+            if let Some(stripped) = c.strip_suffix(suffix) {
+                c = stripped;
+            }
+        }
+        if c.is_empty() {
+            continue;
+        }
+        if is_date(c) || is_dotted_version(c) {
+            raw.push(Token { text: c.to_string(), chunk: chunk_id });
+            continue;
+        }
+        for piece in c.split(|ch: char| !(ch.is_alphanumeric() || ch == '.' || ch == '%')) {
+            if piece.is_empty() {
+                continue;
+            }
+            let piece: String = if is_dotted_version(piece) {
+                piece.to_string()
+            } else {
+                piece.chars().filter(|&ch| ch != '.').collect()
+            };
+            // "10%" -> "10", "%"
+            let mut rest = piece.as_str();
+            while let Some(pos) = rest.find('%') {
+                if pos > 0 {
+                    raw.push(Token { text: rest[..pos].to_string(), chunk: chunk_id });
+                }
+                raw.push(Token { text: "%".to_string(), chunk: chunk_id });
+                rest = &rest[pos + 1..];
+            }
+            if !rest.is_empty() {
+                raw.push(Token { text: rest.to_string(), chunk: chunk_id });
+            }
+        }
+    }
+    raw.truncate(MAX_TOKENS);
+    let raw = percent_words(raw);
+    number_words(raw)
+}
+
+fn percent_words(tokens: Vec<Token>) -> Vec<Token> {
+    let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        if matches!(t.text.as_str(), "percent" | "pct" | "percents") {
+            out.push(Token { text: "%".into(), chunk: t.chunk });
+        } else if t.text == "per" && tokens.get(i + 1).is_some_and(|n| n.text == "cent") {
+            out.push(Token { text: "%".into(), chunk: t.chunk });
+            i += 1;
+        } else {
+            out.push(t.clone());
+        }
+        i += 1;
+    }
+    out
+}
+
+fn unit_word(w: &str) -> Option<u64> {
+    const ONES: [&str; 20] = [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+    ];
+    ONES.iter().position(|&o| o == w).map(|p| p as u64)
+}
+
+fn tens_word(w: &str) -> Option<u64> {
+    const TENS: [&str; 8] = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
+    TENS.iter().position(|&t| t == w).map(|p| (p as u64 + 2) * 10)
+}
+
+/// Reads a spelled number starting at `i`; returns its value and how many tokens it took.
+fn read_number(tokens: &[Token], i: usize) -> Option<(u64, usize)> {
+    let word = |k: usize| tokens.get(k).map(|t| t.text.as_str());
+    let mut k = i;
+    let mut total: u64 = 0;
+    let mut current: u64 = 0;
+    let mut any = false;
+    // "a hundred", "a thousand"
+    if word(k) == Some("a") && matches!(word(k + 1), Some("hundred" | "thousand")) {
+        current = 1;
+        k += 1;
+        any = true;
+    }
+    loop {
+        match word(k) {
+            Some(w) if unit_word(w).is_some() && !any_small(current) => {
+                current += unit_word(w).unwrap_or(0);
+                any = true;
+                k += 1;
+            }
+            Some(w) if tens_word(w).is_some() && current.is_multiple_of(100) => {
+                current += tens_word(w).unwrap_or(0);
+                any = true;
+                k += 1;
+                // "twenty four"
+                if let Some(u) = word(k).and_then(unit_word) {
+                    if (1..10).contains(&u) {
+                        current += u;
+                        k += 1;
+                    }
+                }
+            }
+            Some("hundred") if any && current < 100 => {
+                current = current.max(1) * 100;
+                k += 1;
+                if word(k) == Some("and")
+                    && word(k + 1).is_some_and(|w| unit_word(w).is_some() || tens_word(w).is_some())
+                {
+                    k += 1;
+                }
+            }
+            Some("thousand") if any && current < 1000 => {
+                total += current.max(1) * 1000;
+                current = 0;
+                k += 1;
+            }
+            _ => break,
+        }
+    }
+    if !any {
+        return None;
+    }
+    Some((total + current, k - i))
+}
+
+/// Whether a units word may follow: only when nothing below a hundred is pending
+/// ("one hundred five" yes, "five six" no).
+fn any_small(current: u64) -> bool {
+    !current.is_multiple_of(100)
+}
+
+fn number_words(tokens: Vec<Token>) -> Vec<Token> {
+    let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let chunk = tokens[i].chunk;
+        let (value, used) = match read_number(&tokens, i) {
+            Some((v, used)) => (v.to_string(), used),
+            None => {
+                out.push(tokens[i].clone());
+                i += 1;
+                continue;
+            }
+        };
+        i += used;
+        // "two point one (point zero)" -> "2.1(.0)"
+        let mut text = value;
+        while tokens.get(i).is_some_and(|t| t.text == "point" || t.text == "dot") {
+            let next = match tokens.get(i + 1) {
+                Some(t) if is_number(&t.text) => Some((t.text.clone(), 1)),
+                Some(t) => unit_word(&t.text).map(|u| (u.to_string(), 1)),
+                None => None,
+            };
+            match next {
+                Some((digits, n)) => {
+                    text.push('.');
+                    text.push_str(&digits);
+                    i += 1 + n;
+                }
+                None => break,
+            }
+        }
+        out.push(Token { text, chunk });
+    }
+    // "2 point 1" with digits
+    let mut merged: Vec<Token> = Vec::with_capacity(out.len());
+    let mut j = 0;
+    while j < out.len() {
+        if is_number(&out[j].text)
+            && out.get(j + 1).is_some_and(|t| t.text == "point")
+            && out.get(j + 2).is_some_and(|t| is_number(&t.text))
+        {
+            let mut text = out[j].text.clone();
+            let chunk = out[j].chunk;
+            j += 1;
+            while out.get(j).is_some_and(|t| t.text == "point") && out.get(j + 1).is_some_and(|t| is_number(&t.text)) {
+                text.push('.');
+                text.push_str(&out[j + 1].text);
+                j += 2;
+            }
+            merged.push(Token { text, chunk });
+        } else {
+            merged.push(out[j].clone());
+            j += 1;
+        }
+    }
+    merged
+}
+
+/// The tokens of a fixed phrase (a dictionary key, a verb), normalised exactly as
+/// utterances are so that both sides compare equal.
+pub fn phrase(text: &str) -> String {
+    tokenize(text).into_iter().map(|t| t.text).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        tokenize(s).into_iter().map(|t| t.text).collect()
+    }
+
+    #[test]
+    fn spells_numbers_as_digits() {
+        assert_eq!(words("edge seven"), ["edge", "7"]);
+        assert_eq!(words("twenty four"), ["24"]);
+        assert_eq!(words("a hundred per cent"), ["100", "%"]);
+        assert_eq!(words("fifty percent"), ["50", "%"]);
+        assert_eq!(words("one hundred and five"), ["105"]);
+        assert_eq!(words("two point one"), ["2.1"]);
+        assert_eq!(words("2 point 1 point 0"), ["2.1.0"]);
+    }
+
+    #[test]
+    fn drops_punctuation_and_keeps_versions_and_dates() {
+        assert_eq!(words("E.U. West"), ["eu", "west"]);
+        assert_eq!(words("EU-WEST's traffic, 10%!"), ["eu", "west", "traffic", "10", "%"]);
+        assert_eq!(words("v2.1.0 since 2026-11-01."), ["v2.1.0", "since", "2026-11-01"]);
+    }
+}

@@ -1,0 +1,570 @@
+//! What the fleet's names and the operator's fixed words look like, and the scanner
+//! that finds them in a token list. Built once per topology snapshot because the
+//! names change only when the fleet does.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::topology::{Catalog, Topology, VersionMatch};
+
+use super::normalize::{is_date, is_dotted_version, is_number, phrase, Token};
+
+/// What a recognised stretch of the utterance is. The names (`as_str`) are the
+/// placeholders patterns see in the skeleton (`{region}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Region,
+    Zone,
+    Agent,
+    Env,
+    Capability,
+    Tier,
+    Fleet,
+    Extension,
+    Version,
+    Deployment,
+    Status,
+    Time,
+    Interval,
+    Batch,
+    Strategy,
+    Check,
+    Percent,
+    Number,
+    /// A pronoun ("it", "that", "the last one"): the dialog knows what it means.
+    Ref,
+    /// Looks like a name (hyphenated) but the fleet has nothing called that.
+    Name,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 20] = [
+        Kind::Region,
+        Kind::Zone,
+        Kind::Agent,
+        Kind::Env,
+        Kind::Capability,
+        Kind::Tier,
+        Kind::Fleet,
+        Kind::Extension,
+        Kind::Version,
+        Kind::Deployment,
+        Kind::Status,
+        Kind::Time,
+        Kind::Interval,
+        Kind::Batch,
+        Kind::Strategy,
+        Kind::Check,
+        Kind::Percent,
+        Kind::Number,
+        Kind::Ref,
+        Kind::Name,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Region => "region",
+            Kind::Zone => "zone",
+            Kind::Agent => "agent",
+            Kind::Env => "env",
+            Kind::Capability => "capability",
+            Kind::Tier => "tier",
+            Kind::Fleet => "fleet",
+            Kind::Extension => "extension",
+            Kind::Version => "version",
+            Kind::Deployment => "deployment",
+            Kind::Status => "status",
+            Kind::Time => "time",
+            Kind::Interval => "interval",
+            Kind::Batch => "batch",
+            Kind::Strategy => "strategy",
+            Kind::Check => "check",
+            Kind::Percent => "percent",
+            Kind::Number => "number",
+            Kind::Ref => "ref",
+            Kind::Name => "name",
+        }
+    }
+
+    /// Kinds that make up a scope, in the contract's canonical selector order.
+    pub fn selector_rank(self) -> Option<u8> {
+        match self {
+            Kind::Region => Some(0),
+            Kind::Zone => Some(1),
+            Kind::Agent => Some(2),
+            Kind::Env => Some(3),
+            Kind::Capability => Some(4),
+            Kind::Tier => Some(5),
+            Kind::Fleet => Some(6),
+            _ => None,
+        }
+    }
+}
+
+/// One recognised stretch of tokens `[start, end)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entity {
+    pub kind: Kind,
+    /// Canonical value; `None` for a reference ("the rollout" is a deployment, but which
+    /// one the dialog decides).
+    pub value: Option<String>,
+    /// The word before it (articles skipped), for slots that want a marker ("to", "from").
+    pub marker: Option<String>,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The names of one topology snapshot plus the operator's fixed words.
+#[derive(Debug, Clone)]
+pub struct Vocabulary {
+    /// Normalised phrase -> (kind, canonical value or None for a reference).
+    dict: HashMap<String, (Kind, Option<String>)>,
+    /// Longest dictionary phrase in tokens.
+    max_phrase: usize,
+    /// "edge", "core", "gpu": so that "edge 70" reads as an agent name, if an unknown one.
+    agent_prefixes: HashSet<String>,
+    pub(crate) regions: Vec<String>,
+    pub(crate) zones: Vec<String>,
+    pub(crate) agents: Vec<String>,
+    pub(crate) extensions: Vec<String>,
+    catalog: Arc<Catalog>,
+}
+
+/// Fixed words: (phrase, kind, value). Values `None` are references.
+const FIXED: &[(&str, Kind, Option<&str>)] = &[
+    ("fleet", Kind::Fleet, Some("fleet")),
+    ("the fleet", Kind::Fleet, Some("fleet")),
+    ("whole fleet", Kind::Fleet, Some("fleet")),
+    ("the whole fleet", Kind::Fleet, Some("fleet")),
+    ("the entire fleet", Kind::Fleet, Some("fleet")),
+    ("entire fleet", Kind::Fleet, Some("fleet")),
+    ("everywhere", Kind::Fleet, Some("fleet")),
+    ("everything", Kind::Fleet, Some("fleet")),
+    ("all agents", Kind::Fleet, Some("fleet")),
+    ("all the agents", Kind::Fleet, Some("fleet")),
+    ("every agent", Kind::Fleet, Some("fleet")),
+    ("all regions", Kind::Fleet, Some("fleet")),
+    ("every region", Kind::Fleet, Some("fleet")),
+    ("canary", Kind::Strategy, Some("canary")),
+    ("canaries", Kind::Strategy, Some("canary")),
+    ("blue green", Kind::Strategy, Some("blue_green")),
+    ("bluegreen", Kind::Strategy, Some("blue_green")),
+    ("blue and green", Kind::Strategy, Some("blue_green")),
+    ("progressive", Kind::Strategy, Some("progressive")),
+    ("progressively", Kind::Strategy, Some("progressive")),
+    ("rolling", Kind::Strategy, Some("rolling")),
+    ("rolling update", Kind::Strategy, Some("rolling")),
+    ("rolling upgrade", Kind::Strategy, Some("rolling")),
+    ("pending", Kind::Status, Some("pending")),
+    ("queued", Kind::Status, Some("pending")),
+    ("running", Kind::Status, Some("running")),
+    ("in progress", Kind::Status, Some("running")),
+    ("active", Kind::Status, Some("running")),
+    ("paused", Kind::Status, Some("paused")),
+    ("succeeded", Kind::Status, Some("succeeded")),
+    ("successful", Kind::Status, Some("succeeded")),
+    ("completed", Kind::Status, Some("succeeded")),
+    ("finished", Kind::Status, Some("succeeded")),
+    ("failed", Kind::Status, Some("failed")),
+    ("failing", Kind::Status, Some("failed")),
+    ("aborted", Kind::Status, Some("aborted")),
+    ("rolled back", Kind::Status, Some("rolled_back")),
+    ("connectivity", Kind::Check, Some("connectivity")),
+    ("network", Kind::Check, Some("connectivity")),
+    ("reachability", Kind::Check, Some("connectivity")),
+    ("functionality", Kind::Check, Some("functionality")),
+    ("functional", Kind::Check, Some("functionality")),
+    ("smoke", Kind::Check, Some("functionality")),
+    ("performance", Kind::Check, Some("performance")),
+    ("latency", Kind::Check, Some("performance")),
+    ("security", Kind::Check, Some("security")),
+    ("resources", Kind::Check, Some("resources")),
+    ("resource", Kind::Check, Some("resources")),
+    ("capacity", Kind::Check, Some("resources")),
+    ("today", Kind::Time, Some("24h")),
+    ("yesterday", Kind::Time, Some("2d")),
+    ("this week", Kind::Time, Some("7d")),
+    ("this month", Kind::Time, Some("30d")),
+    ("this year", Kind::Time, Some("365d")),
+    ("latest", Kind::Version, Some("latest")),
+    ("the latest", Kind::Version, Some("latest")),
+    ("newest", Kind::Version, Some("latest")),
+    ("the newest", Kind::Version, Some("latest")),
+    ("latest version", Kind::Version, Some("latest")),
+    ("the latest version", Kind::Version, Some("latest")),
+    ("the newest version", Kind::Version, Some("latest")),
+    ("most recent version", Kind::Version, Some("latest")),
+    ("the most recent version", Kind::Version, Some("latest")),
+    ("it", Kind::Ref, None),
+    ("that", Kind::Ref, None),
+    ("this", Kind::Ref, None),
+    ("them", Kind::Ref, None),
+    ("that one", Kind::Ref, None),
+    ("this one", Kind::Ref, None),
+    ("the last one", Kind::Ref, None),
+    ("the same one", Kind::Ref, None),
+    ("the rollout", Kind::Deployment, None),
+    ("this rollout", Kind::Deployment, None),
+    ("that rollout", Kind::Deployment, None),
+    ("the last rollout", Kind::Deployment, None),
+    ("the current rollout", Kind::Deployment, None),
+    ("the deployment", Kind::Deployment, None),
+    ("this deployment", Kind::Deployment, None),
+    ("that deployment", Kind::Deployment, None),
+    ("the last deployment", Kind::Deployment, None),
+    ("the current deployment", Kind::Deployment, None),
+    ("the release", Kind::Deployment, None),
+    ("that release", Kind::Deployment, None),
+];
+
+/// Aliases for label values, used only when the fleet has the value they name.
+const ENV_ALIASES: &[(&str, &str)] =
+    &[("prod", "production"), ("prd", "production"), ("stage", "staging"), ("stg", "staging"), ("development", "dev")];
+
+impl Vocabulary {
+    pub fn from_topology(t: &Topology) -> Vocabulary {
+        let mut v = Vocabulary {
+            dict: HashMap::new(),
+            max_phrase: 1,
+            agent_prefixes: HashSet::new(),
+            regions: t.regions().to_vec(),
+            zones: t.zones().to_vec(),
+            agents: t.agents().iter().map(|a| a.name.clone()).collect(),
+            extensions: t.catalog().extensions().iter().map(|e| e.name.clone()).collect(),
+            catalog: t.catalog_arc(),
+        };
+        // Insertion order is precedence: the first kind to claim a phrase keeps it
+        // ("gpu" is a capability before it is a tier).
+        for a in v.agents.clone() {
+            v.add_name(&a, Kind::Agent);
+            if let Some((prefix, n)) = a.rsplit_once('-') {
+                if is_number(n) {
+                    v.agent_prefixes.insert(phrase(prefix));
+                }
+            }
+        }
+        for z in v.zones.clone() {
+            v.add_name(&z, Kind::Zone);
+        }
+        for r in v.regions.clone() {
+            v.add_name(&r, Kind::Region);
+        }
+        for e in v.extensions.clone() {
+            v.add_name(&e, Kind::Extension);
+        }
+        let envs = t.label_values("env");
+        for e in &envs {
+            v.add_name(e, Kind::Env);
+        }
+        for (alias, env) in ENV_ALIASES {
+            if envs.iter().any(|e| e == env) {
+                v.add(alias, Kind::Env, Some(env));
+            }
+        }
+        for c in t.capabilities() {
+            v.add_name(&c, Kind::Capability);
+            v.add(&format!("a {c}"), Kind::Capability, Some(&c));
+            v.add(&format!("{c}s"), Kind::Capability, Some(&c));
+        }
+        for tier in t.label_values("tier") {
+            v.add_name(&tier, Kind::Tier);
+            v.add(&format!("{tier} tier"), Kind::Tier, Some(&tier));
+        }
+        for (p, kind, value) in FIXED {
+            v.add(p, *kind, *value);
+        }
+        v
+    }
+
+    /// A fleet name under its spelled-out and run-together forms ("eu west", "euwest").
+    fn add_name(&mut self, name: &str, kind: Kind) {
+        self.add(name, kind, Some(name));
+        let joined: String = name.chars().filter(|c| c.is_alphanumeric()).collect();
+        self.add(&joined, kind, Some(name));
+    }
+
+    fn add(&mut self, text: &str, kind: Kind, value: Option<&str>) {
+        let key = phrase(text);
+        if key.is_empty() {
+            return;
+        }
+        self.max_phrase = self.max_phrase.max(key.split(' ').count());
+        self.dict.entry(key).or_insert((kind, value.map(str::to_string)));
+    }
+
+    /// Region names, for did-you-mean with [`suggest`].
+    pub fn regions(&self) -> &[String] {
+        &self.regions
+    }
+
+    pub fn zones(&self) -> &[String] {
+        &self.zones
+    }
+
+    pub fn agents(&self) -> &[String] {
+        &self.agents
+    }
+
+    pub fn extensions(&self) -> &[String] {
+        &self.extensions
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Every name and fixed word, sorted: for completion in the REPL.
+    pub fn words(&self) -> Vec<String> {
+        let mut out: Vec<String> =
+            self.regions.iter().chain(&self.zones).chain(&self.agents).chain(&self.extensions).cloned().collect();
+        out.extend(self.dict.keys().filter(|k| !k.contains(' ')).cloned());
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The catalog's version for what was said, or what was said (without a leading
+    /// `v`) when the catalog has no single match: the feasibility check explains.
+    pub fn resolve_version(&self, extension: Option<&str>, said: &str) -> String {
+        let plain = said.strip_prefix('v').unwrap_or(said);
+        match extension.map(|e| self.catalog.resolve_version(e, plain)) {
+            Some(VersionMatch::Exact(v)) => v,
+            _ => plain.to_string(),
+        }
+    }
+
+    /// Scans tokens into entities. `plain_phrases` are hyphenated words that are not
+    /// names ("fail-over", "roll-out"), taken from the grammar's verbs.
+    pub fn scan(&self, tokens: &[Token], plain_phrases: &HashSet<String>) -> Vec<Entity> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < tokens.len() {
+            match self.recognise(tokens, i, plain_phrases) {
+                Some((kind, value, len)) => {
+                    out.push(Entity { kind, value, marker: marker(tokens, i), start: i, end: i + len });
+                    i += len.max(1);
+                }
+                None => i += 1,
+            }
+        }
+        // "auth-filter 2": a bare number right after an extension is its version.
+        for k in 1..out.len() {
+            if out[k].kind == Kind::Number && out[k - 1].kind == Kind::Extension && out[k - 1].end == out[k].start {
+                out[k].kind = Kind::Version;
+            }
+        }
+        out
+    }
+
+    fn recognise(&self, t: &[Token], i: usize, plain: &HashSet<String>) -> Option<(Kind, Option<String>, usize)> {
+        let w = |k: usize| t.get(k).map(|x| x.text.as_str()).unwrap_or("");
+        let num = |k: usize| if is_number(w(k)) { w(k).parse::<u64>().ok() } else { None };
+        let word = w(i);
+
+        // Numbers with a meaning given by the words around them.
+        if word == "every" {
+            if let Some(n) = num(i + 1) {
+                if let Some(secs) = unit_secs(w(i + 2)) {
+                    return Some((Kind::Interval, Some((n.saturating_mul(secs)).to_string()), 3));
+                }
+            }
+            if let Some((n, unit)) = glued(w(i + 1)) {
+                if let Some(secs) = unit_secs(unit) {
+                    return Some((Kind::Interval, Some(n.saturating_mul(secs).to_string()), 2));
+                }
+            }
+            if let Some(secs) = unit_secs(w(i + 1)) {
+                return Some((Kind::Interval, Some(secs.to_string()), 2));
+            }
+        }
+        if matches!(word, "last" | "past" | "previous") || (word == "the" && matches!(w(i + 1), "last" | "past")) {
+            let j = if word == "the" { i + 1 } else { i };
+            if let Some(n) = num(j + 1) {
+                if let Some(span) = span(n, w(j + 2)) {
+                    return Some((Kind::Time, Some(span), j + 3 - i));
+                }
+            }
+            if let Some(span) = span(1, w(j + 1)) {
+                return Some((Kind::Time, Some(span), j + 2 - i));
+            }
+        }
+        if matches!(word, "batches" | "batch") && w(i + 1) == "of" {
+            if let Some(n) = num(i + 2) {
+                return Some((Kind::Batch, Some(n.to_string()), 3));
+            }
+        }
+        if word == "batch" && w(i + 1) == "size" {
+            if let Some(n) = num(i + 2) {
+                return Some((Kind::Batch, Some(n.to_string()), 3));
+            }
+        }
+        if matches!(word, "d" | "deployment" | "rollout") {
+            if let Some(n) = num(i + 1) {
+                return Some((Kind::Deployment, Some(format!("d-{n}")), 2));
+            }
+            if w(i + 1) == "number" {
+                if let Some(n) = num(i + 2) {
+                    return Some((Kind::Deployment, Some(format!("d-{n}")), 3));
+                }
+            }
+        }
+        if let Some(n) = word.strip_prefix('d').filter(|n| is_number(n)) {
+            return Some((Kind::Deployment, Some(format!("d-{}", n.trim_start_matches('0'))), 1));
+        }
+        if word == "version" || word == "v" {
+            let next = w(i + 1);
+            if is_dotted_version(next) || is_number(next) {
+                return Some((Kind::Version, Some(next.to_string()), 2));
+            }
+        }
+        if is_dotted_version(word) {
+            return Some((Kind::Version, Some(word.to_string()), 1));
+        }
+        if is_date(word) {
+            return Some((Kind::Time, Some(word.to_string()), 1));
+        }
+        if let Some(n) = num(i) {
+            if w(i + 1) == "%" && n <= 100 {
+                return Some((Kind::Percent, Some(n.to_string()), 2));
+            }
+            let (skip, unit) = if matches!(w(i + 1), "agents" | "agent" | "nodes") { (1, i + 2) } else { (0, i + 1) };
+            if w(unit) == "at" && w(unit + 1) == "a" && w(unit + 2) == "time" {
+                return Some((Kind::Batch, Some(n.to_string()), 4 + skip));
+            }
+            if w(unit) == "per" && w(unit + 1) == "batch" {
+                return Some((Kind::Batch, Some(n.to_string()), 3 + skip));
+            }
+            if let Some(span) = span(n, w(i + 1)) {
+                // "12 hours" after "since"/"for" reads as a span too
+                return Some((Kind::Time, Some(span), 2));
+            }
+        }
+        if let Some((n, unit)) = glued(word) {
+            if let Some(span) = span(n, unit) {
+                return Some((Kind::Time, Some(span), 1));
+            }
+        }
+
+        // Fleet names and fixed words, longest phrase first.
+        let mut key = String::new();
+        let mut best: Option<(Kind, Option<String>, usize)> = None;
+        for len in 1..=self.max_phrase.min(t.len() - i) {
+            if len > 1 {
+                key.push(' ');
+            }
+            key.push_str(&t[i + len - 1].text);
+            if let Some((kind, value)) = self.dict.get(&key) {
+                best = Some((*kind, value.clone(), len));
+            }
+        }
+        // "edge 70": an agent's shape, but no agent has that name.
+        if best.as_ref().is_none_or(|b| b.2 == 1) && self.agent_prefixes.contains(word) {
+            if let Some(n) = num(i + 1) {
+                return Some((Kind::Agent, Some(format!("{word}-{n}")), 2));
+            }
+        }
+        if best.is_some() {
+            return best;
+        }
+        // A hyphenated chunk nobody knows ("mars-north", "auth-filtr"): kept as said.
+        let chunk = t[i].chunk;
+        let len = t[i..].iter().take_while(|x| x.chunk == chunk).count();
+        if len > 1 && (i == 0 || t[i - 1].chunk != chunk) {
+            let parts: Vec<&str> = t[i..i + len].iter().map(|x| x.text.as_str()).collect();
+            if parts.iter().all(|p| p.chars().all(|c| c.is_alphanumeric())) && !plain.contains(&parts.join(" ")) {
+                return Some((Kind::Name, Some(parts.join("-")), len));
+            }
+        }
+        if let Some(n) = num(i) {
+            return Some((Kind::Number, Some(n.to_string()), 1));
+        }
+        None
+    }
+
+    /// The kind a name nobody knows most resembles, for placing it in a scope.
+    pub fn guess_kind(&self, said: &str) -> Kind {
+        let best = |names: &[String]| names.iter().map(|n| strsim::levenshtein(n, said)).min().unwrap_or(usize::MAX);
+        let (r, z, a) = (best(&self.regions), best(&self.zones), best(&self.agents));
+        if a < r && a < z {
+            Kind::Agent
+        } else if z < r {
+            Kind::Zone
+        } else {
+            Kind::Region
+        }
+    }
+}
+
+/// The previous word, skipping articles: what a slot's `markers` compare with.
+fn marker(tokens: &[Token], start: usize) -> Option<String> {
+    tokens[..start]
+        .iter()
+        .rev()
+        .map(|t| t.text.as_str())
+        .find(|w| !matches!(*w, "the" | "a" | "an"))
+        .map(str::to_string)
+}
+
+/// "30s", "10m", "24h", "30d": number glued to a unit letter.
+fn glued(word: &str) -> Option<(u64, &str)> {
+    let split = word.find(|c: char| !c.is_ascii_digit())?;
+    if split == 0 || split > 9 {
+        return None;
+    }
+    let n = word[..split].parse().ok()?;
+    Some((n, &word[split..]))
+}
+
+fn unit_secs(unit: &str) -> Option<u64> {
+    Some(match unit {
+        "s" | "sec" | "secs" | "second" | "seconds" => 1,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3600,
+        _ => return None,
+    })
+}
+
+/// A span back from now in the contract's form ("30d"); months and years as days.
+fn span(n: u64, unit: &str) -> Option<String> {
+    let n = u32::try_from(n).ok()?;
+    Some(match unit {
+        "m" | "min" | "mins" | "minute" | "minutes" => format!("{n}m"),
+        "h" | "hr" | "hrs" | "hour" | "hours" => format!("{n}h"),
+        "d" | "day" | "days" => format!("{n}d"),
+        "w" | "wk" | "wks" | "week" | "weeks" => format!("{n}w"),
+        "month" | "months" => format!("{}d", n.checked_mul(30)?),
+        "year" | "years" => format!("{}d", n.checked_mul(365)?),
+        _ => return None,
+    })
+}
+
+/// Deployment statuses and check kinds the scanner emits, checked against the
+/// contract's enums so a typo here fails a test rather than a user.
+#[cfg(test)]
+pub fn fixed_values_are_valid() -> bool {
+    use crate::ops::{Check, DeploymentStatus};
+    FIXED.iter().all(|(_, kind, value)| match (kind, value) {
+        (Kind::Status, Some(v)) => DeploymentStatus::parse(v).is_some(),
+        (Kind::Check, Some(v)) => Check::ALL.iter().any(|c| c.as_str() == *v),
+        _ => true,
+    })
+}
+
+/// Close names for one nobody knows, best first, at most three.
+pub fn suggest<'a>(said: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let said = said.to_lowercase();
+    // Beyond about a third of the name changed, a "did you mean" is noise.
+    let limit = (said.chars().count() / 3).max(2);
+    // Ties in edit distance go to the name sharing the longer start ("edge-70" -> "edge-7").
+    let mut scored: Vec<(usize, f64, String)> = candidates
+        .into_iter()
+        .map(|c| {
+            let lower = c.to_lowercase();
+            (strsim::levenshtein(&said, &lower), strsim::jaro_winkler(&said, &lower), c.to_string())
+        })
+        .filter(|(d, _, _)| *d <= limit)
+        .collect();
+    scored.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
+    scored.dedup_by(|a, b| a.2 == b.2);
+    scored.into_iter().take(3).map(|(_, _, c)| c).collect()
+}
