@@ -6,5 +6,6 @@
 
 pub mod agent;
 pub mod ops;
+pub mod registry;
 pub mod reply;
 pub mod topology;
