@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod ops;
+pub mod orchestrate;
 pub mod registry;
 pub mod reply;
 pub mod topology;
