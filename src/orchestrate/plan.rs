@@ -116,7 +116,7 @@ pub(crate) fn describe_gate(g: &HealthThresholds) -> String {
 }
 
 pub(crate) fn describe_duration(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{} s", d.as_secs())
     } else {
         format!("{} ms", d.as_millis())
