@@ -193,7 +193,8 @@ impl Orchestrator {
         }
     }
 
-    /// Until no rollout or rollback task runs.
+    /// Until no rollout or rollback task runs. A paused rollout's task is still
+    /// running (it waits for resume or abort), so this waits for it too.
     pub async fn wait_idle(&self) {
         loop {
             let pending: Vec<watch::Receiver<bool>> =

@@ -76,7 +76,7 @@ async fn rollout(
             let reason = format!("install failed at step {} of {steps}: {}", step + 1, failures.join("; "));
             return fail(inner, id, &reason).await;
         }
-        if let Some(reason) = bake(inner, &mut control).await {
+        if let Some(reason) = bake(inner.settings.bake, &mut control).await {
             return rollback_and_finish(inner, id, DeploymentStatus::Aborted, &reason).await;
         }
         let reached: Vec<TargetRecord> =
@@ -140,12 +140,12 @@ async fn checkpoint(control: &mut watch::Receiver<Control>) -> Option<String> {
 }
 
 /// Sleeps `bake`, pausing (and then baking again in full) or stopping on the operator's word.
-async fn bake(inner: &Inner, control: &mut watch::Receiver<Control>) -> Option<String> {
+async fn bake(bake: std::time::Duration, control: &mut watch::Receiver<Control>) -> Option<String> {
     loop {
         if let Some(reason) = checkpoint(control).await {
             return Some(reason);
         }
-        let deadline = Instant::now() + inner.settings.bake;
+        let deadline = Instant::now() + bake;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return None,
@@ -374,5 +374,37 @@ async fn restore_one(inner: &Inner, t: &TargetRecord, extension: &str) -> Result
         Ok(())
     } else {
         Err(format!("it reports {extension} {} afterwards", found.as_deref().unwrap_or("absent")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_during_the_bake_holds_it_and_the_bake_starts_over_after_resume() {
+        let (tx, mut rx) = watch::channel(Control::Run);
+        let started = Instant::now();
+        let task = tokio::spawn(async move { bake(Duration::from_secs(2), &mut rx).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(Control::Pause).unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!task.is_finished(), "paused: the bake waits");
+        tx.send(Control::Run).unwrap();
+        assert_eq!(task.await.unwrap(), None);
+        assert_eq!(started.elapsed(), Duration::from_secs(63), "a full bake after the resume");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abort_ends_the_bake_at_once_with_its_reason() {
+        let (tx, mut rx) = watch::channel(Control::Run);
+        let started = Instant::now();
+        let task = tokio::spawn(async move { bake(Duration::from_secs(30), &mut rx).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(Control::Abort { reason: "aborted by bob".into() }).unwrap();
+        assert_eq!(task.await.unwrap().as_deref(), Some("aborted by bob"));
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }
