@@ -1,0 +1,234 @@
+//! The orchestration core: the one place where rollouts run.
+//!
+//! [`plan`] splits a deployment's targets into steps; the [`Orchestrator`] journals the
+//! deployment in the registry, runs each rollout as a background task (install a step,
+//! bake, health gate, next step), rolls back by itself when an install fails or the
+//! gate is breached, and takes pause / resume / abort / rollback / retry from any
+//! front-end. Every transition is journalled before it is acted on, so a restarted
+//! Parley ([`Orchestrator::recover`]) knows where each rollout stood.
+
+mod control;
+mod gate;
+mod plan;
+mod run;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+use crate::agent::{AgentClient, AgentError};
+use crate::ops::{Actor, DeploymentStatus, Scope, Strategy};
+use crate::registry::{Registry, RegistryError};
+use crate::topology::HealthThresholds;
+
+pub use gate::{GateBreach, GateResult};
+pub use plan::{plan, Plan, PlanStep};
+
+/// How rollouts run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutSettings {
+    /// Wait after each batch before the health gate, so that a bad version has time to show.
+    pub bake: Duration,
+    pub gate: HealthThresholds,
+    /// Batch size of a rolling deployment that names none, in percent of its targets.
+    pub default_batch_percent: u8,
+    /// Bound on one install (or removal, or health read) on one agent.
+    pub install_timeout: Duration,
+}
+
+impl Default for RolloutSettings {
+    fn default() -> Self {
+        RolloutSettings {
+            bake: Duration::from_secs(2),
+            gate: HealthThresholds::default(),
+            default_batch_percent: 25,
+            install_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One agent a deployment will reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub agent: String,
+    pub endpoint: String,
+    /// The version installed before; `None` when the extension is not installed.
+    pub previous: Option<String>,
+}
+
+/// A feasible deploy operation, with its targets resolved from the topology.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub extension: String,
+    pub version: String,
+    pub scope: Scope,
+    pub strategy: Strategy,
+    pub targets: Vec<Target>,
+    pub actor: Actor,
+    pub utterance: String,
+}
+
+/// Progress of rollouts, for front-ends to render. Steps are 1-based here, as read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RolloutEvent {
+    Started { id: String, extension: String, version: String, agents: usize, steps: usize },
+    StepStarted { id: String, step: usize, of: usize, agents: Vec<String> },
+    AgentInstalled { id: String, agent: String, version: String },
+    AgentFailed { id: String, agent: String, error: String },
+    GateEvaluated { id: String, step: usize, passed: bool, breaches: Vec<GateBreach>, unreachable: Vec<String> },
+    Paused { id: String, reason: String },
+    Resumed { id: String },
+    Finished { id: String, status: DeploymentStatus, reason: String },
+    RollbackProgress { id: String, agent: String, version: Option<String>, ok: bool, detail: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestrateError {
+    #[error("there is no deployment {0}")]
+    UnknownDeployment(String),
+    /// The control does not fit the deployment's state; the message says what would.
+    #[error("{0}")]
+    WrongState(String),
+    #[error("{} already part of {deployment}, which is still active; wait for it to finish or abort it", agents_phrase(.agents))]
+    Overlap { agents: Vec<String>, deployment: String },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("cannot plan the deployment: {0}")]
+    InvalidPlan(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
+fn agents_phrase(agents: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = agents.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if agents.len() > SHOWN {
+        s.push_str(&format!(" and {} more", agents.len() - SHOWN));
+    }
+    s + if agents.len() == 1 { " is" } else { " are" }
+}
+
+/// What the operator asked a running rollout task to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Control {
+    Run,
+    Pause,
+    /// With the reason the registry records ("aborted by alice at step 2 of 4").
+    Abort {
+        reason: String,
+    },
+}
+
+/// A background task working on one deployment (a rollout or a rollback).
+struct Task {
+    control: watch::Sender<Control>,
+    done: watch::Receiver<bool>,
+    /// Tells this task's entry from a later one for the same deployment.
+    generation: u64,
+}
+
+pub(crate) struct Inner {
+    registry: Registry,
+    client: AgentClient,
+    settings: RolloutSettings,
+    events: broadcast::Sender<RolloutEvent>,
+    tasks: Mutex<HashMap<i64, Task>>,
+    generation: std::sync::atomic::AtomicU64,
+    /// Serialises read-check-write of a deployment's status between the control
+    /// methods and the tasks, so that e.g. an abort and a finishing rollout cannot
+    /// both decide the outcome.
+    transitions: tokio::sync::Mutex<()>,
+}
+
+/// Runs rollouts. Cheap to clone; every clone drives the same tasks.
+#[derive(Clone)]
+pub struct Orchestrator {
+    inner: Arc<Inner>,
+}
+
+impl Orchestrator {
+    pub fn new(registry: Registry, client: AgentClient, settings: RolloutSettings) -> Orchestrator {
+        let (events, _) = broadcast::channel(1024);
+        Orchestrator {
+            inner: Arc::new(Inner {
+                registry,
+                client,
+                settings,
+                events,
+                tasks: Mutex::new(HashMap::new()),
+                generation: std::sync::atomic::AtomicU64::new(0),
+                transitions: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &RolloutSettings {
+        &self.inner.settings
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Progress of every rollout from now on. A receiver that lags loses the oldest
+    /// events (the registry still has them all).
+    pub fn subscribe(&self) -> broadcast::Receiver<RolloutEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Until the task working on `id` (a rollout or rollback) ends; at once if none runs.
+    pub async fn wait(&self, id: &str) {
+        let Some(num) = crate::registry::deployment_id_from_name(id) else { return };
+        let done = self.inner.lock_tasks().get(&num).map(|t| t.done.clone());
+        if let Some(mut done) = done {
+            let _ = done.wait_for(|d| *d).await;
+        }
+    }
+
+    /// Until no rollout or rollback task runs. A paused rollout's task is still
+    /// running (it waits for resume or abort), so this waits for it too.
+    pub async fn wait_idle(&self) {
+        loop {
+            let pending: Vec<watch::Receiver<bool>> =
+                self.inner.lock_tasks().values().map(|t| t.done.clone()).collect();
+            if pending.is_empty() {
+                return;
+            }
+            for mut done in pending {
+                let _ = done.wait_for(|d| *d).await;
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Task>> {
+        // A panic while holding this lock cannot leave the map half-updated (single
+        // inserts and removes), so a poisoned lock is still good to use.
+        self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn emit(&self, event: RolloutEvent) {
+        // No subscriber is fine: the registry is the record.
+        let _ = self.events.send(event);
+    }
+
+    fn has_task(&self, id: i64) -> bool {
+        self.lock_tasks().get(&id).is_some_and(|t| !*t.done.borrow())
+    }
+
+    fn signal(&self, id: i64, control: Control) -> bool {
+        match self.lock_tasks().get(&id) {
+            Some(t) if !*t.done.borrow() => t.control.send(control).is_ok(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Rollouts against the real demo fleet (HTTP on loopback) and a registry in memory.
+
+use std::time::Duration;
+
+use super::*;
+use crate::agent::demo::{DemoFleet, DemoOptions};
+use crate::agent::faults::FaultSpec;
+use crate::agent::protocol::AgentAction;
+use crate::ops::{Role, StrategyKind};
+use crate::registry::TargetState;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+async fn fleet(faults: &str) -> DemoFleet {
+    DemoFleet::start(DemoOptions {
+        faults: FaultSpec::parse(faults).unwrap(),
+        install_delay: Some(ms(2)),
+        transition_delay: Some(ms(10)),
+        ..DemoOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn client() -> AgentClient {
+    AgentClient::new(Duration::from_secs(3), None).unwrap()
+}
+
+async fn orchestrator(bake: Duration) -> Orchestrator {
+    let settings = RolloutSettings { bake, install_timeout: Duration::from_secs(3), ..RolloutSettings::default() };
+    Orchestrator::new(Registry::open_in_memory().await.unwrap(), client(), settings)
+}
+
+fn alice() -> Actor {
+    Actor::new("alice", "repl", Role::Operator)
+}
+
+/// The fleet's agents in a region, in inventory order, as deployment targets.
+fn targets(fleet: &DemoFleet, region: &str) -> Vec<Target> {
+    fleet
+        .inventory()
+        .into_iter()
+        .filter(|e| e.region.as_deref() == Some(region))
+        .map(|e| Target { agent: e.name.unwrap(), endpoint: e.endpoint, previous: Some("2.0.3".into()) })
+        .collect()
+}
+
+fn request(targets: Vec<Target>, kind: StrategyKind) -> DeployRequest {
+    DeployRequest {
+        extension: "auth-filter".into(),
+        version: "2.1.0".into(),
+        scope: Scope::region("ap-south"),
+        strategy: Strategy { kind, steps: None, batch_size: None },
+        targets,
+        actor: alice(),
+        utterance: "roll out auth-filter 2.1.0 to ap-south".into(),
+    }
+}
+
+/// What each agent of the fleet reports for auth-filter, over HTTP.
+async fn versions(fleet: &DemoFleet) -> Vec<(String, Option<String>)> {
+    let c = client();
+    let mut out = Vec::new();
+    for e in fleet.inventory() {
+        let status = c.status(&e.endpoint).await.unwrap();
+        let v = status.extensions.iter().find(|x| x.name == "auth-filter").map(|x| x.version.clone());
+        out.push((status.name, v));
+    }
+    out
+}
+
+fn on(v: &str) -> Option<String> {
+    Some(v.to_string())
+}
+
+async fn next_matching(rx: &mut broadcast::Receiver<RolloutEvent>, f: impl Fn(&RolloutEvent) -> bool) -> RolloutEvent {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let ev = rx.recv().await.unwrap();
+            if f(&ev) {
+                return ev;
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_rolling_deploy_reaches_ap_south_and_nothing_else() {
+    let fleet = fleet("").await;
+    let orch = orchestrator(ms(5)).await;
+    let mut rx = orch.subscribe();
+    let rec = orch.start(request(targets(&fleet, "ap-south"), StrategyKind::Rolling)).await.unwrap();
+    assert_eq!((rec.name.as_str(), rec.status, rec.step_count), ("d-1", DeploymentStatus::Running, 4));
+    orch.wait("d-1").await;
+
+    let rec = orch.registry().deployment_by_name("d-1").await.unwrap().unwrap();
+    assert_eq!(rec.status, DeploymentStatus::Succeeded, "{:?}", rec.reason);
+    assert_eq!(rec.targets.len(), 12);
+    assert!(rec.targets.iter().all(|t| t.state == TargetState::Installed));
+    assert_eq!(rec.targets[0].agent, "edge-19");
+    let ap_south: Vec<String> = targets(&fleet, "ap-south").into_iter().map(|t| t.agent).collect();
+    for (agent, v) in versions(&fleet).await {
+        let want = if ap_south.contains(&agent) { "2.1.0" } else { "2.0.3" };
+        assert_eq!(v, on(want), "{agent}");
+    }
+
+    let kinds: Vec<String> = orch.registry().events(rec.id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(&kinds[..3], ["created", "planned", "step_started"]);
+    assert_eq!(kinds.last().map(String::as_str), Some("succeeded"));
+    assert_eq!(kinds.iter().filter(|k| *k == "step_started").count(), 4);
+    assert_eq!(kinds.iter().filter(|k| *k == "gate_evaluated").count(), 4);
+    let events = orch.registry().events(rec.id).await.unwrap();
+    for agent in &ap_south {
+        let pos = |kind: &str| events.iter().position(|e| e.kind == kind && e.data["agent"] == agent.as_str());
+        assert!(pos("install_started").unwrap() < pos("install_succeeded").unwrap(), "{agent}");
+    }
+    let finished = next_matching(&mut rx, |e| matches!(e, RolloutEvent::Finished { .. })).await;
+    assert!(matches!(finished, RolloutEvent::Finished { status: DeploymentStatus::Succeeded, .. }));
+    assert!(orch.active_agents().await.is_empty());
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_error_spike_fails_the_first_gate_and_everything_is_rolled_back() {
+    let fleet = fleet("error-spike:auth-filter@2.1.0").await;
+    let orch = orchestrator(ms(5)).await;
+    orch.start(request(targets(&fleet, "ap-south"), StrategyKind::Rolling)).await.unwrap();
+    orch.wait("d-1").await;
+    let rec = orch.registry().deployment_by_name("d-1").await.unwrap().unwrap();
+    assert_eq!(rec.status, DeploymentStatus::RolledBack);
+    let reason = rec.reason.unwrap();
+    assert!(reason.contains("health gate failed at step 1 of 4"), "{reason}");
+    assert!(reason.contains("error rate") && reason.contains("> 1%") && reason.contains("edge-19"), "{reason}");
+    assert!(reason.contains("3 agents returned to auth-filter 2.0.3"), "{reason}");
+    assert_eq!(rec.current_step, 0);
+    assert_eq!(rec.targets.iter().filter(|t| t.state == TargetState::RolledBack).count(), 3);
+    assert_eq!(rec.targets.iter().filter(|t| t.state == TargetState::Pending).count(), 9);
+    assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.0.3")));
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_install_names_the_agent_and_rolls_back() {
+    let fleet = fleet("install-fail:auth-filter@2.1.0/agent:edge-20").await;
+    let orch = orchestrator(ms(5)).await;
+    orch.start(request(targets(&fleet, "ap-south"), StrategyKind::Rolling)).await.unwrap();
+    orch.wait("d-1").await;
+    let rec = orch.registry().deployment_by_name("d-1").await.unwrap().unwrap();
+    assert_eq!(rec.status, DeploymentStatus::RolledBack);
+    let reason = rec.reason.unwrap();
+    assert!(reason.starts_with("install failed at step 1 of 4: edge-20"), "{reason}");
+    assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.0.3")));
+
+    // Retry runs the same version again from the failed step; the fault is still there.
+    let again = orch.retry("d-1", &alice()).await.unwrap();
+    assert_eq!(again.status, DeploymentStatus::Running);
+    orch.wait("d-1").await;
+    let rec = orch.registry().deployment_by_name("d-1").await.unwrap().unwrap();
+    assert_eq!(rec.status, DeploymentStatus::RolledBack);
+    let kinds: Vec<String> = orch.registry().events(rec.id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&"retry".to_string()));
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_agent_that_does_not_answer_fails_the_rollout_and_is_named() {
+    let fleet = fleet("").await;
+    let orch = orchestrator(ms(5)).await;
+    let mut t = targets(&fleet, "ap-south")[..2].to_vec();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    t[1].endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut req = request(t, StrategyKind::Rolling);
+    req.strategy.batch_size = Some(2);
+    orch.start(req).await.unwrap();
+    orch.wait("d-1").await;
+    let rec = orch.registry().deployment_by_name("d-1").await.unwrap().unwrap();
+    // The install failed and so did returning the agent: failed, naming it.
+    assert_eq!(rec.status, DeploymentStatus::Failed);
+    let reason = rec.reason.clone().unwrap();
+    assert!(reason.contains("edge-20") && reason.contains("rollback incomplete"), "{reason}");
+    assert_eq!(rec.target("edge-19").unwrap().state, TargetState::RolledBack);
+    assert_eq!(rec.target("edge-20").unwrap().state, TargetState::Unreachable);
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn pause_holds_the_rollout_and_resume_finishes_it() {
+    let fleet = fleet("").await;
+    let orch = orchestrator(ms(300)).await;
+    let mut rx = orch.subscribe();
+    orch.start(request(targets(&fleet, "ap-south"), StrategyKind::Rolling)).await.unwrap();
+    next_matching(&mut rx, |e| matches!(e, RolloutEvent::AgentInstalled { .. })).await;
+    let paused = orch.pause("d-1", &alice()).await.unwrap();
+    assert_eq!(paused.status, DeploymentStatus::Paused);
+    assert!(paused.reason.as_deref().unwrap().starts_with("paused by alice at step 1 of 4"), "{:?}", paused.reason);
+    assert!(orch.pause("d-1", &alice()).await.unwrap_err().to_string().contains("already paused"));
+
+    // A second deployment may not touch the same agents meanwhile.
+    let clash = orch.start(request(targets(&fleet, "ap-south")[..1].to_vec(), StrategyKind::Rolling)).await;
+    assert!(matches!(&clash, Err(OrchestrateError::Overlap { deployment, .. }) if deployment == "d-1"), "{clash:?}");
+
+    tokio::time::sleep(ms(700)).await;
+    let rec = orch.registry().deployment_by_name("d-1").await.unwrap().unwrap();
+    assert_eq!(rec.status, DeploymentStatus::Paused);
+    assert_eq!(rec.current_step, 0, "no step starts while paused");
+    assert_eq!(rec.targets.iter().filter(|t| t.state == TargetState::Pending).count(), 9);
+
+    let resumed = orch.resume("d-1", &alice()).await.unwrap();
+    assert_eq!(resumed.status, DeploymentStatus::Running);
+    orch.wait("d-1").await;
+    let rec = orch.registry().deployment_by_name("d-1").await.unwrap().unwrap();
+    assert_eq!(rec.status, DeploymentStatus::Succeeded);
+    assert!(orch.resume("d-1", &alice()).await.unwrap_err().to_string().contains("already succeeded"));
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn abort_mid_rollout_returns_every_touched_agent() {
+    let fleet = fleet("").await;
+    let orch = orchestrator(ms(200)).await;
+    let mut rx = orch.subscribe();
+    orch.start(request(targets(&fleet, "ap-south"), StrategyKind::Rolling)).await.unwrap();
+    next_matching(&mut rx, |e| matches!(e, RolloutEvent::StepStarted { step: 2, .. })).await;
+    let aborted = orch.abort("d-1", &alice()).await.unwrap();
+    assert_eq!(aborted.status, DeploymentStatus::Aborted);
+    orch.wait("d-1").await;
+    let rec = orch.registry().deployment_by_name("d-1").await.unwrap().unwrap();
+    assert_eq!(rec.status, DeploymentStatus::Aborted);
+    let reason = rec.reason.unwrap();
+    assert!(reason.starts_with("aborted by alice at step 2 of 4") && reason.contains("returned to"), "{reason}");
+    assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.0.3")));
+    assert!(orch.abort("d-1", &alice()).await.unwrap_err().to_string().contains("already aborted"));
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn rollback_of_a_succeeded_deployment_restores_the_previous_version() {
+    let fleet = fleet("").await;
+    let orch = orchestrator(ms(1)).await;
+    let mut req = request(targets(&fleet, "ap-south")[..4].to_vec(), StrategyKind::Canary);
+    req.strategy.steps = Some(vec![25, 50]);
+    orch.start(req).await.unwrap();
+    orch.wait_idle().await;
+    assert_eq!(versions(&fleet).await.iter().filter(|(_, v)| *v == on("2.1.0")).count(), 4);
+
+    let e = orch.abort("d-1", &alice()).await.unwrap_err().to_string();
+    assert_eq!(e, "d-1 already succeeded; roll it back instead");
+    let rec = orch.rollback("d-1", &alice()).await.unwrap();
+    assert_eq!(rec.status, DeploymentStatus::RolledBack);
+    orch.wait("d-1").await;
+    let rec = orch.registry().deployment_by_name("d-1").await.unwrap().unwrap();
+    assert_eq!(rec.status, DeploymentStatus::RolledBack);
+    assert!(rec.reason.as_deref().unwrap().contains("4 agents returned to auth-filter 2.0.3"), "{:?}", rec.reason);
+    assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.0.3")));
+    assert!(orch.rollback("d-1", &alice()).await.unwrap_err().to_string().contains("already rolled back"));
+    assert!(matches!(orch.pause("d-9", &alice()).await, Err(OrchestrateError::UnknownDeployment(_))));
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn recover_pauses_what_a_killed_parley_left_running_and_resume_finishes_it() {
+    let fleet = fleet("").await;
+    let registry = Registry::open_in_memory().await.unwrap();
+    let t = targets(&fleet, "ap-south");
+    let new = crate::registry::NewDeployment {
+        extension: "auth-filter".into(),
+        version: "2.1.0".into(),
+        scope: Scope::region("ap-south"),
+        strategy: Strategy { kind: StrategyKind::Rolling, steps: None, batch_size: Some(2) },
+        status: DeploymentStatus::Running,
+        actor: alice(),
+        utterance: "roll out auth-filter 2.1.0 to ap-south".into(),
+        step_count: 3,
+        targets: t[..6]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| crate::registry::NewTarget {
+                agent: t.agent.clone(),
+                endpoint: t.endpoint.clone(),
+                previous_version: t.previous.clone(),
+                step: (i / 2) as u32,
+            })
+            .collect(),
+    };
+    let d = registry.create_deployment(&new).await.unwrap();
+    registry.set_current_step(d.id, 1).await.unwrap();
+    registry.set_target_state(d.id, &t[2].agent, TargetState::Installing, None).await.unwrap();
+
+    let settings = RolloutSettings { bake: ms(1), ..RolloutSettings::default() };
+    let orch = Orchestrator::new(registry, client(), settings);
+    let recovered = orch.recover().await.unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].status, DeploymentStatus::Paused);
+    assert_eq!(recovered[0].reason.as_deref(), Some("interrupted at step 2 of 3: Parley stopped"));
+    assert!(orch.recover().await.unwrap().is_empty(), "recovering twice changes nothing");
+    assert_eq!(orch.active_agents().await.get("edge-19").map(String::as_str), Some("d-1"));
+
+    orch.resume("d-1", &alice()).await.unwrap();
+    orch.wait("d-1").await;
+    let rec = orch.registry().deployment_by_name("d-1").await.unwrap().unwrap();
+    assert_eq!(rec.status, DeploymentStatus::Succeeded, "{:?}", rec.reason);
+    assert!(rec.targets.iter().all(|t| t.state == TargetState::Installed));
+    assert_eq!(versions(&fleet).await.iter().filter(|(_, v)| *v == on("2.1.0")).count(), 6);
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn agent_actions_are_journalled() {
+    let fleet = fleet("").await;
+    let orch = orchestrator(ms(1)).await;
+    let entry = fleet.inventory().into_iter().next().unwrap();
+    let status = orch.agent_action("edge-1", &entry.endpoint, AgentAction::Cordon, &alice()).await.unwrap();
+    assert_eq!(status.state.as_str(), "cordoned");
+    let kinds: Vec<String> = orch.registry().recent_events(10).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["agent_action_started", "agent_action_succeeded"]);
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn blue_green_is_refused_before_anything_is_recorded() {
+    let orch = orchestrator(ms(1)).await;
+    let t = vec![Target { agent: "edge-1".into(), endpoint: "http://127.0.0.1:1".into(), previous: None }];
+    let e = orch.start(request(t, StrategyKind::BlueGreen)).await.unwrap_err();
+    assert!(matches!(e, OrchestrateError::Unsupported(_)));
+    assert!(orch.registry().latest_deployment().await.unwrap().is_none());
+}

@@ -1,0 +1,328 @@
+//! Deployments, their targets and the event log.
+
+use chrono::Utc;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::records::{deployment_name, DeploymentFilter, DeploymentRecord, EventRecord, NewDeployment, TargetRecord};
+use super::{from_millis, to_millis, Registry, RegistryError, TargetState};
+use crate::ops::DeploymentStatus;
+
+const DEPLOYMENT_COLUMNS: &str = "id, extension, version, scope, strategy, status, reason, actor_name, \
+     actor_frontend, utterance, current_step, step_count, created_at, updated_at, finished_at";
+
+impl Registry {
+    /// Records a new deployment with its targets, in one transaction.
+    pub async fn create_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord, RegistryError> {
+        let now = to_millis(Utc::now());
+        let scope = json_text(&new.scope)?;
+        let strategy = json_text(&new.strategy)?;
+        let finished = (!new.status.is_active()).then_some(now);
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO deployments (extension, version, scope, strategy, status, actor_name, actor_frontend, \
+             utterance, current_step, step_count, created_at, updated_at, finished_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&new.extension)
+        .bind(&new.version)
+        .bind(scope)
+        .bind(strategy)
+        .bind(new.status.as_str())
+        .bind(&new.actor.name)
+        .bind(&new.actor.frontend)
+        .bind(&new.utterance)
+        .bind(i64::from(new.step_count))
+        .bind(now)
+        .bind(now)
+        .bind(finished)
+        .fetch_one(&mut *tx)
+        .await?;
+        for t in &new.targets {
+            sqlx::query(
+                "INSERT INTO deployment_targets (deployment_id, agent, endpoint, previous_version, step, state) \
+                 VALUES (?, ?, ?, ?, ?, 'pending')",
+            )
+            .bind(id)
+            .bind(&t.agent)
+            .bind(&t.endpoint)
+            .bind(&t.previous_version)
+            .bind(i64::from(t.step))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.deployment(id).await?.ok_or_else(|| RegistryError::UnknownDeployment(deployment_name(id)))
+    }
+
+    /// Sets the status and its reason. A terminal status stamps `finished_at`; an
+    /// active one clears it (a retried or resumed deployment is not finished).
+    pub async fn set_status(
+        &self,
+        id: i64,
+        status: DeploymentStatus,
+        reason: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        let now = to_millis(Utc::now());
+        let finished = (!status.is_active()).then_some(now);
+        let done =
+            sqlx::query("UPDATE deployments SET status = ?, reason = ?, updated_at = ?, finished_at = ? WHERE id = ?")
+                .bind(status.as_str())
+                .bind(reason)
+                .bind(now)
+                .bind(finished)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        require_row(done.rows_affected(), id)
+    }
+
+    /// Changes only the reason (progress of a rollback that runs after the status was set).
+    pub async fn set_reason(&self, id: i64, reason: &str) -> Result<(), RegistryError> {
+        let done = sqlx::query("UPDATE deployments SET reason = ?, updated_at = ? WHERE id = ?")
+            .bind(reason)
+            .bind(to_millis(Utc::now()))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        require_row(done.rows_affected(), id)
+    }
+
+    pub async fn set_current_step(&self, id: i64, step: u32) -> Result<(), RegistryError> {
+        let done = sqlx::query("UPDATE deployments SET current_step = ?, updated_at = ? WHERE id = ?")
+            .bind(i64::from(step))
+            .bind(to_millis(Utc::now()))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        require_row(done.rows_affected(), id)
+    }
+
+    /// Updates one agent of a deployment.
+    pub async fn set_target_state(
+        &self,
+        id: i64,
+        agent: &str,
+        state: TargetState,
+        detail: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        let done =
+            sqlx::query("UPDATE deployment_targets SET state = ?, detail = ? WHERE deployment_id = ? AND agent = ?")
+                .bind(state.as_str())
+                .bind(detail)
+                .bind(id)
+                .bind(agent)
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(RegistryError::UnknownDeployment(format!("{} (agent {agent})", deployment_name(id))));
+        }
+        Ok(())
+    }
+
+    /// Puts every target that is not in `keep` back to pending (a retry starts over on them).
+    pub async fn reset_targets(&self, id: i64, keep: TargetState) -> Result<(), RegistryError> {
+        sqlx::query(
+            "UPDATE deployment_targets SET state = 'pending', detail = NULL WHERE deployment_id = ? AND state != ?",
+        )
+        .bind(id)
+        .bind(keep.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Appends to the event log; answers the event's id.
+    pub async fn append_event(
+        &self,
+        deployment: Option<i64>,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<i64, RegistryError> {
+        let id =
+            sqlx::query_scalar("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?) RETURNING id")
+                .bind(deployment)
+                .bind(to_millis(Utc::now()))
+                .bind(kind)
+                .bind(data.to_string())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(id)
+    }
+
+    /// The events of one deployment, oldest first.
+    pub async fn events(&self, deployment: i64) -> Result<Vec<EventRecord>, RegistryError> {
+        let rows =
+            sqlx::query("SELECT id, deployment_id, at, kind, data FROM events WHERE deployment_id = ? ORDER BY id")
+                .bind(deployment)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// The latest `limit` events of any kind, oldest first.
+    pub async fn recent_events(&self, limit: u32) -> Result<Vec<EventRecord>, RegistryError> {
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT id, deployment_id, at, kind, data FROM events ORDER BY id DESC LIMIT ?) ORDER BY id",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    pub async fn deployment(&self, id: i64) -> Result<Option<DeploymentRecord>, RegistryError> {
+        let row = sqlx::query(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(Some(self.with_targets(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The deployment named `d-<id>`; `None` for a name that is not one or is unknown.
+    pub async fn deployment_by_name(&self, name: &str) -> Result<Option<DeploymentRecord>, RegistryError> {
+        match super::deployment_id_from_name(name) {
+            Some(id) => self.deployment(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The most recently created deployment.
+    pub async fn latest_deployment(&self) -> Result<Option<DeploymentRecord>, RegistryError> {
+        let filter = DeploymentFilter { limit: Some(1), ..DeploymentFilter::default() };
+        Ok(self.list_deployments(&filter).await?.into_iter().next())
+    }
+
+    /// Deployments matching the filter, newest first.
+    pub async fn list_deployments(&self, filter: &DeploymentFilter) -> Result<Vec<DeploymentRecord>, RegistryError> {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments d WHERE 1 = 1"));
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(since) = filter.since {
+            q.push(" AND created_at >= ").push_bind(to_millis(since));
+        }
+        if let Some(agents) = &filter.agents {
+            if agents.is_empty() {
+                return Ok(Vec::new());
+            }
+            q.push(" AND EXISTS (SELECT 1 FROM deployment_targets t WHERE t.deployment_id = d.id AND t.agent IN (");
+            let mut sep = q.separated(", ");
+            for a in agents {
+                sep.push_bind(a.clone());
+            }
+            q.push("))");
+        }
+        q.push(" ORDER BY id DESC");
+        if let Some(limit) = filter.limit {
+            q.push(" LIMIT ").push_bind(i64::from(limit));
+        }
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(self.with_targets(row).await?);
+        }
+        Ok(out)
+    }
+
+    /// Deployments that may still change agents (pending, running, paused), oldest first.
+    pub async fn active_deployments(&self) -> Result<Vec<DeploymentRecord>, RegistryError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status IN ('pending', 'running', 'paused') ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(self.with_targets(row).await?);
+        }
+        Ok(out)
+    }
+
+    async fn with_targets(&self, row: &SqliteRow) -> Result<DeploymentRecord, RegistryError> {
+        let mut record = deployment_from_row(row)?;
+        let rows = sqlx::query(
+            "SELECT agent, endpoint, previous_version, step, state, detail FROM deployment_targets \
+             WHERE deployment_id = ? ORDER BY step, rowid",
+        )
+        .bind(record.id)
+        .fetch_all(&self.pool)
+        .await?;
+        record.targets = rows.iter().map(target_from_row).collect::<Result<_, _>>()?;
+        Ok(record)
+    }
+}
+
+fn require_row(affected: u64, id: i64) -> Result<(), RegistryError> {
+    if affected == 0 {
+        Err(RegistryError::UnknownDeployment(deployment_name(id)))
+    } else {
+        Ok(())
+    }
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> Result<String, RegistryError> {
+    serde_json::to_string(value).map_err(|e| RegistryError::Data(e.to_string()))
+}
+
+fn step_u32(v: i64, what: &str) -> Result<u32, RegistryError> {
+    u32::try_from(v).map_err(|_| RegistryError::Data(format!("{what} {v} is out of range")))
+}
+
+fn deployment_from_row(row: &SqliteRow) -> Result<DeploymentRecord, RegistryError> {
+    let id: i64 = row.try_get("id")?;
+    let name = deployment_name(id);
+    let scope: String = row.try_get("scope")?;
+    let strategy: String = row.try_get("strategy")?;
+    let status: String = row.try_get("status")?;
+    let finished: Option<i64> = row.try_get("finished_at")?;
+    Ok(DeploymentRecord {
+        id,
+        extension: row.try_get("extension")?,
+        version: row.try_get("version")?,
+        scope: serde_json::from_str(&scope).map_err(|e| RegistryError::Data(format!("{name} scope: {e}")))?,
+        strategy: serde_json::from_str(&strategy).map_err(|e| RegistryError::Data(format!("{name} strategy: {e}")))?,
+        status: DeploymentStatus::parse(&status)
+            .ok_or_else(|| RegistryError::Data(format!("{name} status `{status}`")))?,
+        reason: row.try_get("reason")?,
+        actor: row.try_get("actor_name")?,
+        frontend: row.try_get("actor_frontend")?,
+        utterance: row.try_get("utterance")?,
+        current_step: step_u32(row.try_get("current_step")?, "current step")?,
+        step_count: step_u32(row.try_get("step_count")?, "step count")?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+        updated_at: from_millis(row.try_get("updated_at")?)?,
+        finished_at: finished.map(from_millis).transpose()?,
+        targets: Vec::new(),
+        name,
+    })
+}
+
+fn target_from_row(row: &SqliteRow) -> Result<TargetRecord, RegistryError> {
+    let state: String = row.try_get("state")?;
+    Ok(TargetRecord {
+        agent: row.try_get("agent")?,
+        endpoint: row.try_get("endpoint")?,
+        previous_version: row.try_get("previous_version")?,
+        step: step_u32(row.try_get("step")?, "target step")?,
+        state: TargetState::parse(&state).ok_or_else(|| RegistryError::Data(format!("target state `{state}`")))?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<EventRecord, RegistryError> {
+    let deployment: Option<i64> = row.try_get("deployment_id")?;
+    let data: String = row.try_get("data")?;
+    Ok(EventRecord {
+        id: row.try_get("id")?,
+        deployment: deployment.map(deployment_name),
+        at: from_millis(row.try_get("at")?)?,
+        kind: row.try_get("kind")?,
+        // A hand-edited row should not hide the rest of the log: keep it as text.
+        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
+    })
+}

@@ -1,0 +1,160 @@
+//! The registry: Parley's durable memory of deployments, their targets, the event
+//! log of every rollout transition, and the audit log of who asked for what.
+//!
+//! A small async API over SQLite (sqlx, runtime queries). The database runs in WAL
+//! mode with `synchronous = FULL`, so a transition that was journalled survives
+//! Parley being killed the next instant; the orchestrator journals before it acts.
+
+mod audit;
+mod deployments;
+mod records;
+mod report;
+#[cfg(test)]
+mod tests;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use records::{
+    deployment_id_from_name, deployment_name, AuditEntry, AuditResult, DeploymentFilter, DeploymentRecord, EventRecord,
+    NewDeployment, NewTarget, TargetRecord, TargetState,
+};
+pub use report::Report;
+
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("could not create the registry's directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("could not read the registry {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a Parley registry (not a SQLite database); it was left untouched")]
+    NotADatabase { path: PathBuf },
+    #[error("the registry {path} is corrupt ({detail}); it was left untouched")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("could not open the registry {path}: {source}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("could not bring the registry {path} up to date: {source}")]
+    Migrate { path: PathBuf, source: sqlx::migrate::MigrateError },
+    #[error("registry query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("the registry holds a value Parley cannot read: {0}")]
+    Data(String),
+    #[error("no deployment {0} in the registry")]
+    UnknownDeployment(String),
+}
+
+/// A handle on the registry. Cheap to clone (a connection pool inside).
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pool: SqlitePool,
+}
+
+impl Registry {
+    /// Opens (creating it and its directories if needed) the registry at `path`.
+    /// A file that is not a SQLite database, or is corrupt, is an error naming the path
+    /// and is not modified.
+    pub async fn open(path: &Path) -> Result<Registry, RegistryError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| RegistryError::CreateDir { path: dir.to_path_buf(), source })?;
+        }
+        // Checked before SQLite sees the file: SQLite would refuse it too, but only
+        // after it may have created journal files beside it.
+        check_header(path)?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| open_error(path, source))?;
+        let registry = Registry { pool };
+        registry.check_integrity(path).await?;
+        sqlx::migrate!("./migrations")
+            .run(&registry.pool)
+            .await
+            .map_err(|source| RegistryError::Migrate { path: path.to_path_buf(), source })?;
+        Ok(registry)
+    }
+
+    /// A private registry in memory, gone when the handle is dropped (tests, dry runs).
+    pub async fn open_in_memory() -> Result<Registry, RegistryError> {
+        let path = PathBuf::from(":memory:");
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(|source| RegistryError::Open { path: path.clone(), source })?
+            .foreign_keys(true);
+        // Every connection to `:memory:` is its own empty database: keep exactly one,
+        // and never let the pool close it.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(|source| RegistryError::Open { path: path.clone(), source })?;
+        sqlx::migrate!("./migrations").run(&pool).await.map_err(|source| RegistryError::Migrate { path, source })?;
+        Ok(Registry { pool })
+    }
+
+    async fn check_integrity(&self, path: &Path) -> Result<(), RegistryError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("PRAGMA quick_check").fetch_all(&self.pool).await.map_err(|e| open_error(path, e))?;
+        let problems: Vec<String> = rows.into_iter().map(|(r,)| r).filter(|r| r != "ok").collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(RegistryError::Corrupt { path: path.to_path_buf(), detail: problems.join("; ") })
+        }
+    }
+}
+
+fn check_header(path: &Path) -> Result<(), RegistryError> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(RegistryError::Read { path: path.to_path_buf(), source }),
+    };
+    let mut header = Vec::with_capacity(16);
+    (&mut file)
+        .take(16)
+        .read_to_end(&mut header)
+        .map_err(|source| RegistryError::Read { path: path.to_path_buf(), source })?;
+    // An empty file is what `touch` leaves: SQLite treats it as a new database.
+    if header.is_empty() || header == SQLITE_HEADER {
+        Ok(())
+    } else {
+        Err(RegistryError::NotADatabase { path: path.to_path_buf() })
+    }
+}
+
+fn open_error(path: &Path, source: sqlx::Error) -> RegistryError {
+    let path = path.to_path_buf();
+    match source.as_database_error().and_then(|d| d.code()).as_deref() {
+        // SQLITE_NOTADB and SQLITE_CORRUPT (primary codes).
+        Some("26") => RegistryError::NotADatabase { path },
+        Some("11") => RegistryError::Corrupt { path, detail: source.to_string() },
+        _ => RegistryError::Open { path, source },
+    }
+}
+
+pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_millis(ms: i64) -> Result<DateTime<Utc>, RegistryError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| RegistryError::Data(format!("timestamp {ms} is out of range")))
+}

@@ -1,0 +1,229 @@
+use std::collections::BTreeSet;
+
+use chrono::{Duration, Utc};
+
+use super::*;
+use crate::ops::{Actor, DeploymentStatus, Role, Scope, Strategy, StrategyKind};
+
+fn new_deployment(agents: &[&str], status: DeploymentStatus) -> NewDeployment {
+    NewDeployment {
+        extension: "auth-filter".into(),
+        version: "2.1.0".into(),
+        scope: Scope::region("ap-south"),
+        strategy: Strategy { kind: StrategyKind::Rolling, steps: None, batch_size: Some(2) },
+        status,
+        actor: Actor::new("alice", "repl", Role::Operator),
+        utterance: "roll out auth-filter 2.1.0 to ap-south".into(),
+        step_count: 2,
+        targets: agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| NewTarget {
+                agent: a.to_string(),
+                endpoint: format!("http://127.0.0.1:{}", 9000 + i),
+                previous_version: (i != 0).then(|| "2.0.3".to_string()),
+                step: (i / 2) as u32,
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn deployments_round_trip_in_memory() {
+    let reg = Registry::open_in_memory().await.unwrap();
+    let d = reg
+        .create_deployment(&new_deployment(&["edge-19", "edge-20", "edge-21"], DeploymentStatus::Running))
+        .await
+        .unwrap();
+    assert_eq!(d.name, "d-1");
+    assert_eq!(d.targets.len(), 3);
+    assert_eq!(d.targets[0].previous_version, None);
+    assert_eq!(d.targets[2].step, 1);
+    assert!(d.targets.iter().all(|t| t.state == TargetState::Pending));
+    assert_eq!(d.finished_at, None);
+
+    reg.set_target_state(d.id, "edge-20", TargetState::Installed, Some("2.1.0")).await.unwrap();
+    reg.set_current_step(d.id, 1).await.unwrap();
+    reg.set_status(d.id, DeploymentStatus::Succeeded, Some("3 agents on 2.1.0")).await.unwrap();
+    let got = reg.deployment_by_name("d-1").await.unwrap().unwrap();
+    assert_eq!(got.status, DeploymentStatus::Succeeded);
+    assert_eq!(got.reason.as_deref(), Some("3 agents on 2.1.0"));
+    assert_eq!(got.current_step, 1);
+    assert!(got.finished_at.is_some());
+    assert_eq!(got.target("edge-20").unwrap().state, TargetState::Installed);
+    assert_eq!(got.scope, Scope::region("ap-south"));
+
+    assert!(reg.deployment_by_name("d-99").await.unwrap().is_none());
+    assert!(reg.deployment_by_name("banana").await.unwrap().is_none());
+    assert!(matches!(
+        reg.set_status(99, DeploymentStatus::Failed, None).await,
+        Err(RegistryError::UnknownDeployment(n)) if n == "d-99"
+    ));
+}
+
+#[tokio::test]
+async fn lists_filter_by_status_time_and_agents() {
+    let reg = Registry::open_in_memory().await.unwrap();
+    let a = reg.create_deployment(&new_deployment(&["edge-1", "edge-2"], DeploymentStatus::Running)).await.unwrap();
+    let b = reg.create_deployment(&new_deployment(&["edge-3"], DeploymentStatus::Running)).await.unwrap();
+    reg.set_status(a.id, DeploymentStatus::Failed, Some("install failed")).await.unwrap();
+
+    let failed = DeploymentFilter { status: Some(DeploymentStatus::Failed), ..Default::default() };
+    assert_eq!(reg.list_deployments(&failed).await.unwrap().iter().map(|d| d.id).collect::<Vec<_>>(), vec![a.id]);
+    let on_edge3 = DeploymentFilter { agents: Some(BTreeSet::from(["edge-3".to_string()])), ..Default::default() };
+    assert_eq!(reg.list_deployments(&on_edge3).await.unwrap()[0].id, b.id);
+    let future = DeploymentFilter { since: Some(Utc::now() + Duration::hours(1)), ..Default::default() };
+    assert!(reg.list_deployments(&future).await.unwrap().is_empty());
+    let all = reg.list_deployments(&DeploymentFilter::default()).await.unwrap();
+    assert_eq!(all.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["d-2", "d-1"]);
+    assert_eq!(reg.latest_deployment().await.unwrap().unwrap().id, b.id);
+    assert_eq!(reg.active_deployments().await.unwrap().iter().map(|d| d.id).collect::<Vec<_>>(), vec![b.id]);
+}
+
+#[tokio::test]
+async fn events_keep_their_order_and_ids_are_never_reused() {
+    let reg = Registry::open_in_memory().await.unwrap();
+    let d = reg.create_deployment(&new_deployment(&["edge-1"], DeploymentStatus::Running)).await.unwrap();
+    for kind in ["created", "install_started", "install_succeeded"] {
+        reg.append_event(Some(d.id), kind, &serde_json::json!({ "agent": "edge-1" })).await.unwrap();
+    }
+    reg.append_event(None, "agent_action", &serde_json::json!({ "agent": "edge-9" })).await.unwrap();
+    let events = reg.events(d.id).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["created", "install_started", "install_succeeded"]
+    );
+    assert_eq!(events[0].deployment.as_deref(), Some("d-1"));
+    assert_eq!(reg.recent_events(1).await.unwrap()[0].kind, "agent_action");
+
+    sqlx::query("DELETE FROM deployments WHERE id = ?").bind(d.id).execute(&reg.pool).await.unwrap();
+    let next = reg.create_deployment(&new_deployment(&["edge-1"], DeploymentStatus::Running)).await.unwrap();
+    assert_eq!(next.name, "d-2");
+}
+
+#[tokio::test]
+async fn audit_entries_are_kept() {
+    let reg = Registry::open_in_memory().await.unwrap();
+    let actor = Actor::new("U0123", "slack:C0456", Role::Viewer);
+    let op = crate::ops::Operation::Drain { agent: Some("edge-7".into()) };
+    reg.append_audit(&AuditEntry::new(
+        &actor,
+        "drain edge-7",
+        Some(&op),
+        AuditResult::Refused,
+        "viewers may not drain",
+    ))
+    .await
+    .unwrap();
+    reg.append_audit(&AuditEntry::new(&actor, "gibberish", None, AuditResult::Failed, "not understood")).await.unwrap();
+    let entries = reg.list_audit(None, 10).await.unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].operation, Some(serde_json::json!({"op": "drain", "agent": "edge-7"})));
+    assert_eq!(entries[0].result, AuditResult::Refused);
+    assert_eq!(entries[0].role, Role::Viewer);
+    assert_eq!(entries[1].operation, None);
+    assert!(reg.list_audit(Some(Utc::now() + Duration::hours(1)), 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn report_counts_rates_and_durations() {
+    let reg = Registry::open_in_memory().await.unwrap();
+    let start = Utc::now() - Duration::hours(2);
+    // (status, duration in seconds)
+    let plan = [
+        (DeploymentStatus::Succeeded, 10),
+        (DeploymentStatus::Succeeded, 20),
+        (DeploymentStatus::RolledBack, 30),
+        (DeploymentStatus::Failed, 100),
+        (DeploymentStatus::Running, 0),
+    ];
+    for (status, secs) in plan {
+        let d = reg.create_deployment(&new_deployment(&["edge-1"], status)).await.unwrap();
+        let finished = (!status.is_active()).then(|| to_millis(start + Duration::seconds(secs)));
+        sqlx::query("UPDATE deployments SET created_at = ?, finished_at = ? WHERE id = ?")
+            .bind(to_millis(start))
+            .bind(finished)
+            .bind(d.id)
+            .execute(&reg.pool)
+            .await
+            .unwrap();
+    }
+    let r = reg.report(start - Duration::hours(1), Utc::now()).await.unwrap();
+    assert_eq!(r.total, 5);
+    assert_eq!(r.finished, 4);
+    assert_eq!(r.by_status["succeeded"], 2);
+    assert_eq!(r.by_status["pending"], 0);
+    assert_eq!(r.success_rate, Some(0.5));
+    assert_eq!(r.rollback_rate, Some(0.25));
+    assert_eq!(r.median_duration_secs, Some(25.0));
+    assert_eq!(r.p95_duration_secs, Some(100.0));
+
+    let empty = reg.report(start - Duration::hours(9), start - Duration::hours(8)).await.unwrap();
+    assert_eq!((empty.total, empty.success_rate, empty.median_duration_secs), (0, None, None));
+}
+
+#[tokio::test]
+async fn a_file_registry_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/deeper/registry.db");
+    {
+        let reg = Registry::open(&path).await.unwrap();
+        let d = reg.create_deployment(&new_deployment(&["edge-1", "edge-2"], DeploymentStatus::Running)).await.unwrap();
+        reg.append_event(Some(d.id), "install_started", &serde_json::json!({"agent": "edge-1"})).await.unwrap();
+        reg.set_status(d.id, DeploymentStatus::Paused, Some("paused by alice")).await.unwrap();
+        let actor = Actor::new("alice", "tui", Role::Admin);
+        reg.append_audit(&AuditEntry::new(&actor, "pause d-1", None, AuditResult::Ok, "paused")).await.unwrap();
+        reg.pool.close().await;
+    }
+    let reg = Registry::open(&path).await.unwrap();
+    let d = reg.deployment_by_name("d-1").await.unwrap().unwrap();
+    assert_eq!(d.status, DeploymentStatus::Paused);
+    assert_eq!(d.targets.len(), 2);
+    assert_eq!(reg.events(d.id).await.unwrap().len(), 1);
+    assert_eq!(reg.list_audit(None, 10).await.unwrap().len(), 1);
+    let mode: (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&reg.pool).await.unwrap();
+    assert_eq!(mode.0, "wal");
+    let sync: (i64,) = sqlx::query_as("PRAGMA synchronous").fetch_one(&reg.pool).await.unwrap();
+    assert_eq!(sync.0, 2, "synchronous = FULL");
+    let fk: (i64,) = sqlx::query_as("PRAGMA foreign_keys").fetch_one(&reg.pool).await.unwrap();
+    assert_eq!(fk.0, 1);
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    // Deterministic "random" bytes: a fixed LCG, so a failure reproduces.
+    let mut seed: u32 = 0x2545_f491;
+    let bytes: Vec<u8> = (0..4096)
+        .map(|_| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 24) as u8
+        })
+        .collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Registry::open(&path).await.unwrap_err();
+    assert!(matches!(err, RegistryError::NotADatabase { .. }), "{err:?}");
+    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn a_database_with_a_damaged_body_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.db");
+    {
+        let reg = Registry::open(&path).await.unwrap();
+        reg.create_deployment(&new_deployment(&["edge-1"], DeploymentStatus::Running)).await.unwrap();
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&reg.pool).await.unwrap();
+        reg.pool.close().await;
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Keep the header, wreck every page after the first.
+    for b in bytes.iter_mut().skip(4096) {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Registry::open(&path).await.unwrap_err();
+    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+}
