@@ -65,6 +65,7 @@ pub struct Parley {
     advertised: Option<std::path::PathBuf>,
     stop: watch::Sender<bool>,
     poll_task: JoinHandle<()>,
+    refresher: JoinHandle<()>,
 }
 
 impl Parley {
@@ -115,6 +116,7 @@ impl Parley {
         };
         let orchestrator = Orchestrator::new(registry.clone(), client.clone(), settings);
         let interrupted = orchestrator.recover().await?;
+        let refresher = spawn_refresher(&orchestrator, Arc::clone(&poller), stop.subscribe());
 
         let services = Arc::new(Services {
             grammar,
@@ -126,7 +128,7 @@ impl Parley {
             anonymous,
             thresholds,
         });
-        Ok(Parley { services, interrupted, demo, advertised, stop, poll_task })
+        Ok(Parley { services, interrupted, demo, advertised, stop, poll_task, refresher })
     }
 
     pub fn services(&self) -> &Arc<Services> {
@@ -146,9 +148,10 @@ impl Parley {
 
     /// Lets running rollouts finish, then stops the poller and the demo fleet.
     pub async fn shutdown(self) {
-        self.services.orchestrator.wait_idle().await;
+        self.services.orchestrator.wait_settled().await;
         let _ = self.stop.send(true);
         let _ = self.poll_task.await;
+        let _ = self.refresher.await;
         if let Some(path) = &self.advertised {
             let _ = std::fs::remove_file(path);
         }
@@ -156,6 +159,38 @@ impl Parley {
             demo.shutdown().await;
         }
     }
+}
+
+/// Refreshes the model as soon as a rollout changes agents, rather than at the next
+/// poll, so that what an operator reads right after a rollout is already true.
+fn spawn_refresher(
+    orchestrator: &Orchestrator,
+    poller: Arc<Poller>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    use crate::orchestrate::RolloutEvent;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = orchestrator.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                e = events.recv() => e,
+            };
+            match event {
+                Ok(
+                    RolloutEvent::GateEvaluated { .. }
+                    | RolloutEvent::Finished { .. }
+                    | RolloutEvent::AgentFailed { .. },
+                )
+                | Err(RecvError::Lagged(_)) => {
+                    poller.refresh().await;
+                }
+                Ok(_) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    })
 }
 
 type DemoStart = (Vec<InventoryEntry>, Option<DemoFleet>, Option<std::path::PathBuf>);

@@ -101,7 +101,8 @@ impl Config {
     /// The configuration from `path` (when given, it must exist) or from the default
     /// location (used only if present), on top of built-in defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let default_path = directories::ProjectDirs::from("dev", "parley", "parley").map(|d| d.config_dir().join("parley.toml"));
+        let default_path =
+            directories::ProjectDirs::from("dev", "parley", "parley").map(|d| d.config_dir().join("parley.toml"));
         let (file, origin) = match path {
             Some(p) => (Some(read(p)?), Some(p.to_path_buf())),
             None => match default_path {
@@ -204,7 +205,11 @@ mod tests {
     fn a_file_sets_paths_relative_to_itself() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("parley.toml");
-        std::fs::write(&path, "data_dir = \"state\"\n[fleet]\ninventory = \"fleet.toml\"\n[rollout]\nbake_secs = 0.5\n").unwrap();
+        std::fs::write(
+            &path,
+            "data_dir = \"state\"\n[fleet]\ninventory = \"fleet.toml\"\n[rollout]\nbake_secs = 0.5\n",
+        )
+        .unwrap();
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.data_dir, dir.path().join("state"));
         assert_eq!(c.fleet, FleetSource::Inventory(dir.path().join("fleet.toml")));

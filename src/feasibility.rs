@@ -105,10 +105,8 @@ fn known_agent<'a>(name: &str, topo: &'a Topology) -> Result<&'a AgentView, Infe
     topo.agent(name).ok_or_else(|| {
         let candidates: Vec<&str> = topo.agents().iter().map(|a| a.name.as_str()).collect();
         let near = suggest(name, candidates.iter().copied());
-        let mut inf = Infeasible::new(format!(
-            "There is no agent `{name}` in the fleet.{}",
-            did_you_mean(name, candidates)
-        ));
+        let mut inf =
+            Infeasible::new(format!("There is no agent `{name}` in the fleet.{}", did_you_mean(name, candidates)));
         for n in near {
             inf = inf.or(format!("show agent {n}"));
         }
@@ -150,10 +148,7 @@ fn check_scope_names(scope: &Scope, topo: &Topology) -> Result<(), Infeasible> {
             Selector::Zone(z) => {
                 if !topo.zones().iter().any(|x| x == z) {
                     let candidates: Vec<&str> = topo.zones().iter().map(String::as_str).collect();
-                    return Err(Infeasible::new(format!(
-                        "There is no zone `{z}`.{}",
-                        did_you_mean(z, candidates)
-                    )));
+                    return Err(Infeasible::new(format!("There is no zone `{z}`.{}", did_you_mean(z, candidates))));
                 }
             }
             Selector::Env(e) => {
@@ -219,13 +214,18 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
     }
     let in_scope: Vec<&AgentView> = topo.select(scope).collect();
     if in_scope.is_empty() {
-        return Err(Infeasible::new(format!("No agent matches {scope}.")).or(format!("show topology of {}", scope_words(scope))));
+        return Err(Infeasible::new(format!("No agent matches {scope}."))
+            .or(format!("show topology of {}", scope_words(scope))));
     }
 
-    let partitioned: Vec<&String> =
-        topo.regions().iter().filter(|r| in_scope.iter().any(|a| &a.region == *r) && topo.region_health(r) == RegionHealth::Partitioned).collect();
+    let partitioned: Vec<&String> = topo
+        .regions()
+        .iter()
+        .filter(|r| in_scope.iter().any(|a| &a.region == *r) && topo.region_health(r) == RegionHealth::Partitioned)
+        .collect();
     if !partitioned.is_empty() {
-        let healthy: Vec<&String> = topo.regions().iter().filter(|r| topo.region_health(r) == RegionHealth::Healthy).collect();
+        let healthy: Vec<&String> =
+            topo.regions().iter().filter(|r| topo.region_health(r) == RegionHealth::Healthy).collect();
         let mut inf = Infeasible::new(format!(
             "{} is partitioned: Parley cannot reach any of its agents, so it cannot install or verify anything there.",
             partitioned.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
@@ -260,9 +260,7 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
         let unmet: Vec<&AgentView> = in_scope
             .iter()
             .copied()
-            .filter(|a| {
-                !a.extensions.get(&dep.name).and_then(|v| v.parse().ok()).is_some_and(|v| dep.req.matches(&v))
-            })
+            .filter(|a| !a.extensions.get(&dep.name).and_then(|v| v.parse().ok()).is_some_and(|v| dep.req.matches(&v)))
             .collect();
         if !unmet.is_empty() {
             reasons.push(format!(
@@ -308,8 +306,7 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
         }
     }
 
-    let held: Vec<(&AgentView, &String)> =
-        in_scope.iter().filter_map(|a| busy.get(&a.name).map(|d| (*a, d))).collect();
+    let held: Vec<(&AgentView, &String)> = in_scope.iter().filter_map(|a| busy.get(&a.name).map(|d| (*a, d))).collect();
     if !held.is_empty() {
         let mut ids: Vec<&str> = held.iter().map(|(_, d)| d.as_str()).collect();
         ids.sort();
@@ -465,7 +462,11 @@ mod tests {
         assert_eq!(err.reasons, ["The catalog has no version 3.0 of auth-filter; it has 1.0.0, 2.0.3, 2.1.0."]);
         assert_eq!(err.alternatives, ["roll out auth-filter 2.1.0 to eu-west"]);
         let err = check(&Operation::Drain { agent: Some("edge-70".into()) }, &t, &Busy::new()).unwrap_err();
-        assert!(err.reasons[0].starts_with("There is no agent `edge-70` in the fleet. Did you mean edge-7"), "{:?}", err.reasons);
+        assert!(
+            err.reasons[0].starts_with("There is no agent `edge-70` in the fleet. Did you mean edge-7"),
+            "{:?}",
+            err.reasons
+        );
     }
 
     #[test]
@@ -473,7 +474,10 @@ mod tests {
         let t = demo_topology();
         let busy: Busy = [("edge-19".to_string(), "d-4".to_string())].into_iter().collect();
         let err = check(&deploy("auth-filter", "2.1.0", Scope::region("ap-south")), &t, &busy).unwrap_err();
-        assert_eq!(err.reasons, ["d-4 still rolling out to 1 of these agents (edge-19); one rollout at a time per agent."]);
+        assert_eq!(
+            err.reasons,
+            ["d-4 still rolling out to 1 of these agents (edge-19); one rollout at a time per agent."]
+        );
         assert_eq!(err.alternatives, ["show deployment d-4", "abort d-4"]);
     }
 

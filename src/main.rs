@@ -194,7 +194,11 @@ async fn serve_demo(config: &Config, inventory_out: Option<&std::path::Path>) ->
     match inventory_out {
         Some(path) => {
             std::fs::write(path, &inventory).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("Serving {} demo agents; inventory in {}. Ctrl-C stops them.", fleet.inventory().len(), path.display());
+            eprintln!(
+                "Serving {} demo agents; inventory in {}. Ctrl-C stops them.",
+                fleet.inventory().len(),
+                path.display()
+            );
         }
         None => print!("{inventory}"),
     }

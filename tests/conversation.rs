@@ -114,7 +114,10 @@ fn infeasible_requests_say_why_and_offer_what_works() {
 
     let t = chat.say("drain edge-70");
     assert_eq!(t["feasible"], false);
-    assert!(t["message"].as_str().unwrap().starts_with("There is no agent `edge-70` in the fleet. Did you mean edge-7"), "{t}");
+    assert!(
+        t["message"].as_str().unwrap().starts_with("There is no agent `edge-70` in the fleet. Did you mean edge-7"),
+        "{t}"
+    );
 
     let t = chat.say("roll out auth-filter 3.0 to ap-south");
     assert_eq!(t["feasible"], false);

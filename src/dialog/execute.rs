@@ -19,7 +19,13 @@ use crate::reply::{Outcome, Reply, Table};
 use crate::topology::{AgentView, Liveness, Topology};
 
 /// Executes `op`, already checked (and confirmed where needed).
-pub(super) async fn run(services: &Services, actor: &Actor, op: &Operation, feasible: &Feasible, utterance: &str) -> Reply {
+pub(super) async fn run(
+    services: &Services,
+    actor: &Actor,
+    op: &Operation,
+    feasible: &Feasible,
+    utterance: &str,
+) -> Reply {
     let topo = services.topology.snapshot();
     let reply = match op {
         Operation::ShowTopology { scope } => render::topology(&topo, scope.as_ref().unwrap_or(&Scope::fleet())),
@@ -36,7 +42,8 @@ pub(super) async fn run(services: &Services, actor: &Actor, op: &Operation, feas
             let scope = scope.clone().unwrap_or_else(Scope::fleet);
             let checks = checks.clone().unwrap_or_else(|| Check::ALL.to_vec());
             let agents: Vec<AgentView> = topo.select(&scope).cloned().collect();
-            let results = run_checks(&services.client, &services.anonymous, &agents, &checks, &services.thresholds).await;
+            let results =
+                run_checks(&services.client, &services.anonymous, &agents, &checks, &services.thresholds).await;
             render::checks(&scope, &checks, agents.len(), &results)
         }
         Operation::Deploy { extension: Some(ext), version: Some(ver), scope: Some(scope), strategy, .. } => {
@@ -44,9 +51,10 @@ pub(super) async fn run(services: &Services, actor: &Actor, op: &Operation, feas
         }
         Operation::Pause { deployment: Some(id) } => control(services.orchestrator.pause(id, actor).await, "Paused"),
         Operation::Resume { deployment: Some(id) } => control(services.orchestrator.resume(id, actor).await, "Resumed"),
-        Operation::Abort { deployment: Some(id) } => {
-            control(services.orchestrator.abort(id, actor).await, "Aborting; returning its agents to their previous versions:")
-        }
+        Operation::Abort { deployment: Some(id) } => control(
+            services.orchestrator.abort(id, actor).await,
+            "Aborting; returning its agents to their previous versions:",
+        ),
         Operation::Rollback { deployment: Some(id) } => {
             control(services.orchestrator.rollback(id, actor).await, "Rolling back to the previous versions:")
         }
@@ -79,11 +87,10 @@ pub(super) async fn run(services: &Services, actor: &Actor, op: &Operation, feas
         Operation::Cordon { agent: Some(a) } => agent_action(services, actor, &topo, a, AgentAction::Cordon).await,
         Operation::Uncordon { agent: Some(a) } => agent_action(services, actor, &topo, a, AgentAction::Uncordon).await,
         Operation::Restart { agent: Some(a) } => agent_action(services, actor, &topo, a, AgentAction::Restart).await,
-        other => Reply::new(
-            Outcome::Infeasible,
-            format!("Parley cannot carry out {} yet.", other.name().replace('_', " ")),
-        )
-        .feasible(false),
+        other => {
+            Reply::new(Outcome::Infeasible, format!("Parley cannot carry out {} yet.", other.name().replace('_', " ")))
+                .feasible(false)
+        }
     };
     let mut reply = reply.with_operation(Some(op.clone()));
     if reply.feasible.is_none() && reply.outcome != Outcome::Infeasible {
@@ -93,7 +100,12 @@ pub(super) async fn run(services: &Services, actor: &Actor, op: &Operation, feas
 }
 
 /// What the confirmation question shows: the plan for a deploy, the targets otherwise.
-pub(super) fn preview(services: &Services, op: &Operation, feasible: &Feasible, topo: &Topology) -> Option<serde_json::Value> {
+pub(super) fn preview(
+    services: &Services,
+    op: &Operation,
+    feasible: &Feasible,
+    topo: &Topology,
+) -> Option<serde_json::Value> {
     match op {
         Operation::Deploy { extension: Some(ext), version: Some(ver), strategy, .. } => {
             let targets = targets(topo, ext, feasible);
@@ -118,13 +130,19 @@ pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feas
     let id = &d.name;
     let status = d.status;
     let refuse = |why: String, alternatives: Vec<String>| Err(Infeasible { reasons: vec![why], alternatives });
-    let ok = || Ok(Feasible { targets: d.targets.iter().map(|t| t.agent.clone()).collect(), already: Vec::new(), risk: None });
+    let ok = || {
+        Ok(Feasible { targets: d.targets.iter().map(|t| t.agent.clone()).collect(), already: Vec::new(), risk: None })
+    };
     match op {
         Operation::ShowDeployment { .. } => ok(),
         Operation::Pause { .. } if status == S::Running || status == S::Pending => ok(),
-        Operation::Pause { .. } if status == S::Paused => refuse(format!("{id} is already paused."), vec![format!("resume {id}")]),
+        Operation::Pause { .. } if status == S::Paused => {
+            refuse(format!("{id} is already paused."), vec![format!("resume {id}")])
+        }
         Operation::Resume { .. } if status == S::Paused => ok(),
-        Operation::Resume { .. } if status.is_active() => refuse(format!("{id} is already running."), vec![format!("show deployment {id}")]),
+        Operation::Resume { .. } if status.is_active() => {
+            refuse(format!("{id} is already running."), vec![format!("show deployment {id}")])
+        }
         Operation::Abort { .. } if status.is_active() => ok(),
         Operation::Rollback { .. } if matches!(status, S::Succeeded | S::Failed) => ok(),
         Operation::Rollback { .. } if status.is_active() => refuse(
@@ -133,7 +151,10 @@ pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feas
         ),
         Operation::Retry { .. } if matches!(status, S::Failed | S::RolledBack | S::Aborted) => ok(),
         Operation::Promote { .. } => refuse(
-            format!("{id} is a {} rollout; only progressive and blue-green rollouts wait for promotion.", d.strategy.kind.as_str()),
+            format!(
+                "{id} is a {} rollout; only progressive and blue-green rollouts wait for promotion.",
+                d.strategy.kind.as_str()
+            ),
             vec![format!("show deployment {id}")],
         ),
         _ => refuse(
@@ -163,7 +184,11 @@ fn targets(topo: &Topology, ext: &str, feasible: &Feasible) -> Vec<Target> {
         .targets
         .iter()
         .filter_map(|name| topo.agent(name))
-        .map(|a| Target { agent: a.name.clone(), endpoint: a.endpoint.clone(), previous: a.extensions.get(ext).cloned() })
+        .map(|a| Target {
+            agent: a.name.clone(),
+            endpoint: a.endpoint.clone(),
+            previous: a.extensions.get(ext).cloned(),
+        })
         .collect()
 }
 
@@ -220,7 +245,11 @@ async fn deploy(
                 .with_deployment(d.name.clone())
                 .with_table(table)
                 .with_details(json!({ "plan": described, "targets": feasible.targets, "already": feasible.already }))
-                .with_follow_ups([format!("show deployment {}", d.name), format!("pause {}", d.name), "roll it back".to_string()])
+                .with_follow_ups([
+                    format!("show deployment {}", d.name),
+                    format!("pause {}", d.name),
+                    "roll it back".to_string(),
+                ])
         }
         Err(e) => Reply::new(Outcome::Failed, format!("The rollout could not start: {e}")),
     }
@@ -271,12 +300,7 @@ async fn list_deployments(
     since: Option<&TimeSpec>,
 ) -> Reply {
     let agents = scope.filter(|s| !s.is_fleet()).map(|s| topo.select(s).map(|a| a.name.clone()).collect());
-    let filter = DeploymentFilter {
-        status,
-        since: since.map(|s| s.resolve(Utc::now())),
-        agents,
-        limit: Some(50),
-    };
+    let filter = DeploymentFilter { status, since: since.map(|s| s.resolve(Utc::now())), agents, limit: Some(50) };
     match services.registry.list_deployments(&filter).await {
         Ok(list) => render::deployments(&list, status, since),
         Err(e) => Reply::new(Outcome::Failed, format!("The registry could not be read: {e}")),

@@ -19,7 +19,7 @@ use crate::app::Services;
 use crate::feasibility::{self, Feasible, Infeasible};
 use crate::intent::{with_slot, Vocabulary};
 use crate::ops::{Actor, Effect, Operation, Scope};
-use crate::registry::{AuditEntry, DeploymentRecord};
+use crate::registry::{AuditEntry, AuditResult, DeploymentRecord};
 use crate::reply::{Outcome, Reply};
 use crate::topology::Topology;
 
@@ -143,10 +143,17 @@ impl Session {
                         return reply;
                     }
                     None if !expired => {
-                        self.pending = Some(Pending::Confirm { op: op.clone(), feasible, utterance, asked, summary: summary.clone() });
-                        let mut r = Reply::new(Outcome::NeedsConfirmation, format!("I'm waiting for yes or no on: {summary}."))
-                            .with_operation(Some(op))
-                            .with_follow_ups(["yes", "no"]);
+                        self.pending = Some(Pending::Confirm {
+                            op: op.clone(),
+                            feasible,
+                            utterance,
+                            asked,
+                            summary: summary.clone(),
+                        });
+                        let mut r =
+                            Reply::new(Outcome::NeedsConfirmation, format!("I'm waiting for yes or no on: {summary}."))
+                                .with_operation(Some(op))
+                                .with_follow_ups(["yes", "no"]);
                         r.needs_confirmation = true;
                         return r;
                     }
@@ -155,8 +162,11 @@ impl Session {
             }
             Some(Pending::Slots { op, missing, utterance }) => {
                 if parse.operation == Some(Operation::Cancel) {
-                    return Reply::new(Outcome::Cancelled, format!("Dropped the unfinished {} request.", op.name().replace('_', " ")))
-                        .with_operation(Some(Operation::Cancel));
+                    return Reply::new(
+                        Outcome::Cancelled,
+                        format!("Dropped the unfinished {} request.", op.name().replace('_', " ")),
+                    )
+                    .with_operation(Some(Operation::Cancel));
                 }
                 let mut filled = op.clone();
                 let mut any = false;
@@ -175,7 +185,9 @@ impl Session {
                     return self.proceed(filled, Vec::new(), &combined).await;
                 }
                 match parse.operation {
-                    Some(op2) if !matches!(op2, Operation::Confirm) => return self.proceed(op2, parse.references, text).await,
+                    Some(op2) if !matches!(op2, Operation::Confirm) => {
+                        return self.proceed(op2, parse.references, text).await
+                    }
                     _ => {
                         let question = self.services.grammar.question(&op, &missing[0], &vocab);
                         self.pending = Some(Pending::Slots { op: op.clone(), missing: missing.clone(), utterance });
@@ -219,7 +231,8 @@ impl Session {
         if let Some(first) = missing.first() {
             let vocab = self.vocabulary();
             let question = self.services.grammar.question(&op, first, &vocab);
-            self.pending = Some(Pending::Slots { op: op.clone(), missing: missing.clone(), utterance: utterance.to_string() });
+            self.pending =
+                Some(Pending::Slots { op: op.clone(), missing: missing.clone(), utterance: utterance.to_string() });
             let mut reply = Reply::new(Outcome::NeedsInput, question).with_operation(Some(op));
             reply.missing = missing;
             return reply;
@@ -237,7 +250,7 @@ impl Session {
                 ),
             )
             .with_operation(Some(op.clone()));
-            self.audit(&op, utterance, "refused", &reply.message).await;
+            self.audit(&op, utterance, AuditResult::Refused, &reply.message).await;
             return reply;
         }
 
@@ -260,7 +273,7 @@ impl Session {
             Err(inf) => {
                 let reply = render::infeasible(&op, &inf);
                 if op.mutates() {
-                    self.audit(&op, utterance, "infeasible", &reply.message).await;
+                    self.audit(&op, utterance, AuditResult::Infeasible, &reply.message).await;
                 }
                 return reply;
             }
@@ -297,10 +310,10 @@ impl Session {
         let reply = execute::run(&self.services, &self.actor, &op, &feasible, utterance).await;
         self.remember(&op, &reply);
         let result = match reply.outcome {
-            Outcome::Failed => "failed",
-            Outcome::Infeasible => "infeasible",
-            Outcome::Refused => "refused",
-            _ => "ok",
+            Outcome::Failed => AuditResult::Failed,
+            Outcome::Infeasible => AuditResult::Infeasible,
+            Outcome::Refused => AuditResult::Refused,
+            _ => AuditResult::Ok,
         };
         self.audit(&op, utterance, result, &reply.message).await;
         reply
@@ -337,10 +350,13 @@ impl Session {
             match id {
                 Some(id) => op = set(&op, "deployment", serde_json::Value::String(id)),
                 None => {
-                    return Err(Reply::new(Outcome::Infeasible, "There are no deployments yet, so there is nothing to refer to.")
-                        .with_operation(Some(op))
-                        .feasible(false)
-                        .with_follow_ups(["list extensions", "how healthy is the fleet?"]))
+                    return Err(Reply::new(
+                        Outcome::Infeasible,
+                        "There are no deployments yet, so there is nothing to refer to.",
+                    )
+                    .with_operation(Some(op))
+                    .feasible(false)
+                    .with_follow_ups(["list extensions", "how healthy is the fleet?"]))
                 }
             }
         }
@@ -368,7 +384,7 @@ impl Session {
     }
 
     async fn deployment(&self, id: &str) -> Result<DeploymentRecord, Infeasible> {
-        match self.services.registry.deployment(id).await {
+        match self.services.registry.deployment_by_name(id).await {
             Ok(Some(d)) => Ok(d),
             Ok(None) => {
                 let latest = self.services.registry.latest_deployment().await.ok().flatten();
@@ -385,7 +401,10 @@ impl Session {
                 inf.alternatives.push("list deployments".to_string());
                 Err(inf)
             }
-            Err(e) => Err(Infeasible { reasons: vec![format!("The registry could not be read: {e}")], alternatives: Vec::new() }),
+            Err(e) => Err(Infeasible {
+                reasons: vec![format!("The registry could not be read: {e}")],
+                alternatives: Vec::new(),
+            }),
         }
     }
 
@@ -402,7 +421,7 @@ impl Session {
             Operation::Resume { deployment: Some(id) }
             | Operation::Rollback { deployment: Some(id) }
             | Operation::Retry { deployment: Some(id) } => {
-                let record = self.services.registry.deployment(id).await.ok().flatten()?;
+                let record = self.services.registry.deployment_by_name(id).await.ok().flatten()?;
                 let agents: Vec<&crate::topology::AgentView> =
                     record.targets.iter().filter_map(|t| topo.agent(&t.agent)).collect();
                 feasibility::deploy_risk(&agents, topo)
@@ -411,11 +430,11 @@ impl Session {
         }
     }
 
-    async fn audit(&self, op: &Operation, utterance: &str, result: &str, message: &str) {
+    async fn audit(&self, op: &Operation, utterance: &str, result: AuditResult, message: &str) {
         if op.effect() == Effect::Dialog {
             return;
         }
-        let entry = AuditEntry::new(&self.actor, utterance, op, result, message);
+        let entry = AuditEntry::new(&self.actor, utterance, Some(op), result, message);
         if let Err(e) = self.services.registry.append_audit(&entry).await {
             tracing::error!(error = %e, "could not write the audit log");
         }

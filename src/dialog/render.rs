@@ -44,7 +44,9 @@ pub(super) fn help() -> Reply {
 
 pub(super) fn watching(op: &Operation) -> Reply {
     let (scope, every) = match op {
-        Operation::Watch { scope, interval_secs } => (scope.clone().unwrap_or_else(Scope::fleet), interval_secs.unwrap_or(10)),
+        Operation::Watch { scope, interval_secs } => {
+            (scope.clone().unwrap_or_else(Scope::fleet), interval_secs.unwrap_or(10))
+        }
         _ => (Scope::fleet(), 10),
     };
     Reply::new(
@@ -78,14 +80,22 @@ pub(super) fn infeasible(op: &Operation, inf: &Infeasible) -> Reply {
 pub(super) fn summary(op: &Operation, f: &Feasible) -> String {
     match op {
         Operation::Deploy { extension: Some(e), version: Some(v), scope: Some(s), strategy, .. } => {
-            let how = strategy.as_ref().map(|s| s.kind.as_str().replace('_', "-")).unwrap_or_else(|| "rolling".to_string());
-            format!("Roll out {e} {v} to {} agent{} in {} ({how})", f.targets.len(), if f.targets.len() == 1 { "" } else { "s" }, scope_words(s))
+            let how =
+                strategy.as_ref().map(|s| s.kind.as_str().replace('_', "-")).unwrap_or_else(|| "rolling".to_string());
+            format!(
+                "Roll out {e} {v} to {} agent{} in {} ({how})",
+                f.targets.len(),
+                if f.targets.len() == 1 { "" } else { "s" },
+                scope_words(s)
+            )
         }
         Operation::Drain { agent: Some(a) } => format!("Drain {a}"),
         Operation::Cordon { agent: Some(a) } => format!("Cordon {a}"),
         Operation::Uncordon { agent: Some(a) } => format!("Uncordon {a}"),
         Operation::Restart { agent: Some(a) } => format!("Restart {a}"),
-        Operation::Abort { deployment: Some(d) } => format!("Abort {d} and return its agents to their previous versions"),
+        Operation::Abort { deployment: Some(d) } => {
+            format!("Abort {d} and return its agents to their previous versions")
+        }
         Operation::Rollback { deployment: Some(d) } => format!("Roll back {d} on {} agents", f.targets.len()),
         Operation::Resume { deployment: Some(d) } => format!("Resume {d}"),
         Operation::Retry { deployment: Some(d) } => format!("Retry {d}"),
@@ -103,7 +113,10 @@ fn not_serving(agents: &[&AgentView]) -> usize {
 
 pub(super) fn topology(topo: &Topology, scope: &Scope) -> Reply {
     let agents: Vec<&AgentView> = topo.select(scope).collect();
-    let mut table = Table::new("Topology", &["Region", "Zone", "Env", "Agents", "Healthy", "Degraded", "Suspect", "Down", "Not serving"]);
+    let mut table = Table::new(
+        "Topology",
+        &["Region", "Zone", "Env", "Agents", "Healthy", "Degraded", "Suspect", "Down", "Not serving"],
+    );
     let mut regions = Vec::new();
     for region in topo.regions() {
         let in_region: Vec<&AgentView> = agents.iter().copied().filter(|a| &a.region == region).collect();
@@ -139,7 +152,12 @@ pub(super) fn topology(topo: &Topology, scope: &Scope) -> Reply {
         if agents.len() == 1 { "" } else { "s" },
         region_count,
         if region_count == 1 { "" } else { "s" },
-        topo.regions().iter().filter(|r| agents.iter().any(|a| &a.region == *r)).cloned().collect::<Vec<_>>().join(", "),
+        topo.regions()
+            .iter()
+            .filter(|r| agents.iter().any(|a| &a.region == *r))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
         healthy,
         trouble_suffix(&agents),
     );
@@ -178,11 +196,16 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
         .collect();
 
     let table = if scope.is_fleet() {
-        let mut t = Table::new("Health by region", &["Region", "Health", "Agents", "Healthy", "Degraded", "Suspect", "Down", "Max err %", "Max p95 ms"]);
+        let mut t = Table::new(
+            "Health by region",
+            &["Region", "Health", "Agents", "Healthy", "Degraded", "Suspect", "Down", "Max err %", "Max p95 ms"],
+        );
         for region in topo.regions() {
             let r: Vec<&AgentView> = agents.iter().copied().filter(|a| &a.region == region).collect();
             let reachable: Vec<&&AgentView> = r.iter().filter(|a| a.liveness.is_reachable()).collect();
-            let max = |f: fn(&AgentView) -> f64| reachable.iter().map(|a| f(a)).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+            let max = |f: fn(&AgentView) -> f64| {
+                reachable.iter().map(|a| f(a)).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+            };
             t.push(vec![
                 region.clone(),
                 topo.region_health(region).as_str().to_string(),
@@ -246,7 +269,10 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
         .iter()
         .map(|a| json!({ "agent": a.name, "region": a.region, "liveness": a.liveness, "since": a.liveness_since, "state": a.state, "metrics": a.metrics }))
         .collect();
-    Reply::new(Outcome::Answered, message).with_table(table).with_details(json!({ "agents": details })).with_follow_ups(follow_ups)
+    Reply::new(Outcome::Answered, message)
+        .with_table(table)
+        .with_details(json!({ "agents": details }))
+        .with_follow_ups(follow_ups)
 }
 
 fn agent_table(title: &str, agents: &[&AgentView]) -> Table {
@@ -286,11 +312,16 @@ pub(super) fn agent(a: &AgentView, topo: &Topology) -> Reply {
             m.cpu_pct, m.mem_pct, m.error_rate_pct, m.p95_ms
         ));
     } else {
-        message.push_str(&format!(" since {}; last seen {}.", a.liveness_since.format("%H:%M:%S"), a.last_seen.map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_else(|| "never".into())));
+        message.push_str(&format!(
+            " since {}; last seen {}.",
+            a.liveness_since.format("%H:%M:%S"),
+            a.last_seen.map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_else(|| "never".into())
+        ));
     }
     let mut table = Table::new(format!("{} extensions", a.name), &["Extension", "Version", "Latest"]);
     for (ext, ver) in &a.extensions {
-        let latest = topo.catalog().get(ext).and_then(|e| e.latest()).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        let latest =
+            topo.catalog().get(ext).and_then(|e| e.latest()).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         table.push(vec![ext.clone(), ver.clone(), latest]);
     }
     let mut follow = vec![format!("how healthy is {}?", a.region)];
@@ -320,7 +351,13 @@ pub(super) fn found(topo: &Topology, scope: &Scope, ext: Option<&ExtensionRef>) 
     let message = if agents.is_empty() {
         format!("No agent in {}{what}.", scope_words(scope))
     } else {
-        format!("{} agent{} in {}{what}: {}.", agents.len(), if agents.len() == 1 { "" } else { "s" }, scope_words(scope), name_list(&agents))
+        format!(
+            "{} agent{} in {}{what}: {}.",
+            agents.len(),
+            if agents.len() == 1 { "" } else { "s" },
+            scope_words(scope),
+            name_list(&agents)
+        )
     };
     let mut table = Table::new("Agents", &["Agent", "Region", "Zone", "Health", "Capabilities", "Extensions"]);
     for a in &agents {
@@ -351,20 +388,33 @@ pub(super) fn extensions(topo: &Topology, scope: &Scope) -> Reply {
     let mut table = Table::new("Extensions", &["Extension", "Version", "Agents", "Catalog latest"]);
     let mut rows = Vec::new();
     for ((e, v), n) in &counts {
-        let latest = topo.catalog().get(e).and_then(|c| c.latest()).map(|l| l.to_string()).unwrap_or_else(|| "-".into());
+        let latest =
+            topo.catalog().get(e).and_then(|c| c.latest()).map(|l| l.to_string()).unwrap_or_else(|| "-".into());
         table.push(vec![e.clone(), v.clone(), n.to_string(), latest.clone()]);
         rows.push(json!({ "extension": e, "version": v, "agents": n, "latest": latest }));
     }
     let names: Vec<String> = counts.keys().map(|(e, v)| format!("{e} {v}")).collect::<Vec<_>>();
-    let message = format!("{} across {} agent{} in {}: {}.", if names.len() == 1 { "1 extension version" } else { "Extension versions" }, agents.len(), if agents.len() == 1 { "" } else { "s" }, scope_words(scope), names.join(", "));
-    let upgradable = counts.keys().find(|(e, v)| topo.catalog().get(e).and_then(|c| c.latest()).is_some_and(|l| l.to_string() != *v));
+    let message = format!(
+        "{} across {} agent{} in {}: {}.",
+        if names.len() == 1 { "1 extension version" } else { "Extension versions" },
+        agents.len(),
+        if agents.len() == 1 { "" } else { "s" },
+        scope_words(scope),
+        names.join(", ")
+    );
+    let upgradable = counts
+        .keys()
+        .find(|(e, v)| topo.catalog().get(e).and_then(|c| c.latest()).is_some_and(|l| l.to_string() != *v));
     let mut follow = Vec::new();
     if let Some((e, _)) = upgradable {
         if let Some(l) = topo.catalog().get(e).and_then(|c| c.latest()) {
             follow.push(format!("roll out {e} {l} to {}", scope_words(scope)));
         }
     }
-    Reply::new(Outcome::Answered, message).with_table(table).with_details(json!({ "extensions": rows })).with_follow_ups(follow)
+    Reply::new(Outcome::Answered, message)
+        .with_table(table)
+        .with_details(json!({ "extensions": rows }))
+        .with_follow_ups(follow)
 }
 
 pub(super) fn checks(scope: &Scope, checks: &[Check], agents: usize, results: &[CheckResult]) -> Reply {
@@ -384,14 +434,20 @@ pub(super) fn checks(scope: &Scope, checks: &[Check], agents: usize, results: &[
     if failed.is_empty() {
         message.push('.');
     } else {
-        let shown: Vec<String> = failed.iter().take(5).map(|r| format!("{} {}: {}", r.agent, r.check.as_str(), r.detail)).collect();
+        let shown: Vec<String> =
+            failed.iter().take(5).map(|r| format!("{} {}: {}", r.agent, r.check.as_str(), r.detail)).collect();
         message.push_str(&format!(": {}.", shown.join("; ")));
     }
     // Every row when it fits on a screen; otherwise the failures, which are what matter.
     let rows: Vec<&CheckResult> = if results.len() <= 60 { results.iter().collect() } else { failed.clone() };
     let mut table = Table::new("Health checks", &["Agent", "Check", "Result", "Detail"]);
     for r in rows {
-        table.push(vec![r.agent.clone(), r.check.as_str().to_string(), if r.passed { "pass" } else { "FAIL" }.to_string(), r.detail.clone()]);
+        table.push(vec![
+            r.agent.clone(),
+            r.check.as_str().to_string(),
+            if r.passed { "pass" } else { "FAIL" }.to_string(),
+            r.detail.clone(),
+        ]);
     }
     let follow: Vec<String> = failed.iter().take(2).map(|r| format!("show agent {}", r.agent)).collect();
     let outcome = if failed.is_empty() { Outcome::Answered } else { Outcome::Failed };
@@ -456,14 +512,19 @@ pub(super) fn deployment(d: &DeploymentRecord) -> Reply {
         .with_follow_ups(follow)
 }
 
-pub(super) fn deployments(list: &[DeploymentRecord], status: Option<DeploymentStatus>, since: Option<&TimeSpec>) -> Reply {
+pub(super) fn deployments(
+    list: &[DeploymentRecord],
+    status: Option<DeploymentStatus>,
+    since: Option<&TimeSpec>,
+) -> Reply {
     let filter = match (status, since) {
         (Some(s), Some(t)) => format!(" {s} since {t}"),
         (Some(s), None) => format!(" {s}"),
         (None, Some(t)) => format!(" since {t}"),
         (None, None) => String::new(),
     };
-    let mut table = Table::new("Deployments", &["Id", "Extension", "Version", "Scope", "Strategy", "Status", "Started", "Took"]);
+    let mut table =
+        Table::new("Deployments", &["Id", "Extension", "Version", "Scope", "Strategy", "Status", "Started", "Took"]);
     for d in list {
         table.push(vec![
             d.name.clone(),
@@ -480,7 +541,13 @@ pub(super) fn deployments(list: &[DeploymentRecord], status: Option<DeploymentSt
         format!("No deployments{filter}.")
     } else {
         let names: Vec<String> = list.iter().take(5).map(|d| format!("{} {}", d.name, d.status)).collect();
-        format!("{} deployment{}{filter}: {}{}.", list.len(), if list.len() == 1 { "" } else { "s" }, names.join(", "), if list.len() > 5 { ", ..." } else { "" })
+        format!(
+            "{} deployment{}{filter}: {}{}.",
+            list.len(),
+            if list.len() == 1 { "" } else { "s" },
+            names.join(", "),
+            if list.len() > 5 { ", ..." } else { "" }
+        )
     };
     let follow: Vec<String> = list.iter().take(2).map(|d| format!("show deployment {}", d.name)).collect();
     Reply::new(Outcome::Answered, message)

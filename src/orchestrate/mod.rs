@@ -7,6 +7,7 @@
 //! front-end. Every transition is journalled before it is acted on, so a restarted
 //! Parley ([`Orchestrator::recover`]) knows where each rollout stood.
 
+mod announce;
 mod control;
 mod gate;
 mod plan;
@@ -26,6 +27,7 @@ use crate::ops::{Actor, DeploymentStatus, Scope, Strategy};
 use crate::registry::{Registry, RegistryError};
 use crate::topology::HealthThresholds;
 
+pub use announce::{announce, event_deployment};
 pub use gate::{GateBreach, GateResult};
 pub use plan::{plan, Plan, PlanStep};
 
@@ -190,6 +192,20 @@ impl Orchestrator {
         let done = self.inner.lock_tasks().get(&num).map(|t| t.done.clone());
         if let Some(mut done) = done {
             let _ = done.wait_for(|d| *d).await;
+        }
+    }
+
+    /// Until every task has ended or is paused: what a front-end waits for before it
+    /// exits. A paused rollout is safe to leave; the registry has it, and the next
+    /// Parley resumes or rolls it back on request.
+    pub async fn wait_settled(&self) {
+        loop {
+            let busy =
+                self.inner.lock_tasks().values().any(|t| !*t.done.borrow() && *t.control.borrow() != Control::Pause);
+            if !busy {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 

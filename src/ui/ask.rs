@@ -75,7 +75,8 @@ fn prompt_yes_no() -> std::io::Result<String> {
 async fn follow(parley: &Parley, id: &str, quiet: bool) {
     let orchestrator = &parley.services().orchestrator;
     let mut events = orchestrator.subscribe();
-    let total = parley.services().registry.deployment_by_name(id).await.ok().flatten().map(|d| d.targets.len()).unwrap_or(0);
+    let total =
+        parley.services().registry.deployment_by_name(id).await.ok().flatten().map(|d| d.targets.len()).unwrap_or(0);
     let bar = if quiet || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()
     } else {
@@ -93,12 +94,15 @@ async fn follow(parley: &Parley, id: &str, quiet: bool) {
         tokio::select! {
             _ = &mut wait => break,
             event = events.recv() => match event {
-                Ok(event) => {
-                    if let Some(progress) = crate::orchestrate::progress_of(&event, id) {
-                        bar.set_position(progress.installed as u64);
-                        bar.set_message(progress.note);
+                Ok(event) if crate::orchestrate::event_deployment(&event) == id => {
+                    if let crate::orchestrate::RolloutEvent::AgentInstalled { .. } = event {
+                        bar.inc(1);
+                    }
+                    if let Some(line) = crate::orchestrate::announce(&event) {
+                        bar.set_message(line);
                     }
                 }
+                Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => { (&mut wait).await; break; }
             }

@@ -27,7 +27,7 @@ pub async fn chat(parley: &Parley, actor: Actor) -> std::io::Result<()> {
         out.write_all(json.as_bytes()).await?;
         out.flush().await?;
     }
-    parley.services().orchestrator.wait_idle().await;
+    parley.services().orchestrator.wait_settled().await;
     Ok(())
 }
 
@@ -57,6 +57,6 @@ pub async fn chat_text(parley: &Parley, actor: Actor) -> std::io::Result<()> {
         out.write_all(b"\n").await?;
         out.flush().await?;
     }
-    parley.services().orchestrator.wait_idle().await;
+    parley.services().orchestrator.wait_settled().await;
     Ok(())
 }

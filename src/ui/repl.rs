@@ -71,9 +71,19 @@ pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), 
         }
     }
 
-    println!("Parley on {} agents in {} regions. Ask anything; `help` for examples, `exit` to leave.", services.topology.snapshot().agents().len(), services.topology.snapshot().regions().len());
+    println!(
+        "Parley on {} agents in {} regions. Ask anything; `help` for examples, `exit` to leave.",
+        services.topology.snapshot().agents().len(),
+        services.topology.snapshot().regions().len()
+    );
     for d in parley.interrupted() {
-        println!("{} was interrupted ({}); say \"resume {}\" or \"roll back {}\".", d.name, d.reason.as_deref().unwrap_or("Parley stopped"), d.name, d.name);
+        println!(
+            "{} was interrupted ({}); say \"resume {}\" or \"roll back {}\".",
+            d.name,
+            d.reason.as_deref().unwrap_or("Parley stopped"),
+            d.name,
+            d.name
+        );
     }
 
     // Progress and announcements print above the prompt without breaking the line
