@@ -481,9 +481,66 @@ mod tests {
         assert_eq!(err.alternatives, ["show deployment d-4", "abort d-4"]);
     }
 
+    fn with_agents(t: &Topology, change: impl Fn(&mut AgentView)) -> Topology {
+        let mut agents = t.agents().to_vec();
+        agents.iter_mut().for_each(change);
+        Topology::new(agents, t.catalog_arc(), t.refreshed_at())
+    }
+
     #[test]
-    fn waf_rules_needs_auth_filter_two() {
+    fn waf_rules_needs_auth_filter_two_on_the_same_agents() {
         let t = demo_topology();
         assert!(check(&deploy("waf-rules", "2024.2", Scope::region("ap-south")), &t, &Busy::new()).is_ok());
+        let t = with_agents(&t, |a| {
+            if a.name == "edge-19" || a.name == "gpu-8" {
+                a.extensions.insert("auth-filter".into(), "1.0.0".into());
+            }
+        });
+        let err = check(&deploy("waf-rules", "2024.2", Scope::region("ap-south")), &t, &Busy::new()).unwrap_err();
+        assert_eq!(
+            err.reasons,
+            ["waf-rules needs auth-filter >= 2.0 on the same agents; 2 of them do not have it: edge-19, gpu-8."]
+        );
+        assert_eq!(err.alternatives, ["roll out auth-filter 2.1.0 to ap-south first"]);
+    }
+
+    #[test]
+    fn a_partitioned_region_is_refused_with_healthy_alternatives() {
+        let t = with_agents(&demo_topology(), |a| {
+            if a.region == "eu-west" {
+                a.liveness = Liveness::Down;
+            }
+        });
+        let err = check(&deploy("auth-filter", "2.1.0", Scope::region("eu-west")), &t, &Busy::new()).unwrap_err();
+        assert_eq!(
+            err.reasons,
+            ["eu-west is partitioned: Parley cannot reach any of its agents, so it cannot install or verify anything there."]
+        );
+        assert_eq!(
+            err.alternatives,
+            [
+                "roll out auth-filter 2.1.0 to us-east",
+                "roll out auth-filter 2.1.0 to us-west",
+                "how healthy is eu-west?"
+            ]
+        );
+    }
+
+    #[test]
+    fn down_and_cordoned_agents_block_a_rollout_and_whole_zones_are_offered() {
+        let t = with_agents(&demo_topology(), |a| {
+            if a.name == "edge-13" {
+                a.liveness = Liveness::Down;
+            }
+            if a.name == "core-9" {
+                a.state = crate::agent::protocol::ServingState::Cordoned;
+            }
+        });
+        let err = check(&deploy("auth-filter", "2.1.0", Scope::region("eu-west")), &t, &Busy::new()).unwrap_err();
+        assert_eq!(
+            err.reasons,
+            ["2 of the 12 agents in scope cannot take a rollout now: edge-13 is down, core-9 is cordoned."]
+        );
+        assert_eq!(err.alternatives, ["roll out auth-filter 2.1.0 to eu-west-b", "show agent edge-13"]);
     }
 }

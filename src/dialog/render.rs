@@ -349,13 +349,12 @@ pub(super) fn found(topo: &Topology, scope: &Scope, ext: Option<&ExtensionRef>) 
         None => String::new(),
     };
     let message = if agents.is_empty() {
-        format!("No agent in {}{what}.", scope_words(scope))
+        format!("No agent in {scope}{what}.")
     } else {
         format!(
-            "{} agent{} in {}{what}: {}.",
+            "Found {} agent{} in {scope}{what}: {}.",
             agents.len(),
             if agents.len() == 1 { "" } else { "s" },
-            scope_words(scope),
             name_list(&agents)
         )
     };
@@ -479,8 +478,8 @@ pub(super) fn deployment(d: &DeploymentRecord) -> Reply {
         d.strategy.kind.as_str().replace('_', "-"),
         d.status,
         duration_text(d),
-        d.current_step.min(d.step_count).max(if d.step_count > 0 { 1 } else { 0 }),
-        d.step_count,
+        (d.current_step + 1).min(d.step_count.max(1)),
+        d.step_count.max(1),
         state_text.join(", ")
     );
     if let Some(r) = &d.reason {

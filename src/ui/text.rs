@@ -2,8 +2,10 @@
 
 use crate::reply::{Reply, Table};
 
-/// Widest a table cell may be before it is cut with `…`.
+/// Widest a table cell may be before it is cut with `…`; a one-column table (a plan,
+/// a list of examples) may use most of a wide terminal.
 const MAX_CELL: usize = 48;
+const MAX_SINGLE_CELL: usize = 110;
 
 pub fn render(reply: &Reply) -> String {
     let mut out = String::new();
@@ -22,11 +24,11 @@ pub fn render(reply: &Reply) -> String {
     out
 }
 
-fn cut(cell: &str) -> String {
-    if cell.chars().count() <= MAX_CELL {
+fn cut(cell: &str, max: usize) -> String {
+    if cell.chars().count() <= max {
         cell.to_string()
     } else {
-        let mut s: String = cell.chars().take(MAX_CELL - 1).collect();
+        let mut s: String = cell.chars().take(max - 1).collect();
         s.push('…');
         s
     }
@@ -34,8 +36,9 @@ fn cut(cell: &str) -> String {
 
 /// An aligned table with a title and a rule under the header.
 pub fn render_table(table: &Table) -> String {
-    let header: Vec<String> = table.columns.iter().map(|c| cut(c)).collect();
-    let rows: Vec<Vec<String>> = table.rows.iter().map(|r| r.iter().map(|c| cut(c)).collect()).collect();
+    let max = if table.columns.len() == 1 { MAX_SINGLE_CELL } else { MAX_CELL };
+    let header: Vec<String> = table.columns.iter().map(|c| cut(c, max)).collect();
+    let rows: Vec<Vec<String>> = table.rows.iter().map(|r| r.iter().map(|c| cut(c, max)).collect()).collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {

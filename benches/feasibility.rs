@@ -1,0 +1,36 @@
+//! The feasibility check of a deploy on the demo fleet (48 agents), as a session runs
+//! it before every rollout: names, catalog, capabilities, dependencies, availability,
+//! overlapping rollouts and risk.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use parley::feasibility::{check, Busy};
+use parley::ops::{Operation, Scope, Selector};
+use parley::topology::demo::demo_topology;
+
+fn feasibility(c: &mut Criterion) {
+    let Ok(topology) = demo_topology() else {
+        eprintln!("the embedded catalog does not load");
+        return;
+    };
+    let deploy = |ext: &str, ver: &str, scope: Scope| Operation::Deploy {
+        extension: Some(ext.into()),
+        version: Some(ver.into()),
+        scope: Some(scope),
+        strategy: None,
+        require_approval: false,
+    };
+    let region = deploy("auth-filter", "2.1.0", Scope::region("eu-west"));
+    let fleet = deploy("waf-rules", "2024.2", Scope::fleet());
+    let refused = deploy("model-server", "0.4.0", Scope(vec![Selector::Region("eu-west".into())]));
+    let busy: Busy = [("edge-1".to_string(), "d-7".to_string())].into_iter().collect();
+    c.bench_function("feasibility deploy to a region", |b| b.iter(|| check(black_box(&region), &topology, &busy)));
+    c.bench_function("feasibility deploy fleet-wide with a dependency", |b| {
+        b.iter(|| check(black_box(&fleet), &topology, &Busy::new()))
+    });
+    c.bench_function("feasibility refused (capability)", |b| b.iter(|| check(black_box(&refused), &topology, &busy)));
+}
+
+criterion_group!(benches, feasibility);
+criterion_main!(benches);
