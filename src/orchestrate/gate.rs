@@ -45,17 +45,11 @@ impl GateOutcome {
 
 /// How many measurements of each kind a gate tolerates before that outcome is the
 /// gate's. Zero everywhere: any bad measurement counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct GateLimits {
     pub failed: usize,
     pub error: usize,
     pub inconclusive: usize,
-}
-
-impl Default for GateLimits {
-    fn default() -> Self {
-        GateLimits { failed: 0, error: 0, inconclusive: 0 }
-    }
 }
 
 /// How far above the baseline a metric may be before it counts as a regression:
@@ -125,8 +119,9 @@ impl GateResult {
     /// "error rate 12.3% > 1% (baseline 0.2%) on edge-19, edge-20; edge-21 did not
     /// answer (...)": each metric once per outcome, with its worst value.
     pub fn describe(&self) -> String {
-        let mut by_metric: BTreeMap<(std::cmp::Reverse<GateOutcome>, &str), (f64, f64, Option<f64>, Vec<&str>)> =
-            BTreeMap::new();
+        // (worst outcome first, metric) -> (worst value, threshold, baseline, agents)
+        type Row<'a> = (f64, f64, Option<f64>, Vec<&'a str>);
+        let mut by_metric: BTreeMap<(std::cmp::Reverse<GateOutcome>, &str), Row<'_>> = BTreeMap::new();
         for b in &self.breaches {
             let e = by_metric.entry((std::cmp::Reverse(b.outcome), b.metric.as_str())).or_insert((
                 b.value,
