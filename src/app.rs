@@ -113,6 +113,9 @@ impl Parley {
             gate: thresholds,
             default_batch_percent: config.batch_percent,
             install_timeout: config.agent_timeout,
+            max_failed_per_step: config.max_failed_per_step,
+            max_failed_total: config.max_failed_total,
+            ..RolloutSettings::default()
         };
         let orchestrator = Orchestrator::new(registry.clone(), client.clone(), settings);
         let interrupted = orchestrator.recover().await?;

@@ -9,6 +9,8 @@
 //! token_env = "PARLEY_AGENT_TOKEN"       # environment variable holding the agents' bearer token
 //! [rollout]
 //! bake_secs = 2
+//! max_failed_per_step = 0   # agents that may fail to install in one step
+//! max_failed_total = 0      # ... and over the whole rollout
 //! batch_percent = 25
 //! [poll]
 //! interval_ms = 1000
@@ -53,6 +55,8 @@ pub struct Config {
     pub agent_timeout: Duration,
     pub bake: Duration,
     pub batch_percent: u8,
+    pub max_failed_per_step: usize,
+    pub max_failed_total: usize,
     pub poll_interval: Duration,
     pub suspect_after: Duration,
     pub down_after: Duration,
@@ -87,6 +91,8 @@ struct FleetFile {
 struct RolloutFile {
     bake_secs: Option<f64>,
     batch_percent: Option<u8>,
+    max_failed_per_step: Option<usize>,
+    max_failed_total: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +152,8 @@ impl Config {
             agent_timeout: ms(file.fleet.timeout_ms, 2000),
             bake: Duration::from_secs_f64(bake_secs),
             batch_percent,
+            max_failed_per_step: file.rollout.max_failed_per_step.unwrap_or(0),
+            max_failed_total: file.rollout.max_failed_total.unwrap_or(0),
             poll_interval: ms(file.poll.interval_ms, 1000),
             suspect_after: ms(file.poll.suspect_after_ms, 2000),
             down_after: ms(file.poll.down_after_ms, 4000),

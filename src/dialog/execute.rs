@@ -13,7 +13,7 @@ use crate::agent::protocol::AgentAction;
 use crate::app::Services;
 use crate::feasibility::{scope_words, Feasible, Infeasible};
 use crate::ops::{Actor, Check, DeploymentStatus, Operation, Scope, Strategy, StrategyKind, TimeSpec};
-use crate::orchestrate::{plan, DeployRequest, Target};
+use crate::orchestrate::{plan_with, DeployRequest, Target, WAITING_FOR_PROMOTE};
 use crate::registry::{DeploymentFilter, DeploymentRecord};
 use crate::reply::{Outcome, Reply, Table};
 use crate::topology::{AgentView, Liveness, Topology};
@@ -46,8 +46,25 @@ pub(super) async fn run(
                 run_checks(&services.client, &services.anonymous, &agents, &checks, &services.thresholds).await;
             render::checks(&scope, &checks, agents.len(), &results)
         }
-        Operation::Deploy { extension: Some(ext), version: Some(ver), scope: Some(scope), strategy, .. } => {
-            deploy(services, actor, &topo, ext, ver, scope, strategy.as_ref(), feasible, utterance).await
+        Operation::Deploy {
+            extension: Some(ext),
+            version: Some(ver),
+            scope: Some(scope),
+            strategy,
+            require_approval,
+            ..
+        } => {
+            let request = DeployRequest {
+                extension: ext.to_string(),
+                version: ver.to_string(),
+                scope: scope.clone(),
+                strategy: strategy.clone().unwrap_or_else(default_strategy),
+                targets: targets(&topo, ext, feasible),
+                actor: actor.clone(),
+                utterance: utterance.to_string(),
+                require_approval: *require_approval,
+            };
+            deploy(services, request, feasible).await
         }
         Operation::Pause { deployment: Some(id) } => control(services.orchestrator.pause(id, actor).await, "Paused"),
         Operation::Resume { deployment: Some(id) } => control(services.orchestrator.resume(id, actor).await, "Resumed"),
@@ -61,11 +78,9 @@ pub(super) async fn run(
         Operation::Retry { deployment: Some(id) } => {
             control(services.orchestrator.retry(id, actor).await, "Retrying from the step that failed:")
         }
-        Operation::Promote { deployment: Some(id) } => Reply::new(
-            Outcome::Infeasible,
-            format!("{id} has no phase waiting for approval: only progressive and blue-green rollouts are promoted."),
-        )
-        .feasible(false),
+        Operation::Promote { deployment: Some(id) } => {
+            control(services.orchestrator.promote(id, actor).await, "Promoted; carrying on:")
+        }
         Operation::ShowDeployment { deployment: Some(id) } => match services.registry.deployment_by_name(id).await {
             Ok(Some(d)) => render::deployment(&d),
             Ok(None) => Reply::new(Outcome::Infeasible, format!("There is no deployment {id}.")).feasible(false),
@@ -107,11 +122,11 @@ pub(super) fn preview(
     topo: &Topology,
 ) -> Option<serde_json::Value> {
     match op {
-        Operation::Deploy { extension: Some(ext), version: Some(ver), strategy, .. } => {
+        Operation::Deploy { extension: Some(ext), version: Some(ver), strategy, require_approval, .. } => {
             let targets = targets(topo, ext, feasible);
             let strategy = strategy.clone().unwrap_or_else(default_strategy);
             let settings = services.orchestrator.settings();
-            match plan(&strategy, &targets, settings) {
+            match plan_with(&strategy, &targets, settings, *require_approval) {
                 Ok(p) => Some(json!({
                     "extension": ext, "version": ver, "strategy": strategy,
                     "targets": feasible.targets, "already": feasible.already,
@@ -129,6 +144,8 @@ pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feas
     use DeploymentStatus as S;
     let id = &d.name;
     let status = d.status;
+    let waiting = status == S::Paused && d.reason.as_deref().is_some_and(|r| r.starts_with(WAITING_FOR_PROMOTE));
+    let switched = crate::orchestrate::switched_not_retired(d);
     let refuse = |why: String, alternatives: Vec<String>| Err(Infeasible { reasons: vec![why], alternatives });
     let ok = || {
         Ok(Feasible { targets: d.targets.iter().map(|t| t.agent.clone()).collect(), already: Vec::new(), risk: None })
@@ -139,21 +156,26 @@ pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feas
         Operation::Pause { .. } if status == S::Paused => {
             refuse(format!("{id} is already paused."), vec![format!("resume {id}")])
         }
+        Operation::Resume { .. } if waiting => refuse(
+            format!("{id} is waiting for approval, not paused: {}.", d.reason.as_deref().unwrap_or("")),
+            vec![format!("promote {id}"), format!("abort {id}")],
+        ),
         Operation::Resume { .. } if status == S::Paused => ok(),
         Operation::Resume { .. } if status.is_active() => {
             refuse(format!("{id} is already running."), vec![format!("show deployment {id}")])
         }
         Operation::Abort { .. } if status.is_active() => ok(),
-        Operation::Rollback { .. } if matches!(status, S::Succeeded | S::Failed) => ok(),
+        Operation::Rollback { .. } if matches!(status, S::Succeeded | S::Failed) || switched => ok(),
         Operation::Rollback { .. } if status.is_active() => refuse(
             format!("{id} is still {status}; abort it to stop it and return its agents."),
             vec![format!("abort {id}"), format!("pause {id}")],
         ),
         Operation::Retry { .. } if matches!(status, S::Failed | S::RolledBack | S::Aborted) => ok(),
+        Operation::Promote { .. } if waiting => ok(),
         Operation::Promote { .. } => refuse(
             format!(
-                "{id} is a {} rollout; only progressive and blue-green rollouts wait for promotion.",
-                d.strategy.kind.as_str()
+                "{id} has nothing waiting for promotion (it is {status}); progressive phases, blue-green switches \
+                 and deployments started with approval wait for it.",
             ),
             vec![format!("show deployment {id}")],
         ),
@@ -171,6 +193,7 @@ fn past_tense(op: &Operation) -> &'static str {
         Operation::Abort { .. } => "aborted",
         Operation::Rollback { .. } => "rolled back",
         Operation::Retry { .. } => "retried",
+        Operation::Promote { .. } => "promoted",
         _ => "changed",
     }
 }
@@ -192,30 +215,13 @@ fn targets(topo: &Topology, ext: &str, feasible: &Feasible) -> Vec<Target> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn deploy(
-    services: &Services,
-    actor: &Actor,
-    topo: &Topology,
-    ext: &str,
-    ver: &str,
-    scope: &Scope,
-    strategy: Option<&Strategy>,
-    feasible: &Feasible,
-    utterance: &str,
-) -> Reply {
-    let strategy = strategy.cloned().unwrap_or_else(default_strategy);
-    let request = DeployRequest {
-        extension: ext.to_string(),
-        version: ver.to_string(),
-        scope: scope.clone(),
-        strategy: strategy.clone(),
-        targets: targets(topo, ext, feasible),
-        actor: actor.clone(),
-        utterance: utterance.to_string(),
-    };
+async fn deploy(services: &Services, request: DeployRequest, feasible: &Feasible) -> Reply {
+    let (ext, ver, scope, strategy) =
+        (request.extension.clone(), request.version.clone(), request.scope.clone(), request.strategy.clone());
     let settings = services.orchestrator.settings();
-    let described = plan(&strategy, &request.targets, settings).map(|p| p.describe(settings)).unwrap_or_default();
+    let described = plan_with(&strategy, &request.targets, settings, request.require_approval)
+        .map(|p| p.describe(settings))
+        .unwrap_or_default();
     let mut from: BTreeMap<String, usize> = BTreeMap::new();
     for t in &request.targets {
         *from.entry(t.previous.clone().unwrap_or_else(|| "none".to_string())).or_default() += 1;
@@ -229,7 +235,7 @@ async fn deploy(
                 from_text.join(", "),
                 d.targets.len(),
                 if d.targets.len() == 1 { "" } else { "s" },
-                scope_words(scope),
+                scope_words(&scope),
                 strategy.kind.as_str().replace('_', "-"),
                 described.len(),
                 if described.len() == 1 { "" } else { "s" },

@@ -539,7 +539,15 @@ pub(super) fn deployments(
     let message = if list.is_empty() {
         format!("No deployments{filter}.")
     } else {
-        let names: Vec<String> = list.iter().take(5).map(|d| format!("{} {}", d.name, d.status)).collect();
+        // A held deployment waits for someone: say why right in the listing.
+        let names: Vec<String> = list
+            .iter()
+            .take(5)
+            .map(|d| match (&d.status, &d.reason) {
+                (DeploymentStatus::Paused, Some(r)) => format!("{} paused ({r})", d.name),
+                _ => format!("{} {}", d.name, d.status),
+            })
+            .collect();
         format!(
             "{} deployment{}{filter}: {}{}.",
             list.len(),
@@ -551,7 +559,7 @@ pub(super) fn deployments(
     let follow: Vec<String> = list.iter().take(2).map(|d| format!("show deployment {}", d.name)).collect();
     Reply::new(Outcome::Answered, message)
         .with_table(table)
-        .with_details(json!({ "deployments": list.iter().map(|d| json!({"id": d.name, "extension": d.extension, "version": d.version, "status": d.status, "scope": d.scope})).collect::<Vec<_>>() }))
+        .with_details(json!({ "deployments": list.iter().map(|d| json!({"id": d.name, "extension": d.extension, "version": d.version, "status": d.status, "scope": d.scope, "reason": d.reason})).collect::<Vec<_>>() }))
         .with_follow_ups(follow)
 }
 

@@ -17,7 +17,7 @@ pub fn announce(event: &RolloutEvent) -> Option<String> {
         RolloutEvent::GateEvaluated { id, step, passed: true, .. } => {
             format!("{id}: step {step} passed its health gate")
         }
-        RolloutEvent::GateEvaluated { id, step, passed: false, breaches, unreachable } => {
+        RolloutEvent::GateEvaluated { id, step, passed: false, outcome, breaches, unreachable } => {
             let mut parts: Vec<String> = breaches
                 .iter()
                 .take(3)
@@ -26,7 +26,12 @@ pub fn announce(event: &RolloutEvent) -> Option<String> {
             if !unreachable.is_empty() {
                 parts.push(format!("{} unreachable", unreachable.join(", ")));
             }
-            format!("{id}: step {step} FAILED its health gate: {}", parts.join("; "))
+            let verdict = match outcome {
+                super::GateOutcome::Inconclusive => "was INCONCLUSIVE at",
+                super::GateOutcome::Error => "could not read",
+                _ => "FAILED",
+            };
+            format!("{id}: step {step} {verdict} its health gate: {}", parts.join("; "))
         }
         RolloutEvent::Paused { id, reason } => format!("{id}: paused ({reason})"),
         RolloutEvent::Resumed { id } => format!("{id}: resumed"),

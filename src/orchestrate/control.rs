@@ -10,10 +10,12 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::run::{self, Job};
-use super::{plan, Control, DeployRequest, Inner, OrchestrateError, Orchestrator, RolloutEvent, Task};
+use super::{
+    plan_with, Control, DeployRequest, Inner, OrchestrateError, Orchestrator, RolloutEvent, Task, WAITING_FOR_PROMOTE,
+};
 use crate::agent::protocol::{AgentAction, AgentStatus};
 use crate::agent::AgentError;
-use crate::ops::{Actor, DeploymentStatus};
+use crate::ops::{Actor, DeploymentStatus, StrategyKind};
 use crate::registry::{DeploymentFilter, DeploymentRecord, NewDeployment, NewTarget, RegistryError, TargetState};
 
 impl Orchestrator {
@@ -21,7 +23,7 @@ impl Orchestrator {
     /// background, and answers at once.
     pub async fn start(&self, req: DeployRequest) -> Result<DeploymentRecord, OrchestrateError> {
         let inner = &self.inner;
-        let plan = plan(&req.strategy, &req.targets, &inner.settings)?;
+        let plan = plan_with(&req.strategy, &req.targets, &inner.settings, req.require_approval)?;
         let _transition = inner.transitions.lock().await;
         let busy = inner.active_agents().await?;
         check_overlap(plan.steps.iter().flat_map(|s| s.agents.iter()), &busy, None)?;
@@ -60,6 +62,7 @@ impl Orchestrator {
                     "extension": req.extension, "version": req.version, "scope": req.scope,
                     "strategy": req.strategy, "by": req.actor.name, "frontend": req.actor.frontend,
                     "utterance": req.utterance, "agents": record.agents().collect::<Vec<_>>(),
+                    "require_approval": req.require_approval,
                 }),
             )
             .await?;
@@ -112,12 +115,54 @@ impl Orchestrator {
             }
             _ => return Err(finished(&rec)),
         }
+        if waiting_for_promote(&rec) {
+            return Err(OrchestrateError::WrongState(format!(
+                "{} is waiting for approval, not paused: say \"promote {}\" to go on, or \"abort {}\"",
+                rec.name, rec.name, rec.name
+            )));
+        }
         inner.journal(rec.id, "resumed", json!({ "by": actor.name, "frontend": actor.frontend })).await?;
         inner.registry.set_status(rec.id, DeploymentStatus::Running, None).await?;
         if !inner.signal(rec.id, Control::Run) {
             // No task in this process (Parley restarted): installs are idempotent, so
             // the interrupted step simply runs again.
             inner.spawn(rec.id, Job::Rollout { from_step: rec.current_step });
+        }
+        inner.emit(RolloutEvent::Resumed { id: rec.name.clone() });
+        inner.load(id).await
+    }
+
+    /// Approves what a held deployment waits for: the next progressive phase, the
+    /// blue-green switch, or blue's retirement.
+    pub async fn promote(&self, id: &str, actor: &Actor) -> Result<DeploymentRecord, OrchestrateError> {
+        let inner = &self.inner;
+        let _transition = inner.transitions.lock().await;
+        let rec = inner.load(id).await?;
+        if !waiting_for_promote(&rec) {
+            let why = match rec.status {
+                s if s.is_active() => format!(
+                    "{} has no phase waiting for approval ({}{})",
+                    rec.name,
+                    s,
+                    rec.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                ),
+                _ => return Err(finished(&rec)),
+            };
+            return Err(OrchestrateError::WrongState(why));
+        }
+        let what = rec.reason.clone().unwrap_or_default();
+        inner
+            .journal(
+                rec.id,
+                "promoted",
+                json!({ "by": actor.name, "frontend": actor.frontend, "step": rec.current_step + 1, "waited": what }),
+            )
+            .await?;
+        inner.registry.set_status(rec.id, DeploymentStatus::Running, None).await?;
+        if !inner.signal(rec.id, Control::Run) {
+            // No task in this process (Parley restarted while it waited): the step
+            // before the hold passed, so carry on after it.
+            inner.spawn(rec.id, Job::Rollout { from_step: rec.current_step + 1 });
         }
         inner.emit(RolloutEvent::Resumed { id: rec.name.clone() });
         inner.load(id).await
@@ -135,7 +180,8 @@ impl Orchestrator {
         inner.journal(rec.id, "abort_requested", json!({ "by": actor.name, "frontend": actor.frontend })).await?;
         let progress = format!("{reason}; returning its agents to their previous versions");
         inner.registry.set_status(rec.id, DeploymentStatus::Aborted, Some(&progress)).await?;
-        if !inner.signal(rec.id, Control::Abort { reason: reason.clone() }) {
+        let control = Control::Abort { reason: reason.clone(), outcome: DeploymentStatus::Aborted };
+        if !inner.signal(rec.id, control) {
             inner.spawn(rec.id, Job::Rollback { outcome: DeploymentStatus::Aborted, reason });
         }
         inner.load(id).await
@@ -147,6 +193,19 @@ impl Orchestrator {
         let _transition = inner.transitions.lock().await;
         let rec = inner.load(id).await?;
         let name = &rec.name;
+        if switched_not_retired(&rec) {
+            let reason = format!("switched back to blue by {}", actor.name);
+            inner
+                .journal(rec.id, "switch_back_requested", json!({ "by": actor.name, "frontend": actor.frontend }))
+                .await?;
+            let progress = format!("{reason}; returning green to the previous version");
+            inner.registry.set_status(rec.id, DeploymentStatus::RolledBack, Some(&progress)).await?;
+            let control = Control::Abort { reason: reason.clone(), outcome: DeploymentStatus::RolledBack };
+            if !inner.signal(rec.id, control) {
+                inner.spawn(rec.id, Job::Rollback { outcome: DeploymentStatus::RolledBack, reason });
+            }
+            return inner.load(id).await;
+        }
         match rec.status {
             DeploymentStatus::Succeeded | DeploymentStatus::Failed => {}
             s if s.is_active() => {
@@ -369,6 +428,20 @@ fn check_overlap<'a>(
     let Some((_, deployment)) = clash.first().cloned() else { return Ok(()) };
     clash.retain(|(_, d)| *d == deployment);
     Err(OrchestrateError::Overlap { agents: clash.into_iter().map(|(a, _)| a).collect(), deployment })
+}
+
+/// Held until the operator says "promote".
+pub(crate) fn waiting_for_promote(rec: &DeploymentRecord) -> bool {
+    rec.status == DeploymentStatus::Paused && rec.reason.as_deref().is_some_and(|r| r.starts_with(WAITING_FOR_PROMOTE))
+}
+
+/// A blue-green deployment whose green is live and whose blue still runs the old
+/// version: a rollback switches back to blue.
+pub fn switched_not_retired(rec: &DeploymentRecord) -> bool {
+    rec.strategy.kind == StrategyKind::BlueGreen
+        && rec.status.is_active()
+        && rec.current_step == 1
+        && rec.targets.iter().all(|t| t.step != 2 || t.state == TargetState::Pending)
 }
 
 fn at_step(rec: &DeploymentRecord) -> String {

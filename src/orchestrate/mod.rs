@@ -28,8 +28,13 @@ use crate::registry::{Registry, RegistryError};
 use crate::topology::HealthThresholds;
 
 pub use announce::{announce, event_deployment};
-pub use gate::{GateBreach, GateResult};
-pub use plan::{plan, Plan, PlanStep};
+pub use control::switched_not_retired;
+pub use gate::{Baseline, GateBreach, GateLimits, GateOutcome, GateResult, GateSpec, Tolerance};
+pub use plan::{plan, plan_with, Plan, PlanStep, Wait};
+
+/// The start of a held deployment's reason when it waits for the operator's
+/// "promote" (the next phase, or a blue-green switch or retirement).
+pub const WAITING_FOR_PROMOTE: &str = "waiting for promote";
 
 /// How rollouts run.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +42,19 @@ pub struct RolloutSettings {
     /// Wait after each batch before the health gate, so that a bad version has time to show.
     pub bake: Duration,
     pub gate: HealthThresholds,
+    /// How far above the not-yet-upgraded agents' median a metric may go.
+    pub tolerance: Tolerance,
+    /// How many failed, error and inconclusive measurements a gate tolerates.
+    pub gate_limits: GateLimits,
+    /// Agents that may fail to install in one step before the rollout stops and rolls back.
+    pub max_failed_per_step: usize,
+    /// Agents that may fail to install over the whole rollout.
+    pub max_failed_total: usize,
+    /// Progressive phases wait for "promote" before the next one.
+    pub progressive_approval: bool,
+    /// A blue-green deployment retires blue by itself this long after the switch;
+    /// `None`: only when the operator says so.
+    pub blue_retire_after: Option<Duration>,
     /// Batch size of a rolling deployment that names none, in percent of its targets.
     pub default_batch_percent: u8,
     /// Bound on one install (or removal, or health read) on one agent.
@@ -48,6 +66,12 @@ impl Default for RolloutSettings {
         RolloutSettings {
             bake: Duration::from_secs(2),
             gate: HealthThresholds::default(),
+            tolerance: Tolerance::default(),
+            gate_limits: GateLimits::default(),
+            max_failed_per_step: 0,
+            max_failed_total: 0,
+            progressive_approval: true,
+            blue_retire_after: Some(Duration::from_secs(3600)),
             default_batch_percent: 25,
             install_timeout: Duration::from_secs(30),
         }
@@ -73,21 +97,70 @@ pub struct DeployRequest {
     pub targets: Vec<Target>,
     pub actor: Actor,
     pub utterance: String,
+    /// Wait for "promote" between steps, whatever the strategy.
+    pub require_approval: bool,
+}
+
+impl RolloutSettings {
+    pub fn gate_spec(&self) -> GateSpec {
+        GateSpec { thresholds: self.gate, tolerance: self.tolerance, limits: self.gate_limits }
+    }
 }
 
 /// Progress of rollouts, for front-ends to render. Steps are 1-based here, as read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum RolloutEvent {
-    Started { id: String, extension: String, version: String, agents: usize, steps: usize },
-    StepStarted { id: String, step: usize, of: usize, agents: Vec<String> },
-    AgentInstalled { id: String, agent: String, version: String },
-    AgentFailed { id: String, agent: String, error: String },
-    GateEvaluated { id: String, step: usize, passed: bool, breaches: Vec<GateBreach>, unreachable: Vec<String> },
-    Paused { id: String, reason: String },
-    Resumed { id: String },
-    Finished { id: String, status: DeploymentStatus, reason: String },
-    RollbackProgress { id: String, agent: String, version: Option<String>, ok: bool, detail: String },
+    Started {
+        id: String,
+        extension: String,
+        version: String,
+        agents: usize,
+        steps: usize,
+    },
+    StepStarted {
+        id: String,
+        step: usize,
+        of: usize,
+        agents: Vec<String>,
+    },
+    AgentInstalled {
+        id: String,
+        agent: String,
+        version: String,
+    },
+    AgentFailed {
+        id: String,
+        agent: String,
+        error: String,
+    },
+    GateEvaluated {
+        id: String,
+        step: usize,
+        passed: bool,
+        outcome: GateOutcome,
+        breaches: Vec<GateBreach>,
+        unreachable: Vec<String>,
+    },
+    Paused {
+        id: String,
+        reason: String,
+    },
+    Resumed {
+        id: String,
+    },
+    Finished {
+        id: String,
+        status: DeploymentStatus,
+        reason: String,
+    },
+    RollbackProgress {
+        id: String,
+        agent: String,
+        version: Option<String>,
+        ok: bool,
+        detail: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,9 +196,12 @@ fn agents_phrase(agents: &[String]) -> String {
 pub(crate) enum Control {
     Run,
     Pause,
-    /// With the reason the registry records ("aborted by alice at step 2 of 4").
+    /// With the reason the registry records ("aborted by alice at step 2 of 4") and
+    /// the status once the agents are returned (aborted, or rolled back for a
+    /// blue-green switch-back).
     Abort {
         reason: String,
+        outcome: DeploymentStatus,
     },
 }
 

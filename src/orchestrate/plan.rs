@@ -1,28 +1,57 @@
-//! Planning: which agents each step of a rollout reaches. Pure, so a plan can be shown
-//! to the operator before anything happens and tested without a fleet.
+//! Planning: which agents each step of a rollout reaches, what each step is called and
+//! what it waits for afterwards. Pure, so a plan can be shown to the operator before
+//! anything happens and tested without a fleet.
+//!
+//! - canary: the given percentages, or 1, 5, 10, 25, 50, 100;
+//! - progressive: named phases (canary 10%, half 50%, everyone 100% by default, or
+//!   the given percentages), each waiting for "promote" before the next;
+//! - blue-green: green (half the targets) is installed and verified, then a switch
+//!   step that makes green live and keeps blue on the old version as a standby, then
+//!   blue is retired (upgraded) on "promote" or after a timer;
+//! - rolling: batches of N agents (or a share of the targets).
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{OrchestrateError, RolloutSettings, Target};
 use crate::ops::{Strategy, StrategyKind};
 use crate::topology::HealthThresholds;
 
 const CANARY_STEPS: [u8; 6] = [1, 5, 10, 25, 50, 100];
-const PROGRESSIVE_STEPS: [u8; 3] = [25, 50, 100];
+const PROGRESSIVE_STEPS: [u8; 3] = [10, 50, 100];
+const PROGRESSIVE_NAMES: [&str; 3] = ["canary", "half", "everyone"];
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub steps: Vec<PlanStep>,
 }
 
 /// One step: the agents it adds, and the share of all targets reached once it is done.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanStep {
     pub agents: Vec<String>,
     pub cumulative_percent: u8,
+    /// The phase's name ("canary", "green"); `None` for plain numbered steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Blue-green: the step that makes green live (installs nothing).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub switch: bool,
+    /// What the rollout waits for once this step has passed its gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Wait>,
+}
+
+/// A hold after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wait {
+    /// Until the operator says "promote".
+    Promote,
+    /// Until "promote", or by itself after the blue-retirement timer.
+    PromoteOrTimer,
 }
 
 impl Plan {
@@ -34,14 +63,35 @@ impl Plan {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let noun = if s.agents.len() == 1 { "agent" } else { "agents" };
-                format!(
-                    "step {}: {} {noun} ({}%): {}; bake {bake}; gate: {gate}",
-                    i + 1,
-                    s.agents.len(),
-                    s.cumulative_percent,
-                    s.agents.join(", ")
-                )
+                let name = s.name.as_deref().map(|n| format!("{n}: ")).unwrap_or_default();
+                let mut line = if s.switch {
+                    format!(
+                        "step {}: {name}mark green live and keep blue on the old version as a standby \
+                         (no agent is changed; traffic routing is not managed by Parley)",
+                        i + 1
+                    )
+                } else {
+                    let noun = if s.agents.len() == 1 { "agent" } else { "agents" };
+                    format!(
+                        "step {}: {name}{} {noun} ({}%): {}; bake {bake}; gate: {gate}, against the agents not yet upgraded",
+                        i + 1,
+                        s.agents.len(),
+                        s.cumulative_percent,
+                        s.agents.join(", ")
+                    )
+                };
+                match s.wait {
+                    Some(Wait::Promote) => line.push_str("; then wait for promote"),
+                    Some(Wait::PromoteOrTimer) => {
+                        let timer = settings
+                            .blue_retire_after
+                            .map(|d| format!(" or {}", describe_duration(d)))
+                            .unwrap_or_default();
+                        line.push_str(&format!("; then wait for promote{timer} to retire blue"));
+                    }
+                    None => {}
+                }
+                line
             })
             .collect()
     }
@@ -51,8 +101,19 @@ impl Plan {
     }
 }
 
-/// Splits `targets` into steps for `strategy`.
+/// Splits `targets` into steps for `strategy`, without extra approvals.
 pub fn plan(strategy: &Strategy, targets: &[Target], settings: &RolloutSettings) -> Result<Plan, OrchestrateError> {
+    plan_with(strategy, targets, settings, false)
+}
+
+/// Splits `targets` into steps for `strategy`; `require_approval` makes every step
+/// but the last wait for "promote".
+pub fn plan_with(
+    strategy: &Strategy,
+    targets: &[Target],
+    settings: &RolloutSettings,
+    require_approval: bool,
+) -> Result<Plan, OrchestrateError> {
     let mut seen = HashSet::new();
     let agents: Vec<String> =
         targets.iter().filter(|t| seen.insert(t.agent.as_str())).map(|t| t.agent.clone()).collect();
@@ -62,9 +123,27 @@ pub fn plan(strategy: &Strategy, targets: &[Target], settings: &RolloutSettings)
     let n = agents.len();
     let counts: Vec<usize> = match strategy.kind {
         StrategyKind::BlueGreen => {
-            return Err(OrchestrateError::Unsupported(
-                "blue-green switching is not available yet; canary, progressive and rolling deployments are".into(),
-            ))
+            if n < 2 {
+                return Err(OrchestrateError::InvalidPlan(
+                    "blue-green needs at least 2 agents, one green and one blue; use a rolling deployment".into(),
+                ));
+            }
+            let green = n.div_ceil(2);
+            let pct = |c: usize| u8::try_from((c * 100 + n / 2) / n).unwrap_or(100);
+            let step = |agents: &[String], c: usize, name: &str, switch: bool, wait: Option<Wait>| PlanStep {
+                agents: agents.to_vec(),
+                cumulative_percent: pct(c),
+                name: Some(name.to_string()),
+                switch,
+                wait,
+            };
+            return Ok(Plan {
+                steps: vec![
+                    step(&agents[..green], green, "green", false, Some(Wait::Promote)),
+                    step(&[], green, "switch", true, Some(Wait::PromoteOrTimer)),
+                    step(&agents[green..], n, "retire blue", false, None),
+                ],
+            });
         }
         StrategyKind::Rolling => {
             let batch = match strategy.batch_size {
@@ -99,12 +178,26 @@ pub fn plan(strategy: &Strategy, targets: &[Target], settings: &RolloutSettings)
             counts
         }
     };
+    let progressive = strategy.kind == StrategyKind::Progressive;
+    let named = progressive && strategy.steps.is_none() && counts.len() == PROGRESSIVE_NAMES.len();
+    let approve = require_approval || (progressive && settings.progressive_approval);
+    let last = counts.len().saturating_sub(1);
     let mut steps = Vec::with_capacity(counts.len());
     let mut from = 0;
-    for to in counts {
+    for (i, to) in counts.into_iter().enumerate() {
+        let name = if named {
+            PROGRESSIVE_NAMES.get(i).map(|s| s.to_string())
+        } else if progressive {
+            Some(format!("phase {}", i + 1))
+        } else {
+            None
+        };
         steps.push(PlanStep {
             agents: agents.get(from..to).map(<[String]>::to_vec).unwrap_or_default(),
             cumulative_percent: u8::try_from((to * 100 + n / 2) / n).unwrap_or(100),
+            name,
+            switch: false,
+            wait: (approve && i < last).then_some(Wait::Promote),
         });
         from = to;
     }
@@ -162,6 +255,10 @@ mod tests {
         assert_eq!(sizes(&p), [(1, 10), (4, 50), (5, 100)]);
         let p = plan(&strategy(StrategyKind::Progressive, None, None), &targets(4), &s).unwrap();
         assert_eq!(sizes(&p), [(1, 25), (1, 50), (2, 100)]);
+        let names: Vec<_> = p.steps.iter().map(|s| s.name.clone().unwrap()).collect();
+        assert_eq!(names, ["canary", "half", "everyone"]);
+        let waits: Vec<_> = p.steps.iter().map(|s| s.wait).collect();
+        assert_eq!(waits, [Some(Wait::Promote), Some(Wait::Promote), None]);
         let p = plan(&strategy(StrategyKind::Canary, None, None), &targets(1), &s).unwrap();
         assert_eq!(sizes(&p), [(1, 100)]);
         assert_eq!(p.agent_count(), 1);
@@ -182,11 +279,26 @@ mod tests {
     }
 
     #[test]
-    fn blue_green_is_refused_with_the_alternatives() {
-        let e = plan(&strategy(StrategyKind::BlueGreen, None, None), &targets(3), &RolloutSettings::default())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("blue-green") && e.contains("canary") && e.contains("rolling"), "{e}");
+    fn blue_green_is_green_then_switch_then_retire_blue() {
+        let s = RolloutSettings::default();
+        let p = plan(&strategy(StrategyKind::BlueGreen, None, None), &targets(5), &s).unwrap();
+        assert_eq!(sizes(&p), [(3, 60), (0, 60), (2, 100)]);
+        assert!(p.steps[1].switch);
+        assert_eq!(p.steps[0].wait, Some(Wait::Promote));
+        assert_eq!(p.steps[1].wait, Some(Wait::PromoteOrTimer));
+        let lines = p.describe(&s);
+        assert!(lines[0].starts_with("step 1: green: 3 agents (60%)") && lines[0].ends_with("then wait for promote"));
+        assert!(
+            lines[1].contains("mark green live") && lines[1].ends_with("wait for promote or 3600 s to retire blue")
+        );
+        assert!(plan(&strategy(StrategyKind::BlueGreen, None, None), &targets(1), &s).is_err());
+    }
+
+    #[test]
+    fn require_approval_holds_every_step_but_the_last() {
+        let s = RolloutSettings::default();
+        let p = plan_with(&strategy(StrategyKind::Canary, Some(vec![50]), None), &targets(4), &s, true).unwrap();
+        assert_eq!(p.steps.iter().map(|s| s.wait).collect::<Vec<_>>(), [Some(Wait::Promote), None]);
     }
 
     #[test]
@@ -197,7 +309,7 @@ mod tests {
         let lines = plan(&strategy(StrategyKind::Rolling, None, None), &t, &s).unwrap().describe(&s);
         assert_eq!(
             lines[0],
-            "step 1: 3 agents (25%): edge-19, edge-20, edge-21; bake 2 s; gate: error rate < 1%, p95 < 500 ms, cpu < 80%, memory < 85%"
+            "step 1: 3 agents (25%): edge-19, edge-20, edge-21; bake 2 s; gate: error rate < 1%, p95 < 500 ms, cpu < 80%, memory < 85%, against the agents not yet upgraded"
         );
         assert_eq!(lines.len(), 4);
     }

@@ -1,17 +1,22 @@
 //! The background tasks: a rollout (step by step: install, bake, gate) and a rollback.
 //! Each journals what it is about to do before doing it, and writes the outcome.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::gate;
-use super::{Control, Inner, OrchestrateError, RolloutEvent};
+use super::gate::{self, Baseline, GateOutcome};
+use super::{Control, Inner, OrchestrateError, Plan, PlanStep, RolloutEvent, Wait, WAITING_FOR_PROMOTE};
 use crate::agent::AgentError;
 use crate::ops::DeploymentStatus;
 use crate::registry::{deployment_name, DeploymentRecord, TargetRecord, TargetState};
+
+/// The start of a target's detail when its install failed, so that the failure
+/// budget can count them across steps.
+const INSTALL_FAILED: &str = "install failed: ";
 
 pub(crate) enum Job {
     Rollout {
@@ -44,6 +49,20 @@ async fn load(inner: &Inner, id: i64) -> Result<DeploymentRecord, OrchestrateErr
     inner.registry.deployment(id).await?.ok_or_else(|| OrchestrateError::UnknownDeployment(deployment_name(id)))
 }
 
+/// Why a rollout stops early: the operator aborted (or switched a blue-green
+/// deployment back), with the status the deployment ends in once its agents are back.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Stop {
+    pub outcome: DeploymentStatus,
+    pub reason: String,
+}
+
+/// The plan the rollout was started with, as journalled in its `planned` event.
+async fn planned(inner: &Inner, id: i64) -> Result<Option<Plan>, OrchestrateError> {
+    let Some(event) = inner.registry.last_event(id, "planned").await? else { return Ok(None) };
+    Ok(serde_json::from_value::<Plan>(event.data["plan"].clone()).ok())
+}
+
 async fn rollout(
     inner: &Arc<Inner>,
     id: i64,
@@ -53,86 +72,274 @@ async fn rollout(
     let name = deployment_name(id);
     let rec = load(inner, id).await?;
     let (extension, version, steps) = (rec.extension.clone(), rec.version.clone(), rec.step_count);
+    let plan = planned(inner, id).await?;
+    let spec = inner.settings.gate_spec();
+    // The last baseline seen, for the steps after which no target is left on the old
+    // version (the last step of a canary, blue's retirement).
+    let mut last_baseline: Option<Baseline> = None;
     for step in from_step..steps {
-        if let Some(reason) = checkpoint(&mut control).await {
-            return rollback_and_finish(inner, id, DeploymentStatus::Aborted, &reason).await;
+        let plan_step: Option<PlanStep> = plan.as_ref().and_then(|p| p.steps.get(step as usize).cloned());
+        if let Some(stop) = checkpoint(&mut control).await {
+            return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await;
         }
         inner.registry.set_current_step(id, step).await?;
         let rec = load(inner, id).await?;
         let added: Vec<String> = rec.targets.iter().filter(|t| t.step == step).map(|t| t.agent.clone()).collect();
-        inner.journal(id, "step_started", json!({ "step": step + 1, "of": steps, "agents": added })).await?;
+        let phase = plan_step.as_ref().and_then(|p| p.name.clone());
+        inner
+            .journal(id, "step_started", json!({ "step": step + 1, "of": steps, "agents": added, "phase": phase }))
+            .await?;
         inner.emit(RolloutEvent::StepStarted {
             id: name.clone(),
             step: step as usize + 1,
             of: steps as usize,
             agents: added,
         });
-        // Agents of earlier steps that are not installed (a retry, or a resume after a
-        // crash mid-install) go in this batch too.
-        let batch: Vec<TargetRecord> =
-            rec.targets.iter().filter(|t| t.step <= step && t.state != TargetState::Installed).cloned().collect();
-        let failures = install_batch(inner, id, &extension, &version, &batch).await?;
-        if !failures.is_empty() {
-            let reason = format!("install failed at step {} of {steps}: {}", step + 1, failures.join("; "));
-            return fail(inner, id, &reason).await;
-        }
-        if let Some(reason) = bake(inner.settings.bake, &mut control).await {
-            return rollback_and_finish(inner, id, DeploymentStatus::Aborted, &reason).await;
-        }
-        let reached: Vec<TargetRecord> =
-            load(inner, id).await?.targets.into_iter().filter(|t| t.step <= step).collect();
-        let result =
-            gate::evaluate(&inner.client, &reached, &inner.settings.gate, inner.settings.install_timeout).await;
-        let unreachable: Vec<String> = result.unreachable.iter().map(|(a, _)| a.clone()).collect();
-        inner
-            .journal(
-                id,
-                "gate_evaluated",
-                json!({ "step": step + 1, "passed": result.passed(), "breaches": result.breaches,
-                        "unreachable": result.unreachable }),
+        if plan_step.as_ref().is_some_and(|p| p.switch) {
+            // Parley does not route traffic: the switch is the recorded decision that
+            // green is live and blue is the standby.
+            let green = rec.targets.iter().filter(|t| t.step < step).count();
+            let blue = rec.targets.iter().filter(|t| t.step > step).count();
+            inner.journal(id, "switched", json!({ "green": green, "blue": blue })).await?;
+        } else {
+            // This step's agents, and agents of earlier steps a crash or retry left
+            // mid-way; agents that failed within the budget stay as they are.
+            let batch: Vec<TargetRecord> = rec
+                .targets
+                .iter()
+                .filter(|t| {
+                    (t.step == step && t.state != TargetState::Installed)
+                        || (t.step < step && matches!(t.state, TargetState::Pending | TargetState::Installing))
+                })
+                .cloned()
+                .collect();
+            let failures = install_batch(inner, id, &extension, &version, &batch).await?;
+            if !failures.is_empty() {
+                let total = load(inner, id)
+                    .await?
+                    .targets
+                    .iter()
+                    .filter(|t| t.detail.as_deref().is_some_and(|d| d.starts_with(INSTALL_FAILED)))
+                    .count()
+                    .max(failures.len());
+                let (per_step, overall) = (inner.settings.max_failed_per_step, inner.settings.max_failed_total);
+                if failures.len() > per_step || total > overall {
+                    let reason = format!(
+                        "install failed at step {} of {steps}: {} (failure budget: {per_step} per step, {overall} in all; {} failed in this step, {total} in all)",
+                        step + 1,
+                        failures.iter().map(|(_, line)| line.as_str()).collect::<Vec<_>>().join("; "),
+                        failures.len()
+                    );
+                    return fail(inner, id, &reason).await;
+                }
+                let agents: Vec<&str> = failures.iter().map(|(a, _)| a.as_str()).collect();
+                inner.journal(id, "failure_within_budget", json!({ "step": step + 1, "agents": agents })).await?;
+                // An agent whose install failed may hold anything: put it back now so
+                // that it runs a version the registry knows.
+                let rec = load(inner, id).await?;
+                let failed: Vec<TargetRecord> =
+                    rec.targets.iter().filter(|t| agents.contains(&t.agent.as_str())).cloned().collect();
+                rollback_agents(inner, &rec, &failed, true).await?;
+            }
+            if let Some(stop) = bake(inner.settings.bake, &mut control).await {
+                return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await;
+            }
+            let rec = load(inner, id).await?;
+            let reached: Vec<TargetRecord> =
+                rec.targets.iter().filter(|t| t.step <= step && t.state == TargetState::Installed).cloned().collect();
+            let old: Vec<TargetRecord> = rec.targets.iter().filter(|t| t.step > step).cloned().collect();
+            let timeout = inner.settings.install_timeout;
+            let (upgraded, base) = futures::future::join(
+                gate::read_all(&inner.client, &reached, timeout),
+                gate::read_all(&inner.client, &old, timeout),
             )
-            .await?;
-        inner.emit(RolloutEvent::GateEvaluated {
-            id: name.clone(),
-            step: step as usize + 1,
-            passed: result.passed(),
-            breaches: result.breaches.clone(),
-            unreachable,
-        });
-        if !result.passed() {
-            let reason = format!("health gate failed at step {} of {steps}: {}", step + 1, result.describe());
-            return fail(inner, id, &reason).await;
+            .await;
+            if let Some(b) = gate::baseline(&base) {
+                last_baseline = Some(b);
+            }
+            let result = gate::judge(&spec, &upgraded, last_baseline);
+            let unreachable: Vec<String> = result.unreachable.iter().map(|(a, _)| a.clone()).collect();
+            inner
+                .journal(
+                    id,
+                    "gate_evaluated",
+                    json!({ "step": step + 1, "passed": result.passed(), "outcome": result.outcome,
+                            "failed_kinds": result.failed_kinds(), "breaches": result.breaches,
+                            "unreachable": result.unreachable, "baseline": result.baseline,
+                            "counts": result.counts.iter().map(|(k, v)| (k.as_str(), *v)).collect::<BTreeMap<_, _>>() }),
+                )
+                .await?;
+            inner.emit(RolloutEvent::GateEvaluated {
+                id: name.clone(),
+                step: step as usize + 1,
+                passed: result.passed(),
+                outcome: result.outcome,
+                breaches: result.breaches.clone(),
+                unreachable,
+            });
+            match result.outcome {
+                GateOutcome::Successful => {}
+                GateOutcome::Failed | GateOutcome::Error => {
+                    let what = if result.outcome == GateOutcome::Failed { "failed" } else { "could not be read" };
+                    let pct = plan_step.as_ref().map(|p| format!(" ({}%)", p.cumulative_percent)).unwrap_or_default();
+                    let reason =
+                        format!("health gate {what} at step {} of {steps}{pct}: {}", step + 1, result.describe());
+                    return fail(inner, id, &reason).await;
+                }
+                GateOutcome::Inconclusive => {
+                    let reason = format!(
+                        "gate inconclusive at step {} of {steps}: {}; resume to carry on or abort to roll back",
+                        step + 1,
+                        result.describe()
+                    );
+                    if let Some(stop) = hold(inner, id, reason, None, &mut control).await? {
+                        return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await;
+                    }
+                }
+            }
+        }
+        if let Some(wait) = plan_step.as_ref().and_then(|p| p.wait) {
+            if step + 1 < steps {
+                let (reason, timer) = wait_reason(&rec, plan.as_ref(), step, wait, &inner.settings);
+                if let Some(stop) = hold(inner, id, reason, timer, &mut control).await? {
+                    return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await;
+                }
+            }
         }
     }
 
     let transition = inner.transitions.lock().await;
     let abort = match &*control.borrow() {
-        Control::Abort { reason } => Some(reason.clone()),
+        Control::Abort { reason, outcome } => Some(Stop { outcome: *outcome, reason: reason.clone() }),
         _ => None,
     };
-    if let Some(reason) = abort {
+    if let Some(stop) = abort {
         drop(transition);
-        return rollback_and_finish(inner, id, DeploymentStatus::Aborted, &reason).await;
+        return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await;
     }
-    let count = load(inner, id).await?.targets.len();
-    let reason = format!("{count} agents on {extension} {version}");
+    let rec = load(inner, id).await?;
+    let installed = rec.targets.iter().filter(|t| t.state == TargetState::Installed).count();
+    let count = rec.targets.len();
+    let mut reason = if installed == count {
+        format!("{count} agents on {extension} {version}")
+    } else {
+        format!("{installed} of {count} agents on {extension} {version}")
+    };
+    let failed: Vec<String> = rec
+        .targets
+        .iter()
+        .filter(|t| t.state != TargetState::Installed)
+        .map(|t| format!("{} ({})", t.agent, t.detail.as_deref().unwrap_or(t.state.as_str())))
+        .collect();
+    if !failed.is_empty() {
+        reason.push_str(&format!("; failed within the failure budget: {}", failed.join(", ")));
+    }
     inner.journal(id, "succeeded", json!({ "reason": reason })).await?;
     inner.registry.set_status(id, DeploymentStatus::Succeeded, Some(&reason)).await?;
     inner.emit(RolloutEvent::Finished { id: name, status: DeploymentStatus::Succeeded, reason });
     Ok(())
 }
 
-/// Waits while paused. Answers the abort reason if the operator aborted.
-async fn checkpoint(control: &mut watch::Receiver<Control>) -> Option<String> {
+/// The reason a deployment holds with after `step`, and its timer.
+fn wait_reason(
+    rec: &DeploymentRecord,
+    plan: Option<&Plan>,
+    step: u32,
+    wait: Wait,
+    settings: &super::RolloutSettings,
+) -> (String, Option<std::time::Duration>) {
+    let next = plan.and_then(|p| p.steps.get(step as usize + 1));
+    let this = plan.and_then(|p| p.steps.get(step as usize));
+    let name =
+        |s: Option<&PlanStep>, i: u32| s.and_then(|s| s.name.clone()).unwrap_or_else(|| format!("step {}", i + 1));
+    let blue = rec.targets.iter().filter(|t| t.step > step).count();
+    let green = rec.targets.iter().filter(|t| t.step <= step).count();
+    match (wait, this.is_some_and(|s| s.name.as_deref() == Some("green"))) {
+        (Wait::PromoteOrTimer, _) => {
+            let timer = settings.blue_retire_after;
+            let when =
+                timer.map(|d| format!(" or by itself in {}", super::plan::describe_duration(d))).unwrap_or_default();
+            (
+                format!(
+                    "{WAITING_FOR_PROMOTE} to retire blue: green ({green} agents on {} {}) is live and blue ({blue} agents) \
+                     stays on the previous version as a standby; promote retires blue{when}, roll back switches back to blue",
+                    rec.extension, rec.version
+                ),
+                timer,
+            )
+        }
+        (Wait::Promote, true) => (
+            format!(
+                "{WAITING_FOR_PROMOTE} to switch: green ({green} agents) runs {} {} and passed its gate; \
+                 promote marks green live (Parley does not route traffic; the switch is recorded)",
+                rec.extension, rec.version
+            ),
+            None,
+        ),
+        (Wait::Promote, false) => (
+            format!(
+                "{WAITING_FOR_PROMOTE}: {} (step {} of {}) passed its gate; promote starts {}",
+                name(this, step),
+                step + 1,
+                rec.step_count,
+                name(next, step + 1)
+            ),
+            None,
+        ),
+    }
+}
+
+/// Holds the deployment (paused, with `reason`) until the operator resumes or
+/// promotes it, or until `timer`. Answers the stop if the operator aborted instead.
+async fn hold(
+    inner: &Arc<Inner>,
+    id: i64,
+    reason: String,
+    timer: Option<std::time::Duration>,
+    control: &mut watch::Receiver<Control>,
+) -> Result<Option<Stop>, OrchestrateError> {
+    {
+        let _transition = inner.transitions.lock().await;
+        if let Control::Abort { reason, outcome } = &*control.borrow() {
+            return Ok(Some(Stop { outcome: *outcome, reason: reason.clone() }));
+        }
+        inner.journal(id, "held", json!({ "reason": reason })).await?;
+        inner.registry.set_status(id, DeploymentStatus::Paused, Some(&reason)).await?;
+        inner.signal(id, Control::Pause);
+        inner.emit(RolloutEvent::Paused { id: deployment_name(id), reason });
+    }
+    let Some(timer) = timer else { return Ok(checkpoint(control).await) };
+    let deadline = Instant::now() + timer;
+    tokio::select! {
+        stop = checkpoint(control) => Ok(stop),
+        _ = tokio::time::sleep_until(deadline) => {
+            let _transition = inner.transitions.lock().await;
+            if let Control::Abort { reason, outcome } = &*control.borrow() {
+                return Ok(Some(Stop { outcome: *outcome, reason: reason.clone() }));
+            }
+            inner.journal(id, "hold_timer_elapsed", json!({ "after_secs": timer.as_secs_f64() })).await?;
+            inner.registry.set_status(id, DeploymentStatus::Running, None).await?;
+            inner.signal(id, Control::Run);
+            inner.emit(RolloutEvent::Resumed { id: deployment_name(id) });
+            Ok(None)
+        }
+    }
+}
+
+/// Waits while paused. Answers the stop if the operator aborted.
+async fn checkpoint(control: &mut watch::Receiver<Control>) -> Option<Stop> {
     loop {
         let current = control.borrow_and_update().clone();
         match current {
             Control::Run => return None,
-            Control::Abort { reason } => return Some(reason),
+            Control::Abort { reason, outcome } => return Some(Stop { outcome, reason }),
             Control::Pause => {
                 if control.changed().await.is_err() {
                     // The controls are gone with the orchestrator; nothing will resume us.
-                    return Some("the orchestrator stopped while the rollout was paused".into());
+                    return Some(Stop {
+                        outcome: DeploymentStatus::Aborted,
+                        reason: "the orchestrator stopped while the rollout was paused".into(),
+                    });
                 }
             }
         }
@@ -140,10 +347,10 @@ async fn checkpoint(control: &mut watch::Receiver<Control>) -> Option<String> {
 }
 
 /// Sleeps `bake`, pausing (and then baking again in full) or stopping on the operator's word.
-async fn bake(bake: std::time::Duration, control: &mut watch::Receiver<Control>) -> Option<String> {
+async fn bake(bake: std::time::Duration, control: &mut watch::Receiver<Control>) -> Option<Stop> {
     loop {
-        if let Some(reason) = checkpoint(control).await {
-            return Some(reason);
+        if let Some(stop) = checkpoint(control).await {
+            return Some(stop);
         }
         let deadline = Instant::now() + bake;
         loop {
@@ -171,7 +378,7 @@ async fn install_batch(
     extension: &str,
     version: &str,
     batch: &[TargetRecord],
-) -> Result<Vec<String>, OrchestrateError> {
+) -> Result<Vec<(String, String)>, OrchestrateError> {
     for t in batch {
         inner
             .journal(
@@ -199,13 +406,14 @@ async fn install_batch(
             }
             Err((state, error)) => {
                 inner.journal(id, "install_failed", json!({ "agent": t.agent, "error": error })).await?;
-                inner.registry.set_target_state(id, &t.agent, state, Some(&error)).await?;
+                let detail = format!("{INSTALL_FAILED}{error}");
+                inner.registry.set_target_state(id, &t.agent, state, Some(&detail)).await?;
                 inner.emit(RolloutEvent::AgentFailed {
                     id: name.clone(),
                     agent: t.agent.clone(),
                     error: error.clone(),
                 });
-                failures.push(format!("{}: {error}", t.agent));
+                failures.push((t.agent.clone(), format!("{}: {error}", t.agent)));
             }
         }
     }
@@ -265,7 +473,7 @@ async fn rollback_and_finish(
             json!({ "reason": reason, "agents": touched.iter().map(|t| &t.agent).collect::<Vec<_>>() }),
         )
         .await?;
-    let failures = rollback_agents(inner, &rec, &touched).await?;
+    let failures = rollback_agents(inner, &rec, &touched, false).await?;
     let (status, reason) = if failures.is_empty() {
         (outcome, format!("{reason}; {}", returned_summary(&rec, &touched)))
     } else {
@@ -296,10 +504,13 @@ fn returned_summary(rec: &DeploymentRecord, touched: &[TargetRecord]) -> String 
     }
 }
 
+/// Returns `touched` to their previous versions. `after_failure`: they failed to
+/// install (within the budget), and their detail keeps saying so.
 async fn rollback_agents(
     inner: &Inner,
     rec: &DeploymentRecord,
     touched: &[TargetRecord],
+    after_failure: bool,
 ) -> Result<Vec<String>, OrchestrateError> {
     for t in touched {
         inner.journal(rec.id, "rollback_agent_started", json!({ "agent": t.agent, "to": t.previous_version })).await?;
@@ -312,7 +523,10 @@ async fn rollback_agents(
         match result {
             Ok(()) => {
                 inner.journal(rec.id, "rollback_agent_succeeded", json!({ "agent": t.agent, "to": to })).await?;
-                let detail = format!("returned to {}", to.as_deref().unwrap_or("not installed"));
+                let mut detail = format!("returned to {}", to.as_deref().unwrap_or("not installed"));
+                if after_failure {
+                    detail = format!("{}; {detail}", t.detail.as_deref().unwrap_or(INSTALL_FAILED));
+                }
                 inner.registry.set_target_state(rec.id, &t.agent, TargetState::RolledBack, Some(&detail)).await?;
                 inner.emit(RolloutEvent::RollbackProgress {
                     id: rec.name.clone(),
@@ -335,7 +549,12 @@ async fn rollback_agents(
                     None => format!("could not remove {}", rec.extension),
                 };
                 let line = format!("{left_on} ({wanted}: {error})");
-                inner.registry.set_target_state(rec.id, &t.agent, t.state, Some(&line)).await?;
+                let detail = if after_failure {
+                    format!("{}; {line}", t.detail.as_deref().unwrap_or(INSTALL_FAILED))
+                } else {
+                    line.clone()
+                };
+                inner.registry.set_target_state(rec.id, &t.agent, t.state, Some(&detail)).await?;
                 inner.emit(RolloutEvent::RollbackProgress {
                     id: rec.name.clone(),
                     agent: t.agent.clone(),
@@ -403,8 +622,8 @@ mod tests {
         let started = Instant::now();
         let task = tokio::spawn(async move { bake(Duration::from_secs(30), &mut rx).await });
         tokio::time::sleep(Duration::from_secs(1)).await;
-        tx.send(Control::Abort { reason: "aborted by bob".into() }).unwrap();
-        assert_eq!(task.await.unwrap().as_deref(), Some("aborted by bob"));
+        tx.send(Control::Abort { reason: "aborted by bob".into(), outcome: DeploymentStatus::Aborted }).unwrap();
+        assert_eq!(task.await.unwrap().map(|s| s.reason).as_deref(), Some("aborted by bob"));
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

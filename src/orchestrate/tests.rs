@@ -7,7 +7,7 @@ use crate::agent::demo::{DemoFleet, DemoOptions};
 use crate::agent::faults::FaultSpec;
 use crate::agent::protocol::AgentAction;
 use crate::ops::{Role, StrategyKind};
-use crate::registry::TargetState;
+use crate::registry::{DeploymentRecord, TargetState};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -56,6 +56,7 @@ fn request(targets: Vec<Target>, kind: StrategyKind) -> DeployRequest {
         targets,
         actor: alice(),
         utterance: "roll out auth-filter 2.1.0 to ap-south".into(),
+        require_approval: false,
     }
 }
 
@@ -322,11 +323,122 @@ async fn agent_actions_are_journalled() {
     fleet.shutdown().await;
 }
 
+async fn status_of(orch: &Orchestrator, id: &str) -> DeploymentRecord {
+    orch.registry().deployment_by_name(id).await.unwrap().unwrap()
+}
+
+/// Until `id` is held waiting for promote (or `status`), or 10 s pass.
+async fn until(orch: &Orchestrator, id: &str, f: impl Fn(&DeploymentRecord) -> bool) -> DeploymentRecord {
+    for _ in 0..1000 {
+        let rec = status_of(orch, id).await;
+        if f(&rec) {
+            return rec;
+        }
+        tokio::time::sleep(ms(10)).await;
+    }
+    panic!("{id} never got there: {:?}", status_of(orch, id).await);
+}
+
+fn waiting(rec: &DeploymentRecord) -> bool {
+    rec.status == DeploymentStatus::Paused && rec.reason.as_deref().unwrap_or("").starts_with(WAITING_FOR_PROMOTE)
+}
+
 #[tokio::test]
-async fn blue_green_is_refused_before_anything_is_recorded() {
+async fn a_progressive_rollout_waits_for_promote_between_phases() {
+    let fleet = fleet("").await;
     let orch = orchestrator(ms(1)).await;
-    let t = vec![Target { agent: "edge-1".into(), endpoint: "http://127.0.0.1:1".into(), previous: None }];
-    let e = orch.start(request(t, StrategyKind::BlueGreen)).await.unwrap_err();
-    assert!(matches!(e, OrchestrateError::Unsupported(_)));
-    assert!(orch.registry().latest_deployment().await.unwrap().is_none());
+    orch.start(request(targets(&fleet, "ap-south"), StrategyKind::Progressive)).await.unwrap();
+    let rec = until(&orch, "d-1", waiting).await;
+    assert_eq!(rec.current_step, 0);
+    let reason = rec.reason.clone().unwrap();
+    assert!(reason.contains("canary (step 1 of 3) passed its gate; promote starts half"), "{reason}");
+    assert_eq!(rec.targets.iter().filter(|t| t.state == TargetState::Installed).count(), 2);
+    assert!(orch.resume("d-1", &alice()).await.unwrap_err().to_string().contains("promote d-1"));
+    orch.promote("d-1", &alice()).await.unwrap();
+    let rec = until(&orch, "d-1", |r| waiting(r) && r.current_step == 1).await;
+    assert_eq!(rec.targets.iter().filter(|t| t.state == TargetState::Installed).count(), 6);
+    orch.promote("d-1", &alice()).await.unwrap();
+    orch.wait("d-1").await;
+    assert_eq!(status_of(&orch, "d-1").await.status, DeploymentStatus::Succeeded);
+    assert!(orch.promote("d-1", &alice()).await.is_err());
+    let kinds: Vec<String> = orch.registry().events(1).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "promoted").count(), 2);
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn blue_green_switches_and_switches_back_leaving_blue_untouched() {
+    let fleet = fleet("").await;
+    let orch = orchestrator(ms(1)).await;
+    let t = targets(&fleet, "ap-south")[..4].to_vec();
+    orch.start(request(t.clone(), StrategyKind::BlueGreen)).await.unwrap();
+    let rec = until(&orch, "d-1", waiting).await;
+    assert!(rec.reason.as_deref().unwrap().contains("to switch: green (2 agents)"), "{:?}", rec.reason);
+    orch.promote("d-1", &alice()).await.unwrap();
+    let rec = until(&orch, "d-1", |r| waiting(r) && r.current_step == 1).await;
+    assert!(rec.reason.as_deref().unwrap().contains("to retire blue"), "{:?}", rec.reason);
+    assert!(switched_not_retired(&rec));
+    let v = versions(&fleet).await;
+    let of = |a: &str| v.iter().find(|(n, _)| n == a).unwrap().1.clone();
+    assert_eq!((of(&t[0].agent), of(&t[2].agent)), (on("2.1.0"), on("2.0.3")), "green new, blue old");
+
+    let back = orch.rollback("d-1", &alice()).await.unwrap();
+    assert_eq!(back.status, DeploymentStatus::RolledBack);
+    orch.wait("d-1").await;
+    let rec = status_of(&orch, "d-1").await;
+    assert_eq!(rec.status, DeploymentStatus::RolledBack);
+    assert!(rec.reason.as_deref().unwrap().starts_with("switched back to blue by alice"), "{:?}", rec.reason);
+    assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.0.3")));
+
+    // Again, this time retiring blue: every agent ends on the new version.
+    orch.start(request(t, StrategyKind::BlueGreen)).await.unwrap();
+    until(&orch, "d-2", waiting).await;
+    orch.promote("d-2", &alice()).await.unwrap();
+    until(&orch, "d-2", |r| waiting(r) && r.current_step == 1).await;
+    orch.promote("d-2", &alice()).await.unwrap();
+    orch.wait("d-2").await;
+    assert_eq!(status_of(&orch, "d-2").await.status, DeploymentStatus::Succeeded);
+    assert_eq!(versions(&fleet).await.iter().filter(|(_, v)| *v == on("2.1.0")).count(), 4);
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_gate_as_bad_as_its_baseline_is_inconclusive_and_pauses_for_the_operator() {
+    let fleet = fleet("error-spike:auth-filter@2.0.3=5,error-spike:auth-filter@2.1.0=5").await;
+    let orch = orchestrator(ms(1)).await;
+    orch.start(request(targets(&fleet, "ap-south"), StrategyKind::Rolling)).await.unwrap();
+    let rec = until(&orch, "d-1", |r| r.status == DeploymentStatus::Paused).await;
+    let reason = rec.reason.unwrap();
+    assert!(reason.starts_with("gate inconclusive at step 1 of 4: error rate"), "{reason}");
+    assert!(reason.contains("(baseline ") && reason.contains("edge-19"), "{reason}");
+    orch.abort("d-1", &alice()).await.unwrap();
+    orch.wait("d-1").await;
+    assert_eq!(status_of(&orch, "d-1").await.status, DeploymentStatus::Aborted);
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn install_failures_within_the_budget_do_not_stop_the_rollout() {
+    let fleet = fleet("install-fail:auth-filter@2.1.0/agent:edge-20").await;
+    let settings = RolloutSettings {
+        bake: ms(1),
+        install_timeout: Duration::from_secs(3),
+        max_failed_per_step: 1,
+        max_failed_total: 1,
+        ..RolloutSettings::default()
+    };
+    let orch = Orchestrator::new(Registry::open_in_memory().await.unwrap(), client(), settings);
+    orch.start(request(targets(&fleet, "ap-south"), StrategyKind::Rolling)).await.unwrap();
+    orch.wait("d-1").await;
+    let rec = status_of(&orch, "d-1").await;
+    assert_eq!(rec.status, DeploymentStatus::Succeeded, "{:?}", rec.reason);
+    let reason = rec.reason.clone().unwrap();
+    assert!(
+        reason.starts_with("11 of 12 agents on auth-filter 2.1.0; failed within the failure budget: edge-20"),
+        "{reason}"
+    );
+    assert_eq!(rec.target("edge-20").unwrap().state, TargetState::RolledBack);
+    let v = versions(&fleet).await;
+    assert_eq!(v.iter().find(|(n, _)| n == "edge-20").unwrap().1, on("2.0.3"));
+    fleet.shutdown().await;
 }

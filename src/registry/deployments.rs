@@ -160,6 +160,19 @@ impl Registry {
         rows.iter().map(event_from_row).collect()
     }
 
+    /// The latest event of `kind` for one deployment.
+    pub async fn last_event(&self, deployment: i64, kind: &str) -> Result<Option<EventRecord>, RegistryError> {
+        let row = sqlx::query(
+            "SELECT id, deployment_id, at, kind, data FROM events WHERE deployment_id = ? AND kind = ? \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(deployment)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
     /// The latest `limit` events of any kind, oldest first.
     pub async fn recent_events(&self, limit: u32) -> Result<Vec<EventRecord>, RegistryError> {
         let rows = sqlx::query(

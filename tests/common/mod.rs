@@ -33,7 +33,13 @@ pub struct Chat {
 impl Chat {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Chat {
         let mut cmd = parley(data_dir);
-        cmd.args(extra).arg("chat").arg("--json");
+        cmd.args(extra);
+        Chat::start_command(cmd, data_dir)
+    }
+
+    /// `chat --json` appended to `cmd`, a `parley` command with its global options.
+    pub fn start_command(mut cmd: Command, data_dir: &Path) -> Chat {
+        cmd.arg("chat").arg("--json");
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn parley chat --json");
         let stdin = child.stdin.take();
@@ -106,6 +112,33 @@ impl Chat {
             assert!(Instant::now() < deadline, "parley chat did not exit after end of input");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Says `utterance`, and "yes" when Parley asks for confirmation; answers the last turn.
+    pub fn say_confirmed(&mut self, utterance: &str) -> Value {
+        let t = self.say(utterance);
+        if t["needs_confirmation"] == true {
+            return self.say("yes");
+        }
+        t
+    }
+
+    /// Asks `show deployment ID` until `pred` holds for its details (or 30 s pass).
+    pub fn wait_for(&mut self, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let turn = self.say(&format!("show deployment {id}"));
+            if pred(&turn["details"]) {
+                return turn;
+            }
+            assert!(Instant::now() < deadline, "{id} never got there: {turn}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The process id, to kill it from outside.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn kill(mut self) {

@@ -1,0 +1,119 @@
+//! Each strategy driven through `parley chat --json` against the embedded demo fleet:
+//! a clean canary, a canary whose 25% step spikes the error rate, blue-green switch and
+//! switch-back, and a progressive rollout that waits for "promote".
+
+mod common;
+
+use common::{demo_region, Chat};
+use serde_json::Value;
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+fn states(details: &Value) -> Vec<(String, String)> {
+    details["targets"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| (t["agent"].as_str().unwrap_or("").to_string(), t["state"].as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn waiting(details: &Value) -> bool {
+    details["status"] == "paused" && details["reason"].as_str().unwrap_or("").starts_with("waiting for promote")
+}
+
+#[test]
+fn a_clean_canary_reaches_100_percent_in_the_default_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chat = Chat::start(dir.path(), &[]);
+    let t = chat.say("canary auth-filter 2.1.0 to ap-south");
+    let plan = strings(&t["details"]["plan"]);
+    // 1, 5, 10, 25, 50, 100% of 12 agents: 1% and 5% are both one agent.
+    assert_eq!(plan.len(), 5, "{t}");
+    assert!(plan[0].starts_with("step 1: 1 agent (8%): edge-19; bake"), "{}", plan[0]);
+    assert!(plan[2].starts_with("step 3: 1 agent (25%): edge-21;"), "{}", plan[2]);
+    assert!(plan[0].contains("gate: error rate < 1%, p95 < 500 ms, cpu < 80%, memory < 85%"), "{}", plan[0]);
+    let t = chat.say_confirmed("canary auth-filter 2.1.0 to ap-south");
+    assert_eq!(t["deployment"], "d-1", "{t}");
+    let done = chat.wait_for_status("d-1", &["succeeded", "rolled_back", "failed"]);
+    assert_eq!(done["details"]["status"], "succeeded", "{done}");
+    assert!(states(&done["details"]).iter().all(|(_, s)| s == "installed"));
+    let t = chat.eventually("which agents run auth-filter 2.1.0?", |t| strings(&t["details"]["agents"]).len() == 12);
+    assert_eq!(strings(&t["details"]["agents"]), demo_region("ap-south"));
+    chat.finish();
+}
+
+#[test]
+fn a_canary_that_spikes_at_the_25_percent_step_is_rolled_back_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    // edge-21 is the agent the 25% step adds.
+    let mut chat = Chat::start(dir.path(), &["--demo-faults", "error-spike:auth-filter@2.1.0/agent:edge-21"]);
+    let t = chat.say_confirmed("canary auth-filter 2.1.0 to ap-south");
+    assert_eq!(t["deployment"], "d-1", "{t}");
+    let done = chat.wait_for_status("d-1", &["succeeded", "rolled_back", "failed"]);
+    assert_eq!(done["details"]["status"], "rolled_back", "{done}");
+    let reason = done["details"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("health gate failed at step 3 of 5 (25%): error rate"), "{reason}");
+    assert!(reason.contains("> 1% (baseline ") && reason.contains("on edge-21"), "{reason}");
+    assert!(reason.contains("3 agents returned to auth-filter 2.0.3"), "{reason}");
+    chat.eventually("which agents run auth-filter 2.0.3?", |t| strings(&t["details"]["agents"]).len() == 48);
+    chat.finish();
+}
+
+#[test]
+fn blue_green_switches_and_switches_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chat = Chat::start(dir.path(), &[]);
+    let t = chat.say("roll out auth-filter 2.1.0 to ap-south as blue-green");
+    let plan = strings(&t["details"]["plan"]);
+    assert_eq!(plan.len(), 3, "{t}");
+    assert!(plan[0].starts_with("step 1: green: 6 agents (50%)"), "{}", plan[0]);
+    assert!(plan[1].contains("mark green live"), "{}", plan[1]);
+    assert!(plan[2].starts_with("step 3: retire blue: 6 agents (100%)"), "{}", plan[2]);
+    chat.say("yes");
+    let t = chat.wait_for("d-1", waiting);
+    assert!(t["details"]["reason"].as_str().unwrap().contains("to switch"), "{t}");
+    let t = chat.say_confirmed("switch");
+    assert_eq!(t["operation"]["op"], "promote", "{t}");
+    let t = chat.wait_for("d-1", |d| waiting(d) && d["current_step"] == 1);
+    assert!(t["details"]["reason"].as_str().unwrap().contains("to retire blue"), "{t}");
+    let on_new =
+        chat.eventually("which agents run auth-filter 2.1.0?", |t| strings(&t["details"]["agents"]).len() == 6);
+    assert_eq!(strings(&on_new["details"]["agents"]), demo_region("ap-south")[..6].to_vec());
+
+    let t = chat.say_confirmed("switch back");
+    assert_eq!(t["operation"]["op"], "rollback", "{t}");
+    let done = chat.wait_for_status("d-1", &["rolled_back", "failed"]);
+    assert_eq!(done["details"]["status"], "rolled_back", "{done}");
+    assert!(done["details"]["reason"].as_str().unwrap().starts_with("switched back to blue"), "{done}");
+    chat.eventually("which agents run auth-filter 2.0.3?", |t| strings(&t["details"]["agents"]).len() == 48);
+    chat.finish();
+}
+
+#[test]
+fn a_progressive_rollout_waits_for_promote() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chat = Chat::start(dir.path(), &[]);
+    let t = chat.say_confirmed("roll out auth-filter 2.1.0 to ap-south as a progressive rollout");
+    assert_eq!(t["deployment"], "d-1", "{t}");
+    let t = chat.wait_for("d-1", waiting);
+    let reason = t["details"]["reason"].as_str().unwrap();
+    assert!(reason.contains("canary (step 1 of 3) passed its gate; promote starts half"), "{reason}");
+    let installed = states(&t["details"]).iter().filter(|(_, s)| s == "installed").count();
+    assert_eq!(installed, 2);
+    // It stays there until promoted.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t = chat.say("show deployment d-1");
+    assert!(waiting(&t["details"]), "{t}");
+    let t = chat.say_confirmed("promote it");
+    assert_eq!(t["operation"]["op"], "promote", "{t}");
+    chat.wait_for("d-1", |d| waiting(d) && d["current_step"] == 1);
+    chat.say_confirmed("approve the next phase");
+    let done = chat.wait_for_status("d-1", &["succeeded", "rolled_back", "failed"]);
+    assert_eq!(done["details"]["status"], "succeeded", "{done}");
+    chat.finish();
+}
