@@ -10,21 +10,14 @@ use parley::ops::{Actor, Role};
 use parley::registry::AuditResult;
 use parley::reply::Outcome;
 
+/// A config file of its own, so the test does not depend on the user's.
 fn config(dir: &Path) -> Config {
-    Config {
-        data_dir: dir.to_path_buf(),
-        db: None,
-        intents_dir: None,
-        catalog: None,
-        fleet: FleetSource::Demo { faults: String::new() },
-        agent_token: None,
-        agent_timeout: Duration::from_secs(2),
-        bake: Duration::from_millis(20),
-        batch_percent: 25,
-        poll_interval: Duration::from_millis(200),
-        suspect_after: Duration::from_secs(2),
-        down_after: Duration::from_secs(4),
-    }
+    let path = dir.join("parley.toml");
+    let text = "data_dir = \"state\"\n[rollout]\nbake_secs = 0.02\n[poll]\ninterval_ms = 200\n";
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(Some(&path)).unwrap();
+    assert_eq!(config.fleet, FleetSource::Demo { faults: String::new() });
+    config
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,7 +33,11 @@ async fn a_confirmation_expires_and_nothing_changes() {
     tokio::time::sleep(Duration::from_millis(120)).await;
     let r = session.handle("yes").await;
     assert_eq!(r.outcome, Outcome::Cancelled);
-    assert!(r.message.starts_with("That confirmation expired after 0 minutes, so nothing was changed: Restart edge-3."), "{}", r.message);
+    assert!(
+        r.message.starts_with("That confirmation expired after 0 minutes, so nothing was changed: Restart edge-3."),
+        "{}",
+        r.message
+    );
     assert_eq!(r.follow_ups, ["restart edge-3"]);
     let r = session.handle("show agent edge-3").await;
     assert!(r.message.contains("is healthy and active"), "{}", r.message);
@@ -70,7 +67,13 @@ async fn viewers_may_look_but_not_change_and_everything_is_audited() {
     let rows: Vec<(&str, &str, &str, AuditResult, Option<&str>)> = audit
         .iter()
         .map(|a| {
-            (a.actor.as_str(), a.frontend.as_str(), a.utterance.as_str(), a.result, a.operation.as_ref().and_then(|o| o["op"].as_str()))
+            (
+                a.actor.as_str(),
+                a.frontend.as_str(),
+                a.utterance.as_str(),
+                a.result,
+                a.operation.as_ref().and_then(|o| o["op"].as_str()),
+            )
         })
         .collect();
     assert_eq!(
