@@ -5,7 +5,7 @@ use crate::reply::{Reply, Table};
 /// Widest a table cell may be before it is cut with `…`; a one-column table (a plan,
 /// a list of examples) may use most of a wide terminal.
 const MAX_CELL: usize = 48;
-const MAX_SINGLE_CELL: usize = 110;
+const MAX_SINGLE_CELL: usize = 200;
 
 pub fn render(reply: &Reply) -> String {
     let mut out = String::new();
