@@ -164,11 +164,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             true
         }
         Some(Command::Chat { json }) => {
-            if json {
-                ui::json::chat(&parley, Actor::local("chat-json")).await?;
-            } else {
-                ui::json::chat_text(&parley, Actor::local("chat")).await?;
-            }
+            let frontend = if json { "chat-json" } else { "chat" };
+            ui::json::chat(&parley, Actor::local(frontend), json).await?;
             true
         }
         Some(Command::Fleet { .. }) => true,
