@@ -75,7 +75,7 @@ enum Command {
         command: FleetCommand,
     },
     /// Run one agent (the agent protocol server) until SIGTERM or Ctrl-C.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
 }
 
 #[derive(clap::Args)]

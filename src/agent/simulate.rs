@@ -85,7 +85,7 @@ pub fn sim_members(n: usize) -> Vec<FleetMember> {
             };
             let counter = counters.entry(tier).or_insert(0);
             *counter += 1;
-            let zone = format!("{region}-{}", if k % 2 == 0 { "a" } else { "b" });
+            let zone = format!("{region}-{}", if k.is_multiple_of(2) { "a" } else { "b" });
             let mut labels = BTreeMap::new();
             labels.insert("env".to_string(), if region == "ap-south" { "staging" } else { "production" }.to_string());
             labels.insert("tier".to_string(), tier.to_string());

@@ -801,6 +801,42 @@ mod tests {
         fleet.shutdown().await;
     }
 
+    #[tokio::test]
+    async fn a_flapping_agent_is_announced_once_then_quiet_until_it_settles() {
+        use crate::agent::faults::{Fault, Faults};
+        let fleet =
+            DemoFleet::start_members(demo_members().unwrap()[..1].to_vec(), DemoOptions::default()).await.unwrap();
+        let config = PollerConfig {
+            suspect_after: Duration::ZERO,
+            down_after: Duration::ZERO,
+            flap_threshold: 4,
+            flap_window: Duration::from_millis(400),
+            ..short()
+        };
+        let poller = Poller::new(fleet.inventory(), client(), catalog(), config);
+        let mut events = poller.events();
+        poller.refresh().await;
+        let agent = &fleet.agents()[0];
+        for i in 0..8 {
+            agent.set_faults(if i % 2 == 0 { Faults(vec![Fault::Crash]) } else { Faults::default() });
+            poller.refresh().await;
+        }
+        let got: Vec<TopologyEvent> = std::iter::from_fn(|| events.try_recv().ok())
+            .filter(|e| !matches!(e, TopologyEvent::RegionChanged { .. }))
+            .collect();
+        assert_eq!(got.len(), 4, "three transitions, then one flapping notice: {got:?}");
+        assert!(matches!(&got[3], TopologyEvent::Flapping { agent, changes: 4, .. } if agent == "edge-1"));
+
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        poller.refresh().await;
+        let got: Vec<TopologyEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+        assert!(
+            matches!(got.as_slice(), [TopologyEvent::Settled { agent, liveness: Liveness::Healthy, .. }] if agent == "edge-1"),
+            "{got:?}"
+        );
+        fleet.shutdown().await;
+    }
+
     #[test]
     fn duplicate_names_are_found_once_each() {
         use crate::topology::test_support::agent;
