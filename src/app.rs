@@ -40,6 +40,8 @@ pub enum StartError {
     Faults(#[from] crate::agent::faults::FaultSpecError),
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
+    #[error(transparent)]
+    Discovery(#[from] crate::topology::discovery::DiscoveryError),
 }
 
 /// Everything a dialog session needs, shared by all sessions.
@@ -66,6 +68,8 @@ pub struct Parley {
     stop: watch::Sender<bool>,
     poll_task: JoinHandle<()>,
     refresher: JoinHandle<()>,
+    /// Registration endpoint and SRV resolver, when configured.
+    discovery: Vec<JoinHandle<()>>,
 }
 
 impl Parley {
@@ -87,6 +91,10 @@ impl Parley {
 
         let (inventory, demo, advertised) = match &config.fleet {
             FleetSource::Inventory(path) => (Inventory::load(path)?, None, None),
+            // Agents that register or are found by SRV are the fleet: no demo beside them.
+            FleetSource::Demo { .. } if config.discovery_listen.is_some() || config.discovery_srv.is_some() => {
+                (Vec::new(), None, None)
+            }
             FleetSource::Demo { faults } => start_demo(config, faults, &client).await?,
         };
 
@@ -99,13 +107,16 @@ impl Parley {
                 interval: config.poll_interval,
                 suspect_after: config.suspect_after,
                 down_after: config.down_after,
-                concurrency: 64,
+                concurrency: config.poll_concurrency,
                 thresholds,
+                flap_threshold: config.flap_threshold,
+                flap_window: config.flap_window,
             },
         ));
         poller.refresh().await;
         let (stop, stop_rx) = watch::channel(false);
         let poll_task = Arc::clone(&poller).spawn(stop_rx);
+        let discovery = crate::topology::discovery::start(config, &poller, stop.subscribe()).await?;
 
         let registry = Registry::open(&config.db_path()).await?;
         let settings = RolloutSettings {
@@ -131,7 +142,7 @@ impl Parley {
             anonymous,
             thresholds,
         });
-        Ok(Parley { services, interrupted, demo, advertised, stop, poll_task, refresher })
+        Ok(Parley { services, interrupted, demo, advertised, stop, poll_task, refresher, discovery })
     }
 
     pub fn services(&self) -> &Arc<Services> {
@@ -155,6 +166,9 @@ impl Parley {
         let _ = self.stop.send(true);
         let _ = self.poll_task.await;
         let _ = self.refresher.await;
+        for task in self.discovery {
+            let _ = task.await;
+        }
         if let Some(path) = &self.advertised {
             let _ = std::fs::remove_file(path);
         }

@@ -15,7 +15,14 @@
 //! [poll]
 //! interval_ms = 1000
 //! suspect_after_ms = 2000
-//! down_after_ms = 4000
+//! down_after_ms = 3500
+//! flap_threshold = 4                     # liveness changes within flap_window_ms that make an agent flapping
+//! flap_window_ms = 60000
+//! concurrency = 64                       # status requests in flight at once
+//! [discovery]
+//! listen = "0.0.0.0:7070"                # registration endpoint for self-registering agents
+//! srv = "_parley._tcp.fleet.example"     # DNS SRV name listing agents
+//! srv_interval_ms = 30000
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -60,6 +67,14 @@ pub struct Config {
     pub poll_interval: Duration,
     pub suspect_after: Duration,
     pub down_after: Duration,
+    pub flap_threshold: usize,
+    pub flap_window: Duration,
+    pub poll_concurrency: usize,
+    /// Where the registration endpoint listens; none: agents cannot register.
+    pub discovery_listen: Option<std::net::SocketAddr>,
+    /// A DNS SRV name whose targets are agents, resolved periodically.
+    pub discovery_srv: Option<String>,
+    pub srv_interval: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +90,16 @@ struct FileConfig {
     rollout: RolloutFile,
     #[serde(default)]
     poll: PollFile,
+    #[serde(default)]
+    discovery: DiscoveryFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscoveryFile {
+    listen: Option<String>,
+    srv: Option<String>,
+    srv_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +126,9 @@ struct PollFile {
     interval_ms: Option<u64>,
     suspect_after_ms: Option<u64>,
     down_after_ms: Option<u64>,
+    flap_threshold: Option<usize>,
+    flap_window_ms: Option<u64>,
+    concurrency: Option<usize>,
 }
 
 impl Config {
@@ -156,8 +184,22 @@ impl Config {
             max_failed_total: file.rollout.max_failed_total.unwrap_or(0),
             poll_interval: ms(file.poll.interval_ms, 1000),
             suspect_after: ms(file.poll.suspect_after_ms, 2000),
-            down_after: ms(file.poll.down_after_ms, 4000),
+            down_after: ms(file.poll.down_after_ms, 3500),
+            flap_threshold: file.poll.flap_threshold.unwrap_or(4).max(2),
+            flap_window: ms(file.poll.flap_window_ms, 60_000),
+            poll_concurrency: file.poll.concurrency.unwrap_or(64).clamp(1, 4096),
+            discovery_listen: match file.discovery.listen {
+                Some(addr) => Some(addr.parse().map_err(|_| {
+                    bad(origin.as_deref(), &format!("discovery.listen `{addr}` is not an address like 127.0.0.1:7070"))
+                })?),
+                None => None,
+            },
+            discovery_srv: file.discovery.srv.filter(|s| !s.trim().is_empty()),
+            srv_interval: ms(file.discovery.srv_interval_ms, 30_000),
         };
+        if config.poll_interval.is_zero() {
+            return Err(bad(origin.as_deref(), "poll.interval_ms must be more than 0"));
+        }
         if config.down_after < config.suspect_after {
             return Err(bad(origin.as_deref(), "poll.down_after_ms must not be shorter than poll.suspect_after_ms"));
         }

@@ -74,6 +74,47 @@ enum Command {
         #[command(subcommand)]
         command: FleetCommand,
     },
+    /// Run one agent (the agent protocol server) until SIGTERM or Ctrl-C.
+    Agent(Box<AgentArgs>),
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The agent's name, unique in the fleet.
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    region: String,
+    #[arg(long)]
+    zone: String,
+    /// Labels as key=value pairs, e.g. `env=production,tier=edge`.
+    #[arg(long, default_value = "")]
+    labels: String,
+    /// Capabilities, e.g. `gpu,high-mem`.
+    #[arg(long, value_delimiter = ',')]
+    capabilities: Vec<String>,
+    /// Extensions installed at first start, e.g. `auth-filter@2.0.3` (the state file wins later).
+    #[arg(long, default_value = "")]
+    extensions: String,
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    listen: std::net::SocketAddr,
+    /// Bearer token every request must carry.
+    #[arg(long, env = "PARLEY_AGENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where installed extensions are kept (default: <data-dir>/agents/<name>.json).
+    #[arg(long, value_name = "FILE")]
+    state_file: Option<PathBuf>,
+    /// Register with Parley's registration endpoint at this URL and send heartbeats.
+    #[arg(long, value_name = "URL")]
+    register: Option<String>,
+    /// The base URL Parley should poll (default: http://<listen address>).
+    #[arg(long, value_name = "URL")]
+    advertise: Option<String>,
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    heartbeat_ms: u64,
+    /// Faults to simulate, as for `fleet simulate`.
+    #[arg(long, default_value = "", value_name = "SPEC")]
+    faults: String,
 }
 
 #[derive(Subcommand)]
@@ -84,6 +125,21 @@ enum FleetCommand {
         /// Write the inventory of the running agents here.
         #[arg(long, value_name = "FILE")]
         inventory_out: Option<PathBuf>,
+    },
+    /// Serve N simulated agents from this process (one loopback listener, agent NAME at
+    /// http://ADDR/a/NAME), with faults that can be changed at run time on
+    /// POST/DELETE http://ADDR/v1/faults.
+    Simulate {
+        #[arg(long, default_value_t = 48)]
+        agents: usize,
+        /// Faults, e.g. `partition:eu-west,flap:2000/agent:edge-3,slow:50-150`.
+        #[arg(long, default_value = "", value_name = "SPEC")]
+        faults: String,
+        /// Write the inventory of the simulated agents here (default: standard output).
+        #[arg(long, value_name = "FILE")]
+        inventory_out: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
     },
 }
 
@@ -145,8 +201,15 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let config = config_from(&cli)?;
     let _log_guard = init_logging(&config)?;
 
-    if let Some(Command::Fleet { command: FleetCommand::Demo { inventory_out } }) = &cli.command {
-        return serve_demo(&config, inventory_out.as_deref()).await;
+    match &cli.command {
+        Some(Command::Fleet { command: FleetCommand::Demo { inventory_out } }) => {
+            return serve_demo(&config, inventory_out.as_deref()).await;
+        }
+        Some(Command::Fleet { command: FleetCommand::Simulate { agents, faults, inventory_out, listen } }) => {
+            return simulate(&config, *agents, faults, inventory_out.as_deref(), *listen).await;
+        }
+        Some(Command::Agent(args)) => return run_agent(&config, args).await,
+        _ => {}
     }
 
     let parley = Parley::start(&config).await.context("starting Parley")?;
@@ -168,7 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             ui::json::chat(&parley, Actor::local(frontend), json).await?;
             true
         }
-        Some(Command::Fleet { .. }) => true,
+        Some(Command::Fleet { .. } | Command::Agent(_)) => true,
     };
     parley.shutdown().await;
     Ok(result)
@@ -201,5 +264,66 @@ async fn serve_demo(config: &Config, inventory_out: Option<&std::path::Path>) ->
     }
     tokio::signal::ctrl_c().await?;
     fleet.shutdown().await;
+    Ok(true)
+}
+
+async fn run_agent(config: &Config, args: &AgentArgs) -> anyhow::Result<bool> {
+    use parley::agent::standalone;
+    let mut agent = parley::agent::server::AgentConfig::new(&args.name, &args.region, &args.zone);
+    agent.labels = standalone::parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
+    agent.capabilities = args.capabilities.iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+    agent.extensions = standalone::parse_extensions(&args.extensions).map_err(anyhow::Error::msg)?;
+    agent.token = args.token.clone().filter(|t| !t.is_empty());
+    agent.state_file = Some(
+        args.state_file.clone().unwrap_or_else(|| config.data_dir.join("agents").join(format!("{}.json", args.name))),
+    );
+    if let Some(dir) = agent.state_file.as_ref().and_then(|p| p.parent()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    agent.faults = parley::agent::faults::FaultSpec::parse(&args.faults)?.for_agent(|_| true);
+    let register = args.register.clone().map(|url| standalone::Registration {
+        url,
+        advertise: args.advertise.clone(),
+        heartbeat: Duration::from_millis(args.heartbeat_ms.max(50)),
+    });
+    let options = standalone::StandaloneOptions { agent, listen: args.listen, register };
+    let name = args.name.clone();
+    standalone::run(
+        options,
+        move |addr| eprintln!("agent {name} listening on http://{addr}"),
+        standalone::terminated(),
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn simulate(
+    config: &Config,
+    agents: usize,
+    faults: &str,
+    inventory_out: Option<&std::path::Path>,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<bool> {
+    use parley::agent::simulate::{SimOptions, Simulator};
+    let mut options = SimOptions::new(agents);
+    options.listen = listen;
+    options.token = config.agent_token.clone();
+    options.faults = parley::agent::faults::FaultSpec::parse(faults)?;
+    let sim = Simulator::start(options).await?;
+    let inventory = parley::topology::inventory::Inventory::to_toml(&sim.inventory());
+    match inventory_out {
+        Some(path) => {
+            std::fs::write(path, &inventory).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "Simulating {agents} agents on http://{}; inventory in {}; faults at http://{}/v1/faults. Ctrl-C stops them.",
+                sim.addr(),
+                path.display(),
+                sim.addr()
+            );
+        }
+        None => print!("{inventory}"),
+    }
+    parley::agent::standalone::terminated().await;
+    sim.shutdown().await;
     Ok(true)
 }

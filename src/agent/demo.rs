@@ -157,7 +157,7 @@ impl DemoFleet {
     }
 }
 
-fn member_matches(m: &FleetMember, sel: &Selector) -> bool {
+pub(crate) fn member_matches(m: &FleetMember, sel: &Selector) -> bool {
     match sel {
         Selector::Fleet => true,
         Selector::Region(r) => m.region == *r,

@@ -7,6 +7,8 @@ pub mod demo;
 pub mod faults;
 pub mod protocol;
 pub mod server;
+pub mod simulate;
+pub mod standalone;
 
 pub use client::AgentClient;
 

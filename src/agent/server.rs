@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -20,7 +21,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::faults::Faults;
+use super::faults::{Faults, Reachability};
 use super::protocol::{
     AgentAction, AgentStatus, ErrorBody, InstallRequest, InstalledExtension, Metrics, ServingState, PROTOCOL_VERSION,
 };
@@ -86,6 +87,10 @@ pub struct Agent {
     config: AgentConfig,
     runtime: Mutex<Runtime>,
     baseline: Metrics,
+    /// Starts as `config.faults`; the simulator's control endpoint replaces it.
+    faults: Mutex<Faults>,
+    /// Bumped whenever the faults change, so parked (hung) requests look again.
+    faults_changed: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,10 +129,13 @@ impl Agent {
             }
         }
         let baseline = baseline_for(&config.name);
+        let faults = Mutex::new(config.faults.clone());
         let agent = Arc::new(Agent {
             config,
             runtime: Mutex::new(Runtime { extensions, state, started_at: Utc::now(), generation: 0 }),
             baseline,
+            faults,
+            faults_changed: tokio::sync::watch::Sender::new(0),
         });
         agent.persist();
         Ok(agent)
@@ -139,6 +147,45 @@ impl Agent {
 
     pub fn config(&self) -> &AgentConfig {
         &self.config
+    }
+
+    /// The faults the agent has now.
+    pub fn faults(&self) -> Faults {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the agent's faults at run time (the simulator's control endpoint).
+    pub fn set_faults(&self, faults: Faults) {
+        *self.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
+        self.faults_changed.send_modify(|n| *n += 1);
+    }
+
+    /// Whether the agent serves right now.
+    pub fn reachability(&self) -> Reachability {
+        self.faults().reachability(&self.config.region, now_ms())
+    }
+
+    /// Waits while the agent hangs: until its faults change or a flap edge passes.
+    async fn wait_while_hung(&self) {
+        loop {
+            // Subscribe before looking, so a change between the two is not missed.
+            let mut changed = self.faults_changed.subscribe();
+            let faults = self.faults();
+            let now = now_ms();
+            if faults.reachability(&self.config.region, now) != Reachability::Hang {
+                return;
+            }
+            let edge = faults.next_edge_ms(now).map(|at| Duration::from_millis(at.saturating_sub(now)));
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = async {
+                    match edge {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {}
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Runtime> {
@@ -187,7 +234,7 @@ impl Agent {
             error_rate_pct: (self.baseline.error_rate_pct * (1.0 + 0.2 * wobble)).max(0.0),
             p95_ms: (self.baseline.p95_ms * (1.0 + 0.1 * wobble)).max(1.0),
         };
-        if let Some(spike) = self.config.faults.error_spike(extensions) {
+        if let Some(spike) = self.faults().error_spike(extensions) {
             m.error_rate_pct += spike.error_rate_pct;
             m.p95_ms += spike.extra_p95_ms;
         }
@@ -221,7 +268,7 @@ impl Agent {
             return Err(ApiError::unavailable("the agent is restarting"));
         }
         tokio::time::sleep(self.config.install_delay).await;
-        if self.config.faults.install_fails(extension, version) {
+        if self.faults().install_fails(extension, version) {
             return Err(ApiError::failed(format!(
                 "installing {extension} {version} failed: package verification error"
             )));
@@ -321,25 +368,56 @@ impl Agent {
     }
 }
 
+/// Finds the agent a request is for: the one agent of a plain agent server, or the
+/// one named in the path of a server that hosts many (the simulator).
+pub trait AgentLookup: Clone + Send + Sync + 'static {
+    fn agent_for(&self, path: &str) -> Option<Arc<Agent>>;
+}
+
+impl AgentLookup for Arc<Agent> {
+    fn agent_for(&self, _path: &str) -> Option<Arc<Agent>> {
+        Some(Arc::clone(self))
+    }
+}
+
+/// The agent a request is for, found through the router's [`AgentLookup`].
+pub struct Target(pub Arc<Agent>);
+
+impl<S: AgentLookup> FromRequestParts<S> for Target {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        state
+            .agent_for(parts.uri.path())
+            .map(Target)
+            .ok_or_else(|| ApiError::not_found("no such agent; see docs/agent-protocol.md".to_string()))
+    }
+}
+
 /// The HTTP routes of the agent protocol (docs/agent-protocol.md).
 pub fn router(agent: Arc<Agent>) -> Router {
+    routes("").with_state(agent)
+}
+
+/// The protocol's routes under `prefix` (empty for a plain agent; `/a/{agent}` where
+/// one server hosts many agents, each with base URL `http://host:port/a/NAME`).
+pub fn routes<S: AgentLookup>(prefix: &str) -> Router<S> {
     Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/health", get(health))
-        .route("/v1/extensions", get(extensions))
-        .route("/v1/extensions/{name}", put(install).delete(remove))
-        .route("/v1/actions/{action}", post(action))
+        .route(&format!("{prefix}/v1/status"), get(status))
+        .route(&format!("{prefix}/v1/health"), get(health))
+        .route(&format!("{prefix}/v1/extensions"), get(extensions))
+        .route(&format!("{prefix}/v1/extensions/{{name}}"), put(install).delete(remove))
+        .route(&format!("{prefix}/v1/actions/{{action}}"), post(action))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/agent-protocol.md".to_string()) })
         // Without this axum answers 405 with an empty body, breaking "every non-2xx
         // answer carries an ErrorBody".
         .method_not_allowed_fallback(|| async {
-            ApiError {
-                status: StatusCode::METHOD_NOT_ALLOWED,
-                code: "method_not_allowed",
-                message: "this endpoint does not take that method; see docs/agent-protocol.md".to_string(),
-            }
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method; see docs/agent-protocol.md".to_string(),
+            )
         })
-        .with_state(agent)
 }
 
 /// Serves the agent on `listener` until `shutdown` resolves.
@@ -351,27 +429,36 @@ pub async fn serve(
     axum::serve(listener, router(agent)).with_graceful_shutdown(shutdown).await
 }
 
-type AgentState = State<Arc<Agent>>;
+/// The `{name}` or `{action}` segment of a path, whatever else the path captures.
+#[derive(Deserialize)]
+struct NamePath {
+    name: String,
+}
 
-async fn status(State(agent): AgentState, headers: HeaderMap) -> Result<Json<AgentStatus>, ApiError> {
+#[derive(Deserialize)]
+struct ActionPath {
+    action: String,
+}
+
+async fn status(Target(agent): Target, headers: HeaderMap) -> Result<Json<AgentStatus>, ApiError> {
     guard(&agent, &headers).await?;
     Ok(Json(agent.status()))
 }
 
-async fn health(State(agent): AgentState, headers: HeaderMap) -> Result<Json<Metrics>, ApiError> {
+async fn health(Target(agent): Target, headers: HeaderMap) -> Result<Json<Metrics>, ApiError> {
     guard(&agent, &headers).await?;
     Ok(Json(agent.metrics()))
 }
 
-async fn extensions(State(agent): AgentState, headers: HeaderMap) -> Result<Json<Vec<InstalledExtension>>, ApiError> {
+async fn extensions(Target(agent): Target, headers: HeaderMap) -> Result<Json<Vec<InstalledExtension>>, ApiError> {
     guard(&agent, &headers).await?;
     Ok(Json(agent.status().extensions))
 }
 
 async fn install(
-    State(agent): AgentState,
+    Target(agent): Target,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    Path(NamePath { name }): Path<NamePath>,
     body: Result<Json<InstallRequest>, JsonRejection>,
 ) -> Result<Json<AgentStatus>, ApiError> {
     guard(&agent, &headers).await?;
@@ -381,18 +468,18 @@ async fn install(
 }
 
 async fn remove(
-    State(agent): AgentState,
+    Target(agent): Target,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    Path(NamePath { name }): Path<NamePath>,
 ) -> Result<Json<AgentStatus>, ApiError> {
     guard(&agent, &headers).await?;
     agent.remove(&name).map(Json)
 }
 
 async fn action(
-    State(agent): AgentState,
+    Target(agent): Target,
     headers: HeaderMap,
-    Path(action): Path<String>,
+    Path(ActionPath { action }): Path<ActionPath>,
 ) -> Result<Json<AgentStatus>, ApiError> {
     guard(&agent, &headers).await?;
     let action = match action.as_str() {
@@ -405,16 +492,21 @@ async fn action(
     agent.act(action).map(Json)
 }
 
-/// Authentication first (a refused request changes nothing), then injected faults.
+/// Injected crashes and hangs first (a crashed agent checks nothing), then
+/// authentication (a refused request changes nothing), then other injected faults.
 async fn guard(agent: &Agent, headers: &HeaderMap) -> Result<(), ApiError> {
-    if !agent.authorised(headers) {
-        return Err(ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "unauthorized",
-            message: "missing or wrong bearer token".to_string(),
-        });
+    agent.wait_while_hung().await;
+    if agent.reachability() == Reachability::Crashed {
+        return Err(ApiError { drop_connection: true, ..ApiError::unavailable("crashed") });
     }
-    if let Some(delay) = agent.config.faults.response_delay() {
+    if !agent.authorised(headers) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token".to_string(),
+        ));
+    }
+    if let Some(delay) = agent.faults().response_delay() {
         tokio::time::sleep(delay).await;
     }
     Ok(())
@@ -426,28 +518,41 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// A simulated crash: the connection is cut instead of answered.
+    drop_connection: bool,
 }
 
 impl ApiError {
-    fn bad_request(message: String) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, code: "bad_request", message }
+    fn new(status: StatusCode, code: &'static str, message: String) -> ApiError {
+        ApiError { status, code, message, drop_connection: false }
     }
-    fn not_found(message: String) -> ApiError {
-        ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message }
+    pub(crate) fn bad_request(message: String) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub(crate) fn not_found(message: String) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
     fn conflict(message: String) -> ApiError {
-        ApiError { status: StatusCode::CONFLICT, code: "conflict", message }
+        ApiError::new(StatusCode::CONFLICT, "conflict", message)
     }
     fn unavailable(message: &str) -> ApiError {
-        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.to_string() }
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message.to_string())
     }
     fn failed(message: String) -> ApiError {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "install_failed", message }
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "install_failed", message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.drop_connection {
+            // A body that fails makes hyper abort the connection: the client sees the
+            // connection drop with no answer, as from a process that died mid-request.
+            let failing = futures::stream::once(async {
+                Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other("simulated crash"))
+            });
+            return (self.status, axum::body::Body::from_stream(failing)).into_response();
+        }
         (self.status, Json(ErrorBody { code: self.code.to_string(), error: self.message })).into_response()
     }
 }
@@ -458,6 +563,10 @@ fn is_plain_name(s: &str) -> bool {
 
 fn is_plain_version(s: &str) -> bool {
     !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

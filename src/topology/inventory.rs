@@ -126,18 +126,27 @@ fn toml_reason(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-/// `scheme://host:port` with the scheme lower-cased and any trailing `/` dropped; the
-/// error says what is wrong.
-fn normalise_endpoint(raw: &str) -> Result<String, &'static str> {
+/// `scheme://host:port[/path]` with the scheme lower-cased and any trailing `/`
+/// dropped; the error says what is wrong. A path is allowed because several agents may
+/// share one address behind prefixes (the simulator serves `http://host:port/a/NAME`).
+pub(crate) fn normalise_endpoint(raw: &str) -> Result<String, &'static str> {
     let trimmed = raw.trim().trim_end_matches('/');
     let (scheme, rest) = trimmed.split_once("://").ok_or("no scheme")?;
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "http" && scheme != "https" {
         return Err("the scheme must be http or https");
     }
-    if rest.contains(['/', '?', '#']) {
-        return Err("no path, query or fragment");
+    if rest.contains(['?', '#']) {
+        return Err("no query or fragment");
     }
+    let (authority, path) = match rest.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (rest, None),
+    };
+    if path.is_some_and(|p| !p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b))) {
+        return Err("the path may only hold letters, digits and - . _ ~ /");
+    }
+    let rest = authority;
     if rest.contains('@') {
         return Err("no user or password in the address");
     }
@@ -154,7 +163,10 @@ fn normalise_endpoint(raw: &str) -> Result<String, &'static str> {
         Ok(p) if p > 0 => {}
         _ => return Err("the port must be a number from 1 to 65535"),
     }
-    Ok(format!("{scheme}://{rest}"))
+    Ok(match path {
+        Some(p) => format!("{scheme}://{rest}/{p}"),
+        None => format!("{scheme}://{rest}"),
+    })
 }
 
 #[cfg(test)]
@@ -186,6 +198,9 @@ zone = "us-east-a"
 
 [[agent]]
 endpoint = "HTTPS://agent-2.example.com:443/"
+
+[[agent]]
+endpoint = "http://127.0.0.1:7100/a/edge-7/"
 "#,
         )
         .unwrap();
@@ -201,6 +216,7 @@ endpoint = "HTTPS://agent-2.example.com:443/"
                     zone: Some("us-east-a".into()),
                 },
                 entry("https://agent-2.example.com:443", None),
+                entry("http://127.0.0.1:7100/a/edge-7", None),
             ]
         );
         assert_eq!(Inventory::load(&path).unwrap(), inv.agents);
@@ -256,8 +272,8 @@ endpoint = "HTTPS://agent-2.example.com:443/"
                 format!("fleet inventory {p}: agent 1: endpoint `http://a:99999` is not http(s)://host:port (the port must be a number from 1 to 65535)"),
             ),
             (
-                "[[agent]]\nendpoint = \"http://a:80/v1\"\n",
-                format!("fleet inventory {p}: agent 1: endpoint `http://a:80/v1` is not http(s)://host:port (no path, query or fragment)"),
+                "[[agent]]\nendpoint = \"http://a:80/v1?x=1\"\n",
+                format!("fleet inventory {p}: agent 1: endpoint `http://a:80/v1?x=1` is not http(s)://host:port (no query or fragment)"),
             ),
             (
                 "[[agent]]\nendpoint = \"http://a b:80\"\n",

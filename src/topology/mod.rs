@@ -5,8 +5,10 @@
 //! a lock across an await; the poller builds a whole new [`Topology`] and swaps it in.
 
 pub mod catalog;
+pub mod discovery;
 pub mod inventory;
 pub mod poller;
+pub mod registration;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};

@@ -8,9 +8,16 @@
 //! Between passes the poller remembers, per agent, what it last reported and when, so
 //! that an agent that stops answering keeps its last known data while it turns
 //! suspect, then down. Liveness and region-health transitions are broadcast as
-//! [`TopologyEvent`]s for watchers.
+//! [`TopologyEvent`]s for watchers. An agent whose liveness changes `flap_threshold`
+//! times within `flap_window` is announced once as flapping and its further
+//! transitions are kept out of the events until it has been stable for a whole
+//! window, so a flaky agent cannot flood the operator.
+//!
+//! The inventory can grow at run time ([`Poller::add_entry`], used by the
+//! registration endpoint and DNS SRV discovery), and heartbeats
+//! ([`Poller::heartbeat`]) count as evidence of life between polls.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,6 +47,9 @@ pub struct PollerConfig {
     /// Status requests in flight at once.
     pub concurrency: usize,
     pub thresholds: HealthThresholds,
+    /// Liveness changes within `flap_window` that make an agent flapping.
+    pub flap_threshold: usize,
+    pub flap_window: Duration,
 }
 
 impl Default for PollerConfig {
@@ -47,9 +57,11 @@ impl Default for PollerConfig {
         PollerConfig {
             interval: Duration::from_secs(1),
             suspect_after: Duration::from_secs(2),
-            down_after: Duration::from_secs(4),
+            down_after: Duration::from_millis(3500),
             concurrency: 64,
             thresholds: HealthThresholds::default(),
+            flap_threshold: 4,
+            flap_window: Duration::from_secs(60),
         }
     }
 }
@@ -58,8 +70,34 @@ impl Default for PollerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum TopologyEvent {
-    LivenessChanged { agent: String, region: String, from: Liveness, to: Liveness, at: DateTime<Utc> },
-    RegionChanged { region: String, from: RegionHealth, to: RegionHealth, at: DateTime<Utc> },
+    LivenessChanged {
+        agent: String,
+        region: String,
+        from: Liveness,
+        to: Liveness,
+        at: DateTime<Utc>,
+    },
+    RegionChanged {
+        region: String,
+        from: RegionHealth,
+        to: RegionHealth,
+        at: DateTime<Utc>,
+    },
+    /// The agent changed liveness `changes` times within the flap window; its
+    /// transitions are not reported one by one until it settles.
+    Flapping {
+        agent: String,
+        region: String,
+        changes: usize,
+        at: DateTime<Utc>,
+    },
+    /// A flapping agent has kept one liveness for a whole flap window.
+    Settled {
+        agent: String,
+        region: String,
+        liveness: Liveness,
+        at: DateTime<Utc>,
+    },
 }
 
 /// What one pass did.
@@ -79,12 +117,24 @@ pub struct RefreshStats {
 struct Slot {
     /// The agent as the model last showed it (last known data while it is silent).
     view: AgentView,
-    /// Monotonic time of the last answer, for the suspect/down clocks.
+    /// Monotonic time of the last answer or heartbeat, for the suspect/down clocks.
     answered_at: Option<Instant>,
+    /// When its liveness changed lately (within the flap window).
+    changes: VecDeque<Instant>,
+    flapping: bool,
+}
+
+impl Slot {
+    fn new(entry: &InventoryEntry, now: DateTime<Utc>) -> Slot {
+        Slot { view: unseen_view(entry, now), answered_at: None, changes: VecDeque::new(), flapping: false }
+    }
 }
 
 #[derive(Debug)]
 struct Memory {
+    /// What to poll. Only ever appended to, so a pass's indices stay valid while
+    /// entries are added under it; shared with the pass in flight.
+    entries: Arc<Vec<InventoryEntry>>,
     /// One per inventory entry, in inventory order.
     slots: Vec<Slot>,
     regions: HashMap<String, RegionHealth>,
@@ -104,7 +154,6 @@ struct Outcome {
 
 /// Polls a fleet and keeps the topology model current.
 pub struct Poller {
-    inventory: Vec<InventoryEntry>,
     client: AgentClient,
     catalog: Arc<Catalog>,
     config: PollerConfig,
@@ -123,7 +172,7 @@ impl Poller {
         config: PollerConfig,
     ) -> Poller {
         let now = Utc::now();
-        let slots = inventory.iter().map(|entry| Slot { view: unseen_view(entry, now), answered_at: None }).collect();
+        let slots = inventory.iter().map(|entry| Slot::new(entry, now)).collect();
         // Room for every agent and region to change at once (a partition), so a watcher
         // that reads after each pass never lags.
         let capacity = (inventory.len() + 64).clamp(256, 16_384);
@@ -133,13 +182,18 @@ impl Poller {
         let mut config = config;
         config.concurrency = config.concurrency.max(1);
         Poller {
-            inventory,
             client,
             catalog,
             config,
             handle,
             events,
-            memory: Mutex::new(Memory { slots, regions: HashMap::new(), duplicates: Vec::new(), passes: 0 }),
+            memory: Mutex::new(Memory {
+                entries: Arc::new(inventory),
+                slots,
+                regions: HashMap::new(),
+                duplicates: Vec::new(),
+                passes: 0,
+            }),
             pass: tokio::sync::Mutex::new(()),
         }
     }
@@ -158,14 +212,58 @@ impl Poller {
         &self.config
     }
 
+    /// The inventory being polled now.
+    pub fn inventory(&self) -> Arc<Vec<InventoryEntry>> {
+        Arc::clone(&self.lock().entries)
+    }
+
+    /// Adds an agent to poll from the next pass on. An endpoint already polled keeps
+    /// its slot and only takes the new hints; answers whether the endpoint is new.
+    pub fn add_entry(&self, entry: InventoryEntry) -> bool {
+        let mut memory = self.lock();
+        let key = entry.endpoint.to_ascii_lowercase();
+        if let Some(i) = memory.entries.iter().position(|e| e.endpoint.to_ascii_lowercase() == key) {
+            if memory.entries[i] != entry {
+                Arc::make_mut(&mut memory.entries)[i] = entry;
+            }
+            return false;
+        }
+        let slot = Slot::new(&entry, Utc::now());
+        Arc::make_mut(&mut memory.entries).push(entry);
+        memory.slots.push(slot);
+        true
+    }
+
+    /// Records a heartbeat from the agent called `name` (its reported name, or the
+    /// inventory's hint before it answered): it counts as an answer for the
+    /// suspect/down clocks. Answers false for a name the poller does not know.
+    pub fn heartbeat(&self, name: &str) -> bool {
+        let now = Instant::now();
+        let mut memory = self.lock();
+        let Memory { entries, slots, .. } = &mut *memory;
+        let found = slots
+            .iter_mut()
+            .zip(entries.iter())
+            .find(|(slot, entry)| slot.view.name == name || entry.name.as_deref() == Some(name));
+        match found {
+            Some((slot, _)) => {
+                slot.answered_at = Some(now);
+                slot.view.last_seen = Some(Utc::now());
+                true
+            }
+            None => false,
+        }
+    }
+
     /// One full pass over the inventory; the new snapshot is in the handle when it returns.
     pub async fn refresh(&self) -> RefreshStats {
         let _pass = self.pass.lock().await;
         let started = Instant::now();
         let client = &self.client;
+        let inventory = self.inventory();
         // Indices rather than `&InventoryEntry` items: a closure taking a borrowed argument
         // makes the future lose `Send` for `tokio::spawn` (rust-lang/rust#102211).
-        let inventory = &self.inventory;
+        let inventory = &*inventory;
         let mut outcomes: Vec<Outcome> = stream::iter(0..inventory.len())
             .map(|index| async move {
                 let entry = &inventory[index];
@@ -177,8 +275,9 @@ impl Poller {
             .await;
         outcomes.sort_unstable_by_key(|o| o.index);
 
+        let polled = outcomes.len();
         let (topology, events, answered) = self.apply(outcomes);
-        let failed = self.inventory.len() - answered;
+        let failed = polled - answered;
         self.handle.replace(topology);
         let sent = events.len();
         for event in events {
@@ -240,9 +339,11 @@ impl Poller {
         memory.passes += 1;
         let mut events = Vec::new();
         let mut answered = 0;
+        let entries = Arc::clone(&memory.entries);
         for outcome in outcomes {
             let Some(slot) = memory.slots.get_mut(outcome.index) else { continue };
-            let entry = &self.inventory[outcome.index];
+            let Some(entry) = entries.get(outcome.index) else { continue };
+
             let previous = slot.view.liveness;
             let mut why: Option<AgentError> = None;
             let next = match outcome.result {
@@ -283,12 +384,45 @@ impl Poller {
             }
             if !first_pass && next != previous {
                 let reason = why.as_ref().map(ToString::to_string).unwrap_or_default();
-                tracing::info!(agent = %slot.view.name, from = previous.as_str(), to = next.as_str(), %reason, "liveness changed");
-                events.push(TopologyEvent::LivenessChanged {
+                slot.changes.push_back(now);
+                while slot.changes.front().is_some_and(|&t| now.saturating_duration_since(t) > self.config.flap_window)
+                {
+                    slot.changes.pop_front();
+                }
+                if slot.flapping {
+                    tracing::debug!(agent = %slot.view.name, from = previous.as_str(), to = next.as_str(), "liveness changed (flapping)");
+                } else if slot.changes.len() >= self.config.flap_threshold.max(2) {
+                    slot.flapping = true;
+                    tracing::warn!(agent = %slot.view.name, changes = slot.changes.len(), "agent is flapping");
+                    events.push(TopologyEvent::Flapping {
+                        agent: slot.view.name.clone(),
+                        region: slot.view.region.clone(),
+                        changes: slot.changes.len(),
+                        at: now_utc,
+                    });
+                } else {
+                    tracing::info!(agent = %slot.view.name, from = previous.as_str(), to = next.as_str(), %reason, "liveness changed");
+                    events.push(TopologyEvent::LivenessChanged {
+                        agent: slot.view.name.clone(),
+                        region: slot.view.region.clone(),
+                        from: previous,
+                        to: next,
+                        at: now_utc,
+                    });
+                }
+            }
+        }
+        for slot in memory.slots.iter_mut() {
+            if slot.flapping
+                && slot.changes.back().is_none_or(|&t| now.saturating_duration_since(t) >= self.config.flap_window)
+            {
+                slot.flapping = false;
+                slot.changes.clear();
+                tracing::info!(agent = %slot.view.name, liveness = slot.view.liveness.as_str(), "agent settled");
+                events.push(TopologyEvent::Settled {
                     agent: slot.view.name.clone(),
                     region: slot.view.region.clone(),
-                    from: previous,
-                    to: next,
+                    liveness: slot.view.liveness,
                     at: now_utc,
                 });
             }
@@ -632,7 +766,7 @@ mod tests {
         let got: Vec<(Liveness, Liveness)> = std::iter::from_fn(|| events.try_recv().ok())
             .filter_map(|e| match e {
                 TopologyEvent::LivenessChanged { from, to, .. } => Some((from, to)),
-                TopologyEvent::RegionChanged { .. } => None,
+                _ => None,
             })
             .collect();
         assert_eq!(got, [(Liveness::Healthy, Liveness::Down), (Liveness::Down, Liveness::Healthy)]);
@@ -664,6 +798,42 @@ mod tests {
         assert_eq!(t.region_health("us-east"), RegionHealth::Degraded);
         let got: Vec<TopologyEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
         assert_eq!(got.len(), 2, "{got:?}");
+        fleet.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_flapping_agent_is_announced_once_then_quiet_until_it_settles() {
+        use crate::agent::faults::{Fault, Faults};
+        let fleet =
+            DemoFleet::start_members(demo_members().unwrap()[..1].to_vec(), DemoOptions::default()).await.unwrap();
+        let config = PollerConfig {
+            suspect_after: Duration::ZERO,
+            down_after: Duration::ZERO,
+            flap_threshold: 4,
+            flap_window: Duration::from_millis(400),
+            ..short()
+        };
+        let poller = Poller::new(fleet.inventory(), client(), catalog(), config);
+        let mut events = poller.events();
+        poller.refresh().await;
+        let agent = &fleet.agents()[0];
+        for i in 0..8 {
+            agent.set_faults(if i % 2 == 0 { Faults(vec![Fault::Crash]) } else { Faults::default() });
+            poller.refresh().await;
+        }
+        let got: Vec<TopologyEvent> = std::iter::from_fn(|| events.try_recv().ok())
+            .filter(|e| !matches!(e, TopologyEvent::RegionChanged { .. }))
+            .collect();
+        assert_eq!(got.len(), 4, "three transitions, then one flapping notice: {got:?}");
+        assert!(matches!(&got[3], TopologyEvent::Flapping { agent, changes: 4, .. } if agent == "edge-1"));
+
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        poller.refresh().await;
+        let got: Vec<TopologyEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+        assert!(
+            matches!(got.as_slice(), [TopologyEvent::Settled { agent, liveness: Liveness::Healthy, .. }] if agent == "edge-1"),
+            "{got:?}"
+        );
         fleet.shutdown().await;
     }
 

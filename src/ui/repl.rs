@@ -164,5 +164,14 @@ pub fn announce_fleet(e: &TopologyEvent) -> String {
         TopologyEvent::RegionChanged { region, from, to, at } => {
             format!("{} region {region} is {} (was {})", at.format("%H:%M:%S"), to.as_str(), from.as_str())
         }
+        TopologyEvent::Flapping { agent, region, changes, at } => {
+            format!(
+                "{} {agent} ({region}) is flapping ({changes} changes); quiet until it settles",
+                at.format("%H:%M:%S")
+            )
+        }
+        TopologyEvent::Settled { agent, region, liveness, at } => {
+            format!("{} {agent} ({region}) has settled: {}", at.format("%H:%M:%S"), liveness.as_str())
+        }
     }
 }

@@ -1,0 +1,198 @@
+//! `parley agent`: one agent as its own process, the same [`Agent`] code the demo
+//! fleet and the simulator run, with its installed extensions in a state file so a
+//! restarted agent reports what it really has. Optionally it registers itself with
+//! Parley's registration endpoint and sends heartbeats (docs/discovery.md).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::server::{self, Agent, AgentConfig, AgentStateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StandaloneError {
+    #[error(transparent)]
+    State(#[from] AgentStateError),
+    #[error("could not listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("the agent server failed: {0}")]
+    Serve(std::io::Error),
+    #[error("could not build the registration client: {0}")]
+    Client(String),
+}
+
+/// Where and how the agent announces itself to Parley.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Parley's registration endpoint, e.g. `http://parley.internal:7070`.
+    pub url: String,
+    /// The base URL Parley should poll; defaults to `http://<listen address>`.
+    pub advertise: Option<String>,
+    pub heartbeat: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StandaloneOptions {
+    pub agent: AgentConfig,
+    pub listen: SocketAddr,
+    pub register: Option<Registration>,
+}
+
+#[derive(Serialize)]
+struct RegisterBody<'a> {
+    name: &'a str,
+    endpoint: &'a str,
+    region: &'a str,
+    zone: &'a str,
+}
+
+#[derive(Serialize)]
+struct HeartbeatBody<'a> {
+    name: &'a str,
+}
+
+/// Runs the agent until `shutdown` resolves; `ready` hears the bound address first
+/// (useful with port 0). In-flight requests finish before it returns.
+pub async fn run(
+    options: StandaloneOptions,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StandaloneError> {
+    let agent = Agent::new(options.agent)?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| StandaloneError::Bind { addr: options.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StandaloneError::Bind { addr: options.listen, source })?;
+    tracing::info!(agent = agent.name(), %addr, "agent listening");
+    ready(addr);
+    let announcer = match options.register {
+        Some(reg) => {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .map_err(|e| StandaloneError::Client(e.to_string()))?;
+            let endpoint = reg.advertise.clone().unwrap_or_else(|| format!("http://{addr}"));
+            Some(tokio::spawn(announce(http, Arc::clone(&agent), reg, endpoint)))
+        }
+        None => None,
+    };
+    let result = server::serve(listener, agent, shutdown).await.map_err(StandaloneError::Serve);
+    if let Some(task) = announcer {
+        task.abort();
+    }
+    result
+}
+
+/// Registers, then heartbeats; registers again whenever Parley says it does not know
+/// the agent (Parley restarted) or cannot be reached. Never gives up: an agent
+/// outlives the Parley that polls it.
+async fn announce(http: reqwest::Client, agent: Arc<Agent>, reg: Registration, endpoint: String) {
+    let base = reg.url.trim_end_matches('/').to_string();
+    let token = agent.config().token.clone();
+    let with_token = |req: reqwest::RequestBuilder| match &token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    };
+    let config = agent.config().clone();
+    let mut registered = false;
+    let mut ticks = tokio::time::interval(reg.heartbeat);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if !registered {
+            let body =
+                RegisterBody { name: &config.name, endpoint: &endpoint, region: &config.region, zone: &config.zone };
+            match with_token(http.post(format!("{base}/v1/register"))).json(&body).send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    tracing::info!(url = %base, "registered with Parley");
+                    registered = true;
+                }
+                Ok(resp) => {
+                    tracing::warn!(url = %base, status = resp.status().as_u16(), "Parley refused the registration")
+                }
+                Err(e) => tracing::warn!(url = %base, error = %e, "could not reach Parley to register"),
+            }
+            continue;
+        }
+        let body = HeartbeatBody { name: &config.name };
+        match with_token(http.post(format!("{base}/v1/heartbeat"))).json(&body).send().await {
+            Ok(resp) if resp.status().is_success() => {}
+            Ok(resp) => {
+                tracing::warn!(status = resp.status().as_u16(), "heartbeat refused; registering again");
+                registered = false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed; registering again");
+                registered = false;
+            }
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM: what a service manager sends to stop.
+pub async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the agent");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `k=v,k=v` (as `--labels` takes them).
+pub fn parse_labels(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').ok_or_else(|| format!("label `{pair}` is not key=value"))?;
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty() || v.is_empty() {
+            return Err(format!("label `{pair}` is not key=value"));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// `name@version,name@version` (as `--extensions` takes them).
+pub fn parse_extensions(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (n, v) = pair.split_once('@').ok_or_else(|| format!("extension `{pair}` is not name@version"))?;
+        if n.is_empty() || v.is_empty() {
+            return Err(format!("extension `{pair}` is not name@version"));
+        }
+        out.insert(n.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_or_say_what_is_wrong() {
+        let l = parse_labels("env=production, tier=edge").unwrap();
+        assert_eq!(l["tier"], "edge");
+        assert_eq!(parse_labels("env").unwrap_err(), "label `env` is not key=value");
+        let e = parse_extensions("auth-filter@2.0.3,log-shipper@1.4.2").unwrap();
+        assert_eq!(e["log-shipper"], "1.4.2");
+        assert!(parse_extensions("auth-filter").is_err());
+    }
+}

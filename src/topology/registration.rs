@@ -1,0 +1,227 @@
+//! Discovery by registration: a small HTTP endpoint in Parley where agents announce
+//! themselves (`POST /v1/register`) and then keep proving they are alive
+//! (`POST /v1/heartbeat`). A registered agent joins the poller's inventory; its
+//! heartbeats count as answers for the suspect/down clocks. Both endpoints require the
+//! fleet's bearer token when one is configured (docs/discovery.md).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::inventory::{normalise_endpoint, InventoryEntry};
+use super::poller::Poller;
+use crate::agent::protocol::ErrorBody;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub name: String,
+    pub endpoint: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Registered {
+    name: String,
+    endpoint: String,
+    /// False when the endpoint was already polled (a re-registration).
+    new: bool,
+}
+
+#[derive(Clone)]
+struct Registrar {
+    poller: Arc<Poller>,
+    token: Option<String>,
+}
+
+/// The registration routes, feeding `poller`.
+pub fn router(poller: Arc<Poller>, token: Option<String>) -> Router {
+    Router::new()
+        .route("/v1/register", post(register))
+        .route("/v1/heartbeat", post(heartbeat))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/discovery.md") })
+        .with_state(Registrar { poller, token })
+}
+
+/// Serves the registration endpoint on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    poller: Arc<Poller>,
+    token: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(poller, token)).with_graceful_shutdown(shutdown).await
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(ErrorBody { code: code.to_string(), error: message.to_string() })).into_response()
+}
+
+impl Registrar {
+    fn authorised(&self, headers: &HeaderMap) -> bool {
+        let Some(want) = &self.token else { return true };
+        let got = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        got.len() == want.len() && got.bytes().zip(want.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+fn plain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+async fn register(
+    State(r): State<Registrar>,
+    headers: HeaderMap,
+    body: Result<Json<RegisterRequest>, JsonRejection>,
+) -> Response {
+    if !r.authorised(&headers) {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token");
+    }
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("the body must be {{\"name\", \"endpoint\", \"region\", \"zone\"}}: {e}"),
+            )
+        }
+    };
+    let places = [Some(&req.name), req.region.as_ref(), req.zone.as_ref()];
+    if places.iter().flatten().any(|v| !plain(v)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "name, region and zone must be 1-64 of A-Z a-z 0-9 - _ .",
+        );
+    }
+    let endpoint = match normalise_endpoint(&req.endpoint) {
+        Ok(e) => e,
+        Err(why) => {
+            return error(StatusCode::BAD_REQUEST, "bad_request", &format!("endpoint `{}`: {why}", req.endpoint))
+        }
+    };
+    let entry =
+        InventoryEntry { endpoint: endpoint.clone(), name: Some(req.name.clone()), region: req.region, zone: req.zone };
+    let new = r.poller.add_entry(entry);
+    // A registration is itself a sign of life.
+    r.poller.heartbeat(&req.name);
+    tracing::info!(agent = %req.name, %endpoint, new, "agent registered");
+    Json(Registered { name: req.name, endpoint, new }).into_response()
+}
+
+async fn heartbeat(
+    State(r): State<Registrar>,
+    headers: HeaderMap,
+    body: Result<Json<HeartbeatRequest>, JsonRejection>,
+) -> Response {
+    if !r.authorised(&headers) {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token");
+    }
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &format!("the body must be {{\"name\"}}: {e}")),
+    };
+    if r.poller.heartbeat(&req.name) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        // The agent registers again on 404: Parley may have restarted and forgotten it.
+        error(StatusCode::NOT_FOUND, "not_found", "no agent of that name is registered; register first")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::agent::server::AgentConfig;
+    use crate::agent::standalone::{self, Registration, StandaloneOptions};
+    use crate::agent::AgentClient;
+    use crate::topology::poller::PollerConfig;
+    use crate::topology::{Catalog, Liveness};
+
+    #[tokio::test]
+    async fn a_registered_agent_is_polled_and_bad_registrations_change_nothing() {
+        let client = AgentClient::new(Duration::from_secs(2), Some("tok".into())).unwrap();
+        let poller =
+            Arc::new(Poller::new(Vec::new(), client, Arc::new(Catalog::embedded().unwrap()), PollerConfig::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, Arc::clone(&poller), Some("tok".into()), async move {
+            let _ = stopped.await;
+        }));
+
+        let http = reqwest::Client::new();
+        let body = serde_json::json!({"name": "edge-9", "endpoint": "http://127.0.0.1:9/", "region": "eu-west"});
+        let resp = http.post(format!("{url}/v1/register")).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        let bad = serde_json::json!({"name": "edge 9", "endpoint": "http://127.0.0.1:9"});
+        let resp = http.post(format!("{url}/v1/register")).bearer_auth("tok").json(&bad).send().await.unwrap();
+        assert_eq!(resp.status(), 400);
+        let resp = http
+            .post(format!("{url}/v1/heartbeat"))
+            .bearer_auth("tok")
+            .json(&serde_json::json!({"name": "edge-9"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+        assert!(poller.inventory().is_empty());
+
+        // A real `parley agent` registering itself.
+        let mut config = AgentConfig::new("edge-9", "eu-west", "eu-west-a");
+        config.token = Some("tok".into());
+        let options = StandaloneOptions {
+            agent: config,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            register: Some(Registration { url: url.clone(), advertise: None, heartbeat: Duration::from_millis(50) }),
+        };
+        let (agent_stop, agent_stopped) = tokio::sync::oneshot::channel::<()>();
+        let agent = tokio::spawn(standalone::run(options, |_| {}, async move {
+            let _ = agent_stopped.await;
+        }));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while poller.inventory().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(poller.inventory().len(), 1);
+        poller.refresh().await;
+        let t = poller.handle().snapshot();
+        let a = t.agent("edge-9").unwrap();
+        assert_eq!((a.region.as_str(), a.liveness), ("eu-west", Liveness::Healthy));
+        let resp = http
+            .post(format!("{url}/v1/heartbeat"))
+            .bearer_auth("tok")
+            .json(&serde_json::json!({"name": "edge-9"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
+
+        let _ = agent_stop.send(());
+        agent.await.unwrap().unwrap();
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+}
