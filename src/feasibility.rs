@@ -218,17 +218,21 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
             .or(format!("show topology of {}", scope_words(scope))));
     }
 
-    let partitioned: Vec<&String> = topo
-        .regions()
-        .iter()
-        .filter(|r| in_scope.iter().any(|a| &a.region == *r) && topo.region_health(r) == RegionHealth::Partitioned)
-        .collect();
+    // One pass for the regions in scope; region health itself is precomputed.
+    let mut scope_regions: Vec<&str> = Vec::new();
+    for a in &in_scope {
+        if !scope_regions.contains(&a.region.as_str()) {
+            scope_regions.push(&a.region);
+        }
+    }
+    let partitioned: Vec<&str> =
+        scope_regions.iter().copied().filter(|r| topo.region_health(r) == RegionHealth::Partitioned).collect();
     if !partitioned.is_empty() {
         let healthy: Vec<&String> =
             topo.regions().iter().filter(|r| topo.region_health(r) == RegionHealth::Healthy).collect();
         let mut inf = Infeasible::new(format!(
             "{} is partitioned: Parley cannot reach any of its agents, so it cannot install or verify anything there.",
-            partitioned.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            partitioned.join(", ")
         ));
         for r in healthy.iter().take(2) {
             inf = inf.or(format!("roll out {ext} {ver} to {r}"));
@@ -389,9 +393,15 @@ pub fn deploy_risk(targets: &[&AgentView], topo: &Topology) -> Option<String> {
     if prod > 0 {
         why.push(format!("it touches {prod} production agent{}", if prod == 1 { "" } else { "s" }));
     }
-    for region in topo.regions() {
-        let hit = targets.iter().filter(|a| &a.region == region).count();
-        let total = topo.region_agents(region).count();
+    // Targets per region in one pass, in the fleet's region order.
+    let mut hits = vec![0usize; topo.regions().len()];
+    for a in targets {
+        if let Some(i) = topo.regions().iter().position(|r| *r == a.region) {
+            hits[i] += 1;
+        }
+    }
+    for (region, hit) in topo.regions().iter().zip(hits) {
+        let total = topo.region_size(region);
         if total > 0 && hit * 4 > total {
             why.push(format!("it changes {hit} of {total} agents in {region} (more than a quarter)"));
         }

@@ -178,8 +178,17 @@ pub struct Topology {
     index: HashMap<String, usize>,
     regions: Vec<String>,
     zones: Vec<String>,
+    /// Per region (in `regions` order): agent count and health, computed once per
+    /// snapshot because feasibility and rendering ask for them on every turn.
+    region_stats: Vec<RegionStats>,
     catalog: Arc<Catalog>,
     refreshed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RegionStats {
+    agents: usize,
+    health: RegionHealth,
 }
 
 impl Topology {
@@ -188,16 +197,48 @@ impl Topology {
         let mut index = HashMap::with_capacity(agents.len());
         let mut regions: Vec<String> = Vec::new();
         let mut zones: Vec<String> = Vec::new();
+        // (agents, reachable, healthy) per region, in `regions` order.
+        let mut counts: Vec<(usize, usize, usize)> = Vec::new();
         for (i, a) in agents.iter().enumerate() {
             index.insert(a.name.clone(), i);
-            if !regions.contains(&a.region) {
-                regions.push(a.region.clone());
-            }
+            let r = match regions.iter().position(|r| *r == a.region) {
+                Some(r) => r,
+                None => {
+                    regions.push(a.region.clone());
+                    counts.push((0, 0, 0));
+                    regions.len() - 1
+                }
+            };
+            counts[r].0 += 1;
+            counts[r].1 += usize::from(a.liveness.is_reachable());
+            counts[r].2 += usize::from(a.liveness == Liveness::Healthy);
             if !zones.contains(&a.zone) {
                 zones.push(a.zone.clone());
             }
         }
-        Topology { agents, index, regions, zones, catalog, refreshed_at }
+        let region_stats = counts
+            .into_iter()
+            .map(|(n, reachable, healthy)| RegionStats {
+                agents: n,
+                health: if reachable == 0 {
+                    RegionHealth::Partitioned
+                } else if healthy == n {
+                    RegionHealth::Healthy
+                } else {
+                    RegionHealth::Degraded
+                },
+            })
+            .collect();
+        Topology { agents, index, regions, zones, region_stats, catalog, refreshed_at }
+    }
+
+    fn region_stats(&self, region: &str) -> Option<RegionStats> {
+        self.regions.iter().position(|r| r == region).map(|i| self.region_stats[i])
+    }
+
+    /// How many agents a region has.
+    pub fn region_size(&self, region: &str) -> usize {
+        self.region_stats(region).map_or(0, |s| s.agents)
     }
 
     pub fn empty(catalog: Arc<Catalog>) -> Topology {
@@ -257,22 +298,10 @@ impl Topology {
         self.agents.iter().filter(move |a| a.region == region)
     }
 
+    /// Healthy when every agent is; partitioned when none answers; degraded otherwise.
+    /// A region with no agents is healthy (there is nothing wrong to report).
     pub fn region_health(&self, region: &str) -> RegionHealth {
-        let mut any = false;
-        let mut all_unreachable = true;
-        let mut all_healthy = true;
-        for a in self.region_agents(region) {
-            any = true;
-            all_unreachable &= !a.liveness.is_reachable();
-            all_healthy &= a.liveness == Liveness::Healthy;
-        }
-        if any && all_unreachable {
-            RegionHealth::Partitioned
-        } else if all_healthy {
-            RegionHealth::Healthy
-        } else {
-            RegionHealth::Degraded
-        }
+        self.region_stats(region).map_or(RegionHealth::Healthy, |s| s.health)
     }
 }
 
