@@ -42,7 +42,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Chat in a line-oriented terminal session (the default).
+    /// The terminal UI: chat, fleet and deployments side by side (the default).
+    Tui,
+    /// Chat in a line-oriented terminal session, for plain terminals.
     Repl,
     /// Say one thing and exit; non-zero exit when it is infeasible or fails.
     Ask {
@@ -151,7 +153,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
 
     let parley = Parley::start(&config).await.context("starting Parley")?;
     let result = match cli.command {
-        None | Some(Command::Repl) => {
+        None | Some(Command::Tui) => {
+            ui::tui::run(&parley, &config, Actor::local("tui")).await.context("terminal UI")?;
+            true
+        }
+        Some(Command::Repl) => {
             ui::repl::repl(&parley, &config, Actor::local("repl")).await.context("terminal")?;
             true
         }
