@@ -234,7 +234,7 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
                     app.set_topology(snapshot);
                 }
                 tick_count = tick_count.wrapping_add(1);
-                if tick_count % SAMPLE_EVERY == 0 {
+                if tick_count.is_multiple_of(SAMPLE_EVERY) {
                     app.sample_series();
                 }
             },

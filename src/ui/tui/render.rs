@@ -202,7 +202,7 @@ pub fn chat_lines(app: &App, width: usize) -> Vec<Line<'static>> {
                 }
                 match reply {
                     None => lines.push(Line::styled("  …", Style::new().fg(Color::DarkGray))),
-                    Some(r) => reply_lines(app, r, width, Some(idx) == last_turn, &mut lines),
+                    Some(r) => reply_lines(app, r.as_ref(), width, Some(idx) == last_turn, &mut lines),
                 }
             }
         }
@@ -555,8 +555,8 @@ pub fn step_progress(d: &DeploymentRecord) -> Vec<(usize, usize)> {
 }
 
 fn gauge(done: usize, total: usize, width: usize) -> (String, String, u16) {
-    let pct = if total == 0 { 0 } else { (done * 100 / total) as u16 };
-    let filled = if total == 0 { 0 } else { done * width / total };
+    let pct = (done * 100).checked_div(total).unwrap_or(0) as u16;
+    let filled = (done * width).checked_div(total).unwrap_or(0).min(width);
     ("█".repeat(filled), "░".repeat(width - filled), pct)
 }
 

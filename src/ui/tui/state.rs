@@ -30,7 +30,7 @@ pub enum Pane {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LogEntry {
     /// What the operator said and, once the session answered, the reply.
-    Turn { utterance: String, reply: Option<Reply> },
+    Turn { utterance: String, reply: Option<Box<Reply>> },
     /// Something the fleet or a rollout did meanwhile.
     Notice(String),
 }
@@ -468,8 +468,8 @@ impl App {
             (awaiting_confirmation || reply.needs_confirmation).then(|| Confirm { message: reply.message.clone() });
         let slot = self.log.iter_mut().find(|e| matches!(e, LogEntry::Turn { reply: None, .. }));
         match slot {
-            Some(LogEntry::Turn { reply: r, .. }) => *r = Some(reply),
-            _ => self.push_log(LogEntry::Turn { utterance: String::new(), reply: Some(reply) }),
+            Some(LogEntry::Turn { reply: r, .. }) => *r = Some(Box::new(reply)),
+            _ => self.push_log(LogEntry::Turn { utterance: String::new(), reply: Some(Box::new(reply)) }),
         }
     }
 
