@@ -1,5 +1,6 @@
 //! The `parley` binary: arguments -> [`Config`] -> a front-end. Nothing else lives here.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -42,7 +43,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Chat in a line-oriented terminal session (the default).
+    /// The terminal UI: chat, fleet and deployments side by side (the default).
+    Tui,
+    /// Chat in a line-oriented terminal session, for plain terminals.
     Repl,
     /// Say one thing and exit; non-zero exit when it is infeasible or fails.
     Ask {
@@ -214,7 +217,16 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
 
     let parley = Parley::start(&config).await.context("starting Parley")?;
     let result = match cli.command {
-        None | Some(Command::Repl) => {
+        // Without a terminal to draw on (piped, under a script), the REPL still works.
+        None if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) => {
+            ui::repl::repl(&parley, &config, Actor::local("repl")).await.context("terminal")?;
+            true
+        }
+        None | Some(Command::Tui) => {
+            ui::tui::run(&parley, &config, Actor::local("tui")).await.context("terminal UI")?;
+            true
+        }
+        Some(Command::Repl) => {
             ui::repl::repl(&parley, &config, Actor::local("repl")).await.context("terminal")?;
             true
         }

@@ -5,3 +5,4 @@ pub mod ask;
 pub mod json;
 pub mod repl;
 pub mod text;
+pub mod tui;

@@ -1,0 +1,253 @@
+//! `parley` (and `parley tui`): the terminal UI, in ratatui over crossterm.
+//!
+//! The shape follows gitui and bottom: [`state::App`] holds what the screen shows,
+//! [`input`] turns keys into changes of it (or an [`input::Action`]), and
+//! [`render::render`] draws it as a pure function. This module is the event loop
+//! that joins them to the outside: the dialog session runs in its own task and
+//! answers over a channel, the registry is read by another, and rollout and fleet
+//! events arrive by broadcast, so no keystroke ever waits for the fleet.
+
+pub mod input;
+pub mod render;
+pub mod state;
+
+use std::io::{self, Stdout};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossterm::event::{Event, EventStream};
+use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
+use futures::StreamExt;
+use ratatui::backend::CrosstermBackend;
+use ratatui::Terminal;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::app::Parley;
+use crate::config::Config;
+use crate::ops::Actor;
+use crate::registry::{DeploymentFilter, Registry};
+use crate::reply::Reply;
+use crate::topology::poller::TopologyEvent;
+
+use input::Action;
+use state::App;
+
+/// How often the screen looks at the topology snapshot (a pointer compare when
+/// nothing changed).
+const TICK: Duration = Duration::from_millis(250);
+/// Sparklines take one sample per this many ticks.
+const SAMPLE_EVERY: u32 = 4;
+/// Deployments the pane lists.
+const DEPLOYMENTS_SHOWN: u32 = 20;
+
+/// The session's answer to one utterance, with what the UI needs beside it.
+struct Answer {
+    reply: Reply,
+    awaiting_confirmation: bool,
+    words: Vec<String>,
+}
+
+/// Restores the terminal when dropped, on every way out of [`run`] including `?`.
+struct TerminalGuard;
+
+impl TerminalGuard {
+    fn enter() -> io::Result<(TerminalGuard, Terminal<CrosstermBackend<Stdout>>)> {
+        install_panic_hook();
+        enable_raw_mode()?;
+        let guard = TerminalGuard;
+        crossterm::execute!(io::stdout(), EnterAlternateScreen)?;
+        let terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+        Ok((guard, terminal))
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+fn restore_terminal() {
+    let _ = disable_raw_mode();
+    let _ = crossterm::execute!(io::stdout(), LeaveAlternateScreen, crossterm::cursor::Show);
+}
+
+/// A panic would otherwise print into the alternate screen and leave the terminal raw;
+/// restore first so the message is readable, then let the usual hook report it.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore_terminal();
+            previous(info);
+        }));
+    });
+}
+
+/// Where the TUI keeps its input history.
+pub fn history_path(config: &Config) -> PathBuf {
+    config.data_dir.join("tui-history.txt")
+}
+
+pub fn load_history(path: &Path) -> Vec<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect(),
+        Err(e) => {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), error = %e, "could not read the TUI history");
+            }
+            Vec::new()
+        }
+    }
+}
+
+fn save_history(path: &Path, history: &[String]) {
+    let skip = history.len().saturating_sub(state::HISTORY_LEN);
+    let mut text = history[skip..].join("\n");
+    text.push('\n');
+    if let Err(e) = std::fs::write(path, text) {
+        tracing::warn!(path = %path.display(), error = %e, "could not save the TUI history");
+    }
+}
+
+/// Lists deployments whenever asked; asks coalesce because the channel holds one.
+fn spawn_deployment_reader(
+    registry: Registry,
+    mut asks: mpsc::Receiver<()>,
+    out: mpsc::Sender<Vec<crate::registry::DeploymentRecord>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let filter = DeploymentFilter { limit: Some(DEPLOYMENTS_SHOWN), ..Default::default() };
+        while asks.recv().await.is_some() {
+            match registry.list_deployments(&filter).await {
+                Ok(list) => {
+                    if out.send(list).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not list deployments for the TUI"),
+            }
+        }
+    })
+}
+
+/// Runs the terminal UI until the operator quits.
+pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<()> {
+    let services = Arc::clone(parley.services());
+    let mut app = App::new(services.topology.snapshot(), services.thresholds);
+    let history_file = history_path(config);
+    app.input.history = load_history(&history_file);
+    app.sample_series();
+    for d in parley.interrupted() {
+        app.notice(format!(
+            "{} was interrupted ({}); say \"resume {}\" or \"roll back {}\".",
+            d.name,
+            d.reason.as_deref().unwrap_or("Parley stopped"),
+            d.name,
+            d.name
+        ));
+    }
+
+    let mut session = parley.session(actor);
+    app.words = session.vocabulary().words();
+    let (say_tx, mut say_rx) = mpsc::channel::<String>(16);
+    let (answer_tx, mut answer_rx) = mpsc::channel::<Answer>(16);
+    let session_task = tokio::spawn(async move {
+        while let Some(utterance) = say_rx.recv().await {
+            let reply = session.handle(&utterance).await;
+            let answer = Answer {
+                reply,
+                awaiting_confirmation: session.awaiting_confirmation(),
+                words: session.vocabulary().words(),
+            };
+            if answer_tx.send(answer).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let (ask_tx, ask_rx) = mpsc::channel::<()>(1);
+    let (list_tx, mut list_rx) = mpsc::channel(4);
+    let reader = spawn_deployment_reader(services.registry.clone(), ask_rx, list_tx);
+    let _ = ask_tx.try_send(());
+
+    let mut rollouts = services.orchestrator.subscribe();
+    let mut fleet = services.poller.events();
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut tick_count: u32 = 0;
+    let (mut rollouts_open, mut fleet_open) = (true, true);
+
+    let (guard, mut terminal) = TerminalGuard::enter()?;
+    let mut keys = EventStream::new();
+    let result: io::Result<()> = loop {
+        if let Err(e) = terminal.draw(|f| render::render(f, &app)) {
+            break Err(e);
+        }
+        tokio::select! {
+            key = keys.next() => match key {
+                Some(Ok(Event::Key(k))) => match input::handle_key(&mut app, k) {
+                    Action::Quit => break Ok(()),
+                    Action::Submit(utterance) => {
+                        if say_tx.send(utterance).await.is_err() {
+                            app.notice("The session stopped; restart Parley.");
+                        }
+                    }
+                    Action::None => {}
+                },
+                // A resize needs nothing but the redraw at the top of the loop.
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break Err(e),
+                None => break Ok(()),
+            },
+            answer = answer_rx.recv() => {
+                if let Some(a) = answer {
+                    app.words = a.words;
+                    app.on_reply(a.reply, a.awaiting_confirmation);
+                    let _ = ask_tx.try_send(());
+                }
+            },
+            event = rollouts.recv(), if rollouts_open => match event {
+                Ok(e) => {
+                    app.on_rollout_event(&e);
+                    let _ = ask_tx.try_send(());
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => { let _ = ask_tx.try_send(()); }
+                Err(broadcast::error::RecvError::Closed) => rollouts_open = false,
+            },
+            event = fleet.recv(), if fleet_open => match event {
+                // Single agents come and go in a big fleet; a region changing is news.
+                Ok(e @ TopologyEvent::RegionChanged { .. }) => app.notice(super::repl::announce_fleet(&e)),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => fleet_open = false,
+            },
+            list = list_rx.recv() => {
+                if let Some(list) = list {
+                    app.set_deployments(list);
+                }
+            },
+            _ = ticks.tick() => {
+                let snapshot = services.topology.snapshot();
+                if !Arc::ptr_eq(&snapshot, &app.topology) {
+                    app.set_topology(snapshot);
+                }
+                tick_count = tick_count.wrapping_add(1);
+                if tick_count.is_multiple_of(SAMPLE_EVERY) {
+                    app.sample_series();
+                }
+            },
+        }
+    };
+    drop(terminal);
+    drop(guard);
+    save_history(&history_file, &app.input.history);
+    drop(say_tx);
+    session_task.abort();
+    reader.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests;

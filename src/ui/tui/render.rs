@@ -1,0 +1,763 @@
+//! Drawing: a pure function of [`App`]. Nothing here reads the clock, the fleet or
+//! the terminal, so a `TestBackend` frame is exactly what an operator would see.
+//!
+//! Big fleets stay cheap because the fleet pane draws only the rows that fit (the
+//! grouping into regions and zones is done when the topology changes, not per frame).
+
+use std::collections::VecDeque;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+use ratatui::Frame;
+
+use super::state::{deployment_actions, AgentStatus, App, Counts, FleetRow, LogEntry, Pane, RegionSeries};
+use crate::ops::{DeploymentStatus, Operation};
+use crate::registry::{DeploymentRecord, TargetState};
+use crate::reply::{Outcome, Reply, Table};
+use crate::topology::RegionHealth;
+
+/// At least this wide and tall, all three panes show at once.
+pub const WIDE_COLS: u16 = 120;
+pub const WIDE_ROWS: u16 = 30;
+/// Samples a sparkline shows.
+const SPARK_SHOWN: usize = 8;
+const SPARK_BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+pub fn render(frame: &mut Frame, app: &App) {
+    let area = frame.area();
+    if area.width < 20 || area.height < 6 {
+        frame.render_widget(Paragraph::new("Parley: terminal too small"), area);
+        return;
+    }
+    let [title, body, input] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(1), Constraint::Length(3)]).areas(area);
+    render_title(frame, app, title);
+    if area.width >= WIDE_COLS && area.height >= WIDE_ROWS {
+        let [left, right] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body);
+        let [fleet, deploys] = Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(right);
+        render_chat(frame, app, left);
+        render_fleet(frame, app, fleet);
+        render_deployments(frame, app, deploys);
+    } else {
+        match app.focus {
+            Pane::Chat => {
+                // Narrow: a one-line strip keeps the latest rollout in sight while chatting.
+                let latest = app.ordered_deployments().first().copied();
+                match latest {
+                    Some(d) if body.height > 8 => {
+                        let [chat, strip] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(body);
+                        render_chat(frame, app, chat);
+                        frame.render_widget(Paragraph::new(compact_deployment(d, strip.width)), strip);
+                    }
+                    _ => render_chat(frame, app, body),
+                }
+            }
+            Pane::Fleet => render_fleet(frame, app, body),
+            Pane::Deployments => render_deployments(frame, app, body),
+        }
+    }
+    render_input(frame, app, input);
+    if app.confirm.is_some() {
+        render_confirm(frame, app, area);
+    }
+    if app.show_help {
+        render_help(frame, area);
+    }
+}
+
+fn status_color(s: AgentStatus) -> Color {
+    match s {
+        AgentStatus::Healthy => Color::Green,
+        AgentStatus::Degraded => Color::Yellow,
+        AgentStatus::Suspect => Color::Magenta,
+        AgentStatus::Down => Color::Red,
+        AgentStatus::Cordoned => Color::Blue,
+    }
+}
+
+fn region_color(h: RegionHealth) -> Color {
+    match h {
+        RegionHealth::Healthy => Color::Green,
+        RegionHealth::Degraded => Color::Yellow,
+        RegionHealth::Partitioned => Color::Red,
+    }
+}
+
+fn deployment_color(s: DeploymentStatus) -> Color {
+    match s {
+        DeploymentStatus::Pending | DeploymentStatus::Running => Color::Cyan,
+        DeploymentStatus::Paused => Color::Yellow,
+        DeploymentStatus::Succeeded => Color::Green,
+        DeploymentStatus::Failed | DeploymentStatus::Aborted | DeploymentStatus::RolledBack => Color::Red,
+    }
+}
+
+fn pane_block(title: String, focused: bool) -> Block<'static> {
+    let style = if focused { Style::new().fg(Color::Cyan) } else { Style::new().fg(Color::DarkGray) };
+    Block::new().borders(Borders::ALL).border_style(style).title(title)
+}
+
+fn render_title(frame: &mut Frame, app: &App, area: Rect) {
+    let running = app.deployments.iter().filter(|d| d.status.is_active()).count();
+    let mut spans = vec![
+        Span::styled(" Parley ", Style::new().add_modifier(Modifier::BOLD).fg(Color::Black).bg(Color::Cyan)),
+        Span::raw(format!(
+            " {} agents, {} regions{} ",
+            app.topology.agents().len(),
+            app.topology.regions().len(),
+            if running > 0 { format!(", {running} rolling out") } else { String::new() }
+        )),
+    ];
+    for (key, name, pane) in
+        [("F2", "Chat", Pane::Chat), ("F3", "Fleet", Pane::Fleet), ("F4", "Deploys", Pane::Deployments)]
+    {
+        let style = if app.focus == pane {
+            Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED)
+        } else {
+            Style::new().fg(Color::Gray)
+        };
+        spans.push(Span::styled(format!(" {key} {name} "), style));
+    }
+    spans.push(Span::styled("  ? help  ^C quit", Style::new().fg(Color::DarkGray)));
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// Greedy word wrap; long words are cut, explicit newlines kept.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut out = Vec::new();
+    for para in text.split('\n') {
+        let mut line = String::new();
+        let mut len = 0;
+        for word in para.split(' ') {
+            let mut word: Vec<char> = word.chars().collect();
+            while word.len() > width {
+                if len > 0 {
+                    out.push(std::mem::take(&mut line));
+                    len = 0;
+                }
+                out.push(word.drain(..width).collect());
+            }
+            let wlen = word.len();
+            if len > 0 && len + 1 + wlen > width {
+                out.push(std::mem::take(&mut line));
+                len = 0;
+            }
+            if len > 0 {
+                line.push(' ');
+                len += 1;
+            }
+            line.extend(word);
+            len += wlen;
+        }
+        out.push(line);
+    }
+    out
+}
+
+fn cut(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else if width == 0 {
+        String::new()
+    } else {
+        let mut c: String = s.chars().take(width - 1).collect();
+        c.push('…');
+        c
+    }
+}
+
+fn pad(s: &str, width: usize) -> String {
+    let c = cut(s, width);
+    let n = c.chars().count();
+    c + &" ".repeat(width.saturating_sub(n))
+}
+
+/// The scrollback as lines for a pane `width` columns wide.
+pub fn chat_lines(app: &App, width: usize) -> Vec<Line<'static>> {
+    let mut lines: Vec<Line<'static>> = Vec::new();
+    let last_turn = app.log.iter().rposition(|e| matches!(e, LogEntry::Turn { .. }));
+    for (idx, entry) in app.log.iter().enumerate() {
+        match entry {
+            LogEntry::Notice(text) => {
+                for (i, l) in wrap(text, width.saturating_sub(4)).into_iter().enumerate() {
+                    let lead = if i == 0 { "  » " } else { "    " };
+                    lines.push(Line::styled(format!("{lead}{l}"), Style::new().fg(Color::DarkGray)));
+                }
+            }
+            LogEntry::Turn { utterance, reply } => {
+                if !lines.is_empty() {
+                    lines.push(Line::raw(""));
+                }
+                if !utterance.is_empty() {
+                    for (i, l) in wrap(utterance, width.saturating_sub(2)).into_iter().enumerate() {
+                        let lead = if i == 0 { "› " } else { "  " };
+                        lines.push(Line::styled(
+                            format!("{lead}{l}"),
+                            Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+                        ));
+                    }
+                }
+                match reply {
+                    None => lines.push(Line::styled("  …", Style::new().fg(Color::DarkGray))),
+                    Some(r) => reply_lines(app, r.as_ref(), width, Some(idx) == last_turn, &mut lines),
+                }
+            }
+        }
+    }
+    lines
+}
+
+fn outcome_style(o: Outcome) -> Style {
+    match o {
+        Outcome::Infeasible | Outcome::Refused | Outcome::Failed | Outcome::NotUnderstood => {
+            Style::new().fg(Color::Red)
+        }
+        Outcome::NeedsConfirmation | Outcome::NeedsInput => Style::new().fg(Color::Yellow),
+        Outcome::Started | Outcome::Done => Style::new().fg(Color::Green),
+        Outcome::Answered | Outcome::Cancelled => Style::new(),
+    }
+}
+
+fn reply_lines(app: &App, r: &Reply, width: usize, last: bool, lines: &mut Vec<Line<'static>>) {
+    let style = outcome_style(r.outcome);
+    for l in wrap(&r.message, width.saturating_sub(2)) {
+        lines.push(Line::styled(format!("  {l}"), style));
+    }
+    if let Some(table) = &r.table {
+        lines.push(Line::raw(""));
+        if matches!(r.operation, Some(Operation::Report { .. })) {
+            bar_chart_lines(table, width, lines);
+        } else {
+            table_lines(table, width, lines);
+        }
+    }
+    if last && !r.follow_ups.is_empty() {
+        lines.push(Line::raw(""));
+        for (i, f) in r.follow_ups.iter().enumerate() {
+            let picked = app.follow_up_pick == Some(i);
+            let style = if picked {
+                Style::new().fg(Color::Cyan).add_modifier(Modifier::REVERSED)
+            } else {
+                Style::new().fg(Color::Cyan)
+            };
+            lines.push(Line::from(vec![
+                Span::raw("  "),
+                Span::styled(cut(&format!("[{}] {f}", i + 1), width.saturating_sub(2)), style),
+            ]));
+        }
+    }
+}
+
+/// A table fitted to the pane: columns as wide as their widest cell, the widest ones
+/// shrunk first when the pane is narrow.
+fn table_lines(table: &Table, width: usize, lines: &mut Vec<Line<'static>>) {
+    let ncols = table.columns.len().max(table.rows.iter().map(Vec::len).max().unwrap_or(0));
+    let mut widths = vec![0usize; ncols];
+    for (i, c) in table.columns.iter().enumerate() {
+        widths[i] = widths[i].max(c.chars().count());
+    }
+    for row in &table.rows {
+        for (i, c) in row.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    // Two spaces between columns when they fit, one when the pane is tight.
+    let natural: usize = widths.iter().sum();
+    let gap = if natural + 2 + 2 * ncols <= width { 2 } else { 1 };
+    let budget = width.saturating_sub(2 + gap * ncols);
+    while widths.iter().sum::<usize>() > budget {
+        let Some((i, w)) = widths.iter().copied().enumerate().max_by_key(|&(_, w)| w) else { break };
+        if w <= 3 {
+            break;
+        }
+        widths[i] = w - 1;
+    }
+    let row_text = |cells: &[String]| -> String {
+        let mut s = String::from("  ");
+        for (i, w) in widths.iter().enumerate() {
+            let c = cells.get(i).map(String::as_str).unwrap_or("");
+            s.push_str(&pad(c, *w));
+            s.push_str(&" ".repeat(gap));
+        }
+        s.trim_end().to_string()
+    };
+    lines.push(Line::styled(
+        format!("  {}", cut(&table.title, width.saturating_sub(2))),
+        Style::new().add_modifier(Modifier::BOLD),
+    ));
+    lines
+        .push(Line::styled(row_text(&table.columns), Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)));
+    for row in &table.rows {
+        // Health words in a row colour the row, so a red line stands out in a long table.
+        let colour = row.iter().find_map(|c| match c.as_str() {
+            "down" | "partitioned" | "failed" | "rolled_back" => Some(Color::Red),
+            "suspect" => Some(Color::Magenta),
+            "degraded" | "paused" => Some(Color::Yellow),
+            "cordoned" | "draining" | "drained" => Some(Color::Blue),
+            _ => None,
+        });
+        let style = colour.map(|c| Style::new().fg(c)).unwrap_or_default();
+        lines.push(Line::styled(row_text(row), style));
+    }
+}
+
+/// A report's counts as horizontal bars: reading proportions beats reading numbers.
+fn bar_chart_lines(table: &Table, width: usize, lines: &mut Vec<Line<'static>>) {
+    let values: Vec<(String, u64)> =
+        table.rows.iter().filter_map(|r| Some((r.first()?.clone(), r.get(1)?.trim().parse::<u64>().ok()?))).collect();
+    if values.len() != table.rows.len() {
+        return table_lines(table, width, lines);
+    }
+    let label_w = values.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0).min(14);
+    let max = values.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1);
+    let bar_w = width.saturating_sub(label_w + 12).clamp(1, 40);
+    lines.push(Line::styled(format!("  {}", table.title), Style::new().add_modifier(Modifier::BOLD)));
+    for (label, v) in values {
+        let n = ((v as f64 / max as f64) * bar_w as f64).round() as usize;
+        let colour = match label.as_str() {
+            "succeeded" => Color::Green,
+            "running" | "pending" => Color::Cyan,
+            "paused" => Color::Yellow,
+            _ => Color::Red,
+        };
+        lines.push(Line::from(vec![
+            Span::raw(format!("  {} ", pad(&label, label_w))),
+            Span::styled("█".repeat(n.max(usize::from(v > 0))), Style::new().fg(colour)),
+            Span::raw(format!(" {v}")),
+        ]));
+    }
+}
+
+fn render_chat(frame: &mut Frame, app: &App, area: Rect) {
+    let block = pane_block(" Chat ".to_string(), app.focus == Pane::Chat);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let lines = chat_lines(app, inner.width as usize);
+    let height = inner.height as usize;
+    let bottom = lines.len().saturating_sub(app.chat_scroll.min(lines.len().saturating_sub(height)));
+    let top = bottom.saturating_sub(height);
+    let shown: Vec<Line> = lines[top..bottom].to_vec();
+    if shown.is_empty() {
+        let hint = "Ask about the fleet or tell it what to do, e.g. \"how healthy is eu-west?\" or \
+                    \"roll out auth-filter 2.1.0 to ap-south\". F1 or ? for keys.";
+        let text: Vec<Line> = wrap(hint, inner.width as usize)
+            .into_iter()
+            .map(|l| Line::styled(l, Style::new().fg(Color::DarkGray)))
+            .collect();
+        frame.render_widget(Paragraph::new(text), inner);
+    } else {
+        frame.render_widget(Paragraph::new(shown), inner);
+    }
+}
+
+fn render_input(frame: &mut Frame, app: &App, area: Rect) {
+    let title = if app.waiting {
+        " Ask · waiting for the fleet… ".to_string()
+    } else if app.focus == Pane::Chat {
+        " Ask · Enter send · Tab complete/follow-ups · ↑↓ history ".to_string()
+    } else {
+        " Ask · Esc/i to type here ".to_string()
+    };
+    let block = pane_block(cut(&title, area.width.saturating_sub(2) as usize), app.focus == Pane::Chat);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let width = inner.width.saturating_sub(2) as usize;
+    // Scroll the line sideways so the cursor stays visible.
+    let skip = app.input.cursor.saturating_sub(width.saturating_sub(1));
+    let visible: String = app.input.text.chars().skip(skip).take(width).collect();
+    frame.render_widget(Paragraph::new(format!("› {visible}")), inner);
+    if app.focus == Pane::Chat && app.confirm.is_none() && !app.show_help {
+        let x = inner.x + 2 + (app.input.cursor - skip) as u16;
+        frame.set_cursor_position((x.min(inner.right().saturating_sub(1)), inner.y));
+    }
+}
+
+/// The last `n` samples as bars, scaled to the threshold so a full bar means "at the gate".
+pub fn sparkline(values: &VecDeque<f64>, full_scale: f64, n: usize) -> String {
+    let skip = values.len().saturating_sub(n);
+    let mut s: String = values
+        .iter()
+        .skip(skip)
+        .map(|v| {
+            let level = if full_scale > 0.0 { (v / full_scale * 7.0).round() } else { 0.0 };
+            SPARK_BARS[level.clamp(0.0, 7.0) as usize]
+        })
+        .collect();
+    let len = s.chars().count();
+    s.push_str(&" ".repeat(n.saturating_sub(len)));
+    s
+}
+
+fn counts_spans(c: &Counts) -> Vec<Span<'static>> {
+    let mut out = Vec::new();
+    for (n, status) in [
+        (c.healthy, AgentStatus::Healthy),
+        (c.degraded, AgentStatus::Degraded),
+        (c.suspect, AgentStatus::Suspect),
+        (c.down, AgentStatus::Down),
+        (c.cordoned, AgentStatus::Cordoned),
+    ] {
+        if n > 0 {
+            out.push(Span::styled(format!("{n} {} ", status.as_str()), Style::new().fg(status_color(status))));
+        }
+    }
+    out
+}
+
+fn fleet_row_line(app: &App, row: &FleetRow, selected: bool, width: usize) -> Line<'static> {
+    match row {
+        FleetRow::Region { name, health, counts } => {
+            let empty = RegionSeries::default();
+            let series = app.series.get(name).unwrap_or(&empty);
+            let mut spans = vec![
+                Span::styled(pad(name, 10), Style::new().add_modifier(Modifier::BOLD)),
+                Span::styled(
+                    pad(health.as_str(), 12),
+                    Style::new().fg(region_color(*health)).add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(format!("{:>4} ", counts.total())),
+            ];
+            if width >= 52 {
+                spans.push(Span::styled(
+                    format!("err {}", sparkline(&series.error_rate_pct, app.thresholds.error_rate_pct, SPARK_SHOWN)),
+                    Style::new().fg(Color::Red),
+                ));
+                spans.push(Span::styled(
+                    format!(" p95 {}", sparkline(&series.p95_ms, app.thresholds.p95_ms, SPARK_SHOWN)),
+                    Style::new().fg(Color::Yellow),
+                ));
+            }
+            Line::from(spans)
+        }
+        FleetRow::Zone { name, counts } => {
+            let mut spans = vec![Span::raw(format!("  {} ", pad(name, 12)))];
+            spans.extend(counts_spans(counts));
+            Line::from(spans)
+        }
+        FleetRow::Agent(i) => {
+            let Some(a) = app.topology.agents().get(*i) else { return Line::raw("") };
+            let status = AgentStatus::of(a.liveness, a.state);
+            let metrics = if a.liveness.is_reachable() {
+                format!("err {:>4.1}%  p95 {:>4.0} ms", a.metrics.error_rate_pct, a.metrics.p95_ms)
+            } else {
+                "no answer".to_string()
+            };
+            let text = format!("    {} {} {metrics}", pad(&a.name, 10), pad(status.as_str(), 9));
+            let mut style = Style::new().fg(status_color(status));
+            if selected {
+                style = style.add_modifier(Modifier::REVERSED);
+            }
+            Line::styled(cut(&text, width), style)
+        }
+    }
+}
+
+fn render_fleet(frame: &mut Frame, app: &App, area: Rect) {
+    let title = if app.editing_filter {
+        format!(" Fleet · filter: {}▏ ", app.fleet_filter)
+    } else if app.fleet_filter.is_empty() {
+        " Fleet · / filter ".to_string()
+    } else {
+        format!(" Fleet · filter: {} ", app.fleet_filter)
+    };
+    let block = pane_block(title, app.focus == Pane::Fleet);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let selected_row = app.selected_fleet_row();
+    let agent = app.selected_agent.as_deref().and_then(|n| app.topology.agent(n));
+    let (list, detail) = match agent {
+        Some(_) if inner.height >= 14 => {
+            let [l, d] = Layout::vertical([Constraint::Min(4), Constraint::Length(7)]).areas(inner);
+            (l, Some(d))
+        }
+        _ => (inner, None),
+    };
+    let height = list.height as usize;
+    if app.fleet_rows.is_empty() {
+        frame.render_widget(Paragraph::new("No agent matches the filter (c clears it)."), list);
+    } else {
+        // Keep the selection in view, with context above it; only visible rows are built.
+        let offset = match selected_row {
+            Some(r) if r >= height / 2 => (r - height / 2).min(app.fleet_rows.len().saturating_sub(height)),
+            _ => 0,
+        };
+        let focused = app.focus == Pane::Fleet;
+        let lines: Vec<Line> = app
+            .fleet_rows
+            .iter()
+            .enumerate()
+            .skip(offset)
+            .take(height)
+            .map(|(i, row)| fleet_row_line(app, row, focused && Some(i) == selected_row, list.width as usize))
+            .collect();
+        frame.render_widget(Paragraph::new(lines), list);
+    }
+    if let (Some(a), Some(d)) = (agent, detail) {
+        let status = AgentStatus::of(a.liveness, a.state);
+        let block = Block::new()
+            .borders(Borders::TOP)
+            .border_style(Style::new().fg(Color::DarkGray))
+            .title(format!(" {} ", a.name));
+        let inner = block.inner(d);
+        frame.render_widget(block, d);
+        let w = inner.width as usize;
+        let mut lines = vec![
+            Line::raw(cut(
+                &format!("{} / {} · {} · tier {}", a.region, a.zone, a.env().unwrap_or("-"), a.tier().unwrap_or("-")),
+                w,
+            )),
+            Line::from(vec![
+                Span::styled(status.as_str(), Style::new().fg(status_color(status)).add_modifier(Modifier::BOLD)),
+                Span::raw(cut(
+                    &format!(
+                        " · {} · cpu {:.0}% mem {:.0}% err {:.2}% p95 {:.0} ms",
+                        a.state.as_str(),
+                        a.metrics.cpu_pct,
+                        a.metrics.mem_pct,
+                        a.metrics.error_rate_pct,
+                        a.metrics.p95_ms
+                    ),
+                    w.saturating_sub(status.as_str().len()),
+                )),
+            ]),
+            Line::raw(cut(
+                &format!(
+                    "capabilities: {}",
+                    if a.capabilities.is_empty() { "-".to_string() } else { a.capabilities.join(", ") }
+                ),
+                w,
+            )),
+        ];
+        let exts: Vec<String> = a.extensions.iter().map(|(n, v)| format!("{n} {v}")).collect();
+        for l in wrap(&format!("extensions: {}", exts.join(", ")), w) {
+            lines.push(Line::raw(l));
+        }
+        frame.render_widget(Paragraph::new(lines), inner);
+    }
+}
+
+/// Per step: (agents installed, agents in the step).
+pub fn step_progress(d: &DeploymentRecord) -> Vec<(usize, usize)> {
+    let steps = (d.step_count as usize).max(d.targets.iter().map(|t| t.step as usize + 1).max().unwrap_or(0));
+    let mut out = vec![(0usize, 0usize); steps];
+    for t in &d.targets {
+        if let Some(s) = out.get_mut(t.step as usize) {
+            s.1 += 1;
+            if t.state == TargetState::Installed {
+                s.0 += 1;
+            }
+        }
+    }
+    out
+}
+
+fn gauge(done: usize, total: usize, width: usize) -> (String, String, u16) {
+    let pct = (done * 100).checked_div(total).unwrap_or(0) as u16;
+    let filled = (done * width).checked_div(total).unwrap_or(0).min(width);
+    ("█".repeat(filled), "░".repeat(width - filled), pct)
+}
+
+fn compact_deployment(d: &DeploymentRecord, width: u16) -> Line<'static> {
+    let done = d.targets.iter().filter(|t| t.state == TargetState::Installed).count();
+    let (full, empty, pct) = gauge(done, d.targets.len(), 10);
+    let head = format!(" {} {} {} ", d.name, d.extension, d.version);
+    let spans = vec![
+        Span::styled(head, Style::new().add_modifier(Modifier::BOLD)),
+        Span::styled(pad(d.status.as_str(), 12), Style::new().fg(deployment_color(d.status))),
+        Span::styled(full, Style::new().fg(deployment_color(d.status))),
+        Span::styled(empty, Style::new().fg(Color::DarkGray)),
+        Span::raw(format!(" {pct:>3}%  step {}/{}", (d.current_step + 1).min(d.step_count.max(1)), d.step_count)),
+    ];
+    let line = Line::from(spans);
+    if line.width() > width as usize {
+        Line::raw(cut(&line.to_string(), width as usize))
+    } else {
+        line
+    }
+}
+
+/// The live gate values of a deployment: the worst error rate and p95 among the
+/// agents it has installed on, against the gate's thresholds.
+fn live_gate(app: &App, d: &DeploymentRecord) -> Option<(f64, f64)> {
+    let mut worst: Option<(f64, f64)> = None;
+    for t in d.targets.iter().filter(|t| t.state == TargetState::Installed) {
+        if let Some(a) = app.topology.agent(&t.agent).filter(|a| a.liveness.is_reachable()) {
+            let w = worst.get_or_insert((0.0, 0.0));
+            w.0 = w.0.max(a.metrics.error_rate_pct);
+            w.1 = w.1.max(a.metrics.p95_ms);
+        }
+    }
+    worst
+}
+
+fn deployment_lines(app: &App, d: &DeploymentRecord, selected: bool, width: usize) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    let marker = if selected { "▸ " } else { "  " };
+    let colour = deployment_color(d.status);
+    lines.push(Line::from(vec![
+        Span::raw(marker),
+        Span::styled(format!("{} ", d.name), Style::new().add_modifier(Modifier::BOLD)),
+        Span::raw(format!(
+            "{} ",
+            cut(&format!("{} {} → {}", d.extension, d.version, d.scope), width.saturating_sub(24))
+        )),
+        Span::styled(d.status.as_str().to_string(), Style::new().fg(colour).add_modifier(Modifier::BOLD)),
+    ]));
+    let bar_w = width.saturating_sub(28).clamp(4, 30);
+    let current = d.current_step as usize;
+    for (i, (done, total)) in step_progress(d).into_iter().enumerate() {
+        let (full, empty, pct) = gauge(done, total, bar_w);
+        let here = d.status.is_active() && i == current;
+        lines.push(Line::from(vec![
+            Span::raw(format!("  {}step {:<2} ", if here { "▸" } else { " " }, i + 1)),
+            Span::styled(full, Style::new().fg(colour)),
+            Span::styled(empty, Style::new().fg(Color::DarkGray)),
+            Span::raw(format!(" {pct:>3}%  {done}/{total}")),
+        ]));
+    }
+    let mut gate = vec![Span::raw("   gate ")];
+    match app.gates.get(&d.name) {
+        Some(g) if g.passed => {
+            gate.push(Span::styled(format!("step {} passed", g.step), Style::new().fg(Color::Green)))
+        }
+        Some(g) => gate.push(Span::styled(
+            cut(&format!("step {} FAILED {}", g.step, g.detail), width.saturating_sub(8)),
+            Style::new().fg(Color::Red),
+        )),
+        None => gate.push(Span::styled("not evaluated yet", Style::new().fg(Color::DarkGray))),
+    }
+    lines.push(Line::from(gate));
+    if let Some((err, p95)) = live_gate(app, d) {
+        let t = app.thresholds;
+        let style = |bad: bool| Style::new().fg(if bad { Color::Red } else { Color::Green });
+        lines.push(Line::from(vec![
+            Span::raw("   live "),
+            Span::styled(format!("err {err:.1}%"), style(err > t.error_rate_pct)),
+            Span::raw(format!(" (max {:.1})  ", t.error_rate_pct)),
+            Span::styled(format!("p95 {p95:.0} ms"), style(p95 > t.p95_ms)),
+            Span::raw(format!(" (max {:.0})", t.p95_ms)),
+        ]));
+    }
+    if let Some(reason) = d.reason.as_deref().filter(|_| !d.status.is_active()) {
+        lines.push(Line::styled(format!("   {}", cut(reason, width.saturating_sub(3))), Style::new().fg(Color::Gray)));
+    }
+    let keys: Vec<String> = deployment_actions(d)
+        .into_iter()
+        .map(|a| {
+            let key = match a.split(' ').next() {
+                Some("pause") => "p",
+                Some("resume") => "r",
+                Some("abort") => "a",
+                Some("roll") => "b",
+                Some("retry") => "t",
+                _ => "⏎",
+            };
+            format!("[{key}] {a}")
+        })
+        .collect();
+    lines.push(Line::styled(cut(&format!("   next: {}", keys.join("  ")), width), Style::new().fg(Color::Cyan)));
+    lines
+}
+
+fn render_deployments(frame: &mut Frame, app: &App, area: Rect) {
+    let block = pane_block(" Deployments ".to_string(), app.focus == Pane::Deployments);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let ordered = app.ordered_deployments();
+    if ordered.is_empty() {
+        frame.render_widget(
+            Paragraph::new(Line::styled("No deployments yet.", Style::new().fg(Color::DarkGray))),
+            inner,
+        );
+        return;
+    }
+    let width = inner.width as usize;
+    let mut lines = Vec::new();
+    let mut selected_at = 0;
+    for (i, d) in ordered.iter().enumerate() {
+        let selected = i == app.selected_deployment;
+        if selected {
+            selected_at = lines.len();
+        }
+        // Active, selected and the newest deployment get the full view; the rest a line.
+        if d.status.is_active() || selected || i == 0 {
+            lines.extend(deployment_lines(app, d, selected && app.focus == Pane::Deployments, width));
+        } else {
+            lines.push(compact_deployment(d, inner.width));
+        }
+    }
+    let height = inner.height as usize;
+    let offset = if selected_at + 4 > height { (selected_at + 4 - height).min(lines.len()) } else { 0 };
+    let shown: Vec<Line> = lines.into_iter().skip(offset).take(height).collect();
+    frame.render_widget(Paragraph::new(shown), inner);
+}
+
+fn centred(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
+}
+
+fn render_confirm(frame: &mut Frame, app: &App, area: Rect) {
+    let Some(c) = &app.confirm else { return };
+    let width = area.width.saturating_sub(4).min(72);
+    let text = wrap(&c.message, width.saturating_sub(4) as usize);
+    let height = (text.len() as u16 + 5).min(area.height);
+    let popup = centred(area, width, height);
+    frame.render_widget(Clear, popup);
+    let block = Block::new()
+        .borders(Borders::ALL)
+        .border_style(Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD))
+        .title(" Confirm ");
+    let inner = block.inner(popup);
+    frame.render_widget(block, popup);
+    let mut lines: Vec<Line> = text.into_iter().map(|l| Line::raw(format!(" {l}"))).collect();
+    lines.push(Line::raw(""));
+    lines.push(
+        Line::from(vec![
+            Span::styled("[y] yes", Style::new().fg(Color::Green).add_modifier(Modifier::BOLD)),
+            Span::raw("    "),
+            Span::styled("[n] no", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
+        ])
+        .centered(),
+    );
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+const HELP: &[(&str, &str)] = &[
+    ("Enter", "send what you typed"),
+    ("Tab", "complete a name; on an empty line, cycle follow-ups"),
+    ("1-9 Enter, Alt-1..9", "send that follow-up"),
+    ("Up / Down", "history (kept between sessions)"),
+    ("Ctrl-A/E/W/U", "start, end, delete word, clear line"),
+    ("PgUp / PgDn", "scroll the chat"),
+    ("F2 F3 F4, Shift-Tab", "chat, fleet, deployments pane"),
+    ("Fleet: / j k c Enter", "filter, move, clear filter, ask about agent"),
+    ("Deploys: j k p r a b t", "move, pause, resume, abort, roll back, retry"),
+    ("y / n", "answer a confirmation"),
+    ("Esc", "leave a pane or dialog"),
+    ("Ctrl-C, q, exit", "quit (q outside the chat)"),
+];
+
+fn render_help(frame: &mut Frame, area: Rect) {
+    let popup = centred(area, 76, HELP.len() as u16 + 4);
+    frame.render_widget(Clear, popup);
+    let block =
+        Block::new().borders(Borders::ALL).border_style(Style::new().fg(Color::Cyan)).title(" Keys · any key closes ");
+    let inner = block.inner(popup);
+    frame.render_widget(block, popup);
+    let key_w = HELP.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let lines: Vec<Line> = HELP
+        .iter()
+        .map(|(k, v)| {
+            Line::from(vec![
+                Span::styled(format!(" {} ", pad(k, key_w)), Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)),
+                Span::raw(cut(v, (inner.width as usize).saturating_sub(key_w + 3))),
+            ])
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner);
+}

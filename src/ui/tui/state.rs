@@ -1,0 +1,532 @@
+//! The terminal UI's application state: everything the screen shows, and nothing
+//! about terminals. Background work (the session, the poller, the orchestrator)
+//! reaches it only through the `on_*` / `set_*` methods the event loop calls, so the
+//! renderer can stay a pure function of this value.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::agent::protocol::ServingState;
+use crate::orchestrate::RolloutEvent;
+use crate::registry::DeploymentRecord;
+use crate::reply::Reply;
+use crate::topology::{HealthThresholds, Liveness, RegionHealth, Topology};
+
+/// How many samples a region's sparkline keeps (one per topology tick).
+pub const SPARK_LEN: usize = 60;
+/// Entries of history kept in memory and on disk.
+pub const HISTORY_LEN: usize = 1000;
+/// Chat entries kept; older ones scroll out of memory, not just off screen.
+pub const LOG_LEN: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Chat,
+    Fleet,
+    Deployments,
+}
+
+/// One entry of the chat scrollback.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogEntry {
+    /// What the operator said and, once the session answered, the reply.
+    Turn { utterance: String, reply: Option<Box<Reply>> },
+    /// Something the fleet or a rollout did meanwhile.
+    Notice(String),
+}
+
+/// The input line: text, a cursor (in chars) and the history.
+#[derive(Debug, Clone, Default)]
+pub struct InputLine {
+    pub text: String,
+    pub cursor: usize,
+    pub history: Vec<String>,
+    /// Position while browsing history with Up/Down; `None` when editing fresh text.
+    pub browsing: Option<usize>,
+    /// What was typed before browsing started, restored by Down past the newest.
+    pub draft: String,
+}
+
+impl InputLine {
+    pub fn set(&mut self, text: &str) {
+        self.text = text.to_string();
+        self.cursor = text.chars().count();
+    }
+
+    pub fn byte_at(&self, char_idx: usize) -> usize {
+        self.text.char_indices().nth(char_idx).map(|(b, _)| b).unwrap_or(self.text.len())
+    }
+
+    pub fn insert(&mut self, c: char) {
+        let at = self.byte_at(self.cursor);
+        self.text.insert(at, c);
+        self.cursor += 1;
+        self.browsing = None;
+    }
+
+    pub fn backspace(&mut self) {
+        if self.cursor > 0 {
+            let at = self.byte_at(self.cursor - 1);
+            self.text.remove(at);
+            self.cursor -= 1;
+        }
+    }
+
+    pub fn delete(&mut self) {
+        if self.cursor < self.text.chars().count() {
+            let at = self.byte_at(self.cursor);
+            self.text.remove(at);
+        }
+    }
+
+    /// Deletes the word before the cursor (Ctrl-W).
+    pub fn delete_word(&mut self) {
+        let chars: Vec<char> = self.text.chars().collect();
+        let mut start = self.cursor.min(chars.len());
+        while start > 0 && chars[start - 1].is_whitespace() {
+            start -= 1;
+        }
+        while start > 0 && !chars[start - 1].is_whitespace() {
+            start -= 1;
+        }
+        let (a, b) = (self.byte_at(start), self.byte_at(self.cursor));
+        self.text.replace_range(a..b, "");
+        self.cursor = start;
+    }
+
+    /// Records a submitted line, skipping blanks and repeats of the last entry.
+    pub fn remember(&mut self, line: &str) {
+        let line = line.trim();
+        if line.is_empty() || self.history.last().map(String::as_str) == Some(line) {
+            return;
+        }
+        self.history.push(line.to_string());
+        if self.history.len() > HISTORY_LEN {
+            let excess = self.history.len() - HISTORY_LEN;
+            self.history.drain(..excess);
+        }
+    }
+
+    pub fn history_prev(&mut self) {
+        if self.history.is_empty() {
+            return;
+        }
+        let next = match self.browsing {
+            None => {
+                self.draft = self.text.clone();
+                self.history.len() - 1
+            }
+            Some(i) => i.saturating_sub(1),
+        };
+        self.browsing = Some(next);
+        let text = self.history[next].clone();
+        self.set(&text);
+    }
+
+    pub fn history_next(&mut self) {
+        match self.browsing {
+            None => {}
+            Some(i) if i + 1 < self.history.len() => {
+                self.browsing = Some(i + 1);
+                let text = self.history[i + 1].clone();
+                self.set(&text);
+            }
+            Some(_) => {
+                self.browsing = None;
+                let draft = std::mem::take(&mut self.draft);
+                self.set(&draft);
+            }
+        }
+    }
+}
+
+/// Agents of a group by how an operator colours them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub healthy: usize,
+    pub degraded: usize,
+    pub suspect: usize,
+    pub down: usize,
+    /// Reachable but not taking work (cordoned, draining, drained, restarting).
+    pub cordoned: usize,
+}
+
+impl Counts {
+    pub fn add(&mut self, status: AgentStatus) {
+        match status {
+            AgentStatus::Healthy => self.healthy += 1,
+            AgentStatus::Degraded => self.degraded += 1,
+            AgentStatus::Suspect => self.suspect += 1,
+            AgentStatus::Down => self.down += 1,
+            AgentStatus::Cordoned => self.cordoned += 1,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.healthy + self.degraded + self.suspect + self.down + self.cordoned
+    }
+}
+
+/// The one colour-worthy status of an agent: liveness first, then serving state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentStatus {
+    Healthy,
+    Degraded,
+    Suspect,
+    Down,
+    Cordoned,
+}
+
+impl AgentStatus {
+    pub fn of(liveness: Liveness, state: ServingState) -> AgentStatus {
+        match liveness {
+            Liveness::Down => AgentStatus::Down,
+            Liveness::Suspect => AgentStatus::Suspect,
+            _ if state != ServingState::Active => AgentStatus::Cordoned,
+            Liveness::Degraded => AgentStatus::Degraded,
+            Liveness::Healthy => AgentStatus::Healthy,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Healthy => "healthy",
+            AgentStatus::Degraded => "degraded",
+            AgentStatus::Suspect => "suspect",
+            AgentStatus::Down => "down",
+            AgentStatus::Cordoned => "cordoned",
+        }
+    }
+}
+
+/// One row of the fleet pane.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FleetRow {
+    Region {
+        name: String,
+        health: RegionHealth,
+        counts: Counts,
+    },
+    Zone {
+        name: String,
+        counts: Counts,
+    },
+    /// An index into the topology's agents.
+    Agent(usize),
+}
+
+/// Per-region history of the worst error rate and p95 latency, for sparklines.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RegionSeries {
+    pub error_rate_pct: VecDeque<f64>,
+    pub p95_ms: VecDeque<f64>,
+}
+
+impl RegionSeries {
+    fn push(&mut self, err: f64, p95: f64) {
+        for (buf, v) in [(&mut self.error_rate_pct, err), (&mut self.p95_ms, p95)] {
+            if buf.len() == SPARK_LEN {
+                buf.pop_front();
+            }
+            buf.push_back(v);
+        }
+    }
+}
+
+/// The confirmation modal's content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confirm {
+    pub message: String,
+}
+
+/// The whole state of the screen.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub log: VecDeque<LogEntry>,
+    pub input: InputLine,
+    pub focus: Pane,
+    /// Lines scrolled up from the bottom of the chat.
+    pub chat_scroll: usize,
+    /// Follow-ups of the last reply, and which one Tab last put in the input.
+    pub follow_ups: Vec<String>,
+    pub follow_up_pick: Option<usize>,
+    /// Completion candidates: fleet names and grammar words.
+    pub words: Vec<String>,
+    /// A turn is with the session and has not been answered yet.
+    pub waiting: bool,
+    pub confirm: Option<Confirm>,
+    pub show_help: bool,
+
+    pub topology: Arc<Topology>,
+    pub thresholds: HealthThresholds,
+    pub fleet_filter: String,
+    pub editing_filter: bool,
+    /// Rows the filter lets through, rebuilt when the topology or filter changes
+    /// rather than on every frame: a 10,000-agent fleet must draw in a few ms.
+    pub fleet_rows: Vec<FleetRow>,
+    /// Positions in `fleet_rows` of agent rows, for moving the selection.
+    pub agent_rows: Vec<usize>,
+    pub selected_agent: Option<String>,
+    pub series: HashMap<String, RegionSeries>,
+
+    /// Newest first, as the registry lists them.
+    pub deployments: Vec<DeploymentRecord>,
+    pub selected_deployment: usize,
+    /// The latest gate result per deployment.
+    pub gates: HashMap<String, GateView>,
+    /// A title line: fleet source and counts.
+    pub title: String,
+}
+
+/// The latest gate evaluation of a deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateView {
+    pub step: usize,
+    pub passed: bool,
+    pub detail: String,
+}
+
+impl App {
+    pub fn new(topology: Arc<Topology>, thresholds: HealthThresholds) -> App {
+        let mut app = App {
+            log: VecDeque::new(),
+            input: InputLine::default(),
+            focus: Pane::Chat,
+            chat_scroll: 0,
+            follow_ups: Vec::new(),
+            follow_up_pick: None,
+            words: Vec::new(),
+            waiting: false,
+            confirm: None,
+            show_help: false,
+            topology: Arc::clone(&topology),
+            thresholds,
+            fleet_filter: String::new(),
+            editing_filter: false,
+            fleet_rows: Vec::new(),
+            agent_rows: Vec::new(),
+            selected_agent: None,
+            series: HashMap::new(),
+            deployments: Vec::new(),
+            selected_deployment: 0,
+            gates: HashMap::new(),
+            title: "Parley".to_string(),
+        };
+        app.set_topology(topology);
+        app
+    }
+
+    /// Swaps in a new fleet snapshot and rebuilds the rows the fleet pane shows.
+    pub fn set_topology(&mut self, topology: Arc<Topology>) {
+        self.topology = topology;
+        self.rebuild_fleet_rows();
+    }
+
+    /// Adds one sample per region to the sparklines: the worst error rate and p95
+    /// among reachable agents (an unreachable agent has no fresh metrics to add).
+    pub fn sample_series(&mut self) {
+        let mut worst: HashMap<&str, (f64, f64)> = HashMap::new();
+        for a in self.topology.agents() {
+            let e = worst.entry(a.region.as_str()).or_insert((0.0, 0.0));
+            if a.liveness.is_reachable() {
+                e.0 = e.0.max(a.metrics.error_rate_pct);
+                e.1 = e.1.max(a.metrics.p95_ms);
+            }
+        }
+        for (region, (err, p95)) in worst {
+            self.series.entry(region.to_string()).or_default().push(err, p95);
+        }
+    }
+
+    pub fn set_filter(&mut self, filter: &str) {
+        self.fleet_filter = filter.to_string();
+        self.rebuild_fleet_rows();
+    }
+
+    fn agent_matches(&self, i: usize, needle: &str) -> bool {
+        if needle.is_empty() {
+            return true;
+        }
+        let Some(a) = self.topology.agents().get(i) else { return false };
+        let status = AgentStatus::of(a.liveness, a.state).as_str();
+        needle.split_whitespace().all(|word| {
+            a.name.contains(word)
+                || a.region.contains(word)
+                || a.zone.contains(word)
+                || status == word
+                || a.capabilities.iter().any(|c| c == word)
+                || a.labels.values().any(|v| v == word)
+                || a.extensions.keys().any(|e| e.contains(word))
+        })
+    }
+
+    /// Groups agents by region and zone, keeping the filter's matches. Regions and
+    /// zones keep fleet order; zone counts are over the matching agents.
+    pub fn rebuild_fleet_rows(&mut self) {
+        let needle = self.fleet_filter.trim().to_lowercase();
+        let topo = Arc::clone(&self.topology);
+        let mut by_zone: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut zones_of_region: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (i, a) in topo.agents().iter().enumerate() {
+            if !self.agent_matches(i, &needle) {
+                continue;
+            }
+            let zones = zones_of_region.entry(a.region.as_str()).or_default();
+            if !zones.contains(&a.zone.as_str()) {
+                zones.push(a.zone.as_str());
+            }
+            by_zone.entry(a.zone.as_str()).or_default().push(i);
+        }
+        let mut rows = Vec::new();
+        let mut agent_rows = Vec::new();
+        for region in topo.regions() {
+            let Some(zones) = zones_of_region.get(region.as_str()) else { continue };
+            let mut region_counts = Counts::default();
+            let region_pos = rows.len();
+            rows.push(FleetRow::Region {
+                name: region.clone(),
+                health: topo.region_health(region),
+                counts: Counts::default(),
+            });
+            for zone in zones {
+                let members = by_zone.get(zone).map(Vec::as_slice).unwrap_or(&[]);
+                let mut counts = Counts::default();
+                for &i in members {
+                    let a = &topo.agents()[i];
+                    counts.add(AgentStatus::of(a.liveness, a.state));
+                }
+                region_counts.healthy += counts.healthy;
+                region_counts.degraded += counts.degraded;
+                region_counts.suspect += counts.suspect;
+                region_counts.down += counts.down;
+                region_counts.cordoned += counts.cordoned;
+                rows.push(FleetRow::Zone { name: zone.to_string(), counts });
+                for &i in members {
+                    agent_rows.push(rows.len());
+                    rows.push(FleetRow::Agent(i));
+                }
+            }
+            if let Some(FleetRow::Region { counts, .. }) = rows.get_mut(region_pos) {
+                *counts = region_counts;
+            }
+        }
+        self.fleet_rows = rows;
+        self.agent_rows = agent_rows;
+        let still_there = self.selected_agent.as_ref().is_some_and(|name| self.selected_row_of(name).is_some());
+        if !still_there {
+            self.selected_agent = self.first_agent_name();
+        }
+    }
+
+    fn first_agent_name(&self) -> Option<String> {
+        self.agent_rows.first().and_then(|&r| match self.fleet_rows.get(r) {
+            Some(FleetRow::Agent(i)) => self.topology.agents().get(*i).map(|a| a.name.clone()),
+            _ => None,
+        })
+    }
+
+    /// The position in `agent_rows` of the named agent.
+    fn selected_row_of(&self, name: &str) -> Option<usize> {
+        self.agent_rows.iter().position(|&r| {
+            matches!(self.fleet_rows.get(r), Some(FleetRow::Agent(i))
+                if self.topology.agents().get(*i).is_some_and(|a| a.name == name))
+        })
+    }
+
+    /// The row in `fleet_rows` of the selected agent.
+    pub fn selected_fleet_row(&self) -> Option<usize> {
+        let name = self.selected_agent.as_ref()?;
+        self.selected_row_of(name).and_then(|p| self.agent_rows.get(p).copied())
+    }
+
+    pub fn move_agent_selection(&mut self, delta: isize) {
+        if self.agent_rows.is_empty() {
+            return;
+        }
+        let current = self.selected_agent.as_ref().and_then(|n| self.selected_row_of(n)).unwrap_or(0) as isize;
+        let next = (current + delta).clamp(0, self.agent_rows.len() as isize - 1) as usize;
+        if let Some(FleetRow::Agent(i)) = self.agent_rows.get(next).and_then(|&r| self.fleet_rows.get(r)) {
+            self.selected_agent = self.topology.agents().get(*i).map(|a| a.name.clone());
+        }
+    }
+
+    /// The operator said something; the session will answer.
+    pub fn on_submit(&mut self, utterance: &str) {
+        self.push_log(LogEntry::Turn { utterance: utterance.to_string(), reply: None });
+        self.waiting = true;
+        self.chat_scroll = 0;
+        self.follow_up_pick = None;
+    }
+
+    /// The session answered the oldest unanswered turn.
+    pub fn on_reply(&mut self, reply: Reply, awaiting_confirmation: bool) {
+        self.waiting = false;
+        self.chat_scroll = 0;
+        self.follow_ups = reply.follow_ups.clone();
+        self.follow_up_pick = None;
+        self.confirm =
+            (awaiting_confirmation || reply.needs_confirmation).then(|| Confirm { message: reply.message.clone() });
+        let slot = self.log.iter_mut().find(|e| matches!(e, LogEntry::Turn { reply: None, .. }));
+        match slot {
+            Some(LogEntry::Turn { reply: r, .. }) => *r = Some(Box::new(reply)),
+            _ => self.push_log(LogEntry::Turn { utterance: String::new(), reply: Some(Box::new(reply)) }),
+        }
+    }
+
+    pub fn notice(&mut self, text: impl Into<String>) {
+        self.push_log(LogEntry::Notice(text.into()));
+    }
+
+    fn push_log(&mut self, entry: LogEntry) {
+        self.log.push_back(entry);
+        while self.log.len() > LOG_LEN {
+            self.log.pop_front();
+        }
+    }
+
+    /// Records gate results and tells the chat about the events worth a line.
+    pub fn on_rollout_event(&mut self, event: &RolloutEvent) {
+        if let RolloutEvent::GateEvaluated { id, step, passed, breaches, unreachable } = event {
+            let mut parts: Vec<String> = breaches
+                .iter()
+                .take(3)
+                .map(|b| format!("{} {} {:.1}>{}", b.agent, b.metric, b.value, b.threshold))
+                .collect();
+            if !unreachable.is_empty() {
+                parts.push(format!("{} unreachable", unreachable.len()));
+            }
+            self.gates.insert(id.clone(), GateView { step: *step, passed: *passed, detail: parts.join("; ") });
+        }
+        if let Some(line) = crate::orchestrate::announce(event) {
+            self.notice(line);
+        }
+    }
+
+    pub fn set_deployments(&mut self, deployments: Vec<DeploymentRecord>) {
+        self.deployments = deployments;
+        self.selected_deployment = self.selected_deployment.min(self.deployments.len().saturating_sub(1));
+    }
+
+    /// Deployments in the order the pane shows them: active ones first, then recent.
+    pub fn ordered_deployments(&self) -> Vec<&DeploymentRecord> {
+        let (mut active, recent): (Vec<_>, Vec<_>) = self.deployments.iter().partition(|d| d.status.is_active());
+        active.extend(recent);
+        active
+    }
+
+    pub fn selected_deployment(&self) -> Option<&DeploymentRecord> {
+        self.ordered_deployments().get(self.selected_deployment).copied()
+    }
+}
+
+/// What an operator can say next about a deployment in its status.
+pub fn deployment_actions(d: &DeploymentRecord) -> Vec<String> {
+    use crate::ops::DeploymentStatus as S;
+    let n = &d.name;
+    match d.status {
+        S::Pending | S::Running => vec![format!("pause {n}"), format!("abort {n}")],
+        S::Paused => vec![format!("resume {n}"), format!("roll back {n}"), format!("abort {n}")],
+        S::Succeeded => vec![format!("roll back {n}")],
+        S::Failed | S::Aborted | S::RolledBack => vec![format!("retry {n}"), format!("show deployment {n}")],
+    }
+}

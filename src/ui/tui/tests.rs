@@ -1,0 +1,444 @@
+//! Screens rendered into ratatui's `TestBackend` from hand-built state, with exact
+//! expectations on what an operator would read, and the keymap driven without a
+//! terminal.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+use super::input::{handle_key, Action};
+use super::render::render;
+use super::state::{App, Pane};
+use crate::ops::{DeploymentStatus, Operation, Scope, Strategy, StrategyKind};
+use crate::orchestrate::RolloutEvent;
+use crate::registry::{DeploymentRecord, TargetRecord, TargetState};
+use crate::reply::{Outcome, Reply, Table};
+use crate::topology::demo::demo_topology;
+use crate::topology::{HealthThresholds, Liveness, Topology};
+
+fn app() -> App {
+    App::new(Arc::new(demo_topology().unwrap()), HealthThresholds::default())
+}
+
+/// Every row of the screen as text, trailing blanks trimmed.
+fn buffer_to_lines(app: &App, width: u16, height: u16) -> Vec<String> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| render(f, app)).unwrap();
+    let buffer = terminal.backend().buffer().clone();
+    (0..height)
+        .map(|y| {
+            let row: String = (0..width).map(|x| buffer[(x, y)].symbol().to_string()).collect();
+            row.trim_end().to_string()
+        })
+        .collect()
+}
+
+fn partitioned(region: &str) -> Topology {
+    let t = demo_topology().unwrap();
+    let mut agents = t.agents().to_vec();
+    for a in agents.iter_mut().filter(|a| a.region == region) {
+        a.liveness = Liveness::Down;
+    }
+    Topology::new(agents, t.catalog_arc(), None)
+}
+
+/// d-3: auth-filter 2.1.0 to eu-west as a canary 10% then 100%, mid-way through step 2.
+fn canary_mid_way() -> DeploymentRecord {
+    let agents = [
+        "edge-13", "edge-14", "edge-15", "edge-16", "edge-17", "edge-18", "core-9", "core-10", "core-11", "core-12",
+        "gpu-5", "gpu-6",
+    ];
+    let targets = agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| TargetRecord {
+            agent: a.to_string(),
+            endpoint: String::new(),
+            previous_version: Some("2.0.3".into()),
+            step: u32::from(i > 0),
+            state: match i {
+                0..=4 => TargetState::Installed,
+                5 => TargetState::Installing,
+                _ => TargetState::Pending,
+            },
+            detail: None,
+        })
+        .collect();
+    DeploymentRecord {
+        id: 3,
+        name: "d-3".into(),
+        extension: "auth-filter".into(),
+        version: "2.1.0".into(),
+        scope: Scope::region("eu-west"),
+        strategy: Strategy { kind: StrategyKind::Canary, steps: Some(vec![10, 100]), batch_size: None },
+        status: DeploymentStatus::Running,
+        reason: None,
+        actor: "alice".into(),
+        frontend: "tui".into(),
+        utterance: "roll out auth-filter 2.1.0 to eu-west as a canary".into(),
+        current_step: 1,
+        step_count: 2,
+        created_at: DateTime::<Utc>::UNIX_EPOCH,
+        updated_at: DateTime::<Utc>::UNIX_EPOCH,
+        finished_at: None,
+        targets,
+    }
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn type_text(app: &mut App, text: &str) {
+    for c in text.chars() {
+        handle_key(app, key(KeyCode::Char(c)));
+    }
+}
+
+/// The part of a row from column `from` on (columns, not bytes).
+fn from_col(line: &str, from: usize) -> String {
+    line.chars().skip(from).collect()
+}
+
+#[test]
+fn a_partitioned_region_in_the_fleet_pane_at_80x24() {
+    let mut a = app();
+    a.set_topology(Arc::new(partitioned("eu-west")));
+    a.sample_series();
+    a.sample_series();
+    a.focus = Pane::Fleet;
+    a.set_filter("eu-west");
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(lines[0], " Parley  48 agents, 4 regions  F2 Chat  F3 Fleet  F4 Deploys   ? help  ^C quit");
+    assert_eq!(lines[1], "┌ Fleet · filter: eu-west ─────────────────────────────────────────────────────┐");
+    assert_eq!(lines[2], "│eu-west   partitioned   12 err ▁▁       p95 ▁▁                                │");
+    assert_eq!(lines[3], "│  eu-west-a    6 down                                                         │");
+    assert_eq!(lines[4], "│    edge-13    down      no answer                                            │");
+    assert_eq!(lines[9], "│    gpu-5      down      no answer                                            │");
+    assert_eq!(lines[10], "│  eu-west-b    6 down                                                         │");
+    assert_eq!(lines[13], "│ edge-13 ─────────────────────────────────────────────────────────────────────│");
+    assert_eq!(lines[14], "│eu-west / eu-west-a · production · tier edge                                  │");
+    assert_eq!(lines[15], "│down · active · cpu 30% mem 40% err 0.10% p95 120 ms                          │");
+    assert_eq!(lines[17], "│extensions: auth-filter 2.0.3, log-shipper 1.4.2, rate-limiter 1.0.0          │");
+    assert_eq!(lines[22], "│›                                                                             │");
+
+    // Colours carry the health: the region word and its down agents are red.
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    terminal.draw(|f| render(f, &a)).unwrap();
+    let buffer = terminal.backend().buffer();
+    assert_eq!(buffer[(11, 2)].fg, ratatui::style::Color::Red);
+    assert_eq!(buffer[(6, 4)].fg, ratatui::style::Color::Red);
+    // The selected agent is highlighted.
+    assert!(buffer[(6, 4)].modifier.contains(ratatui::style::Modifier::REVERSED));
+
+    // Healthy regions are filtered out; clearing the filter brings them back, green.
+    a.set_filter("");
+    a.selected_agent = Some("edge-1".into());
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(lines[2], "│us-east   healthy       12 err ▂▂       p95 ▃▃                                │");
+    assert_eq!(lines[3], "│  us-east-a    6 healthy                                                      │");
+}
+
+#[test]
+fn the_fleet_filter_matches_status_capability_and_names() {
+    let mut a = app();
+    a.set_topology(Arc::new(partitioned("eu-west")));
+    a.set_filter("gpu down");
+    let names: Vec<String> = a
+        .agent_rows
+        .iter()
+        .filter_map(|&r| match &a.fleet_rows[r] {
+            super::state::FleetRow::Agent(i) => Some(a.topology.agents()[*i].name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["gpu-5", "gpu-6"]);
+    a.set_filter("nothing-like-this");
+    let lines = buffer_to_lines(
+        &{
+            let mut b = a.clone();
+            b.focus = Pane::Fleet;
+            b
+        },
+        80,
+        24,
+    );
+    assert_eq!(lines[2], "│No agent matches the filter (c clears it).                                    │");
+}
+
+#[test]
+fn a_rollout_mid_canary_at_120x40() {
+    let mut a = app();
+    a.set_deployments(vec![canary_mid_way()]);
+    a.on_rollout_event(&RolloutEvent::GateEvaluated {
+        id: "d-3".into(),
+        step: 1,
+        passed: true,
+        breaches: vec![],
+        unreachable: vec![],
+    });
+    let lines = buffer_to_lines(&a, 120, 40);
+    assert_eq!(
+        lines[0],
+        " Parley  48 agents, 4 regions, 1 rolling out  F2 Chat  F3 Fleet  F4 Deploys   ? help  ^C quit"
+    );
+    assert_eq!(from_col(&lines[2], 0), "│  » d-3: step 1 passed its health gate                          ││us-east   healthy       12 err          p95         │");
+    let pane: Vec<String> = lines[21..28].iter().map(|l| from_col(l, 65)).collect();
+    assert_eq!(
+        pane,
+        [
+            "│┌ Deployments ───────────────────────────────────────┐",
+            "││  d-3 auth-filter 2.1.0 → eu-west running           │",
+            "││   step 1  ████████████████████████ 100%  1/1       │",
+            "││  ▸step 2  ████████░░░░░░░░░░░░░░░░  36%  4/11      │",
+            "││   gate step 1 passed                               │",
+            "││   live err 0.1% (max 1.0)  p95 120 ms (max 500)    │",
+            "││   next: [p] pause d-3  [a] abort d-3               │",
+        ]
+    );
+
+    // The same rollout at 80x24 while chatting: a one-line strip above the input.
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(lines[20], " d-3 auth-filter 2.1.0 running     ████░░░░░░  41%  step 2/2");
+}
+
+#[test]
+fn a_failed_gate_shows_its_breach() {
+    let mut a = app();
+    let mut d = canary_mid_way();
+    d.status = DeploymentStatus::Paused;
+    a.set_deployments(vec![d]);
+    a.on_rollout_event(&RolloutEvent::GateEvaluated {
+        id: "d-3".into(),
+        step: 2,
+        passed: false,
+        breaches: vec![crate::orchestrate::GateBreach {
+            agent: "edge-14".into(),
+            metric: "error rate %".into(),
+            value: 4.2,
+            threshold: 1.0,
+        }],
+        unreachable: vec![],
+    });
+    a.focus = Pane::Deployments;
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(lines[2], "│▸ d-3 auth-filter 2.1.0 → eu-west paused                                      │");
+    assert_eq!(lines[5], "│   gate step 2 FAILED edge-14 error rate % 4.2>1                              │");
+    assert_eq!(lines[7], "│   next: [r] resume d-3  [b] roll back d-3  [a] abort d-3                     │");
+}
+
+#[test]
+fn a_pending_confirmation_is_a_modal_at_80x24() {
+    let mut a = app();
+    type_text(&mut a, "roll out auth-filter 2.1.0 to eu-west");
+    assert_eq!(handle_key(&mut a, key(KeyCode::Enter)), Action::Submit("roll out auth-filter 2.1.0 to eu-west".into()));
+    assert!(a.waiting);
+    let r = Reply::new(
+        Outcome::NeedsConfirmation,
+        "Roll out auth-filter 2.1.0 to 12 agents in eu-west (rolling). This needs confirmation because it changes production agents. Proceed? (yes/no)",
+    )
+    .with_follow_ups(["yes", "no"]);
+    a.on_reply(r, true);
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(
+        lines[8..16],
+        [
+            "│   ┌ Confirm ─────────────────────────────────────────────────────────────┐   │",
+            "│   │ Roll out auth-filter 2.1.0 to 12 agents in eu-west (rolling). This   │   │",
+            "│   │ needs confirmation because it changes production agents. Proceed?    │   │",
+            "│   │ (yes/no)                                                             │   │",
+            "│   │                                                                      │   │",
+            "│   │                           [y] yes    [n] no                          │   │",
+            "│   │                                                                      │   │",
+            "│   └──────────────────────────────────────────────────────────────────────┘   │",
+        ]
+    );
+    // Typing goes nowhere while the modal is up; y answers it.
+    assert_eq!(handle_key(&mut a, key(KeyCode::Char('x'))), Action::None);
+    assert_eq!(a.input.text, "");
+    assert_eq!(handle_key(&mut a, key(KeyCode::Char('y'))), Action::Submit("yes".into()));
+    assert!(a.confirm.is_none());
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(lines[5], "│                                                                              │");
+    assert_eq!(lines[6], "│› yes                                                                         │");
+    assert_eq!(lines[7], "│  …                                                                           │");
+    assert_eq!(lines[21], "┌ Ask · waiting for the fleet… ────────────────────────────────────────────────┐");
+
+    a.on_reply(Reply::new(Outcome::NeedsConfirmation, "Fail over eu-west to us-east? (yes/no)"), true);
+    assert_eq!(handle_key(&mut a, key(KeyCode::Esc)), Action::Submit("no".into()));
+}
+
+#[test]
+fn replies_render_tables_as_tables_and_reports_as_bars() {
+    let mut a = app();
+    a.on_submit("how healthy is ap-south?");
+    let mut t = Table::new("Health", &["Agent", "Zone", "Health", "State", "CPU %", "Mem %", "Err %", "p95 ms"]);
+    for row in [
+        ["edge-19", "ap-south-a", "healthy", "active", "33", "37", "0.26", "86"],
+        ["edge-20", "ap-south-a", "down", "active", "-", "-", "-", "-"],
+    ] {
+        t.push(row.iter().map(|c| c.to_string()).collect());
+    }
+    let health = Reply::new(Outcome::Answered, "ap-south: 12 agents, 11 healthy, 1 down.")
+        .with_table(t)
+        .with_follow_ups(["run a health check on ap-south", "list deployments"]);
+    a.on_reply(health, false);
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(
+        lines[2..11],
+        [
+            "│› how healthy is ap-south?                                                    │",
+            "│  ap-south: 12 agents, 11 healthy, 1 down.                                    │",
+            "│                                                                              │",
+            "│  Health                                                                      │",
+            "│  Agent    Zone        Health   State   CPU %  Mem %  Err %  p95 ms           │",
+            "│  edge-19  ap-south-a  healthy  active  33     37     0.26   86               │",
+            "│  edge-20  ap-south-a  down     active  -      -      -      -                │",
+            "│                                                                              │",
+            "│  [1] run a health check on ap-south                                          │",
+        ]
+    );
+
+    a.on_submit("report for the last 30d");
+    let mut t = Table::new("Deployments by status", &["Status", "Count"]);
+    t.push(vec!["succeeded".into(), "6".into()]);
+    t.push(vec!["rolled_back".into(), "2".into()]);
+    let report = Reply::new(Outcome::Answered, "8 deployments over the last 30d: success rate 75%.")
+        .with_operation(Some(Operation::Report { since: None, until: None, scope: None }))
+        .with_table(t);
+    a.on_reply(report, false);
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(
+        lines[10..16],
+        [
+            "│› report for the last 30d                                                     │",
+            "│  8 deployments over the last 30d: success rate 75%.                          │",
+            "│                                                                              │",
+            "│  Deployments by status                                                       │",
+            "│  succeeded   ████████████████████████████████████████ 6                      │",
+            "│  rolled_back █████████████ 2                                                 │",
+        ]
+    );
+    // Follow-ups show only under the last reply.
+    assert!(!lines.iter().any(|l| l.contains("[1] run a health check")));
+}
+
+#[test]
+fn tiny_and_huge_terminals_do_not_panic() {
+    let mut a = app();
+    a.set_deployments(vec![canary_mid_way()]);
+    a.show_help = true;
+    for (w, h) in [(1, 1), (19, 5), (20, 6), (40, 10), (80, 24), (300, 100)] {
+        let lines = buffer_to_lines(&a, w, h);
+        assert_eq!(lines.len(), h as usize);
+    }
+    assert_eq!(buffer_to_lines(&a, 19, 5)[0], "Parley: terminal to");
+}
+
+#[test]
+fn help_opens_with_question_mark_on_an_empty_line_and_any_key_closes_it() {
+    let mut a = app();
+    handle_key(&mut a, key(KeyCode::Char('?')));
+    assert!(a.show_help);
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(lines[4], "│ ┌ Keys · any key closes ───────────────────────────────────────────────────┐ │");
+    assert_eq!(lines[5], "│ │ Enter                  send what you typed                               │ │");
+    handle_key(&mut a, key(KeyCode::Char('x')));
+    assert!(!a.show_help);
+    assert_eq!(a.input.text, "");
+    // Inside a sentence, ? is just a character.
+    type_text(&mut a, "how healthy is ap-south?");
+    assert!(!a.show_help);
+    assert_eq!(a.input.text, "how healthy is ap-south?");
+}
+
+#[test]
+fn editing_history_completion_and_follow_ups() {
+    let mut a = app();
+    a.words = vec!["ap-south".into(), "auth-filter".into(), "edge-1".into(), "edge-10".into()];
+    type_text(&mut a, "roll out au");
+    handle_key(&mut a, key(KeyCode::Tab));
+    assert_eq!(a.input.text, "roll out auth-filter ");
+    type_text(&mut a, "2.1.0 to ap");
+    handle_key(&mut a, key(KeyCode::Tab));
+    assert_eq!(a.input.text, "roll out auth-filter 2.1.0 to ap-south ");
+    handle_key(&mut a, KeyEvent::new(KeyCode::Char('w'), KeyModifiers::CONTROL));
+    assert_eq!(a.input.text, "roll out auth-filter 2.1.0 to ");
+    // Ambiguous: complete to the common prefix only.
+    type_text(&mut a, "edge-");
+    handle_key(&mut a, key(KeyCode::Tab));
+    assert_eq!(a.input.text, "roll out auth-filter 2.1.0 to edge-1");
+    handle_key(&mut a, KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+    assert_eq!(a.input.text, "");
+
+    type_text(&mut a, "how healthy is eu-west");
+    handle_key(&mut a, key(KeyCode::Home));
+    handle_key(&mut a, key(KeyCode::Delete));
+    handle_key(&mut a, key(KeyCode::Char('H')));
+    assert_eq!(a.input.text, "How healthy is eu-west");
+    assert_eq!(handle_key(&mut a, key(KeyCode::Enter)), Action::Submit("How healthy is eu-west".into()));
+    a.on_reply(Reply::new(Outcome::Answered, "ok").with_follow_ups(["show agent edge-1", "list deployments"]), false);
+
+    // Tab on an empty line cycles the follow-ups; a bare number sends one.
+    handle_key(&mut a, key(KeyCode::Tab));
+    assert_eq!(a.input.text, "show agent edge-1");
+    handle_key(&mut a, key(KeyCode::Tab));
+    assert_eq!(a.input.text, "list deployments");
+    handle_key(&mut a, KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+    type_text(&mut a, "2");
+    assert_eq!(handle_key(&mut a, key(KeyCode::Enter)), Action::Submit("list deployments".into()));
+    a.on_reply(Reply::new(Outcome::Answered, "none").with_follow_ups(["report"]), false);
+    assert_eq!(
+        handle_key(&mut a, KeyEvent::new(KeyCode::Char('1'), KeyModifiers::ALT)),
+        Action::Submit("report".into())
+    );
+
+    // History: what was typed, not what a number stood for; the draft comes back.
+    type_text(&mut a, "draft");
+    handle_key(&mut a, key(KeyCode::Up));
+    assert_eq!(a.input.text, "2");
+    handle_key(&mut a, key(KeyCode::Up));
+    assert_eq!(a.input.text, "How healthy is eu-west");
+    handle_key(&mut a, key(KeyCode::Down));
+    handle_key(&mut a, key(KeyCode::Down));
+    assert_eq!(a.input.text, "draft");
+
+    assert_eq!(handle_key(&mut a, KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), Action::Quit);
+}
+
+#[test]
+fn fleet_and_deployment_keys() {
+    let mut a = app();
+    handle_key(&mut a, key(KeyCode::F(3)));
+    assert_eq!(a.focus, Pane::Fleet);
+    assert_eq!(a.selected_agent.as_deref(), Some("edge-1"));
+    handle_key(&mut a, key(KeyCode::Down));
+    handle_key(&mut a, key(KeyCode::Char('j')));
+    assert_eq!(a.selected_agent.as_deref(), Some("edge-3"));
+    handle_key(&mut a, key(KeyCode::Char('/')));
+    type_text(&mut a, "gpu");
+    handle_key(&mut a, key(KeyCode::Enter));
+    assert_eq!(a.fleet_filter, "gpu");
+    assert_eq!(a.selected_agent.as_deref(), Some("gpu-1"));
+    handle_key(&mut a, key(KeyCode::End));
+    assert_eq!(a.selected_agent.as_deref(), Some("gpu-8"));
+    assert_eq!(handle_key(&mut a, key(KeyCode::Enter)), Action::Submit("show agent gpu-8".into()));
+    assert_eq!(a.focus, Pane::Chat);
+
+    a.set_deployments(vec![canary_mid_way()]);
+    handle_key(&mut a, key(KeyCode::F(4)));
+    assert_eq!(handle_key(&mut a, key(KeyCode::Char('r'))), Action::None, "a running rollout cannot be resumed");
+    assert_eq!(handle_key(&mut a, key(KeyCode::Char('p'))), Action::Submit("pause d-3".into()));
+    handle_key(&mut a, key(KeyCode::F(4)));
+    assert_eq!(handle_key(&mut a, key(KeyCode::Char('q'))), Action::Quit);
+}
+
+#[test]
+fn sparklines_scale_to_the_gate_threshold() {
+    let values: std::collections::VecDeque<f64> = [0.0, 0.5, 1.0, 3.0].into_iter().collect();
+    assert_eq!(super::render::sparkline(&values, 1.0, 6), "▁▅██  ");
+    assert_eq!(super::render::sparkline(&values, 1.0, 2), "██");
+}

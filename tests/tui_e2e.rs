@@ -1,0 +1,119 @@
+//! The real binary in tmux: ask a health question, deploy, confirm in the modal,
+//! watch the gauge reach 100%, quit, and check the terminal came back.
+//!
+//! tmux is required: CI installs it (`.ci/run`). Without it this test fails rather
+//! than skips, so a missing tool cannot pass for a working UI.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmux server of our own (its own socket), killed on drop even when an assert fails.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("running tmux")
+    }
+
+    fn capture(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "tui"]).stdout).into_owned()
+    }
+
+    fn send(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "tui"];
+        args.extend_from_slice(keys);
+        assert!(self.cmd(&args).status.success(), "tmux send-keys {keys:?}");
+    }
+
+    /// Polls the screen until `pred` holds; panics with the last screen otherwise.
+    fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.capture();
+            if pred(&screen) {
+                return screen;
+            }
+            if start.elapsed() > timeout {
+                panic!("timed out waiting for {what}; the screen was:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+fn tmux_available() -> bool {
+    Command::new("tmux").arg("-V").output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+#[test]
+fn health_deploy_confirm_and_watch_the_gauge_in_tmux() {
+    assert!(
+        tmux_available(),
+        "tmux is not installed: this end-to-end test drives the TUI through tmux. \
+         Install it (apt-get install tmux; .ci/run does) and run again."
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_parley");
+    let done_marker = dir.path().join("exited");
+    // A shell around parley keeps the pane alive after it exits, so the test can read
+    // the exit status and the terminal modes parley left behind.
+    let script = format!(
+        "{bin} --data-dir {data} --bake-secs 0.05; echo \"parley exited rc=$?\"; \
+         stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; echo; \
+         touch {marker}; sleep 60",
+        data = dir.path().display(),
+        marker = done_marker.display(),
+    );
+    let tmux = Tmux { socket: format!("parley-e2e-{}", std::process::id()) };
+    let out = tmux.cmd(&["new-session", "-d", "-s", "tui", "-x", "120", "-y", "40", "sh", "-c", &script]);
+    assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
+
+    let startup = Duration::from_secs(60);
+    tmux.wait_for("the TUI", startup, |s| s.contains("48 agents, 4 regions") && s.contains("Fleet"));
+
+    tmux.send(&["how healthy is ap-south?", "Enter"]);
+    let screen = tmux.wait_for("the health answer", Duration::from_secs(20), |s| s.contains("ap-south: 12 agents"));
+    assert!(screen.contains("│› how healthy is ap-south?"), "{screen}");
+    assert!(
+        screen.lines().any(|l| l.contains("Agent") && l.contains("Zone") && l.contains("p95 ms")),
+        "the health table has a header:\n{screen}"
+    );
+    assert!(screen.lines().any(|l| l.contains("gpu-8") && l.contains("ap-south-b")), "and rows:\n{screen}");
+
+    tmux.send(&["roll out auth-filter 2.1.0 to ap-south", "Enter"]);
+    let screen = tmux.wait_for("the confirmation modal", Duration::from_secs(20), |s| s.contains("┌ Confirm "));
+    assert!(screen.contains("[y] yes    [n] no"), "{screen}");
+
+    tmux.send(&["y"]);
+    let screen = tmux.wait_for("the rollout to finish", Duration::from_secs(60), |s| {
+        s.contains("d-1 auth-filter 2.1.0 → ap-south succeeded") && s.contains("next: [b] roll back d-1")
+    });
+    assert!(!screen.contains("┌ Confirm "), "the modal closed:\n{screen}");
+    let gauges = screen.lines().filter(|l| l.contains("step ") && l.contains("100%  3/3")).count();
+    assert_eq!(gauges, 4, "four steps of three agents, each at 100%:\n{screen}");
+    assert!(screen.contains("Started d-1"), "{screen}");
+
+    tmux.send(&["C-c"]);
+    let start = Instant::now();
+    while !done_marker.exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "parley did not exit; screen:\n{}", tmux.capture());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let screen = tmux.wait_for("the exit status", Duration::from_secs(5), |s| s.contains("icanon"));
+    assert!(screen.contains("parley exited rc=0"), "{screen}");
+    assert!(screen.contains("icanon echo") || screen.contains("echo icanon"), "terminal modes restored:\n{screen}");
+    assert!(!screen.contains("Deployments"), "the alternate screen is gone:\n{screen}");
+
+    let history = std::fs::read_to_string(dir.path().join("tui-history.txt")).unwrap();
+    assert_eq!(history, "how healthy is ap-south?\nroll out auth-filter 2.1.0 to ap-south\n");
+    assert!(!Path::new(&dir.path().join("logs/parley.log")).metadata().map(|m| m.len() == 0).unwrap_or(true));
+}
