@@ -486,7 +486,7 @@ impl App {
 
     /// Records gate results and tells the chat about the events worth a line.
     pub fn on_rollout_event(&mut self, event: &RolloutEvent) {
-        if let RolloutEvent::GateEvaluated { id, step, passed, breaches, unreachable } = event {
+        if let RolloutEvent::GateEvaluated { id, step, passed, breaches, unreachable, .. } = event {
             let mut parts: Vec<String> = breaches
                 .iter()
                 .take(3)

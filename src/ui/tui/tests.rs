@@ -179,6 +179,7 @@ fn a_rollout_mid_canary_at_120x40() {
         passed: true,
         breaches: vec![],
         unreachable: vec![],
+        outcome: crate::orchestrate::GateOutcome::Successful,
     });
     let lines = buffer_to_lines(&a, 120, 40);
     assert_eq!(
@@ -220,8 +221,11 @@ fn a_failed_gate_shows_its_breach() {
             metric: "error rate %".into(),
             value: 4.2,
             threshold: 1.0,
+            baseline: Some(0.2),
+            outcome: crate::orchestrate::GateOutcome::Failed,
         }],
         unreachable: vec![],
+        outcome: crate::orchestrate::GateOutcome::Failed,
     });
     a.focus = Pane::Deployments;
     let lines = buffer_to_lines(&a, 80, 24);
