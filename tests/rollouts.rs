@@ -61,6 +61,26 @@ fn a_canary_that_spikes_at_the_25_percent_step_is_rolled_back_by_itself() {
     assert!(reason.contains("> 1% (baseline ") && reason.contains("on edge-21"), "{reason}");
     assert!(reason.contains("3 agents returned to auth-filter 2.0.3"), "{reason}");
     chat.eventually("which agents run auth-filter 2.0.3?", |t| strings(&t["details"]["agents"]).len() == 48);
+
+    // The report reads the journal: two gates passed, the third failed on the error rate.
+    let t = chat.say("deployment report for the last 30 days");
+    assert_eq!(t["operation"]["op"], "report", "{t}");
+    let r = &t["details"];
+    assert_eq!(r["total"], 1, "{t}");
+    assert_eq!(r["by_status"]["rolled_back"], 1);
+    assert_eq!(r["rollback_rate"], 1.0);
+    assert_eq!(r["gates_by_outcome"], serde_json::json!({"successful": 2, "inconclusive": 0, "error": 0, "failed": 1}));
+    assert_eq!(r["failed_gates_by_kind"], serde_json::json!({"error rate": 1}));
+    let timeline = r["timeline"].as_array().unwrap();
+    assert_eq!(timeline.len(), 31, "{t}");
+    let today = timeline.last().unwrap();
+    assert_eq!((today["total"].clone(), today["by_status"].clone()), (1.into(), serde_json::json!({"rolled_back": 1})));
+    assert!(
+        t["message"].as_str().unwrap().ends_with("3 health gates evaluated, 1 did not pass (error rate 1)."),
+        "{t}"
+    );
+    let rows = t["table"]["rows"].as_array().unwrap();
+    assert!(rows.contains(&serde_json::json!(["failed gates", "error rate", "1", ""])), "{t}");
     chat.finish();
 }
 
