@@ -165,7 +165,11 @@ pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feas
             refuse(format!("{id} is already running."), vec![format!("show deployment {id}")])
         }
         Operation::Abort { .. } if status.is_active() => ok(),
-        Operation::Rollback { .. } if matches!(status, S::Succeeded | S::Failed) || switched => ok(),
+        Operation::Rollback { .. }
+            if matches!(status, S::Succeeded | S::Failed) || switched || crate::orchestrate::interrupted(d) =>
+        {
+            ok()
+        }
         Operation::Rollback { .. } if status.is_active() => refuse(
             format!("{id} is still {status}; abort it to stop it and return its agents."),
             vec![format!("abort {id}"), format!("pause {id}")],

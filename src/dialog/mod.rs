@@ -51,6 +51,15 @@ pub struct Session {
     vocab: Option<(Arc<Topology>, Arc<Vocabulary>)>,
     watching: Option<Operation>,
     confirm_ttl: Duration,
+    /// Said before the first reply: deployments a previous Parley left mid-way.
+    restart_notice: Option<RestartNotice>,
+}
+
+/// What the first reply after a restart leads with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartNotice {
+    pub message: String,
+    pub follow_ups: Vec<String>,
 }
 
 impl Session {
@@ -63,7 +72,24 @@ impl Session {
             vocab: None,
             watching: None,
             confirm_ttl: CONFIRMATION_TTL,
+            restart_notice: None,
         }
+    }
+
+    /// Makes the first reply say which deployments `recover` found interrupted and
+    /// where they stood, and offer to resume or roll back each.
+    pub fn with_interrupted(mut self, interrupted: &[DeploymentRecord]) -> Session {
+        self.restart_notice = render::restart_notice(interrupted);
+        if let Some(d) = interrupted.first() {
+            self.context.deployment = Some(d.name.clone());
+        }
+        self
+    }
+
+    /// The restart notice, for a front-end that shows it before any turn (the REPL);
+    /// the first reply then does not repeat it.
+    pub fn take_restart_notice(&mut self) -> Option<RestartNotice> {
+        self.restart_notice.take()
     }
 
     pub fn actor(&self) -> &Actor {
@@ -107,6 +133,16 @@ impl Session {
 
     /// Answers one utterance.
     pub async fn handle(&mut self, utterance: &str) -> Reply {
+        let mut reply = self.answer(utterance).await;
+        if let Some(notice) = self.restart_notice.take() {
+            reply.message = format!("{} {}", notice.message, reply.message);
+            let rest: Vec<String> = reply.follow_ups.into_iter().filter(|f| !notice.follow_ups.contains(f)).collect();
+            reply.follow_ups = notice.follow_ups.into_iter().chain(rest).collect();
+        }
+        reply
+    }
+
+    async fn answer(&mut self, utterance: &str) -> Reply {
         let text = utterance.trim();
         if text.is_empty() {
             return Reply::new(Outcome::NotUnderstood, "Say what you want to know or do, or `help` for examples.")

@@ -9,7 +9,7 @@ use super::execute::{name_list, troubled};
 use crate::agent::checks::CheckResult;
 use crate::feasibility::{scope_words, Feasible, Infeasible};
 use crate::ops::{Check, DeploymentStatus, ExtensionRef, Operation, Scope, TimeSpec};
-use crate::registry::{DeploymentRecord, Report};
+use crate::registry::{DeploymentRecord, Report, TargetState};
 use crate::reply::{Outcome, Reply, Table};
 use crate::topology::{AgentView, Liveness, RegionHealth, Topology};
 
@@ -610,4 +610,41 @@ pub(super) fn report(since: &TimeSpec, until: Option<&TimeSpec>, r: &Report) -> 
         .with_table(table)
         .with_details(serde_json::to_value(r).unwrap_or_default())
         .with_follow_ups(["list deployments", "show failed deployments"])
+}
+
+/// The lead of the first reply after a restart; `None` when nothing was interrupted.
+pub(super) fn restart_notice(interrupted: &[DeploymentRecord]) -> Option<super::RestartNotice> {
+    if interrupted.is_empty() {
+        return None;
+    }
+    let lines: Vec<String> = interrupted
+        .iter()
+        .map(|d| {
+            let installed = d.targets.iter().filter(|t| t.state == TargetState::Installed).count();
+            format!(
+                "{} ({} {} to {}) stopped at step {} of {} with {installed} of {} agents on {}",
+                d.name,
+                d.extension,
+                d.version,
+                d.scope,
+                (d.current_step + 1).min(d.step_count.max(1)),
+                d.step_count.max(1),
+                d.targets.len(),
+                d.version
+            )
+        })
+        .collect();
+    let (noun, pronoun) = if interrupted.len() == 1 { ("deployment", "it is") } else { ("deployments", "they are") };
+    let message = format!(
+        "Parley restarted and found {} interrupted {noun}: {}; {pronoun} paused. Say \"resume d-N\" to carry on or \"roll back d-N\" to return the agents.",
+        interrupted.len(),
+        lines.join("; "),
+    );
+    let message = match interrupted {
+        [d] => message.replace("d-N", &d.name),
+        _ => message,
+    };
+    let follow_ups =
+        interrupted.iter().flat_map(|d| [format!("resume {}", d.name), format!("roll back {}", d.name)]).collect();
+    Some(super::RestartNotice { message, follow_ups })
 }

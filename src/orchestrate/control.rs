@@ -206,6 +206,18 @@ impl Orchestrator {
             }
             return inner.load(id).await;
         }
+        if interrupted(&rec) && !inner.has_task(rec.id) {
+            // What an operator means by rolling back a rollout a restart left mid-way:
+            // stop it for good and return the agents it touched.
+            let reason = format!("rolled back by {} after it was interrupted at {}", actor.name, at_step(&rec));
+            inner
+                .journal(rec.id, "rollback_requested", json!({ "by": actor.name, "frontend": actor.frontend }))
+                .await?;
+            let progress = format!("{reason}; returning its agents to their previous versions");
+            inner.registry.set_status(rec.id, DeploymentStatus::RolledBack, Some(&progress)).await?;
+            inner.spawn(rec.id, Job::Rollback { outcome: DeploymentStatus::RolledBack, reason });
+            return inner.load(id).await;
+        }
         match rec.status {
             DeploymentStatus::Succeeded | DeploymentStatus::Failed => {}
             s if s.is_active() => {
@@ -342,7 +354,7 @@ impl Orchestrator {
             if rec.status == DeploymentStatus::Paused || inner.has_task(rec.id) {
                 continue;
             }
-            let reason = format!("interrupted at {}: Parley stopped", at_step(&rec));
+            let reason = format!("{INTERRUPTED} {}: Parley stopped", at_step(&rec));
             inner.journal(rec.id, "interrupted", json!({ "reason": reason, "was": rec.status })).await?;
             inner.registry.set_status(rec.id, DeploymentStatus::Paused, Some(&reason)).await?;
             inner.emit(RolloutEvent::Paused { id: rec.name.clone(), reason });
@@ -430,6 +442,11 @@ fn check_overlap<'a>(
     Err(OrchestrateError::Overlap { agents: clash.into_iter().map(|(a, _)| a).collect(), deployment })
 }
 
+/// Paused by [`Orchestrator::recover`]: a previous Parley stopped mid-way.
+pub fn interrupted(rec: &DeploymentRecord) -> bool {
+    rec.status == DeploymentStatus::Paused && rec.reason.as_deref().is_some_and(|r| r.starts_with(INTERRUPTED))
+}
+
 /// Held until the operator says "promote".
 pub(crate) fn waiting_for_promote(rec: &DeploymentRecord) -> bool {
     rec.status == DeploymentStatus::Paused && rec.reason.as_deref().is_some_and(|r| r.starts_with(WAITING_FOR_PROMOTE))
@@ -443,6 +460,9 @@ pub fn switched_not_retired(rec: &DeploymentRecord) -> bool {
         && rec.current_step == 1
         && rec.targets.iter().all(|t| t.step != 2 || t.state == TargetState::Pending)
 }
+
+/// The start of the reason of a deployment that [`Orchestrator::recover`] paused.
+const INTERRUPTED: &str = "interrupted at";
 
 fn at_step(rec: &DeploymentRecord) -> String {
     format!("step {} of {}", rec.current_step + 1, rec.step_count.max(1))

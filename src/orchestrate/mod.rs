@@ -28,7 +28,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::topology::HealthThresholds;
 
 pub use announce::{announce, event_deployment};
-pub use control::switched_not_retired;
+pub use control::{interrupted, switched_not_retired};
 pub use gate::{Baseline, GateBreach, GateLimits, GateOutcome, GateResult, GateSpec, Tolerance};
 pub use plan::{plan, plan_with, Plan, PlanStep, Wait};
 
