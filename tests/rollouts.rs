@@ -137,3 +137,47 @@ fn a_progressive_rollout_waits_for_promote() {
     assert_eq!(done["details"]["status"], "succeeded", "{done}");
     chat.finish();
 }
+
+#[test]
+fn a_failure_budget_said_with_the_rollout_lets_it_succeed_naming_the_failed_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chat = Chat::start(
+        dir.path(),
+        &[
+            "--demo-faults",
+            "install-fail:auth-filter@2.1.0/agent:edge-20, install-fail:auth-filter@2.1.0/agent:core-14",
+        ],
+    );
+    let t = chat.say_confirmed("roll out auth-filter 2.1.0 to ap-south in batches of 4, allow 2 failures");
+    assert_eq!(t["operation"]["max_failures"], 2, "{t}");
+    assert_eq!(t["deployment"], "d-1", "{t}");
+    let done = chat.wait_for_status("d-1", &["succeeded", "rolled_back", "failed"]);
+    assert_eq!(done["details"]["status"], "succeeded", "{done}");
+    let reason = done["details"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("10 of 12 agents on auth-filter 2.1.0; failed within the failure budget: "), "{reason}");
+    assert!(reason.contains("edge-20 (install failed: ") && reason.contains("core-14 (install failed: "), "{reason}");
+    chat.finish();
+}
+
+#[test]
+fn an_overlapping_rollout_can_be_queued_and_starts_when_the_first_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chat = Chat::start(dir.path(), &[]);
+    chat.say_confirmed("progressive rollout of auth-filter 2.1.0 to ap-south");
+    chat.wait_for("d-1", waiting);
+    let t = chat.say("roll out log-shipper 1.5.0 to ap-south");
+    assert_eq!(t["feasible"], false, "{t}");
+    assert!(strings(&t["follow_ups"]).contains(&"queue it".to_string()), "{t}");
+    let t = chat.say_confirmed("queue it");
+    assert_eq!(t["operation"]["queue"], true, "{t}");
+    assert_eq!(t["operation"]["extension"], "log-shipper", "{t}");
+    assert_eq!(t["deployment"], "d-2", "{t}");
+    let t = chat.say("show deployment d-2");
+    assert_eq!(t["details"]["status"], "pending", "{t}");
+    assert_eq!(t["details"]["reason"], "queued behind d-1", "{t}");
+    chat.say_confirmed("abort d-1");
+    let done = chat.wait_for_status("d-2", &["succeeded", "rolled_back", "failed"]);
+    assert_eq!(done["details"]["status"], "succeeded", "{done}");
+    assert_eq!(chat.say("show deployment d-1")["details"]["status"], "aborted");
+    chat.finish();
+}

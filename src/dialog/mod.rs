@@ -32,6 +32,8 @@ struct Context {
     deployment: Option<String>,
     agent: Option<String>,
     scope: Option<Scope>,
+    /// A deploy refused because it overlaps an active rollout, for "queue it".
+    queueable: Option<Operation>,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +261,7 @@ impl Session {
 
     /// Fills references, asks for what is missing, checks, confirms or executes.
     async fn proceed(&mut self, op: Operation, references: Vec<String>, utterance: &str) -> Reply {
+        let op = execute::queue_refused(op, &mut self.context.queueable);
         let op = match self.resolve_references(op, &references).await {
             Ok(op) => op,
             Err(reply) => return reply,
@@ -307,6 +310,10 @@ impl Session {
         let feasible = match self.check(&op, &topo).await {
             Ok(f) => f,
             Err(inf) => {
+                if matches!(op, Operation::Deploy { .. }) && inf.alternatives.iter().any(|a| a == feasibility::QUEUE_IT)
+                {
+                    self.context.queueable = Some(op.clone());
+                }
                 let reply = render::infeasible(&op, &inf);
                 if op.mutates() {
                     self.audit(&op, utterance, AuditResult::Infeasible, &reply.message).await;
@@ -415,7 +422,11 @@ impl Session {
             let record = self.deployment(id).await?;
             return execute::check_control(op, &record);
         }
-        let busy = self.services.orchestrator.active_agents().await;
+        // A queued rollout may overlap: the orchestrator holds it until the other ends.
+        let busy = match op {
+            Operation::Deploy { queue: true, .. } => feasibility::Busy::new(),
+            _ => self.services.orchestrator.active_agents().await,
+        };
         feasibility::check(op, topo, &busy)
     }
 
