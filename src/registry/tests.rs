@@ -218,7 +218,8 @@ async fn report_counts_failed_gates_by_kind_and_a_timeline_by_day() {
     assert_eq!(r.timeline.len(), 31);
     assert_eq!(r.timeline.first().unwrap().date, (now - Duration::days(30)).date_naive());
     assert_eq!(r.timeline.last().unwrap().date, now.date_naive());
-    let busy: Vec<(chrono::NaiveDate, u64, Vec<(&str, u64)>)> = r
+    type Day<'a> = (chrono::NaiveDate, u64, Vec<(&'a str, u64)>);
+    let busy: Vec<Day> = r
         .timeline
         .iter()
         .filter(|d| d.total > 0)
