@@ -20,6 +20,8 @@ fn feasibility(c: &mut Criterion) {
         scope: Some(scope),
         strategy: None,
         require_approval: false,
+        max_failures: None,
+        queue: false,
     };
     let region = deploy("auth-filter", "2.1.0", Scope::region("eu-west"));
     let fleet = deploy("waf-rules", "2024.2", Scope::fleet());

@@ -63,6 +63,8 @@ async fn run() {
             actor: Actor::new("bench", "bench", Role::Operator),
             utterance: "bench".into(),
             require_approval: false,
+            max_failures: None,
+            queue: false,
         };
         let started = Instant::now();
         let rec = match orch.start(request).await {

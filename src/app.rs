@@ -151,7 +151,7 @@ impl Parley {
 
     /// A new conversation for `actor`.
     pub fn session(&self, actor: Actor) -> Session {
-        Session::new(Arc::clone(&self.services), actor)
+        Session::new(Arc::clone(&self.services), actor).with_interrupted(&self.interrupted)
     }
 
     /// Deployments that a previous Parley left mid-way; they are paused and wait for

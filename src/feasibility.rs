@@ -45,6 +45,10 @@ impl Infeasible {
 /// Agent name -> id of the active deployment that holds it.
 pub type Busy = HashMap<String, String>;
 
+/// The follow-up offered when a rollout overlaps an active one: the dialog then
+/// queues the refused rollout behind it.
+pub const QUEUE_IT: &str = "queue it";
+
 /// Checks an operation whose slots are all filled.
 pub fn check(op: &Operation, topo: &Topology, busy: &Busy) -> Result<Feasible, Infeasible> {
     if let Some(Some(scope)) = op.scope_slot() {
@@ -322,6 +326,7 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
             agents.len(),
             names(&agents)
         ));
+        alternatives.push(QUEUE_IT.to_string());
         alternatives.push(format!("show deployment {}", ids[0]));
         alternatives.push(format!("abort {}", ids[0]));
     }
@@ -443,6 +448,8 @@ mod tests {
             scope: Some(scope),
             strategy: None,
             require_approval: false,
+            max_failures: None,
+            queue: false,
         }
     }
 
@@ -488,7 +495,7 @@ mod tests {
             err.reasons,
             ["d-4 still rolling out to 1 of these agents (edge-19); one rollout at a time per agent."]
         );
-        assert_eq!(err.alternatives, ["show deployment d-4", "abort d-4"]);
+        assert_eq!(err.alternatives, ["queue it", "show deployment d-4", "abort d-4"]);
     }
 
     fn with_agents(t: &Topology, change: impl Fn(&mut AgentView)) -> Topology {

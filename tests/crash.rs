@@ -80,13 +80,26 @@ fn sigkill_mid_rollout_then_restart_reports_it_and_resumes_to_completion() {
     first.kill();
 
     let mut second = chat(data.path(), &inventory, "0.05");
-    let t = second.say("list deployments");
-    let message = t["message"].as_str().unwrap();
-    assert!(message.contains("d-1 paused (interrupted at step"), "{message}");
+    let first_turn = second.say("list deployments");
     let t = second.say("show deployment d-1");
     assert_eq!(t["details"]["status"], "paused");
     let reason = t["details"]["reason"].as_str().unwrap();
-    assert!(reason.starts_with("interrupted at step") && reason.ends_with("Parley stopped"), "{reason}");
+    assert!(reason.starts_with("interrupted at step") && reason.ends_with("of 4: Parley stopped"), "{reason}");
+    let step = reason.trim_start_matches("interrupted at step ").split(' ').next().unwrap();
+    let on_new = targets(&t["details"]).iter().filter(|(_, s)| s == "installed").count();
+
+    // The first reply after the restart leads with what was interrupted and where,
+    // and offers both ways on; later replies do not repeat it.
+    let notice = format!(
+        "Parley restarted and found 1 interrupted deployment: d-1 (auth-filter 2.1.0 to ap-south) stopped at \
+         step {step} of 4 with {on_new} of 12 agents on 2.1.0; it is paused. Say \"resume d-1\" to carry on or \
+         \"roll back d-1\" to return the agents. "
+    );
+    let message = first_turn["message"].as_str().unwrap();
+    assert_eq!(message, format!("{notice}1 deployment: d-1 paused ({reason})."), "{first_turn}");
+    assert_eq!(first_turn["follow_ups"][0], "resume d-1", "{first_turn}");
+    assert_eq!(first_turn["follow_ups"][1], "roll back d-1", "{first_turn}");
+    assert!(!t["message"].as_str().unwrap().starts_with("Parley restarted"), "{t}");
 
     // Registry and agents agree: installed targets run 2.1.0; only installed (or
     // in-flight) targets may.

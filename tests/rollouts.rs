@@ -61,6 +61,26 @@ fn a_canary_that_spikes_at_the_25_percent_step_is_rolled_back_by_itself() {
     assert!(reason.contains("> 1% (baseline ") && reason.contains("on edge-21"), "{reason}");
     assert!(reason.contains("3 agents returned to auth-filter 2.0.3"), "{reason}");
     chat.eventually("which agents run auth-filter 2.0.3?", |t| strings(&t["details"]["agents"]).len() == 48);
+
+    // The report reads the journal: two gates passed, the third failed on the error rate.
+    let t = chat.say("deployment report for the last 30 days");
+    assert_eq!(t["operation"]["op"], "report", "{t}");
+    let r = &t["details"];
+    assert_eq!(r["total"], 1, "{t}");
+    assert_eq!(r["by_status"]["rolled_back"], 1);
+    assert_eq!(r["rollback_rate"], 1.0);
+    assert_eq!(r["gates_by_outcome"], serde_json::json!({"successful": 2, "inconclusive": 0, "error": 0, "failed": 1}));
+    assert_eq!(r["failed_gates_by_kind"], serde_json::json!({"error rate": 1}));
+    let timeline = r["timeline"].as_array().unwrap();
+    assert_eq!(timeline.len(), 31, "{t}");
+    let today = timeline.last().unwrap();
+    assert_eq!((today["total"].clone(), today["by_status"].clone()), (1.into(), serde_json::json!({"rolled_back": 1})));
+    assert!(
+        t["message"].as_str().unwrap().ends_with("3 health gates evaluated, 1 did not pass (error rate 1)."),
+        "{t}"
+    );
+    let rows = t["table"]["rows"].as_array().unwrap();
+    assert!(rows.contains(&serde_json::json!(["failed gates", "error rate", "1", ""])), "{t}");
     chat.finish();
 }
 
@@ -115,5 +135,49 @@ fn a_progressive_rollout_waits_for_promote() {
     chat.say_confirmed("approve the next phase");
     let done = chat.wait_for_status("d-1", &["succeeded", "rolled_back", "failed"]);
     assert_eq!(done["details"]["status"], "succeeded", "{done}");
+    chat.finish();
+}
+
+#[test]
+fn a_failure_budget_said_with_the_rollout_lets_it_succeed_naming_the_failed_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chat = Chat::start(
+        dir.path(),
+        &[
+            "--demo-faults",
+            "install-fail:auth-filter@2.1.0/agent:edge-20, install-fail:auth-filter@2.1.0/agent:core-14",
+        ],
+    );
+    let t = chat.say_confirmed("roll out auth-filter 2.1.0 to ap-south in batches of 4, allow 2 failures");
+    assert_eq!(t["operation"]["max_failures"], 2, "{t}");
+    assert_eq!(t["deployment"], "d-1", "{t}");
+    let done = chat.wait_for_status("d-1", &["succeeded", "rolled_back", "failed"]);
+    assert_eq!(done["details"]["status"], "succeeded", "{done}");
+    let reason = done["details"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("10 of 12 agents on auth-filter 2.1.0; failed within the failure budget: "), "{reason}");
+    assert!(reason.contains("edge-20 (install failed: ") && reason.contains("core-14 (install failed: "), "{reason}");
+    chat.finish();
+}
+
+#[test]
+fn an_overlapping_rollout_can_be_queued_and_starts_when_the_first_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chat = Chat::start(dir.path(), &[]);
+    chat.say_confirmed("progressive rollout of auth-filter 2.1.0 to ap-south");
+    chat.wait_for("d-1", waiting);
+    let t = chat.say("roll out log-shipper 1.5.0 to ap-south");
+    assert_eq!(t["feasible"], false, "{t}");
+    assert!(strings(&t["follow_ups"]).contains(&"queue it".to_string()), "{t}");
+    let t = chat.say_confirmed("queue it");
+    assert_eq!(t["operation"]["queue"], true, "{t}");
+    assert_eq!(t["operation"]["extension"], "log-shipper", "{t}");
+    assert_eq!(t["deployment"], "d-2", "{t}");
+    let t = chat.say("show deployment d-2");
+    assert_eq!(t["details"]["status"], "pending", "{t}");
+    assert_eq!(t["details"]["reason"], "queued behind d-1", "{t}");
+    chat.say_confirmed("abort d-1");
+    let done = chat.wait_for_status("d-2", &["succeeded", "rolled_back", "failed"]);
+    assert_eq!(done["details"]["status"], "succeeded", "{done}");
+    assert_eq!(chat.say("show deployment d-1")["details"]["status"], "aborted");
     chat.finish();
 }

@@ -13,7 +13,7 @@ use crate::agent::protocol::AgentAction;
 use crate::app::Services;
 use crate::feasibility::{scope_words, Feasible, Infeasible};
 use crate::ops::{Actor, Check, DeploymentStatus, Operation, Scope, Strategy, StrategyKind, TimeSpec};
-use crate::orchestrate::{plan_with, DeployRequest, Target, WAITING_FOR_PROMOTE};
+use crate::orchestrate::{plan_with, DeployRequest, Target, QUEUED_BEHIND, WAITING_FOR_PROMOTE};
 use crate::registry::{DeploymentFilter, DeploymentRecord};
 use crate::reply::{Outcome, Reply, Table};
 use crate::topology::{AgentView, Liveness, Topology};
@@ -52,6 +52,8 @@ pub(super) async fn run(
             scope: Some(scope),
             strategy,
             require_approval,
+            max_failures,
+            queue,
             ..
         } => {
             let request = DeployRequest {
@@ -63,6 +65,8 @@ pub(super) async fn run(
                 actor: actor.clone(),
                 utterance: utterance.to_string(),
                 require_approval: *require_approval,
+                max_failures: *max_failures,
+                queue: *queue,
             };
             deploy(services, request, feasible).await
         }
@@ -165,7 +169,11 @@ pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feas
             refuse(format!("{id} is already running."), vec![format!("show deployment {id}")])
         }
         Operation::Abort { .. } if status.is_active() => ok(),
-        Operation::Rollback { .. } if matches!(status, S::Succeeded | S::Failed) || switched => ok(),
+        Operation::Rollback { .. }
+            if matches!(status, S::Succeeded | S::Failed) || switched || crate::orchestrate::interrupted(d) =>
+        {
+            ok()
+        }
         Operation::Rollback { .. } if status.is_active() => refuse(
             format!("{id} is still {status}; abort it to stop it and return its agents."),
             vec![format!("abort {id}"), format!("pause {id}")],
@@ -227,7 +235,24 @@ async fn deploy(services: &Services, request: DeployRequest, feasible: &Feasible
         *from.entry(t.previous.clone().unwrap_or_else(|| "none".to_string())).or_default() += 1;
     }
     let from_text: Vec<String> = from.iter().map(|(v, n)| format!("{v} ({n})")).collect();
+    let budget = request.max_failures;
     match services.orchestrator.start(request).await {
+        Ok(d) if crate::orchestrate::queued(&d) => {
+            let behind = d.reason.as_deref().unwrap_or_default().trim_start_matches(QUEUED_BEHIND).trim().to_string();
+            Reply::new(
+                Outcome::Started,
+                format!(
+                    "Queued {}: {ext} {ver} on {} agent{} in {} waits for {behind} and starts by itself when it finishes.",
+                    d.name,
+                    d.targets.len(),
+                    if d.targets.len() == 1 { "" } else { "s" },
+                    scope_words(&scope),
+                ),
+            )
+            .with_deployment(d.name.clone())
+            .with_details(json!({ "plan": described, "targets": feasible.targets, "queued_behind": behind }))
+            .with_follow_ups([format!("show deployment {}", d.name), format!("show deployment {behind}"), format!("abort {}", d.name)])
+        }
         Ok(d) => {
             let mut message = format!(
                 "Started {}: {ext} {} -> {ver} on {} agent{} in {}, {} in {} step{}.",
@@ -242,6 +267,12 @@ async fn deploy(services: &Services, request: DeployRequest, feasible: &Feasible
             );
             if !feasible.already.is_empty() {
                 message.push_str(&format!(" {} already run {ver} and are left alone.", feasible.already.len()));
+            }
+            if let Some(n) = budget {
+                message.push_str(&format!(
+                    " It stops and rolls back if more than {n} agent{} fail to install.",
+                    if n == 1 { "" } else { "s" }
+                ));
             }
             let mut table = Table::new(format!("{} plan", d.name), &["Step"]);
             for line in &described {
@@ -327,4 +358,18 @@ pub(super) fn troubled<'a>(agents: &[&'a AgentView]) -> Vec<&'a AgentView> {
     let mut out: Vec<&AgentView> = agents.iter().copied().filter(|a| a.liveness != Liveness::Healthy).collect();
     out.sort_by_key(|a| std::cmp::Reverse(a.liveness));
     out
+}
+
+/// "queue it": the deploy refused last for overlapping an active rollout, now queued.
+/// Any other operation passes unchanged.
+pub(super) fn queue_refused(op: Operation, refused: &mut Option<Operation>) -> Operation {
+    match op {
+        Operation::Deploy { extension: None, version: None, scope: None, queue: true, .. } => match refused.take() {
+            Some(Operation::Deploy { extension, version, scope, strategy, require_approval, max_failures, .. }) => {
+                Operation::Deploy { extension, version, scope, strategy, require_approval, max_failures, queue: true }
+            }
+            _ => op,
+        },
+        op => op,
+    }
 }

@@ -32,6 +32,8 @@ struct Context {
     deployment: Option<String>,
     agent: Option<String>,
     scope: Option<Scope>,
+    /// A deploy refused because it overlaps an active rollout, for "queue it".
+    queueable: Option<Operation>,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +53,15 @@ pub struct Session {
     vocab: Option<(Arc<Topology>, Arc<Vocabulary>)>,
     watching: Option<Operation>,
     confirm_ttl: Duration,
+    /// Said before the first reply: deployments a previous Parley left mid-way.
+    restart_notice: Option<RestartNotice>,
+}
+
+/// What the first reply after a restart leads with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartNotice {
+    pub message: String,
+    pub follow_ups: Vec<String>,
 }
 
 impl Session {
@@ -63,7 +74,24 @@ impl Session {
             vocab: None,
             watching: None,
             confirm_ttl: CONFIRMATION_TTL,
+            restart_notice: None,
         }
+    }
+
+    /// Makes the first reply say which deployments `recover` found interrupted and
+    /// where they stood, and offer to resume or roll back each.
+    pub fn with_interrupted(mut self, interrupted: &[DeploymentRecord]) -> Session {
+        self.restart_notice = render::restart_notice(interrupted);
+        if let Some(d) = interrupted.first() {
+            self.context.deployment = Some(d.name.clone());
+        }
+        self
+    }
+
+    /// The restart notice, for a front-end that shows it before any turn (the REPL);
+    /// the first reply then does not repeat it.
+    pub fn take_restart_notice(&mut self) -> Option<RestartNotice> {
+        self.restart_notice.take()
     }
 
     pub fn actor(&self) -> &Actor {
@@ -107,6 +135,16 @@ impl Session {
 
     /// Answers one utterance.
     pub async fn handle(&mut self, utterance: &str) -> Reply {
+        let mut reply = self.answer(utterance).await;
+        if let Some(notice) = self.restart_notice.take() {
+            reply.message = format!("{} {}", notice.message, reply.message);
+            let rest: Vec<String> = reply.follow_ups.into_iter().filter(|f| !notice.follow_ups.contains(f)).collect();
+            reply.follow_ups = notice.follow_ups.into_iter().chain(rest).collect();
+        }
+        reply
+    }
+
+    async fn answer(&mut self, utterance: &str) -> Reply {
         let text = utterance.trim();
         if text.is_empty() {
             return Reply::new(Outcome::NotUnderstood, "Say what you want to know or do, or `help` for examples.")
@@ -223,6 +261,7 @@ impl Session {
 
     /// Fills references, asks for what is missing, checks, confirms or executes.
     async fn proceed(&mut self, op: Operation, references: Vec<String>, utterance: &str) -> Reply {
+        let op = execute::queue_refused(op, &mut self.context.queueable);
         let op = match self.resolve_references(op, &references).await {
             Ok(op) => op,
             Err(reply) => return reply,
@@ -271,6 +310,10 @@ impl Session {
         let feasible = match self.check(&op, &topo).await {
             Ok(f) => f,
             Err(inf) => {
+                if matches!(op, Operation::Deploy { .. }) && inf.alternatives.iter().any(|a| a == feasibility::QUEUE_IT)
+                {
+                    self.context.queueable = Some(op.clone());
+                }
                 let reply = render::infeasible(&op, &inf);
                 if op.mutates() {
                     self.audit(&op, utterance, AuditResult::Infeasible, &reply.message).await;
@@ -379,7 +422,11 @@ impl Session {
             let record = self.deployment(id).await?;
             return execute::check_control(op, &record);
         }
-        let busy = self.services.orchestrator.active_agents().await;
+        // A queued rollout may overlap: the orchestrator holds it until the other ends.
+        let busy = match op {
+            Operation::Deploy { queue: true, .. } => feasibility::Busy::new(),
+            _ => self.services.orchestrator.active_agents().await,
+        };
         feasibility::check(op, topo, &busy)
     }
 

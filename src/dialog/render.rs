@@ -9,7 +9,7 @@ use super::execute::{name_list, troubled};
 use crate::agent::checks::CheckResult;
 use crate::feasibility::{scope_words, Feasible, Infeasible};
 use crate::ops::{Check, DeploymentStatus, ExtensionRef, Operation, Scope, TimeSpec};
-use crate::registry::{DeploymentRecord, Report};
+use crate::registry::{DeploymentRecord, Report, TargetState};
 use crate::reply::{Outcome, Reply, Table};
 use crate::topology::{AgentView, Liveness, RegionHealth, Topology};
 
@@ -570,7 +570,7 @@ pub(super) fn report(since: &TimeSpec, until: Option<&TimeSpec>, r: &Report) -> 
         Some(u) => format!("from {since} to {u}"),
         None => format!("over the last {since}"),
     };
-    let message = format!(
+    let mut message = format!(
         "{} deployment{} {window}: success rate {}, rollback rate {}, median duration {}, p95 {}.",
         r.total,
         if r.total == 1 { "" } else { "s" },
@@ -579,12 +579,72 @@ pub(super) fn report(since: &TimeSpec, until: Option<&TimeSpec>, r: &Report) -> 
         secs(r.median_duration_secs),
         secs(r.p95_duration_secs)
     );
-    let mut table = Table::new("Deployments by status", &["Status", "Count"]);
+    let evaluated: u64 = r.gates_by_outcome.values().sum();
+    let passed = r.gates_by_outcome.get("successful").copied().unwrap_or(0);
+    if evaluated > 0 {
+        let mut kinds: Vec<(&String, &u64)> = r.failed_gates_by_kind.iter().collect();
+        // Most frequent first: the kind an operator should look at.
+        kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let by_kind: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        message.push_str(&format!(" {evaluated} health gate{} evaluated, ", if evaluated == 1 { "" } else { "s" }));
+        if by_kind.is_empty() {
+            message.push_str("all passed.");
+        } else {
+            message.push_str(&format!("{} did not pass ({}).", evaluated - passed, by_kind.join(", ")));
+        }
+    }
+    // One table in sections, since a reply carries one table: statuses, failed gates
+    // by kind, then the days that had deployments.
+    let mut table = Table::new("Deployment report", &["Section", "Item", "Count", "Detail"]);
     for (status, n) in &r.by_status {
-        table.push(vec![status.clone(), n.to_string()]);
+        table.push(vec!["status".into(), status.clone(), n.to_string(), String::new()]);
+    }
+    for (kind, n) in &r.failed_gates_by_kind {
+        table.push(vec!["failed gates".into(), kind.clone(), n.to_string(), String::new()]);
+    }
+    for day in r.timeline.iter().filter(|d| d.total > 0) {
+        let detail: Vec<String> = day.by_status.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        table.push(vec!["day".into(), day.date.to_string(), day.total.to_string(), detail.join(", ")]);
     }
     Reply::new(Outcome::Answered, message)
         .with_table(table)
         .with_details(serde_json::to_value(r).unwrap_or_default())
         .with_follow_ups(["list deployments", "show failed deployments"])
+}
+
+/// The lead of the first reply after a restart; `None` when nothing was interrupted.
+pub(super) fn restart_notice(interrupted: &[DeploymentRecord]) -> Option<super::RestartNotice> {
+    if interrupted.is_empty() {
+        return None;
+    }
+    let lines: Vec<String> = interrupted
+        .iter()
+        .map(|d| {
+            let installed = d.targets.iter().filter(|t| t.state == TargetState::Installed).count();
+            format!(
+                "{} ({} {} to {}) stopped at step {} of {} with {installed} of {} agents on {}",
+                d.name,
+                d.extension,
+                d.version,
+                d.scope,
+                (d.current_step + 1).min(d.step_count.max(1)),
+                d.step_count.max(1),
+                d.targets.len(),
+                d.version
+            )
+        })
+        .collect();
+    let (noun, pronoun) = if interrupted.len() == 1 { ("deployment", "it is") } else { ("deployments", "they are") };
+    let message = format!(
+        "Parley restarted and found {} interrupted {noun}: {}; {pronoun} paused. Say \"resume d-N\" to carry on or \"roll back d-N\" to return the agents.",
+        interrupted.len(),
+        lines.join("; "),
+    );
+    let message = match interrupted {
+        [d] => message.replace("d-N", &d.name),
+        _ => message,
+    };
+    let follow_ups =
+        interrupted.iter().flat_map(|d| [format!("resume {}", d.name), format!("roll back {}", d.name)]).collect();
+    Some(super::RestartNotice { message, follow_ups })
 }

@@ -68,10 +68,14 @@ pub enum SlotKind {
     Percent,
     Strategy,
     Checks,
+    /// A count of agents (a failure budget).
+    Count,
+    /// A yes/no said by a word ("queue"): true when present.
+    Flag,
 }
 
 impl SlotKind {
-    const ALL: [(&'static str, SlotKind); 13] = [
+    const ALL: [(&'static str, SlotKind); 15] = [
         ("scope", SlotKind::Scope),
         ("region", SlotKind::Region),
         ("agent", SlotKind::Agent),
@@ -85,6 +89,8 @@ impl SlotKind {
         ("percent", SlotKind::Percent),
         ("strategy", SlotKind::Strategy),
         ("checks", SlotKind::Checks),
+        ("count", SlotKind::Count),
+        ("flag", SlotKind::Flag),
     ];
 
     fn parse(s: &str) -> Option<SlotKind> {
@@ -104,6 +110,8 @@ impl SlotKind {
             SlotKind::Interval | SlotKind::Percent => json!(10),
             SlotKind::Strategy => json!({"kind": "canary"}),
             SlotKind::Checks => json!(["security"]),
+            SlotKind::Count => json!(2),
+            SlotKind::Flag => json!(true),
         }
     }
 }

@@ -69,6 +69,8 @@ fn accepts(kind: SlotKind) -> &'static [Kind] {
         SlotKind::Time => &[Kind::Time],
         SlotKind::Interval => &[Kind::Interval],
         SlotKind::Percent => &[Kind::Percent],
+        SlotKind::Count => &[Kind::Failures],
+        SlotKind::Flag => &[Kind::Queue],
         _ => &[],
     }
 }
@@ -137,7 +139,8 @@ pub fn read_slot(slot: &Slot, entities: &[Entity], claimed: &mut [bool], vocab: 
             None => Read::Nothing,
             Some(None) => Read::Reference,
             Some(Some(v)) => match kind {
-                SlotKind::Interval | SlotKind::Percent => match v.parse::<u64>() {
+                SlotKind::Flag => Read::Value(json!(true)),
+                SlotKind::Interval | SlotKind::Percent | SlotKind::Count => match v.parse::<u64>() {
                     Ok(n) => Read::Value(json!(n)),
                     Err(_) => Read::Nothing,
                 },

@@ -381,8 +381,15 @@ fn answers_fill_one_slot() {
     assert_eq!(g.parse_slot(&shift, "percent", "twenty", v), Some(json!(20)));
     assert_eq!(g.parse_slot(&shift, "percent", "30%", v), Some(json!(30)));
     assert_eq!(g.parse_slot(&shift, "percent", "300", v), None);
-    let ext =
-        Operation::Deploy { extension: None, version: None, scope: None, strategy: None, require_approval: false };
+    let ext = Operation::Deploy {
+        extension: None,
+        version: None,
+        scope: None,
+        strategy: None,
+        require_approval: false,
+        max_failures: None,
+        queue: false,
+    };
     assert_eq!(g.parse_slot(&ext, "extension", "the model server", v), Some(json!("model-server")));
 }
 
@@ -625,4 +632,33 @@ fn show_skeletons() {
         let parsed = serde_json::to_string(&g.parse(u, v)).unwrap_or_default();
         eprintln!("{u}\n  skel: {}\n  parse: {parsed}", skeleton(&tokens, &entities));
     }
+}
+
+#[test]
+fn a_failure_budget_and_queueing_are_deploy_fields() {
+    check_all(&[
+        (
+            "roll out auth-filter 2.1.0 to ap-south, allow 2 failures",
+            json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": ["region:ap-south"], "max_failures": 2}),
+        ),
+        (
+            "roll out auth-filter 2.1.0 to ap-south and stop if more than 3 agents fail",
+            json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": ["region:ap-south"], "max_failures": 3}),
+        ),
+        (
+            "deploy log-shipper 1.5.0 to eu-west with a failure budget of 1",
+            json!({"op": "deploy", "extension": "log-shipper", "version": "1.5.0", "scope": ["region:eu-west"], "max_failures": 1}),
+        ),
+        (
+            "roll out auth-filter 2.1.0 to ap-south and queue it",
+            json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": ["region:ap-south"], "queue": true}),
+        ),
+        ("queue it", json!({"op": "deploy", "queue": true})),
+        // Absent when not said; "queued" stays a status.
+        (
+            "roll out auth-filter 2.1.0 to ap-south",
+            json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": ["region:ap-south"]}),
+        ),
+        ("list queued deployments", json!({"op": "list_deployments", "status": "pending"})),
+    ]);
 }

@@ -31,6 +31,11 @@ pub enum Kind {
     Check,
     Percent,
     Number,
+    /// A failure budget: "allow 2 failures", "more than 2 agents fail" (the value is
+    /// how many may fail).
+    Failures,
+    /// "queue": start a rollout once the one it overlaps has finished.
+    Queue,
     /// A pronoun ("it", "that", "the last one"): the dialog knows what it means.
     Ref,
     /// Looks like a name (hyphenated) but the fleet has nothing called that.
@@ -38,7 +43,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 22] = [
         Kind::Region,
         Kind::Zone,
         Kind::Agent,
@@ -57,6 +62,8 @@ impl Kind {
         Kind::Check,
         Kind::Percent,
         Kind::Number,
+        Kind::Failures,
+        Kind::Queue,
         Kind::Ref,
         Kind::Name,
     ];
@@ -81,6 +88,8 @@ impl Kind {
             Kind::Check => "check",
             Kind::Percent => "percent",
             Kind::Number => "number",
+            Kind::Failures => "failures",
+            Kind::Queue => "queue",
             Kind::Ref => "ref",
             Kind::Name => "name",
         }
@@ -359,6 +368,13 @@ impl Vocabulary {
     fn recognise(&self, t: &[Token], i: usize, plain: &HashSet<String>) -> Option<(Kind, Option<String>, usize)> {
         let w = |k: usize| t.get(k).map(|x| x.text.as_str()).unwrap_or("");
         let num = |k: usize| if is_number(w(k)) { w(k).parse::<u64>().ok() } else { None };
+        if let Some((n, len)) = failure_budget(&w, &num, i) {
+            return Some((Kind::Failures, Some(n.to_string()), len));
+        }
+        // "queued" stays the status (pending); only the verb asks for queueing.
+        if w(i) == "queue" {
+            return Some((Kind::Queue, Some("true".to_string()), 1));
+        }
         let word = w(i);
 
         // Numbers with a meaning given by the words around them.
@@ -567,4 +583,35 @@ pub fn suggest<'a>(said: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     scored.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
     scored.dedup_by(|a, b| a.2 == b.2);
     scored.into_iter().take(3).map(|(_, _, c)| c).collect()
+}
+
+/// "more than N [agents] fail", "N failures", "N agents fail", "failure budget [of] N":
+/// how many agents may fail, and how many tokens say it.
+fn failure_budget<'a>(
+    w: &dyn Fn(usize) -> &'a str,
+    num: &dyn Fn(usize) -> Option<u64>,
+    i: usize,
+) -> Option<(u64, usize)> {
+    let fail_word = |s: &str| matches!(s, "fail" | "fails" | "failing" | "failed" | "failure" | "failures");
+    let agents_word = |s: &str| matches!(s, "agents" | "agent" | "nodes" | "installs");
+    // After the number: "fail", or "agents fail"; answers the tokens used from `at`.
+    let after = |at: usize| -> Option<(u64, usize)> {
+        let n = num(at)?;
+        if fail_word(w(at + 1)) {
+            Some((n, 2))
+        } else if agents_word(w(at + 1)) && fail_word(w(at + 2)) {
+            Some((n, 3))
+        } else {
+            None
+        }
+    };
+    if matches!(w(i), "more" | "over") {
+        let skip = usize::from(w(i + 1) == "than");
+        return after(i + 1 + skip).map(|(n, len)| (n, len + 1 + skip));
+    }
+    if w(i) == "failure" && w(i + 1) == "budget" {
+        let skip = usize::from(w(i + 2) == "of");
+        return num(i + 2 + skip).map(|n| (n, 3 + skip));
+    }
+    after(i)
 }

@@ -61,6 +61,13 @@ pub enum Operation {
         strategy: Option<Strategy>,
         #[serde(default, skip_serializing_if = "is_false")]
         require_approval: bool,
+        /// How many agents may fail to install over the whole rollout before it stops
+        /// and rolls back; absent: the configured failure budget.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_failures: Option<u32>,
+        /// Overlapping an active rollout, wait for it instead of refusing.
+        #[serde(default, skip_serializing_if = "is_false")]
+        queue: bool,
     },
     Pause {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -510,6 +517,8 @@ mod tests {
             scope: Some(Scope(vec![Selector::Region("eu-west".into())])),
             strategy: Some(Strategy { kind: StrategyKind::Canary, steps: Some(vec![10, 50]), batch_size: None }),
             require_approval: false,
+            max_failures: None,
+            queue: false,
         };
         assert_eq!(
             op.to_json(),

@@ -26,7 +26,11 @@ impl Orchestrator {
         let plan = plan_with(&req.strategy, &req.targets, &inner.settings, req.require_approval)?;
         let _transition = inner.transitions.lock().await;
         let busy = inner.active_agents().await?;
-        check_overlap(plan.steps.iter().flat_map(|s| s.agents.iter()), &busy, None)?;
+        let blocker = match check_overlap(plan.steps.iter().flat_map(|s| s.agents.iter()), &busy, None) {
+            Ok(()) => None,
+            Err(OrchestrateError::Overlap { deployment, .. }) if req.queue => Some(deployment),
+            Err(e) => return Err(e),
+        };
 
         let mut targets = Vec::with_capacity(plan.agent_count());
         for (step, s) in plan.steps.iter().enumerate() {
@@ -46,7 +50,7 @@ impl Orchestrator {
             version: req.version.clone(),
             scope: req.scope.clone(),
             strategy: req.strategy.clone(),
-            status: DeploymentStatus::Running,
+            status: if blocker.is_some() { DeploymentStatus::Pending } else { DeploymentStatus::Running },
             actor: req.actor.clone(),
             utterance: req.utterance.clone(),
             step_count: u32::try_from(plan.steps.len()).unwrap_or(u32::MAX),
@@ -62,11 +66,17 @@ impl Orchestrator {
                     "extension": req.extension, "version": req.version, "scope": req.scope,
                     "strategy": req.strategy, "by": req.actor.name, "frontend": req.actor.frontend,
                     "utterance": req.utterance, "agents": record.agents().collect::<Vec<_>>(),
-                    "require_approval": req.require_approval,
+                    "require_approval": req.require_approval, "max_failures": req.max_failures,
                 }),
             )
             .await?;
         inner.journal(id, "planned", json!({ "plan": plan, "steps": plan.describe(&inner.settings) })).await?;
+        if let Some(blocker) = blocker {
+            let reason = format!("{QUEUED_BEHIND} {blocker}");
+            inner.journal(id, "queued", json!({ "behind": blocker })).await?;
+            inner.registry.set_status(id, DeploymentStatus::Pending, Some(&reason)).await?;
+            return inner.load(&record.name).await;
+        }
         inner.emit(RolloutEvent::Started {
             id: record.name.clone(),
             extension: record.extension.clone(),
@@ -83,6 +93,9 @@ impl Orchestrator {
         let inner = &self.inner;
         let _transition = inner.transitions.lock().await;
         let rec = inner.load(id).await?;
+        if queued(&rec) {
+            return Err(queued_error(&rec));
+        }
         match rec.status {
             DeploymentStatus::Pending | DeploymentStatus::Running => {}
             DeploymentStatus::Paused => {
@@ -108,6 +121,9 @@ impl Orchestrator {
         let inner = &self.inner;
         let _transition = inner.transitions.lock().await;
         let rec = inner.load(id).await?;
+        if queued(&rec) {
+            return Err(queued_error(&rec));
+        }
         match rec.status {
             DeploymentStatus::Paused => {}
             DeploymentStatus::Pending | DeploymentStatus::Running => {
@@ -204,6 +220,18 @@ impl Orchestrator {
             if !inner.signal(rec.id, control) {
                 inner.spawn(rec.id, Job::Rollback { outcome: DeploymentStatus::RolledBack, reason });
             }
+            return inner.load(id).await;
+        }
+        if interrupted(&rec) && !inner.has_task(rec.id) {
+            // What an operator means by rolling back a rollout a restart left mid-way:
+            // stop it for good and return the agents it touched.
+            let reason = format!("rolled back by {} after it was interrupted at {}", actor.name, at_step(&rec));
+            inner
+                .journal(rec.id, "rollback_requested", json!({ "by": actor.name, "frontend": actor.frontend }))
+                .await?;
+            let progress = format!("{reason}; returning its agents to their previous versions");
+            inner.registry.set_status(rec.id, DeploymentStatus::RolledBack, Some(&progress)).await?;
+            inner.spawn(rec.id, Job::Rollback { outcome: DeploymentStatus::RolledBack, reason });
             return inner.load(id).await;
         }
         match rec.status {
@@ -339,20 +367,93 @@ impl Orchestrator {
         let _transition = inner.transitions.lock().await;
         let mut out = Vec::new();
         for rec in inner.registry.active_deployments().await? {
-            if rec.status == DeploymentStatus::Paused || inner.has_task(rec.id) {
+            if rec.status == DeploymentStatus::Paused || queued(&rec) || inner.has_task(rec.id) {
                 continue;
             }
-            let reason = format!("interrupted at {}: Parley stopped", at_step(&rec));
+            let reason = format!("{INTERRUPTED} {}: Parley stopped", at_step(&rec));
             inner.journal(rec.id, "interrupted", json!({ "reason": reason, "was": rec.status })).await?;
             inner.registry.set_status(rec.id, DeploymentStatus::Paused, Some(&reason)).await?;
             inner.emit(RolloutEvent::Paused { id: rec.name.clone(), reason });
             out.push(inner.load(&rec.name).await?);
         }
+        drop(_transition);
+        // Blockers that finished while Parley was down release their queue now.
+        inner.start_queued(None).await?;
         Ok(out)
     }
 }
 
 impl Inner {
+    /// Starts every queued deployment whose blockers have finished, oldest first;
+    /// one still blocked gets its reason updated to name what it now waits for.
+    /// `finishing`: a deployment whose task is ending and no longer blocks anything.
+    pub(super) async fn start_queued(self: &Arc<Self>, finishing: Option<i64>) -> Result<(), OrchestrateError> {
+        let _transition = self.transitions.lock().await;
+        let active = self.registry.active_deployments().await?;
+        if !active.iter().any(queued) {
+            return Ok(());
+        }
+        let mut busy = self.active_agents().await?;
+        if let Some(done) = finishing.map(crate::registry::deployment_name) {
+            busy.retain(|_, d| *d != done);
+        }
+        for rec in active.iter().filter(|d| queued(d)) {
+            let own = Some(&rec.name);
+            // Queued ones count as busy only for those queued after them: first come, first served.
+            let ahead: HashMap<String, String> = busy
+                .iter()
+                .filter(|(_, d)| active.iter().any(|a| a.name == **d && (!queued(a) || a.id < rec.id)))
+                .map(|(a, d)| (a.clone(), d.clone()))
+                .collect();
+            match check_overlap(rec.agents().map(str::to_string).collect::<Vec<_>>().iter(), &ahead, own) {
+                Ok(()) => {
+                    self.refresh_previous(rec).await?;
+                    self.journal(rec.id, "dequeued", json!({ "was": rec.reason })).await?;
+                    self.registry.set_status(rec.id, DeploymentStatus::Running, None).await?;
+                    self.emit(RolloutEvent::Started {
+                        id: rec.name.clone(),
+                        extension: rec.extension.clone(),
+                        version: rec.version.clone(),
+                        agents: rec.targets.len(),
+                        steps: usize::try_from(rec.step_count).unwrap_or(usize::MAX),
+                    });
+                    self.spawn(rec.id, Job::Rollout { from_step: 0 });
+                }
+                Err(OrchestrateError::Overlap { deployment, .. }) => {
+                    let reason = format!("{QUEUED_BEHIND} {deployment}");
+                    if rec.reason.as_deref() != Some(reason.as_str()) {
+                        self.journal(rec.id, "queued", json!({ "behind": deployment })).await?;
+                        self.registry.set_reason(rec.id, &reason).await?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The versions the agents of a queued deployment run now: the deployment ahead
+    /// of it may have changed them since it was queued, and a rollback must return
+    /// them to what they ran just before this one.
+    async fn refresh_previous(&self, rec: &DeploymentRecord) -> Result<(), OrchestrateError> {
+        let timeout = self.settings.install_timeout;
+        let reads = rec.targets.iter().map(|t| async move {
+            let status = tokio::time::timeout(timeout, self.client.status(&t.endpoint)).await;
+            (t, status)
+        });
+        for (t, status) in futures::future::join_all(reads).await {
+            // An agent that does not answer keeps the version seen at queueing; the
+            // install will find it unreachable anyway.
+            if let Ok(Ok(status)) = status {
+                let now = status.extensions.iter().find(|e| e.name == rec.extension).map(|e| e.version.clone());
+                if now != t.previous_version {
+                    self.registry.set_target_previous(rec.id, &t.agent, now.as_deref()).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(super) async fn load(&self, id: &str) -> Result<DeploymentRecord, OrchestrateError> {
         self.registry.deployment_by_name(id).await?.ok_or_else(|| OrchestrateError::UnknownDeployment(id.to_string()))
     }
@@ -430,6 +531,11 @@ fn check_overlap<'a>(
     Err(OrchestrateError::Overlap { agents: clash.into_iter().map(|(a, _)| a).collect(), deployment })
 }
 
+/// Paused by [`Orchestrator::recover`]: a previous Parley stopped mid-way.
+pub fn interrupted(rec: &DeploymentRecord) -> bool {
+    rec.status == DeploymentStatus::Paused && rec.reason.as_deref().is_some_and(|r| r.starts_with(INTERRUPTED))
+}
+
 /// Held until the operator says "promote".
 pub(crate) fn waiting_for_promote(rec: &DeploymentRecord) -> bool {
     rec.status == DeploymentStatus::Paused && rec.reason.as_deref().is_some_and(|r| r.starts_with(WAITING_FOR_PROMOTE))
@@ -443,6 +549,26 @@ pub fn switched_not_retired(rec: &DeploymentRecord) -> bool {
         && rec.current_step == 1
         && rec.targets.iter().all(|t| t.step != 2 || t.state == TargetState::Pending)
 }
+
+/// The start of the reason of a deployment waiting for an overlapping one to finish.
+pub const QUEUED_BEHIND: &str = "queued behind";
+
+/// Waiting (pending) for an overlapping deployment to finish.
+pub fn queued(rec: &DeploymentRecord) -> bool {
+    rec.status == DeploymentStatus::Pending && rec.reason.as_deref().is_some_and(|r| r.starts_with(QUEUED_BEHIND))
+}
+
+fn queued_error(rec: &DeploymentRecord) -> OrchestrateError {
+    OrchestrateError::WrongState(format!(
+        "{} is {}; it starts by itself when that finishes (abort {} to drop it)",
+        rec.name,
+        rec.reason.as_deref().unwrap_or(QUEUED_BEHIND),
+        rec.name
+    ))
+}
+
+/// The start of the reason of a deployment that [`Orchestrator::recover`] paused.
+const INTERRUPTED: &str = "interrupted at";
 
 fn at_step(rec: &DeploymentRecord) -> String {
     format!("step {} of {}", rec.current_step + 1, rec.step_count.max(1))

@@ -28,7 +28,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::topology::HealthThresholds;
 
 pub use announce::{announce, event_deployment};
-pub use control::switched_not_retired;
+pub use control::{interrupted, queued, switched_not_retired, QUEUED_BEHIND};
 pub use gate::{Baseline, GateBreach, GateLimits, GateOutcome, GateResult, GateSpec, Tolerance};
 pub use plan::{plan, plan_with, Plan, PlanStep, Wait};
 
@@ -99,6 +99,10 @@ pub struct DeployRequest {
     pub utterance: String,
     /// Wait for "promote" between steps, whatever the strategy.
     pub require_approval: bool,
+    /// The operator's failure budget for the whole rollout; `None`: the settings'.
+    pub max_failures: Option<u32>,
+    /// Overlapping an active rollout, queue behind it instead of refusing.
+    pub queue: bool,
 }
 
 impl RolloutSettings {

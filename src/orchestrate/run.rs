@@ -43,6 +43,14 @@ pub(crate) async fn run_job(inner: &Arc<Inner>, id: i64, job: Job, control: watc
         let _ = inner.registry.set_status(id, DeploymentStatus::Failed, Some(&reason)).await;
         inner.emit(RolloutEvent::Finished { id: deployment_name(id), status: DeploymentStatus::Failed, reason });
     }
+    // A held rollout ends its task only when it finishes, so this is the moment the
+    // deployments queued behind it may start.
+    let finished = inner.registry.deployment(id).await.ok().flatten().is_some_and(|d| !d.status.is_active());
+    if finished {
+        if let Err(e) = inner.start_queued(Some(id)).await {
+            tracing::error!(deployment = %deployment_name(id), error = %e, "could not start queued deployments");
+        }
+    }
 }
 
 async fn load(inner: &Inner, id: i64) -> Result<DeploymentRecord, OrchestrateError> {
@@ -55,6 +63,22 @@ async fn load(inner: &Inner, id: i64) -> Result<DeploymentRecord, OrchestrateErr
 pub(crate) struct Stop {
     pub outcome: DeploymentStatus,
     pub reason: String,
+}
+
+/// The failure budget (per step, in all): the operator's, said with the rollout and
+/// journalled in its `created` event, or the settings'. The operator's number is for
+/// the whole rollout, so it is the per-step limit too.
+async fn budget(inner: &Inner, id: i64) -> Result<(usize, usize), OrchestrateError> {
+    let said = inner
+        .registry
+        .last_event(id, "created")
+        .await?
+        .and_then(|e| e.data["max_failures"].as_u64())
+        .and_then(|n| usize::try_from(n).ok());
+    Ok(match said {
+        Some(n) => (n, n),
+        None => (inner.settings.max_failed_per_step, inner.settings.max_failed_total),
+    })
 }
 
 /// The plan the rollout was started with, as journalled in its `planned` event.
@@ -73,6 +97,7 @@ async fn rollout(
     let rec = load(inner, id).await?;
     let (extension, version, steps) = (rec.extension.clone(), rec.version.clone(), rec.step_count);
     let plan = planned(inner, id).await?;
+    let (per_step, overall) = budget(inner, id).await?;
     let spec = inner.settings.gate_spec();
     // The last baseline seen, for the steps after which no target is left on the old
     // version (the last step of a canary, blue's retirement).
@@ -122,7 +147,6 @@ async fn rollout(
                     .filter(|t| t.detail.as_deref().is_some_and(|d| d.starts_with(INSTALL_FAILED)))
                     .count()
                     .max(failures.len());
-                let (per_step, overall) = (inner.settings.max_failed_per_step, inner.settings.max_failed_total);
                 if failures.len() > per_step || total > overall {
                     let reason = format!(
                         "install failed at step {} of {steps}: {} (failure budget: {per_step} per step, {overall} in all; {} failed in this step, {total} in all)",

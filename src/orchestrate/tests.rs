@@ -57,6 +57,8 @@ fn request(targets: Vec<Target>, kind: StrategyKind) -> DeployRequest {
         actor: alice(),
         utterance: "roll out auth-filter 2.1.0 to ap-south".into(),
         require_approval: false,
+        max_failures: None,
+        queue: false,
     }
 }
 

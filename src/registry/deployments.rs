@@ -120,6 +120,18 @@ impl Registry {
         Ok(())
     }
 
+    /// Records the version an agent runs before this deployment (a queued deployment
+    /// learns it when it starts).
+    pub async fn set_target_previous(&self, id: i64, agent: &str, previous: Option<&str>) -> Result<(), RegistryError> {
+        sqlx::query("UPDATE deployment_targets SET previous_version = ? WHERE deployment_id = ? AND agent = ?")
+            .bind(previous)
+            .bind(id)
+            .bind(agent)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Puts every target that is not in `keep` back to pending (a retry starts over on them).
     pub async fn reset_targets(&self, id: i64, keep: TargetState) -> Result<(), RegistryError> {
         sqlx::query(

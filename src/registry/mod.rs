@@ -24,7 +24,7 @@ pub use records::{
     deployment_id_from_name, deployment_name, AuditEntry, AuditResult, DeploymentFilter, DeploymentRecord, EventRecord,
     NewDeployment, NewTarget, TargetRecord, TargetState,
 };
-pub use report::Report;
+pub use report::{Report, TimelineDay};
 
 /// The first 16 bytes of every SQLite database file.
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";

@@ -160,6 +160,83 @@ async fn report_counts_rates_and_durations() {
 
     let empty = reg.report(start - Duration::hours(9), start - Duration::hours(8)).await.unwrap();
     assert_eq!((empty.total, empty.success_rate, empty.median_duration_secs), (0, None, None));
+    assert!(empty.failed_gates_by_kind.is_empty());
+}
+
+#[tokio::test]
+async fn report_counts_failed_gates_by_kind_and_a_timeline_by_day() {
+    let reg = Registry::open_in_memory().await.unwrap();
+    let now = Utc::now();
+    let day = |n: i64| (now - Duration::days(n)).date_naive().and_hms_opt(12, 0, 0).unwrap().and_utc();
+    // (created on day -n, status)
+    let plan = [
+        (3, DeploymentStatus::Succeeded),
+        (3, DeploymentStatus::RolledBack),
+        (1, DeploymentStatus::RolledBack),
+        (1, DeploymentStatus::Succeeded),
+        (1, DeploymentStatus::Succeeded),
+        // Outside the window: neither counted nor its gates.
+        (40, DeploymentStatus::RolledBack),
+    ];
+    let mut ids = Vec::new();
+    for (n, status) in plan {
+        let d = reg.create_deployment(&new_deployment(&["edge-1"], status)).await.unwrap();
+        sqlx::query("UPDATE deployments SET created_at = ?, finished_at = ? WHERE id = ?")
+            .bind(to_millis(day(n)))
+            .bind(to_millis(day(n) + Duration::seconds(30)))
+            .bind(d.id)
+            .execute(&reg.pool)
+            .await
+            .unwrap();
+        ids.push(d.id);
+    }
+    let gate =
+        |outcome: &str, kinds: &[&str]| serde_json::json!({ "step": 1, "outcome": outcome, "failed_kinds": kinds });
+    for (id, data) in [
+        (ids[0], gate("successful", &[])),
+        (ids[0], gate("successful", &[])),
+        (ids[1], gate("successful", &[])),
+        (ids[1], gate("failed", &["error rate", "p95"])),
+        (ids[2], gate("error", &["unreachable"])),
+        (ids[3], gate("inconclusive", &["p95"])),
+        (ids[3], gate("successful", &[])),
+        (ids[5], gate("failed", &["error rate"])),
+    ] {
+        reg.append_event(Some(id), "gate_evaluated", &data).await.unwrap();
+    }
+    // Other kinds of events are not gates.
+    reg.append_event(Some(ids[1]), "rollout_failed", &serde_json::json!({ "reason": "x" })).await.unwrap();
+
+    let r = reg.report(now - Duration::days(30), now).await.unwrap();
+    assert_eq!(r.total, 5);
+    let outcomes: Vec<(&str, u64)> = r.gates_by_outcome.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(outcomes, [("error", 1), ("failed", 1), ("inconclusive", 1), ("successful", 4)]);
+    let kinds: Vec<(&str, u64)> = r.failed_gates_by_kind.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(kinds, [("error rate", 1), ("p95", 2), ("unreachable", 1)]);
+
+    // Every day of the window, quiet ones included, oldest first.
+    assert_eq!(r.timeline.len(), 31);
+    assert_eq!(r.timeline.first().unwrap().date, (now - Duration::days(30)).date_naive());
+    assert_eq!(r.timeline.last().unwrap().date, now.date_naive());
+    type Day<'a> = (chrono::NaiveDate, u64, Vec<(&'a str, u64)>);
+    let busy: Vec<Day> = r
+        .timeline
+        .iter()
+        .filter(|d| d.total > 0)
+        .map(|d| (d.date, d.total, d.by_status.iter().map(|(k, v)| (k.as_str(), *v)).collect()))
+        .collect();
+    assert_eq!(
+        busy,
+        [
+            (day(3).date_naive(), 2, vec![("rolled_back", 1), ("succeeded", 1)]),
+            (day(1).date_naive(), 3, vec![("rolled_back", 1), ("succeeded", 2)]),
+        ]
+    );
+
+    // A long window lists only the days with deployments.
+    let r = reg.report(now - Duration::days(400), now).await.unwrap();
+    assert_eq!(r.timeline.iter().map(|d| d.total).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(r.failed_gates_by_kind["error rate"], 2);
 }
 
 #[tokio::test]

@@ -76,14 +76,9 @@ pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), 
         services.topology.snapshot().agents().len(),
         services.topology.snapshot().regions().len()
     );
-    for d in parley.interrupted() {
-        println!(
-            "{} was interrupted ({}); say \"resume {}\" or \"roll back {}\".",
-            d.name,
-            d.reason.as_deref().unwrap_or("Parley stopped"),
-            d.name,
-            d.name
-        );
+    // Shown before the first prompt, so the first reply does not repeat it.
+    if let Some(notice) = session.take_restart_notice() {
+        println!("{}", notice.message);
     }
 
     // Progress and announcements print above the prompt without breaking the line
