@@ -92,6 +92,8 @@ fn main() {
             scope: Some(Scope::fleet()),
             strategy: None,
             require_approval: false,
+            max_failures: None,
+            queue: false,
         };
         let busy = Busy::new();
         let n = if quick { 10 } else { 200 };
