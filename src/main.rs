@@ -69,11 +69,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Language-model fallback tools.
+    Llm {
+        #[command(subcommand)]
+        command: LlmCommand,
+    },
     /// Fleet tools.
     Fleet {
         #[command(subcommand)]
         command: FleetCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum LlmCommand {
+    /// Tell whether the configured endpoint answers and which structured-output mode it supports.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -149,6 +160,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         return serve_demo(&config, inventory_out.as_deref()).await;
     }
 
+    if let Some(Command::Llm { command: LlmCommand::Check }) = &cli.command {
+        return llm_check(&config).await;
+    }
+
     let parley = Parley::start(&config).await.context("starting Parley")?;
     let result = match cli.command {
         None | Some(Command::Repl) => {
@@ -171,10 +186,29 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             true
         }
-        Some(Command::Fleet { .. }) => true,
+        Some(Command::Fleet { .. }) | Some(Command::Llm { .. }) => true,
     };
     parley.shutdown().await;
     Ok(result)
+}
+
+/// `parley llm check`: exit 0 when the endpoint answers, 1 when it does not.
+async fn llm_check(config: &Config) -> anyhow::Result<bool> {
+    let Some(settings) = &config.llm else {
+        println!("No language model is configured (add an [llm] section to the config file).");
+        return Ok(false);
+    };
+    let llm = parley::llm::Llm::new(settings)?;
+    match llm.check().await {
+        Ok(report) => {
+            println!("{report}");
+            Ok(true)
+        }
+        Err(e) => {
+            println!("{} does not answer (model {}): {e}", settings.base_url, settings.model);
+            Ok(false)
+        }
+    }
 }
 
 async fn serve_demo(config: &Config, inventory_out: Option<&std::path::Path>) -> anyhow::Result<bool> {
