@@ -38,6 +38,8 @@ pub enum StartError {
     Demo(#[from] crate::agent::demo::DemoError),
     #[error(transparent)]
     Faults(#[from] crate::agent::faults::FaultSpecError),
+    #[error(transparent)]
+    Llm(#[from] crate::llm::LlmError),
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
     #[error(transparent)]
@@ -55,6 +57,8 @@ pub struct Services {
     /// A client without the token, for the security check.
     pub anonymous: AgentClient,
     pub thresholds: HealthThresholds,
+    /// The language-model fallback, when `[llm]` is configured.
+    pub llm: Option<crate::llm::Llm>,
 }
 
 /// A running Parley.
@@ -78,6 +82,7 @@ impl Parley {
             Some(dir) => Grammar::load_dir(dir)?,
             None => Grammar::embedded()?,
         };
+        let llm = config.llm.as_ref().map(crate::llm::Llm::new).transpose()?;
         let catalog = Arc::new(match &config.catalog {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -141,6 +146,7 @@ impl Parley {
             client,
             anonymous,
             thresholds,
+            llm,
         });
         Ok(Parley { services, interrupted, demo, advertised, stop, poll_task, refresher, discovery })
     }

@@ -23,6 +23,13 @@
 //! listen = "0.0.0.0:7070"                # registration endpoint for self-registering agents
 //! srv = "_parley._tcp.fleet.example"     # DNS SRV name listing agents
 //! srv_interval_ms = 30000
+//! [llm]                                  # omit to keep the language model off
+//! base_url = "http://127.0.0.1:11434/v1" # any OpenAI-compatible Chat Completions endpoint
+//! model = "llama3.1"
+//! api_key_env = "PARLEY_LLM_API_KEY"     # environment variable holding the key, if any
+//! timeout_ms = 10000
+//! mode = "auto"                          # auto | json_schema | tools | plain
+//! prompts_dir = "prompts"                # replaces the built-in system prompt and examples
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -75,6 +82,46 @@ pub struct Config {
     /// A DNS SRV name whose targets are agents, resolved periodically.
     pub discovery_srv: Option<String>,
     pub srv_interval: Duration,
+    /// The language-model fallback; `None` keeps it off.
+    pub llm: Option<LlmConfig>,
+}
+
+/// How structured output is asked of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmMode {
+    /// Try `json_schema`, then tools, then plain text, and remember what worked.
+    Auto,
+    JsonSchema,
+    Tools,
+    Plain,
+}
+
+/// The `[llm]` section, resolved. The key is read from the environment at load time
+/// so that it never has to be written into a file.
+#[derive(Clone, PartialEq)]
+pub struct LlmConfig {
+    /// Up to and including the version prefix, e.g. `http://127.0.0.1:11434/v1`.
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    pub timeout: Duration,
+    pub mode: LlmMode,
+    pub prompts_dir: Option<PathBuf>,
+}
+
+// Hand-written so that the key can never reach a log line through `{:?}`.
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("timeout", &self.timeout)
+            .field("mode", &self.mode)
+            .field("prompts_dir", &self.prompts_dir)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +139,7 @@ struct FileConfig {
     poll: PollFile,
     #[serde(default)]
     discovery: DiscoveryFile,
+    llm: Option<LlmFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +148,17 @@ struct DiscoveryFile {
     listen: Option<String>,
     srv: Option<String>,
     srv_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LlmFile {
+    base_url: Option<String>,
+    model: Option<String>,
+    api_key_env: Option<String>,
+    timeout_ms: Option<u64>,
+    mode: Option<LlmMode>,
+    prompts_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +226,32 @@ impl Config {
             return Err(bad(origin.as_deref(), "rollout.batch_percent must be between 1 and 100"));
         }
         let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
+        let llm = match file.llm {
+            None => None,
+            Some(l) => {
+                let base_url = l.base_url.unwrap_or_default().trim().trim_end_matches('/').to_string();
+                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                    return Err(bad(origin.as_deref(), "llm.base_url must be an http:// or https:// URL"));
+                }
+                let model = l.model.unwrap_or_default();
+                if model.trim().is_empty() {
+                    return Err(bad(origin.as_deref(), "llm.model must name the model"));
+                }
+                let timeout_ms = l.timeout_ms.unwrap_or(10_000);
+                if !(100..=600_000).contains(&timeout_ms) {
+                    return Err(bad(origin.as_deref(), "llm.timeout_ms must be between 100 and 600000"));
+                }
+                let key_env = l.api_key_env.unwrap_or_else(|| "PARLEY_LLM_API_KEY".to_string());
+                Some(LlmConfig {
+                    base_url,
+                    model,
+                    api_key: std::env::var(&key_env).ok().filter(|k| !k.is_empty()),
+                    timeout: Duration::from_millis(timeout_ms),
+                    mode: l.mode.unwrap_or(LlmMode::Auto),
+                    prompts_dir: l.prompts_dir.map(rel),
+                })
+            }
+        };
         let config = Config {
             data_dir,
             db: file.db.map(rel),
@@ -196,6 +281,7 @@ impl Config {
             },
             discovery_srv: file.discovery.srv.filter(|s| !s.trim().is_empty()),
             srv_interval: ms(file.discovery.srv_interval_ms, 30_000),
+            llm,
         };
         if config.poll_interval.is_zero() {
             return Err(bad(origin.as_deref(), "poll.interval_ms must be more than 0"));
@@ -279,5 +365,26 @@ mod tests {
         assert!(e.contains("unknown field `colour`"), "{e}");
         let e = Config::load(Some(&dir.path().join("missing.toml"))).unwrap_err().to_string();
         assert!(e.contains("missing.toml"), "{e}");
+    }
+
+    #[test]
+    fn the_llm_section_is_off_by_default_and_checked_when_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.toml");
+        std::fs::write(&path, "data_dir = \"state\"\n").unwrap();
+        assert!(Config::load(Some(&path)).unwrap().llm.is_none());
+        std::fs::write(
+            &path,
+            "[llm]\nbase_url = \"http://127.0.0.1:9/v1/\"\nmodel = \"m\"\napi_key_env = \"PARLEY_TEST_NO_SUCH_KEY\"\nmode = \"tools\"\n",
+        )
+        .unwrap();
+        let llm = Config::load(Some(&path)).unwrap().llm.unwrap();
+        assert_eq!(llm.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(llm.mode, LlmMode::Tools);
+        assert_eq!(llm.timeout, Duration::from_secs(10));
+        assert!(llm.api_key.is_none());
+        std::fs::write(&path, "[llm]\nbase_url = \"localhost\"\nmodel = \"m\"\n").unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("llm.base_url"), "{e}");
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dialog;
 pub mod feasibility;
 pub mod intent;
+pub mod llm;
 pub mod ops;
 pub mod orchestrate;
 pub mod registry;

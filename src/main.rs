@@ -72,6 +72,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Language-model fallback tools.
+    Llm {
+        #[command(subcommand)]
+        command: LlmCommand,
+    },
     /// Fleet tools.
     Fleet {
         #[command(subcommand)]
@@ -118,6 +123,12 @@ struct AgentArgs {
     /// Faults to simulate, as for `fleet simulate`.
     #[arg(long, default_value = "", value_name = "SPEC")]
     faults: String,
+}
+
+#[derive(Subcommand)]
+enum LlmCommand {
+    /// Tell whether the configured endpoint answers and which structured-output mode it supports.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -215,6 +226,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         _ => {}
     }
 
+    if let Some(Command::Llm { command: LlmCommand::Check }) = &cli.command {
+        return llm_check(&config).await;
+    }
+
     let parley = Parley::start(&config).await.context("starting Parley")?;
     let result = match cli.command {
         // Without a terminal to draw on (piped, under a script), the REPL still works.
@@ -243,10 +258,29 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             ui::json::chat(&parley, Actor::local(frontend), json).await?;
             true
         }
-        Some(Command::Fleet { .. } | Command::Agent(_)) => true,
+        Some(Command::Fleet { .. } | Command::Agent(_) | Command::Llm { .. }) => true,
     };
     parley.shutdown().await;
     Ok(result)
+}
+
+/// `parley llm check`: exit 0 when the endpoint answers, 1 when it does not.
+async fn llm_check(config: &Config) -> anyhow::Result<bool> {
+    let Some(settings) = &config.llm else {
+        println!("No language model is configured (add an [llm] section to the config file).");
+        return Ok(false);
+    };
+    let llm = parley::llm::Llm::new(settings)?;
+    match llm.check().await {
+        Ok(report) => {
+            println!("{report}");
+            Ok(true)
+        }
+        Err(e) => {
+            println!("{} does not answer (model {}): {e}", settings.base_url, settings.model);
+            Ok(false)
+        }
+    }
 }
 
 async fn serve_demo(config: &Config, inventory_out: Option<&std::path::Path>) -> anyhow::Result<bool> {

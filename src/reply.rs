@@ -78,6 +78,9 @@ pub struct Reply {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table: Option<Table>,
     pub outcome: Outcome,
+    /// `"llm"` when the language model, not the grammar, understood the utterance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub understood_by: Option<&'static str>,
 }
 
 impl Reply {
@@ -93,6 +96,7 @@ impl Reply {
             details: None,
             table: None,
             outcome,
+            understood_by: None,
         }
     }
 

@@ -6,6 +6,11 @@
 //! operations for a yes/no (which expires after five minutes), executes, and records
 //! every executed operation in the audit log. It knows nothing about terminals, Slack
 //! or audio.
+//!
+//! When the grammar understands nothing, or leaves a slot it could not fill, and a
+//! language model is configured, the model is asked; what it proposes goes through
+//! the same [`Session::proceed`] path, and anything mutating is always read back for
+//! a yes/no. A pending yes/no is never answered by the model.
 
 mod execute;
 mod render;
@@ -18,6 +23,7 @@ use tokio::time::Instant;
 use crate::app::Services;
 use crate::feasibility::{self, Feasible, Infeasible};
 use crate::intent::{with_slot, Vocabulary};
+use crate::llm::LlmError;
 use crate::ops::{Actor, Effect, Operation, Scope};
 use crate::registry::{AuditEntry, AuditResult, DeploymentRecord};
 use crate::reply::{Outcome, Reply};
@@ -39,7 +45,7 @@ struct Context {
 #[derive(Debug, Clone)]
 enum Pending {
     /// An operation waiting for the operator to name a missing slot.
-    Slots { op: Operation, missing: Vec<String>, utterance: String },
+    Slots { op: Operation, missing: Vec<String>, utterance: String, via_llm: bool },
     /// A risky operation waiting for yes/no.
     Confirm { op: Operation, feasible: Feasible, utterance: String, asked: Instant, summary: String },
 }
@@ -176,7 +182,7 @@ impl Session {
                     Some(other) => {
                         // A new request replaces the question; say so, so nobody thinks
                         // the earlier one is still waiting.
-                        let mut reply = self.proceed(other, parse.references, text).await;
+                        let mut reply = self.proceed(other, parse.references, text, false).await;
                         reply.message = format!("(Dropped the unconfirmed request: {summary}.) {}", reply.message);
                         return reply;
                     }
@@ -198,7 +204,7 @@ impl Session {
                     None => {}
                 }
             }
-            Some(Pending::Slots { op, missing, utterance }) => {
+            Some(Pending::Slots { op, missing, utterance, via_llm }) => {
                 if parse.operation == Some(Operation::Cancel) {
                     return Reply::new(
                         Outcome::Cancelled,
@@ -220,15 +226,16 @@ impl Session {
                 // only when the answer filled nothing.
                 if any {
                     let combined = format!("{utterance} / {text}");
-                    return self.proceed(filled, Vec::new(), &combined).await;
+                    return self.proceed(filled, Vec::new(), &combined, via_llm).await;
                 }
                 match parse.operation {
                     Some(op2) if !matches!(op2, Operation::Confirm) => {
-                        return self.proceed(op2, parse.references, text).await
+                        return self.proceed(op2, parse.references, text, false).await
                     }
                     _ => {
                         let question = self.services.grammar.question(&op, &missing[0], &vocab);
-                        self.pending = Some(Pending::Slots { op: op.clone(), missing: missing.clone(), utterance });
+                        self.pending =
+                            Some(Pending::Slots { op: op.clone(), missing: missing.clone(), utterance, via_llm });
                         let mut r = Reply::new(Outcome::NeedsInput, format!("I didn't get that. {question}"))
                             .with_operation(Some(op));
                         r.missing = missing;
@@ -240,14 +247,91 @@ impl Session {
         }
 
         match parse.operation {
+            None if self.services.llm.is_some() => self.via_llm(text, &vocab, None, &[]).await,
             None => self.not_understood(text),
             Some(Operation::Confirm) => Reply::new(Outcome::Answered, "Nothing is waiting for confirmation.")
                 .with_operation(Some(Operation::Confirm)),
             Some(Operation::Cancel) => {
                 Reply::new(Outcome::Answered, "Nothing to cancel.").with_operation(Some(Operation::Cancel))
             }
-            Some(op) => self.proceed(op, parse.references, text).await,
+            Some(op) if !parse.missing.is_empty() && self.services.llm.is_some() => {
+                // The grammar knew the intent but not every slot: the model may read
+                // the rest. Its answer is used only if it is the same operation with
+                // fewer gaps; otherwise the grammar's question stands.
+                let services = Arc::clone(&self.services);
+                let better = match services.llm.as_ref() {
+                    Some(llm) => {
+                        let context = self.llm_context(Some(&op), &parse.missing);
+                        let input = crate::llm::Input { vocab: &vocab, context: &context, utterance: text };
+                        llm.understand(&input).await
+                    }
+                    None => Ok(None),
+                };
+                match better {
+                    Ok(Some(b))
+                        if b.name() == op.name() && services.grammar.missing(&b).len() < parse.missing.len() =>
+                    {
+                        let b = normalise(b, &vocab);
+                        let reply = self.proceed(b, parse.references, text, true).await;
+                        mark_llm(reply)
+                    }
+                    Ok(_) => self.proceed(op, parse.references, text, false).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "language model fallback for a missing slot failed");
+                        self.proceed(op, parse.references, text, false).await
+                    }
+                }
+            }
+            Some(op) => self.proceed(op, parse.references, text, false).await,
         }
+    }
+
+    fn llm_context(&self, grammar: Option<&Operation>, missing: &[String]) -> serde_json::Value {
+        crate::llm::context(
+            self.context.deployment.as_deref(),
+            self.context.agent.as_deref(),
+            self.context.scope.as_ref().map(|s| s.to_string()),
+            grammar,
+            missing,
+        )
+    }
+
+    /// The grammar understood nothing: ask the model, and treat its answer like a
+    /// grammar result, except that anything mutating is always confirmed.
+    async fn via_llm(
+        &mut self,
+        text: &str,
+        vocab: &Vocabulary,
+        grammar: Option<&Operation>,
+        missing: &[String],
+    ) -> Reply {
+        let services = Arc::clone(&self.services);
+        let Some(llm) = services.llm.as_ref() else {
+            return self.not_understood(text);
+        };
+        let context = self.llm_context(grammar, missing);
+        let input = crate::llm::Input { vocab, context: &context, utterance: text };
+        let reply = match llm.understand(&input).await {
+            Ok(None) => {
+                let mut r = self.not_understood(text);
+                r.message = format!("{} (The language model found no operation in it either.)", r.message);
+                r
+            }
+            Ok(Some(Operation::Confirm)) => Reply::new(Outcome::Answered, "Nothing is waiting for confirmation.")
+                .with_operation(Some(Operation::Confirm)),
+            Ok(Some(Operation::Cancel)) => {
+                Reply::new(Outcome::Answered, "Nothing to cancel.").with_operation(Some(Operation::Cancel))
+            }
+            Ok(Some(op)) => {
+                let op = normalise(op, vocab);
+                self.proceed(op, Vec::new(), text, true).await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "language model fallback failed");
+                return llm_failure(&e, text);
+            }
+        };
+        mark_llm(reply)
     }
 
     fn not_understood(&self, text: &str) -> Reply {
@@ -260,7 +344,9 @@ impl Session {
     }
 
     /// Fills references, asks for what is missing, checks, confirms or executes.
-    async fn proceed(&mut self, op: Operation, references: Vec<String>, utterance: &str) -> Reply {
+    /// `via_llm`: the language model understood `op`, so anything mutating is read
+    /// back and confirmed whatever its scope.
+    async fn proceed(&mut self, op: Operation, references: Vec<String>, utterance: &str, via_llm: bool) -> Reply {
         let op = execute::queue_refused(op, &mut self.context.queueable);
         let op = match self.resolve_references(op, &references).await {
             Ok(op) => op,
@@ -270,8 +356,12 @@ impl Session {
         if let Some(first) = missing.first() {
             let vocab = self.vocabulary();
             let question = self.services.grammar.question(&op, first, &vocab);
-            self.pending =
-                Some(Pending::Slots { op: op.clone(), missing: missing.clone(), utterance: utterance.to_string() });
+            self.pending = Some(Pending::Slots {
+                op: op.clone(),
+                missing: missing.clone(),
+                utterance: utterance.to_string(),
+                via_llm,
+            });
             let mut reply = Reply::new(Outcome::NeedsInput, question).with_operation(Some(op));
             reply.missing = missing;
             return reply;
@@ -323,12 +413,19 @@ impl Session {
         };
 
         if op.mutates() {
-            if let Some(risk) = self.risk(&op, &feasible, &topo).await {
+            let risk = match self.risk(&op, &feasible, &topo).await {
+                Some(r) => Some(r),
+                None if via_llm => Some("the language model, not the grammar, understood it".to_string()),
+                None => None,
+            };
+            if let Some(risk) = risk {
                 let summary = render::summary(&op, &feasible);
                 let plan = execute::preview(&self.services, &op, &feasible, &topo);
+                let read_back =
+                    if via_llm { format!("I understood (via the language model): {summary}") } else { summary.clone() };
                 let mut reply = Reply::new(
                     Outcome::NeedsConfirmation,
-                    format!("{summary}. This needs confirmation because {risk}. Proceed? (yes/no)"),
+                    format!("{read_back}. This needs confirmation because {risk}. Proceed? (yes/no)"),
                 )
                 .with_operation(Some(op.clone()))
                 .with_follow_ups(["yes", "no"])
@@ -486,6 +583,65 @@ impl Session {
             tracing::error!(error = %e, "could not write the audit log");
         }
     }
+}
+
+/// Says in the reply that the model, not the grammar, understood the turn.
+fn mark_llm(mut reply: Reply) -> Reply {
+    reply.understood_by = Some("llm");
+    if !reply.message.starts_with("I understood (via the language model)") {
+        reply.message = format!("(Understood via the language model.) {}", reply.message);
+    }
+    match &mut reply.details {
+        Some(serde_json::Value::Object(map)) => {
+            map.insert("understood_by".into(), serde_json::json!("llm"));
+        }
+        None => reply.details = Some(serde_json::json!({"understood_by": "llm"})),
+        Some(_) => {}
+    }
+    reply
+}
+
+/// Versions as the model said them ("2.1") become the catalog's ("2.1.0"), as the
+/// grammar does for what it reads.
+fn normalise(op: Operation, vocab: &Vocabulary) -> Operation {
+    if let Operation::Deploy { extension, version: Some(v), .. } = &op {
+        let resolved = vocab.resolve_version(extension.as_deref(), v);
+        if &resolved != v {
+            return set(&op, "version", serde_json::Value::String(resolved));
+        }
+    }
+    op
+}
+
+/// A model that failed or answered nonsense: say what happened; nothing was done.
+fn llm_failure(e: &LlmError, text: &str) -> Reply {
+    let shown: String = text.chars().take(80).collect();
+    let outcome = if e.is_unavailable() { Outcome::Failed } else { Outcome::NotUnderstood };
+    let mut follow_ups = vec!["help".to_string()];
+    let message = match e {
+        LlmError::UnknownOp { name, suggestions } => {
+            follow_ups = suggestions.iter().map(|s| s.replace('_', " ")).chain(follow_ups).collect();
+            let hint = match suggestions.as_slice() {
+                [] => String::new(),
+                s => format!(" Did you mean {}?", s.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" or ")),
+            };
+            format!(
+                "I didn't understand \"{shown}\", and the language model read it as `{name}`, which is not an operation I have; nothing was done.{hint} Try rephrasing, or `help` for examples."
+            )
+        }
+        e if e.is_unavailable() => {
+            format!(
+                "I didn't understand \"{shown}\" and {e}; nothing was done. Try rephrasing, or `help` for examples."
+            )
+        }
+        e => format!(
+            "I didn't understand \"{shown}\", and {e}; nothing was done. Try rephrasing, or `help` for examples."
+        ),
+    };
+    let mut reply = Reply::new(outcome, message).with_follow_ups(follow_ups);
+    reply.understood_by = Some("llm");
+    reply.details = Some(serde_json::json!({"understood_by": "llm", "llm_error": e.to_string()}));
+    reply
 }
 
 fn set(op: &Operation, slot: &str, value: serde_json::Value) -> Operation {

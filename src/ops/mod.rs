@@ -12,6 +12,7 @@ mod scope;
 mod time;
 mod version;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use scope::{Scope, Selector, SelectorError};
@@ -19,7 +20,7 @@ pub use time::{TimeSpec, TimeSpecError};
 pub use version::{Version, VersionReq};
 
 /// One operation of the contract. `#[serde(tag = "op")]` gives the contract's shape.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Operation {
     ShowTopology {
@@ -168,7 +169,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// An extension by name, optionally pinned to a version (used by `find_agents`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtensionRef {
     pub name: String,
@@ -177,7 +178,7 @@ pub struct ExtensionRef {
 }
 
 /// How a deployment reaches its agents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Strategy {
     pub kind: StrategyKind,
@@ -189,7 +190,7 @@ pub struct Strategy {
     pub batch_size: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StrategyKind {
     Canary,
@@ -210,7 +211,7 @@ impl StrategyKind {
 }
 
 /// The kinds of health check `run_health_check` can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Check {
     Connectivity,
@@ -236,7 +237,7 @@ impl Check {
 }
 
 /// The life cycle of a deployment, as the registry records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentStatus {
     Pending,

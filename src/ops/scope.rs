@@ -95,8 +95,23 @@ impl<'de> Deserialize<'de> for Selector {
     }
 }
 
+/// The schema follows the hand-written serde form: one string per selector.
+impl schemars::JsonSchema for Selector {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Selector".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(fleet|(region|zone|agent|env|capability|tier):[^:\\s]+)$",
+            "description": "fleet, region:NAME, zone:NAME, agent:NAME, env:NAME, capability:NAME or tier:NAME"
+        })
+    }
+}
+
 /// A list of selectors that must all hold (AND). An empty scope means the whole fleet.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct Scope(pub Vec<Selector>);
 

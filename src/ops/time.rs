@@ -93,6 +93,21 @@ impl FromStr for TimeSpec {
     }
 }
 
+/// The schema follows the hand-written serde form: a date or a span as a string.
+impl schemars::JsonSchema for TimeSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TimeSpec".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]+[mhdw])$",
+            "description": "a date (2026-11-01) or a span back from now (30d, 12h, 15m, 2w)"
+        })
+    }
+}
+
 impl Serialize for TimeSpec {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
