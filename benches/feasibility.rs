@@ -34,5 +34,40 @@ fn feasibility(c: &mut Criterion) {
     c.bench_function("feasibility refused (capability)", |b| b.iter(|| check(black_box(&refused), &topology, &busy)));
 }
 
-criterion_group!(benches, feasibility);
+/// 10,000 agents in the demo's four regions: the scale the live-fleet issue asks for.
+fn large_fleet(c: &mut Criterion) {
+    use std::sync::Arc;
+
+    use parley::topology::demo::agent;
+    use parley::topology::{Catalog, Topology};
+
+    let Ok(catalog) = Catalog::embedded() else {
+        eprintln!("the embedded catalog does not load");
+        return;
+    };
+    let regions = ["us-east", "us-west", "eu-west", "ap-south"];
+    let agents = (0..10_000)
+        .map(|i| {
+            let region = regions[i % 4];
+            let env = if region == "ap-south" { "staging" } else { "production" };
+            let zone = format!("{region}-{}", if i % 8 < 4 { "a" } else { "b" });
+            agent(&format!("edge-{}", i + 1), region, &zone, "edge", env, &[])
+        })
+        .collect();
+    let topology = Topology::new(agents, Arc::new(catalog), None);
+    let fleet = Operation::Deploy {
+        extension: Some("auth-filter".into()),
+        version: Some("2.1.0".into()),
+        scope: Some(Scope::fleet()),
+        strategy: None,
+        require_approval: false,
+        max_failures: None,
+        queue: false,
+    };
+    c.bench_function("feasibility deploy fleet-wide on 10,000 agents", |b| {
+        b.iter(|| check(black_box(&fleet), &topology, &Busy::new()))
+    });
+}
+
+criterion_group!(benches, feasibility, large_fleet);
 criterion_main!(benches);
