@@ -12,7 +12,7 @@ use super::gate::{self, Baseline, GateOutcome};
 use super::{Control, Inner, OrchestrateError, Plan, PlanStep, RolloutEvent, Wait, WAITING_FOR_PROMOTE};
 use crate::agent::AgentError;
 use crate::ops::DeploymentStatus;
-use crate::registry::{deployment_name, DeploymentRecord, TargetRecord, TargetState};
+use crate::registry::{deployment_name, DeploymentRecord, TargetJournal, TargetRecord, TargetState};
 
 /// The start of a target's detail when its install failed, so that the failure
 /// budget can count them across steps.
@@ -403,45 +403,67 @@ async fn install_batch(
     version: &str,
     batch: &[TargetRecord],
 ) -> Result<Vec<(String, String)>, OrchestrateError> {
-    for t in batch {
-        inner
-            .journal(
-                id,
-                "install_started",
-                json!({ "agent": t.agent, "version": version, "previous": t.previous_version }),
-            )
-            .await?;
-        inner.registry.set_target_state(id, &t.agent, TargetState::Installing, None).await?;
-    }
+    // Journalled before any install is sent, as one transaction for the whole step.
+    let started: Vec<TargetJournal<'_>> = batch
+        .iter()
+        .map(|t| TargetJournal {
+            agent: &t.agent,
+            kind: "install_started",
+            data: json!({ "agent": t.agent, "version": version, "previous": t.previous_version }),
+            state: TargetState::Installing,
+            detail: None,
+        })
+        .collect();
+    inner.registry.journal_targets(id, &started).await?;
     let calls = batch.iter().map(|t| async move { (t, install_one(inner, &t.endpoint, extension, version).await) });
     let results = futures::future::join_all(calls).await;
     let name = deployment_name(id);
     let mut failures = Vec::new();
-    for (t, result) in results {
+    let mut outcomes = Vec::with_capacity(results.len());
+    for (t, result) in &results {
         match result {
-            Ok(()) => {
-                inner.journal(id, "install_succeeded", json!({ "agent": t.agent, "version": version })).await?;
-                inner.registry.set_target_state(id, &t.agent, TargetState::Installed, None).await?;
-                inner.emit(RolloutEvent::AgentInstalled {
-                    id: name.clone(),
-                    agent: t.agent.clone(),
-                    version: version.to_string(),
-                });
-            }
+            Ok(()) => outcomes.push(TargetJournal {
+                agent: &t.agent,
+                kind: "install_succeeded",
+                data: json!({ "agent": t.agent, "version": version }),
+                state: TargetState::Installed,
+                detail: None,
+            }),
             Err((state, error)) => {
-                inner.journal(id, "install_failed", json!({ "agent": t.agent, "error": error })).await?;
-                let detail = format!("{INSTALL_FAILED}{error}");
-                inner.registry.set_target_state(id, &t.agent, state, Some(&detail)).await?;
-                inner.emit(RolloutEvent::AgentFailed {
-                    id: name.clone(),
-                    agent: t.agent.clone(),
-                    error: error.clone(),
-                });
-                failures.push((t.agent.clone(), format!("{}: {error}", t.agent)));
+                failures.push((
+                    t.agent.clone(),
+                    format!("{}: {error}", t.agent),
+                    format!("{INSTALL_FAILED}{error}"),
+                    *state,
+                ));
             }
         }
     }
-    Ok(failures)
+    for (agent, _, detail, state) in &failures {
+        let error = detail.strip_prefix(INSTALL_FAILED).unwrap_or(detail);
+        outcomes.push(TargetJournal {
+            agent,
+            kind: "install_failed",
+            data: json!({ "agent": agent, "error": error }),
+            state: *state,
+            detail: Some(detail),
+        });
+    }
+    // Results are journalled before anyone is told about them.
+    inner.registry.journal_targets(id, &outcomes).await?;
+    for (t, result) in results {
+        match result {
+            Ok(()) => inner.emit(RolloutEvent::AgentInstalled {
+                id: name.clone(),
+                agent: t.agent.clone(),
+                version: version.to_string(),
+            }),
+            Err((_, error)) => {
+                inner.emit(RolloutEvent::AgentFailed { id: name.clone(), agent: t.agent.clone(), error })
+            }
+        }
+    }
+    Ok(failures.into_iter().map(|(agent, line, _, _)| (agent, line)).collect())
 }
 
 /// One install, bounded, and checked against what the agent then reports: an agent

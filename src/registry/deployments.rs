@@ -4,7 +4,9 @@ use chrono::Utc;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::records::{deployment_name, DeploymentFilter, DeploymentRecord, EventRecord, NewDeployment, TargetRecord};
+use super::records::{
+    deployment_name, DeploymentFilter, DeploymentRecord, EventRecord, NewDeployment, TargetJournal, TargetRecord,
+};
 use super::{from_millis, to_millis, Registry, RegistryError, TargetState};
 use crate::ops::DeploymentStatus;
 
@@ -160,6 +162,37 @@ impl Registry {
                 .fetch_one(&self.pool)
                 .await?;
         Ok(id)
+    }
+
+    /// Journals one event and one target state change per agent of a step, in a single
+    /// transaction: all of them are recorded or none is. A step over a thousand agents
+    /// would otherwise cost two thousand separate synchronous commits.
+    pub async fn journal_targets(&self, id: i64, entries: &[TargetJournal<'_>]) -> Result<(), RegistryError> {
+        let mut tx = self.pool.begin().await?;
+        let at = to_millis(Utc::now());
+        for e in entries {
+            sqlx::query("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?)")
+                .bind(id)
+                .bind(at)
+                .bind(e.kind)
+                .bind(e.data.to_string())
+                .execute(&mut *tx)
+                .await?;
+            let done = sqlx::query(
+                "UPDATE deployment_targets SET state = ?, detail = ? WHERE deployment_id = ? AND agent = ?",
+            )
+            .bind(e.state.as_str())
+            .bind(e.detail)
+            .bind(id)
+            .bind(e.agent)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(RegistryError::UnknownDeployment(format!("{} (agent {})", deployment_name(id), e.agent)));
+            }
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The events of one deployment, oldest first.

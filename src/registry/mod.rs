@@ -22,7 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use records::{
     deployment_id_from_name, deployment_name, AuditEntry, AuditResult, DeploymentFilter, DeploymentRecord, EventRecord,
-    NewDeployment, NewTarget, TargetRecord, TargetState,
+    NewDeployment, NewTarget, TargetJournal, TargetRecord, TargetState,
 };
 pub use report::{Report, TimelineDay};
 

@@ -227,3 +227,13 @@ impl AuditEntry {
 pub(crate) fn parse_role(s: &str) -> Option<Role> {
     [Role::Viewer, Role::Operator, Role::Admin].into_iter().find(|r| r.as_str() == s)
 }
+
+/// One agent's entry in a step's journal: the event and the target's new state.
+#[derive(Debug, Clone)]
+pub struct TargetJournal<'a> {
+    pub agent: &'a str,
+    pub kind: &'a str,
+    pub data: serde_json::Value,
+    pub state: TargetState,
+    pub detail: Option<&'a str>,
+}
