@@ -260,7 +260,7 @@ impl Config {
             }
         };
         let slack = match file.slack {
-            Some(section) => section.resolve(&rel).map_err(|reason| bad(origin.as_deref(), &reason))?,
+            Some(section) => section.resolve(rel).map_err(|reason| bad(origin.as_deref(), &reason))?,
             None => crate::slack::config::SlackSettings::default(),
         };
         let config = Config {

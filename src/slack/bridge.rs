@@ -72,7 +72,7 @@ impl Bridge {
             "events_api" => {
                 parse_event(payload).map(|(id, inbound)| (id.unwrap_or_else(|| fallback_key.to_string()), inbound))
             }
-            "interactive" => parse_block_actions(payload).map(|(key, inbound)| (key, inbound)),
+            "interactive" => parse_block_actions(payload),
             _ => None,
         };
         let Some((key, inbound)) = parsed else { return false };

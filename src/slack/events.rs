@@ -92,18 +92,18 @@ pub fn router(bridge: Arc<Bridge>, secret: Secret) -> Router {
         .with_state(AppState { bridge, secret })
 }
 
-fn check(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), Response> {
+fn check(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), StatusCode> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now = chrono::Utc::now().timestamp();
     verify(&state.secret, header("x-slack-request-timestamp"), header("x-slack-signature"), body, now).map_err(|e| {
         tracing::warn!(error = %e, "refused a slack request");
-        (StatusCode::UNAUTHORIZED, e.to_string()).into_response()
+        StatusCode::UNAUTHORIZED
     })
 }
 
 async fn events(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check(&state, &headers, &body) {
-        return r;
+    if let Err(status) = check(&state, &headers, &body) {
+        return status.into_response();
     }
     let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not JSON").into_response();
@@ -122,8 +122,8 @@ async fn events(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
 }
 
 async fn interactive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check(&state, &headers, &body) {
-        return r;
+    if let Err(status) = check(&state, &headers, &body) {
+        return status.into_response();
     }
     let form: HashMap<String, String> = match serde_urlencoded::from_bytes(&body) {
         Ok(f) => f,
