@@ -30,6 +30,10 @@
 //! timeout_ms = 10000
 //! mode = "auto"                          # auto | json_schema | tools | plain
 //! prompts_dir = "prompts"                # replaces the built-in system prompt and examples
+//! [slack]                                # `parley slack`; see `slack::config` for every key
+//! mode = "socket"
+//! [slack.users]
+//! U012ALICE = "operator"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -84,6 +88,8 @@ pub struct Config {
     pub srv_interval: Duration,
     /// The language-model fallback; `None` keeps it off.
     pub llm: Option<LlmConfig>,
+    /// The Slack bridge's settings (no secrets); defaults when there is no `[slack]`.
+    pub slack: crate::slack::config::SlackSettings,
 }
 
 /// How structured output is asked of the model.
@@ -140,6 +146,7 @@ struct FileConfig {
     #[serde(default)]
     discovery: DiscoveryFile,
     llm: Option<LlmFile>,
+    slack: Option<crate::slack::config::SlackFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,6 +259,10 @@ impl Config {
                 })
             }
         };
+        let slack = match file.slack {
+            Some(section) => section.resolve(rel).map_err(|reason| bad(origin.as_deref(), &reason))?,
+            None => crate::slack::config::SlackSettings::default(),
+        };
         let config = Config {
             data_dir,
             db: file.db.map(rel),
@@ -282,6 +293,7 @@ impl Config {
             discovery_srv: file.discovery.srv.filter(|s| !s.trim().is_empty()),
             srv_interval: ms(file.discovery.srv_interval_ms, 30_000),
             llm,
+            slack,
         };
         if config.poll_interval.is_zero() {
             return Err(bad(origin.as_deref(), "poll.interval_ms must be more than 0"));

@@ -72,6 +72,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bridge Slack to Parley (Socket Mode by default; see `[slack]` in the config).
+    Slack,
     /// Language-model fallback tools.
     Llm {
         #[command(subcommand)]
@@ -258,10 +260,31 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             ui::json::chat(&parley, Actor::local(frontend), json).await?;
             true
         }
+        Some(Command::Slack) => run_slack(&parley, &config).await?,
         Some(Command::Fleet { .. } | Command::Agent(_) | Command::Llm { .. }) => true,
     };
     parley.shutdown().await;
     Ok(result)
+}
+
+/// `parley slack`: runs the bridge until Ctrl-C or SIGTERM.
+async fn run_slack(parley: &Parley, config: &Config) -> anyhow::Result<bool> {
+    use parley::slack;
+    let secrets = slack::config::Secrets::load(&config.slack, |k| std::env::var(k).ok())?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        parley::agent::standalone::terminated().await;
+        let _ = stop_tx.send(true);
+    });
+    eprintln!("Slack bridge running ({:?} mode). Ctrl-C stops it.", config.slack.mode);
+    let run = slack::SlackRun {
+        settings: config.slack.clone(),
+        secrets,
+        socket: slack::socket::SocketOptions::default(),
+        listener: None,
+    };
+    slack::run(parley, run, stop).await?;
+    Ok(true)
 }
 
 /// `parley llm check`: exit 0 when the endpoint answers, 1 when it does not.

@@ -104,6 +104,12 @@ impl Session {
         &self.actor
     }
 
+    /// Who speaks next in a shared conversation (a Slack thread has many speakers);
+    /// roles and the audit log follow the speaker of each turn.
+    pub fn set_actor(&mut self, actor: Actor) {
+        self.actor = actor;
+    }
+
     /// Shortens or lengthens how long confirmations wait (tests, Slack's longer threads).
     pub fn set_confirmation_ttl(&mut self, ttl: Duration) {
         self.confirm_ttl = ttl;
@@ -173,6 +179,14 @@ impl Session {
                         )
                         .with_operation(Some(Operation::Confirm))
                         .with_follow_ups([utterance]);
+                    }
+                    // In a shared conversation the one who says yes may not be the
+                    // one who asked; the one who says yes must hold the role.
+                    Some(Operation::Confirm) if self.actor.role < op.required_role() => {
+                        let reply = self.refusal(&op);
+                        self.audit(&op, &utterance, AuditResult::Refused, &reply.message).await;
+                        self.pending = Some(Pending::Confirm { op, feasible, utterance, asked, summary });
+                        return reply;
                     }
                     Some(Operation::Confirm) => return self.execute_and_audit(op, Some(feasible), &utterance).await,
                     Some(Operation::Cancel) => {
@@ -368,17 +382,7 @@ impl Session {
         }
 
         if self.actor.role < op.required_role() {
-            let reply = Reply::new(
-                Outcome::Refused,
-                format!(
-                    "{} needs the {} role; {} is a {}.",
-                    op.name().replace('_', " "),
-                    op.required_role().as_str(),
-                    self.actor.name,
-                    self.actor.role.as_str()
-                ),
-            )
-            .with_operation(Some(op.clone()));
+            let reply = self.refusal(&op);
             self.audit(&op, utterance, AuditResult::Refused, &reply.message).await;
             return reply;
         }
@@ -443,6 +447,20 @@ impl Session {
             }
         }
         self.execute_and_audit(op, Some(feasible), utterance).await
+    }
+
+    fn refusal(&self, op: &Operation) -> Reply {
+        Reply::new(
+            Outcome::Refused,
+            format!(
+                "{} needs the {} role; {} is a {}.",
+                op.name().replace('_', " "),
+                op.required_role().as_str(),
+                self.actor.name,
+                self.actor.role.as_str()
+            ),
+        )
+        .with_operation(Some(op.clone()))
     }
 
     async fn execute_and_audit(&mut self, op: Operation, feasible: Option<Feasible>, utterance: &str) -> Reply {
