@@ -15,5 +15,6 @@ pub mod ops;
 pub mod orchestrate;
 pub mod registry;
 pub mod reply;
+pub mod routing;
 pub mod topology;
 pub mod ui;
