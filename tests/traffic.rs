@@ -148,7 +148,9 @@ fn failover_refusal_cascade_and_failback_against_the_simulator() {
     let refused = chat.say("fail back us-east");
     assert_eq!(refused["feasible"], false, "{refused}");
     assert!(refused["message"].as_str().unwrap().contains("us-east is still"), "{refused}");
-    told.set(told.get() || refused["message"].as_str().unwrap_or("").contains("Failover target us-east is partitioned"));
+    told.set(
+        told.get() || refused["message"].as_str().unwrap_or("").contains("Failover target us-east is partitioned"),
+    );
     assert!(told.get(), "the operator was never told of the cascade: {moved}");
 
     // Recovery, then failback of both: the table is exactly what it was.

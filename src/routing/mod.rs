@@ -48,7 +48,7 @@ pub enum RoutingError {
 }
 
 /// The `[routing]` settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RoutingSettings {
     pub limits: Limits,
     /// Fail a region back by itself once it has been healthy this long after trouble.
@@ -57,11 +57,6 @@ pub struct RoutingSettings {
     pub listen: Option<std::net::SocketAddr>,
 }
 
-impl Default for RoutingSettings {
-    fn default() -> Self {
-        RoutingSettings { limits: Limits::default(), auto_failback_after: None, listen: None }
-    }
-}
 
 /// The table as it stands, with its version.
 #[derive(Debug, Clone, PartialEq, Serialize)]
