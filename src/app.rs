@@ -43,6 +43,8 @@ pub enum StartError {
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
     #[error(transparent)]
+    Routing(#[from] crate::routing::RoutingError),
+    #[error(transparent)]
     Discovery(#[from] crate::topology::discovery::DiscoveryError),
 }
 
@@ -59,6 +61,8 @@ pub struct Services {
     pub thresholds: HealthThresholds,
     /// The language-model fallback, when `[llm]` is configured.
     pub llm: Option<crate::llm::Llm>,
+    /// The routing table between regions.
+    pub router: crate::routing::Router,
 }
 
 /// A running Parley.
@@ -136,6 +140,18 @@ impl Parley {
         let orchestrator = Orchestrator::new(registry.clone(), client.clone(), settings);
         let interrupted = orchestrator.recover().await?;
         let refresher = spawn_refresher(&orchestrator, Arc::clone(&poller), stop.subscribe());
+        let router = crate::routing::Router::open(
+            registry.clone(),
+            poller.handle(),
+            orchestrator.clone(),
+            config.routing.clone(),
+        )
+        .await?;
+        let mut discovery = discovery;
+        discovery.push(router.spawn(poller.events(), stop.subscribe()));
+        if let Some(addr) = config.routing.listen {
+            discovery.push(crate::routing::http::serve(router.clone(), addr, stop.subscribe()).await?);
+        }
 
         let services = Arc::new(Services {
             grammar,
@@ -147,6 +163,7 @@ impl Parley {
             anonymous,
             thresholds,
             llm,
+            router,
         });
         Ok(Parley { services, interrupted, demo, advertised, stop, poll_task, refresher, discovery })
     }

@@ -23,6 +23,11 @@
 //! listen = "0.0.0.0:7070"                # registration endpoint for self-registering agents
 //! srv = "_parley._tcp.fleet.example"     # DNS SRV name listing agents
 //! srv_interval_ms = 30000
+//! [routing]
+//! listen = "127.0.0.1:7080"              # GET /v1/routing for load balancers and agents
+//! auto_failback_secs = 300               # fail a recovered region back after this long healthy; omit: never
+//! cpu_limit_pct = 80                     # a failover target's projected CPU may not exceed this
+//! mem_limit_pct = 85                     # ... nor its agents' memory
 //! [llm]                                  # omit to keep the language model off
 //! base_url = "http://127.0.0.1:11434/v1" # any OpenAI-compatible Chat Completions endpoint
 //! model = "llama3.1"
@@ -90,6 +95,8 @@ pub struct Config {
     pub llm: Option<LlmConfig>,
     /// The Slack bridge's settings (no secrets); defaults when there is no `[slack]`.
     pub slack: crate::slack::config::SlackSettings,
+    /// The `[routing]` section.
+    pub routing: crate::routing::RoutingSettings,
 }
 
 /// How structured output is asked of the model.
@@ -147,6 +154,17 @@ struct FileConfig {
     discovery: DiscoveryFile,
     llm: Option<LlmFile>,
     slack: Option<crate::slack::config::SlackFile>,
+    #[serde(default)]
+    routing: RoutingFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutingFile {
+    listen: Option<String>,
+    auto_failback_secs: Option<f64>,
+    cpu_limit_pct: Option<f64>,
+    mem_limit_pct: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,6 +312,26 @@ impl Config {
             srv_interval: ms(file.discovery.srv_interval_ms, 30_000),
             llm,
             slack,
+            routing: crate::routing::RoutingSettings {
+                limits: crate::routing::capacity::Limits {
+                    cpu_pct: file.routing.cpu_limit_pct.unwrap_or(80.0).clamp(1.0, 100.0),
+                    mem_pct: file.routing.mem_limit_pct.unwrap_or(85.0).clamp(1.0, 100.0),
+                },
+                auto_failback_after: match file.routing.auto_failback_secs {
+                    Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+                    Some(_) => return Err(bad(origin.as_deref(), "routing.auto_failback_secs must be more than 0")),
+                    None => None,
+                },
+                listen: match file.routing.listen {
+                    Some(addr) => Some(addr.parse().map_err(|_| {
+                        bad(
+                            origin.as_deref(),
+                            &format!("routing.listen `{addr}` is not an address like 127.0.0.1:7080"),
+                        )
+                    })?),
+                    None => None,
+                },
+            },
         };
         if config.poll_interval.is_zero() {
             return Err(bad(origin.as_deref(), "poll.interval_ms must be more than 0"));

@@ -11,6 +11,9 @@ use serde::Serialize;
 
 use crate::intent::suggest;
 use crate::ops::{Operation, Scope, Selector};
+use crate::routing::capacity::{Capacity, Limits};
+use crate::routing::plan;
+use crate::routing::table::RoutingTable;
 use crate::topology::{AgentView, Liveness, RegionHealth, Topology, VersionMatch};
 
 /// What the check established, for the executor and the confirmation question.
@@ -63,19 +66,14 @@ pub fn check(op: &Operation, topo: &Topology, busy: &Busy) -> Result<Feasible, I
         | Operation::Cordon { agent: Some(a) }
         | Operation::Uncordon { agent: Some(a) }
         | Operation::Restart { agent: Some(a) } => check_agent_action(op, a, topo, busy),
-        Operation::Failover { from, to } => {
-            for r in [from, to].into_iter().flatten() {
-                known_region(r, topo)?;
-            }
-            Err(traffic_unavailable())
+        Operation::Failover { .. }
+        | Operation::Failback { .. }
+        | Operation::ShiftTraffic { .. }
+        | Operation::ShowRouting { .. } => {
+            // Without the router's table: as if no region had failed over.
+            let table = RoutingTable::identity(topo.regions());
+            check_traffic(op, topo, &table, &Capacity::from_topology(topo, Limits::default()))
         }
-        Operation::Failback { region } | Operation::ShiftTraffic { from: region, .. } => {
-            if let Some(r) = region {
-                known_region(r, topo)?;
-            }
-            Err(traffic_unavailable())
-        }
-        Operation::ShowRouting { .. } => Err(traffic_unavailable()),
         Operation::FindAgents { extension: Some(e), .. } => {
             known_extension(&e.name, topo)?;
             Ok(plain(Vec::new()))
@@ -88,12 +86,190 @@ fn plain(targets: Vec<String>) -> Feasible {
     Feasible { targets, already: Vec::new(), risk: None }
 }
 
-fn traffic_unavailable() -> Infeasible {
-    Infeasible::new(
-        "Parley cannot move traffic yet: it keeps no routing table, so failover, failback, traffic shifts and routing views are not available.",
-    )
-    .or("drain the agents of the region one by one")
-    .or("how healthy is the fleet?")
+/// Checks a traffic operation against the routing table and the headroom model
+/// (`routing::capacity`): the regions exist and differ, a target is healthy, serving
+/// and has the headroom, a failback goes only into a healthy region.
+pub fn check_traffic(
+    op: &Operation,
+    topo: &Topology,
+    table: &RoutingTable,
+    cap: &Capacity,
+) -> Result<Feasible, Infeasible> {
+    let drained = |region: &str| -> Vec<String> {
+        topo.region_agents(region).filter(|a| a.liveness.is_reachable()).map(|a| a.name.clone()).collect()
+    };
+    match op {
+        Operation::ShowRouting { .. } => Ok(plain(Vec::new())),
+        Operation::Failover { from: Some(from), to } => {
+            known_region(from, topo)?;
+            if let Some(to) = to {
+                known_region(to, topo)?;
+                if to == from {
+                    return Err(Infeasible::new(format!("{from} cannot fail over to itself."))
+                        .or(format!("fail over {from} to the healthiest regions")));
+                }
+            }
+            if !table.serves_itself(from) && !table.receives(from) {
+                return Err(Infeasible::new(format!(
+                    "{from} already serves no traffic: its traffic goes to {}.",
+                    table.describe(from)
+                ))
+                .or("show routing")
+                .or(format!("fail back {from}")));
+            }
+            if let Some(to) = to {
+                if !cap.eligible(table, to) {
+                    return Err(target_refused(from, to, table, cap));
+                }
+            }
+            match plan::choose(cap, table, from, to.as_deref()) {
+                Ok(targets) => {
+                    let plan: Vec<String> = targets.iter().map(|r| format!("{} {}%", r.region, r.weight)).collect();
+                    let cpu: Vec<String> = match crate::routing::table::failover(table, from, &targets) {
+                        Ok(after) => targets
+                            .iter()
+                            .map(|r| format!("{} {:.0}%", r.region, cap.projected_cpu(&after, &r.region)))
+                            .collect(),
+                        Err(_) => Vec::new(),
+                    };
+                    Ok(Feasible {
+                        targets: drained(from),
+                        already: Vec::new(),
+                        risk: Some(format!(
+                            "a failover moves all of {from}'s traffic ({}; projected CPU {} of a {:.0}% limit) and drains its agents",
+                            plan.join(", "),
+                            cpu.join(", "),
+                            cap.limits.cpu_pct
+                        )),
+                    })
+                }
+                Err(short) => Err(shortfall(from, to.as_deref(), &short, table, cap)),
+            }
+        }
+        Operation::ShiftTraffic { from: Some(from), to: Some(to), percent: Some(p) } => {
+            known_region(from, topo)?;
+            known_region(to, topo)?;
+            if from == to {
+                return Err(
+                    Infeasible::new(format!("{from}'s traffic is already served by {from}.")).or("show routing")
+                );
+            }
+            if *p == 0 || *p > 100 {
+                return Err(Infeasible::new(format!("A share is between 1% and 100%, not {p}%.")));
+            }
+            if !cap.eligible(table, to) {
+                return Err(target_refused(from, to, table, cap));
+            }
+            let most = plan::partial_pct(cap, table, from, to);
+            if *p > most {
+                let mut inf = Infeasible::new(format!(
+                    "{to} can take at most {most}% of {from}'s traffic within its {:.0}% CPU limit, not {p}%.",
+                    cap.limits.cpu_pct
+                ));
+                if most > 0 {
+                    inf = inf.or(format!("send {most}% of {from}'s traffic to {to}"));
+                }
+                return Err(inf.or(format!("fail over {from} to the healthiest regions")));
+            }
+            Ok(Feasible {
+                targets: Vec::new(),
+                already: Vec::new(),
+                risk: Some(format!("it moves {p}% of {from}'s traffic to {to}")),
+            })
+        }
+        Operation::Failback { region: Some(region) } => {
+            known_region(region, topo)?;
+            let health = topo.region_health(region);
+            if health != RegionHealth::Healthy {
+                let troubled: Vec<String> = topo
+                    .region_agents(region)
+                    .filter(|a| a.liveness != Liveness::Healthy)
+                    .take(4)
+                    .map(|a| format!("{} is {}", a.name, a.liveness.as_str()))
+                    .collect();
+                return Err(Infeasible::new(format!(
+                    "{region} is still {} ({}); failing back into it would send its traffic to agents that cannot serve it.",
+                    health.as_str(),
+                    troubled.join(", ")
+                ))
+                .or(format!("how healthy is {region}?"))
+                .or("show routing"));
+            }
+            if table.routes(region) == [crate::routing::table::Route::new(region.as_str(), 100)] {
+                return Err(
+                    Infeasible::new(format!("{region} already serves all of its own traffic.")).or("show routing")
+                );
+            }
+            Ok(plain(topo.region_agents(region).map(|a| a.name.clone()).collect()))
+        }
+        _ => Ok(plain(Vec::new())),
+    }
+}
+
+fn target_refused(from: &str, to: &str, table: &RoutingTable, cap: &Capacity) -> Infeasible {
+    let why = match cap.loads.get(to) {
+        Some(l) if l.health != RegionHealth::Healthy => format!("{to} is {}", l.health.as_str()),
+        Some(_) if !table.serves_itself(to) => {
+            format!("{to} is failed over itself (its traffic goes to {})", table.describe(to))
+        }
+        Some(l) if l.mem > cap.limits.mem_pct => {
+            format!("{to}'s agents use {:.0}% memory, over the {:.0}% limit", l.mem, cap.limits.mem_pct)
+        }
+        _ => format!("{to} has no agents"),
+    };
+    let mut inf = Infeasible::new(format!("{why}, so it cannot take {from}'s traffic."));
+    if let Ok(targets) = plan::choose(cap, table, from, None) {
+        if let [only] = targets.as_slice() {
+            inf = inf.or(format!("fail over {from} to {}", only.region));
+        } else {
+            inf = inf.or(format!("fail over {from} to the healthiest regions"));
+        }
+    }
+    inf
+}
+
+fn shortfall(
+    from: &str,
+    to: Option<&str>,
+    short: &plan::Shortfall,
+    table: &RoutingTable,
+    cap: &Capacity,
+) -> Infeasible {
+    let load = plan::moving_load(cap, table, from);
+    let reason = match to {
+        Some(to) => {
+            let after = crate::routing::table::failover(table, from, &[crate::routing::table::Route::new(to, 100)]);
+            let projected = after.map(|a| cap.projected_cpu(&a, to)).unwrap_or(f64::INFINITY);
+            format!(
+                "{to} cannot absorb {from}'s traffic: its agents would run at {projected:.0}% CPU, over the {:.0}% limit.",
+                cap.limits.cpu_pct
+            )
+        }
+        None => format!(
+            "No healthy region, nor any set of them, has the headroom for {from}'s traffic ({load:.0} CPU%·agents) within the {:.0}% CPU limit.",
+            cap.limits.cpu_pct
+        ),
+    };
+    let mut inf = Infeasible::new(reason);
+    if let Some(split) = &short.split {
+        let parts: Vec<String> = split.iter().map(|r| format!("{} {}%", r.region, r.weight)).collect();
+        inf.reasons.push(format!("A split fits: {}.", parts.join(", ")));
+        inf = inf.or(format!("fail over {from} to the healthiest regions"));
+    }
+    if let Some(to) = to {
+        let most = plan::partial_pct(cap, table, from, to);
+        if most > 0 {
+            inf = inf.or(format!("send {most}% of {from}'s traffic to {to}"));
+        }
+    }
+    if let Some((best, pct)) = short.candidates.iter().find(|(r, _)| Some(r.as_str()) != to) {
+        let most = plan::partial_pct(cap, table, from, best);
+        if short.split.is_none() && most > 0 {
+            inf = inf.or(format!("send {most}% of {from}'s traffic to {best}"));
+        }
+        let _ = pct;
+    }
+    inf.or("show routing")
 }
 
 fn did_you_mean(said: &str, candidates: Vec<&str>) -> String {

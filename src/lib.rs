@@ -15,6 +15,7 @@ pub mod ops;
 pub mod orchestrate;
 pub mod registry;
 pub mod reply;
+pub mod routing;
 pub mod slack;
 pub mod topology;
 pub mod ui;

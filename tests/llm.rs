@@ -397,10 +397,9 @@ fn every_failure_leaves_the_session_answering() {
 
 #[test]
 fn a_dead_endpoint_is_a_clear_reply_and_a_failed_check() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Port 1 is outside the ephemeral range, so no listener of another test can take it
+    // (a port picked and released here could be, and was).
+    let port = 1;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &format!("http://127.0.0.1:{port}/v1"), "timeout_ms = 1000\n");
     let (ok, out) = llm_check(&cfg);

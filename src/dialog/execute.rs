@@ -106,6 +106,24 @@ pub(super) async fn run(
         Operation::Cordon { agent: Some(a) } => agent_action(services, actor, &topo, a, AgentAction::Cordon).await,
         Operation::Uncordon { agent: Some(a) } => agent_action(services, actor, &topo, a, AgentAction::Uncordon).await,
         Operation::Restart { agent: Some(a) } => agent_action(services, actor, &topo, a, AgentAction::Restart).await,
+        Operation::Failover { from: Some(from), to } => failover(services, actor, from, to.as_deref(), utterance).await,
+        Operation::Failback { region: Some(r) } => failback(services, actor, r, utterance).await,
+        Operation::ShiftTraffic { from: Some(from), to: Some(to), percent: Some(p) } => {
+            match services.router.shift(from, to, *p, actor, utterance).await {
+                Ok(applied) => Reply::new(
+                    Outcome::Done,
+                    format!(
+                        "Sent {p}% of {from}'s traffic to {to}: {from} -> {} (routing version {}).",
+                        applied.after.describe(from),
+                        applied.version
+                    ),
+                )
+                .with_details(json!({ "before": applied.before, "after": applied.after, "version": applied.version }))
+                .with_follow_ups(["show routing".to_string(), format!("fail back {from}")]),
+                Err(e) => Reply::new(Outcome::Failed, format!("The routing table was not changed: {e}.")),
+            }
+        }
+        Operation::ShowRouting { .. } => show_routing(services).await,
         other => {
             Reply::new(Outcome::Infeasible, format!("Parley cannot carry out {} yet.", other.name().replace('_', " ")))
                 .feasible(false)
@@ -372,4 +390,93 @@ pub(super) fn queue_refused(op: Operation, refused: &mut Option<Operation>) -> O
         },
         op => op,
     }
+}
+
+/// Journals the new table, then drains the source's agents all at once; the time is
+/// from the confirmed request to both done.
+async fn failover(services: &Services, actor: &Actor, from: &str, to: Option<&str>, utterance: &str) -> Reply {
+    let started = std::time::Instant::now();
+    let applied = match services.router.failover(from, to, actor, utterance).await {
+        Ok(a) => a,
+        Err(e) => return Reply::new(Outcome::Failed, format!("Nothing was failed over: {e}.")).feasible(false),
+    };
+    let moved = services.router.set_serving(from, false, actor).await;
+    let took = started.elapsed();
+    services.poller.refresh().await;
+    let targets: Vec<&str> = applied.after.routes(from).iter().map(|r| r.region.as_str()).collect();
+    let mut message = format!(
+        "Failed over {from} to {} in {:.1} s: {from} -> {}; {} agent{} drained (routing version {}).",
+        targets.join(" and "),
+        took.as_secs_f64(),
+        applied.after.describe(from),
+        moved.ok.len(),
+        if moved.ok.len() == 1 { "" } else { "s" },
+        applied.version
+    );
+    if !moved.failed.is_empty() {
+        let names: Vec<String> = moved.failed.iter().take(4).map(|(n, e)| format!("{n} ({e})")).collect();
+        message.push_str(&format!(" {} could not be drained: {}.", moved.failed.len(), names.join(", ")));
+    }
+    Reply::new(Outcome::Done, message)
+        .with_details(json!({
+            "before": applied.before, "after": applied.after, "version": applied.version,
+            "drained": moved.ok, "not_drained": moved.failed.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            "elapsed_ms": took.as_millis() as u64,
+        }))
+        .with_follow_ups(["show routing".to_string(), format!("how healthy is {from}?"), format!("fail back {from}")])
+}
+
+async fn failback(services: &Services, actor: &Actor, region: &str, utterance: &str) -> Reply {
+    let started = std::time::Instant::now();
+    let applied = match services.router.failback(region, actor, utterance).await {
+        Ok(a) => a,
+        Err(e) => return Reply::new(Outcome::Failed, format!("Nothing was failed back: {e}.")).feasible(false),
+    };
+    let moved = services.router.set_serving(region, true, actor).await;
+    let took = started.elapsed();
+    services.poller.refresh().await;
+    Reply::new(
+        Outcome::Done,
+        format!(
+            "Failed back {region} in {:.1} s: it serves its own traffic again; {} agent{} back in service (routing version {}).",
+            took.as_secs_f64(),
+            moved.ok.len(),
+            if moved.ok.len() == 1 { "" } else { "s" },
+            applied.version
+        ),
+    )
+    .with_details(json!({ "before": applied.before, "after": applied.after, "version": applied.version, "uncordoned": moved.ok }))
+    .with_follow_ups(["show routing".to_string(), format!("how healthy is {region}?")])
+}
+
+async fn show_routing(services: &Services) -> Reply {
+    let snap = services.router.snapshot();
+    let mut table = Table::new(format!("Routing (version {})", snap.version), &["Region", "Served by"]);
+    for region in snap.table.regions.keys() {
+        table.push(vec![region.clone(), snap.table.describe(region)]);
+    }
+    let history = services.router.history(10).await.unwrap_or_default();
+    // One table for every front-end: the current routes, then the recent changes.
+    for c in history.iter().rev() {
+        table.push(vec![
+            format!("v{} {}", c.version, c.at.format("%H:%M:%S")),
+            format!("{} by {} ({}): {}", c.kind, c.actor, c.frontend, c.reason),
+        ]);
+    }
+    let moved: Vec<String> = snap
+        .table
+        .regions
+        .keys()
+        .filter(|r| snap.table.routes(r) != [crate::routing::table::Route::new(r.as_str(), 100)])
+        .map(|r| format!("{r} -> {}", snap.table.describe(r)))
+        .collect();
+    let message = if moved.is_empty() {
+        format!("Every region serves its own traffic (routing version {}).", snap.version)
+    } else {
+        format!("{} (routing version {}); every other region serves itself.", moved.join("; "), snap.version)
+    };
+    Reply::new(Outcome::Answered, message)
+        .with_table(table)
+        .with_details(json!({ "regions": snap.table.regions, "version": snap.version, "updated_at": snap.updated_at, "history": history }))
+        .with_follow_ups(["how healthy is the fleet?"])
 }

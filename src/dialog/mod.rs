@@ -61,6 +61,8 @@ pub struct Session {
     confirm_ttl: Duration,
     /// Said before the first reply: deployments a previous Parley left mid-way.
     restart_notice: Option<RestartNotice>,
+    /// Routing changes Parley made by itself (cascade, automatic failback), told in the next reply.
+    routing_notices: tokio::sync::broadcast::Receiver<String>,
 }
 
 /// What the first reply after a restart leads with.
@@ -72,6 +74,7 @@ pub struct RestartNotice {
 
 impl Session {
     pub fn new(services: Arc<Services>, actor: Actor) -> Session {
+        let routing_notices = services.router.notices();
         Session {
             services,
             actor,
@@ -81,6 +84,7 @@ impl Session {
             watching: None,
             confirm_ttl: CONFIRMATION_TTL,
             restart_notice: None,
+            routing_notices,
         }
     }
 
@@ -145,9 +149,29 @@ impl Session {
         v
     }
 
+    /// Routing changes Parley made by itself since the last call, for a front-end
+    /// that announces them as they happen (`watch`); the next reply leads with the rest.
+    pub fn take_routing_notices(&mut self) -> Vec<String> {
+        use tokio::sync::broadcast::error::TryRecvError;
+        let mut out = Vec::new();
+        loop {
+            match self.routing_notices.try_recv() {
+                Ok(n) => out.push(n),
+                Err(TryRecvError::Lagged(n)) => {
+                    out.push(format!("({n} routing announcements were missed; see `show routing`.)"))
+                }
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return out,
+            }
+        }
+    }
+
     /// Answers one utterance.
     pub async fn handle(&mut self, utterance: &str) -> Reply {
         let mut reply = self.answer(utterance).await;
+        let notices = self.take_routing_notices();
+        if !notices.is_empty() {
+            reply.message = format!("{} {}", notices.join(" "), reply.message);
+        }
         if let Some(notice) = self.restart_notice.take() {
             reply.message = format!("{} {}", notice.message, reply.message);
             let rest: Vec<String> = reply.follow_ups.into_iter().filter(|f| !notice.follow_ups.contains(f)).collect();
@@ -536,6 +560,16 @@ impl Session {
         if let Some(Some(id)) = op.deployment_slot() {
             let record = self.deployment(id).await?;
             return execute::check_control(op, &record);
+        }
+        if matches!(
+            op,
+            Operation::Failover { .. }
+                | Operation::Failback { .. }
+                | Operation::ShiftTraffic { .. }
+                | Operation::ShowRouting { .. }
+        ) {
+            let router = &self.services.router;
+            return feasibility::check_traffic(op, topo, &router.table(), &router.capacity(topo));
         }
         // A queued rollout may overlap: the orchestrator holds it until the other ends.
         let busy = match op {

@@ -99,6 +99,16 @@ pub(super) fn summary(op: &Operation, f: &Feasible) -> String {
         Operation::Rollback { deployment: Some(d) } => format!("Roll back {d} on {} agents", f.targets.len()),
         Operation::Resume { deployment: Some(d) } => format!("Resume {d}"),
         Operation::Retry { deployment: Some(d) } => format!("Retry {d}"),
+        Operation::Failover { from: Some(from), to } => format!(
+            "Fail over {from} to {} and drain its {} agent{}",
+            to.as_deref().unwrap_or("the healthiest regions with headroom"),
+            f.targets.len(),
+            if f.targets.len() == 1 { "" } else { "s" }
+        ),
+        Operation::ShiftTraffic { from: Some(from), to: Some(to), percent: Some(p) } => {
+            format!("Send {p}% of {from}'s traffic to {to}")
+        }
+        Operation::Failback { region: Some(r) } => format!("Fail back {r}"),
         other => other.name().replace('_', " "),
     }
 }

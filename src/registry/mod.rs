@@ -9,6 +9,7 @@ mod audit;
 mod deployments;
 mod records;
 mod report;
+mod routing;
 #[cfg(test)]
 mod tests;
 
@@ -25,6 +26,7 @@ pub use records::{
     NewDeployment, NewTarget, TargetJournal, TargetRecord, TargetState,
 };
 pub use report::{Report, TimelineDay};
+pub use routing::{NewRoutingChange, RoutingChange};
 
 /// The first 16 bytes of every SQLite database file.
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";

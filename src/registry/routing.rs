@@ -1,0 +1,147 @@
+//! The routing table and its journal. A change is one transaction: the journal entry
+//! and the new rows land together or not at all, so the table a load balancer reads
+//! always has its reason on record.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{from_millis, to_millis, Registry, RegistryError};
+use crate::routing::table::{Route, RoutingTable};
+
+/// One journalled change of the routing table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoutingChange {
+    /// The table's version after this change.
+    pub version: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub frontend: String,
+    pub kind: String,
+    pub reason: String,
+    pub before: RoutingTable,
+    pub after: RoutingTable,
+}
+
+/// A change to record, before it has a version.
+#[derive(Debug, Clone)]
+pub struct NewRoutingChange<'a> {
+    pub actor: &'a str,
+    pub frontend: &'a str,
+    pub kind: &'a str,
+    pub reason: &'a str,
+    pub before: &'a RoutingTable,
+    pub after: &'a RoutingTable,
+}
+
+impl Registry {
+    /// The stored table and its version (0 and empty when nothing was ever stored).
+    pub async fn routing_table(&self) -> Result<(RoutingTable, i64, Option<DateTime<Utc>>), RegistryError> {
+        let rows = sqlx::query("SELECT region, serving_region, weight FROM routing ORDER BY region, serving_region")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut table = RoutingTable::default();
+        for row in rows {
+            let region: String = row.try_get("region")?;
+            let serving: String = row.try_get("serving_region")?;
+            let weight: i64 = row.try_get("weight")?;
+            let weight = u8::try_from(weight).map_err(|_| RegistryError::Data(format!("routing weight {weight}")))?;
+            table.regions.entry(region).or_default().push(Route::new(serving, weight));
+        }
+        let last = sqlx::query("SELECT id, at FROM routing_changes ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        let (version, at) = match last {
+            Some(row) => (row.try_get::<i64, _>("id")?, Some(from_millis(row.try_get("at")?)?)),
+            None => (0, None),
+        };
+        Ok((table, version, at))
+    }
+
+    /// Journals `change` and makes its `after` the stored table; answers the new version.
+    pub async fn record_routing_change(&self, change: &NewRoutingChange<'_>) -> Result<i64, RegistryError> {
+        let json = |t: &RoutingTable| serde_json::to_string(t).map_err(|e| RegistryError::Data(e.to_string()));
+        let mut tx = self.pool.begin().await?;
+        let id = sqlx::query(
+            "INSERT INTO routing_changes (at, actor, frontend, kind, reason, before, after) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(to_millis(Utc::now()))
+        .bind(change.actor)
+        .bind(change.frontend)
+        .bind(change.kind)
+        .bind(change.reason)
+        .bind(json(change.before)?)
+        .bind(json(change.after)?)
+        .execute(&mut *tx)
+        .await?
+        .last_insert_rowid();
+        sqlx::query("DELETE FROM routing").execute(&mut *tx).await?;
+        for (region, routes) in &change.after.regions {
+            for r in routes.iter().filter(|r| r.weight > 0) {
+                sqlx::query("INSERT INTO routing (region, serving_region, weight) VALUES (?, ?, ?)")
+                    .bind(region)
+                    .bind(&r.region)
+                    .bind(i64::from(r.weight))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The latest `limit` changes, oldest first.
+    pub async fn routing_changes(&self, limit: u32) -> Result<Vec<RoutingChange>, RegistryError> {
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT id, at, actor, frontend, kind, reason, before, after FROM routing_changes \
+             ORDER BY id DESC LIMIT ?) ORDER BY id",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let table =
+            |s: String| serde_json::from_str(&s).map_err(|e| RegistryError::Data(format!("routing table: {e}")));
+        rows.into_iter()
+            .map(|row| {
+                Ok(RoutingChange {
+                    version: row.try_get("id")?,
+                    at: from_millis(row.try_get("at")?)?,
+                    actor: row.try_get("actor")?,
+                    frontend: row.try_get("frontend")?,
+                    kind: row.try_get("kind")?,
+                    reason: row.try_get("reason")?,
+                    before: table(row.try_get("before")?)?,
+                    after: table(row.try_get("after")?)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_change_is_journalled_and_becomes_the_table() {
+        let reg = Registry::open_in_memory().await.unwrap();
+        let (t, v, _) = reg.routing_table().await.unwrap();
+        assert_eq!((t, v), (RoutingTable::default(), 0));
+        let before = RoutingTable::identity(&["eu-west", "us-east"]);
+        let after = crate::routing::table::failover(&before, "eu-west", &[Route::new("us-east", 100)]).unwrap();
+        let change = NewRoutingChange {
+            actor: "alice",
+            frontend: "repl",
+            kind: "failover",
+            reason: "fail over eu-west",
+            before: &before,
+            after: &after,
+        };
+        assert_eq!(reg.record_routing_change(&change).await.unwrap(), 1);
+        let (t, v, _) = reg.routing_table().await.unwrap();
+        assert_eq!((t, v), (after.clone(), 1));
+        let log = reg.routing_changes(10).await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!((log[0].actor.as_str(), &log[0].before, &log[0].after), ("alice", &before, &after));
+    }
+}
