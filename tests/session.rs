@@ -87,3 +87,24 @@ async fn viewers_may_look_but_not_change_and_everything_is_audited() {
     );
     parley.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborting_someone_elses_rollout_takes_an_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let parley = Parley::start(&config(dir.path())).await.unwrap();
+    let mut olga = parley.session(Actor::new("olga", "slack:C1", Role::Operator));
+    // One staging agent: not risky, so it starts at once.
+    let r = olga.handle("roll out auth-filter 2.1.0 to edge-19").await;
+    assert_eq!(r.outcome, Outcome::Started, "{}", r.message);
+    assert_eq!(r.deployment.as_deref(), Some("d-1"));
+
+    let mut otto = parley.session(Actor::new("otto", "slack:C1", Role::Operator));
+    let r = otto.handle("abort d-1").await;
+    assert_eq!(r.outcome, Outcome::Refused);
+    assert_eq!(r.message, "abort needs the admin role (d-1 was started by olga); otto is an operator.");
+
+    let mut ada = parley.session(Actor::new("ada", "repl", Role::Admin));
+    let r = ada.handle("abort d-1").await;
+    assert_ne!(r.outcome, Outcome::Refused, "{}", r.message);
+    parley.shutdown().await;
+}

@@ -24,7 +24,7 @@ use crate::app::Services;
 use crate::feasibility::{self, Feasible, Infeasible};
 use crate::intent::{with_slot, Vocabulary};
 use crate::llm::LlmError;
-use crate::ops::{Actor, Effect, Operation, Scope};
+use crate::ops::{Actor, Effect, Operation, Role, Scope};
 use crate::registry::{AuditEntry, AuditResult, DeploymentRecord};
 use crate::reply::{Outcome, Reply};
 use crate::topology::Topology;
@@ -206,13 +206,14 @@ impl Session {
                     }
                     // In a shared conversation the one who says yes may not be the
                     // one who asked; the one who says yes must hold the role.
-                    Some(Operation::Confirm) if self.actor.role < op.required_role() => {
-                        let reply = self.refusal(&op);
-                        self.audit(&op, &utterance, AuditResult::Refused, &reply.message).await;
-                        self.pending = Some(Pending::Confirm { op, feasible, utterance, asked, summary });
-                        return reply;
+                    Some(Operation::Confirm) => {
+                        if let Some(reply) = self.refusal(&op).await {
+                            self.audit(&op, &utterance, AuditResult::Refused, &reply.message).await;
+                            self.pending = Some(Pending::Confirm { op, feasible, utterance, asked, summary });
+                            return reply;
+                        }
+                        return self.execute_and_audit(op, Some(feasible), &utterance).await;
                     }
-                    Some(Operation::Confirm) => return self.execute_and_audit(op, Some(feasible), &utterance).await,
                     Some(Operation::Cancel) => {
                         return Reply::new(Outcome::Cancelled, format!("Cancelled: {summary}. Nothing was changed."))
                             .with_operation(Some(Operation::Cancel));
@@ -405,8 +406,7 @@ impl Session {
             return reply;
         }
 
-        if self.actor.role < op.required_role() {
-            let reply = self.refusal(&op);
+        if let Some(reply) = self.refusal(&op).await {
             self.audit(&op, utterance, AuditResult::Refused, &reply.message).await;
             return reply;
         }
@@ -473,18 +473,41 @@ impl Session {
         self.execute_and_audit(op, Some(feasible), utterance).await
     }
 
-    fn refusal(&self, op: &Operation) -> Reply {
-        Reply::new(
-            Outcome::Refused,
-            format!(
-                "{} needs the {} role; {} is a {}.",
-                op.name().replace('_', " "),
-                op.required_role().as_str(),
-                self.actor.name,
-                self.actor.role.as_str()
-            ),
+    /// The role `op` needs from this speaker, and why when it is more than the
+    /// operation's own: aborting a rollout someone else started is an admin's call.
+    async fn needed_role(&self, op: &Operation) -> (Role, Option<String>) {
+        let base = op.required_role();
+        if let Operation::Abort { deployment: Some(id) } = op {
+            if let Ok(Some(d)) = self.services.registry.deployment_by_name(id).await {
+                if d.actor != self.actor.name && base < Role::Admin {
+                    return (Role::Admin, Some(format!("{id} was started by {}", d.actor)));
+                }
+            }
+        }
+        (base, None)
+    }
+
+    /// A refused reply when the speaker lacks the role `op` needs; `None` when allowed.
+    async fn refusal(&self, op: &Operation) -> Option<Reply> {
+        let (needed, why) = self.needed_role(op).await;
+        if self.actor.role >= needed {
+            return None;
+        }
+        let because = why.map(|w| format!(" ({w})")).unwrap_or_default();
+        Some(
+            Reply::new(
+                Outcome::Refused,
+                format!(
+                    "{} needs the {} role{because}; {} is {} {}.",
+                    op.name().replace('_', " "),
+                    needed.as_str(),
+                    self.actor.name,
+                    if self.actor.role == Role::Viewer { "a" } else { "an" },
+                    self.actor.role.as_str()
+                ),
+            )
+            .with_operation(Some(op.clone())),
         )
-        .with_operation(Some(op.clone()))
     }
 
     async fn execute_and_audit(&mut self, op: Operation, feasible: Option<Feasible>, utterance: &str) -> Reply {
