@@ -17,3 +17,4 @@ pub mod registry;
 pub mod reply;
 pub mod topology;
 pub mod ui;
+pub mod voice;

