@@ -84,11 +84,35 @@ enum Command {
     },
     /// Run one agent (the agent protocol server) until SIGTERM or Ctrl-C.
     Agent(Box<AgentArgs>),
-    /// Speech input: Whisper models.
-    Voice {
-        #[command(subcommand)]
-        command: VoiceCommand,
-    },
+    /// Speak to the fleet: `--file cmd.wav` or `--listen --input -` (raw PCM), and model tools.
+    Voice(Box<VoiceArgs>),
+}
+
+#[derive(clap::Args)]
+struct VoiceArgs {
+    #[command(subcommand)]
+    command: Option<VoiceCommand>,
+    /// A recording (WAV, any common rate and channel count); each utterance in it is a turn.
+    #[arg(long, value_name = "WAV", conflicts_with = "listen")]
+    file: Option<PathBuf>,
+    /// Listen continuously; with `--input -`, raw PCM s16le 16 kHz mono from standard input.
+    #[arg(long)]
+    listen: bool,
+    /// `-` reads raw PCM from standard input (the only input for --listen so far).
+    #[arg(long, value_name = "-")]
+    input: Option<String>,
+    /// One JSON object per utterance: the chat contract plus transcript and confidence.
+    #[arg(long)]
+    json: bool,
+    /// Say replies aloud with espeak-ng.
+    #[arg(long)]
+    speak: bool,
+    /// Only act on utterances that start with "parley, ...".
+    #[arg(long)]
+    wake_word: bool,
+    /// A model name installed in <data-dir>/models (tiny.en, base) or a ggml file.
+    #[arg(long, default_value = "tiny.en", value_name = "NAME|FILE")]
+    model: String,
 }
 
 #[derive(Subcommand)]
@@ -259,7 +283,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             return simulate(&config, *agents, faults, inventory_out.as_deref(), *listen).await;
         }
         Some(Command::Agent(args)) => return run_agent(&config, args).await,
-        Some(Command::Voice { command: VoiceCommand::Model { command } }) => return voice_model(&config, command),
+        Some(Command::Voice(args)) => {
+            if let Some(VoiceCommand::Model { command }) = &args.command {
+                return voice_model(&config, command);
+            }
+        }
         _ => {}
     }
 
@@ -295,10 +323,44 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             ui::json::chat(&parley, Actor::local(frontend), json).await?;
             true
         }
-        Some(Command::Fleet { .. } | Command::Agent(_) | Command::Llm { .. } | Command::Voice { .. }) => true,
+        Some(Command::Voice(args)) => voice(&parley, &config, &args).await?,
+        Some(Command::Fleet { .. } | Command::Agent(_) | Command::Llm { .. }) => true,
     };
     parley.shutdown().await;
     Ok(result)
+}
+
+/// `parley voice --file/--listen`: only with the `whisper` feature (whisper.cpp).
+#[cfg(feature = "whisper")]
+async fn voice(parley: &Parley, config: &Config, args: &VoiceArgs) -> anyhow::Result<bool> {
+    use parley::voice::frontend::{self, Input, VoiceOptions};
+    let input = match (&args.file, args.listen, args.input.as_deref()) {
+        (Some(f), _, _) => Input::File(f.clone()),
+        (None, true, Some("-")) => Input::StdinPcm,
+        (None, true, _) => anyhow::bail!(
+            "microphone capture is not available in this build yet; pipe raw PCM (s16le, 16 kHz, mono) with `--listen --input -`"
+        ),
+        (None, false, _) => anyhow::bail!("say where the audio is: --file FILE.wav or --listen --input -"),
+    };
+    let model = voice_model_path(config, &args.model);
+    let options = VoiceOptions { model, json: args.json, speak: args.speak, wake_word: args.wake_word };
+    Ok(frontend::run(parley, input, &options).await?)
+}
+
+#[cfg(not(feature = "whisper"))]
+async fn voice(_parley: &Parley, _config: &Config, _args: &VoiceArgs) -> anyhow::Result<bool> {
+    anyhow::bail!("this parley was built without speech recognition; rebuild with `--features whisper`")
+}
+
+/// A model name means `<data-dir>/models/ggml-<name>.bin`; anything with a slash or
+/// ending in .bin is a path.
+#[cfg_attr(not(feature = "whisper"), allow(dead_code))]
+fn voice_model_path(config: &Config, model: &str) -> PathBuf {
+    if model.contains('/') || model.ends_with(".bin") {
+        PathBuf::from(model)
+    } else {
+        parley::voice::provision::models_dir(&config.data_dir).join(format!("ggml-{model}.bin"))
+    }
 }
 
 /// `parley voice model ...`: synchronous work (pip, conversion), no fleet needed.
