@@ -92,9 +92,10 @@ enum Command {
 struct VoiceArgs {
     #[command(subcommand)]
     command: Option<VoiceCommand>,
-    /// A recording (WAV, any common rate and channel count); each utterance in it is a turn.
-    #[arg(long, value_name = "WAV", conflicts_with = "listen")]
-    file: Option<PathBuf>,
+    /// Recordings (WAV, any common rate and channel count), in order; each utterance
+    /// in them is a turn of one session.
+    #[arg(long, value_name = "WAV", num_args = 1.., conflicts_with = "listen")]
+    file: Vec<PathBuf>,
     /// Listen continuously; with `--input -`, raw PCM s16le 16 kHz mono from standard input.
     #[arg(long)]
     listen: bool,
@@ -334,13 +335,13 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
 #[cfg(feature = "whisper")]
 async fn voice(parley: &Parley, config: &Config, args: &VoiceArgs) -> anyhow::Result<bool> {
     use parley::voice::frontend::{self, Input, VoiceOptions};
-    let input = match (&args.file, args.listen, args.input.as_deref()) {
-        (Some(f), _, _) => Input::File(f.clone()),
-        (None, true, Some("-")) => Input::StdinPcm,
-        (None, true, _) => anyhow::bail!(
+    let input = match (args.file.is_empty(), args.listen, args.input.as_deref()) {
+        (false, _, _) => Input::Files(args.file.clone()),
+        (true, true, Some("-")) => Input::StdinPcm,
+        (true, true, _) => anyhow::bail!(
             "microphone capture is not available in this build yet; pipe raw PCM (s16le, 16 kHz, mono) with `--listen --input -`"
         ),
-        (None, false, _) => anyhow::bail!("say where the audio is: --file FILE.wav or --listen --input -"),
+        (true, false, _) => anyhow::bail!("say where the audio is: --file FILE.wav or --listen --input -"),
     };
     let model = voice_model_path(config, &args.model);
     let options = VoiceOptions { model, json: args.json, speak: args.speak, wake_word: args.wake_word };

@@ -34,7 +34,7 @@ pub enum VoiceError {
 
 /// Where audio comes from.
 pub enum Input {
-    File(PathBuf),
+    Files(Vec<PathBuf>),
     /// Raw PCM s16le 16 kHz mono on standard input.
     StdinPcm,
 }
@@ -58,18 +58,28 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
     let vocab = crate::intent::Vocabulary::from_topology(&topo);
     let prompt = resolve::initial_prompt(&vocab);
     let resolver = Resolver::new(&vocab);
-    let mut turn = Turns { session: parley.session(Actor::local("voice")), pending: None, ok: true };
+    let mut turn = Turns {
+        session: parley.session(Actor::local("voice")),
+        pending: None,
+        ok: true,
+        source: None,
+        grammar_vocab: vocab.clone(),
+        parley,
+    };
     let speaker = if options.speak { Some(Speaker::find()) } else { None };
 
     let mut segmenter = Segmenter::new(VadSettings::default());
     let mut utterances: Vec<Vec<f32>> = Vec::new();
     match input {
-        Input::File(path) => {
-            let samples = audio::load_wav(&path)?;
-            utterances.extend(segmenter.push(&samples));
-            utterances.extend(segmenter.finish());
-            for u in utterances.drain(..) {
-                turn.utterance(&transcriber, &u, &prompt, &resolver, options, speaker.as_ref()).await?;
+        Input::Files(paths) => {
+            for path in paths {
+                let samples = audio::load_wav(&path)?;
+                utterances.extend(segmenter.push(&samples));
+                utterances.extend(segmenter.finish());
+                turn.source = Some(path.display().to_string());
+                for u in utterances.drain(..) {
+                    turn.utterance(&transcriber, &u, &prompt, &resolver, options, speaker.as_ref()).await?;
+                }
             }
         }
         Input::StdinPcm => {
@@ -100,14 +110,18 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
     Ok(turn.ok)
 }
 
-struct Turns {
+struct Turns<'p> {
+    parley: &'p Parley,
+    grammar_vocab: crate::intent::Vocabulary,
+    /// The file an utterance came from, reported with it.
+    source: Option<String>,
     session: crate::dialog::Session,
     /// A low-confidence transcript waiting for "yes".
     pending: Option<String>,
     ok: bool,
 }
 
-impl Turns {
+impl Turns<'_> {
     async fn utterance(
         &mut self,
         transcriber: &std::sync::Arc<Transcriber>,
@@ -146,7 +160,9 @@ impl Turns {
         } else if heard.confidence < CONFIRM_BELOW && !confirmation {
             self.pending = Some(text.clone());
             let message = format!("I heard \"{text}\" but I'm not sure. Say or type yes to go ahead, or say it again.");
-            let out = json!({"operation": null, "needs_confirmation": true, "message": message,
+            // What it would do is shown (not done), so the operator can judge the mishearing.
+            let proposed = self.parley.services().grammar.parse(&text, &self.grammar_vocab).operation;
+            let out = json!({"operation": null, "proposed": proposed, "needs_confirmation": true, "message": message,
                 "transcript": heard.text, "heard": text, "confidence": heard.confidence});
             return self.emit(out, options, speaker);
         } else {
@@ -167,10 +183,13 @@ impl Turns {
 
     fn emit(
         &self,
-        out: serde_json::Value,
+        mut out: serde_json::Value,
         options: &VoiceOptions,
         speaker: Option<&Speaker>,
     ) -> Result<(), VoiceError> {
+        if let (Some(obj), Some(src)) = (out.as_object_mut(), &self.source) {
+            obj.insert("source".into(), json!(src));
+        }
         let message = out.get("message").and_then(|m| m.as_str()).unwrap_or_default().to_string();
         let mut stdout = std::io::stdout().lock();
         if options.json {
