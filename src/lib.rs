@@ -19,3 +19,4 @@ pub mod routing;
 pub mod slack;
 pub mod topology;
 pub mod ui;
+pub mod voice;

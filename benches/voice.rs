@@ -1,0 +1,67 @@
+//! Voice benchmarks: Whisper model load time and the transcription time of a
+//! 3-second spoken command, for every installed model (tiny.en, base) in
+//! `$PARLEY_MODEL_CACHE/models` (default ~/.cache/parley-models/models).
+//! Speech is synthesised with espeak-ng. Run: `cargo bench --features whisper --bench voice`
+//! (add `cuda` to the features for the GPU build).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use parley::voice::{audio, transcribe::Transcriber};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let cache = std::env::var_os("PARLEY_MODEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/parley-models"));
+    let wav = std::env::temp_dir().join(format!("parley-bench-{}.wav", std::process::id()));
+    let text = "roll out auth filter two point one to eu west as a canary";
+    let ok =
+        Command::new("espeak-ng").arg("-w").arg(&wav).args(["-s", "160", text]).status().is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("espeak-ng is needed to synthesise the benchmark's command");
+        return;
+    }
+    let samples = audio::load_wav(&wav).unwrap_or_default();
+    let _ = std::fs::remove_file(&wav);
+    println!("command: {:.2} s of audio", samples.len() as f64 / f64::from(audio::RATE));
+    let prompt = "Fleet operations: drain edge-7, roll out auth-filter 2.1.0 to eu-west as a canary.";
+    for name in ["tiny.en", "base"] {
+        let path = cache.join("models").join(format!("ggml-{name}.bin"));
+        if !path.is_file() {
+            println!("{name}: not installed ({}), skipped", path.display());
+            continue;
+        }
+        let mut loads = Vec::new();
+        let mut model = None;
+        for _ in 0..3 {
+            let t = Instant::now();
+            model = Transcriber::load(&path).ok();
+            loads.push(t.elapsed().as_secs_f64());
+        }
+        let Some(model) = model else {
+            println!("{name}: failed to load");
+            continue;
+        };
+        let mut runs = Vec::new();
+        let mut heard = String::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            if let Ok(tr) = model.transcribe(&samples, prompt) {
+                heard = tr.text;
+            }
+            runs.push(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "{name}: load median {:.3} s; transcribe median {:.3} s (min {:.3}) of 5; heard {heard:?}",
+            median(loads),
+            median(runs.clone()),
+            runs.iter().copied().fold(f64::INFINITY, f64::min)
+        );
+    }
+}

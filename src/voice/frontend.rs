@@ -1,0 +1,235 @@
+//! `parley voice`: audio in, the same dialog session as every other front-end.
+//!
+//! Each utterance is transcribed, resolved against the fleet's words and handed to
+//! [`crate::dialog::Session::handle`]. A transcript Whisper was unsure of is not
+//! acted on: it is shown and must be confirmed ("yes") first, so a mishearing can
+//! never mutate the fleet. Risky operations get the session's own read-back and
+//! confirmation, answered by voice or typing like any other turn.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::audio::{self, Segmenter, VadSettings};
+use super::resolve::{self, Resolver};
+use super::transcribe::Transcriber;
+use crate::app::Parley;
+use crate::ops::Actor;
+
+/// Below this the transcript is read back before anything runs.
+pub const CONFIRM_BELOW: f32 = 0.55;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VoiceError {
+    #[error(transparent)]
+    Audio(#[from] audio::AudioError),
+    #[error(transparent)]
+    Transcribe(#[from] super::transcribe::TranscribeError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Where audio comes from.
+pub enum Input {
+    Files(Vec<PathBuf>),
+    /// Raw PCM s16le 16 kHz mono on standard input.
+    StdinPcm,
+}
+
+pub struct VoiceOptions {
+    pub model: PathBuf,
+    pub json: bool,
+    pub speak: bool,
+    /// Only utterances starting with "parley" are commands (the rest is ignored).
+    pub wake_word: bool,
+}
+
+/// Runs every utterance of the input through the session; true when all went well.
+pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Result<bool, VoiceError> {
+    let model = options.model.clone();
+    let transcriber = tokio::task::spawn_blocking(move || Transcriber::load(&model))
+        .await
+        .map_err(|e| VoiceError::Usage(format!("model loading stopped: {e}")))??;
+    let transcriber = std::sync::Arc::new(transcriber);
+    let topo = parley.services().topology.snapshot();
+    let vocab = crate::intent::Vocabulary::from_topology(&topo);
+    let prompt = resolve::initial_prompt(&vocab);
+    let resolver = Resolver::new(&vocab);
+    let mut turn = Turns {
+        session: parley.session(Actor::local("voice")),
+        pending: None,
+        ok: true,
+        source: None,
+        grammar_vocab: vocab.clone(),
+        parley,
+    };
+    let speaker = if options.speak { Some(Speaker::find()) } else { None };
+
+    let mut segmenter = Segmenter::new(VadSettings::default());
+    let mut utterances: Vec<Vec<f32>> = Vec::new();
+    match input {
+        Input::Files(paths) => {
+            for path in paths {
+                let samples = audio::load_wav(&path)?;
+                utterances.extend(segmenter.push(&samples));
+                utterances.extend(segmenter.finish());
+                turn.source = Some(path.display().to_string());
+                for u in utterances.drain(..) {
+                    turn.utterance(&transcriber, &u, &prompt, &resolver, options, speaker.as_ref()).await?;
+                }
+            }
+        }
+        Input::StdinPcm => {
+            use tokio::io::AsyncReadExt as _;
+            let mut stdin = tokio::io::stdin();
+            let mut buf = vec![0u8; 32_000];
+            let mut carry: Option<u8> = None;
+            loop {
+                let n = stdin.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                let mut bytes: Vec<u8> = carry.take().into_iter().collect();
+                bytes.extend_from_slice(&buf[..n]);
+                if bytes.len() % 2 == 1 {
+                    carry = bytes.pop();
+                }
+                for u in segmenter.push(&audio::pcm_s16le(&bytes)) {
+                    turn.utterance(&transcriber, &u, &prompt, &resolver, options, speaker.as_ref()).await?;
+                }
+            }
+            if let Some(u) = segmenter.finish() {
+                turn.utterance(&transcriber, &u, &prompt, &resolver, options, speaker.as_ref()).await?;
+            }
+        }
+    }
+    parley.services().orchestrator.wait_settled().await;
+    Ok(turn.ok)
+}
+
+struct Turns<'p> {
+    parley: &'p Parley,
+    grammar_vocab: crate::intent::Vocabulary,
+    /// The file an utterance came from, reported with it.
+    source: Option<String>,
+    session: crate::dialog::Session,
+    /// A low-confidence transcript waiting for "yes".
+    pending: Option<String>,
+    ok: bool,
+}
+
+impl Turns<'_> {
+    async fn utterance(
+        &mut self,
+        transcriber: &std::sync::Arc<Transcriber>,
+        samples: &[f32],
+        prompt: &str,
+        resolver: &Resolver,
+        options: &VoiceOptions,
+        speaker: Option<&Speaker>,
+    ) -> Result<(), VoiceError> {
+        let t = transcriber.clone();
+        let (samples, prompt_owned) = (samples.to_vec(), prompt.to_string());
+        let heard = tokio::task::spawn_blocking(move || t.transcribe(&samples, &prompt_owned))
+            .await
+            .map_err(|e| VoiceError::Usage(format!("transcription stopped: {e}")))??;
+        let mut text = resolver.resolve(&heard.text);
+        if options.wake_word {
+            match text.strip_prefix("parley") {
+                Some(rest) => text = rest.trim_start_matches([',', ' ']).to_string(),
+                None => return Ok(()),
+            }
+        }
+        if text.trim().is_empty() {
+            return Ok(());
+        }
+        let confirmation = matches!(text.as_str(), "yes" | "yeah" | "yes please" | "confirm" | "go ahead");
+        let reply = if let Some(pending) = self.pending.take() {
+            if confirmation {
+                self.session.handle(&pending).await
+            } else if matches!(text.as_str(), "no" | "cancel" | "nope") {
+                let out = json!({"operation": null, "message": "Cancelled; nothing was done.", "transcript": heard.text,
+                    "heard": text, "confidence": heard.confidence});
+                return self.emit(out, options, speaker);
+            } else {
+                self.session.handle(&text).await
+            }
+        } else if heard.confidence < CONFIRM_BELOW && !confirmation {
+            self.pending = Some(text.clone());
+            let message = format!("I heard \"{text}\" but I'm not sure. Say or type yes to go ahead, or say it again.");
+            // What it would do is shown (not done), so the operator can judge the mishearing.
+            let proposed = self.parley.services().grammar.parse(&text, &self.grammar_vocab).operation;
+            let out = json!({"operation": null, "proposed": proposed, "needs_confirmation": true, "message": message,
+                "transcript": heard.text, "heard": text, "confidence": heard.confidence});
+            return self.emit(out, options, speaker);
+        } else {
+            self.session.handle(&text).await
+        };
+        if matches!(reply.outcome, crate::reply::Outcome::Failed | crate::reply::Outcome::Infeasible) {
+            self.ok = false;
+        }
+        let mut out = serde_json::to_value(&reply).unwrap_or_else(|_| json!({"message": reply.message}));
+        if let Some(obj) = out.as_object_mut() {
+            obj.insert("transcript".into(), json!(heard.text));
+            obj.insert("heard".into(), json!(text));
+            obj.insert("confidence".into(), json!(heard.confidence));
+            obj.insert("transcribe_seconds".into(), json!(heard.seconds));
+        }
+        self.emit(out, options, speaker)
+    }
+
+    fn emit(
+        &self,
+        mut out: serde_json::Value,
+        options: &VoiceOptions,
+        speaker: Option<&Speaker>,
+    ) -> Result<(), VoiceError> {
+        if let (Some(obj), Some(src)) = (out.as_object_mut(), &self.source) {
+            obj.insert("source".into(), json!(src));
+        }
+        let message = out.get("message").and_then(|m| m.as_str()).unwrap_or_default().to_string();
+        let mut stdout = std::io::stdout().lock();
+        if options.json {
+            writeln!(stdout, "{out}")?;
+        } else {
+            let heard = out.get("heard").and_then(|m| m.as_str()).unwrap_or_default();
+            writeln!(stdout, "> {heard}\n{message}\n")?;
+        }
+        stdout.flush()?;
+        if let Some(s) = speaker {
+            s.say(&message);
+        }
+        Ok(())
+    }
+}
+
+/// `--speak`: espeak-ng when it is installed; otherwise one clear notice.
+pub struct Speaker {
+    available: bool,
+}
+
+impl Speaker {
+    pub fn find() -> Speaker {
+        let available = std::process::Command::new("espeak-ng")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !available {
+            eprintln!("--speak: espeak-ng is not installed, so replies are printed only (apt-get install espeak-ng).");
+        }
+        Speaker { available }
+    }
+
+    pub fn say(&self, text: &str) {
+        if !self.available || text.is_empty() {
+            return;
+        }
+        // Speaking is best effort: a failed speech synthesiser must not stop the session.
+        let _ = std::process::Command::new("espeak-ng").args(["-s", "165", "--", text]).status();
+    }
+}

@@ -1,0 +1,233 @@
+//! Tolerant reading of a transcript: words Whisper misheard are mapped onto the
+//! words Parley's grammar and the live fleet use ("brain no edge-7" -> "drain node
+//! edge-7"), by edit distance and a simple phonetic key, and the initial prompt
+//! that biases Whisper towards those words is built here too.
+//!
+//! Only words that are not already known are touched, and only towards a known
+//! word that is close both in spelling and in sound, so ordinary English passes
+//! through for the intent parser to judge.
+
+use crate::intent::Vocabulary;
+
+/// Command words of the built-in grammar that speech recognisers get wrong.
+const COMMAND_WORDS: &[&str] = &[
+    "drain",
+    "node",
+    "cordon",
+    "uncordon",
+    "roll",
+    "rollout",
+    "out",
+    "back",
+    "promote",
+    "pause",
+    "resume",
+    "abort",
+    "fail",
+    "over",
+    "failover",
+    "healthy",
+    "health",
+    "status",
+    "show",
+    "list",
+    "agents",
+    "agent",
+    "which",
+    "have",
+    "gpu",
+    "canary",
+    "percent",
+    "then",
+    "deploy",
+    "deployment",
+    "deployments",
+    "install",
+    "upgrade",
+    "restart",
+    "watch",
+    "stop",
+    "yes",
+    "no",
+    "cancel",
+    "confirm",
+    "region",
+    "zone",
+    "staging",
+    "production",
+    "edge",
+    "core",
+    "version",
+    "extension",
+    "extensions",
+    "traffic",
+    "shift",
+    "how",
+    "is",
+    "the",
+    "to",
+    "in",
+    "from",
+    "of",
+    "it",
+    "that",
+    "with",
+    "all",
+    "what",
+    "running",
+];
+
+/// The operator's world in a sentence Whisper reads before listening: names it
+/// would otherwise spell as ordinary words ("you ask east").
+pub fn initial_prompt(vocab: &Vocabulary) -> String {
+    let mut names: Vec<&str> = vocab.regions().iter().map(String::as_str).collect();
+    names.extend(vocab.extensions().iter().map(String::as_str));
+    // Agent names follow patterns; a few examples teach the pattern without
+    // spending the prompt's 224 tokens on all of them.
+    let mut prefixes: Vec<&str> = Vec::new();
+    for a in vocab.agents() {
+        if let Some((p, _)) = a.rsplit_once('-') {
+            if !prefixes.contains(&p) {
+                prefixes.push(p);
+                names.push(a);
+            }
+        }
+    }
+    format!(
+        "Fleet operations: drain edge-7, cordon core-3, roll out auth-filter 2.1.0 to eu-west as a canary, \
+         how healthy is us-east, fail over eu-west to us-east, promote it, roll that back. Names: {}.",
+        names.join(", ")
+    )
+}
+
+/// A crude phonetic key: voiced/unvoiced pairs and similar-sounding letters merged,
+/// vowels after the first letter dropped ("brain" and "drain" share "BRN"/"TRN" ... the
+/// first letter is folded too, so both become "TRN").
+pub fn phonetic_key(word: &str) -> String {
+    let mut key = String::new();
+    let mut last = ' ';
+    for (i, c) in word.chars().filter(char::is_ascii_alphabetic).map(|c| c.to_ascii_lowercase()).enumerate() {
+        let k = match c {
+            'b' | 'p' | 'd' | 't' => 'T',
+            'g' | 'k' | 'c' | 'q' => 'K',
+            'f' | 'v' => 'F',
+            's' | 'z' | 'x' => 'S',
+            'm' | 'n' => 'N',
+            'l' | 'r' => 'R',
+            'j' => 'J',
+            'a' | 'e' | 'i' | 'o' | 'u' | 'y' | 'h' | 'w' => {
+                if i == 0 {
+                    'A'
+                } else {
+                    last = ' ';
+                    continue;
+                }
+            }
+            _ => continue,
+        };
+        if k != last {
+            key.push(k);
+        }
+        last = k;
+    }
+    key
+}
+
+/// Resolves a transcript against the grammar's and the fleet's words.
+pub struct Resolver {
+    known: Vec<String>,
+}
+
+impl Resolver {
+    pub fn new(vocab: &Vocabulary) -> Resolver {
+        let mut known: Vec<String> = COMMAND_WORDS.iter().map(|w| w.to_string()).collect();
+        for w in vocab.words() {
+            // Names are matched per hyphen/space part, as the tokenizer splits them.
+            known.extend(
+                w.split(['-', ' ', '.'])
+                    .filter(|p| p.len() > 1 && !p.bytes().all(|b| b.is_ascii_digit()))
+                    .map(str::to_string),
+            );
+        }
+        known.sort();
+        known.dedup();
+        Resolver { known }
+    }
+
+    /// The transcript with misheard words replaced; punctuation Whisper adds is
+    /// dropped, "U.S." becomes "us".
+    pub fn resolve(&self, transcript: &str) -> String {
+        let mut out = Vec::new();
+        // Whisper glues what it misheard with hyphens ("core-free"); the intent parser
+        // splits names at hyphens anyway, so parts are resolved one by one.
+        for raw in transcript.split(|c: char| c.is_whitespace() || c == '-') {
+            let word: String = raw
+                .chars()
+                .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '%' || *c == '.')
+                .collect::<String>()
+                .trim_end_matches('.')
+                .to_lowercase();
+            // "u.s." -> "us", but "2.1.0" stays a version.
+            let word = if word.chars().any(|c| c.is_ascii_alphabetic()) && word.contains('.') {
+                word.replace('.', "")
+            } else {
+                word
+            };
+            if word.is_empty() {
+                continue;
+            }
+            out.push(self.resolve_word(&word));
+        }
+        out.join(" ")
+    }
+
+    fn resolve_word(&self, word: &str) -> String {
+        if word.len() < 3 || !word.chars().all(|c| c.is_ascii_alphabetic()) || self.known.iter().any(|k| k == word) {
+            return word.to_string();
+        }
+        let key = phonetic_key(word);
+        let best = self
+            .known
+            .iter()
+            .filter(|k| k.len() >= 3)
+            .map(|k| (strsim::levenshtein(word, k), k))
+            .filter(|(d, k)| *d <= 1 || (*d <= 2 && phonetic_key(k) == key && k.len() >= 5))
+            .min_by_key(|(d, _)| *d);
+        match best {
+            Some((_, k)) if phonetic_key(k) == key || strsim::levenshtein(word, k) == 1 && word.len() >= 4 => k.clone(),
+            _ => word.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolver() -> Resolver {
+        Resolver {
+            known: COMMAND_WORDS
+                .iter()
+                .map(|w| w.to_string())
+                .chain(["east", "west", "us", "eu"].map(String::from))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn misheard_command_words_are_mapped_back() {
+        let r = resolver();
+        assert_eq!(r.resolve("Brain no edge-7."), "drain no edge 7");
+        assert_eq!(r.resolve("U.S. East"), "us east");
+        assert_eq!(r.resolve("cordon core-3"), "cordon core 3");
+        assert_eq!(r.resolve("roll out auth-filter 2.1.0"), "roll out auth filter 2.1.0");
+        // Ordinary words far from any command word are left for the parser to judge.
+        assert_eq!(r.resolve("banana"), "banana");
+    }
+
+    #[test]
+    fn phonetic_keys_merge_similar_sounds() {
+        assert_eq!(phonetic_key("brain"), phonetic_key("drain"));
+        assert_ne!(phonetic_key("drain"), phonetic_key("cordon"));
+    }
+}
