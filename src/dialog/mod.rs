@@ -63,6 +63,8 @@ pub struct Session {
     restart_notice: Option<RestartNotice>,
     /// Routing changes Parley made by itself (cascade, automatic failback), told in the next reply.
     routing_notices: tokio::sync::broadcast::Receiver<String>,
+    /// The front-end prints routing announcements itself.
+    routing_live: bool,
 }
 
 /// What the first reply after a restart leads with.
@@ -85,6 +87,7 @@ impl Session {
             confirm_ttl: CONFIRMATION_TTL,
             restart_notice: None,
             routing_notices,
+            routing_live: false,
         }
     }
 
@@ -165,11 +168,17 @@ impl Session {
         }
     }
 
+    /// For front-ends that print routing announcements as they happen (REPL, TUI):
+    /// replies then no longer lead with them, so nothing is said twice.
+    pub fn announce_routing_live(&mut self) {
+        self.routing_live = true;
+    }
+
     /// Answers one utterance.
     pub async fn handle(&mut self, utterance: &str) -> Reply {
         let mut reply = self.answer(utterance).await;
         let notices = self.take_routing_notices();
-        if !notices.is_empty() {
+        if !notices.is_empty() && !self.routing_live {
             reply.message = format!("{} {}", notices.join(" "), reply.message);
         }
         if let Some(notice) = self.restart_notice.take() {

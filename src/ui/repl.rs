@@ -61,6 +61,7 @@ impl Helper for ReplHelper {}
 pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), ReadlineError> {
     let services = Arc::clone(parley.services());
     let mut session = parley.session(actor);
+    session.announce_routing_live();
     let words = Arc::new(RwLock::new(session.vocabulary().words()));
     let mut rl: Editor<ReplHelper, DefaultHistory> = Editor::new()?;
     rl.set_helper(Some(ReplHelper { words: Arc::clone(&words) }));
@@ -87,11 +88,17 @@ pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), 
     let mut printer = rl.create_external_printer()?;
     let mut rollouts = services.orchestrator.subscribe();
     let mut fleet_events = services.poller.events();
+    let mut routing = services.router.notices();
     let announcer = tokio::spawn(async move {
         loop {
             let line = tokio::select! {
                 e = rollouts.recv() => match e {
                     Ok(e) => crate::orchestrate::announce(&e),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(_) => break,
+                },
+                n = routing.recv() => match n {
+                    Ok(n) => Some(format!("routing: {n}")),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                     Err(_) => break,
                 },

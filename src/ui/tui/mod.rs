@@ -151,6 +151,7 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
     }
 
     let mut session = parley.session(actor);
+    session.announce_routing_live();
     app.words = session.vocabulary().words();
     let (say_tx, mut say_rx) = mpsc::channel::<String>(16);
     let (answer_tx, mut answer_rx) = mpsc::channel::<Answer>(16);
@@ -175,6 +176,8 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
 
     let mut rollouts = services.orchestrator.subscribe();
     let mut fleet = services.poller.events();
+    let mut routing = services.router.notices();
+    let mut routing_open = true;
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut tick_count: u32 = 0;
@@ -222,6 +225,13 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
                 Ok(e @ TopologyEvent::RegionChanged { .. }) => app.notice(super::repl::announce_fleet(&e)),
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => fleet_open = false,
+            },
+            notice = routing.recv(), if routing_open => match notice {
+                Ok(n) => app.notice(format!("routing: {n}")),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    app.notice(format!("routing: {n} announcements were missed; see `show routing`."))
+                }
+                Err(broadcast::error::RecvError::Closed) => routing_open = false,
             },
             list = list_rx.recv() => {
                 if let Some(list) = list {
