@@ -163,7 +163,7 @@ impl Bridge {
     }
 
     fn record(&self, event: &RolloutEvent) {
-        let id = event_deployment(event);
+        let id = crate::orchestrate::event_deployment(event);
         let mut progress = lock(&self.progress);
         let p = progress.entry(id.to_string()).or_default();
         match event {
@@ -242,20 +242,6 @@ struct Progress {
     lines: Vec<String>,
     finished: Option<String>,
     dirty: bool,
-}
-
-fn event_deployment(event: &RolloutEvent) -> &str {
-    match event {
-        RolloutEvent::Started { id, .. }
-        | RolloutEvent::StepStarted { id, .. }
-        | RolloutEvent::AgentInstalled { id, .. }
-        | RolloutEvent::AgentFailed { id, .. }
-        | RolloutEvent::GateEvaluated { id, .. }
-        | RolloutEvent::Paused { id, .. }
-        | RolloutEvent::Resumed { id }
-        | RolloutEvent::Finished { id, .. }
-        | RolloutEvent::RollbackProgress { id, .. } => id,
-    }
 }
 
 /// A poisoned lock only means another task panicked mid-update; the maps stay usable.
