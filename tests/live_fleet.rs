@@ -170,6 +170,8 @@ fn a_deploy_into_a_partitioned_region_is_refused_with_the_reason_and_an_alternat
         t["message"].as_str().is_some_and(|m| m.contains("partitioned") && m.contains("since"))
     });
     assert!(health["message"].as_str().unwrap().contains("down"), "{health}");
+    // The natural action for a region nobody can reach: move its traffic.
+    assert!(health["follow_ups"].as_array().unwrap().iter().any(|f| f == "fail over eu-west"), "{health}");
     let turn = chat.say("roll out auth-filter 2.1.0 to eu-west");
     assert_eq!(turn["feasible"], false, "{turn}");
     let message = turn["message"].as_str().unwrap();

@@ -193,9 +193,11 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
     }
     let bad = troubled(&agents);
     let mut follow_ups = Vec::new();
+    // The natural next step for each: a degraded agent still answers, so take it out
+    // of service; one that does not answer cannot be acted on, so look (and wait).
     for a in bad.iter().take(3) {
         match a.liveness {
-            Liveness::Down | Liveness::Suspect => follow_ups.push(format!("drain {}", a.name)),
+            Liveness::Degraded => follow_ups.push(format!("drain {}", a.name)),
             _ => follow_ups.push(format!("show agent {}", a.name)),
         }
     }
@@ -269,7 +271,7 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
     if !partitioned.is_empty() {
         let names: Vec<&str> = partitioned.iter().map(|s| s.as_str()).collect();
         message.push_str(&format!(" {} is partitioned: no agent there answers.", names.join(", ")));
-        follow_ups.push(format!("how healthy is {}?", names[0]));
+        follow_ups.push(format!("fail over {}", names[0]));
     }
     if bad.is_empty() {
         follow_ups.push(format!("run a health check on {}", scope_words(scope)));
