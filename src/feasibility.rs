@@ -392,21 +392,25 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
         }
         return Err(inf);
     }
-    let in_scope: Vec<&AgentView> = topo.select(scope).collect();
+    let in_scope_r: Vec<(usize, &AgentView)> = topo.select_with_region(scope).collect();
+    let in_scope: Vec<&AgentView> = in_scope_r.iter().map(|(_, a)| *a).collect();
     if in_scope.is_empty() {
         return Err(Infeasible::new(format!("No agent matches {scope}."))
             .or(format!("show topology of {}", scope_words(scope))));
     }
 
-    // One pass for the regions in scope; region health itself is precomputed.
-    let mut scope_regions: Vec<&str> = Vec::new();
-    for a in &in_scope {
-        if !scope_regions.contains(&a.region.as_str()) {
-            scope_regions.push(&a.region);
-        }
+    // The regions in scope, by index; region health itself is precomputed.
+    let mut in_region = vec![false; topo.regions().len()];
+    for (r, _) in &in_scope_r {
+        in_region[*r] = true;
     }
-    let partitioned: Vec<&str> =
-        scope_regions.iter().copied().filter(|r| topo.region_health(r) == RegionHealth::Partitioned).collect();
+    let partitioned: Vec<&str> = topo
+        .regions()
+        .iter()
+        .zip(&in_region)
+        .filter(|(r, present)| **present && topo.region_health(r) == RegionHealth::Partitioned)
+        .map(|(r, _)| r.as_str())
+        .collect();
     if !partitioned.is_empty() {
         let healthy: Vec<&String> =
             topo.regions().iter().filter(|r| topo.region_health(r) == RegionHealth::Healthy).collect();
@@ -517,17 +521,17 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
         return Err(Infeasible { reasons, alternatives });
     }
 
-    let (already, targets): (Vec<&AgentView>, Vec<&AgentView>) =
-        in_scope.iter().copied().partition(|a| a.extensions.get(ext).is_some_and(|v| v == ver));
+    let (already, targets): (Vec<(usize, &AgentView)>, Vec<(usize, &AgentView)>) =
+        in_scope_r.iter().copied().partition(|(_, a)| a.extensions.get(ext).is_some_and(|v| v == ver));
     if targets.is_empty() {
         let mut inf = Infeasible::new(format!("All {} agents in {scope} already run {ext} {ver}.", already.len()));
         inf = inf.or(format!("find agents running {ext} {ver}"));
         return Err(inf);
     }
-    let risk = deploy_risk(&targets, topo);
+    let risk = risk_by_region(&targets, topo);
     Ok(Feasible {
-        targets: targets.iter().map(|a| a.name.clone()).collect(),
-        already: already.iter().map(|a| a.name.clone()).collect(),
+        targets: targets.iter().map(|(_, a)| a.name.clone()).collect(),
+        already: already.iter().map(|(_, a)| a.name.clone()).collect(),
         risk,
     })
 }
@@ -575,16 +579,22 @@ fn check_agent_action(op: &Operation, name: &str, topo: &Topology, busy: &Busy) 
 /// Why a rollout to `targets` needs confirmation, if it does: production agents, or
 /// more than a quarter of any region's agents.
 pub fn deploy_risk(targets: &[&AgentView], topo: &Topology) -> Option<String> {
+    let indexed: Vec<(usize, &AgentView)> =
+        targets.iter().filter_map(|a| topo.regions().iter().position(|r| *r == a.region).map(|i| (i, *a))).collect();
+    risk_by_region(&indexed, topo)
+}
+
+/// [`deploy_risk`] for targets that already carry their region's index.
+fn risk_by_region(targets: &[(usize, &AgentView)], topo: &Topology) -> Option<String> {
     let mut why = Vec::new();
-    let prod = targets.iter().filter(|a| a.env() == Some("production")).count();
+    let prod = targets.iter().filter(|(_, a)| a.env() == Some("production")).count();
     if prod > 0 {
         why.push(format!("it touches {prod} production agent{}", if prod == 1 { "" } else { "s" }));
     }
-    // Targets per region in one pass, in the fleet's region order.
     let mut hits = vec![0usize; topo.regions().len()];
-    for a in targets {
-        if let Some(i) = topo.regions().iter().position(|r| *r == a.region) {
-            hits[i] += 1;
+    for (r, _) in targets {
+        if let Some(h) = hits.get_mut(*r) {
+            *h += 1;
         }
     }
     for (region, hit) in topo.regions().iter().zip(hits) {

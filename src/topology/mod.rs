@@ -181,6 +181,9 @@ pub struct Topology {
     /// Per region (in `regions` order): agent count and health, computed once per
     /// snapshot because feasibility and rendering ask for them on every turn.
     region_stats: Vec<RegionStats>,
+    /// Each agent's index into `regions`, parallel to `agents`: large checks count per
+    /// region without comparing region names agent by agent.
+    agent_region: Vec<usize>,
     catalog: Arc<Catalog>,
     refreshed_at: Option<DateTime<Utc>>,
 }
@@ -199,6 +202,7 @@ impl Topology {
         let mut zones: Vec<String> = Vec::new();
         // (agents, reachable, healthy) per region, in `regions` order.
         let mut counts: Vec<(usize, usize, usize)> = Vec::new();
+        let mut agent_region = Vec::with_capacity(agents.len());
         for (i, a) in agents.iter().enumerate() {
             index.insert(a.name.clone(), i);
             let r = match regions.iter().position(|r| *r == a.region) {
@@ -209,6 +213,7 @@ impl Topology {
                     regions.len() - 1
                 }
             };
+            agent_region.push(r);
             counts[r].0 += 1;
             counts[r].1 += usize::from(a.liveness.is_reachable());
             counts[r].2 += usize::from(a.liveness == Liveness::Healthy);
@@ -229,7 +234,7 @@ impl Topology {
                 },
             })
             .collect();
-        Topology { agents, index, regions, zones, region_stats, catalog, refreshed_at }
+        Topology { agents, index, regions, zones, region_stats, agent_region, catalog, refreshed_at }
     }
 
     fn region_stats(&self, region: &str) -> Option<RegionStats> {
@@ -287,6 +292,11 @@ impl Topology {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// The agents a scope selects with the index of their region in [`Topology::regions`].
+    pub fn select_with_region<'a>(&'a self, scope: &'a Scope) -> impl Iterator<Item = (usize, &'a AgentView)> + 'a {
+        self.agents.iter().zip(&self.agent_region).filter(move |(a, _)| a.matches_scope(scope)).map(|(a, r)| (*r, a))
     }
 
     /// The agents a scope selects, in fleet order.
