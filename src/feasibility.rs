@@ -45,6 +45,9 @@ impl Infeasible {
     }
 }
 
+/// An agent with the index of its region in `Topology::regions`.
+type RegionAgent<'a> = (usize, &'a AgentView);
+
 /// Agent name -> id of the active deployment that holds it.
 pub type Busy = HashMap<String, String>;
 
@@ -392,7 +395,7 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
         }
         return Err(inf);
     }
-    let in_scope_r: Vec<(usize, &AgentView)> = topo.select_with_region(scope).collect();
+    let in_scope_r: Vec<RegionAgent<'_>> = topo.select_with_region(scope).collect();
     let in_scope: Vec<&AgentView> = in_scope_r.iter().map(|(_, a)| *a).collect();
     if in_scope.is_empty() {
         return Err(Infeasible::new(format!("No agent matches {scope}."))
@@ -521,7 +524,7 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
         return Err(Infeasible { reasons, alternatives });
     }
 
-    let (already, targets): (Vec<(usize, &AgentView)>, Vec<(usize, &AgentView)>) =
+    let (already, targets): (Vec<RegionAgent<'_>>, Vec<RegionAgent<'_>>) =
         in_scope_r.iter().copied().partition(|(_, a)| a.extensions.get(ext).is_some_and(|v| v == ver));
     if targets.is_empty() {
         let mut inf = Infeasible::new(format!("All {} agents in {scope} already run {ext} {ver}.", already.len()));
@@ -585,7 +588,7 @@ pub fn deploy_risk(targets: &[&AgentView], topo: &Topology) -> Option<String> {
 }
 
 /// [`deploy_risk`] for targets that already carry their region's index.
-fn risk_by_region(targets: &[(usize, &AgentView)], topo: &Topology) -> Option<String> {
+fn risk_by_region(targets: &[RegionAgent<'_>], topo: &Topology) -> Option<String> {
     let mut why = Vec::new();
     let prod = targets.iter().filter(|(_, a)| a.env() == Some("production")).count();
     if prod > 0 {
