@@ -88,23 +88,29 @@ fn plain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
+/// Authentication first (a refused request changes nothing), then the JSON body;
+/// `shape` tells the caller what the body should have looked like.
+fn accept<T>(
+    r: &Registrar,
+    headers: &HeaderMap,
+    body: Result<Json<T>, JsonRejection>,
+    shape: &str,
+) -> Result<T, Box<Response>> {
+    if !r.authorised(headers) {
+        return Err(Box::new(error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token")));
+    }
+    body.map(|Json(req)| req)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", &format!("the body must be {shape}: {e}"))))
+}
+
 async fn register(
     State(r): State<Registrar>,
     headers: HeaderMap,
     body: Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Response {
-    if !r.authorised(&headers) {
-        return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token");
-    }
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("the body must be {{\"name\", \"endpoint\", \"region\", \"zone\"}}: {e}"),
-            )
-        }
+    let req = match accept(&r, &headers, body, r#"{"name", "endpoint", "region", "zone"}"#) {
+        Ok(req) => req,
+        Err(refused) => return *refused,
     };
     let places = [Some(&req.name), req.region.as_ref(), req.zone.as_ref()];
     if places.iter().flatten().any(|v| !plain(v)) {
@@ -134,12 +140,9 @@ async fn heartbeat(
     headers: HeaderMap,
     body: Result<Json<HeartbeatRequest>, JsonRejection>,
 ) -> Response {
-    if !r.authorised(&headers) {
-        return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token");
-    }
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &format!("the body must be {{\"name\"}}: {e}")),
+    let req = match accept(&r, &headers, body, r#"{"name"}"#) {
+        Ok(req) => req,
+        Err(refused) => return *refused,
     };
     if r.poller.heartbeat(&req.name) {
         StatusCode::NO_CONTENT.into_response()
