@@ -113,6 +113,10 @@ struct VoiceArgs {
     /// Only act on utterances that start with "parley, ...".
     #[arg(long)]
     wake_word: bool,
+    /// Transcribe freely instead of only the commands of the spoken grammar
+    /// (intents/spoken.ebnf): for trying phrasings the grammar does not have yet.
+    #[arg(long)]
+    free: bool,
     /// A model name installed in <data-dir>/models (tiny.en, base) or a ggml file.
     #[arg(long, default_value = "tiny.en", value_name = "NAME|FILE")]
     model: String,
@@ -367,7 +371,12 @@ async fn voice(parley: &Parley, config: &Config, args: &VoiceArgs) -> anyhow::Re
         (true, false, _) => anyhow::bail!("say where the audio is: --file FILE.wav or --listen --input -"),
     };
     let model = voice_model_path(config, &args.model);
-    let options = VoiceOptions { model, json: args.json, speak: args.speak, wake_word: args.wake_word };
+    let grammar = if args.free {
+        None
+    } else {
+        Some(parley::voice::grammar::SpokenGrammar::load(config.intents_dir.as_deref())?)
+    };
+    let options = VoiceOptions { model, json: args.json, speak: args.speak, wake_word: args.wake_word, grammar };
     Ok(frontend::run(parley, input, &options).await?)
 }
 

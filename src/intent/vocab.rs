@@ -224,6 +224,7 @@ const FIXED: &[(&str, Kind, Option<&str>)] = &[
     ("the current deployment", Kind::Deployment, None),
     ("the release", Kind::Deployment, None),
     ("that release", Kind::Deployment, None),
+    ("this release", Kind::Deployment, None),
 ];
 
 /// Aliases for label values, used only when the fleet has the value they name.

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::audio::{self, Segmenter, VadSettings};
+use super::grammar::{Matcher, Slots, SpokenGrammar};
 use super::resolve::{self, Resolver};
 use super::transcribe::Transcriber;
 use crate::app::Parley;
@@ -45,6 +46,8 @@ pub struct VoiceOptions {
     pub speak: bool,
     /// Only utterances starting with "parley" are commands (the rest is ignored).
     pub wake_word: bool,
+    /// Decode only sentences of this grammar (None: free transcription).
+    pub grammar: Option<SpokenGrammar>,
 }
 
 /// Runs every utterance of the input through the session; true when all went well.
@@ -58,6 +61,12 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
     let vocab = crate::intent::Vocabulary::from_topology(&topo);
     let prompt = resolve::initial_prompt(&vocab);
     let resolver = Resolver::new(&vocab);
+    let grammar = match &options.grammar {
+        Some(g) => Some(std::sync::Arc::new(
+            Matcher::compile(g, &Slots::from_topology(&topo)).map_err(|e| VoiceError::Usage(e.to_string()))?,
+        )),
+        None => None,
+    };
     let mut turn = Turns {
         session: parley.session(Actor::local("voice")),
         pending: None,
@@ -78,7 +87,7 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
                 utterances.extend(segmenter.finish());
                 turn.source = Some(path.display().to_string());
                 for u in utterances.drain(..) {
-                    turn.utterance(&transcriber, &u, &prompt, &resolver, options, speaker.as_ref()).await?;
+                    turn.utterance(&transcriber, &u, &prompt, grammar.as_ref(), &resolver, options, speaker.as_ref()).await?;
                 }
             }
         }
@@ -98,11 +107,11 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
                     carry = bytes.pop();
                 }
                 for u in segmenter.push(&audio::pcm_s16le(&bytes)) {
-                    turn.utterance(&transcriber, &u, &prompt, &resolver, options, speaker.as_ref()).await?;
+                    turn.utterance(&transcriber, &u, &prompt, grammar.as_ref(), &resolver, options, speaker.as_ref()).await?;
                 }
             }
             if let Some(u) = segmenter.finish() {
-                turn.utterance(&transcriber, &u, &prompt, &resolver, options, speaker.as_ref()).await?;
+                turn.utterance(&transcriber, &u, &prompt, grammar.as_ref(), &resolver, options, speaker.as_ref()).await?;
             }
         }
     }
@@ -127,16 +136,20 @@ impl Turns<'_> {
         transcriber: &std::sync::Arc<Transcriber>,
         samples: &[f32],
         prompt: &str,
+        grammar: Option<&std::sync::Arc<Matcher>>,
         resolver: &Resolver,
         options: &VoiceOptions,
         speaker: Option<&Speaker>,
     ) -> Result<(), VoiceError> {
         let t = transcriber.clone();
-        let (samples, prompt_owned) = (samples.to_vec(), prompt.to_string());
-        let heard = tokio::task::spawn_blocking(move || t.transcribe(&samples, &prompt_owned))
+        let constrained = grammar.is_some();
+        let (samples, prompt_owned, grammar) = (samples.to_vec(), prompt.to_string(), grammar.cloned());
+        let heard = tokio::task::spawn_blocking(move || t.transcribe(&samples, &prompt_owned, grammar.as_deref()))
             .await
             .map_err(|e| VoiceError::Usage(format!("transcription stopped: {e}")))??;
-        let mut text = resolver.resolve(&heard.text);
+        // Under the grammar every word is already one Parley knows; the resolver's
+        // guesses would only undo the constraint ("ten" is not "then").
+        let mut text = if constrained { resolve::normalise(&heard.text) } else { resolver.resolve(&heard.text) };
         if options.wake_word {
             match text.strip_prefix("parley") {
                 Some(rest) => text = rest.trim_start_matches([',', ' ']).to_string(),

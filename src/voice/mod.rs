@@ -9,11 +9,13 @@
 //! `whisper` feature) `transcribe` runs whisper.cpp and `frontend` drives a session.
 
 pub mod audio;
+pub mod constrain;
 pub mod convert;
 pub mod ct2;
 #[cfg(feature = "whisper")]
 pub mod frontend;
 pub mod ggml;
+pub mod grammar;
 pub mod provision;
 pub mod resolve;
 #[cfg(feature = "whisper")]

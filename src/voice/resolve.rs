@@ -77,6 +77,10 @@ const COMMAND_WORDS: &[&str] = &[
     "running",
 ];
 
+/// What Whisper reads before listening (`prompts/voice.txt`): the operation
+/// verbs, then `{names}` from the live fleet.
+const PROMPT: &str = include_str!("../../prompts/voice.txt");
+
 /// The operator's world in a sentence Whisper reads before listening: names it
 /// would otherwise spell as ordinary words ("you ask east").
 pub fn initial_prompt(vocab: &Vocabulary) -> String {
@@ -93,11 +97,7 @@ pub fn initial_prompt(vocab: &Vocabulary) -> String {
             }
         }
     }
-    format!(
-        "Fleet operations: drain edge-7, cordon core-3, roll out auth-filter 2.1.0 to eu-west as a canary, \
-         how healthy is us-east, fail over eu-west to us-east, promote it, roll that back. Names: {}.",
-        names.join(", ")
-    )
+    PROMPT.trim().replace("{names}", &names.join(", "))
 }
 
 /// A crude phonetic key: voiced/unvoiced pairs and similar-sounding letters merged,
@@ -157,6 +157,18 @@ impl Resolver {
     /// The transcript with misheard words replaced; punctuation Whisper adds is
     /// dropped, "U.S." becomes "us".
     pub fn resolve(&self, transcript: &str) -> String {
+        words(transcript).iter().map(|w| self.resolve_word(w)).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// The transcript as the parser's words: lowercase, punctuation dropped, names
+/// split at hyphens, versions and percentages kept ("2.1.0", "10%").
+pub fn normalise(transcript: &str) -> String {
+    words(transcript).join(" ")
+}
+
+fn words(transcript: &str) -> Vec<String> {
+    {
         let mut out = Vec::new();
         // Whisper glues what it misheard with hyphens ("core-free"); the intent parser
         // splits names at hyphens anyway, so parts are resolved one by one.
@@ -176,11 +188,13 @@ impl Resolver {
             if word.is_empty() {
                 continue;
             }
-            out.push(self.resolve_word(&word));
+            out.push(word);
         }
-        out.join(" ")
+        out
     }
+}
 
+impl Resolver {
     fn resolve_word(&self, word: &str) -> String {
         if word.len() < 3 || !word.chars().all(|c| c.is_ascii_alphabetic()) || self.known.iter().any(|k| k == word) {
             return word.to_string();
