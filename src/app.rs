@@ -138,6 +138,7 @@ impl Parley {
             ..RolloutSettings::default()
         };
         let orchestrator = Orchestrator::new(registry.clone(), client.clone(), settings);
+        orchestrator.watch_fleet(poller.handle());
         let interrupted = orchestrator.recover().await?;
         let refresher = spawn_refresher(&orchestrator, Arc::clone(&poller), stop.subscribe());
         let router = crate::routing::Router::open(
