@@ -135,6 +135,7 @@ impl Parley {
             install_timeout: config.agent_timeout,
             max_failed_per_step: config.max_failed_per_step,
             max_failed_total: config.max_failed_total,
+            blue_retire_after: config.blue_green_retire,
             ..RolloutSettings::default()
         };
         let orchestrator = Orchestrator::new(registry.clone(), client.clone(), settings);

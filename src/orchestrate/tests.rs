@@ -574,3 +574,138 @@ async fn a_cordoned_target_counts_against_max_unavailable_and_too_many_hold_the_
     assert_eq!(most_installing_at_once(&orch, rec.id, &["edge-20"]).await, 1);
     fleet.shutdown().await;
 }
+
+/// The next event `f` accepts. On the paused clock a rollout's bakes and holds pass in
+/// no real time, so the bound is a day of virtual time: a hang still fails the test.
+async fn next_event(rx: &mut broadcast::Receiver<RolloutEvent>, f: impl Fn(&RolloutEvent) -> bool) -> RolloutEvent {
+    tokio::time::timeout(Duration::from_secs(86_400), async {
+        loop {
+            let ev = rx.recv().await.unwrap();
+            if f(&ev) {
+                return ev;
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn paused_with<'a>(id: &'a str, reason_has: &'static str) -> impl Fn(&RolloutEvent) -> bool + 'a {
+    move |e| matches!(e, RolloutEvent::Paused { id: d, reason } if d == id && reason.contains(reason_has))
+}
+
+#[tokio::test(start_paused = true)]
+async fn blue_is_retired_exactly_when_the_configured_timer_elapses_and_not_before() {
+    let fleet = DemoFleet::start(DemoOptions { install_delay: Some(Duration::from_secs(5)), ..DemoOptions::default() })
+        .await
+        .unwrap();
+    let retire = Duration::from_secs(30 * 60);
+    let settings = RolloutSettings {
+        bake: Duration::from_secs(120),
+        install_timeout: Duration::from_secs(60),
+        blue_retire_after: Some(retire),
+        ..RolloutSettings::default()
+    };
+    let patient = AgentClient::new(Duration::from_secs(60), None).unwrap();
+    let orch = Orchestrator::new(Registry::open_in_memory().await.unwrap(), patient, settings);
+    let mut rx = orch.subscribe();
+    let t = targets(&fleet, "ap-south")[..4].to_vec();
+    let real = std::time::Instant::now();
+    let rec = orch.start(request(t.clone(), StrategyKind::BlueGreen)).await.unwrap();
+    let planned = orch.registry().last_event(rec.id, "planned").await.unwrap().unwrap();
+    assert!(
+        planned.data["steps"][1].as_str().unwrap().ends_with("then wait for promote or 1800 s to retire blue"),
+        "{}",
+        planned.data
+    );
+    next_event(&mut rx, paused_with("d-1", "to switch")).await;
+    orch.promote("d-1", &alice()).await.unwrap();
+    next_event(&mut rx, paused_with("d-1", "to retire blue")).await;
+    // The hold's timer starts as the hold is announced, at this same virtual instant.
+    let switched = tokio::time::Instant::now();
+    let blue_untouched = |v: &[(String, Option<String>)]| {
+        t[2..].iter().all(|b| v.iter().any(|(n, ver)| *n == b.agent && *ver == on("2.0.3")))
+    };
+
+    // One second before the timer: still held, blue still on the old version.
+    let early = tokio::time::timeout_at(switched + retire - Duration::from_secs(1), async {
+        next_event(&mut rx, |e| matches!(e, RolloutEvent::Resumed { .. } | RolloutEvent::StepStarted { .. })).await
+    })
+    .await;
+    assert!(early.is_err(), "blue was retired early: {early:?}");
+    assert!(waiting(&status_of(&orch, "d-1").await));
+    assert!(blue_untouched(&versions(&fleet).await));
+
+    // At the timer, and by itself: blue is retired and the rollout finishes.
+    next_event(&mut rx, |e| matches!(e, RolloutEvent::Resumed { id } if id == "d-1")).await;
+    assert_eq!(switched.elapsed(), retire, "retired exactly when the timer elapsed");
+    orch.wait("d-1").await;
+    let rec = status_of(&orch, "d-1").await;
+    assert_eq!(rec.status, DeploymentStatus::Succeeded, "{:?}", rec.reason);
+    assert_eq!(versions(&fleet).await.iter().filter(|(_, v)| *v == on("2.1.0")).count(), 4);
+    let elapsed = orch.registry().last_event(rec.id, "hold_timer_elapsed").await.unwrap().unwrap();
+    assert_eq!(elapsed.data["after_secs"], 1800.0);
+    assert!(real.elapsed() < Duration::from_secs(10), "half an hour of virtual time took {:?}", real.elapsed());
+
+    // Switched back a minute before the timer: green returns to the old version and
+    // the timer, when it would have elapsed, retires nothing.
+    orch.rollback("d-1", &alice()).await.unwrap();
+    orch.wait("d-1").await;
+    orch.start(request(t.clone(), StrategyKind::BlueGreen)).await.unwrap();
+    next_event(&mut rx, paused_with("d-2", "to switch")).await;
+    orch.promote("d-2", &alice()).await.unwrap();
+    next_event(&mut rx, paused_with("d-2", "to retire blue")).await;
+    tokio::time::sleep(retire - Duration::from_secs(60)).await;
+    let back = orch.rollback("d-2", &alice()).await.unwrap();
+    assert_eq!(back.status, DeploymentStatus::RolledBack);
+    orch.wait("d-2").await;
+    let rec = status_of(&orch, "d-2").await;
+    assert_eq!(rec.status, DeploymentStatus::RolledBack, "{:?}", rec.reason);
+    assert!(rec.reason.as_deref().unwrap().starts_with("switched back to blue by alice"), "{:?}", rec.reason);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.0.3")));
+    assert!(orch.registry().last_event(rec.id, "hold_timer_elapsed").await.unwrap().is_none());
+    assert_eq!(status_of(&orch, "d-2").await.status, DeploymentStatus::RolledBack);
+    fleet.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_in_the_default_steps_with_five_minute_bakes_finishes_in_virtual_time() {
+    let fleet = DemoFleet::start(DemoOptions { install_delay: Some(Duration::from_secs(3)), ..DemoOptions::default() })
+        .await
+        .unwrap();
+    let bake = Duration::from_secs(5 * 60);
+    let settings = RolloutSettings { bake, install_timeout: Duration::from_secs(60), ..RolloutSettings::default() };
+    let patient = AgentClient::new(Duration::from_secs(60), None).unwrap();
+    let orch = Orchestrator::new(Registry::open_in_memory().await.unwrap(), patient, settings);
+    let mut rx = orch.subscribe();
+    let all: Vec<Target> =
+        ["us-east", "us-west", "eu-west", "ap-south"].iter().flat_map(|r| targets(&fleet, r)).collect();
+    let real = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
+    let rec = orch.start(request(all, StrategyKind::Canary)).await.unwrap();
+    // 1, 5, 10, 25, 50 and 100% of 48 agents: 1, 3, 5, 12, 24 and 48 in all.
+    let mut per_step = vec![0usize; rec.step_count as usize];
+    for t in &rec.targets {
+        per_step[t.step as usize] += 1;
+    }
+    assert_eq!(per_step, [1, 2, 2, 7, 12, 24]);
+
+    // Each gate is judged only once its step has baked the full five minutes.
+    let mut gates = Vec::new();
+    for step in 1..=6 {
+        next_event(&mut rx, |e| matches!(e, RolloutEvent::StepStarted { step: s, .. } if *s == step)).await;
+        let step_started = tokio::time::Instant::now();
+        let gate = next_event(&mut rx, |e| matches!(e, RolloutEvent::GateEvaluated { .. })).await;
+        assert!(matches!(gate, RolloutEvent::GateEvaluated { step: s, passed: true, .. } if s == step), "{gate:?}");
+        gates.push(step_started.elapsed());
+    }
+    // An install takes 3 s (in parallel), then the bake; reading health takes no virtual time.
+    assert_eq!(gates, vec![Duration::from_secs(3) + bake; 6]);
+    let finished = next_event(&mut rx, |e| matches!(e, RolloutEvent::Finished { .. })).await;
+    assert!(matches!(finished, RolloutEvent::Finished { status: DeploymentStatus::Succeeded, .. }), "{finished:?}");
+    assert_eq!(started.elapsed(), 6 * (Duration::from_secs(3) + bake), "half an hour, in virtual time");
+    assert!(real.elapsed() < Duration::from_secs(10), "it took {:?} of real time", real.elapsed());
+    assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.1.0")));
+    fleet.shutdown().await;
+}
