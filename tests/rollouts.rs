@@ -34,8 +34,8 @@ fn a_clean_canary_reaches_100_percent_in_the_default_steps() {
     let plan = strings(&t["details"]["plan"]);
     // 1, 5, 10, 25, 50, 100% of 12 agents: 1% and 5% are both one agent.
     assert_eq!(plan.len(), 5, "{t}");
-    assert!(plan[0].starts_with("step 1: 1 agent (8%): edge-19; bake"), "{}", plan[0]);
-    assert!(plan[2].starts_with("step 3: 1 agent (25%): edge-21;"), "{}", plan[2]);
+    assert!(plan[0].starts_with("step 1: 1 agent (1 of 12 agents, 8%): edge-19; bake"), "{}", plan[0]);
+    assert!(plan[2].starts_with("step 3: 1 agent (3 of 12 agents, 25%): edge-21;"), "{}", plan[2]);
     assert!(plan[0].contains("gate: error rate < 1%, p95 < 500 ms, cpu < 80%, memory < 85%"), "{}", plan[0]);
     let t = chat.say_confirmed("canary auth-filter 2.1.0 to ap-south");
     assert_eq!(t["deployment"], "d-1", "{t}");
@@ -91,9 +91,9 @@ fn blue_green_switches_and_switches_back() {
     let t = chat.say("roll out auth-filter 2.1.0 to ap-south as blue-green");
     let plan = strings(&t["details"]["plan"]);
     assert_eq!(plan.len(), 3, "{t}");
-    assert!(plan[0].starts_with("step 1: green: 6 agents (50%)"), "{}", plan[0]);
+    assert!(plan[0].starts_with("step 1: green: 6 agents (6 of 12 agents, 50%)"), "{}", plan[0]);
     assert!(plan[1].contains("mark green live"), "{}", plan[1]);
-    assert!(plan[2].starts_with("step 3: retire blue: 6 agents (100%)"), "{}", plan[2]);
+    assert!(plan[2].starts_with("step 3: retire blue: 6 agents (12 of 12 agents, 100%)"), "{}", plan[2]);
     chat.say("yes");
     let t = chat.wait_for("d-1", waiting);
     assert!(t["details"]["reason"].as_str().unwrap().contains("to switch"), "{t}");
@@ -210,14 +210,14 @@ fn a_progressive_rollout_by_zone_has_a_phase_per_zone_and_waits_for_promote_betw
     assert_eq!(plan.len(), 2, "{t}");
     assert!(
         plan[0]
-            .starts_with("step 1: eu-west-a: 6 agents (50%): edge-13, edge-14, edge-15, core-9, core-10, gpu-5; bake"),
+            .starts_with("step 1: eu-west-a: 6 agents (6 of 12 agents, 50%): edge-13, edge-14, edge-15, core-9, core-10, gpu-5; bake"),
         "{}",
         plan[0]
     );
     assert!(plan[0].ends_with("; then wait for promote"), "{}", plan[0]);
     assert!(
         plan[1].starts_with(
-            "step 2: eu-west-b: 6 agents (100%): edge-16, edge-17, edge-18, core-11, core-12, gpu-6; bake"
+            "step 2: eu-west-b: 6 agents (12 of 12 agents, 100%): edge-16, edge-17, edge-18, core-11, core-12, gpu-6; bake"
         ),
         "{}",
         plan[1]
@@ -247,8 +247,12 @@ fn phases_staging_then_production_without_approval_run_through_staging_first() {
     assert_eq!(t["operation"]["require_approval"], false, "{t}");
     let plan = strings(&t["details"]["plan"]);
     assert_eq!(plan.len(), 2, "{t}");
-    assert!(plan[0].starts_with("step 1: staging: 12 agents (25%): edge-19, edge-20,"), "{}", plan[0]);
-    assert!(plan[1].starts_with("step 2: production: 36 agents (100%): edge-1, edge-2,"), "{}", plan[1]);
+    assert!(plan[0].starts_with("step 1: staging: 12 agents (12 of 48 agents, 25%): edge-19, edge-20,"), "{}", plan[0]);
+    assert!(
+        plan[1].starts_with("step 2: production: 36 agents (48 of 48 agents, 100%): edge-1, edge-2,"),
+        "{}",
+        plan[1]
+    );
     assert!(plan.iter().all(|l| !l.contains("wait for promote")), "{plan:?}");
     chat.say("yes");
     let done = chat.wait_for_status("d-1", &["succeeded", "rolled_back", "failed"]);

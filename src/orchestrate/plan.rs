@@ -66,10 +66,14 @@ impl Plan {
     pub fn describe(&self, settings: &RolloutSettings) -> Vec<String> {
         let gate = describe_gate(&settings.gate);
         let bake = describe_duration(settings.bake);
+        // Percentages are of agents and cumulative: "(3 of 12 agents, 25%)" says both.
+        let total = self.agent_count();
+        let mut reached = 0;
         self.steps
             .iter()
             .enumerate()
             .map(|(i, s)| {
+                reached += s.agents.len();
                 let name = s.name.as_deref().map(|n| format!("{n}: ")).unwrap_or_default();
                 let mut line = if s.switch {
                     format!(
@@ -87,7 +91,7 @@ impl Plan {
                         None => String::new(),
                     };
                     format!(
-                        "step {}: {name}{} {noun} ({}%): {}{limit}; bake {bake}; gate: {gate}, against the agents not yet upgraded",
+                        "step {}: {name}{} {noun} ({reached} of {total} agents, {}%): {}{limit}; bake {bake}; gate: {gate}, against the agents not yet upgraded",
                         i + 1,
                         s.agents.len(),
                         s.cumulative_percent,
@@ -442,7 +446,10 @@ mod tests {
         assert_eq!(p.steps[0].wait, Some(Wait::Promote));
         assert_eq!(p.steps[1].wait, Some(Wait::PromoteOrTimer));
         let lines = p.describe(&s);
-        assert!(lines[0].starts_with("step 1: green: 3 agents (60%)") && lines[0].ends_with("then wait for promote"));
+        assert!(
+            lines[0].starts_with("step 1: green: 3 agents (3 of 5 agents, 60%)")
+                && lines[0].ends_with("then wait for promote")
+        );
         assert!(
             lines[1].contains("mark green live") && lines[1].ends_with("wait for promote or 3600 s to retire blue")
         );
@@ -464,7 +471,7 @@ mod tests {
         let lines = plan(&strategy(StrategyKind::Rolling, None, None), &t, &s).unwrap().describe(&s);
         assert_eq!(
             lines[0],
-            "step 1: 3 agents (25%): edge-19, edge-20, edge-21; bake 2 s; gate: error rate < 1%, p95 < 500 ms, cpu < 80%, memory < 85%, against the agents not yet upgraded"
+            "step 1: 3 agents (3 of 12 agents, 25%): edge-19, edge-20, edge-21; bake 2 s; gate: error rate < 1%, p95 < 500 ms, cpu < 80%, memory < 85%, against the agents not yet upgraded"
         );
         assert_eq!(lines.len(), 4);
     }
@@ -514,7 +521,8 @@ mod tests {
         assert_eq!(p.steps.iter().map(|s| s.wait).collect::<Vec<_>>(), [Some(Wait::Promote), None]);
         let lines = p.describe(&s);
         assert!(
-            lines[0].starts_with("step 1: ap-south-a: 6 agents (50%): edge-19, edge-20, edge-21, core-13"),
+            lines[0]
+                .starts_with("step 1: ap-south-a: 6 agents (6 of 12 agents, 50%): edge-19, edge-20, edge-21, core-13"),
             "{}",
             lines[0]
         );
