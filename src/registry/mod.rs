@@ -72,10 +72,13 @@ struct ClockHold(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
 impl ClockHold {
     fn start() -> ClockHold {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        // Returns when the hold is dropped (its sender with it).
-        drop(tokio::task::spawn_blocking(move || {
-            let _ = rx.recv();
-        }));
+        // Outside a runtime there is no clock to hold (and spawning would panic).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            // Returns when the hold is dropped (its sender with it).
+            drop(rt.spawn_blocking(move || {
+                let _ = rx.recv();
+            }));
+        }
         ClockHold(tx)
     }
 }
