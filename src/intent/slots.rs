@@ -188,7 +188,7 @@ fn scope(entities: &[Entity], claimed: &mut [bool], vocab: &Vocabulary) -> Read 
 
 fn strategy(entities: &[Entity], claimed: &mut [bool]) -> Read {
     let kind = take(entities, claimed, &[Kind::Strategy], &[], false).flatten();
-    let batch = take(entities, claimed, &[Kind::Batch], &[], false).flatten().and_then(|b| b.parse::<u32>().ok());
+    let batch = take(entities, claimed, &[Kind::Batch], &[], false).flatten();
     let unavailable = take(entities, claimed, &[Kind::Unavailable], &[], false).flatten();
     let group_by = take(entities, claimed, &[Kind::GroupBy], &[], false).flatten();
     let phases: Option<Vec<String>> = take(entities, claimed, &[Kind::Phases], &[], false)
@@ -226,8 +226,18 @@ fn strategy(entities: &[Entity], claimed: &mut [bool]) -> Read {
         }
     }
     if kind == "rolling" {
-        if let Some(b) = batch {
-            obj.insert("batch_size".into(), json!(b));
+        match batch.as_deref().map(|b| (b.strip_suffix('%'), b)) {
+            Some((Some(p), _)) => {
+                if let Ok(p) = p.parse::<u8>() {
+                    obj.insert("batch_percent".into(), json!(p));
+                }
+            }
+            Some((None, b)) => {
+                if let Ok(b) = b.parse::<u32>() {
+                    obj.insert("batch_size".into(), json!(b));
+                }
+            }
+            None => {}
         }
     }
     // Said with another strategy, a limit or phases still go in, and the plan says

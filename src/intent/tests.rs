@@ -690,6 +690,16 @@ fn max_unavailable_is_a_rolling_field_counted_or_in_percent() {
             "roll out auth-filter 2.1 to eu-west 6 at a time with at most 25% unavailable at once",
             deploy(json!({"kind": "rolling", "batch_size": 6, "max_unavailable": "25%"})),
         ),
+        // Batches may be a share of the targets, not a canary step.
+        (
+            "roll out auth-filter 2.1 to eu-west in batches of 25%",
+            deploy(json!({"kind": "rolling", "batch_percent": 25})),
+        ),
+        ("roll out auth-filter 2.1 to eu-west 25% at a time", deploy(json!({"kind": "rolling", "batch_percent": 25}))),
+        (
+            "rolling upgrade of auth-filter 2.1 in eu-west, 10% per batch, at most 1 unavailable",
+            deploy(json!({"kind": "rolling", "batch_percent": 10, "max_unavailable": 1})),
+        ),
         // A failure budget still reads as one beside it.
         (
             "roll out auth-filter 2.1 to eu-west, at most 2 unavailable, stop if more than 1 agent fails",

@@ -470,14 +470,17 @@ impl Vocabulary {
                 return Some((Kind::Time, Some(span), j + 2 - i));
             }
         }
-        if matches!(word, "batches" | "batch") && w(i + 1) == "of" {
-            if let Some(n) = num(i + 2) {
-                return Some((Kind::Batch, Some(n.to_string()), 3));
+        // A batch is a count of agents ("4") or a share of the targets ("25%").
+        let batch = |at: usize| -> Option<(String, usize)> {
+            let n = num(at)?;
+            if w(at + 1) == "%" {
+                return (1..=100).contains(&n).then(|| (format!("{n}%"), 2));
             }
-        }
-        if word == "batch" && w(i + 1) == "size" {
-            if let Some(n) = num(i + 2) {
-                return Some((Kind::Batch, Some(n.to_string()), 3));
+            Some((n.to_string(), 1))
+        };
+        if (matches!(word, "batches" | "batch") && w(i + 1) == "of") || (word == "batch" && w(i + 1) == "size") {
+            if let Some((b, len)) = batch(i + 2) {
+                return Some((Kind::Batch, Some(b), 2 + len));
             }
         }
         if matches!(word, "d" | "deployment" | "rollout") {
@@ -507,6 +510,12 @@ impl Vocabulary {
         }
         if let Some(n) = num(i) {
             if w(i + 1) == "%" && n <= 100 {
+                // "25% at a time", "25% per batch": a rolling batch, not a canary step.
+                let batch_words = (w(i + 2) == "at" && w(i + 3) == "a" && w(i + 4) == "time")
+                    || (w(i + 2) == "per" && w(i + 3) == "batch");
+                if batch_words && n >= 1 {
+                    return Some((Kind::Batch, Some(format!("{n}%")), 5));
+                }
                 return Some((Kind::Percent, Some(n.to_string()), 2));
             }
             let (skip, unit) = if matches!(w(i + 1), "agents" | "agent" | "nodes") { (1, i + 2) } else { (0, i + 1) };

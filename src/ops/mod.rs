@@ -193,6 +193,10 @@ pub struct Strategy {
     /// Agents per batch for rolling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u32>,
+    /// Rolling: each batch this share (1 to 100) of the targets, when no `batch_size`
+    /// is given; absent: the configured share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_percent: Option<u8>,
     /// Rolling: at most this many targets unavailable (being installed, or cordoned,
     /// draining or down) at once; absent: the batch size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,15 +214,25 @@ pub struct Strategy {
 impl Strategy {
     /// The strategy with nothing but its kind said.
     pub fn of(kind: StrategyKind) -> Strategy {
-        Strategy { kind, steps: None, batch_size: None, max_unavailable: None, group_by: None, phases: None }
+        Strategy {
+            kind,
+            steps: None,
+            batch_size: None,
+            batch_percent: None,
+            max_unavailable: None,
+            group_by: None,
+            phases: None,
+        }
     }
 
     /// In words, as the operator would say it: "rolling in batches of 10, at most 2
     /// agents unavailable at once", "progressive by zone".
     pub fn describe(&self) -> String {
         let mut out = self.kind.as_str().replace('_', "-");
-        if let Some(b) = self.batch_size {
-            out.push_str(&format!(" in batches of {b}"));
+        match (self.batch_size, self.batch_percent) {
+            (Some(b), _) => out.push_str(&format!(" in batches of {b}")),
+            (None, Some(p)) => out.push_str(&format!(" in batches of {p}%")),
+            (None, None) => {}
         }
         match self.max_unavailable {
             Some(MaxUnavailable::Agents(n)) => {

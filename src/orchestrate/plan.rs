@@ -206,10 +206,19 @@ pub fn plan_with(
             return Ok(Plan { steps, max_unavailable: None });
         }
         StrategyKind::Rolling => {
-            let batch = match strategy.batch_size {
-                Some(0) => return Err(OrchestrateError::InvalidPlan("a rolling batch size must be at least 1".into())),
-                Some(b) => usize::try_from(b).unwrap_or(usize::MAX),
-                None => (n * usize::from(settings.default_batch_percent.clamp(1, 100))).div_ceil(100),
+            let share = |p: u8| (n * usize::from(p)).div_ceil(100);
+            let batch = match (strategy.batch_size, strategy.batch_percent) {
+                (Some(0), _) => {
+                    return Err(OrchestrateError::InvalidPlan("a rolling batch size must be at least 1".into()))
+                }
+                (Some(b), _) => usize::try_from(b).unwrap_or(usize::MAX),
+                (None, Some(p)) if (1..=100).contains(&p) => share(p),
+                (None, Some(p)) => {
+                    return Err(OrchestrateError::InvalidPlan(format!(
+                        "batches of {p}% are not a share of the targets (1 to 100)"
+                    )))
+                }
+                (None, None) => share(settings.default_batch_percent.clamp(1, 100)),
             }
             .max(1);
             (1..=n.div_ceil(batch)).map(|i| ((i * batch).min(n), None)).collect()
@@ -403,6 +412,10 @@ mod tests {
         let p = plan(&strategy(StrategyKind::Rolling, None, None), &targets(2), &s).unwrap();
         assert_eq!(sizes(&p), [(1, 50), (1, 100)]);
         assert!(plan(&strategy(StrategyKind::Rolling, None, Some(0)), &targets(2), &s).is_err());
+        let share = |p| Strategy { batch_percent: Some(p), ..Strategy::of(StrategyKind::Rolling) };
+        let p = plan(&share(40), &targets(12), &s).unwrap();
+        assert_eq!(sizes(&p), [(5, 42), (5, 83), (2, 100)], "40% of 12, rounded up");
+        assert!(plan(&share(0), &targets(12), &s).is_err());
     }
 
     #[test]
