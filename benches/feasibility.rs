@@ -19,7 +19,7 @@ fn feasibility(c: &mut Criterion) {
         version: Some(ver.into()),
         scope: Some(scope),
         strategy: None,
-        require_approval: false,
+        require_approval: None,
         max_failures: None,
         queue: false,
     };
@@ -60,7 +60,7 @@ fn large_fleet(c: &mut Criterion) {
         version: Some("2.1.0".into()),
         scope: Some(Scope::fleet()),
         strategy: None,
-        require_approval: false,
+        require_approval: None,
         max_failures: None,
         queue: false,
     };

@@ -91,7 +91,7 @@ fn main() {
             version: Some("2.1.0".into()),
             scope: Some(Scope::fleet()),
             strategy: None,
-            require_approval: false,
+            require_approval: None,
             max_failures: None,
             queue: false,
         };

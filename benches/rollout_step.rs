@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use parley::agent::demo::{demo_members, DemoFleet, DemoOptions};
 use parley::agent::AgentClient;
 use parley::ops::{Actor, Role, Scope, Strategy, StrategyKind};
-use parley::orchestrate::{DeployRequest, Orchestrator, RolloutSettings, Target};
+use parley::orchestrate::{DeployRequest, Orchestrator, Placement, RolloutSettings, Target};
 use parley::registry::Registry;
 
 const AGENTS: usize = 1000;
@@ -52,17 +52,22 @@ async fn run() {
         let targets: Vec<Target> = fleet
             .inventory()
             .into_iter()
-            .map(|e| Target { agent: e.name.unwrap_or_default(), endpoint: e.endpoint, previous: Some(from.into()) })
+            .map(|e| Target {
+                agent: e.name.unwrap_or_default(),
+                endpoint: e.endpoint,
+                previous: Some(from.into()),
+                placement: Placement::default(),
+            })
             .collect();
         let request = DeployRequest {
             extension: "auth-filter".into(),
             version: to.into(),
             scope: Scope::fleet(),
-            strategy: Strategy { kind: StrategyKind::Rolling, steps: None, batch_size: Some(AGENTS as u32) },
+            strategy: Strategy { steps: None, batch_size: Some(AGENTS as u32), ..Strategy::of(StrategyKind::Rolling) },
             targets,
             actor: Actor::new("bench", "bench", Role::Operator),
             utterance: "bench".into(),
-            require_approval: false,
+            require_approval: None,
             max_failures: None,
             queue: false,
         };

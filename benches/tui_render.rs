@@ -78,11 +78,7 @@ fn deployment() -> DeploymentRecord {
         extension: "auth-filter".into(),
         version: "2.1.0".into(),
         scope: Scope::region("region-0"),
-        strategy: Strategy {
-            kind: StrategyKind::Progressive,
-            steps: Some(vec![20, 40, 60, 80, 100]),
-            batch_size: None,
-        },
+        strategy: Strategy { steps: Some(vec![20, 40, 60, 80, 100]), ..Strategy::of(StrategyKind::Progressive) },
         status: DeploymentStatus::Running,
         reason: None,
         actor: "bench".into(),

@@ -135,9 +135,11 @@ impl Parley {
             install_timeout: config.agent_timeout,
             max_failed_per_step: config.max_failed_per_step,
             max_failed_total: config.max_failed_total,
+            blue_retire_after: config.blue_green_retire,
             ..RolloutSettings::default()
         };
         let orchestrator = Orchestrator::new(registry.clone(), client.clone(), settings);
+        orchestrator.watch_fleet(poller.handle());
         let interrupted = orchestrator.recover().await?;
         let refresher = spawn_refresher(&orchestrator, Arc::clone(&poller), stop.subscribe());
         let router = crate::routing::Router::open(

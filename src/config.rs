@@ -12,6 +12,7 @@
 //! max_failed_per_step = 0   # agents that may fail to install in one step
 //! max_failed_total = 0      # ... and over the whole rollout
 //! batch_percent = 25
+//! blue_green_retire_secs = 3600  # blue is retired by itself this long after the switch; 0: only on "promote"
 //! [poll]
 //! interval_ms = 1000
 //! suspect_after_ms = 2000
@@ -80,6 +81,9 @@ pub struct Config {
     pub batch_percent: u8,
     pub max_failed_per_step: usize,
     pub max_failed_total: usize,
+    /// How long after a blue-green switch blue is retired by itself; `None`: only
+    /// when the operator says so.
+    pub blue_green_retire: Option<Duration>,
     pub poll_interval: Duration,
     pub suspect_after: Duration,
     pub down_after: Duration,
@@ -202,6 +206,7 @@ struct RolloutFile {
     batch_percent: Option<u8>,
     max_failed_per_step: Option<usize>,
     max_failed_total: Option<usize>,
+    blue_green_retire_secs: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -250,6 +255,18 @@ impl Config {
         if !(1..=100).contains(&batch_percent) {
             return Err(bad(origin.as_deref(), "rollout.batch_percent must be between 1 and 100"));
         }
+        // A standby kept for up to 30 days; longer is almost surely a typo, and a
+        // number that big would not fit a timer anyway.
+        let blue_green_retire = match file.rollout.blue_green_retire_secs.unwrap_or(3600.0) {
+            0.0 => None,
+            s if s.is_finite() && s > 0.0 && s <= 30.0 * 86_400.0 => Some(Duration::from_secs_f64(s)),
+            _ => {
+                return Err(bad(
+                    origin.as_deref(),
+                    "rollout.blue_green_retire_secs must be between 0 (only on \"promote\") and 2592000 (30 days)",
+                ))
+            }
+        };
         let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
         let llm = match file.llm {
             None => None,
@@ -296,6 +313,7 @@ impl Config {
             batch_percent,
             max_failed_per_step: file.rollout.max_failed_per_step.unwrap_or(0),
             max_failed_total: file.rollout.max_failed_total.unwrap_or(0),
+            blue_green_retire,
             poll_interval: ms(file.poll.interval_ms, 1000),
             suspect_after: ms(file.poll.suspect_after_ms, 2000),
             down_after: ms(file.poll.down_after_ms, 3500),
@@ -415,6 +433,38 @@ mod tests {
         assert!(e.contains("unknown field `colour`"), "{e}");
         let e = Config::load(Some(&dir.path().join("missing.toml"))).unwrap_err().to_string();
         assert!(e.contains("missing.toml"), "{e}");
+    }
+
+    #[test]
+    fn the_blue_green_retire_timer_is_an_hour_unless_the_file_says_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.toml");
+        let with = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(Some(&path))
+        };
+        assert_eq!(with("").unwrap().blue_green_retire, Some(Duration::from_secs(3600)));
+        assert_eq!(
+            with("[rollout]\nblue_green_retire_secs = 1800\n").unwrap().blue_green_retire,
+            Some(Duration::from_secs(1800))
+        );
+        assert_eq!(
+            with("[rollout]\nblue_green_retire_secs = 90.5\n").unwrap().blue_green_retire,
+            Some(Duration::from_millis(90_500))
+        );
+        assert_eq!(with("[rollout]\nblue_green_retire_secs = 0\n").unwrap().blue_green_retire, None);
+        for bad in ["-1", "1e30", "nan", "inf"] {
+            let e = with(&format!("[rollout]\nblue_green_retire_secs = {bad}\n")).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "config file {}: rollout.blue_green_retire_secs must be between 0 (only on \"promote\") and \
+                     2592000 (30 days)",
+                    path.display()
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -642,7 +642,7 @@ mod tests {
             version: Some(ver.into()),
             scope: Some(scope),
             strategy: None,
-            require_approval: false,
+            require_approval: None,
             max_failures: None,
             queue: false,
         }

@@ -13,7 +13,7 @@ use crate::agent::protocol::AgentAction;
 use crate::app::Services;
 use crate::feasibility::{scope_words, Feasible, Infeasible};
 use crate::ops::{Actor, Check, DeploymentStatus, Operation, Scope, Strategy, StrategyKind, TimeSpec};
-use crate::orchestrate::{plan_with, DeployRequest, Target, QUEUED_BEHIND, WAITING_FOR_PROMOTE};
+use crate::orchestrate::{plan_with, DeployRequest, Placement, Target, QUEUED_BEHIND, WAITING_FOR_PROMOTE};
 use crate::registry::{DeploymentFilter, DeploymentRecord};
 use crate::reply::{Outcome, Reply, Table};
 use crate::topology::{AgentView, Liveness, Topology};
@@ -161,6 +161,33 @@ pub(super) fn preview(
     }
 }
 
+/// Why a feasible deploy cannot be planned, in the operator's words; `None` when it can.
+pub(super) fn plan_problem(
+    services: &Services,
+    op: &Operation,
+    feasible: &Feasible,
+    topo: &Topology,
+) -> Option<String> {
+    let Operation::Deploy { extension: Some(ext), strategy, require_approval, .. } = op else { return None };
+    let targets = targets(topo, ext, feasible);
+    if targets.is_empty() {
+        return None;
+    }
+    let strategy = strategy.clone().unwrap_or_else(default_strategy);
+    match plan_with(&strategy, &targets, services.orchestrator.settings(), *require_approval) {
+        Ok(_) => None,
+        Err(e) => Some(format!("{}.", capitalise(&e.to_string()))),
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// Whether a deployment control fits the deployment's state.
 pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feasible, Infeasible> {
     use DeploymentStatus as S;
@@ -225,7 +252,7 @@ fn past_tense(op: &Operation) -> &'static str {
 }
 
 fn default_strategy() -> Strategy {
-    Strategy { kind: StrategyKind::Rolling, steps: None, batch_size: None }
+    Strategy::of(StrategyKind::Rolling)
 }
 
 fn targets(topo: &Topology, ext: &str, feasible: &Feasible) -> Vec<Target> {
@@ -237,6 +264,12 @@ fn targets(topo: &Topology, ext: &str, feasible: &Feasible) -> Vec<Target> {
             agent: a.name.clone(),
             endpoint: a.endpoint.clone(),
             previous: a.extensions.get(ext).cloned(),
+            placement: Placement {
+                region: a.region.clone(),
+                zone: a.zone.clone(),
+                labels: a.labels.clone(),
+                capabilities: a.capabilities.clone(),
+            },
         })
         .collect()
 }
@@ -272,14 +305,16 @@ async fn deploy(services: &Services, request: DeployRequest, feasible: &Feasible
             .with_follow_ups([format!("show deployment {}", d.name), format!("show deployment {behind}"), format!("abort {}", d.name)])
         }
         Ok(d) => {
+            let how = strategy.describe();
             let mut message = format!(
-                "Started {}: {ext} {} -> {ver} on {} agent{} in {}, {} in {} step{}.",
+                "Started {}: {ext} {} -> {ver} on {} agent{} in {}, {how}{} in {} step{}.",
                 d.name,
                 from_text.join(", "),
                 d.targets.len(),
                 if d.targets.len() == 1 { "" } else { "s" },
                 scope_words(&scope),
-                strategy.kind.as_str().replace('_', "-"),
+                // "rolling in batches of 4, at most 2 agents unavailable at once, in 3 steps"
+                if how.contains(',') { "," } else { "" },
                 described.len(),
                 if described.len() == 1 { "" } else { "s" },
             );

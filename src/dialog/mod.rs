@@ -608,7 +608,13 @@ impl Session {
             Operation::Deploy { queue: true, .. } => feasibility::Busy::new(),
             _ => self.services.orchestrator.active_agents().await,
         };
-        feasibility::check(op, topo, &busy)
+        let feasible = feasibility::check(op, topo, &busy)?;
+        // A rollout that cannot be planned (phases that leave agents out, a limit for
+        // another strategy) is refused now, not after the operator confirmed it.
+        if let Some(why) = execute::plan_problem(&self.services, op, &feasible, topo) {
+            return Err(Infeasible { reasons: vec![why], alternatives: Vec::new() });
+        }
+        Ok(feasible)
     }
 
     async fn deployment(&self, id: &str) -> Result<DeploymentRecord, Infeasible> {

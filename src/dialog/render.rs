@@ -80,8 +80,7 @@ pub(super) fn infeasible(op: &Operation, inf: &Infeasible) -> Reply {
 pub(super) fn summary(op: &Operation, f: &Feasible) -> String {
     match op {
         Operation::Deploy { extension: Some(e), version: Some(v), scope: Some(s), strategy, .. } => {
-            let how =
-                strategy.as_ref().map(|s| s.kind.as_str().replace('_', "-")).unwrap_or_else(|| "rolling".to_string());
+            let how = strategy.as_ref().map(|s| s.describe()).unwrap_or_else(|| "rolling".to_string());
             format!(
                 "Roll out {e} {v} to {} agent{} in {} ({how})",
                 f.targets.len(),
@@ -487,7 +486,7 @@ pub(super) fn deployment(d: &DeploymentRecord) -> Reply {
         d.extension,
         d.version,
         scope_words(&d.scope),
-        d.strategy.kind.as_str().replace('_', "-"),
+        d.strategy.describe(),
         d.status,
         duration_text(d),
         (d.current_step + 1).min(d.step_count.max(1)),

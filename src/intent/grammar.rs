@@ -72,10 +72,12 @@ pub enum SlotKind {
     Count,
     /// A yes/no said by a word ("queue"): true when present.
     Flag,
+    /// "with approval" (true) or "without approval" (false).
+    Approval,
 }
 
 impl SlotKind {
-    const ALL: [(&'static str, SlotKind); 15] = [
+    const ALL: [(&'static str, SlotKind); 16] = [
         ("scope", SlotKind::Scope),
         ("region", SlotKind::Region),
         ("agent", SlotKind::Agent),
@@ -91,6 +93,7 @@ impl SlotKind {
         ("checks", SlotKind::Checks),
         ("count", SlotKind::Count),
         ("flag", SlotKind::Flag),
+        ("approval", SlotKind::Approval),
     ];
 
     fn parse(s: &str) -> Option<SlotKind> {
@@ -111,7 +114,7 @@ impl SlotKind {
             SlotKind::Strategy => json!({"kind": "canary"}),
             SlotKind::Checks => json!(["security"]),
             SlotKind::Count => json!(2),
-            SlotKind::Flag => json!(true),
+            SlotKind::Flag | SlotKind::Approval => json!(true),
         }
     }
 }

@@ -30,6 +30,16 @@ pub fn fill(intent: &Intent, entities: &[Entity], vocab: &Vocabulary) -> Filled 
             Read::Nothing => {}
         }
     }
+    // "in phases staging then production" names the agents itself: they come from the
+    // whole fleet unless a scope narrows them.
+    let phased = values.get("strategy").is_some_and(|s| s.get("phases").is_some());
+    if phased
+        && intent.slot("scope").is_some()
+        && !values.contains_key("scope")
+        && !references.iter().any(|r| r == "scope")
+    {
+        values.insert("scope".into(), json!(["fleet"]));
+    }
     // Versions are resolved once the extension is known, wherever it was said.
     let extension = values.get("extension").and_then(|e| e.as_str().map(str::to_string));
     if let Some(Value::String(v)) = values.get_mut("version") {
@@ -71,6 +81,7 @@ fn accepts(kind: SlotKind) -> &'static [Kind] {
         SlotKind::Percent => &[Kind::Percent],
         SlotKind::Count => &[Kind::Failures],
         SlotKind::Flag => &[Kind::Queue],
+        SlotKind::Approval => &[Kind::Approval],
         _ => &[],
     }
 }
@@ -140,6 +151,7 @@ pub fn read_slot(slot: &Slot, entities: &[Entity], claimed: &mut [bool], vocab: 
             Some(None) => Read::Reference,
             Some(Some(v)) => match kind {
                 SlotKind::Flag => Read::Value(json!(true)),
+                SlotKind::Approval => Read::Value(json!(v == "true")),
                 SlotKind::Interval | SlotKind::Percent | SlotKind::Count => match v.parse::<u64>() {
                     Ok(n) => Read::Value(json!(n)),
                     Err(_) => Read::Nothing,
@@ -176,11 +188,19 @@ fn scope(entities: &[Entity], claimed: &mut [bool], vocab: &Vocabulary) -> Read 
 
 fn strategy(entities: &[Entity], claimed: &mut [bool]) -> Read {
     let kind = take(entities, claimed, &[Kind::Strategy], &[], false).flatten();
-    let batch = take(entities, claimed, &[Kind::Batch], &[], false).flatten().and_then(|b| b.parse::<u32>().ok());
-    let kind = match (kind, batch) {
-        (Some(k), _) => k,
-        (None, Some(_)) => "rolling".to_string(),
-        (None, None) => {
+    let batch = take(entities, claimed, &[Kind::Batch], &[], false).flatten();
+    let unavailable = take(entities, claimed, &[Kind::Unavailable], &[], false).flatten();
+    let group_by = take(entities, claimed, &[Kind::GroupBy], &[], false).flatten();
+    let phases: Option<Vec<String>> = take(entities, claimed, &[Kind::Phases], &[], false)
+        .flatten()
+        .map(|p| p.split(',').map(str::to_string).collect());
+    let kind = match kind {
+        Some(k) => k,
+        // Phases by group are a progressive rollout in all but name, batches and a
+        // limit on unavailable agents a rolling one.
+        None if group_by.is_some() || phases.is_some() => "progressive".to_string(),
+        None if batch.is_some() || unavailable.is_some() => "rolling".to_string(),
+        None => {
             // "10% then 50%" alone is a canary in all but name.
             if entities.iter().enumerate().any(|(i, e)| !claimed[i] && e.kind == Kind::Percent) {
                 "canary".to_string()
@@ -206,9 +226,32 @@ fn strategy(entities: &[Entity], claimed: &mut [bool]) -> Read {
         }
     }
     if kind == "rolling" {
-        if let Some(b) = batch {
-            obj.insert("batch_size".into(), json!(b));
+        match batch.as_deref().map(|b| (b.strip_suffix('%'), b)) {
+            Some((Some(p), _)) => {
+                if let Ok(p) = p.parse::<u8>() {
+                    obj.insert("batch_percent".into(), json!(p));
+                }
+            }
+            Some((None, b)) => {
+                if let Ok(b) = b.parse::<u32>() {
+                    obj.insert("batch_size".into(), json!(b));
+                }
+            }
+            None => {}
         }
+    }
+    // Said with another strategy, a limit or phases still go in, and the plan says
+    // why they do not fit rather than dropping them silently.
+    if let Some(u) = unavailable {
+        // The contract's form: a count is a number, a share a "20%" string.
+        let value = u.parse::<u64>().map(|n| json!(n)).unwrap_or_else(|_| json!(u));
+        obj.insert("max_unavailable".into(), value);
+    }
+    if let Some(g) = group_by {
+        obj.insert("group_by".into(), json!(g));
+    }
+    if let Some(p) = phases {
+        obj.insert("phases".into(), json!(p));
     }
     Read::Value(Value::Object(obj))
 }

@@ -386,7 +386,7 @@ fn answers_fill_one_slot() {
         version: None,
         scope: None,
         strategy: None,
-        require_approval: false,
+        require_approval: None,
         max_failures: None,
         queue: false,
     };
@@ -660,5 +660,105 @@ fn a_failure_budget_and_queueing_are_deploy_fields() {
             json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": ["region:ap-south"]}),
         ),
         ("list queued deployments", json!({"op": "list_deployments", "status": "pending"})),
+    ]);
+}
+
+#[test]
+fn max_unavailable_is_a_rolling_field_counted_or_in_percent() {
+    let deploy = |strategy: Value| {
+        json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": ["region:eu-west"],
+               "strategy": strategy})
+    };
+    check_all(&[
+        (
+            "roll out auth-filter 2.1 to eu-west rolling in batches of 10 with at most 2 unavailable",
+            deploy(json!({"kind": "rolling", "batch_size": 10, "max_unavailable": 2})),
+        ),
+        (
+            "roll out auth-filter 2.1 to eu-west in batches of 4, max unavailable 20%",
+            deploy(json!({"kind": "rolling", "batch_size": 4, "max_unavailable": "20%"})),
+        ),
+        (
+            "roll out auth-filter 2.1 to eu-west with no more than 3 agents unavailable at a time",
+            deploy(json!({"kind": "rolling", "max_unavailable": 3})),
+        ),
+        (
+            "rolling upgrade of auth-filter 2.1 in eu-west, maximum unavailable of 1",
+            deploy(json!({"kind": "rolling", "max_unavailable": 1})),
+        ),
+        (
+            "roll out auth-filter 2.1 to eu-west 6 at a time with at most 25% unavailable at once",
+            deploy(json!({"kind": "rolling", "batch_size": 6, "max_unavailable": "25%"})),
+        ),
+        // Batches may be a share of the targets, not a canary step.
+        (
+            "roll out auth-filter 2.1 to eu-west in batches of 25%",
+            deploy(json!({"kind": "rolling", "batch_percent": 25})),
+        ),
+        ("roll out auth-filter 2.1 to eu-west 25% at a time", deploy(json!({"kind": "rolling", "batch_percent": 25}))),
+        (
+            "rolling upgrade of auth-filter 2.1 in eu-west, 10% per batch, at most 1 unavailable",
+            deploy(json!({"kind": "rolling", "batch_percent": 10, "max_unavailable": 1})),
+        ),
+        // A failure budget still reads as one beside it.
+        (
+            "roll out auth-filter 2.1 to eu-west, at most 2 unavailable, stop if more than 1 agent fails",
+            json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": ["region:eu-west"],
+                   "strategy": {"kind": "rolling", "max_unavailable": 2}, "max_failures": 1}),
+        ),
+    ]);
+}
+
+#[test]
+fn progressive_phases_by_group_by_name_and_with_approval() {
+    let deploy = |scope: Value, strategy: Value| json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": scope, "strategy": strategy});
+    check_all(&[
+        (
+            "progressive rollout of auth-filter 2.1 to eu-west by zone",
+            deploy(json!(["region:eu-west"]), json!({"kind": "progressive", "group_by": "zone"})),
+        ),
+        (
+            "roll out auth-filter 2.1 to the fleet region by region",
+            deploy(json!(["fleet"]), json!({"kind": "progressive", "group_by": "region"})),
+        ),
+        (
+            "roll out auth-filter 2.1 to the fleet one environment at a time",
+            deploy(json!(["fleet"]), json!({"kind": "progressive", "group_by": "env"})),
+        ),
+        (
+            "progressive rollout of auth-filter 2.1 to eu-west by tier",
+            deploy(json!(["region:eu-west"]), json!({"kind": "progressive", "group_by": "tier"})),
+        ),
+        (
+            "progressive rollout of auth-filter 2.1 in phases staging then production",
+            deploy(json!(["fleet"]), json!({"kind": "progressive", "phases": ["env:staging", "env:production"]})),
+        ),
+        (
+            "roll out auth-filter 2.1 to eu-west in phases eu-west-b first then eu-west-a",
+            deploy(
+                json!(["region:eu-west"]),
+                json!({"kind": "progressive", "phases": ["zone:eu-west-b", "zone:eu-west-a"]}),
+            ),
+        ),
+        (
+            "progressive rollout of auth-filter 2.1 to eu-west by zone with approval",
+            json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": ["region:eu-west"],
+                   "strategy": {"kind": "progressive", "group_by": "zone"}, "require_approval": true}),
+        ),
+        (
+            "progressive rollout of auth-filter 2.1 to eu-west by zone without approval",
+            json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": ["region:eu-west"],
+                   "strategy": {"kind": "progressive", "group_by": "zone"}, "require_approval": false}),
+        ),
+        (
+            "roll out auth-filter 2.1 to eu-west as a canary, 10% then 50%, with approval",
+            json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": ["region:eu-west"],
+                   "strategy": {"kind": "canary", "steps": [10, 50]}, "require_approval": true}),
+        ),
+        // Percentages still make percentage phases.
+        (
+            "progressive rollout of auth-filter 2.1 to eu-west, 20% then 60%",
+            deploy(json!(["region:eu-west"]), json!({"kind": "progressive", "steps": [20, 60]})),
+        ),
     ]);
 }

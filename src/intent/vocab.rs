@@ -36,6 +36,16 @@ pub enum Kind {
     Failures,
     /// "queue": start a rollout once the one it overlaps has finished.
     Queue,
+    /// "at most 2 unavailable", "max unavailable 20%": the value is `2` or `20%`.
+    Unavailable,
+    /// "by zone", "zone by zone", "one region at a time": the placement key of
+    /// progressive phases (`zone`, `region`, or a label key such as `env`).
+    GroupBy,
+    /// "in phases staging then production": the phases' selectors, comma-separated
+    /// in the contract's form (`env:staging,env:production`).
+    Phases,
+    /// "with approval" (`true`), "without approval" (`false`).
+    Approval,
     /// A pronoun ("it", "that", "the last one"): the dialog knows what it means.
     Ref,
     /// Looks like a name (hyphenated) but the fleet has nothing called that.
@@ -43,7 +53,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 26] = [
         Kind::Region,
         Kind::Zone,
         Kind::Agent,
@@ -64,6 +74,10 @@ impl Kind {
         Kind::Number,
         Kind::Failures,
         Kind::Queue,
+        Kind::Unavailable,
+        Kind::GroupBy,
+        Kind::Phases,
+        Kind::Approval,
         Kind::Ref,
         Kind::Name,
     ];
@@ -90,6 +104,10 @@ impl Kind {
             Kind::Number => "number",
             Kind::Failures => "failures",
             Kind::Queue => "queue",
+            Kind::Unavailable => "unavailable",
+            Kind::GroupBy => "group",
+            Kind::Phases => "phases",
+            Kind::Approval => "approval",
             Kind::Ref => "ref",
             Kind::Name => "name",
         }
@@ -136,6 +154,9 @@ pub struct Vocabulary {
     pub(crate) zones: Vec<String>,
     pub(crate) agents: Vec<String>,
     pub(crate) extensions: Vec<String>,
+    /// Normalised word -> the placement key progressive phases can be grouped by
+    /// ("zones" -> `zone`, "environment" -> `env`, and the fleet's label keys).
+    group_words: HashMap<String, String>,
     catalog: Arc<Catalog>,
 }
 
@@ -164,6 +185,26 @@ const FIXED: &[(&str, Kind, Option<&str>)] = &[
     ("rolling", Kind::Strategy, Some("rolling")),
     ("rolling update", Kind::Strategy, Some("rolling")),
     ("rolling upgrade", Kind::Strategy, Some("rolling")),
+    ("with approval", Kind::Approval, Some("true")),
+    ("with approvals", Kind::Approval, Some("true")),
+    ("with manual approval", Kind::Approval, Some("true")),
+    ("with manual approvals", Kind::Approval, Some("true")),
+    ("with an approval", Kind::Approval, Some("true")),
+    ("with approval between phases", Kind::Approval, Some("true")),
+    ("with approval between steps", Kind::Approval, Some("true")),
+    ("approval between phases", Kind::Approval, Some("true")),
+    ("approval between steps", Kind::Approval, Some("true")),
+    ("wait for approval", Kind::Approval, Some("true")),
+    ("waiting for approval", Kind::Approval, Some("true")),
+    ("wait for approval between phases", Kind::Approval, Some("true")),
+    ("require approval", Kind::Approval, Some("true")),
+    ("requiring approval", Kind::Approval, Some("true")),
+    ("without approval", Kind::Approval, Some("false")),
+    ("without approvals", Kind::Approval, Some("false")),
+    ("without manual approval", Kind::Approval, Some("false")),
+    ("without waiting for approval", Kind::Approval, Some("false")),
+    ("no approval", Kind::Approval, Some("false")),
+    ("no approvals", Kind::Approval, Some("false")),
     ("pending", Kind::Status, Some("pending")),
     ("queued", Kind::Status, Some("pending")),
     ("running", Kind::Status, Some("running")),
@@ -241,8 +282,24 @@ impl Vocabulary {
             zones: t.zones().to_vec(),
             agents: t.agents().iter().map(|a| a.name.clone()).collect(),
             extensions: t.catalog().extensions().iter().map(|e| e.name.clone()).collect(),
+            group_words: HashMap::new(),
             catalog: t.catalog_arc(),
         };
+        let mut keys: Vec<String> = vec!["zone".into(), "region".into()];
+        keys.extend(t.label_keys());
+        for key in keys {
+            let word = phrase(&key);
+            if word.is_empty() || word.contains(' ') {
+                continue;
+            }
+            v.group_words.insert(format!("{word}s"), key.clone());
+            v.group_words.insert(word, key);
+        }
+        if v.group_words.contains_key("env") {
+            for word in ["environment", "environments", "envs"] {
+                v.group_words.insert(word.to_string(), "env".to_string());
+            }
+        }
         // Insertion order is precedence: the first kind to claim a phrase keeps it
         // ("gpu" is a capability before it is a tier).
         for a in v.agents.clone() {
@@ -376,6 +433,15 @@ impl Vocabulary {
         if w(i) == "queue" {
             return Some((Kind::Queue, Some("true".to_string()), 1));
         }
+        if let Some((n, len)) = max_unavailable(&w, &num, i) {
+            return Some((Kind::Unavailable, Some(n), len));
+        }
+        if let Some((key, len)) = self.group_by(t, i) {
+            return Some((Kind::GroupBy, Some(key), len));
+        }
+        if let Some((phases, len)) = self.phases(t, i) {
+            return Some((Kind::Phases, Some(phases), len));
+        }
         let word = w(i);
 
         // Numbers with a meaning given by the words around them.
@@ -405,14 +471,17 @@ impl Vocabulary {
                 return Some((Kind::Time, Some(span), j + 2 - i));
             }
         }
-        if matches!(word, "batches" | "batch") && w(i + 1) == "of" {
-            if let Some(n) = num(i + 2) {
-                return Some((Kind::Batch, Some(n.to_string()), 3));
+        // A batch is a count of agents ("4") or a share of the targets ("25%").
+        let batch = |at: usize| -> Option<(String, usize)> {
+            let n = num(at)?;
+            if w(at + 1) == "%" {
+                return (1..=100).contains(&n).then(|| (format!("{n}%"), 2));
             }
-        }
-        if word == "batch" && w(i + 1) == "size" {
-            if let Some(n) = num(i + 2) {
-                return Some((Kind::Batch, Some(n.to_string()), 3));
+            Some((n.to_string(), 1))
+        };
+        if (matches!(word, "batches" | "batch") && w(i + 1) == "of") || (word == "batch" && w(i + 1) == "size") {
+            if let Some((b, len)) = batch(i + 2) {
+                return Some((Kind::Batch, Some(b), 2 + len));
             }
         }
         if matches!(word, "d" | "deployment" | "rollout") {
@@ -442,6 +511,12 @@ impl Vocabulary {
         }
         if let Some(n) = num(i) {
             if w(i + 1) == "%" && n <= 100 {
+                // "25% at a time", "25% per batch": a rolling batch, not a canary step.
+                let batch_words = (w(i + 2) == "at" && w(i + 3) == "a" && w(i + 4) == "time")
+                    || (w(i + 2) == "per" && w(i + 3) == "batch");
+                if batch_words && n >= 1 {
+                    return Some((Kind::Batch, Some(format!("{n}%")), 5));
+                }
                 return Some((Kind::Percent, Some(n.to_string()), 2));
             }
             let (skip, unit) = if matches!(w(i + 1), "agents" | "agent" | "nodes") { (1, i + 2) } else { (0, i + 1) };
@@ -463,17 +538,7 @@ impl Vocabulary {
         }
 
         // Fleet names and fixed words, longest phrase first.
-        let mut key = String::new();
-        let mut best: Option<(Kind, Option<String>, usize)> = None;
-        for len in 1..=self.max_phrase.min(t.len() - i) {
-            if len > 1 {
-                key.push(' ');
-            }
-            key.push_str(&t[i + len - 1].text);
-            if let Some((kind, value)) = self.dict.get(&key) {
-                best = Some((*kind, value.clone(), len));
-            }
-        }
+        let best = self.lookup(t, i);
         // "edge 70": an agent's shape, but no agent has that name.
         if best.as_ref().is_none_or(|b| b.2 == 1) && self.agent_prefixes.contains(word) {
             if let Some(n) = num(i + 1) {
@@ -496,6 +561,81 @@ impl Vocabulary {
             return Some((Kind::Number, Some(n.to_string()), 1));
         }
         None
+    }
+
+    /// The longest fleet name or fixed word starting at token `i`.
+    fn lookup(&self, t: &[Token], i: usize) -> Option<(Kind, Option<String>, usize)> {
+        let mut key = String::new();
+        let mut best: Option<(Kind, Option<String>, usize)> = None;
+        for len in 1..=self.max_phrase.min(t.len().saturating_sub(i)) {
+            if len > 1 {
+                key.push(' ');
+            }
+            key.push_str(&t[i + len - 1].text);
+            if let Some((kind, value)) = self.dict.get(&key) {
+                best = Some((*kind, value.clone(), len));
+            }
+        }
+        best
+    }
+
+    /// "by zone", "zone by zone", "per region", "one zone at a time", "by label tier":
+    /// the placement key, and how many tokens say it.
+    fn group_by(&self, t: &[Token], i: usize) -> Option<(String, usize)> {
+        let w = |k: usize| t.get(k).map(|x| x.text.as_str()).unwrap_or("");
+        let key = |word: &str| self.group_words.get(word).cloned();
+        match w(i) {
+            "by" | "per" if w(i + 1) == "label" => key(w(i + 2)).map(|k| (k, 3)),
+            "by" | "per" => key(w(i + 1)).map(|k| (k, 2)),
+            "1" | "a" | "one" if w(i + 2) == "at" && w(i + 3) == "a" && w(i + 4) == "time" => {
+                key(w(i + 1)).map(|k| (k, 5))
+            }
+            word if w(i + 1) == "by" && w(i + 2) == word => key(word).map(|k| (k, 3)),
+            _ => None,
+        }
+    }
+
+    /// "in phases staging then production", "phases: eu-west-a, eu-west-b": the
+    /// phases' selectors in the contract's form, comma-separated, and how many tokens
+    /// say them.
+    fn phases(&self, t: &[Token], i: usize) -> Option<(String, usize)> {
+        let w = |k: usize| t.get(k).map(|x| x.text.as_str()).unwrap_or("");
+        let is_phases = |s: &str| matches!(s, "phases" | "stages" | "waves");
+        let mut j = match w(i) {
+            "in" if is_phases(w(i + 1)) => i + 2,
+            "in" if is_number(w(i + 1)) && is_phases(w(i + 2)) => i + 3,
+            s if is_phases(s) => i + 1,
+            _ => return None,
+        };
+        if w(j) == "of" {
+            j += 1;
+        }
+        let mut selectors: Vec<String> = Vec::new();
+        let mut end = j;
+        while j < t.len() {
+            let Some((kind, Some(value), len)) = self.lookup(t, j) else { break };
+            if kind.selector_rank().is_none() || kind == Kind::Fleet {
+                break;
+            }
+            selectors.push(format!("{}:{value}", kind.as_str()));
+            j += len;
+            end = j;
+            // Words between two phases: "then", "and then", "followed by", "first".
+            while matches!(
+                w(j),
+                "then" | "and" | "followed" | "by" | "first" | "next" | "after" | "that" | "finally" | "last"
+            ) {
+                j += 1;
+            }
+        }
+        // A trailing "first" or "last" belongs to the phase before it.
+        while matches!(w(end), "first" | "last") {
+            end += 1;
+        }
+        if selectors.is_empty() {
+            return None;
+        }
+        Some((selectors.join(","), end - i))
     }
 
     /// The kind a name nobody knows most resembles, for placing it in a scope.
@@ -615,4 +755,51 @@ fn failure_budget<'a>(
         return num(i + 2 + skip).map(|n| (n, 3 + skip));
     }
     after(i)
+}
+
+/// "at most 2 unavailable", "no more than 2 agents unavailable at a time", "max
+/// unavailable 20%", "maximum unavailable of 3": the limit in the contract's form
+/// (`2`, `20%`), and how many tokens say it.
+fn max_unavailable<'a>(
+    w: &dyn Fn(usize) -> &'a str,
+    num: &dyn Fn(usize) -> Option<u64>,
+    i: usize,
+) -> Option<(String, usize)> {
+    // After the number: "%" or "agents", then (for the number-first forms) "unavailable".
+    let amount = |at: usize| -> Option<(String, usize)> {
+        let n = num(at)?;
+        match w(at + 1) {
+            "%" if n <= 100 => Some((format!("{n}%"), 2)),
+            "agents" | "agent" | "nodes" | "node" => Some((n.to_string(), 2)),
+            _ => Some((n.to_string(), 1)),
+        }
+    };
+    // "at once", "at a time", "at the same time" say nothing more.
+    let tail = |at: usize| -> usize {
+        match (w(at), w(at + 1), w(at + 2), w(at + 3)) {
+            ("at", "once", _, _) => 2,
+            ("at", "a", "time", _) => 3,
+            ("at", "the", "same", "time") => 4,
+            _ => 0,
+        }
+    };
+    let word = w(i);
+    if matches!(word, "max" | "maximum") && w(i + 1) == "unavailable" {
+        let skip = usize::from(matches!(w(i + 2), "of" | "is"));
+        let (value, len) = amount(i + 2 + skip)?;
+        let end = i + 2 + skip + len;
+        return Some((value, end + tail(end) - i));
+    }
+    let lead = match (word, w(i + 1), w(i + 2)) {
+        ("at", "most", _) | ("up", "to", _) => 2,
+        ("no", "more", "than") => 3,
+        ("max" | "maximum", _, _) => 1,
+        _ => 0,
+    };
+    let (value, len) = amount(i + lead)?;
+    let end = i + lead + len;
+    if w(end) != "unavailable" {
+        return None;
+    }
+    Some((value, end + 1 + tail(end + 1) - i))
 }

@@ -10,6 +10,7 @@
 
 mod scope;
 mod time;
+mod unavailable;
 mod version;
 
 use schemars::JsonSchema;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use scope::{Scope, Selector, SelectorError};
 pub use time::{TimeSpec, TimeSpecError};
+pub use unavailable::{MaxUnavailable, MaxUnavailableError};
 pub use version::{Version, VersionReq};
 
 /// One operation of the contract. `#[serde(tag = "op")]` gives the contract's shape.
@@ -60,8 +62,11 @@ pub enum Operation {
         scope: Option<Scope>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         strategy: Option<Strategy>,
-        #[serde(default, skip_serializing_if = "is_false")]
-        require_approval: bool,
+        /// Wait for "promote" between steps: `true` for every strategy, `false` not
+        /// even between progressive phases; absent: progressive phases wait (as
+        /// configured), other strategies do not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        require_approval: Option<bool>,
         /// How many agents may fail to install over the whole rollout before it stops
         /// and rolls back; absent: the configured failure budget.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,6 +193,65 @@ pub struct Strategy {
     /// Agents per batch for rolling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u32>,
+    /// Rolling: each batch this share (1 to 100) of the targets, when no `batch_size`
+    /// is given; absent: the configured share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_percent: Option<u8>,
+    /// Rolling: at most this many targets unavailable (being installed, or cordoned,
+    /// draining or down) at once; absent: the batch size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<MaxUnavailable>,
+    /// Progressive: one phase per value of this placement key (`zone`, `region`, or a
+    /// label such as `env` or `tier`), instead of percentages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<String>,
+    /// Progressive: one phase per selector, in this order (`["env:staging",
+    /// "env:production"]`), instead of percentages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Vec<Selector>>,
+}
+
+impl Strategy {
+    /// The strategy with nothing but its kind said.
+    pub fn of(kind: StrategyKind) -> Strategy {
+        Strategy {
+            kind,
+            steps: None,
+            batch_size: None,
+            batch_percent: None,
+            max_unavailable: None,
+            group_by: None,
+            phases: None,
+        }
+    }
+
+    /// In words, as the operator would say it: "rolling in batches of 10, at most 2
+    /// agents unavailable at once", "progressive by zone".
+    pub fn describe(&self) -> String {
+        let mut out = self.kind.as_str().replace('_', "-");
+        match (self.batch_size, self.batch_percent) {
+            (Some(b), _) => out.push_str(&format!(" in batches of {b}")),
+            (None, Some(p)) => out.push_str(&format!(" in batches of {p}%")),
+            (None, None) => {}
+        }
+        match self.max_unavailable {
+            Some(MaxUnavailable::Agents(n)) => {
+                out.push_str(&format!(", at most {n} agent{} unavailable at once", if n == 1 { "" } else { "s" }))
+            }
+            Some(MaxUnavailable::Percent(p)) => {
+                out.push_str(&format!(", at most {p}% of the agents unavailable at once"))
+            }
+            None => {}
+        }
+        if let Some(key) = &self.group_by {
+            out.push_str(&format!(" by {key}"));
+        }
+        if let Some(phases) = &self.phases {
+            let names: Vec<&str> = phases.iter().map(|p| p.value().unwrap_or("fleet")).collect();
+            out.push_str(&format!(" in phases {}", names.join(" then ")));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -516,8 +580,8 @@ mod tests {
             extension: Some("auth-filter".into()),
             version: Some("2.1.0".into()),
             scope: Some(Scope(vec![Selector::Region("eu-west".into())])),
-            strategy: Some(Strategy { kind: StrategyKind::Canary, steps: Some(vec![10, 50]), batch_size: None }),
-            require_approval: false,
+            strategy: Some(Strategy { steps: Some(vec![10, 50]), ..Strategy::of(StrategyKind::Canary) }),
+            require_approval: None,
             max_failures: None,
             queue: false,
         };
@@ -527,6 +591,27 @@ mod tests {
                    "scope": ["region:eu-west"],
                    "strategy": {"kind": "canary", "steps": [10, 50]}})
         );
+    }
+
+    #[test]
+    fn a_deploy_from_before_max_unavailable_and_phases_still_parses() {
+        let old = json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": ["region:eu-west"],
+                         "strategy": {"kind": "rolling", "batch_size": 4}, "require_approval": true});
+        let Operation::Deploy { strategy: Some(s), require_approval, .. } = Operation::from_json(old.clone()).unwrap()
+        else {
+            panic!("not a deploy")
+        };
+        assert_eq!((s.max_unavailable, s.group_by, s.phases, require_approval), (None, None, None, Some(true)));
+        assert_eq!(Operation::from_json(old.clone()).unwrap().to_json(), old, "and writes back the same");
+
+        let new = json!({"op": "deploy", "strategy": {"kind": "progressive", "phases": ["env:staging", "env:production"]},
+                         "require_approval": false});
+        assert_eq!(Operation::from_json(new.clone()).unwrap().to_json(), new);
+        let rolling =
+            json!({"op": "deploy", "strategy": {"kind": "rolling", "batch_size": 10, "max_unavailable": "20%"}});
+        assert_eq!(Operation::from_json(rolling.clone()).unwrap().to_json(), rolling);
+        assert!(Operation::from_json(json!({"op": "deploy", "strategy": {"kind": "rolling", "max_unavailable": 0}}))
+            .is_err());
     }
 
     #[test]

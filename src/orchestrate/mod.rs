@@ -15,17 +15,17 @@ mod run;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::agent::{AgentClient, AgentError};
-use crate::ops::{Actor, DeploymentStatus, Scope, Strategy};
+use crate::ops::{Actor, DeploymentStatus, Scope, Selector, Strategy};
 use crate::registry::{Registry, RegistryError};
-use crate::topology::HealthThresholds;
+use crate::topology::{HealthThresholds, TopologyHandle};
 
 pub use announce::{announce, event_deployment};
 pub use control::{interrupted, queued, switched_not_retired, QUEUED_BEHIND};
@@ -85,6 +85,42 @@ pub struct Target {
     pub endpoint: String,
     /// The version installed before; `None` when the extension is not installed.
     pub previous: Option<String>,
+    /// Where the agent sits, for progressive phases by group; empty when unknown.
+    pub placement: Placement,
+}
+
+/// An agent's region, zone, labels and capabilities: what phases are made of.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    pub region: String,
+    pub zone: String,
+    pub labels: BTreeMap<String, String>,
+    pub capabilities: Vec<String>,
+}
+
+impl Placement {
+    /// Whether `agent`, placed here, is one of the agents `sel` names.
+    pub fn matches(&self, agent: &str, sel: &Selector) -> bool {
+        match sel {
+            Selector::Fleet => true,
+            Selector::Region(r) => self.region == *r,
+            Selector::Zone(z) => self.zone == *z,
+            Selector::Agent(a) => agent == a,
+            Selector::Env(e) => self.labels.get("env") == Some(e),
+            Selector::Capability(c) => self.capabilities.contains(c),
+            Selector::Tier(t) => self.labels.get("tier") == Some(t),
+        }
+    }
+
+    /// The agent's value of a placement key: `zone`, `region`, or a label key.
+    pub fn group(&self, key: &str) -> Option<&str> {
+        let value = match key {
+            "zone" => self.zone.as_str(),
+            "region" => self.region.as_str(),
+            label => self.labels.get(label).map(String::as_str).unwrap_or(""),
+        };
+        (!value.is_empty()).then_some(value)
+    }
 }
 
 /// A feasible deploy operation, with its targets resolved from the topology.
@@ -97,8 +133,9 @@ pub struct DeployRequest {
     pub targets: Vec<Target>,
     pub actor: Actor,
     pub utterance: String,
-    /// Wait for "promote" between steps, whatever the strategy.
-    pub require_approval: bool,
+    /// Wait for "promote" between steps: `Some(true)` whatever the strategy,
+    /// `Some(false)` not even between progressive phases, `None` as the strategy does.
+    pub require_approval: Option<bool>,
     /// The operator's failure budget for the whole rollout; `None`: the settings'.
     pub max_failures: Option<u32>,
     /// Overlapping an active rollout, queue behind it instead of refusing.
@@ -228,6 +265,9 @@ pub(crate) struct Inner {
     /// methods and the tasks, so that e.g. an abort and a finishing rollout cannot
     /// both decide the outcome.
     transitions: tokio::sync::Mutex<()>,
+    /// The live model of the fleet, for agents that are cordoned or down: they count
+    /// against a rolling deployment's max-unavailable. Unset: none is known to be.
+    fleet: OnceLock<TopologyHandle>,
 }
 
 /// Runs rollouts. Cheap to clone; every clone drives the same tasks.
@@ -248,8 +288,16 @@ impl Orchestrator {
                 tasks: Mutex::new(HashMap::new()),
                 generation: std::sync::atomic::AtomicU64::new(0),
                 transitions: tokio::sync::Mutex::new(()),
+                fleet: OnceLock::new(),
             }),
         }
+    }
+
+    /// Lets rollouts see which agents are cordoned, draining or down right now, so
+    /// that they count against a rolling deployment's max-unavailable. Set once, at
+    /// start; a second call changes nothing.
+    pub fn watch_fleet(&self, topology: TopologyHandle) {
+        let _ = self.inner.fleet.set(topology);
     }
 
     pub fn settings(&self) -> &RolloutSettings {
@@ -315,6 +363,23 @@ impl Inner {
     fn emit(&self, event: RolloutEvent) {
         // No subscriber is fine: the registry is the record.
         let _ = self.events.send(event);
+    }
+
+    /// Which of `agents` the live model says cannot serve now, each with why
+    /// ("cordoned", "down"). Agents it does not know are taken as serving.
+    fn unavailable<'a>(&self, agents: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+        let Some(fleet) = self.fleet.get() else { return Vec::new() };
+        let topo = fleet.snapshot();
+        agents
+            .filter_map(|name| {
+                let a = topo.agent(name)?;
+                if a.is_available() {
+                    return None;
+                }
+                let why = if a.liveness.is_reachable() { a.state.as_str() } else { a.liveness.as_str() };
+                Some((name.to_string(), why.to_string()))
+            })
+            .collect()
     }
 
     fn has_task(&self, id: i64) -> bool {

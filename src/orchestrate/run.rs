@@ -138,7 +138,17 @@ async fn rollout(
                 })
                 .cloned()
                 .collect();
-            let failures = install_batch(inner, id, &extension, &version, &batch).await?;
+            let slots = match plan.as_ref().and_then(|p| p.max_unavailable) {
+                None => None,
+                Some(limit) => match unavailable_slots(inner, id, &rec, &batch, limit, step, &mut control).await? {
+                    Ok(s) => Some(s),
+                    Err(stop) => return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await,
+                },
+            };
+            let failures = match slots {
+                None => install_batch(inner, id, &extension, &version, &batch).await?,
+                Some(slots) => install_limited(inner, id, &extension, &version, &batch, slots).await?,
+            };
             if !failures.is_empty() {
                 let total = load(inner, id)
                     .await?
@@ -393,6 +403,87 @@ async fn bake(bake: std::time::Duration, control: &mut watch::Receiver<Control>)
             }
         }
     }
+}
+
+/// Agents already out of service count against a rolling deployment's
+/// max-unavailable, as Kubernetes counts them: how many of the batch's serving agents
+/// may be installed at once. None may be, while as many targets as the limit are
+/// already out: the rollout holds, naming them, until the operator resumes it (and
+/// looks again) or aborts it.
+async fn unavailable_slots(
+    inner: &Arc<Inner>,
+    id: i64,
+    rec: &DeploymentRecord,
+    batch: &[TargetRecord],
+    limit: usize,
+    step: u32,
+    control: &mut watch::Receiver<Control>,
+) -> Result<Result<Slots, Stop>, OrchestrateError> {
+    loop {
+        let out = inner.unavailable(rec.targets.iter().map(|t| t.agent.as_str()));
+        let free = limit.saturating_sub(out.len());
+        let serving = batch.iter().filter(|t| !out.iter().any(|(a, _)| *a == t.agent)).count();
+        if free > 0 || serving == 0 {
+            if !out.is_empty() {
+                let agents: Vec<String> = out.iter().map(|(a, why)| format!("{a} ({why})")).collect();
+                inner
+                    .journal(id, "unavailable_counted", json!({ "step": step + 1, "agents": agents, "slots": free }))
+                    .await?;
+            }
+            return Ok(Ok(Slots { free, out: out.into_iter().map(|(a, _)| a).collect() }));
+        }
+        let reason = format!(
+            "held before installing step {} of {}: {} already unavailable ({}) and at most {limit} may be at once; \
+             resume once {} back, or abort",
+            step + 1,
+            rec.step_count,
+            out.len(),
+            out.iter().map(|(a, why)| format!("{a} {why}")).collect::<Vec<_>>().join(", "),
+            if out.len() == 1 { "it is" } else { "they are" },
+        );
+        if let Some(stop) = hold(inner, id, reason, None, control).await? {
+            return Ok(Err(stop));
+        }
+    }
+}
+
+/// How a batch of a rolling deployment with max-unavailable may be installed.
+struct Slots {
+    /// Serving agents that may be installed at once.
+    free: usize,
+    /// Targets already out of service: installing one takes nothing more out.
+    out: Vec<String>,
+}
+
+/// Installs `batch` with at most `slots.free` of its serving agents being installed at
+/// any moment. Each agent is journalled as it starts and as it ends, so the journal
+/// (and "show deployment") never shows more agents installing than the limit allows.
+async fn install_limited(
+    inner: &Inner,
+    id: i64,
+    extension: &str,
+    version: &str,
+    batch: &[TargetRecord],
+    slots: Slots,
+) -> Result<Vec<(String, String)>, OrchestrateError> {
+    use futures::StreamExt;
+    let (out, serving): (Vec<&TargetRecord>, Vec<&TargetRecord>) =
+        batch.iter().partition(|t| slots.out.contains(&t.agent));
+    let one = |t: &TargetRecord| {
+        let t = t.clone();
+        async move {
+            let only = std::slice::from_ref(&t);
+            install_batch(inner, id, extension, version, only).await
+        }
+    };
+    let limited = futures::stream::iter(serving.into_iter().map(one)).buffer_unordered(slots.free.max(1)).collect();
+    let free = futures::future::join_all(out.into_iter().map(one));
+    let (limited, free): (Vec<_>, Vec<_>) = futures::future::join(limited, free).await;
+    let mut failures = Vec::new();
+    for result in limited.into_iter().chain(free) {
+        failures.extend(result?);
+    }
+    Ok(failures)
 }
 
 /// Installs on every agent of `batch` concurrently. Answers one line per failed agent.

@@ -6,7 +6,7 @@ use super::*;
 use crate::agent::demo::{DemoFleet, DemoOptions};
 use crate::agent::faults::FaultSpec;
 use crate::agent::protocol::AgentAction;
-use crate::ops::{Role, StrategyKind};
+use crate::ops::{MaxUnavailable, Role, StrategyKind};
 use crate::registry::{DeploymentRecord, TargetState};
 
 fn ms(n: u64) -> Duration {
@@ -43,8 +43,19 @@ fn targets(fleet: &DemoFleet, region: &str) -> Vec<Target> {
         .inventory()
         .into_iter()
         .filter(|e| e.region.as_deref() == Some(region))
-        .map(|e| Target { agent: e.name.unwrap(), endpoint: e.endpoint, previous: Some("2.0.3".into()) })
+        .map(|e| {
+            let agent = e.name.unwrap();
+            let placement = placement(&agent);
+            Target { agent, endpoint: e.endpoint, previous: Some("2.0.3".into()), placement }
+        })
         .collect()
+}
+
+/// Where a demo agent sits, as the topology would say.
+fn placement(agent: &str) -> Placement {
+    let members = crate::agent::demo::demo_members().unwrap();
+    let m = members.into_iter().find(|m| m.name == agent).unwrap();
+    Placement { region: m.region, zone: m.zone, labels: m.labels, capabilities: m.capabilities }
 }
 
 fn request(targets: Vec<Target>, kind: StrategyKind) -> DeployRequest {
@@ -52,11 +63,11 @@ fn request(targets: Vec<Target>, kind: StrategyKind) -> DeployRequest {
         extension: "auth-filter".into(),
         version: "2.1.0".into(),
         scope: Scope::region("ap-south"),
-        strategy: Strategy { kind, steps: None, batch_size: None },
+        strategy: Strategy::of(kind),
         targets,
         actor: alice(),
         utterance: "roll out auth-filter 2.1.0 to ap-south".into(),
-        require_approval: false,
+        require_approval: None,
         max_failures: None,
         queue: false,
     }
@@ -275,7 +286,7 @@ async fn recover_pauses_what_a_killed_parley_left_running_and_resume_finishes_it
         extension: "auth-filter".into(),
         version: "2.1.0".into(),
         scope: Scope::region("ap-south"),
-        strategy: Strategy { kind: StrategyKind::Rolling, steps: None, batch_size: Some(2) },
+        strategy: Strategy { steps: None, batch_size: Some(2), ..Strategy::of(StrategyKind::Rolling) },
         status: DeploymentStatus::Running,
         actor: alice(),
         utterance: "roll out auth-filter 2.1.0 to ap-south".into(),
@@ -442,5 +453,259 @@ async fn install_failures_within_the_budget_do_not_stop_the_rollout() {
     assert_eq!(rec.target("edge-20").unwrap().state, TargetState::RolledBack);
     let v = versions(&fleet).await;
     assert_eq!(v.iter().find(|(n, _)| n == "edge-20").unwrap().1, on("2.0.3"));
+    fleet.shutdown().await;
+}
+
+/// Agents being installed at once, replayed from the journal: +1 at an agent's
+/// `install_started`, -1 at its outcome. Each is journalled before the install is sent
+/// and after it answered, so the real overlap is never larger than this.
+async fn most_installing_at_once(orch: &Orchestrator, id: i64, ignore: &[&str]) -> usize {
+    let mut now = 0usize;
+    let mut most = 0;
+    for e in orch.registry().events(id).await.unwrap() {
+        let agent = e.data["agent"].as_str().unwrap_or("");
+        if ignore.contains(&agent) {
+            continue;
+        }
+        match e.kind.as_str() {
+            "install_started" => {
+                now += 1;
+                most = most.max(now);
+            }
+            "install_succeeded" | "install_failed" => now = now.saturating_sub(1),
+            _ => {}
+        }
+    }
+    most
+}
+
+/// A fleet whose installs take `install` of (paused) time, and an orchestrator that
+/// bakes `bake` and waits for agents longer than an install takes.
+async fn slow_fleet(install: Duration, bake: Duration) -> (DemoFleet, Orchestrator) {
+    let fleet = DemoFleet::start(DemoOptions { install_delay: Some(install), ..DemoOptions::default() }).await.unwrap();
+    let timeout = install * 3;
+    let settings = RolloutSettings { bake, install_timeout: timeout, ..RolloutSettings::default() };
+    let client = AgentClient::new(timeout, None).unwrap();
+    (fleet, Orchestrator::new(Registry::open_in_memory().await.unwrap(), client, settings))
+}
+
+fn rolling(targets: Vec<Target>, batch: u32, max_unavailable: Option<MaxUnavailable>) -> DeployRequest {
+    let mut req = request(targets, StrategyKind::Rolling);
+    req.strategy.batch_size = Some(batch);
+    req.strategy.max_unavailable = max_unavailable;
+    req
+}
+
+#[tokio::test(start_paused = true)]
+async fn rolling_with_max_unavailable_never_has_more_agents_installing_than_the_limit() {
+    let (fleet, orch) = slow_fleet(Duration::from_secs(20), Duration::from_secs(60)).await;
+    let started = tokio::time::Instant::now();
+    // ap-south's 12 agents in batches of 6, at most 2 out of service at once.
+    orch.start(rolling(targets(&fleet, "ap-south"), 6, Some(MaxUnavailable::Agents(2)))).await.unwrap();
+    orch.wait("d-1").await;
+    let rec = status_of(&orch, "d-1").await;
+    assert_eq!(rec.status, DeploymentStatus::Succeeded, "{:?}", rec.reason);
+    assert_eq!(rec.step_count, 2);
+    assert_eq!(most_installing_at_once(&orch, rec.id, &[]).await, 2);
+    // Each batch of 6 is three rounds of 2 installs of 20 s, then a 60 s bake.
+    assert!(started.elapsed() >= Duration::from_secs(2 * (3 * 20 + 60)), "{:?}", started.elapsed());
+    assert!(versions(&fleet).await.iter().filter(|(_, v)| *v == on("2.1.0")).count() == 12);
+    let planned = orch.registry().last_event(rec.id, "planned").await.unwrap().unwrap();
+    let step1 = planned.data["steps"][0].as_str().unwrap().to_string();
+    assert!(step1.contains("; at most 2 agents unavailable at once; bake 60 s"), "{step1}");
+
+    // Without a limit the whole batch of 6 installs at once, as before.
+    orch.start(rolling(targets(&fleet, "eu-west"), 6, None)).await.unwrap();
+    orch.wait("d-2").await;
+    let rec = status_of(&orch, "d-2").await;
+    assert_eq!(rec.status, DeploymentStatus::Succeeded, "{:?}", rec.reason);
+    assert_eq!(most_installing_at_once(&orch, rec.id, &[]).await, 6);
+    fleet.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cordoned_target_counts_against_max_unavailable_and_too_many_hold_the_rollout() {
+    let (fleet, orch) = slow_fleet(Duration::from_secs(20), Duration::from_secs(30)).await;
+    let poller = Arc::new(crate::topology::poller::Poller::new(
+        fleet.inventory(),
+        client(),
+        Arc::new(crate::topology::Catalog::embedded().unwrap()),
+        crate::topology::poller::PollerConfig::default(),
+    ));
+    orch.watch_fleet(poller.handle());
+    let endpoint =
+        |name: &str| fleet.inventory().into_iter().find(|e| e.name.as_deref() == Some(name)).unwrap().endpoint;
+    client().action(&endpoint("edge-20"), AgentAction::Cordon).await.unwrap();
+    poller.refresh().await;
+
+    // Batches of 4 with at most 2 unavailable: edge-20 (cordoned, in batch 1) is one of
+    // the 2, so only one other agent installs at a time.
+    let t: Vec<Target> = targets(&fleet, "ap-south")[..8].to_vec();
+    orch.start(rolling(t.clone(), 4, Some(MaxUnavailable::Agents(2)))).await.unwrap();
+    orch.wait("d-1").await;
+    let rec = status_of(&orch, "d-1").await;
+    assert_eq!(rec.status, DeploymentStatus::Succeeded, "{:?}", rec.reason);
+    assert_eq!(most_installing_at_once(&orch, rec.id, &["edge-20"]).await, 1);
+    let counted = orch.registry().last_event(rec.id, "unavailable_counted").await.unwrap().unwrap();
+    assert_eq!(counted.data["agents"], serde_json::json!(["edge-20 (cordoned)"]));
+
+    // With edge-21 cordoned too, no serving agent may go: the rollout holds before
+    // installing anything and names them.
+    client().action(&endpoint("edge-21"), AgentAction::Cordon).await.unwrap();
+    poller.refresh().await;
+    orch.rollback("d-1", &alice()).await.unwrap();
+    orch.wait("d-1").await;
+    orch.start(rolling(t, 4, Some(MaxUnavailable::Agents(2)))).await.unwrap();
+    let rec = until(&orch, "d-2", |r| r.status == DeploymentStatus::Paused).await;
+    assert_eq!(
+        rec.reason.as_deref(),
+        Some(
+            "held before installing step 1 of 2: 2 already unavailable (edge-20 cordoned, edge-21 cordoned) and \
+             at most 2 may be at once; resume once they are back, or abort"
+        )
+    );
+    assert!(rec.targets.iter().all(|t| t.state == TargetState::Pending), "nothing installed");
+    client().action(&endpoint("edge-21"), AgentAction::Uncordon).await.unwrap();
+    poller.refresh().await;
+    orch.resume("d-2", &alice()).await.unwrap();
+    orch.wait("d-2").await;
+    let rec = status_of(&orch, "d-2").await;
+    assert_eq!(rec.status, DeploymentStatus::Succeeded, "{:?}", rec.reason);
+    assert_eq!(most_installing_at_once(&orch, rec.id, &["edge-20"]).await, 1);
+    fleet.shutdown().await;
+}
+
+/// The next event `f` accepts. On the paused clock a rollout's bakes and holds pass in
+/// no real time, so the bound is a day of virtual time: a hang still fails the test.
+async fn next_event(rx: &mut broadcast::Receiver<RolloutEvent>, f: impl Fn(&RolloutEvent) -> bool) -> RolloutEvent {
+    tokio::time::timeout(Duration::from_secs(86_400), async {
+        loop {
+            let ev = rx.recv().await.unwrap();
+            if f(&ev) {
+                return ev;
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn paused_with<'a>(id: &'a str, reason_has: &'static str) -> impl Fn(&RolloutEvent) -> bool + 'a {
+    move |e| matches!(e, RolloutEvent::Paused { id: d, reason } if d == id && reason.contains(reason_has))
+}
+
+#[tokio::test(start_paused = true)]
+async fn blue_is_retired_exactly_when_the_configured_timer_elapses_and_not_before() {
+    let fleet = DemoFleet::start(DemoOptions { install_delay: Some(Duration::from_secs(5)), ..DemoOptions::default() })
+        .await
+        .unwrap();
+    let retire = Duration::from_secs(30 * 60);
+    let settings = RolloutSettings {
+        bake: Duration::from_secs(120),
+        install_timeout: Duration::from_secs(60),
+        blue_retire_after: Some(retire),
+        ..RolloutSettings::default()
+    };
+    let patient = AgentClient::new(Duration::from_secs(60), None).unwrap();
+    let orch = Orchestrator::new(Registry::open_in_memory().await.unwrap(), patient, settings);
+    let mut rx = orch.subscribe();
+    let t = targets(&fleet, "ap-south")[..4].to_vec();
+    let real = std::time::Instant::now();
+    let rec = orch.start(request(t.clone(), StrategyKind::BlueGreen)).await.unwrap();
+    let planned = orch.registry().last_event(rec.id, "planned").await.unwrap().unwrap();
+    assert!(
+        planned.data["steps"][1].as_str().unwrap().ends_with("then wait for promote or 1800 s to retire blue"),
+        "{}",
+        planned.data
+    );
+    next_event(&mut rx, paused_with("d-1", "to switch")).await;
+    orch.promote("d-1", &alice()).await.unwrap();
+    next_event(&mut rx, paused_with("d-1", "to retire blue")).await;
+    // The hold's timer starts as the hold is announced, at this same virtual instant.
+    let switched = tokio::time::Instant::now();
+    let blue_untouched = |v: &[(String, Option<String>)]| {
+        t[2..].iter().all(|b| v.iter().any(|(n, ver)| *n == b.agent && *ver == on("2.0.3")))
+    };
+
+    // One second before the timer: still held, blue still on the old version.
+    let early = tokio::time::timeout_at(switched + retire - Duration::from_secs(1), async {
+        next_event(&mut rx, |e| matches!(e, RolloutEvent::Resumed { .. } | RolloutEvent::StepStarted { .. })).await
+    })
+    .await;
+    assert!(early.is_err(), "blue was retired early: {early:?}");
+    assert!(waiting(&status_of(&orch, "d-1").await));
+    assert!(blue_untouched(&versions(&fleet).await));
+
+    // At the timer, and by itself: blue is retired and the rollout finishes.
+    next_event(&mut rx, |e| matches!(e, RolloutEvent::Resumed { id } if id == "d-1")).await;
+    assert_eq!(switched.elapsed(), retire, "retired exactly when the timer elapsed");
+    orch.wait("d-1").await;
+    let rec = status_of(&orch, "d-1").await;
+    assert_eq!(rec.status, DeploymentStatus::Succeeded, "{:?}", rec.reason);
+    assert_eq!(versions(&fleet).await.iter().filter(|(_, v)| *v == on("2.1.0")).count(), 4);
+    let elapsed = orch.registry().last_event(rec.id, "hold_timer_elapsed").await.unwrap().unwrap();
+    assert_eq!(elapsed.data["after_secs"], 1800.0);
+    assert!(real.elapsed() < Duration::from_secs(10), "half an hour of virtual time took {:?}", real.elapsed());
+
+    // Switched back a minute before the timer: green returns to the old version and
+    // the timer, when it would have elapsed, retires nothing.
+    orch.rollback("d-1", &alice()).await.unwrap();
+    orch.wait("d-1").await;
+    orch.start(request(t.clone(), StrategyKind::BlueGreen)).await.unwrap();
+    next_event(&mut rx, paused_with("d-2", "to switch")).await;
+    orch.promote("d-2", &alice()).await.unwrap();
+    next_event(&mut rx, paused_with("d-2", "to retire blue")).await;
+    tokio::time::sleep(retire - Duration::from_secs(60)).await;
+    let back = orch.rollback("d-2", &alice()).await.unwrap();
+    assert_eq!(back.status, DeploymentStatus::RolledBack);
+    orch.wait("d-2").await;
+    let rec = status_of(&orch, "d-2").await;
+    assert_eq!(rec.status, DeploymentStatus::RolledBack, "{:?}", rec.reason);
+    assert!(rec.reason.as_deref().unwrap().starts_with("switched back to blue by alice"), "{:?}", rec.reason);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.0.3")));
+    assert!(orch.registry().last_event(rec.id, "hold_timer_elapsed").await.unwrap().is_none());
+    assert_eq!(status_of(&orch, "d-2").await.status, DeploymentStatus::RolledBack);
+    fleet.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_in_the_default_steps_with_five_minute_bakes_finishes_in_virtual_time() {
+    let fleet = DemoFleet::start(DemoOptions { install_delay: Some(Duration::from_secs(3)), ..DemoOptions::default() })
+        .await
+        .unwrap();
+    let bake = Duration::from_secs(5 * 60);
+    let settings = RolloutSettings { bake, install_timeout: Duration::from_secs(60), ..RolloutSettings::default() };
+    let patient = AgentClient::new(Duration::from_secs(60), None).unwrap();
+    let orch = Orchestrator::new(Registry::open_in_memory().await.unwrap(), patient, settings);
+    let mut rx = orch.subscribe();
+    let all: Vec<Target> =
+        ["us-east", "us-west", "eu-west", "ap-south"].iter().flat_map(|r| targets(&fleet, r)).collect();
+    let real = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
+    let rec = orch.start(request(all, StrategyKind::Canary)).await.unwrap();
+    // 1, 5, 10, 25, 50 and 100% of 48 agents: 1, 3, 5, 12, 24 and 48 in all.
+    let mut per_step = vec![0usize; rec.step_count as usize];
+    for t in &rec.targets {
+        per_step[t.step as usize] += 1;
+    }
+    assert_eq!(per_step, [1, 2, 2, 7, 12, 24]);
+
+    // Each gate is judged only once its step has baked the full five minutes.
+    let mut gates = Vec::new();
+    for step in 1..=6 {
+        next_event(&mut rx, |e| matches!(e, RolloutEvent::StepStarted { step: s, .. } if *s == step)).await;
+        let step_started = tokio::time::Instant::now();
+        let gate = next_event(&mut rx, |e| matches!(e, RolloutEvent::GateEvaluated { .. })).await;
+        assert!(matches!(gate, RolloutEvent::GateEvaluated { step: s, passed: true, .. } if s == step), "{gate:?}");
+        gates.push(step_started.elapsed());
+    }
+    // An install takes 3 s (in parallel), then the bake; reading health takes no virtual time.
+    assert_eq!(gates, vec![Duration::from_secs(3) + bake; 6]);
+    let finished = next_event(&mut rx, |e| matches!(e, RolloutEvent::Finished { .. })).await;
+    assert!(matches!(finished, RolloutEvent::Finished { status: DeploymentStatus::Succeeded, .. }), "{finished:?}");
+    assert_eq!(started.elapsed(), 6 * (Duration::from_secs(3) + bake), "half an hour, in virtual time");
+    assert!(real.elapsed() < Duration::from_secs(10), "it took {:?} of real time", real.elapsed());
+    assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.1.0")));
     fleet.shutdown().await;
 }

@@ -8,6 +8,7 @@ use super::{from_millis, to_millis, Registry, RegistryError};
 
 impl Registry {
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<(), RegistryError> {
+        let _hold = self.hold();
         sqlx::query(
             "INSERT INTO audit (at, actor_name, actor_frontend, role, utterance, operation, result, message) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -27,6 +28,7 @@ impl Registry {
 
     /// Audit entries at or after `since` (all when `None`), the latest `limit`, oldest first.
     pub async fn list_audit(&self, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<AuditEntry>, RegistryError> {
+        let _hold = self.hold();
         let rows = sqlx::query(
             "SELECT * FROM (SELECT id, at, actor_name, actor_frontend, role, utterance, operation, result, message \
              FROM audit WHERE at >= ? ORDER BY id DESC LIMIT ?) ORDER BY id",

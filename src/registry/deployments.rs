@@ -16,6 +16,7 @@ const DEPLOYMENT_COLUMNS: &str = "id, extension, version, scope, strategy, statu
 impl Registry {
     /// Records a new deployment with its targets, in one transaction.
     pub async fn create_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord, RegistryError> {
+        let _hold = self.hold();
         let now = to_millis(Utc::now());
         let scope = json_text(&new.scope)?;
         let strategy = json_text(&new.strategy)?;
@@ -65,6 +66,7 @@ impl Registry {
         status: DeploymentStatus,
         reason: Option<&str>,
     ) -> Result<(), RegistryError> {
+        let _hold = self.hold();
         let now = to_millis(Utc::now());
         let finished = (!status.is_active()).then_some(now);
         let done =
@@ -81,6 +83,7 @@ impl Registry {
 
     /// Changes only the reason (progress of a rollback that runs after the status was set).
     pub async fn set_reason(&self, id: i64, reason: &str) -> Result<(), RegistryError> {
+        let _hold = self.hold();
         let done = sqlx::query("UPDATE deployments SET reason = ?, updated_at = ? WHERE id = ?")
             .bind(reason)
             .bind(to_millis(Utc::now()))
@@ -91,6 +94,7 @@ impl Registry {
     }
 
     pub async fn set_current_step(&self, id: i64, step: u32) -> Result<(), RegistryError> {
+        let _hold = self.hold();
         let done = sqlx::query("UPDATE deployments SET current_step = ?, updated_at = ? WHERE id = ?")
             .bind(i64::from(step))
             .bind(to_millis(Utc::now()))
@@ -108,6 +112,7 @@ impl Registry {
         state: TargetState,
         detail: Option<&str>,
     ) -> Result<(), RegistryError> {
+        let _hold = self.hold();
         let done =
             sqlx::query("UPDATE deployment_targets SET state = ?, detail = ? WHERE deployment_id = ? AND agent = ?")
                 .bind(state.as_str())
@@ -125,6 +130,7 @@ impl Registry {
     /// Records the version an agent runs before this deployment (a queued deployment
     /// learns it when it starts).
     pub async fn set_target_previous(&self, id: i64, agent: &str, previous: Option<&str>) -> Result<(), RegistryError> {
+        let _hold = self.hold();
         sqlx::query("UPDATE deployment_targets SET previous_version = ? WHERE deployment_id = ? AND agent = ?")
             .bind(previous)
             .bind(id)
@@ -136,6 +142,7 @@ impl Registry {
 
     /// Puts every target that is not in `keep` back to pending (a retry starts over on them).
     pub async fn reset_targets(&self, id: i64, keep: TargetState) -> Result<(), RegistryError> {
+        let _hold = self.hold();
         sqlx::query(
             "UPDATE deployment_targets SET state = 'pending', detail = NULL WHERE deployment_id = ? AND state != ?",
         )
@@ -153,6 +160,7 @@ impl Registry {
         kind: &str,
         data: &serde_json::Value,
     ) -> Result<i64, RegistryError> {
+        let _hold = self.hold();
         let id =
             sqlx::query_scalar("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?) RETURNING id")
                 .bind(deployment)
@@ -168,6 +176,7 @@ impl Registry {
     /// transaction: all of them are recorded or none is. A step over a thousand agents
     /// would otherwise cost two thousand separate synchronous commits.
     pub async fn journal_targets(&self, id: i64, entries: &[TargetJournal<'_>]) -> Result<(), RegistryError> {
+        let _hold = self.hold();
         let mut tx = self.pool.begin().await?;
         let at = to_millis(Utc::now());
         for e in entries {
@@ -197,6 +206,7 @@ impl Registry {
 
     /// The events of one deployment, oldest first.
     pub async fn events(&self, deployment: i64) -> Result<Vec<EventRecord>, RegistryError> {
+        let _hold = self.hold();
         let rows =
             sqlx::query("SELECT id, deployment_id, at, kind, data FROM events WHERE deployment_id = ? ORDER BY id")
                 .bind(deployment)
@@ -207,6 +217,7 @@ impl Registry {
 
     /// The latest event of `kind` for one deployment.
     pub async fn last_event(&self, deployment: i64, kind: &str) -> Result<Option<EventRecord>, RegistryError> {
+        let _hold = self.hold();
         let row = sqlx::query(
             "SELECT id, deployment_id, at, kind, data FROM events WHERE deployment_id = ? AND kind = ? \
              ORDER BY id DESC LIMIT 1",
@@ -220,6 +231,7 @@ impl Registry {
 
     /// The latest `limit` events of any kind, oldest first.
     pub async fn recent_events(&self, limit: u32) -> Result<Vec<EventRecord>, RegistryError> {
+        let _hold = self.hold();
         let rows = sqlx::query(
             "SELECT * FROM (SELECT id, deployment_id, at, kind, data FROM events ORDER BY id DESC LIMIT ?) ORDER BY id",
         )
@@ -230,6 +242,7 @@ impl Registry {
     }
 
     pub async fn deployment(&self, id: i64) -> Result<Option<DeploymentRecord>, RegistryError> {
+        let _hold = self.hold();
         let row = sqlx::query(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?"))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -242,6 +255,7 @@ impl Registry {
 
     /// The deployment named `d-<id>`; `None` for a name that is not one or is unknown.
     pub async fn deployment_by_name(&self, name: &str) -> Result<Option<DeploymentRecord>, RegistryError> {
+        let _hold = self.hold();
         match super::deployment_id_from_name(name) {
             Some(id) => self.deployment(id).await,
             None => Ok(None),
@@ -250,12 +264,14 @@ impl Registry {
 
     /// The most recently created deployment.
     pub async fn latest_deployment(&self) -> Result<Option<DeploymentRecord>, RegistryError> {
+        let _hold = self.hold();
         let filter = DeploymentFilter { limit: Some(1), ..DeploymentFilter::default() };
         Ok(self.list_deployments(&filter).await?.into_iter().next())
     }
 
     /// Deployments matching the filter, newest first.
     pub async fn list_deployments(&self, filter: &DeploymentFilter) -> Result<Vec<DeploymentRecord>, RegistryError> {
+        let _hold = self.hold();
         let mut q: QueryBuilder<Sqlite> =
             QueryBuilder::new(format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments d WHERE 1 = 1"));
         if let Some(status) = filter.status {
@@ -289,6 +305,7 @@ impl Registry {
 
     /// Deployments that may still change agents (pending, running, paused), oldest first.
     pub async fn active_deployments(&self) -> Result<Vec<DeploymentRecord>, RegistryError> {
+        let _hold = self.hold();
         let rows = sqlx::query(&format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status IN ('pending', 'running', 'paused') ORDER BY id"
         ))
@@ -302,6 +319,7 @@ impl Registry {
     }
 
     async fn with_targets(&self, row: &SqliteRow) -> Result<DeploymentRecord, RegistryError> {
+        let _hold = self.hold();
         let mut record = deployment_from_row(row)?;
         let rows = sqlx::query(
             "SELECT agent, endpoint, previous_version, step, state, detail FROM deployment_targets \

@@ -57,6 +57,30 @@ pub enum RegistryError {
 #[derive(Debug, Clone)]
 pub struct Registry {
     pool: SqlitePool,
+    /// Hold tokio's clock while a query runs (in-memory registries: see [`ClockHold`]).
+    hold_clock: bool,
+}
+
+/// Keeps a paused tokio clock (tests on virtual time) from running on while SQLite
+/// works. SQLite answers from its own thread, which the runtime cannot see: it takes
+/// the wait for idleness and jumps the clock to the next timer, firing bakes, holds
+/// and the pool's own acquire timeout early. A blocking task in flight holds the
+/// clock, as tokio documents; outside tokio's test builds it only costs a hand-off to
+/// the blocking pool, and only in-memory registries (tests, benches, dry runs) take it.
+struct ClockHold(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+
+impl ClockHold {
+    fn start() -> ClockHold {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // Outside a runtime there is no clock to hold (and spawning would panic).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            // Returns when the hold is dropped (its sender with it).
+            drop(rt.spawn_blocking(move || {
+                let _ = rx.recv();
+            }));
+        }
+        ClockHold(tx)
+    }
 }
 
 impl Registry {
@@ -83,7 +107,7 @@ impl Registry {
             .connect_with(options)
             .await
             .map_err(|source| open_error(path, source))?;
-        let registry = Registry { pool };
+        let registry = Registry { pool, hold_clock: false };
         registry.check_integrity(path).await?;
         sqlx::migrate!("./migrations")
             .run(&registry.pool)
@@ -98,6 +122,7 @@ impl Registry {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")
             .map_err(|source| RegistryError::Open { path: path.clone(), source })?
             .foreign_keys(true);
+        let _hold = ClockHold::start();
         // Every connection to `:memory:` is its own empty database: keep exactly one,
         // and never let the pool close it.
         let pool = SqlitePoolOptions::new()
@@ -109,7 +134,12 @@ impl Registry {
             .await
             .map_err(|source| RegistryError::Open { path: path.clone(), source })?;
         sqlx::migrate!("./migrations").run(&pool).await.map_err(|source| RegistryError::Migrate { path, source })?;
-        Ok(Registry { pool })
+        Ok(Registry { pool, hold_clock: true })
+    }
+
+    /// Held by every query: see [`ClockHold`].
+    fn hold(&self) -> Option<ClockHold> {
+        self.hold_clock.then(ClockHold::start)
     }
 
     async fn check_integrity(&self, path: &Path) -> Result<(), RegistryError> {

@@ -54,6 +54,7 @@ pub struct TimelineDay {
 
 impl Registry {
     pub async fn report(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> Result<Report, RegistryError> {
+        let _hold = self.hold();
         let rows = sqlx::query(
             "SELECT status, created_at, finished_at FROM deployments WHERE created_at >= ? AND created_at < ?",
         )
@@ -122,6 +123,7 @@ impl Registry {
         since: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>), RegistryError> {
+        let _hold = self.hold();
         let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT e.data FROM events e JOIN deployments d ON d.id = e.deployment_id \
              WHERE e.kind = 'gate_evaluated' AND d.created_at >= ? AND d.created_at < ?",

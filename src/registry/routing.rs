@@ -37,6 +37,7 @@ pub struct NewRoutingChange<'a> {
 impl Registry {
     /// The stored table and its version (0 and empty when nothing was ever stored).
     pub async fn routing_table(&self) -> Result<(RoutingTable, i64, Option<DateTime<Utc>>), RegistryError> {
+        let _hold = self.hold();
         let rows = sqlx::query("SELECT region, serving_region, weight FROM routing ORDER BY region, serving_region")
             .fetch_all(&self.pool)
             .await?;
@@ -60,6 +61,7 @@ impl Registry {
 
     /// Journals `change` and makes its `after` the stored table; answers the new version.
     pub async fn record_routing_change(&self, change: &NewRoutingChange<'_>) -> Result<i64, RegistryError> {
+        let _hold = self.hold();
         let json = |t: &RoutingTable| serde_json::to_string(t).map_err(|e| RegistryError::Data(e.to_string()));
         let mut tx = self.pool.begin().await?;
         let id = sqlx::query(
@@ -92,6 +94,7 @@ impl Registry {
 
     /// The latest `limit` changes, oldest first.
     pub async fn routing_changes(&self, limit: u32) -> Result<Vec<RoutingChange>, RegistryError> {
+        let _hold = self.hold();
         let rows = sqlx::query(
             "SELECT * FROM (SELECT id, at, actor, frontend, kind, reason, before, after FROM routing_changes \
              ORDER BY id DESC LIMIT ?) ORDER BY id",

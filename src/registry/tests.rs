@@ -10,7 +10,7 @@ fn new_deployment(agents: &[&str], status: DeploymentStatus) -> NewDeployment {
         extension: "auth-filter".into(),
         version: "2.1.0".into(),
         scope: Scope::region("ap-south"),
-        strategy: Strategy { kind: StrategyKind::Rolling, steps: None, batch_size: Some(2) },
+        strategy: Strategy { steps: None, batch_size: Some(2), ..Strategy::of(StrategyKind::Rolling) },
         status,
         actor: Actor::new("alice", "repl", Role::Operator),
         utterance: "roll out auth-filter 2.1.0 to ap-south".into(),

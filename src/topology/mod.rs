@@ -278,6 +278,14 @@ impl Topology {
         self.refreshed_at
     }
 
+    /// Every label key any agent has (`env`, `tier`, ...), sorted.
+    pub fn label_keys(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.agents.iter().flat_map(|a| a.labels.keys().cloned()).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Every value a label takes across the fleet (e.g. all `env` values), sorted.
     pub fn label_values(&self, key: &str) -> Vec<String> {
         let mut out: Vec<String> = self.agents.iter().filter_map(|a| a.labels.get(key).cloned()).collect();

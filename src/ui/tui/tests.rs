@@ -73,7 +73,7 @@ fn canary_mid_way() -> DeploymentRecord {
         extension: "auth-filter".into(),
         version: "2.1.0".into(),
         scope: Scope::region("eu-west"),
-        strategy: Strategy { kind: StrategyKind::Canary, steps: Some(vec![10, 100]), batch_size: None },
+        strategy: Strategy { steps: Some(vec![10, 100]), batch_size: None, ..Strategy::of(StrategyKind::Canary) },
         status: DeploymentStatus::Running,
         reason: None,
         actor: "alice".into(),
