@@ -14,15 +14,17 @@ use crate::ops::{Operation, Scope, Selector};
 use crate::routing::capacity::{Capacity, Limits};
 use crate::routing::plan;
 use crate::routing::table::RoutingTable;
-use crate::topology::{AgentView, Liveness, RegionHealth, Topology, VersionMatch};
+use crate::topology::{AgentName, AgentView, Liveness, RegionHealth, Topology, VersionMatch};
 
 /// What the check established, for the executor and the confirmation question.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Feasible {
     /// Agents the operation will change (deploy: those not already on the version).
-    pub targets: Vec<String>,
+    /// Shared names, not copies: a fleet-wide verdict on 10,000 agents would otherwise
+    /// spend most of its time copying strings. They serialise as plain strings.
+    pub targets: Vec<AgentName>,
     /// Agents in scope that already run the requested version (deploy only).
-    pub already: Vec<String>,
+    pub already: Vec<AgentName>,
     /// Why the operation needs a yes/no first; `None` when it does not.
     pub risk: Option<String>,
 }
@@ -85,7 +87,7 @@ pub fn check(op: &Operation, topo: &Topology, busy: &Busy) -> Result<Feasible, I
     }
 }
 
-fn plain(targets: Vec<String>) -> Feasible {
+fn plain(targets: Vec<AgentName>) -> Feasible {
     Feasible { targets, already: Vec::new(), risk: None }
 }
 
@@ -98,7 +100,7 @@ pub fn check_traffic(
     table: &RoutingTable,
     cap: &Capacity,
 ) -> Result<Feasible, Infeasible> {
-    let drained = |region: &str| -> Vec<String> {
+    let drained = |region: &str| -> Vec<AgentName> {
         topo.region_agents(region).filter(|a| a.liveness.is_reachable()).map(|a| a.name.clone()).collect()
     };
     match op {
@@ -502,7 +504,7 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
     let held: Vec<(&AgentView, &String)> = if busy.is_empty() {
         Vec::new()
     } else {
-        in_scope.iter().filter_map(|a| busy.get(&a.name).map(|d| (*a, d))).collect()
+        in_scope.iter().filter_map(|a| busy.get(a.name.as_str()).map(|d| (*a, d))).collect()
     };
     if !held.is_empty() {
         let mut ids: Vec<&str> = held.iter().map(|(_, d)| d.as_str()).collect();
@@ -576,7 +578,7 @@ fn check_agent_action(op: &Operation, name: &str, topo: &Topology, busy: &Busy) 
     } else {
         None
     };
-    Ok(Feasible { targets: vec![name.to_string()], already: Vec::new(), risk })
+    Ok(Feasible { targets: vec![agent.name.clone()], already: Vec::new(), risk })
 }
 
 /// Why a rollout to `targets` needs confirmation, if it does: production agents, or

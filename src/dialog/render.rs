@@ -294,7 +294,7 @@ fn agent_table(title: &str, agents: &[&AgentView]) -> Table {
         let m = a.metrics;
         let num = |v: f64, p: usize| if reachable { format!("{v:.p$}") } else { "-".to_string() };
         t.push(vec![
-            a.name.clone(),
+            a.name.to_string(),
             a.zone.clone(),
             a.liveness.as_str().to_string(),
             a.state.as_str().to_string(),
@@ -373,7 +373,7 @@ pub(super) fn found(topo: &Topology, scope: &Scope, ext: Option<&ExtensionRef>) 
     let mut table = Table::new("Agents", &["Agent", "Region", "Zone", "Health", "Capabilities", "Extensions"]);
     for a in &agents {
         table.push(vec![
-            a.name.clone(),
+            a.name.to_string(),
             a.region.clone(),
             a.zone.clone(),
             a.liveness.as_str().to_string(),

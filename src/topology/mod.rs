@@ -10,7 +10,10 @@ pub mod inventory;
 pub mod poller;
 pub mod registration;
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -94,10 +97,119 @@ impl Liveness {
     }
 }
 
+/// An agent's name, shared rather than copied: every snapshot, the name index and
+/// every feasibility verdict (a fleet-wide one lists 10,000 of them) hold the same
+/// allocation, so handing a name on costs a reference count, not a string copy.
+/// Serialises as a plain string, so the JSON contract does not see it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AgentName(Arc<str>);
+
+impl AgentName {
+    pub fn new(name: &str) -> AgentName {
+        AgentName(Arc::from(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for AgentName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for AgentName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Lets a `HashMap<AgentName, _>` be looked up with a `&str`.
+impl Borrow<str> for AgentName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AgentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for AgentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for AgentName {
+    fn from(name: &str) -> AgentName {
+        AgentName::new(name)
+    }
+}
+
+impl From<String> for AgentName {
+    fn from(name: String) -> AgentName {
+        AgentName(Arc::from(name))
+    }
+}
+
+impl From<&AgentName> for String {
+    fn from(name: &AgentName) -> String {
+        name.0.to_string()
+    }
+}
+
+impl PartialEq<str> for AgentName {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for AgentName {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for AgentName {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<AgentName> for String {
+    fn eq(&self, other: &AgentName) -> bool {
+        **self == *other.0
+    }
+}
+
+impl PartialEq<AgentName> for str {
+    fn eq(&self, other: &AgentName) -> bool {
+        *self == *other.0
+    }
+}
+
+impl PartialEq<AgentName> for &str {
+    fn eq(&self, other: &AgentName) -> bool {
+        **self == *other.0
+    }
+}
+
+impl Serialize for AgentName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 /// One agent as the model knows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentView {
-    pub name: String,
+    pub name: AgentName,
     /// Base URL of the agent's HTTP API, e.g. `http://127.0.0.1:41234`.
     pub endpoint: String,
     pub region: String,
@@ -175,7 +287,7 @@ impl RegionHealth {
 #[derive(Debug, Clone)]
 pub struct Topology {
     agents: Vec<AgentView>,
-    index: HashMap<String, usize>,
+    index: HashMap<AgentName, usize>,
     regions: Vec<String>,
     zones: Vec<String>,
     /// Per region (in `regions` order): agent count and health, computed once per
@@ -362,7 +474,7 @@ pub mod demo {
             extensions.insert("model-server".to_string(), "0.3.0".to_string());
         }
         AgentView {
-            name: name.to_string(),
+            name: AgentName::new(name),
             endpoint: format!("http://127.0.0.1:1/{name}"),
             region: region.to_string(),
             zone: zone.to_string(),

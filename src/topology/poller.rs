@@ -28,7 +28,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::inventory::InventoryEntry;
-use super::{AgentView, Catalog, HealthThresholds, Liveness, RegionHealth, Topology, TopologyHandle};
+use super::{AgentName, AgentView, Catalog, HealthThresholds, Liveness, RegionHealth, Topology, TopologyHandle};
 use crate::agent::protocol::{AgentStatus, Metrics, ServingState, PROTOCOL_VERSION};
 use crate::agent::{AgentClient, AgentError};
 
@@ -395,7 +395,7 @@ impl Poller {
                     slot.flapping = true;
                     tracing::warn!(agent = %slot.view.name, changes = slot.changes.len(), "agent is flapping");
                     events.push(TopologyEvent::Flapping {
-                        agent: slot.view.name.clone(),
+                        agent: slot.view.name.to_string(),
                         region: slot.view.region.clone(),
                         changes: slot.changes.len(),
                         at: now_utc,
@@ -403,7 +403,7 @@ impl Poller {
                 } else {
                     tracing::info!(agent = %slot.view.name, from = previous.as_str(), to = next.as_str(), %reason, "liveness changed");
                     events.push(TopologyEvent::LivenessChanged {
-                        agent: slot.view.name.clone(),
+                        agent: slot.view.name.to_string(),
                         region: slot.view.region.clone(),
                         from: previous,
                         to: next,
@@ -420,7 +420,7 @@ impl Poller {
                 slot.changes.clear();
                 tracing::info!(agent = %slot.view.name, liveness = slot.view.liveness.as_str(), "agent settled");
                 events.push(TopologyEvent::Settled {
-                    agent: slot.view.name.clone(),
+                    agent: slot.view.name.to_string(),
                     region: slot.view.region.clone(),
                     liveness: slot.view.liveness,
                     at: now_utc,
@@ -474,7 +474,7 @@ fn check_protocol(entry: &InventoryEntry, status: AgentStatus) -> Result<AgentSt
 /// An agent that has never answered: inventory hints only.
 fn unseen_view(entry: &InventoryEntry, now: DateTime<Utc>) -> AgentView {
     AgentView {
-        name: entry.name.clone().unwrap_or_else(|| entry.endpoint.clone()),
+        name: AgentName::new(entry.name.as_deref().unwrap_or(&entry.endpoint)),
         endpoint: entry.endpoint.clone(),
         region: entry.region.clone().unwrap_or_else(|| UNKNOWN_PLACE.to_string()),
         zone: entry.zone.clone().unwrap_or_else(|| UNKNOWN_PLACE.to_string()),
@@ -500,7 +500,12 @@ fn update_view(view: &mut AgentView, entry: &InventoryEntry, status: AgentStatus
             reported
         }
     };
-    view.name = or_hint(status.name, &entry.name, &entry.endpoint);
+    let name = or_hint(status.name, &entry.name, &entry.endpoint);
+    // The name rarely changes; keeping the shared one spares an allocation per agent
+    // per pass and keeps every snapshot pointing at one copy.
+    if view.name != name {
+        view.name = AgentName::from(name);
+    }
     view.region = or_hint(status.region, &entry.region, UNKNOWN_PLACE);
     view.zone = or_hint(status.zone, &entry.zone, UNKNOWN_PLACE);
     view.labels = status.labels;
@@ -519,7 +524,7 @@ fn duplicate_names(agents: &[AgentView]) -> Vec<String> {
         match seen.get_mut(a.name.as_str()) {
             Some(reported) if !*reported => {
                 *reported = true;
-                out.push(a.name.clone());
+                out.push(a.name.to_string());
             }
             Some(_) => {}
             None => {
