@@ -184,6 +184,40 @@ fn a_deploy_into_a_partitioned_region_is_refused_with_the_reason_and_an_alternat
     chat.kill();
 }
 
+#[test]
+fn a_flapping_agent_is_named_in_the_health_reply_and_its_alerts_are_held_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // edge-7 of a 12-agent simulated fleet is in eu-west; 500 ms up, 500 ms crashed:
+    // healthy, suspect, down, healthy again about every second with these settings.
+    let (_sim, _) = start_simulator(dir.path(), 12, "flap:500/agent:edge-7", None);
+    let config = dir.path().join("parley.toml");
+    std::fs::write(
+        &config,
+        "[fleet]\ninventory = \"sim.toml\"\ntimeout_ms = 300\n[poll]\ninterval_ms = 100\nsuspect_after_ms = 200\n\
+         down_after_ms = 400\nflap_threshold = 4\nflap_window_ms = 10000\n",
+    )
+    .unwrap();
+    let mut chat = common::Chat::start(&dir.path().join("state"), &["--config", config.to_str().unwrap()]);
+    let turn = chat.eventually("how healthy is eu-west?", |t| {
+        t["message"].as_str().is_some_and(|m| m.contains("edge-7 is flapping"))
+    });
+    let message = turn["message"].as_str().unwrap();
+    // "... edge-7 is flapping: N state changes in the last 10 s; alerts for it are held back."
+    let (_, sentence) = message.split_once("edge-7 is flapping: ").unwrap();
+    let (count, rest) = sentence.split_once(' ').unwrap();
+    let changes: u64 = count.parse().unwrap_or_else(|_| panic!("{message}"));
+    assert!(changes >= 4, "flagged at the threshold of 4: {message}");
+    assert_eq!(rest, "state changes in the last 10 s; alerts for it are held back.", "{message}");
+    let row = turn["details"]["agents"].as_array().unwrap().iter().find(|r| r["agent"] == "edge-7").unwrap().clone();
+    assert_eq!(row["flapping"]["window_ms"], 10_000, "{row}");
+    assert!(row["flapping"]["changes"].as_u64().unwrap() >= 4, "{row}");
+    let follow: Vec<&str> = turn["follow_ups"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
+    assert!(follow.contains(&"show agent edge-7"), "{follow:?}");
+    // Nobody else in the region is called flapping.
+    assert_eq!(message.matches("is flapping").count(), 1, "{message}");
+    chat.kill();
+}
+
 /// Under injected delay of 50-250 ms against a 200 ms request timeout, about a
 /// quarter of the answers are late; the grace period must keep spurious suspects rare.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -225,6 +225,24 @@ pub struct AgentView {
     pub liveness_since: DateTime<Utc>,
     /// When the agent last answered, if ever.
     pub last_seen: Option<DateTime<Utc>>,
+    /// Set while the poller counts the agent as flapping (its liveness transitions are
+    /// then held back from the events), so replies can say so instead of showing
+    /// whichever state the last pass happened to catch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flapping: Option<Flapping>,
+}
+
+/// How much a flapping agent has been changing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Flapping {
+    /// Liveness changes within the last `window`.
+    pub changes: usize,
+    #[serde(rename = "window_ms", serialize_with = "duration_ms")]
+    pub window: std::time::Duration,
+}
+
+fn duration_ms<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl AgentView {
@@ -579,6 +597,7 @@ pub mod demo {
             liveness: Liveness::Healthy,
             liveness_since: DateTime::<Utc>::UNIX_EPOCH,
             last_seen: Some(DateTime::<Utc>::UNIX_EPOCH),
+            flapping: None,
         }
     }
 

@@ -28,7 +28,9 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::inventory::InventoryEntry;
-use super::{AgentName, AgentView, Catalog, HealthThresholds, Liveness, RegionHealth, Topology, TopologyHandle};
+use super::{
+    AgentName, AgentView, Catalog, Flapping, HealthThresholds, Liveness, RegionHealth, Topology, TopologyHandle,
+};
 use crate::agent::protocol::{AgentStatus, Metrics, ServingState, PROTOCOL_VERSION};
 use crate::agent::{AgentClient, AgentError};
 
@@ -413,6 +415,13 @@ impl Poller {
             }
         }
         for slot in memory.slots.iter_mut() {
+            if slot.flapping {
+                // Changes that left the window no longer count, also in passes without one.
+                while slot.changes.front().is_some_and(|&t| now.saturating_duration_since(t) > self.config.flap_window)
+                {
+                    slot.changes.pop_front();
+                }
+            }
             if slot.flapping
                 && slot.changes.back().is_none_or(|&t| now.saturating_duration_since(t) >= self.config.flap_window)
             {
@@ -426,6 +435,8 @@ impl Poller {
                     at: now_utc,
                 });
             }
+            slot.view.flapping =
+                slot.flapping.then(|| Flapping { changes: slot.changes.len(), window: self.config.flap_window });
         }
 
         let agents: Vec<AgentView> = memory.slots.iter().map(|s| s.view.clone()).collect();
@@ -487,6 +498,7 @@ fn unseen_view(entry: &InventoryEntry, now: DateTime<Utc>) -> AgentView {
         liveness: Liveness::Down,
         liveness_since: now,
         last_seen: None,
+        flapping: None,
     }
 }
 
@@ -831,6 +843,11 @@ mod tests {
             .collect();
         assert_eq!(got.len(), 4, "three transitions, then one flapping notice: {got:?}");
         assert!(matches!(&got[3], TopologyEvent::Flapping { agent, changes: 4, .. } if agent == "edge-1"));
+        // The snapshot says so too, for the health reply: the changes still in the window
+        // (up to all eight, fewer if this machine was slow) and the window itself.
+        let flapping = poller.handle().snapshot().agent("edge-1").unwrap().flapping.unwrap();
+        assert!((1..=8).contains(&flapping.changes), "{flapping:?}");
+        assert_eq!(flapping.window, Duration::from_millis(400));
 
         tokio::time::sleep(Duration::from_millis(450)).await;
         poller.refresh().await;
@@ -839,6 +856,7 @@ mod tests {
             matches!(got.as_slice(), [TopologyEvent::Settled { agent, liveness: Liveness::Healthy, .. }] if agent == "edge-1"),
             "{got:?}"
         );
+        assert_eq!(poller.handle().snapshot().agent("edge-1").unwrap().flapping, None);
         fleet.shutdown().await;
     }
 
