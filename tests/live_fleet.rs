@@ -29,11 +29,17 @@ impl Drop for Proc {
 
 /// Starts `parley agent` and returns it with its base URL (read from its stderr).
 fn start_agent(data: &Path, name: &str, region: &str, listen: &str) -> (Proc, String) {
+    start_agent_with(data, name, region, listen, &[])
+}
+
+/// [`start_agent`] with more `parley agent` arguments.
+fn start_agent_with(data: &Path, name: &str, region: &str, listen: &str, extra: &[&str]) -> (Proc, String) {
     let mut child = Command::new(common::parley_bin())
         .arg("--data-dir")
         .arg(data)
         .args(["agent", "--name", name, "--region", region, "--zone", &format!("{region}-a")])
         .args(["--labels", "env=production,tier=edge", "--extensions", "auth-filter@2.0.3", "--listen", listen])
+        .args(extra)
         .env("PARLEY_AGENT_TOKEN", TOKEN)
         .stderr(Stdio::piped())
         .spawn()
@@ -153,6 +159,67 @@ async fn killed_frozen_and_crashed_agents_turn_suspect_then_down_and_come_back()
     let snapshot = poller.handle().snapshot();
     assert_eq!(snapshot.agent("edge-101").unwrap().extensions["auth-filter"], "2.1.0", "the state file survived");
     assert_ne!(snapshot.region_health("eu-north"), RegionHealth::Partitioned);
+}
+
+/// Two real `parley agent` processes register with Parley's registration endpoint.
+/// The one stopped with SIGTERM deregisters on its way out and leaves the model at
+/// once; the one killed with SIGKILL cannot, and is reported down as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopped_with_sigterm_deregisters_while_a_killed_one_turns_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = AgentClient::new(Duration::from_millis(250), Some(TOKEN.into())).unwrap();
+    let config = PollerConfig {
+        interval: Duration::from_millis(100),
+        suspect_after: Duration::from_millis(300),
+        down_after: Duration::from_millis(800),
+        ..PollerConfig::default()
+    };
+    let poller = Arc::new(Poller::new(Vec::new(), client, Arc::new(Catalog::embedded().unwrap()), config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(parley::topology::registration::serve(
+        listener,
+        Arc::clone(&poller),
+        Some(TOKEN.into()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let register = ["--register", url.as_str(), "--heartbeat-ms", "100"];
+    let (mut leaving, _) = start_agent_with(&dir.path().join("a"), "edge-201", "eu-north", "127.0.0.1:0", &register);
+    let (killed, _) = start_agent_with(&dir.path().join("b"), "edge-202", "eu-north", "127.0.0.1:0", &register);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while poller.inventory().len() < 2 {
+        assert!(Instant::now() < deadline, "the agents did not register: {:?}", poller.inventory());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = poller.refresh().await;
+    assert_eq!((stats.answered, stats.failed), (2, 0));
+
+    signal(&leaving, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = leaving.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "parley agent did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "a graceful stop exits cleanly: {status}");
+    // Gone from the model the moment it left, without waiting for a pass.
+    let names = |p: &Poller| p.handle().snapshot().agents().iter().map(|a| a.name.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&poller), ["edge-202"]);
+
+    signal(&killed, "KILL");
+    until(&poller, "edge-202", &[Liveness::Down], Duration::from_secs(5)).await;
+    // Passes since have neither polled the one that left nor brought it back.
+    assert_eq!(names(&poller), ["edge-202"]);
+    assert_eq!(poller.inventory().len(), 1);
+    assert_eq!(poller.handle().snapshot().region_health("eu-north"), RegionHealth::Partitioned);
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
 }
 
 #[test]

@@ -13,9 +13,11 @@
 //! transitions are kept out of the events until it has been stable for a whole
 //! window, so a flaky agent cannot flood the operator.
 //!
-//! The inventory can grow at run time ([`Poller::add_entry`], used by the
-//! registration endpoint and DNS SRV discovery), and heartbeats
-//! ([`Poller::heartbeat`]) count as evidence of life between polls.
+//! The inventory can change at run time: [`Poller::add_entry`] (DNS SRV discovery) and
+//! [`Poller::register`] (the registration endpoint) add agents, [`Poller::deregister`]
+//! drops a registered agent that is leaving on purpose, so that it vanishes from the
+//! model instead of turning down. Heartbeats ([`Poller::heartbeat`]) count as
+//! evidence of life between polls.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -124,18 +126,43 @@ struct Slot {
     /// When its liveness changed lately (within the flap window).
     changes: VecDeque<Instant>,
     flapping: bool,
+    /// The agent registered itself, so it may also deregister itself.
+    registered: bool,
+    /// Deregistered: out of the model at once, out of the inventory at the start of the
+    /// next pass (see `Memory::entries`).
+    removed: bool,
 }
 
 impl Slot {
     fn new(entry: &InventoryEntry, now: DateTime<Utc>) -> Slot {
-        Slot { view: unseen_view(entry, now), answered_at: None, changes: VecDeque::new(), flapping: false }
+        Slot {
+            view: unseen_view(entry, now),
+            answered_at: None,
+            changes: VecDeque::new(),
+            flapping: false,
+            registered: false,
+            removed: false,
+        }
     }
+}
+
+/// What [`Poller::deregister`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deregistered {
+    /// The agent (every registered endpoint of that name) is out of the model.
+    Removed(usize),
+    /// The name is known, but from the inventory file or DNS SRV, which would bring it
+    /// back: it is left alone.
+    NotRegistered,
+    Unknown,
 }
 
 #[derive(Debug)]
 struct Memory {
-    /// What to poll. Only ever appended to, so a pass's indices stay valid while
-    /// entries are added under it; shared with the pass in flight.
+    /// What to poll, shared with the pass in flight, which addresses slots by index.
+    /// So that those indices stay valid, entries are only appended while a pass may be
+    /// running; a deregistered one is marked `removed` in its slot and taken out at the
+    /// start of the next pass, under the pass lock.
     entries: Arc<Vec<InventoryEntry>>,
     /// One per inventory entry, in inventory order.
     slots: Vec<Slot>,
@@ -214,26 +241,104 @@ impl Poller {
         &self.config
     }
 
-    /// The inventory being polled now.
+    /// The inventory being polled now (without agents that deregistered).
     pub fn inventory(&self) -> Arc<Vec<InventoryEntry>> {
-        Arc::clone(&self.lock().entries)
+        let memory = self.lock();
+        if memory.slots.iter().any(|s| s.removed) {
+            let kept = memory.entries.iter().zip(&memory.slots).filter(|(_, s)| !s.removed).map(|(e, _)| e.clone());
+            Arc::new(kept.collect())
+        } else {
+            Arc::clone(&memory.entries)
+        }
     }
 
     /// Adds an agent to poll from the next pass on. An endpoint already polled keeps
     /// its slot and only takes the new hints; answers whether the endpoint is new.
     pub fn add_entry(&self, entry: InventoryEntry) -> bool {
+        self.add(entry, false)
+    }
+
+    /// [`Poller::add_entry`] for an agent that announced itself, which may later leave
+    /// with [`Poller::deregister`].
+    pub fn register(&self, entry: InventoryEntry) -> bool {
+        self.add(entry, true)
+    }
+
+    fn add(&self, entry: InventoryEntry, registered: bool) -> bool {
         let mut memory = self.lock();
         let key = entry.endpoint.to_ascii_lowercase();
         if let Some(i) = memory.entries.iter().position(|e| e.endpoint.to_ascii_lowercase() == key) {
-            if memory.entries[i] != entry {
-                Arc::make_mut(&mut memory.entries)[i] = entry;
+            let Memory { entries, slots, .. } = &mut *memory;
+            let Some(slot) = slots.get_mut(i) else { return false };
+            let returning = slot.removed;
+            if returning {
+                // Back before its tombstone was swept: a fresh start, not its old history.
+                *slot = Slot::new(&entry, Utc::now());
             }
-            return false;
+            slot.registered |= registered;
+            if entries[i] != entry {
+                Arc::make_mut(entries)[i] = entry;
+            }
+            return returning;
         }
-        let slot = Slot::new(&entry, Utc::now());
+        let mut slot = Slot::new(&entry, Utc::now());
+        slot.registered = registered;
         Arc::make_mut(&mut memory.entries).push(entry);
         memory.slots.push(slot);
         true
+    }
+
+    /// Takes the registered agent called `name` (its reported name, or the name it
+    /// registered with) out of the model at once and out of the inventory before the
+    /// next pass: an agent shutting down on purpose is gone, not down. Agents from the
+    /// inventory file or DNS SRV are not touched, since those would bring them back.
+    pub fn deregister(&self, name: &str) -> Deregistered {
+        let mut memory = self.lock();
+        let Memory { entries, slots, .. } = &mut *memory;
+        let mut known = false;
+        let mut removed = 0;
+        for (slot, entry) in slots.iter_mut().zip(entries.iter()) {
+            if slot.removed || (slot.view.name != name && entry.name.as_deref() != Some(name)) {
+                continue;
+            }
+            known = true;
+            if slot.registered {
+                slot.removed = true;
+                removed += 1;
+            }
+        }
+        if removed == 0 {
+            return if known { Deregistered::NotRegistered } else { Deregistered::Unknown };
+        }
+        // Under the memory lock, like a pass's own swap, so that a pass finishing now
+        // cannot put back a snapshot that still has the agent. Before the first pass the
+        // model is empty (unknown, not down) and stays so.
+        if memory.passes > 0 {
+            let refreshed = self.handle.snapshot().refreshed_at();
+            self.handle.replace(self.build(&memory, refreshed));
+        }
+        tracing::info!(agent = %name, endpoints = removed, "agent deregistered");
+        Deregistered::Removed(removed)
+    }
+
+    /// The snapshot of what the memory holds now.
+    fn build(&self, memory: &Memory, refreshed_at: Option<DateTime<Utc>>) -> Topology {
+        let agents: Vec<AgentView> = memory.slots.iter().filter(|s| !s.removed).map(|s| s.view.clone()).collect();
+        Topology::new(agents, Arc::clone(&self.catalog), refreshed_at)
+    }
+
+    /// Sweeps deregistered entries out and answers what the next pass polls. Only
+    /// called with the pass lock held, so no pass holds indices into the old list.
+    fn sweep(&self) -> Arc<Vec<InventoryEntry>> {
+        let mut memory = self.lock();
+        if memory.slots.iter().any(|s| s.removed) {
+            let Memory { entries, slots, .. } = &mut *memory;
+            let kept: Vec<InventoryEntry> =
+                entries.iter().zip(slots.iter()).filter(|(_, s)| !s.removed).map(|(e, _)| e.clone()).collect();
+            *entries = Arc::new(kept);
+            slots.retain(|s| !s.removed);
+        }
+        Arc::clone(&memory.entries)
     }
 
     /// Records a heartbeat from the agent called `name` (its reported name, or the
@@ -246,7 +351,7 @@ impl Poller {
         let found = slots
             .iter_mut()
             .zip(entries.iter())
-            .find(|(slot, entry)| slot.view.name == name || entry.name.as_deref() == Some(name));
+            .find(|(slot, entry)| !slot.removed && (slot.view.name == name || entry.name.as_deref() == Some(name)));
         match found {
             Some((slot, _)) => {
                 slot.answered_at = Some(now);
@@ -262,7 +367,7 @@ impl Poller {
         let _pass = self.pass.lock().await;
         let started = Instant::now();
         let client = &self.client;
-        let inventory = self.inventory();
+        let inventory = self.sweep();
         // Indices rather than `&InventoryEntry` items: a closure taking a borrowed argument
         // makes the future lose `Send` for `tokio::spawn` (rust-lang/rust#102211).
         let inventory = &*inventory;
@@ -278,9 +383,8 @@ impl Poller {
         outcomes.sort_unstable_by_key(|o| o.index);
 
         let polled = outcomes.len();
-        let (topology, events, answered) = self.apply(outcomes);
+        let (events, answered) = self.apply(outcomes);
         let failed = polled - answered;
-        self.handle.replace(topology);
         let sent = events.len();
         for event in events {
             // No receivers is not an error: nobody is watching right now.
@@ -331,9 +435,9 @@ impl Poller {
         self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Folds one pass's outcomes into the memory and builds the new snapshot and the
-    /// events. Synchronous: the lock is never held across an await.
-    fn apply(&self, outcomes: Vec<Outcome>) -> (Topology, Vec<TopologyEvent>, usize) {
+    /// Folds one pass's outcomes into the memory, swaps the new snapshot in and answers
+    /// the events. Synchronous: the lock is never held across an await.
+    fn apply(&self, outcomes: Vec<Outcome>) -> (Vec<TopologyEvent>, usize) {
         let now = Instant::now();
         let now_utc = Utc::now();
         let mut memory = self.lock();
@@ -345,6 +449,10 @@ impl Poller {
         for outcome in outcomes {
             let Some(slot) = memory.slots.get_mut(outcome.index) else { continue };
             let Some(entry) = entries.get(outcome.index) else { continue };
+            if slot.removed {
+                // Deregistered while this pass was asking it: it is gone, whatever it said.
+                continue;
+            }
 
             let previous = slot.view.liveness;
             let mut why: Option<AgentError> = None;
@@ -414,7 +522,7 @@ impl Poller {
                 }
             }
         }
-        for slot in memory.slots.iter_mut() {
+        for slot in memory.slots.iter_mut().filter(|s| !s.removed) {
             if slot.flapping {
                 // Changes that left the window no longer count, also in passes without one.
                 while slot.changes.front().is_some_and(|&t| now.saturating_duration_since(t) > self.config.flap_window)
@@ -439,15 +547,14 @@ impl Poller {
                 slot.flapping.then(|| Flapping { changes: slot.changes.len(), window: self.config.flap_window });
         }
 
-        let agents: Vec<AgentView> = memory.slots.iter().map(|s| s.view.clone()).collect();
-        let duplicates = duplicate_names(&agents);
+        let topology = self.build(&memory, Some(now_utc));
+        let duplicates = duplicate_names(topology.agents());
         if duplicates != memory.duplicates {
             if !duplicates.is_empty() {
                 tracing::warn!(names = ?duplicates, "several endpoints report the same agent name; `agent:<name>` is ambiguous");
             }
             memory.duplicates = duplicates;
         }
-        let topology = Topology::new(agents, Arc::clone(&self.catalog), Some(now_utc));
 
         let mut regions = HashMap::with_capacity(topology.regions().len());
         for region in topology.regions() {
@@ -466,7 +573,9 @@ impl Poller {
             regions.insert(region.clone(), health);
         }
         memory.regions = regions;
-        (topology, events, answered)
+        // Swapped in under the memory lock: see `Poller::deregister`.
+        self.handle.replace(topology);
+        (events, answered)
     }
 }
 
