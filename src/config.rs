@@ -301,7 +301,11 @@ impl Config {
             down_after: ms(file.poll.down_after_ms, 3500),
             flap_threshold: file.poll.flap_threshold.unwrap_or(4).max(2),
             flap_window: ms(file.poll.flap_window_ms, 60_000),
-            poll_concurrency: file.poll.concurrency.unwrap_or(64).clamp(1, 4096),
+            poll_concurrency: file
+                .poll
+                .concurrency
+                .unwrap_or(crate::topology::poller::DEFAULT_CONCURRENCY)
+                .clamp(1, 4096),
             discovery_listen: match file.discovery.listen {
                 Some(addr) => Some(addr.parse().map_err(|_| {
                     bad(origin.as_deref(), &format!("discovery.listen `{addr}` is not an address like 127.0.0.1:7070"))

@@ -39,6 +39,9 @@ use crate::agent::{AgentClient, AgentError};
 /// Shown for an agent that never answered and whose inventory entry gives no hint.
 const UNKNOWN_PLACE: &str = "unknown";
 
+/// Status requests in flight at once unless `[poll] concurrency` says otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+
 /// How often and how patiently the poller asks.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PollerConfig {
@@ -62,7 +65,7 @@ impl Default for PollerConfig {
             interval: Duration::from_secs(1),
             suspect_after: Duration::from_secs(2),
             down_after: Duration::from_millis(3500),
-            concurrency: 64,
+            concurrency: DEFAULT_CONCURRENCY,
             thresholds: HealthThresholds::default(),
             flap_threshold: 4,
             flap_window: Duration::from_secs(60),
