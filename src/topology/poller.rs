@@ -105,6 +105,13 @@ pub enum TopologyEvent {
         liveness: Liveness,
         at: DateTime<Utc>,
     },
+    /// A registered agent deregistered (it is shutting down on purpose) and is no
+    /// longer part of the model.
+    Left {
+        agent: String,
+        region: String,
+        at: DateTime<Utc>,
+    },
 }
 
 /// What one pass did.
@@ -299,7 +306,7 @@ impl Poller {
         let mut memory = self.lock();
         let Memory { entries, slots, .. } = &mut *memory;
         let mut known = false;
-        let mut removed = 0;
+        let mut left = Vec::new();
         for (slot, entry) in slots.iter_mut().zip(entries.iter()) {
             if slot.removed || (slot.view.name != name && entry.name.as_deref() != Some(name)) {
                 continue;
@@ -307,12 +314,17 @@ impl Poller {
             known = true;
             if slot.registered {
                 slot.removed = true;
-                removed += 1;
+                left.push(TopologyEvent::Left {
+                    agent: slot.view.name.to_string(),
+                    region: slot.view.region.clone(),
+                    at: Utc::now(),
+                });
             }
         }
-        if removed == 0 {
+        if left.is_empty() {
             return if known { Deregistered::NotRegistered } else { Deregistered::Unknown };
         }
+        let removed = left.len();
         // Under the memory lock, like a pass's own swap, so that a pass finishing now
         // cannot put back a snapshot that still has the agent. Before the first pass the
         // model is empty (unknown, not down) and stays so.
@@ -321,6 +333,10 @@ impl Poller {
             self.handle.replace(self.build(&memory, refreshed));
         }
         tracing::info!(agent = %name, endpoints = removed, "agent deregistered");
+        for event in left {
+            // No receivers is not an error: nobody is watching right now.
+            let _ = self.events.send(event);
+        }
         Deregistered::Removed(removed)
     }
 

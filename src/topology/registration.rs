@@ -295,8 +295,18 @@ mod tests {
         assert_eq!(resp.status(), 409);
         assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["code"], "not_registered");
 
+        let mut events = poller.events();
         let resp = gone("edge-9").bearer_auth("tok").send().await.unwrap();
         assert_eq!(resp.status(), 204);
+        let left = events.try_recv().unwrap();
+        assert!(
+            matches!(&left, crate::topology::poller::TopologyEvent::Left { agent, region, .. } if agent == "edge-9" && region == "eu-west"),
+            "{left:?}"
+        );
+        assert_eq!(
+            crate::ui::repl::announce_fleet(&left).split_once(' ').unwrap().1,
+            "edge-9 (eu-west) deregistered and left the fleet"
+        );
         let names: Vec<String> =
             poller.handle().snapshot().agents().iter().map(|a| a.name.to_string()).collect::<Vec<_>>();
         assert_eq!(names, ["core-3"], "gone from the model at once");
