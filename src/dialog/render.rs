@@ -323,7 +323,7 @@ fn span_words(d: std::time::Duration) -> String {
     let whole = d.subsec_nanos() == 0;
     if whole && secs == 60 {
         "minute".to_string()
-    } else if whole && secs > 60 && secs % 60 == 0 {
+    } else if whole && secs > 60 && secs.is_multiple_of(60) {
         format!("{} min", secs / 60)
     } else if whole && secs > 0 {
         format!("{secs} s")

@@ -563,7 +563,7 @@ impl Poller {
                 });
             }
             slot.view.flapping =
-                slot.flapping.then(|| Flapping { changes: slot.changes.len(), window: self.config.flap_window });
+                slot.flapping.then_some(Flapping { changes: slot.changes.len(), window: self.config.flap_window });
         }
 
         let topology = self.build(&memory, Some(now_utc));
