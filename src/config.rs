@@ -18,7 +18,7 @@
 //! down_after_ms = 3500
 //! flap_threshold = 4                     # liveness changes within flap_window_ms that make an agent flapping
 //! flap_window_ms = 60000
-//! concurrency = 64                       # status requests in flight at once
+//! concurrency = 64                       # status requests in flight at once (and keep-alive connections kept per host)
 //! [discovery]
 //! listen = "0.0.0.0:7070"                # registration endpoint for self-registering agents
 //! srv = "_parley._tcp.fleet.example"     # DNS SRV name listing agents
