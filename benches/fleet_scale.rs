@@ -65,10 +65,13 @@ fn main() {
     };
     runtime.block_on(async {
         let rss_before = rss_kib();
-        let (Ok(client), Ok(catalog)) = (AgentClient::new(Duration::from_secs(10), None), Catalog::embedded()) else {
+        let config = PollerConfig::default();
+        // As `parley` builds it: as many idle connections per host as polls in flight.
+        let client = AgentClient::with_idle_per_host(Duration::from_secs(10), None, config.concurrency);
+        let (Ok(client), Ok(catalog)) = (client, Catalog::embedded()) else {
             return eprintln!("no client or catalog");
         };
-        let poller = Poller::new(inventory, client, Arc::new(catalog), PollerConfig::default());
+        let poller = Poller::new(inventory, client, Arc::new(catalog), config);
         let mut times = Vec::new();
         for _ in 0..if quick { 2 } else { 6 } {
             let stats = poller.refresh().await;

@@ -33,7 +33,7 @@ fn topology() -> Topology {
             let mut extensions = BTreeMap::new();
             extensions.insert("auth-filter".to_string(), "2.0.3".to_string());
             AgentView {
-                name: format!("agent-{i}"),
+                name: format!("agent-{i}").into(),
                 endpoint: format!("http://10.0.{}.{}:8080", i / 256, i % 256),
                 region,
                 zone,
@@ -55,6 +55,7 @@ fn topology() -> Topology {
                 },
                 liveness_since: DateTime::<Utc>::UNIX_EPOCH,
                 last_seen: None,
+                flapping: None,
             }
         })
         .collect();

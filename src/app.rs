@@ -95,7 +95,10 @@ impl Parley {
             }
             None => Catalog::embedded()?,
         });
-        let client = AgentClient::new(config.agent_timeout, config.agent_token.clone())?;
+        // The poller keeps `poll_concurrency` requests in flight, so that many keep-alive
+        // connections per host are worth keeping (many agents may share one address).
+        let client =
+            AgentClient::with_idle_per_host(config.agent_timeout, config.agent_token.clone(), config.poll_concurrency)?;
         let anonymous = AgentClient::new(config.agent_timeout, None)?;
 
         let (inventory, demo, advertised) = match &config.fleet {

@@ -19,7 +19,7 @@
 //! down_after_ms = 3500
 //! flap_threshold = 4                     # liveness changes within flap_window_ms that make an agent flapping
 //! flap_window_ms = 60000
-//! concurrency = 64                       # status requests in flight at once
+//! concurrency = 64                       # status requests in flight at once (and keep-alive connections kept per host)
 //! [discovery]
 //! listen = "0.0.0.0:7070"                # registration endpoint for self-registering agents
 //! srv = "_parley._tcp.fleet.example"     # DNS SRV name listing agents
@@ -319,7 +319,11 @@ impl Config {
             down_after: ms(file.poll.down_after_ms, 3500),
             flap_threshold: file.poll.flap_threshold.unwrap_or(4).max(2),
             flap_window: ms(file.poll.flap_window_ms, 60_000),
-            poll_concurrency: file.poll.concurrency.unwrap_or(64).clamp(1, 4096),
+            poll_concurrency: file
+                .poll
+                .concurrency
+                .unwrap_or(crate::topology::poller::DEFAULT_CONCURRENCY)
+                .clamp(1, 4096),
             discovery_listen: match file.discovery.listen {
                 Some(addr) => Some(addr.parse().map_err(|_| {
                     bad(origin.as_deref(), &format!("discovery.listen `{addr}` is not an address like 127.0.0.1:7070"))

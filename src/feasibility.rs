@@ -14,15 +14,17 @@ use crate::ops::{Operation, Scope, Selector};
 use crate::routing::capacity::{Capacity, Limits};
 use crate::routing::plan;
 use crate::routing::table::RoutingTable;
-use crate::topology::{AgentView, Liveness, RegionHealth, Topology, VersionMatch};
+use crate::topology::{AgentName, AgentView, Liveness, RegionHealth, Topology, VersionMatch};
 
 /// What the check established, for the executor and the confirmation question.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Feasible {
     /// Agents the operation will change (deploy: those not already on the version).
-    pub targets: Vec<String>,
+    /// Shared names, not copies: a fleet-wide verdict on 10,000 agents would otherwise
+    /// spend most of its time copying strings. They serialise as plain strings.
+    pub targets: Vec<AgentName>,
     /// Agents in scope that already run the requested version (deploy only).
-    pub already: Vec<String>,
+    pub already: Vec<AgentName>,
     /// Why the operation needs a yes/no first; `None` when it does not.
     pub risk: Option<String>,
 }
@@ -45,8 +47,8 @@ impl Infeasible {
     }
 }
 
-/// An agent with the index of its region in `Topology::regions`.
-type RegionAgent<'a> = (usize, &'a AgentView);
+/// An agent with its index in `Topology::agents`, for the snapshot's per-agent columns.
+type Indexed<'a> = (usize, &'a AgentView);
 
 /// Agent name -> id of the active deployment that holds it.
 pub type Busy = HashMap<String, String>;
@@ -85,7 +87,7 @@ pub fn check(op: &Operation, topo: &Topology, busy: &Busy) -> Result<Feasible, I
     }
 }
 
-fn plain(targets: Vec<String>) -> Feasible {
+fn plain(targets: Vec<AgentName>) -> Feasible {
     Feasible { targets, already: Vec::new(), risk: None }
 }
 
@@ -98,7 +100,7 @@ pub fn check_traffic(
     table: &RoutingTable,
     cap: &Capacity,
 ) -> Result<Feasible, Infeasible> {
-    let drained = |region: &str| -> Vec<String> {
+    let drained = |region: &str| -> Vec<AgentName> {
         topo.region_agents(region).filter(|a| a.liveness.is_reachable()).map(|a| a.name.clone()).collect()
     };
     match op {
@@ -395,8 +397,8 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
         }
         return Err(inf);
     }
-    let in_scope_r: Vec<RegionAgent<'_>> = topo.select_with_region(scope).collect();
-    let in_scope: Vec<&AgentView> = in_scope_r.iter().map(|(_, a)| *a).collect();
+    let in_scope_i: Vec<Indexed<'_>> = topo.select_indexed(scope).collect();
+    let in_scope: Vec<&AgentView> = in_scope_i.iter().map(|(_, a)| *a).collect();
     if in_scope.is_empty() {
         return Err(Infeasible::new(format!("No agent matches {scope}."))
             .or(format!("show topology of {}", scope_words(scope))));
@@ -404,8 +406,10 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
 
     // The regions in scope, by index; region health itself is precomputed.
     let mut in_region = vec![false; topo.regions().len()];
-    for (r, _) in &in_scope_r {
-        in_region[*r] = true;
+    for r in in_scope_i.iter().filter_map(|(i, _)| topo.agent_region(*i)) {
+        if let Some(present) = in_region.get_mut(r) {
+            *present = true;
+        }
     }
     let partitioned: Vec<&str> = topo
         .regions()
@@ -431,8 +435,11 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
     let mut reasons = Vec::new();
     let mut alternatives = Vec::new();
 
-    let lacking: Vec<&AgentView> =
-        in_scope.iter().copied().filter(|a| entry.requires.iter().any(|c| !a.has_capability(c))).collect();
+    let lacking: Vec<&AgentView> = if entry.requires.is_empty() {
+        Vec::new()
+    } else {
+        in_scope.iter().copied().filter(|a| entry.requires.iter().any(|c| !a.has_capability(c))).collect()
+    };
     if !lacking.is_empty() {
         let caps = entry.requires.join(", ");
         reasons.push(format!(
@@ -448,10 +455,18 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
     }
 
     for dep in &entry.depends {
-        let unmet: Vec<&AgentView> = in_scope
+        // Each distinct installed version is parsed and matched once, then looked up
+        // per agent by its id.
+        let column = topo.extension_column(&dep.name);
+        let fits: Vec<bool> = column
+            .map(|c| c.versions().iter().map(|v| v.parse().ok().is_some_and(|v| dep.req.matches(&v))).collect())
+            .unwrap_or_default();
+        let unmet: Vec<&AgentView> = in_scope_i
             .iter()
-            .copied()
-            .filter(|a| !a.extensions.get(&dep.name).and_then(|v| v.parse().ok()).is_some_and(|v| dep.req.matches(&v)))
+            .filter(|(i, _)| {
+                !column.and_then(|c| c.id_of(*i)).is_some_and(|id| fits.get(id as usize).copied().unwrap_or(false))
+            })
+            .map(|(_, a)| *a)
             .collect();
         if !unmet.is_empty() {
             reasons.push(format!(
@@ -502,7 +517,7 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
     let held: Vec<(&AgentView, &String)> = if busy.is_empty() {
         Vec::new()
     } else {
-        in_scope.iter().filter_map(|a| busy.get(&a.name).map(|d| (*a, d))).collect()
+        in_scope.iter().filter_map(|a| busy.get(a.name.as_str()).map(|d| (*a, d))).collect()
     };
     if !held.is_empty() {
         let mut ids: Vec<&str> = held.iter().map(|(_, d)| d.as_str()).collect();
@@ -524,14 +539,18 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
         return Err(Infeasible { reasons, alternatives });
     }
 
-    let (already, targets): (Vec<RegionAgent<'_>>, Vec<RegionAgent<'_>>) =
-        in_scope_r.iter().copied().partition(|(_, a)| a.extensions.get(ext).is_some_and(|v| v == ver));
+    let column = topo.extension_column(ext);
+    let wanted = column.and_then(|c| c.version_id(ver));
+    let (already, targets): (Vec<Indexed<'_>>, Vec<Indexed<'_>>) = in_scope_i
+        .iter()
+        .copied()
+        .partition(|(i, _)| matches!((column, wanted), (Some(c), Some(id)) if c.runs(*i, id)));
     if targets.is_empty() {
         let mut inf = Infeasible::new(format!("All {} agents in {scope} already run {ext} {ver}.", already.len()));
         inf = inf.or(format!("find agents running {ext} {ver}"));
         return Err(inf);
     }
-    let risk = risk_by_region(&targets, topo);
+    let risk = risk_of(targets.iter().map(|(i, _)| (topo.agent_region(*i), topo.is_production(*i))), topo);
     Ok(Feasible {
         targets: targets.iter().map(|(_, a)| a.name.clone()).collect(),
         already: already.iter().map(|(_, a)| a.name.clone()).collect(),
@@ -576,29 +595,32 @@ fn check_agent_action(op: &Operation, name: &str, topo: &Topology, busy: &Busy) 
     } else {
         None
     };
-    Ok(Feasible { targets: vec![name.to_string()], already: Vec::new(), risk })
+    Ok(Feasible { targets: vec![agent.name.clone()], already: Vec::new(), risk })
 }
 
 /// Why a rollout to `targets` needs confirmation, if it does: production agents, or
 /// more than a quarter of any region's agents.
 pub fn deploy_risk(targets: &[&AgentView], topo: &Topology) -> Option<String> {
-    let indexed: Vec<(usize, &AgentView)> =
-        targets.iter().filter_map(|a| topo.regions().iter().position(|r| *r == a.region).map(|i| (i, *a))).collect();
-    risk_by_region(&indexed, topo)
+    risk_of(
+        targets.iter().map(|a| (topo.regions().iter().position(|r| *r == a.region), a.env() == Some("production"))),
+        topo,
+    )
 }
 
-/// [`deploy_risk`] for targets that already carry their region's index.
-fn risk_by_region(targets: &[RegionAgent<'_>], topo: &Topology) -> Option<String> {
+/// [`deploy_risk`] over each target's region index (in `Topology::regions`) and
+/// whether it serves production, which a large check reads from the snapshot's columns.
+fn risk_of(targets: impl Iterator<Item = (Option<usize>, bool)>, topo: &Topology) -> Option<String> {
     let mut why = Vec::new();
-    let prod = targets.iter().filter(|(_, a)| a.env() == Some("production")).count();
-    if prod > 0 {
-        why.push(format!("it touches {prod} production agent{}", if prod == 1 { "" } else { "s" }));
-    }
+    let mut prod = 0usize;
     let mut hits = vec![0usize; topo.regions().len()];
-    for (r, _) in targets {
-        if let Some(h) = hits.get_mut(*r) {
+    for (region, production) in targets {
+        prod += usize::from(production);
+        if let Some(h) = region.and_then(|r| hits.get_mut(r)) {
             *h += 1;
         }
+    }
+    if prod > 0 {
+        why.push(format!("it touches {prod} production agent{}", if prod == 1 { "" } else { "s" }));
     }
     for (region, hit) in topo.regions().iter().zip(hits) {
         let total = topo.region_size(region);

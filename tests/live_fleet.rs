@@ -29,11 +29,17 @@ impl Drop for Proc {
 
 /// Starts `parley agent` and returns it with its base URL (read from its stderr).
 fn start_agent(data: &Path, name: &str, region: &str, listen: &str) -> (Proc, String) {
+    start_agent_with(data, name, region, listen, &[])
+}
+
+/// [`start_agent`] with more `parley agent` arguments.
+fn start_agent_with(data: &Path, name: &str, region: &str, listen: &str, extra: &[&str]) -> (Proc, String) {
     let mut child = Command::new(common::parley_bin())
         .arg("--data-dir")
         .arg(data)
         .args(["agent", "--name", name, "--region", region, "--zone", &format!("{region}-a")])
         .args(["--labels", "env=production,tier=edge", "--extensions", "auth-filter@2.0.3", "--listen", listen])
+        .args(extra)
         .env("PARLEY_AGENT_TOKEN", TOKEN)
         .stderr(Stdio::piped())
         .spawn()
@@ -155,6 +161,67 @@ async fn killed_frozen_and_crashed_agents_turn_suspect_then_down_and_come_back()
     assert_ne!(snapshot.region_health("eu-north"), RegionHealth::Partitioned);
 }
 
+/// Two real `parley agent` processes register with Parley's registration endpoint.
+/// The one stopped with SIGTERM deregisters on its way out and leaves the model at
+/// once; the one killed with SIGKILL cannot, and is reported down as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopped_with_sigterm_deregisters_while_a_killed_one_turns_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = AgentClient::new(Duration::from_millis(250), Some(TOKEN.into())).unwrap();
+    let config = PollerConfig {
+        interval: Duration::from_millis(100),
+        suspect_after: Duration::from_millis(300),
+        down_after: Duration::from_millis(800),
+        ..PollerConfig::default()
+    };
+    let poller = Arc::new(Poller::new(Vec::new(), client, Arc::new(Catalog::embedded().unwrap()), config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(parley::topology::registration::serve(
+        listener,
+        Arc::clone(&poller),
+        Some(TOKEN.into()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let register = ["--register", url.as_str(), "--heartbeat-ms", "100"];
+    let (mut leaving, _) = start_agent_with(&dir.path().join("a"), "edge-201", "eu-north", "127.0.0.1:0", &register);
+    let (killed, _) = start_agent_with(&dir.path().join("b"), "edge-202", "eu-north", "127.0.0.1:0", &register);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while poller.inventory().len() < 2 {
+        assert!(Instant::now() < deadline, "the agents did not register: {:?}", poller.inventory());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = poller.refresh().await;
+    assert_eq!((stats.answered, stats.failed), (2, 0));
+
+    signal(&leaving, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = leaving.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "parley agent did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "a graceful stop exits cleanly: {status}");
+    // Gone from the model the moment it left, without waiting for a pass.
+    let names = |p: &Poller| p.handle().snapshot().agents().iter().map(|a| a.name.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&poller), ["edge-202"]);
+
+    signal(&killed, "KILL");
+    until(&poller, "edge-202", &[Liveness::Down], Duration::from_secs(5)).await;
+    // Passes since have neither polled the one that left nor brought it back.
+    assert_eq!(names(&poller), ["edge-202"]);
+    assert_eq!(poller.inventory().len(), 1);
+    assert_eq!(poller.handle().snapshot().region_health("eu-north"), RegionHealth::Partitioned);
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
 #[test]
 fn a_deploy_into_a_partitioned_region_is_refused_with_the_reason_and_an_alternative() {
     let dir = tempfile::tempdir().unwrap();
@@ -181,6 +248,40 @@ fn a_deploy_into_a_partitioned_region_is_refused_with_the_reason_and_an_alternat
         follow.iter().any(|f| f.starts_with("roll out auth-filter 2.1.0 to ") && !f.ends_with("eu-west")),
         "{follow:?}"
     );
+    chat.kill();
+}
+
+#[test]
+fn a_flapping_agent_is_named_in_the_health_reply_and_its_alerts_are_held_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // edge-7 of a 12-agent simulated fleet is in eu-west; 500 ms up, 500 ms crashed:
+    // healthy, suspect, down, healthy again about every second with these settings.
+    let (_sim, _) = start_simulator(dir.path(), 12, "flap:500/agent:edge-7", None);
+    let config = dir.path().join("parley.toml");
+    std::fs::write(
+        &config,
+        "[fleet]\ninventory = \"sim.toml\"\ntimeout_ms = 300\n[poll]\ninterval_ms = 100\nsuspect_after_ms = 200\n\
+         down_after_ms = 400\nflap_threshold = 4\nflap_window_ms = 10000\n",
+    )
+    .unwrap();
+    let mut chat = common::Chat::start(&dir.path().join("state"), &["--config", config.to_str().unwrap()]);
+    let turn = chat.eventually("how healthy is eu-west?", |t| {
+        t["message"].as_str().is_some_and(|m| m.contains("edge-7 is flapping"))
+    });
+    let message = turn["message"].as_str().unwrap();
+    // "... edge-7 is flapping: N state changes in the last 10 s; alerts for it are held back."
+    let (_, sentence) = message.split_once("edge-7 is flapping: ").unwrap();
+    let (count, rest) = sentence.split_once(' ').unwrap();
+    let changes: u64 = count.parse().unwrap_or_else(|_| panic!("{message}"));
+    assert!(changes >= 4, "flagged at the threshold of 4: {message}");
+    assert_eq!(rest, "state changes in the last 10 s; alerts for it are held back.", "{message}");
+    let row = turn["details"]["agents"].as_array().unwrap().iter().find(|r| r["agent"] == "edge-7").unwrap().clone();
+    assert_eq!(row["flapping"]["window_ms"], 10_000, "{row}");
+    assert!(row["flapping"]["changes"].as_u64().unwrap() >= 4, "{row}");
+    let follow: Vec<&str> = turn["follow_ups"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
+    assert!(follow.contains(&"show agent edge-7"), "{follow:?}");
+    // Nobody else in the region is called flapping.
+    assert_eq!(message.matches("is flapping").count(), 1, "{message}");
     chat.kill();
 }
 

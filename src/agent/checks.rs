@@ -72,7 +72,7 @@ pub async fn run_checks(
                 .iter()
                 .map(|&check| {
                     let (passed, detail) = judge(check, agent, status.as_ref(), anon.as_ref(), thresholds);
-                    CheckResult { agent: agent.name.clone(), check, passed, detail }
+                    CheckResult { agent: agent.name.to_string(), check, passed, detail }
                 })
                 .collect();
             (i, results)

@@ -17,13 +17,30 @@ pub struct AgentClient {
     token: Option<String>,
 }
 
+/// Idle keep-alive connections kept per host by [`AgentClient::new`]: the poller's
+/// default concurrency, so a default pass can reuse every connection it opened.
+pub const DEFAULT_IDLE_PER_HOST: usize = crate::topology::poller::DEFAULT_CONCURRENCY;
+
 impl AgentClient {
     /// `timeout` bounds every request, connection included.
     pub fn new(timeout: Duration, token: Option<String>) -> Result<AgentClient, AgentError> {
+        AgentClient::with_idle_per_host(timeout, token, DEFAULT_IDLE_PER_HOST)
+    }
+
+    /// [`AgentClient::new`] keeping up to `idle_per_host` idle connections per host;
+    /// give it the poll concurrency. A real fleet has one host per agent, but many
+    /// agents behind one address (the simulator, a proxy) share one pool: with fewer
+    /// idle slots than requests in flight, every pass would close and reopen the rest
+    /// of its connections (and leave them in TIME_WAIT) instead of reusing them.
+    pub fn with_idle_per_host(
+        timeout: Duration,
+        token: Option<String>,
+        idle_per_host: usize,
+    ) -> Result<AgentClient, AgentError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
-            .pool_max_idle_per_host(4)
+            .pool_max_idle_per_host(idle_per_host.max(1))
             .tcp_nodelay(true)
             .build()
             .map_err(|e| AgentError::Client(e.to_string()))?;
@@ -106,4 +123,79 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A keep-alive HTTP/1.1 server that answers `/v1/health` only once `together`
+    /// requests are in flight, so each round needs that many connections at once;
+    /// answers the address and the count of connections it accepted.
+    async fn server(together: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(tokio::sync::Barrier::new(together));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.clear();
+                        barrier.wait().await;
+                        let body = r#"{"cpu_pct":1,"mem_pct":2,"error_rate_pct":0,"p95_ms":3}"#;
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        if conn.write_all(format!("{head}{body}").as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}"), accepted)
+    }
+
+    async fn two_rounds(client: &AgentClient, endpoint: &str, n: usize) {
+        for _ in 0..2 {
+            let calls = (0..n).map(|_| client.health(endpoint));
+            for r in futures::future::join_all(calls).await {
+                assert_eq!(r.unwrap().p95_ms, 3.0);
+            }
+            // Let the connections go back to the pool before the next round.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn as_many_idle_connections_as_requests_in_flight_are_reused() {
+        let (endpoint, accepted) = server(16).await;
+        let client = AgentClient::with_idle_per_host(Duration::from_secs(5), None, 16).unwrap();
+        two_rounds(&client, &endpoint, 16).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 16, "the second round reuses all 16");
+
+        // The old fixed pool of 4: twelve connections closed and opened again.
+        let (endpoint, accepted) = server(16).await;
+        let client = AgentClient::with_idle_per_host(Duration::from_secs(5), None, 4).unwrap();
+        two_rounds(&client, &endpoint, 16).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 16 + 12);
+    }
 }

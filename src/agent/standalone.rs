@@ -1,7 +1,9 @@
 //! `parley agent`: one agent as its own process, the same [`Agent`] code the demo
 //! fleet and the simulator run, with its installed extensions in a state file so a
 //! restarted agent reports what it really has. Optionally it registers itself with
-//! Parley's registration endpoint and sends heartbeats (docs/discovery.md).
+//! Parley's registration endpoint, sends heartbeats, and deregisters when it is shut
+//! down gracefully, so Parley drops it rather than reporting it down
+//! (docs/discovery.md).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,7 +56,8 @@ struct HeartbeatBody<'a> {
 }
 
 /// Runs the agent until `shutdown` resolves; `ready` hears the bound address first
-/// (useful with port 0). In-flight requests finish before it returns.
+/// (useful with port 0). A registered agent then deregisters (while it still serves,
+/// so no poll in between sees it gone), and in-flight requests finish before it returns.
 pub async fn run(
     options: StandaloneOptions,
     ready: impl FnOnce(SocketAddr),
@@ -74,15 +77,39 @@ pub async fn run(
                 .build()
                 .map_err(|e| StandaloneError::Client(e.to_string()))?;
             let endpoint = reg.advertise.clone().unwrap_or_else(|| format!("http://{addr}"));
-            Some(tokio::spawn(announce(http, Arc::clone(&agent), reg, endpoint)))
+            let task = tokio::spawn(announce(http.clone(), Arc::clone(&agent), reg.clone(), endpoint));
+            Some((task, http, reg.url, agent.config().name.clone(), agent.config().token.clone()))
         }
         None => None,
     };
-    let result = server::serve(listener, agent, shutdown).await.map_err(StandaloneError::Serve);
-    if let Some(task) = announcer {
-        task.abort();
+    let leave = async move {
+        shutdown.await;
+        if let Some((task, http, url, name, token)) = announcer {
+            // Stopped first and waited for, so no heartbeat or registration in flight can
+            // land after the deregistration and bring the agent back.
+            task.abort();
+            let _ = task.await;
+            deregister(&http, &url, &name, token.as_deref()).await;
+        }
+    };
+    server::serve(listener, agent, leave).await.map_err(StandaloneError::Serve)
+}
+
+/// Tells Parley the agent is leaving. Best effort: if Parley cannot be reached, it
+/// will see the agent go down instead, which is what would happen without this.
+async fn deregister(http: &reqwest::Client, url: &str, name: &str, token: Option<&str>) {
+    let base = url.trim_end_matches('/');
+    let mut req = http.delete(format!("{base}/v1/register/{name}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
     }
-    result
+    match req.send().await {
+        Ok(resp) if resp.status().is_success() => tracing::info!(url = %base, "deregistered from Parley"),
+        Ok(resp) => {
+            tracing::warn!(url = %base, status = resp.status().as_u16(), "Parley refused the deregistration")
+        }
+        Err(e) => tracing::warn!(url = %base, error = %e, "could not reach Parley to deregister"),
+    }
 }
 
 /// Registers, then heartbeats; registers again whenever Parley says it does not know

@@ -16,7 +16,7 @@ use crate::ops::{Actor, Check, DeploymentStatus, Operation, Scope, Strategy, Str
 use crate::orchestrate::{plan_with, DeployRequest, Placement, Target, QUEUED_BEHIND, WAITING_FOR_PROMOTE};
 use crate::registry::{DeploymentFilter, DeploymentRecord};
 use crate::reply::{Outcome, Reply, Table};
-use crate::topology::{AgentView, Liveness, Topology};
+use crate::topology::{AgentName, AgentView, Liveness, Topology};
 
 /// Executes `op`, already checked (and confirmed where needed).
 pub(super) async fn run(
@@ -197,7 +197,11 @@ pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feas
     let switched = crate::orchestrate::switched_not_retired(d);
     let refuse = |why: String, alternatives: Vec<String>| Err(Infeasible { reasons: vec![why], alternatives });
     let ok = || {
-        Ok(Feasible { targets: d.targets.iter().map(|t| t.agent.clone()).collect(), already: Vec::new(), risk: None })
+        Ok(Feasible {
+            targets: d.targets.iter().map(|t| AgentName::new(&t.agent)).collect(),
+            already: Vec::new(),
+            risk: None,
+        })
     };
     match op {
         Operation::ShowDeployment { .. } => ok(),
@@ -261,7 +265,7 @@ fn targets(topo: &Topology, ext: &str, feasible: &Feasible) -> Vec<Target> {
         .iter()
         .filter_map(|name| topo.agent(name))
         .map(|a| Target {
-            agent: a.name.clone(),
+            agent: a.name.to_string(),
             endpoint: a.endpoint.clone(),
             previous: a.extensions.get(ext).cloned(),
             placement: Placement {
@@ -389,7 +393,7 @@ async fn list_deployments(
     status: Option<DeploymentStatus>,
     since: Option<&TimeSpec>,
 ) -> Reply {
-    let agents = scope.filter(|s| !s.is_fleet()).map(|s| topo.select(s).map(|a| a.name.clone()).collect());
+    let agents = scope.filter(|s| !s.is_fleet()).map(|s| topo.select(s).map(|a| a.name.to_string()).collect());
     let filter = DeploymentFilter { status, since: since.map(|s| s.resolve(Utc::now())), agents, limit: Some(50) };
     match services.registry.list_deployments(&filter).await {
         Ok(list) => render::deployments(&list, status, since),
@@ -399,7 +403,7 @@ async fn list_deployments(
 
 /// Names of agents in a list, for messages.
 pub(super) fn name_list(agents: &[&AgentView]) -> String {
-    let mut names: Vec<String> = agents.iter().take(8).map(|a| a.name.clone()).collect();
+    let mut names: Vec<String> = agents.iter().take(8).map(|a| a.name.to_string()).collect();
     if agents.len() > 8 {
         names.push(format!("{} more", agents.len() - 8));
     }

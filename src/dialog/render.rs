@@ -267,6 +267,20 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
         message.push_str(&format!("; {cordoned} not serving (cordoned or drained)"));
     }
     message.push('.');
+    // A flapping agent's liveness above is whatever the last pass caught; say that it
+    // keeps changing, and why the operator hears nothing more about it.
+    let flapping: Vec<(&AgentView, crate::topology::Flapping)> =
+        agents.iter().filter_map(|a| a.flapping.map(|f| (*a, f))).collect();
+    for (a, f) in flapping.iter().take(3) {
+        message.push_str(&format!(" {}", flapping_sentence(&a.name, f)));
+        let look = format!("show agent {}", a.name);
+        if !follow_ups.contains(&look) {
+            follow_ups.push(look);
+        }
+    }
+    if flapping.len() > 3 {
+        message.push_str(&format!(" {} more agents are flapping.", flapping.len() - 3));
+    }
     if !partitioned.is_empty() {
         let names: Vec<&str> = partitioned.iter().map(|s| s.as_str()).collect();
         message.push_str(&format!(" {} is partitioned: no agent there answers.", names.join(", ")));
@@ -278,12 +292,43 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
     }
     let details: Vec<serde_json::Value> = agents
         .iter()
-        .map(|a| json!({ "agent": a.name, "region": a.region, "liveness": a.liveness, "since": a.liveness_since, "state": a.state, "metrics": a.metrics }))
+        .map(|a| {
+            let mut d = json!({ "agent": a.name, "region": a.region, "liveness": a.liveness, "since": a.liveness_since, "state": a.state, "metrics": a.metrics });
+            if let (Some(f), Some(obj)) = (a.flapping, d.as_object_mut()) {
+                obj.insert("flapping".into(), json!(f));
+            }
+            d
+        })
         .collect();
     Reply::new(Outcome::Answered, message)
         .with_table(table)
         .with_details(json!({ "agents": details }))
         .with_follow_ups(follow_ups)
+}
+
+/// "edge-7 is flapping: 5 state changes in the last 2 min; alerts for it are held back."
+pub(super) fn flapping_sentence(name: &str, f: &crate::topology::Flapping) -> String {
+    format!(
+        "{name} is flapping: {} state change{} in the last {}; alerts for it are held back.",
+        f.changes,
+        if f.changes == 1 { "" } else { "s" },
+        span_words(f.window)
+    )
+}
+
+/// A window as an operator says it: "minute", "2 min", "45 s", "0.4 s".
+fn span_words(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let whole = d.subsec_nanos() == 0;
+    if whole && secs == 60 {
+        "minute".to_string()
+    } else if whole && secs > 60 && secs.is_multiple_of(60) {
+        format!("{} min", secs / 60)
+    } else if whole && secs > 0 {
+        format!("{secs} s")
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 fn agent_table(title: &str, agents: &[&AgentView]) -> Table {
@@ -293,7 +338,7 @@ fn agent_table(title: &str, agents: &[&AgentView]) -> Table {
         let m = a.metrics;
         let num = |v: f64, p: usize| if reachable { format!("{v:.p$}") } else { "-".to_string() };
         t.push(vec![
-            a.name.clone(),
+            a.name.to_string(),
             a.zone.clone(),
             a.liveness.as_str().to_string(),
             a.state.as_str().to_string(),
@@ -328,6 +373,10 @@ pub(super) fn agent(a: &AgentView, topo: &Topology) -> Reply {
             a.liveness_since.format("%H:%M:%S"),
             a.last_seen.map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_else(|| "never".into())
         ));
+    }
+    if let Some(f) = &a.flapping {
+        message.push(' ');
+        message.push_str(&flapping_sentence(&a.name, f));
     }
     let mut table = Table::new(format!("{} extensions", a.name), &["Extension", "Version", "Latest"]);
     for (ext, ver) in &a.extensions {
@@ -372,7 +421,7 @@ pub(super) fn found(topo: &Topology, scope: &Scope, ext: Option<&ExtensionRef>) 
     let mut table = Table::new("Agents", &["Agent", "Region", "Zone", "Health", "Capabilities", "Extensions"]);
     for a in &agents {
         table.push(vec![
-            a.name.clone(),
+            a.name.to_string(),
             a.region.clone(),
             a.zone.clone(),
             a.liveness.as_str().to_string(),
@@ -658,4 +707,54 @@ pub(super) fn restart_notice(interrupted: &[DeploymentRecord]) -> Option<super::
     let follow_ups =
         interrupted.iter().flat_map(|d| [format!("resume {}", d.name), format!("roll back {}", d.name)]).collect();
     Some(super::RestartNotice { message, follow_ups })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::topology::test_support::demo_topology;
+    use crate::topology::Flapping;
+
+    #[test]
+    fn a_flapping_agent_is_named_in_the_health_reply_with_its_changes_and_window() {
+        let t = demo_topology();
+        let mut agents = t.agents().to_vec();
+        for a in agents.iter_mut() {
+            if a.name == "edge-13" {
+                a.liveness = Liveness::Down;
+            }
+            if a.name == "edge-14" {
+                a.flapping = Some(Flapping { changes: 5, window: Duration::from_secs(120) });
+            }
+        }
+        let t = Topology::new(agents, t.catalog_arc(), t.refreshed_at());
+        let reply = health(&t, &Scope::region("eu-west"));
+        assert_eq!(
+            reply.message,
+            "eu-west: 12 agents, 11 healthy, 1 down: edge-13 (since 00:00:00). edge-14 is flapping: 5 state \
+             changes in the last 2 min; alerts for it are held back."
+        );
+        assert_eq!(reply.follow_ups, ["show agent edge-13", "show agent edge-14"]);
+        let details = reply.details.unwrap();
+        let rows = details["agents"].as_array().unwrap();
+        assert_eq!(rows[1]["flapping"], json!({"changes": 5, "window_ms": 120_000}));
+        assert!(rows[0].get("flapping").is_none(), "absent when not flapping: {}", rows[0]);
+    }
+
+    #[test]
+    fn flap_windows_read_as_an_operator_says_them() {
+        let f = |changes, ms| flapping_sentence("edge-7", &Flapping { changes, window: Duration::from_millis(ms) });
+        assert_eq!(
+            f(4, 60_000),
+            "edge-7 is flapping: 4 state changes in the last minute; alerts for it are held back."
+        );
+        assert_eq!(f(1, 45_000), "edge-7 is flapping: 1 state change in the last 45 s; alerts for it are held back.");
+        assert_eq!(f(6, 400), "edge-7 is flapping: 6 state changes in the last 0.4 s; alerts for it are held back.");
+        assert_eq!(
+            f(6, 90_500),
+            "edge-7 is flapping: 6 state changes in the last 90.5 s; alerts for it are held back."
+        );
+    }
 }

@@ -280,7 +280,7 @@ impl Vocabulary {
             agent_prefixes: HashSet::new(),
             regions: t.regions().to_vec(),
             zones: t.zones().to_vec(),
-            agents: t.agents().iter().map(|a| a.name.clone()).collect(),
+            agents: t.agents().iter().map(|a| a.name.to_string()).collect(),
             extensions: t.catalog().extensions().iter().map(|e| e.name.clone()).collect(),
             group_words: HashMap::new(),
             catalog: t.catalog_arc(),

@@ -229,7 +229,7 @@ impl Router {
         let agents: Vec<(String, String)> = topo
             .region_agents(region)
             .filter(|a| a.liveness.is_reachable())
-            .map(|a| (a.name.clone(), a.endpoint.clone()))
+            .map(|a| (a.name.to_string(), a.endpoint.clone()))
             .collect();
         let orchestrator = &self.inner.orchestrator;
         let results: Vec<(String, Result<(), String>)> = futures::stream::iter(agents)

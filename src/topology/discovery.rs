@@ -3,9 +3,11 @@
 //! an SRV name is an agent at `http://target:port`). Both feed the same poller as the
 //! inventory file, in any combination (docs/discovery.md).
 //!
-//! The SRV lookup is a minimal DNS client over UDP (one question, SRV answers, name
+//! The SRV lookup is a minimal DNS client (one question, SRV answers, name
 //! compression) rather than a resolver crate: it is all this needs, and it keeps the
-//! dependency tree and build time small.
+//! dependency tree and build time small. It asks over UDP and, when the answer comes
+//! back truncated (the TC bit: a large fleet does not fit in a datagram), asks again
+//! over TCP as RFC 1035 4.2.2 says, with each message behind a two-byte length.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,26 +117,67 @@ fn system_nameserver() -> Option<SocketAddr> {
     })
 }
 
-/// Asks `server` for the SRV records of `name` over UDP.
+/// Asks `server` for the SRV records of `name` over UDP, and over TCP when the UDP
+/// answer is truncated; `timeout` bounds the whole lookup.
 pub async fn lookup_srv(name: &str, server: SocketAddr, timeout: Duration) -> Result<Vec<SrvRecord>, DiscoveryError> {
     let fail = |reason: String| DiscoveryError::Srv { name: name.to_string(), reason };
+    let late = || fail(format!("{server} did not answer within {timeout:?}"));
+    let deadline = tokio::time::Instant::now() + timeout;
     let id = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(7)
         & 0xffff) as u16;
     let query = srv_query(name, id).map_err(|r| fail(r.to_string()))?;
     let bind: SocketAddr =
         if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
     let socket = tokio::net::UdpSocket::bind(bind).await.map_err(|e| fail(e.to_string()))?;
-    socket.send_to(&query, server).await.map_err(|e| fail(e.to_string()))?;
+    // Connected, so datagrams from anyone but the server are not taken for its answer.
+    socket.connect(server).await.map_err(|e| fail(e.to_string()))?;
+    socket.send(&query).await.map_err(|e| fail(e.to_string()))?;
     let mut buf = vec![0u8; 4096];
-    let n = match tokio::time::timeout(timeout, socket.recv(&mut buf)).await {
+    let n = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
         Ok(Ok(n)) => n,
         Ok(Err(e)) => return Err(fail(e.to_string())),
-        Err(_) => return Err(fail(format!("{server} did not answer within {timeout:?}"))),
+        Err(_) => return Err(late()),
     };
-    parse_srv_answer(buf.get(..n).unwrap_or_default(), id).map_err(|r| fail(r.to_string()))
+    let answer = buf.get(..n).unwrap_or_default();
+    if !is_truncated(answer, id) {
+        return parse_srv_answer(answer, id).map_err(|r| fail(r.to_string()));
+    }
+    tracing::debug!(%server, "SRV answer truncated over UDP; asking over TCP");
+    let full = match tokio::time::timeout_at(deadline, query_tcp(server, &query)).await {
+        Ok(Ok(full)) => full,
+        Ok(Err(e)) => return Err(fail(format!("the UDP answer was truncated and TCP failed: {e}"))),
+        Err(_) => return Err(late()),
+    };
+    parse_srv_answer(&full, id).map_err(|r| fail(r.to_string()))
+}
+
+/// The TC bit of an answer to the query with `id`: the server cut it to fit a datagram.
+fn is_truncated(answer: &[u8], id: u16) -> bool {
+    u16_at(answer, 0) == Ok(id) && u16_at(answer, 2).is_ok_and(|flags| flags & FLAG_TC != 0)
+}
+
+/// One query over TCP: a two-byte big-endian length, then the message, both ways.
+async fn query_tcp(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let len = u16::try_from(query.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "query longer than 65535 bytes"))?;
+    let mut stream = tokio::net::TcpStream::connect(server).await?;
+    let mut framed = Vec::with_capacity(query.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(query);
+    stream.write_all(&framed).await?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await?;
+    // At most 65535 bytes, by the width of the prefix: a hostile server cannot make
+    // this allocate more.
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut answer).await?;
+    Ok(answer)
 }
 
 const TYPE_SRV: u16 = 33;
+/// Header flag: the message was truncated to fit the transport.
+const FLAG_TC: u16 = 0x0200;
 
 /// A standard query, recursion desired, one question `name IN SRV`.
 pub fn srv_query(name: &str, id: u16) -> Result<Vec<u8>, &'static str> {
@@ -297,5 +340,87 @@ mod tests {
         let records = lookup_srv("_parley._tcp.fleet.example", addr, Duration::from_secs(2)).await.unwrap();
         assert_eq!(records, [SrvRecord { priority: 10, weight: 5, port: 7071, target: "core-1.fleet.example".into() }]);
         responder.await.unwrap();
+    }
+
+    /// A UDP socket and a TCP listener on the same loopback port, as a DNS server has.
+    async fn dns_sockets() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
+        for _ in 0..20 {
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let port = udp.local_addr().unwrap().port();
+            if let Ok(tcp) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                return (udp, tcp);
+            }
+        }
+        panic!("no loopback port free for both UDP and TCP");
+    }
+
+    /// The header-only answer a server sends when the records do not fit a datagram.
+    fn truncated(query: &[u8]) -> Vec<u8> {
+        let mut t = query.to_vec();
+        t[2] = 0x83; // response, TC, recursion desired
+        t[3] = 0x80;
+        t
+    }
+
+    #[tokio::test]
+    async fn a_truncated_udp_answer_is_asked_again_over_tcp() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (udp, tcp) = dns_sockets().await;
+        let addr = udp.local_addr().unwrap();
+        // 40 agents: about 1.3 kB of answer, more than the 512 bytes of plain DNS over UDP.
+        let hosts: Vec<String> = (1..=40).map(|i| format!("edge-{i}")).collect();
+        let records: Vec<(u16, u16, u16, &str)> = hosts.iter().map(|h| (10, 5, 7070, h.as_str())).collect();
+        let full = answer(0, &records);
+        assert!(full.len() > 512, "{}", full.len());
+        let udp_side = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            let (n, from) = udp.recv_from(&mut buf).await.unwrap();
+            udp.send_to(&truncated(&buf[..n]), from).await.unwrap();
+        });
+        let tcp_side = tokio::spawn(async move {
+            let (mut conn, _) = tcp.accept().await.unwrap();
+            let mut len = [0u8; 2];
+            conn.read_exact(&mut len).await.unwrap();
+            let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            conn.read_exact(&mut query).await.unwrap();
+            let mut reply = full.clone();
+            reply[..2].copy_from_slice(&query[..2]);
+            conn.write_all(&(reply.len() as u16).to_be_bytes()).await.unwrap();
+            conn.write_all(&reply).await.unwrap();
+            query
+        });
+        let got = lookup_srv("_parley._tcp.fleet.example", addr, Duration::from_secs(2)).await.unwrap();
+        udp_side.await.unwrap();
+        let query = tcp_side.await.unwrap();
+        assert_eq!(query[4..], srv_query("_parley._tcp.fleet.example", 0).unwrap()[4..], "the same question");
+        assert_eq!(got.len(), 40);
+        assert_eq!(got[0], SrvRecord { priority: 10, weight: 5, port: 7070, target: "edge-1.fleet.example".into() });
+        assert_eq!(got[39].target, "edge-40.fleet.example");
+        assert_eq!(srv_entries(&got).len(), 40);
+    }
+
+    #[tokio::test]
+    async fn a_truncated_answer_the_server_will_not_give_over_tcp_is_an_error_that_says_so() {
+        let (udp, tcp) = dns_sockets().await;
+        let addr = udp.local_addr().unwrap();
+        // The TCP side hangs up without an answer.
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = tcp.accept().await {
+                drop(conn);
+            }
+        });
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            let (n, from) = udp.recv_from(&mut buf).await.unwrap();
+            udp.send_to(&truncated(&buf[..n]), from).await.unwrap();
+        });
+        let err = lookup_srv("_parley._tcp.fleet.example", addr, Duration::from_secs(2)).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "DNS SRV lookup of _parley._tcp.fleet.example: the UDP answer was truncated and TCP failed: "
+            ),
+            "{text}"
+        );
     }
 }

@@ -10,7 +10,10 @@ pub mod inventory;
 pub mod poller;
 pub mod registration;
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -94,10 +97,119 @@ impl Liveness {
     }
 }
 
+/// An agent's name, shared rather than copied: every snapshot, the name index and
+/// every feasibility verdict (a fleet-wide one lists 10,000 of them) hold the same
+/// allocation, so handing a name on costs a reference count, not a string copy.
+/// Serialises as a plain string, so the JSON contract does not see it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AgentName(Arc<str>);
+
+impl AgentName {
+    pub fn new(name: &str) -> AgentName {
+        AgentName(Arc::from(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for AgentName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for AgentName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Lets a `HashMap<AgentName, _>` be looked up with a `&str`.
+impl Borrow<str> for AgentName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AgentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for AgentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for AgentName {
+    fn from(name: &str) -> AgentName {
+        AgentName::new(name)
+    }
+}
+
+impl From<String> for AgentName {
+    fn from(name: String) -> AgentName {
+        AgentName(Arc::from(name))
+    }
+}
+
+impl From<&AgentName> for String {
+    fn from(name: &AgentName) -> String {
+        name.0.to_string()
+    }
+}
+
+impl PartialEq<str> for AgentName {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for AgentName {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for AgentName {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<AgentName> for String {
+    fn eq(&self, other: &AgentName) -> bool {
+        **self == *other.0
+    }
+}
+
+impl PartialEq<AgentName> for str {
+    fn eq(&self, other: &AgentName) -> bool {
+        *self == *other.0
+    }
+}
+
+impl PartialEq<AgentName> for &str {
+    fn eq(&self, other: &AgentName) -> bool {
+        **self == *other.0
+    }
+}
+
+impl Serialize for AgentName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 /// One agent as the model knows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentView {
-    pub name: String,
+    pub name: AgentName,
     /// Base URL of the agent's HTTP API, e.g. `http://127.0.0.1:41234`.
     pub endpoint: String,
     pub region: String,
@@ -113,6 +225,24 @@ pub struct AgentView {
     pub liveness_since: DateTime<Utc>,
     /// When the agent last answered, if ever.
     pub last_seen: Option<DateTime<Utc>>,
+    /// Set while the poller counts the agent as flapping (its liveness transitions are
+    /// then held back from the events), so replies can say so instead of showing
+    /// whichever state the last pass happened to catch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flapping: Option<Flapping>,
+}
+
+/// How much a flapping agent has been changing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Flapping {
+    /// Liveness changes within the last `window`.
+    pub changes: usize,
+    #[serde(rename = "window_ms", serialize_with = "duration_ms")]
+    pub window: std::time::Duration,
+}
+
+fn duration_ms<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl AgentView {
@@ -175,7 +305,7 @@ impl RegionHealth {
 #[derive(Debug, Clone)]
 pub struct Topology {
     agents: Vec<AgentView>,
-    index: HashMap<String, usize>,
+    index: HashMap<AgentName, usize>,
     regions: Vec<String>,
     zones: Vec<String>,
     /// Per region (in `regions` order): agent count and health, computed once per
@@ -184,8 +314,48 @@ pub struct Topology {
     /// Each agent's index into `regions`, parallel to `agents`: large checks count per
     /// region without comparing region names agent by agent.
     agent_region: Vec<usize>,
+    /// Whether each agent has `env=production`, parallel to `agents` (the risk rule asks
+    /// it of every target).
+    production: Vec<bool>,
+    /// Per extension, which version each agent runs. A fleet-wide check on 10,000 agents
+    /// otherwise spends most of its time in string compares of map keys and versions
+    /// scattered over the heap.
+    extension_columns: HashMap<String, ExtensionColumn>,
     catalog: Arc<Catalog>,
     refreshed_at: Option<DateTime<Utc>>,
+}
+
+/// Which version of one extension each agent of a snapshot runs, as an index into the
+/// versions seen, so that a check over the whole fleet compares small integers.
+#[derive(Debug, Clone, Default)]
+pub struct ExtensionColumn {
+    versions: Vec<String>,
+    /// Parallel to the snapshot's agents: an index into `versions`, or `NOT_INSTALLED`.
+    by_agent: Vec<u32>,
+}
+
+impl ExtensionColumn {
+    const NOT_INSTALLED: u32 = u32::MAX;
+
+    /// The id of `version` in this column, if any agent runs it.
+    pub fn version_id(&self, version: &str) -> Option<u32> {
+        self.versions.iter().position(|v| v == version).map(|i| i as u32)
+    }
+
+    /// Whether the agent at `agent` (its index in the snapshot) runs version `id`.
+    pub fn runs(&self, agent: usize, id: u32) -> bool {
+        self.by_agent.get(agent) == Some(&id)
+    }
+
+    /// The agent's version id, `None` when it does not have the extension.
+    pub fn id_of(&self, agent: usize) -> Option<u32> {
+        self.by_agent.get(agent).copied().filter(|&v| v != Self::NOT_INSTALLED)
+    }
+
+    /// Every version some agent runs, indexed by id.
+    pub fn versions(&self) -> &[String] {
+        &self.versions
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -203,7 +373,32 @@ impl Topology {
         // (agents, reachable, healthy) per region, in `regions` order.
         let mut counts: Vec<(usize, usize, usize)> = Vec::new();
         let mut agent_region = Vec::with_capacity(agents.len());
+        let mut production = Vec::with_capacity(agents.len());
+        let mut extension_columns: HashMap<String, ExtensionColumn> = HashMap::new();
         for (i, a) in agents.iter().enumerate() {
+            production.push(a.env() == Some("production"));
+            for (ext, ver) in &a.extensions {
+                // Looked up by `&str` first: an owned key is only made for a new extension.
+                let column = match extension_columns.get_mut(ext.as_str()) {
+                    Some(c) => c,
+                    None => extension_columns.entry(ext.clone()).or_insert_with(|| ExtensionColumn {
+                        versions: Vec::new(),
+                        by_agent: vec![ExtensionColumn::NOT_INSTALLED; agents.len()],
+                    }),
+                };
+                let id = match column.versions.iter().position(|v| v == ver) {
+                    Some(id) => id,
+                    None => {
+                        column.versions.push(ver.clone());
+                        column.versions.len() - 1
+                    }
+                };
+                // More distinct versions of one extension than u32 holds cannot come from
+                // agents that each report a handful; such a version is simply not indexed.
+                if let (Some(slot), Ok(id)) = (column.by_agent.get_mut(i), u32::try_from(id)) {
+                    *slot = id;
+                }
+            }
             index.insert(a.name.clone(), i);
             let r = match regions.iter().position(|r| *r == a.region) {
                 Some(r) => r,
@@ -234,7 +429,18 @@ impl Topology {
                 },
             })
             .collect();
-        Topology { agents, index, regions, zones, region_stats, agent_region, catalog, refreshed_at }
+        Topology {
+            agents,
+            index,
+            regions,
+            zones,
+            region_stats,
+            agent_region,
+            production,
+            extension_columns,
+            catalog,
+            refreshed_at,
+        }
     }
 
     fn region_stats(&self, region: &str) -> Option<RegionStats> {
@@ -302,9 +508,26 @@ impl Topology {
         out
     }
 
-    /// The agents a scope selects with the index of their region in [`Topology::regions`].
-    pub fn select_with_region<'a>(&'a self, scope: &'a Scope) -> impl Iterator<Item = (usize, &'a AgentView)> + 'a {
-        self.agents.iter().zip(&self.agent_region).filter(move |(a, _)| a.matches_scope(scope)).map(|(a, r)| (*r, a))
+    /// The agents a scope selects with their index in [`Topology::agents`], which the
+    /// per-agent columns ([`Topology::agent_region`], [`Topology::is_production`],
+    /// [`Topology::extension_column`]) take.
+    pub fn select_indexed<'a>(&'a self, scope: &'a Scope) -> impl Iterator<Item = (usize, &'a AgentView)> + 'a {
+        self.agents.iter().enumerate().filter(move |(_, a)| a.matches_scope(scope))
+    }
+
+    /// The index in [`Topology::regions`] of the region of the agent at `agent`.
+    pub fn agent_region(&self, agent: usize) -> Option<usize> {
+        self.agent_region.get(agent).copied()
+    }
+
+    /// Whether the agent at `agent` has `env=production`.
+    pub fn is_production(&self, agent: usize) -> bool {
+        self.production.get(agent).copied().unwrap_or(false)
+    }
+
+    /// Which version of `extension` each agent runs; `None` when no agent has it.
+    pub fn extension_column(&self, extension: &str) -> Option<&ExtensionColumn> {
+        self.extension_columns.get(extension)
     }
 
     /// The agents a scope selects, in fleet order.
@@ -370,7 +593,7 @@ pub mod demo {
             extensions.insert("model-server".to_string(), "0.3.0".to_string());
         }
         AgentView {
-            name: name.to_string(),
+            name: AgentName::new(name),
             endpoint: format!("http://127.0.0.1:1/{name}"),
             region: region.to_string(),
             zone: zone.to_string(),
@@ -382,6 +605,7 @@ pub mod demo {
             liveness: Liveness::Healthy,
             liveness_since: DateTime::<Utc>::UNIX_EPOCH,
             last_seen: Some(DateTime::<Utc>::UNIX_EPOCH),
+            flapping: None,
         }
     }
 
@@ -436,6 +660,25 @@ mod tests {
         assert_eq!(t.agent("edge-13").unwrap().region, "eu-west");
         assert_eq!(t.agent("edge-13").unwrap().zone, "eu-west-a");
         assert_eq!(t.agent("edge-16").unwrap().zone, "eu-west-b");
+    }
+
+    #[test]
+    fn extension_columns_say_which_version_each_agent_runs() {
+        let mut t = demo_topology();
+        t.agents[1].extensions.insert("auth-filter".into(), "2.1.0".into());
+        let t = Topology::new(t.agents, t.catalog, None);
+        let auth = t.extension_column("auth-filter").unwrap();
+        assert_eq!(auth.versions(), ["2.0.3", "2.1.0"]);
+        let new = auth.version_id("2.1.0").unwrap();
+        assert!(auth.runs(1, new) && !auth.runs(0, new));
+        let model = t.extension_column("model-server").unwrap();
+        let gpu_1 = t.agents().iter().position(|a| a.name == "gpu-1").unwrap();
+        assert_eq!((model.id_of(0), model.id_of(gpu_1)), (None, Some(0)));
+        assert!(t.extension_column("waf-rules").is_none());
+        assert_eq!(auth.version_id("1.0.0"), None);
+        let edge_19 = t.agents().iter().position(|a| a.name == "edge-19").unwrap();
+        assert!(t.is_production(0) && !t.is_production(edge_19), "ap-south is staging");
+        assert_eq!(t.agent_region(edge_19), Some(3));
     }
 
     #[test]

@@ -13,9 +13,11 @@
 //! transitions are kept out of the events until it has been stable for a whole
 //! window, so a flaky agent cannot flood the operator.
 //!
-//! The inventory can grow at run time ([`Poller::add_entry`], used by the
-//! registration endpoint and DNS SRV discovery), and heartbeats
-//! ([`Poller::heartbeat`]) count as evidence of life between polls.
+//! The inventory can change at run time: [`Poller::add_entry`] (DNS SRV discovery) and
+//! [`Poller::register`] (the registration endpoint) add agents, [`Poller::deregister`]
+//! drops a registered agent that is leaving on purpose, so that it vanishes from the
+//! model instead of turning down. Heartbeats ([`Poller::heartbeat`]) count as
+//! evidence of life between polls.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,12 +30,17 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::inventory::InventoryEntry;
-use super::{AgentView, Catalog, HealthThresholds, Liveness, RegionHealth, Topology, TopologyHandle};
+use super::{
+    AgentName, AgentView, Catalog, Flapping, HealthThresholds, Liveness, RegionHealth, Topology, TopologyHandle,
+};
 use crate::agent::protocol::{AgentStatus, Metrics, ServingState, PROTOCOL_VERSION};
 use crate::agent::{AgentClient, AgentError};
 
 /// Shown for an agent that never answered and whose inventory entry gives no hint.
 const UNKNOWN_PLACE: &str = "unknown";
+
+/// Status requests in flight at once unless `[poll] concurrency` says otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 64;
 
 /// How often and how patiently the poller asks.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,7 +65,7 @@ impl Default for PollerConfig {
             interval: Duration::from_secs(1),
             suspect_after: Duration::from_secs(2),
             down_after: Duration::from_millis(3500),
-            concurrency: 64,
+            concurrency: DEFAULT_CONCURRENCY,
             thresholds: HealthThresholds::default(),
             flap_threshold: 4,
             flap_window: Duration::from_secs(60),
@@ -98,6 +105,13 @@ pub enum TopologyEvent {
         liveness: Liveness,
         at: DateTime<Utc>,
     },
+    /// A registered agent deregistered (it is shutting down on purpose) and is no
+    /// longer part of the model.
+    Left {
+        agent: String,
+        region: String,
+        at: DateTime<Utc>,
+    },
 }
 
 /// What one pass did.
@@ -122,18 +136,43 @@ struct Slot {
     /// When its liveness changed lately (within the flap window).
     changes: VecDeque<Instant>,
     flapping: bool,
+    /// The agent registered itself, so it may also deregister itself.
+    registered: bool,
+    /// Deregistered: out of the model at once, out of the inventory at the start of the
+    /// next pass (see `Memory::entries`).
+    removed: bool,
 }
 
 impl Slot {
     fn new(entry: &InventoryEntry, now: DateTime<Utc>) -> Slot {
-        Slot { view: unseen_view(entry, now), answered_at: None, changes: VecDeque::new(), flapping: false }
+        Slot {
+            view: unseen_view(entry, now),
+            answered_at: None,
+            changes: VecDeque::new(),
+            flapping: false,
+            registered: false,
+            removed: false,
+        }
     }
+}
+
+/// What [`Poller::deregister`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deregistered {
+    /// The agent (every registered endpoint of that name) is out of the model.
+    Removed(usize),
+    /// The name is known, but from the inventory file or DNS SRV, which would bring it
+    /// back: it is left alone.
+    NotRegistered,
+    Unknown,
 }
 
 #[derive(Debug)]
 struct Memory {
-    /// What to poll. Only ever appended to, so a pass's indices stay valid while
-    /// entries are added under it; shared with the pass in flight.
+    /// What to poll, shared with the pass in flight, which addresses slots by index.
+    /// So that those indices stay valid, entries are only appended while a pass may be
+    /// running; a deregistered one is marked `removed` in its slot and taken out at the
+    /// start of the next pass, under the pass lock.
     entries: Arc<Vec<InventoryEntry>>,
     /// One per inventory entry, in inventory order.
     slots: Vec<Slot>,
@@ -212,26 +251,113 @@ impl Poller {
         &self.config
     }
 
-    /// The inventory being polled now.
+    /// The inventory being polled now (without agents that deregistered).
     pub fn inventory(&self) -> Arc<Vec<InventoryEntry>> {
-        Arc::clone(&self.lock().entries)
+        let memory = self.lock();
+        if memory.slots.iter().any(|s| s.removed) {
+            let kept = memory.entries.iter().zip(&memory.slots).filter(|(_, s)| !s.removed).map(|(e, _)| e.clone());
+            Arc::new(kept.collect())
+        } else {
+            Arc::clone(&memory.entries)
+        }
     }
 
     /// Adds an agent to poll from the next pass on. An endpoint already polled keeps
     /// its slot and only takes the new hints; answers whether the endpoint is new.
     pub fn add_entry(&self, entry: InventoryEntry) -> bool {
+        self.add(entry, false)
+    }
+
+    /// [`Poller::add_entry`] for an agent that announced itself, which may later leave
+    /// with [`Poller::deregister`].
+    pub fn register(&self, entry: InventoryEntry) -> bool {
+        self.add(entry, true)
+    }
+
+    fn add(&self, entry: InventoryEntry, registered: bool) -> bool {
         let mut memory = self.lock();
         let key = entry.endpoint.to_ascii_lowercase();
         if let Some(i) = memory.entries.iter().position(|e| e.endpoint.to_ascii_lowercase() == key) {
-            if memory.entries[i] != entry {
-                Arc::make_mut(&mut memory.entries)[i] = entry;
+            let Memory { entries, slots, .. } = &mut *memory;
+            let Some(slot) = slots.get_mut(i) else { return false };
+            let returning = slot.removed;
+            if returning {
+                // Back before its tombstone was swept: a fresh start, not its old history.
+                *slot = Slot::new(&entry, Utc::now());
             }
-            return false;
+            slot.registered |= registered;
+            if entries[i] != entry {
+                Arc::make_mut(entries)[i] = entry;
+            }
+            return returning;
         }
-        let slot = Slot::new(&entry, Utc::now());
+        let mut slot = Slot::new(&entry, Utc::now());
+        slot.registered = registered;
         Arc::make_mut(&mut memory.entries).push(entry);
         memory.slots.push(slot);
         true
+    }
+
+    /// Takes the registered agent called `name` (its reported name, or the name it
+    /// registered with) out of the model at once and out of the inventory before the
+    /// next pass: an agent shutting down on purpose is gone, not down. Agents from the
+    /// inventory file or DNS SRV are not touched, since those would bring them back.
+    pub fn deregister(&self, name: &str) -> Deregistered {
+        let mut memory = self.lock();
+        let Memory { entries, slots, .. } = &mut *memory;
+        let mut known = false;
+        let mut left = Vec::new();
+        for (slot, entry) in slots.iter_mut().zip(entries.iter()) {
+            if slot.removed || (slot.view.name != name && entry.name.as_deref() != Some(name)) {
+                continue;
+            }
+            known = true;
+            if slot.registered {
+                slot.removed = true;
+                left.push(TopologyEvent::Left {
+                    agent: slot.view.name.to_string(),
+                    region: slot.view.region.clone(),
+                    at: Utc::now(),
+                });
+            }
+        }
+        if left.is_empty() {
+            return if known { Deregistered::NotRegistered } else { Deregistered::Unknown };
+        }
+        let removed = left.len();
+        // Under the memory lock, like a pass's own swap, so that a pass finishing now
+        // cannot put back a snapshot that still has the agent. Before the first pass the
+        // model is empty (unknown, not down) and stays so.
+        if memory.passes > 0 {
+            let refreshed = self.handle.snapshot().refreshed_at();
+            self.handle.replace(self.build(&memory, refreshed));
+        }
+        tracing::info!(agent = %name, endpoints = removed, "agent deregistered");
+        for event in left {
+            // No receivers is not an error: nobody is watching right now.
+            let _ = self.events.send(event);
+        }
+        Deregistered::Removed(removed)
+    }
+
+    /// The snapshot of what the memory holds now.
+    fn build(&self, memory: &Memory, refreshed_at: Option<DateTime<Utc>>) -> Topology {
+        let agents: Vec<AgentView> = memory.slots.iter().filter(|s| !s.removed).map(|s| s.view.clone()).collect();
+        Topology::new(agents, Arc::clone(&self.catalog), refreshed_at)
+    }
+
+    /// Sweeps deregistered entries out and answers what the next pass polls. Only
+    /// called with the pass lock held, so no pass holds indices into the old list.
+    fn sweep(&self) -> Arc<Vec<InventoryEntry>> {
+        let mut memory = self.lock();
+        if memory.slots.iter().any(|s| s.removed) {
+            let Memory { entries, slots, .. } = &mut *memory;
+            let kept: Vec<InventoryEntry> =
+                entries.iter().zip(slots.iter()).filter(|(_, s)| !s.removed).map(|(e, _)| e.clone()).collect();
+            *entries = Arc::new(kept);
+            slots.retain(|s| !s.removed);
+        }
+        Arc::clone(&memory.entries)
     }
 
     /// Records a heartbeat from the agent called `name` (its reported name, or the
@@ -244,7 +370,7 @@ impl Poller {
         let found = slots
             .iter_mut()
             .zip(entries.iter())
-            .find(|(slot, entry)| slot.view.name == name || entry.name.as_deref() == Some(name));
+            .find(|(slot, entry)| !slot.removed && (slot.view.name == name || entry.name.as_deref() == Some(name)));
         match found {
             Some((slot, _)) => {
                 slot.answered_at = Some(now);
@@ -260,7 +386,7 @@ impl Poller {
         let _pass = self.pass.lock().await;
         let started = Instant::now();
         let client = &self.client;
-        let inventory = self.inventory();
+        let inventory = self.sweep();
         // Indices rather than `&InventoryEntry` items: a closure taking a borrowed argument
         // makes the future lose `Send` for `tokio::spawn` (rust-lang/rust#102211).
         let inventory = &*inventory;
@@ -276,9 +402,8 @@ impl Poller {
         outcomes.sort_unstable_by_key(|o| o.index);
 
         let polled = outcomes.len();
-        let (topology, events, answered) = self.apply(outcomes);
+        let (events, answered) = self.apply(outcomes);
         let failed = polled - answered;
-        self.handle.replace(topology);
         let sent = events.len();
         for event in events {
             // No receivers is not an error: nobody is watching right now.
@@ -329,9 +454,9 @@ impl Poller {
         self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Folds one pass's outcomes into the memory and builds the new snapshot and the
-    /// events. Synchronous: the lock is never held across an await.
-    fn apply(&self, outcomes: Vec<Outcome>) -> (Topology, Vec<TopologyEvent>, usize) {
+    /// Folds one pass's outcomes into the memory, swaps the new snapshot in and answers
+    /// the events. Synchronous: the lock is never held across an await.
+    fn apply(&self, outcomes: Vec<Outcome>) -> (Vec<TopologyEvent>, usize) {
         let now = Instant::now();
         let now_utc = Utc::now();
         let mut memory = self.lock();
@@ -343,6 +468,10 @@ impl Poller {
         for outcome in outcomes {
             let Some(slot) = memory.slots.get_mut(outcome.index) else { continue };
             let Some(entry) = entries.get(outcome.index) else { continue };
+            if slot.removed {
+                // Deregistered while this pass was asking it: it is gone, whatever it said.
+                continue;
+            }
 
             let previous = slot.view.liveness;
             let mut why: Option<AgentError> = None;
@@ -395,7 +524,7 @@ impl Poller {
                     slot.flapping = true;
                     tracing::warn!(agent = %slot.view.name, changes = slot.changes.len(), "agent is flapping");
                     events.push(TopologyEvent::Flapping {
-                        agent: slot.view.name.clone(),
+                        agent: slot.view.name.to_string(),
                         region: slot.view.region.clone(),
                         changes: slot.changes.len(),
                         at: now_utc,
@@ -403,7 +532,7 @@ impl Poller {
                 } else {
                     tracing::info!(agent = %slot.view.name, from = previous.as_str(), to = next.as_str(), %reason, "liveness changed");
                     events.push(TopologyEvent::LivenessChanged {
-                        agent: slot.view.name.clone(),
+                        agent: slot.view.name.to_string(),
                         region: slot.view.region.clone(),
                         from: previous,
                         to: next,
@@ -412,7 +541,14 @@ impl Poller {
                 }
             }
         }
-        for slot in memory.slots.iter_mut() {
+        for slot in memory.slots.iter_mut().filter(|s| !s.removed) {
+            if slot.flapping {
+                // Changes that left the window no longer count, also in passes without one.
+                while slot.changes.front().is_some_and(|&t| now.saturating_duration_since(t) > self.config.flap_window)
+                {
+                    slot.changes.pop_front();
+                }
+            }
             if slot.flapping
                 && slot.changes.back().is_none_or(|&t| now.saturating_duration_since(t) >= self.config.flap_window)
             {
@@ -420,23 +556,24 @@ impl Poller {
                 slot.changes.clear();
                 tracing::info!(agent = %slot.view.name, liveness = slot.view.liveness.as_str(), "agent settled");
                 events.push(TopologyEvent::Settled {
-                    agent: slot.view.name.clone(),
+                    agent: slot.view.name.to_string(),
                     region: slot.view.region.clone(),
                     liveness: slot.view.liveness,
                     at: now_utc,
                 });
             }
+            slot.view.flapping =
+                slot.flapping.then_some(Flapping { changes: slot.changes.len(), window: self.config.flap_window });
         }
 
-        let agents: Vec<AgentView> = memory.slots.iter().map(|s| s.view.clone()).collect();
-        let duplicates = duplicate_names(&agents);
+        let topology = self.build(&memory, Some(now_utc));
+        let duplicates = duplicate_names(topology.agents());
         if duplicates != memory.duplicates {
             if !duplicates.is_empty() {
                 tracing::warn!(names = ?duplicates, "several endpoints report the same agent name; `agent:<name>` is ambiguous");
             }
             memory.duplicates = duplicates;
         }
-        let topology = Topology::new(agents, Arc::clone(&self.catalog), Some(now_utc));
 
         let mut regions = HashMap::with_capacity(topology.regions().len());
         for region in topology.regions() {
@@ -455,7 +592,9 @@ impl Poller {
             regions.insert(region.clone(), health);
         }
         memory.regions = regions;
-        (topology, events, answered)
+        // Swapped in under the memory lock: see `Poller::deregister`.
+        self.handle.replace(topology);
+        (events, answered)
     }
 }
 
@@ -474,7 +613,7 @@ fn check_protocol(entry: &InventoryEntry, status: AgentStatus) -> Result<AgentSt
 /// An agent that has never answered: inventory hints only.
 fn unseen_view(entry: &InventoryEntry, now: DateTime<Utc>) -> AgentView {
     AgentView {
-        name: entry.name.clone().unwrap_or_else(|| entry.endpoint.clone()),
+        name: AgentName::new(entry.name.as_deref().unwrap_or(&entry.endpoint)),
         endpoint: entry.endpoint.clone(),
         region: entry.region.clone().unwrap_or_else(|| UNKNOWN_PLACE.to_string()),
         zone: entry.zone.clone().unwrap_or_else(|| UNKNOWN_PLACE.to_string()),
@@ -487,6 +626,7 @@ fn unseen_view(entry: &InventoryEntry, now: DateTime<Utc>) -> AgentView {
         liveness: Liveness::Down,
         liveness_since: now,
         last_seen: None,
+        flapping: None,
     }
 }
 
@@ -500,7 +640,12 @@ fn update_view(view: &mut AgentView, entry: &InventoryEntry, status: AgentStatus
             reported
         }
     };
-    view.name = or_hint(status.name, &entry.name, &entry.endpoint);
+    let name = or_hint(status.name, &entry.name, &entry.endpoint);
+    // The name rarely changes; keeping the shared one spares an allocation per agent
+    // per pass and keeps every snapshot pointing at one copy.
+    if view.name != name {
+        view.name = AgentName::from(name);
+    }
     view.region = or_hint(status.region, &entry.region, UNKNOWN_PLACE);
     view.zone = or_hint(status.zone, &entry.zone, UNKNOWN_PLACE);
     view.labels = status.labels;
@@ -519,7 +664,7 @@ fn duplicate_names(agents: &[AgentView]) -> Vec<String> {
         match seen.get_mut(a.name.as_str()) {
             Some(reported) if !*reported => {
                 *reported = true;
-                out.push(a.name.clone());
+                out.push(a.name.to_string());
             }
             Some(_) => {}
             None => {
@@ -826,6 +971,11 @@ mod tests {
             .collect();
         assert_eq!(got.len(), 4, "three transitions, then one flapping notice: {got:?}");
         assert!(matches!(&got[3], TopologyEvent::Flapping { agent, changes: 4, .. } if agent == "edge-1"));
+        // The snapshot says so too, for the health reply: the changes still in the window
+        // (up to all eight, fewer if this machine was slow) and the window itself.
+        let flapping = poller.handle().snapshot().agent("edge-1").unwrap().flapping.unwrap();
+        assert!((1..=8).contains(&flapping.changes), "{flapping:?}");
+        assert_eq!(flapping.window, Duration::from_millis(400));
 
         tokio::time::sleep(Duration::from_millis(450)).await;
         poller.refresh().await;
@@ -834,6 +984,7 @@ mod tests {
             matches!(got.as_slice(), [TopologyEvent::Settled { agent, liveness: Liveness::Healthy, .. }] if agent == "edge-1"),
             "{got:?}"
         );
+        assert_eq!(poller.handle().snapshot().agent("edge-1").unwrap().flapping, None);
         fleet.shutdown().await;
     }
 

@@ -1,21 +1,23 @@
 //! Discovery by registration: a small HTTP endpoint in Parley where agents announce
-//! themselves (`POST /v1/register`) and then keep proving they are alive
-//! (`POST /v1/heartbeat`). A registered agent joins the poller's inventory; its
-//! heartbeats count as answers for the suspect/down clocks. Both endpoints require the
-//! fleet's bearer token when one is configured (docs/discovery.md).
+//! themselves (`POST /v1/register`), keep proving they are alive
+//! (`POST /v1/heartbeat`) and leave when they shut down on purpose
+//! (`DELETE /v1/register/{name}`). A registered agent joins the poller's inventory; its
+//! heartbeats count as answers for the suspect/down clocks; a deregistered one leaves
+//! the model rather than turning down. Every route requires the fleet's bearer token
+//! when one is configured (docs/discovery.md).
 
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{delete, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::inventory::{normalise_endpoint, InventoryEntry};
-use super::poller::Poller;
+use super::poller::{Deregistered, Poller};
 use crate::agent::protocol::ErrorBody;
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +56,7 @@ pub fn router(poller: Arc<Poller>, token: Option<String>) -> Router {
     Router::new()
         .route("/v1/register", post(register))
         .route("/v1/heartbeat", post(heartbeat))
+        .route("/v1/register/{name}", delete(deregister))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/discovery.md") })
         .with_state(Registrar { poller, token })
 }
@@ -88,6 +91,10 @@ fn plain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
+fn unauthorised() -> Response {
+    error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token")
+}
+
 /// Authentication first (a refused request changes nothing), then the JSON body;
 /// `shape` tells the caller what the body should have looked like.
 fn accept<T>(
@@ -97,7 +104,7 @@ fn accept<T>(
     shape: &str,
 ) -> Result<T, Box<Response>> {
     if !r.authorised(headers) {
-        return Err(Box::new(error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token")));
+        return Err(Box::new(unauthorised()));
     }
     body.map(|Json(req)| req)
         .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", &format!("the body must be {shape}: {e}"))))
@@ -128,7 +135,7 @@ async fn register(
     };
     let entry =
         InventoryEntry { endpoint: endpoint.clone(), name: Some(req.name.clone()), region: req.region, zone: req.zone };
-    let new = r.poller.add_entry(entry);
+    let new = r.poller.register(entry);
     // A registration is itself a sign of life.
     r.poller.heartbeat(&req.name);
     tracing::info!(agent = %req.name, %endpoint, new, "agent registered");
@@ -149,6 +156,23 @@ async fn heartbeat(
     } else {
         // The agent registers again on 404: Parley may have restarted and forgotten it.
         error(StatusCode::NOT_FOUND, "not_found", "no agent of that name is registered; register first")
+    }
+}
+
+/// `DELETE /v1/register/{name}`: the agent is leaving on purpose (a graceful
+/// shutdown), so it leaves the model instead of turning suspect, then down.
+async fn deregister(State(r): State<Registrar>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if !r.authorised(&headers) {
+        return unauthorised();
+    }
+    match r.poller.deregister(&name) {
+        Deregistered::Removed(_) => StatusCode::NO_CONTENT.into_response(),
+        Deregistered::NotRegistered => error(
+            StatusCode::CONFLICT,
+            "not_registered",
+            "that agent comes from the inventory file or DNS SRV, not registration; remove it there",
+        ),
+        Deregistered::Unknown => error(StatusCode::NOT_FOUND, "not_found", "no agent of that name is registered"),
     }
 }
 
@@ -221,9 +245,81 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resp.status(), 204);
-
         let _ = agent_stop.send(());
         agent.await.unwrap().unwrap();
+        // Its graceful shutdown deregistered it: out of the model at once, not down.
+        assert!(poller.handle().snapshot().agent("edge-9").is_none());
+        assert!(poller.inventory().is_empty());
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn deregistration_needs_the_token_a_known_name_and_a_registered_agent() {
+        let client = AgentClient::new(Duration::from_millis(200), Some("tok".into())).unwrap();
+        let poller =
+            Arc::new(Poller::new(Vec::new(), client, Arc::new(Catalog::embedded().unwrap()), PollerConfig::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, Arc::clone(&poller), Some("tok".into()), async move {
+            let _ = stopped.await;
+        }));
+        let http = reqwest::Client::new();
+        let body = serde_json::json!({"name": "edge-9", "endpoint": "http://127.0.0.1:9", "region": "eu-west"});
+        let resp = http.post(format!("{url}/v1/register")).bearer_auth("tok").json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        // Found by DNS SRV, which would bring it back: not for an agent to remove.
+        poller.add_entry(InventoryEntry {
+            endpoint: "http://127.0.0.1:10".into(),
+            name: Some("core-3".into()),
+            region: None,
+            zone: None,
+        });
+        poller.refresh().await;
+        assert_eq!(poller.handle().snapshot().agents().len(), 2);
+
+        let gone = |name: &str| http.delete(format!("{url}/v1/register/{name}"));
+        let resp = gone("edge-9").send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        let resp = gone("edge-9").bearer_auth("wrong").send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        assert_eq!(poller.inventory().len(), 2, "a refused request changes nothing");
+        assert!(poller.handle().snapshot().agent("edge-9").is_some());
+
+        let resp = gone("edge-99").bearer_auth("tok").send().await.unwrap();
+        assert_eq!(resp.status(), 404);
+        let err: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(err, serde_json::json!({"code": "not_found", "error": "no agent of that name is registered"}));
+        let resp = gone("core-3").bearer_auth("tok").send().await.unwrap();
+        assert_eq!(resp.status(), 409);
+        assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["code"], "not_registered");
+
+        let mut events = poller.events();
+        let resp = gone("edge-9").bearer_auth("tok").send().await.unwrap();
+        assert_eq!(resp.status(), 204);
+        let left = events.try_recv().unwrap();
+        assert!(
+            matches!(&left, crate::topology::poller::TopologyEvent::Left { agent, region, .. } if agent == "edge-9" && region == "eu-west"),
+            "{left:?}"
+        );
+        assert_eq!(
+            crate::ui::repl::announce_fleet(&left).split_once(' ').unwrap().1,
+            "edge-9 (eu-west) deregistered and left the fleet"
+        );
+        let names: Vec<String> =
+            poller.handle().snapshot().agents().iter().map(|a| a.name.to_string()).collect::<Vec<_>>();
+        assert_eq!(names, ["core-3"], "gone from the model at once");
+        let endpoints: Vec<String> = poller.inventory().iter().map(|e| e.endpoint.clone()).collect();
+        assert_eq!(endpoints, ["http://127.0.0.1:10"]);
+        poller.refresh().await;
+        assert_eq!(poller.handle().snapshot().agents().len(), 1, "and not polled again");
+        assert_eq!(gone("edge-9").bearer_auth("tok").send().await.unwrap().status(), 404);
+        // It may come back by registering again.
+        let resp = http.post(format!("{url}/v1/register")).bearer_auth("tok").json(&body).send().await.unwrap();
+        assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["new"], true);
+        assert_eq!(poller.inventory().len(), 2);
+
         let _ = stop.send(());
         server.await.unwrap().unwrap();
     }

@@ -175,5 +175,8 @@ pub fn announce_fleet(e: &TopologyEvent) -> String {
         TopologyEvent::Settled { agent, region, liveness, at } => {
             format!("{} {agent} ({region}) has settled: {}", at.format("%H:%M:%S"), liveness.as_str())
         }
+        TopologyEvent::Left { agent, region, at } => {
+            format!("{} {agent} ({region}) deregistered and left the fleet", at.format("%H:%M:%S"))
+        }
     }
 }

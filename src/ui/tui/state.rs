@@ -420,7 +420,7 @@ impl App {
 
     fn first_agent_name(&self) -> Option<String> {
         self.agent_rows.first().and_then(|&r| match self.fleet_rows.get(r) {
-            Some(FleetRow::Agent(i)) => self.topology.agents().get(*i).map(|a| a.name.clone()),
+            Some(FleetRow::Agent(i)) => self.topology.agents().get(*i).map(|a| a.name.to_string()),
             _ => None,
         })
     }
@@ -446,7 +446,7 @@ impl App {
         let current = self.selected_agent.as_ref().and_then(|n| self.selected_row_of(n)).unwrap_or(0) as isize;
         let next = (current + delta).clamp(0, self.agent_rows.len() as isize - 1) as usize;
         if let Some(FleetRow::Agent(i)) = self.agent_rows.get(next).and_then(|&r| self.fleet_rows.get(r)) {
-            self.selected_agent = self.topology.agents().get(*i).map(|a| a.name.clone());
+            self.selected_agent = self.topology.agents().get(*i).map(|a| a.name.to_string());
         }
     }
 

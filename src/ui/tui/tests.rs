@@ -151,7 +151,7 @@ fn the_fleet_filter_matches_status_capability_and_names() {
         .agent_rows
         .iter()
         .filter_map(|&r| match &a.fleet_rows[r] {
-            super::state::FleetRow::Agent(i) => Some(a.topology.agents()[*i].name.clone()),
+            super::state::FleetRow::Agent(i) => Some(a.topology.agents()[*i].name.to_string()),
             _ => None,
         })
         .collect();
