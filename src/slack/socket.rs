@@ -7,7 +7,13 @@
 //! reading until Slack closes it, so nothing in flight on it is lost; duplicates
 //! that this overlap or Slack's retries produce are dropped by the dispatcher. A
 //! socket that stays silent through a ping interval gets a ping, and one that stays
-//! silent after it is replaced. Failures back off exponentially with full jitter.
+//! silent after it is replaced (Slack redelivers what it sent there unacknowledged).
+//! Failures back off exponentially with full jitter.
+//!
+//! The ack is the first thing done with a frame: the reading task writes it itself
+//! (nothing else is queued on the socket but its own pings), and Nagle's algorithm
+//! is off on the connection so a small ack is not held back waiting for the TCP
+//! acknowledgement of the previous one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,10 +43,17 @@ pub trait Dispatch: Send + Sync + 'static {
     fn dispatch(&self, envelope: Envelope);
 }
 
+/// Connecting (TCP, TLS and the WebSocket handshake) may take this long before it
+/// counts as a failure and is retried with backoff.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Closing a socket we gave up on may take this long; a peer that does not read
+/// must not keep the task alive.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone)]
 pub struct SocketOptions {
     /// Silence after which a ping is sent, and after which an unanswered ping
-    /// replaces the socket.
+    /// replaces the socket (`[slack] ping_interval_secs`).
     pub ping_interval: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
@@ -53,6 +66,13 @@ impl Default for SocketOptions {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
         }
+    }
+}
+
+impl SocketOptions {
+    /// The defaults with the watchdog interval of the `[slack]` settings.
+    pub fn from_settings(settings: &super::config::SlackSettings) -> SocketOptions {
+        SocketOptions { ping_interval: settings.ping_interval, ..SocketOptions::default() }
     }
 }
 
@@ -79,11 +99,11 @@ pub async fn run(
     loop {
         if current.is_none() {
             let opened = match web.open_connection(&app_token).await {
-                Ok(url) => tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| e.to_string()),
+                Ok(url) => connect(&web, &url).await,
                 Err(e) => Err(e.to_string()),
             };
             match opened {
-                Ok((ws, _)) => {
+                Ok(ws) => {
                     next_id += 1;
                     current = Some(next_id);
                     tokio::spawn(connection(next_id, ws, Arc::clone(&sink), ctl_tx.clone(), options.clone()));
@@ -130,6 +150,17 @@ fn backoff(options: &SocketOptions, failures: u32) -> Duration {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Opens the WebSocket at `url` (`wss://` with the client's trust), Nagle off.
+async fn connect(web: &WebClient, url: &str) -> Result<Ws, String> {
+    // The URL carries a one-time ticket; errors are reported without it.
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(url, None, true, web.websocket_connector());
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Err(e)) => Err(format!("websocket: {e}")),
+        Err(_) => Err(format!("websocket: no connection within {CONNECT_TIMEOUT:?}")),
+    }
+}
+
 async fn connection(
     id: u64,
     ws: Ws,
@@ -151,7 +182,7 @@ async fn connection(
                         tracing::warn!(connection = id, "slack socket went silent; replacing it");
                         let _ = ctl.send(Control::Replace(id));
                     }
-                    let _ = write.close().await;
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, write.close()).await;
                     return;
                 }
                 pinged = true;
