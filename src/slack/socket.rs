@@ -11,14 +11,15 @@
 //! Failures back off exponentially with full jitter.
 //!
 //! The ack is the first thing done with a frame: the reading task writes it itself
-//! (nothing else is queued on the socket but its own pings), and Nagle's algorithm
-//! is off on the connection so a small ack is not held back waiting for the TCP
-//! acknowledgement of the previous one.
+//! (nothing else is queued on the socket but its own pings) before it hands the
+//! envelope on, the acks of frames that arrived together leave in one write, and
+//! Nagle's algorithm is off on the connection so a small ack is not held back
+//! waiting for the TCP acknowledgement of the previous one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt as _, StreamExt as _};
+use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
 use rand::Rng as _;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
@@ -172,8 +173,9 @@ async fn connection(
     let mut last = Instant::now();
     let mut pinged = false;
     let mut replaced = false;
+    let mut batch: Vec<Envelope> = Vec::with_capacity(MAX_BATCH);
     loop {
-        let frame = tokio::select! {
+        let first = tokio::select! {
             f = read.next() => f,
             _ = tokio::time::sleep_until(last + options.ping_interval) => {
                 if pinged || replaced {
@@ -196,48 +198,99 @@ async fn connection(
         };
         last = Instant::now();
         pinged = false;
-        let text = match frame {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                let _ = ctl.send(Control::Closed(id));
-                return;
-            }
-            Some(Ok(_)) => continue,
-        };
-        let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else {
-            tracing::warn!(connection = id, "slack sent a frame that is not JSON; ignored");
-            continue;
-        };
-        match value.get("type").and_then(Value::as_str) {
-            Some("hello") => {
-                let _ = ctl.send(Control::Hello);
-                continue;
-            }
-            Some("disconnect") => {
-                let reason = value.get("reason").and_then(Value::as_str).unwrap_or("unknown");
-                tracing::info!(connection = id, reason, "slack asked for a new connection");
-                if !replaced {
-                    replaced = true;
-                    let _ = ctl.send(Control::Replace(id));
+        // This frame and whatever else has already arrived (up to MAX_BATCH): acks
+        // are buffered and leave in one write, so a burst costs one syscall rather
+        // than one per envelope, and none waits behind another's wake-up.
+        let mut frame = first;
+        let mut closed = false;
+        for _ in 0..MAX_BATCH {
+            let text = match frame {
+                Some(Ok(Message::Text(t))) => Some(t),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    closed = true;
+                    break;
                 }
-                continue;
+                Some(Ok(_)) => None,
+            };
+            if let Some(text) = text {
+                match read_frame(id, text.as_str()) {
+                    Frame::Hello => {
+                        let _ = ctl.send(Control::Hello);
+                    }
+                    Frame::Disconnect => {
+                        if !replaced {
+                            replaced = true;
+                            let _ = ctl.send(Control::Replace(id));
+                        }
+                    }
+                    Frame::Envelope(envelope) => {
+                        let ack = serde_json::json!({ "envelope_id": envelope.envelope_id }).to_string();
+                        // Buffered, not yet written: see the flush below.
+                        if write.feed(Message::Text(ack.into())).await.is_err() {
+                            closed = true;
+                            break;
+                        }
+                        batch.push(envelope);
+                    }
+                    Frame::Other => {}
+                }
             }
-            _ => {}
+            // Only what is already here; never waits.
+            match read.next().now_or_never() {
+                Some(next) => frame = next,
+                None => break,
+            }
         }
-        let Some(envelope_id) = value.get("envelope_id").and_then(Value::as_str) else { continue };
-        let ack = serde_json::json!({ "envelope_id": envelope_id }).to_string();
-        if write.send(Message::Text(ack.into())).await.is_err() {
-            // Unacknowledged: Slack will redeliver it on the next connection.
+        if !batch.is_empty() && !closed && write.flush().await.is_err() {
+            closed = true;
+        }
+        if closed {
+            // Whatever was not acknowledged is redelivered by Slack on the next
+            // connection, so it is not handed on here.
             let _ = ctl.send(Control::Closed(id));
             return;
         }
-        sink.dispatch(Envelope {
-            envelope_id: envelope_id.to_string(),
-            kind: value.get("type").and_then(Value::as_str).unwrap_or("").to_string(),
-            payload: value.get("payload").cloned().unwrap_or(Value::Null),
-            retry_attempt: value.get("retry_attempt").and_then(Value::as_u64).unwrap_or(0),
-        });
+        // Acknowledged: now, and only now, the work may start.
+        for envelope in batch.drain(..) {
+            sink.dispatch(envelope);
+        }
     }
+}
+
+/// Envelopes read before their acks are written together.
+const MAX_BATCH: usize = 32;
+
+enum Frame {
+    Hello,
+    Disconnect,
+    Envelope(Envelope),
+    Other,
+}
+
+fn read_frame(connection: u64, text: &str) -> Frame {
+    let Ok(mut value) = serde_json::from_str::<Value>(text) else {
+        tracing::warn!(connection, "slack sent a frame that is not JSON; ignored");
+        return Frame::Other;
+    };
+    let kind = value.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+    match kind.as_str() {
+        "hello" => return Frame::Hello,
+        "disconnect" => {
+            let reason = value.get("reason").and_then(Value::as_str).unwrap_or("unknown");
+            tracing::info!(connection, reason, "slack asked for a new connection");
+            return Frame::Disconnect;
+        }
+        _ => {}
+    }
+    let Some(envelope_id) = value.get("envelope_id").and_then(Value::as_str).map(str::to_string) else {
+        return Frame::Other;
+    };
+    Frame::Envelope(Envelope {
+        envelope_id,
+        kind,
+        retry_attempt: value.get("retry_attempt").and_then(Value::as_u64).unwrap_or(0),
+        payload: value.get_mut("payload").map(Value::take).unwrap_or(Value::Null),
+    })
 }
 
 /// The bridge as a dispatcher (it needs its `Arc` to start thread tasks).
