@@ -481,3 +481,36 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Acks of frames that arrive together are written together: none may be lost or
+/// handed on twice at the batch boundaries, and order is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_envelopes_is_acked_and_handed_on_once_each_in_order() {
+    use parley::slack::socket::{Dispatch, Envelope};
+    struct Record(std::sync::Mutex<Vec<String>>);
+    impl Dispatch for Record {
+        fn dispatch(&self, envelope: Envelope) {
+            self.0.lock().unwrap().push(envelope.envelope_id);
+        }
+    }
+    let fake = FakeSlack::start().await;
+    let web = slack::web::WebClient::new(&fake.base_url()).unwrap();
+    let record = std::sync::Arc::new(Record(std::sync::Mutex::new(Vec::new())));
+    let sink: std::sync::Arc<dyn Dispatch> = record.clone();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(slack::socket::run(web, Secret::new("xapp-burst"), sink, SocketOptions::default(), stop_rx));
+    fake.wait_connections(1).await;
+    let n = 500;
+    let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        fake.send(mention(id, &format!("Ev{i}"), "U1", "C1", "1.1", None, "help"));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while record.0.lock().unwrap().len() < n || fake.ack_count() < n {
+        assert!(std::time::Instant::now() < deadline, "{} handed on, {} acked", record.0.lock().unwrap().len(), fake.ack_count());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*record.0.lock().unwrap(), ids);
+    assert_eq!(fake.acks().into_iter().map(|a| a.0).collect::<Vec<_>>(), ids);
+    let _ = stop.send(true);
+}

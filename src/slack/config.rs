@@ -258,6 +258,37 @@ mod tests {
         assert_eq!(s.role_for("UADMIN", "CREAD"), Role::Viewer);
     }
 
+    fn resolve(toml_text: &str) -> Result<SlackSettings, String> {
+        let file: SlackFile = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        file.resolve(|p| PathBuf::from("/etc/parley").join(p))
+    }
+
+    #[test]
+    fn watchdog_session_limits_and_ca_file_are_read_and_checked() {
+        let s = resolve("").unwrap();
+        assert_eq!(
+            (s.ping_interval, s.session_idle, s.max_sessions, s.ca_file),
+            (Duration::from_secs(15), Duration::from_secs(43_200), 1000, None)
+        );
+        let s = resolve(
+            "ping_interval_secs = 0.25\nsession_idle_secs = 600\nmax_sessions = 5\nca_file = \"proxy-ca.pem\"",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.ping_interval, s.session_idle, s.max_sessions, s.ca_file),
+            (Duration::from_millis(250), Duration::from_secs(600), 5, Some(PathBuf::from("/etc/parley/proxy-ca.pem")))
+        );
+        assert_eq!(
+            resolve("ping_interval_secs = 0").unwrap_err(),
+            "slack.ping_interval_secs must be a positive number of seconds, not 0"
+        );
+        assert_eq!(
+            resolve("session_idle_secs = -1").unwrap_err(),
+            "slack.session_idle_secs must be a positive number of seconds, not -1"
+        );
+        assert_eq!(resolve("max_sessions = 0").unwrap_err(), "slack.max_sessions must be at least 1");
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_secrets_file_must_be_private_and_secrets_never_print() {

@@ -203,7 +203,7 @@ async fn connection(
         // than one per envelope, and none waits behind another's wake-up.
         let mut frame = first;
         let mut closed = false;
-        for _ in 0..MAX_BATCH {
+        for taken in 1..=MAX_BATCH {
             let text = match frame {
                 Some(Ok(Message::Text(t))) => Some(t),
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
@@ -234,6 +234,9 @@ async fn connection(
                     }
                     Frame::Other => {}
                 }
+            }
+            if taken == MAX_BATCH {
+                break;
             }
             // Only what is already here; never waits.
             match read.next().now_or_never() {
