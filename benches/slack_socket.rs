@@ -6,7 +6,8 @@
 //! Latency is what Slack would see: from the moment the fake writes an envelope
 //! onto the socket to the moment it reads the ack (not from when the bench queued
 //! it, which would count the fake's own queue). The wait loop reads a counter, not
-//! a copy of every ack, so the bench does not compete with what it measures.
+//! a copy of every ack, so the bench does not compete with what it measures, and
+//! the fake runs on a runtime of its own, as Slack would on its own machines.
 
 #[path = "../tests/slack_fake/mod.rs"]
 mod slack_fake;
@@ -28,9 +29,12 @@ impl Dispatch for Count {
 }
 
 fn main() {
+    // Slack is another machine: the fake gets a runtime (and a thread) of its own, so
+    // the bridge's reads never wait in a run queue behind the fake's writes.
+    let slack = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let fake = slack.block_on(slack_fake::FakeSlack::start());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let fake = slack_fake::FakeSlack::start().await;
         let web = WebClient::new(&fake.base_url()).unwrap();
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let (_stop, stop_rx) = tokio::sync::watch::channel(false);

@@ -507,7 +507,12 @@ async fn a_burst_of_envelopes_is_acked_and_handed_on_once_each_in_order() {
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while record.0.lock().unwrap().len() < n || fake.ack_count() < n {
-        assert!(std::time::Instant::now() < deadline, "{} handed on, {} acked", record.0.lock().unwrap().len(), fake.ack_count());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} handed on, {} acked",
+            record.0.lock().unwrap().len(),
+            fake.ack_count()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(*record.0.lock().unwrap(), ids);

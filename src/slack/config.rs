@@ -270,10 +270,9 @@ mod tests {
             (s.ping_interval, s.session_idle, s.max_sessions, s.ca_file),
             (Duration::from_secs(15), Duration::from_secs(43_200), 1000, None)
         );
-        let s = resolve(
-            "ping_interval_secs = 0.25\nsession_idle_secs = 600\nmax_sessions = 5\nca_file = \"proxy-ca.pem\"",
-        )
-        .unwrap();
+        let s =
+            resolve("ping_interval_secs = 0.25\nsession_idle_secs = 600\nmax_sessions = 5\nca_file = \"proxy-ca.pem\"")
+                .unwrap();
         assert_eq!(
             (s.ping_interval, s.session_idle, s.max_sessions, s.ca_file),
             (Duration::from_millis(250), Duration::from_secs(600), 5, Some(PathBuf::from("/etc/parley/proxy-ca.pem")))

@@ -244,18 +244,21 @@ async fn connection(
                 None => break,
             }
         }
-        if !batch.is_empty() && !closed && write.flush().await.is_err() {
-            closed = true;
+        // Even when the socket is closing, the acks already buffered may still get
+        // out; if they do not, those envelopes are not handed on: Slack redelivers
+        // what it did not see acknowledged, on the next connection.
+        let acked = batch.is_empty() || write.flush().await.is_ok();
+        if acked {
+            // Acknowledged: now, and only now, the work may start.
+            for envelope in batch.drain(..) {
+                sink.dispatch(envelope);
+            }
+        } else {
+            batch.clear();
         }
-        if closed {
-            // Whatever was not acknowledged is redelivered by Slack on the next
-            // connection, so it is not handed on here.
+        if closed || !acked {
             let _ = ctl.send(Control::Closed(id));
             return;
-        }
-        // Acknowledged: now, and only now, the work may start.
-        for envelope in batch.drain(..) {
-            sink.dispatch(envelope);
         }
     }
 }

@@ -111,10 +111,13 @@ impl WebClient {
     /// credential: no token is sent, and it never appears in an error).
     pub async fn respond(&self, response_url: &str, message: &Value) -> Result<(), WebError> {
         let method = "response_url";
-        let response = self.http.post(response_url).json(message).send().await.map_err(|e| WebError::Transport {
-            method: method.into(),
-            reason: e.without_url().to_string(),
-        })?;
+        let response = self
+            .http
+            .post(response_url)
+            .json(message)
+            .send()
+            .await
+            .map_err(|e| WebError::Transport { method: method.into(), reason: e.without_url().to_string() })?;
         // Slack answers a plain `ok` (or an error text), not JSON.
         if response.status().is_success() {
             Ok(())

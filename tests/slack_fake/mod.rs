@@ -396,7 +396,13 @@ pub fn block_actions(
 
 /// The fields of a slash command as Slack sends them (`application/x-www-form-urlencoded`
 /// over HTTP; the same fields, all strings, as Socket Mode's payload).
-pub fn slash_fields(user: &str, channel: &str, text: &str, trigger_id: &str, response_url: &str) -> Vec<(String, String)> {
+pub fn slash_fields(
+    user: &str,
+    channel: &str,
+    text: &str,
+    trigger_id: &str,
+    response_url: &str,
+) -> Vec<(String, String)> {
     [
         ("token", "verification-token"),
         ("team_id", "T1"),
@@ -446,13 +452,12 @@ mod tls {
         let cert = params.signed_by(&key, &issuer).unwrap();
         let chain = vec![CertificateDer::from(cert.der().to_vec())];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let config =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
         (ca_cert.pem(), config)
     }
 
