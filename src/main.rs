@@ -351,7 +351,7 @@ async fn run_slack(parley: &Parley, config: &Config) -> anyhow::Result<bool> {
     let run = slack::SlackRun {
         settings: config.slack.clone(),
         secrets,
-        socket: slack::socket::SocketOptions::default(),
+        socket: slack::socket::SocketOptions::from_settings(&config.slack),
         listener: None,
     };
     slack::run(parley, run, stop).await?;

@@ -11,7 +11,7 @@ use parley::config::Config;
 use parley::slack::config::{Secret, Secrets, SlackMode};
 use parley::slack::{self, socket::SocketOptions, SlackRun};
 use serde_json::Value;
-use slack_fake::{click, mention, FakeSlack};
+use slack_fake::{block_actions, click, mention, slash_command, slash_fields, FakeSlack};
 
 struct Bridge {
     fake: FakeSlack,
@@ -24,13 +24,21 @@ struct Bridge {
 const SIGNING: &str = "test-signing-secret";
 
 async fn start(mode: SlackMode) -> Bridge {
-    let fake = FakeSlack::start().await;
+    start_with(mode, FakeSlack::start().await, "", Duration::from_secs(5)).await
+}
+
+/// A bridge on `fake`, with `slack_extra` added to the `[slack]` table (before its
+/// sub-tables) and the Socket Mode watchdog at `ping_interval`.
+async fn start_with(mode: SlackMode, fake: FakeSlack, slack_extra: &str, ping_interval: Duration) -> Bridge {
     let dir = tempfile::tempdir().unwrap();
+    if let Some(ca) = &fake.ca_pem {
+        std::fs::write(dir.path().join("fake-ca.pem"), ca).unwrap();
+    }
     let path = dir.path().join("parley.toml");
     std::fs::write(
         &path,
         format!(
-            "data_dir = \"state\"\n[rollout]\nbake_secs = 0.05\n[slack]\nbase_url = \"{}\"\n\
+            "data_dir = \"state\"\n[rollout]\nbake_secs = 0.05\n[slack]\nbase_url = \"{}\"\n{slack_extra}\n\
              [slack.users]\nUOPER = \"operator\"\nUADMIN = \"admin\"\n[slack.channels]\nCREADONLY = \"viewer\"\n",
             fake.base_url()
         ),
@@ -52,7 +60,7 @@ async fn start(mode: SlackMode) -> Bridge {
         }
         SlackMode::Socket => (None, None),
     };
-    let socket = SocketOptions { ping_interval: Duration::from_secs(5), ..SocketOptions::default() };
+    let socket = SocketOptions { ping_interval, ..SocketOptions::default() };
     let run = SlackRun { settings: config.slack.clone(), secrets, socket, listener };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let p = std::sync::Arc::clone(&parley);
@@ -233,4 +241,281 @@ async fn forged_unsigned_and_replayed_events_api_requests_are_refused() {
     let calls = b.fake.wait_for("an answer", |c| c.iter().any(|c| c.method == "chat.postMessage")).await;
     assert!(text_of(&calls[0]).contains("edge-7"), "{:#?}", calls[0].body);
     let _ = b.stop.send(true);
+}
+
+/// Signs and posts `body` to the bridge's Events API endpoint `path`.
+async fn post_signed(addr: std::net::SocketAddr, path: &str, content_type: &str, body: String) -> reqwest::Response {
+    let now = chrono::Utc::now().timestamp().to_string();
+    let sig = slack::events::sign(&Secret::new(SIGNING), &now, body.as_bytes());
+    reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .header("content-type", content_type)
+        .header("X-Slack-Request-Timestamp", now)
+        .header("X-Slack-Signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn form(fields: &[(String, String)]) -> String {
+    serde_urlencoded::to_string(fields).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_socket_is_replaced_within_the_watchdog_time_and_nothing_is_lost() {
+    let ping = Duration::from_millis(250);
+    let b = start_with(SlackMode::Socket, FakeSlack::start().await, "", ping).await;
+    b.fake.send(mention("e1", "Ev1", "UVIEW", "C1", "800.1", None, "how healthy is us-east?"));
+    b.fake.wait_for("the first answer", |c| c.iter().any(|c| c.method == "chat.postMessage")).await;
+    // Slack's side goes dark: no frames, no pongs; the TCP connection stays up. An
+    // envelope sent now is lost on the way.
+    let silent_at = std::time::Instant::now();
+    b.fake.go_silent();
+    b.fake.send(mention("e2", "Ev2", "UVIEW", "C1", "800.2", None, "how healthy is eu-west?"));
+    b.fake.wait_connections(2).await;
+    let replaced_after = silent_at.elapsed();
+    // A ping after one interval of silence, the socket given up after another.
+    assert!(replaced_after < ping * 2 + Duration::from_secs(2), "replaced after {replaced_after:?}");
+    let opens = b.fake.calls().iter().filter(|c| c.method == "apps.connections.open").count();
+    assert_eq!(opens, 2);
+    // Slack redelivers what was never acked, on the new connection.
+    assert_eq!(b.fake.redeliver_unacked(), ["e2"]);
+    b.fake
+        .wait_for("the lost question answered", |c| {
+            c.iter().any(|c| c.method == "chat.postMessage" && c.body["thread_ts"] == "800.2")
+        })
+        .await;
+    assert_eq!(b.fake.acks().iter().map(|a| a.0.as_str()).collect::<Vec<_>>(), ["e1", "e2"]);
+    assert_eq!(replies_in_thread(&b.fake, "C1", "800.2").len(), 1);
+    assert!(text_of(&replies_in_thread(&b.fake, "C1", "800.2")[0]).contains("eu-west"));
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_and_wss_with_a_ca_from_the_config_round_trip_a_health_question() {
+    let fake = FakeSlack::start_tls().await;
+    assert!(fake.base_url().starts_with("https://127.0.0.1:"), "{}", fake.base_url());
+    let app_token = Secret::new("xapp-test-app");
+    // The fake's CA is nobody's: with the built-in roots only, Slack cannot be reached.
+    let builtin = slack::web::WebClient::new(&fake.base_url()).unwrap();
+    let e = builtin.open_connection(&app_token).await.unwrap_err().to_string();
+    assert!(e.starts_with("slack apps.connections.open:") && !e.contains("xapp-test-app"), "{e}");
+    assert!(fake.calls().is_empty(), "{:#?}", fake.calls());
+    // Trusted through `[slack] ca_file` (relative to the config file).
+    let b = start_with(SlackMode::Socket, fake, "ca_file = \"fake-ca.pem\"", Duration::from_secs(5)).await;
+    b.fake.send(mention("e1", "Ev1", "UVIEW", "C1", "900.1", None, "how healthy is eu-west?"));
+    let calls = b.fake.wait_for("an answer over https", |c| c.iter().any(|c| c.method == "chat.postMessage")).await;
+    let post = calls.iter().find(|c| c.method == "chat.postMessage").unwrap();
+    assert_eq!((post.body["channel"].as_str(), post.body["thread_ts"].as_str()), (Some("C1"), Some("900.1")));
+    assert!(text_of(post).contains("eu-west"), "{:#?}", post.body);
+    assert_eq!(b.fake.acks().iter().map(|a| a.0.as_str()).collect::<Vec<_>>(), ["e1"]);
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slash_command_over_socket_mode_is_acked_and_answered_in_the_channel_with_roles_and_audit() {
+    let b = start(SlackMode::Socket).await;
+    let url = b.fake.response_url("1");
+    let ask = slash_fields("UVIEW", "C1", "how healthy is eu-west", "trig-1", &url);
+    b.fake.send(slash_command("e1", &ask));
+    // Redelivered (same trigger, new envelope): acked, not run again.
+    b.fake.send(slash_command("e1-retry", &ask));
+    let deploy = slash_fields("UVIEW", "C1", "roll out auth-filter 2.1.0 to ap-south", "trig-2", &url);
+    b.fake.send(slash_command("e2", &deploy));
+    let calls =
+        b.fake.wait_for("two answers", |c| c.iter().filter(|c| c.method == "chat.postMessage").count() == 2).await;
+    let posts: Vec<_> = calls.iter().filter(|c| c.method == "chat.postMessage").collect();
+    // Slash commands do not run in threads: the answers are channel messages.
+    for p in &posts {
+        assert_eq!(p.body["channel"], "C1");
+        assert!(p.body.get("thread_ts").is_none(), "{:#?}", p.body);
+        assert_eq!(p.auth, "Bearer xoxb-test-bot");
+    }
+    let health = posts.iter().find(|p| text_of(p).contains("eu-west")).unwrap();
+    assert_eq!(health.body["blocks"][0]["type"], "section");
+    let refused = posts.iter().find(|p| !text_of(p).contains("eu-west")).unwrap();
+    assert!(text_of(refused).contains("needs the operator role"), "{:#?}", refused.body);
+    let mut acks: Vec<String> = b.fake.acks().into_iter().map(|a| a.0).collect();
+    acks.sort();
+    assert_eq!(acks, ["e1", "e1-retry", "e2"]);
+    let audit = b.parley.services().registry.list_audit(None, 10).await.unwrap();
+    assert_eq!(audit.len(), 2, "{audit:#?}");
+    assert!(audit.iter().all(|a| a.actor == "UVIEW" && a.frontend == "slack:C1"), "{audit:#?}");
+    assert!(audit.iter().any(|a| a.result.as_str() == "refused"), "{audit:#?}");
+    // Where the bot may not post, the asker gets the answer through response_url.
+    b.fake.not_in_channel("CSECRET");
+    let url = b.fake.response_url("2");
+    b.fake.send(slash_command("e3", &slash_fields("UVIEW", "CSECRET", "how healthy is us-west", "trig-3", &url)));
+    let calls = b.fake.wait_for("the response_url answer", |c| c.iter().any(|c| c.method == "response_url/2")).await;
+    let answer = calls.iter().find(|c| c.method == "response_url/2").unwrap();
+    assert_eq!(answer.body["response_type"], "ephemeral");
+    assert!(text_of(answer).contains("us-west"), "{:#?}", answer.body);
+    assert_eq!(answer.auth, "", "a response_url needs no token");
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slash_command_over_http_is_acked_at_once_and_its_confirm_button_continues_in_a_thread() {
+    let b = start(SlackMode::Events).await;
+    let addr = b.events_addr.unwrap();
+    let url = b.fake.response_url("1");
+    let body = form(&slash_fields("UOPER", "C1", "roll out auth-filter 2.1.0 to eu-west", "trig-9", &url));
+    // Unsigned: refused like any Events API request.
+    let unsigned = reqwest::Client::new()
+        .post(format!("http://{addr}/slack/commands"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let started = std::time::Instant::now();
+    let ack = post_signed(addr, "/slack/commands", "application/x-www-form-urlencoded", body).await;
+    assert_eq!(ack.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // An empty 200 is Slack's "acknowledged"; a body would be shown as the answer.
+    assert_eq!(ack.text().await.unwrap(), "");
+    let calls = b.fake.wait_for("the question", |c| c.iter().any(|c| c.method == "chat.postMessage")).await;
+    let question = calls.iter().find(|c| c.method == "chat.postMessage").unwrap();
+    assert!(question.body.get("thread_ts").is_none(), "{:#?}", question.body);
+    assert!(question.body["text"].as_str().unwrap().contains("eu-west"), "{:#?}", question.body);
+    let actions = question.body["blocks"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(actions["elements"][0]["value"], "yes", "{:#?}", question.body);
+    // The question was posted as 9000.0001; its Confirm button, clicked over HTTP.
+    let question_ts = "9000.0001";
+    let payload = block_actions("a1", "UOPER", "C1", None, question_ts, "parley_confirm", "yes");
+    let body = form(&[("payload".to_string(), payload.to_string())]);
+    let clicked = post_signed(addr, "/slack/interactive", "application/x-www-form-urlencoded", body).await;
+    assert_eq!(clicked.status(), 200);
+    b.fake
+        .wait_for("the summary in the question's thread", |c| {
+            c.iter().any(|c| c.body["thread_ts"] == question_ts && text_of(c).contains("d-1: succeeded"))
+        })
+        .await;
+    let thread = replies_in_thread(&b.fake, "C1", question_ts);
+    assert!(text_of(&thread[0]).contains("d-1"), "{:#?}", thread[0].body);
+    let d = b.parley.services().registry.deployment_by_name("d-1").await.unwrap().unwrap();
+    assert_eq!(d.status.as_str(), "succeeded");
+    let audit = b.parley.services().registry.list_audit(None, 10).await.unwrap();
+    assert!(audit.iter().all(|a| a.actor == "UOPER" && a.frontend == "slack:C1"), "{audit:#?}");
+    let _ = b.stop.send(true);
+}
+
+/// `parley slack`, the real binary, against the fake Slack in Socket Mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parley_binary_answers_a_health_question_in_its_thread() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("parley.toml");
+    std::fs::write(&config, format!("[slack]\nbase_url = \"{}\"\nping_interval_secs = 5\n", fake.base_url())).unwrap();
+    let data = dir.path().join("data");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("slack")
+        .env("SLACK_BOT_TOKEN", "xoxb-binary-secret")
+        .env("SLACK_APP_TOKEN", "xapp-binary-secret")
+        .env_remove("SLACK_SIGNING_SECRET")
+        .env("PARLEY_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Child(child);
+    fake.wait_connections(1).await;
+    assert_eq!(fake.calls()[0].auth, "Bearer xapp-binary-secret");
+    fake.send(mention("e1", "Ev1", "UVIEW", "C1", "1000.1", None, "how healthy is eu-west?"));
+    let calls = fake.wait_for("an answer", |c| c.iter().any(|c| c.method == "chat.postMessage")).await;
+    let post = calls.iter().find(|c| c.method == "chat.postMessage").unwrap();
+    assert_eq!((post.body["channel"].as_str(), post.body["thread_ts"].as_str()), (Some("C1"), Some("1000.1")));
+    assert!(text_of(post).contains("eu-west"), "{:#?}", post.body);
+    assert_eq!(post.auth, "Bearer xoxb-binary-secret");
+    // SIGTERM: the bridge stops cleanly.
+    let pid = child.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "parley slack did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    // Neither token reached the terminal or any file Parley wrote (logs at debug, registry).
+    assert!(!stderr.contains("binary-secret"), "{stderr}");
+    for file in walk(&data) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!bytes.windows(13).any(|w| w == b"binary-secret"), "a token in {}", file.display());
+    }
+    assert!(walk(&data).iter().any(|f| f.ends_with("parley.log")), "{:?}", walk(&data));
+}
+
+/// Kills the child if a test fails before it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Acks of frames that arrive together are written together: none may be lost or
+/// handed on twice at the batch boundaries, and order is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_envelopes_is_acked_and_handed_on_once_each_in_order() {
+    use parley::slack::socket::{Dispatch, Envelope};
+    struct Record(std::sync::Mutex<Vec<String>>);
+    impl Dispatch for Record {
+        fn dispatch(&self, envelope: Envelope) {
+            self.0.lock().unwrap().push(envelope.envelope_id);
+        }
+    }
+    let fake = FakeSlack::start().await;
+    let web = slack::web::WebClient::new(&fake.base_url()).unwrap();
+    let record = std::sync::Arc::new(Record(std::sync::Mutex::new(Vec::new())));
+    let sink: std::sync::Arc<dyn Dispatch> = record.clone();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(slack::socket::run(web, Secret::new("xapp-burst"), sink, SocketOptions::default(), stop_rx));
+    fake.wait_connections(1).await;
+    let n = 500;
+    let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        fake.send(mention(id, &format!("Ev{i}"), "U1", "C1", "1.1", None, "help"));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while record.0.lock().unwrap().len() < n || fake.ack_count() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} handed on, {} acked",
+            record.0.lock().unwrap().len(),
+            fake.ack_count()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*record.0.lock().unwrap(), ids);
+    assert_eq!(fake.acks().into_iter().map(|a| a.0).collect::<Vec<_>>(), ids);
+    let _ = stop.send(true);
 }

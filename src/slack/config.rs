@@ -7,6 +7,13 @@
 //! listen = "0.0.0.0:3000"                # Events API only: where Slack posts requests
 //! base_url = "https://slack.com/api/"    # the Web API (a fake Slack in tests)
 //! secrets_file = "/etc/parley/slack.env" # KEY=value lines; must be mode 0600
+//! ca_file = "/etc/parley/slack-ca.pem"   # extra CA certificates (PEM) trusted beside the
+//!                                        # built-in roots, for a TLS-inspecting proxy or a test
+//! ping_interval_secs = 15                # Socket Mode watchdog: silence before a ping, and
+//!                                        # after it before the socket is replaced
+//! session_idle_secs = 43200              # a thread's conversation is forgotten after this idle
+//! max_sessions = 1000                    # at most this many thread conversations; the least
+//!                                        # recently used goes first
 //! [slack.users]                          # Slack user id -> role; everyone else is a viewer
 //! U012ALICE = "admin"
 //! U034BOB = "operator"
@@ -21,6 +28,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -45,6 +53,10 @@ pub struct SlackFile {
     listen: Option<String>,
     base_url: Option<String>,
     secrets_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    ping_interval_secs: Option<f64>,
+    session_idle_secs: Option<f64>,
+    max_sessions: Option<usize>,
     #[serde(default)]
     users: HashMap<String, Role>,
     #[serde(default)]
@@ -59,6 +71,18 @@ pub struct SlackSettings {
     /// Web API base, ending in `/` (`https://slack.com/api/`).
     pub base_url: String,
     pub secrets_file: Option<PathBuf>,
+    /// Extra trusted CA certificates (PEM) for the Web API and Socket Mode, added to
+    /// the built-in roots (never replacing them).
+    pub ca_file: Option<PathBuf>,
+    /// Socket Mode watchdog: after this much silence a ping is sent, and after as
+    /// much again without anything from Slack the socket is replaced.
+    pub ping_interval: Duration,
+    /// A thread's conversation (its dialog session) is dropped after this long
+    /// without a message; the next message there starts a fresh one.
+    pub session_idle: Duration,
+    /// At most this many thread conversations are kept; beyond it the least
+    /// recently used is dropped.
+    pub max_sessions: usize,
     pub users: HashMap<String, Role>,
     pub channels: HashMap<String, Role>,
 }
@@ -70,6 +94,10 @@ impl Default for SlackSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             base_url: "https://slack.com/api/".to_string(),
             secrets_file: None,
+            ca_file: None,
+            ping_interval: Duration::from_secs(15),
+            session_idle: Duration::from_secs(12 * 3600),
+            max_sessions: 1000,
             users: HashMap::new(),
             channels: HashMap::new(),
         }
@@ -90,11 +118,26 @@ impl SlackFile {
             Some(a) => a.parse().map_err(|_| format!("slack.listen `{a}` is not an address like 0.0.0.0:3000"))?,
             None => SlackSettings::default().listen,
         };
+        let defaults = SlackSettings::default();
+        let secs = |key: &str, value: Option<f64>, default: Duration| match value {
+            None => Ok(default),
+            Some(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(Duration::from_secs_f64(v)),
+            Some(v) => Err(format!("slack.{key} must be a positive number of seconds, not {v}")),
+        };
+        let max_sessions = match self.max_sessions {
+            None => defaults.max_sessions,
+            Some(0) => return Err("slack.max_sessions must be at least 1".to_string()),
+            Some(n) => n,
+        };
         Ok(SlackSettings {
             mode: self.mode.unwrap_or_default(),
             listen,
             base_url,
-            secrets_file: self.secrets_file.map(rel),
+            secrets_file: self.secrets_file.map(&rel),
+            ca_file: self.ca_file.map(&rel),
+            ping_interval: secs("ping_interval_secs", self.ping_interval_secs, defaults.ping_interval)?,
+            session_idle: secs("session_idle_secs", self.session_idle_secs, defaults.session_idle)?,
+            max_sessions,
             users: self.users,
             channels: self.channels,
         })
@@ -213,6 +256,36 @@ mod tests {
         assert_eq!(s.role_for("UNOBODY", "C1"), Role::Viewer);
         assert_eq!(s.role_for("UADMIN", "C1"), Role::Admin);
         assert_eq!(s.role_for("UADMIN", "CREAD"), Role::Viewer);
+    }
+
+    fn resolve(toml_text: &str) -> Result<SlackSettings, String> {
+        let file: SlackFile = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        file.resolve(|p| PathBuf::from("/etc/parley").join(p))
+    }
+
+    #[test]
+    fn watchdog_session_limits_and_ca_file_are_read_and_checked() {
+        let s = resolve("").unwrap();
+        assert_eq!(
+            (s.ping_interval, s.session_idle, s.max_sessions, s.ca_file),
+            (Duration::from_secs(15), Duration::from_secs(43_200), 1000, None)
+        );
+        let s =
+            resolve("ping_interval_secs = 0.25\nsession_idle_secs = 600\nmax_sessions = 5\nca_file = \"proxy-ca.pem\"")
+                .unwrap();
+        assert_eq!(
+            (s.ping_interval, s.session_idle, s.max_sessions, s.ca_file),
+            (Duration::from_millis(250), Duration::from_secs(600), 5, Some(PathBuf::from("/etc/parley/proxy-ca.pem")))
+        );
+        assert_eq!(
+            resolve("ping_interval_secs = 0").unwrap_err(),
+            "slack.ping_interval_secs must be a positive number of seconds, not 0"
+        );
+        assert_eq!(
+            resolve("session_idle_secs = -1").unwrap_err(),
+            "slack.session_idle_secs must be a positive number of seconds, not -1"
+        );
+        assert_eq!(resolve("max_sessions = 0").unwrap_err(), "slack.max_sessions must be at least 1");
     }
 
     #[cfg(unix)]

@@ -1,4 +1,5 @@
-//! The Events API over HTTP: `POST /slack/events` and `POST /slack/interactive`.
+//! The Events API over HTTP: `POST /slack/events`, `POST /slack/interactive` and
+//! `POST /slack/commands` (slash commands, form-encoded, signed the same way).
 //!
 //! Every request must carry `X-Slack-Signature: v0=<hex HMAC-SHA256 of
 //! "v0:<timestamp>:<body>">` under the signing secret, compared in constant time,
@@ -89,6 +90,7 @@ pub fn router(bridge: Arc<Bridge>, secret: Secret) -> Router {
     Router::new()
         .route("/slack/events", post(events))
         .route("/slack/interactive", post(interactive))
+        .route("/slack/commands", post(commands))
         .with_state(AppState { bridge, secret })
 }
 
@@ -133,6 +135,21 @@ async fn interactive(State(state): State<AppState>, headers: HeaderMap, body: By
         return (StatusCode::BAD_REQUEST, "no payload").into_response();
     };
     state.bridge.accept("interactive", &payload, "");
+    StatusCode::OK.into_response()
+}
+
+/// A slash command: its form fields are the payload. The empty 200 is Slack's
+/// "acknowledged, nothing to show yet"; the answer is posted in the channel.
+async fn commands(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(status) = check(&state, &headers, &body) {
+        return status.into_response();
+    }
+    let form: HashMap<String, String> = match serde_urlencoded::from_bytes(&body) {
+        Ok(f) => f,
+        Err(_) => return (StatusCode::BAD_REQUEST, "not a form").into_response(),
+    };
+    let payload = Value::Object(form.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+    state.bridge.accept("slash_commands", &payload, "");
     StatusCode::OK.into_response()
 }
 

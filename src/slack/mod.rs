@@ -1,16 +1,17 @@
 //! The Slack bridge: `parley slack`.
 //!
-//! Slack is one more front-end: mentions and direct messages become utterances for
-//! a dialog [`Session`](crate::dialog::Session) per thread, replies become Block
-//! Kit, button clicks become the next utterance. Two ways in: Socket Mode
-//! ([`socket`], the default; no public URL) and the Events API over signed HTTP
-//! ([`events`]). Everything Slack-specific stays in this module.
+//! Slack is one more front-end: mentions, direct messages and slash commands
+//! (`/parley ...`) become utterances for a dialog [`Session`](crate::dialog::Session)
+//! per thread, replies become Block Kit, button clicks become the next utterance.
+//! Two ways in: Socket Mode ([`socket`], the default; no public URL) and the
+//! Events API over signed HTTP ([`events`]). Everything Slack-specific stays in this module.
 
 pub mod blocks;
 pub mod bridge;
 pub mod config;
 pub mod events;
 pub mod socket;
+pub mod tls;
 pub mod web;
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub enum SlackError {
     Secrets(#[from] config::SecretsError),
     #[error(transparent)]
     Web(#[from] web::WebError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("listening on {addr}: {reason}")]
     Listen { addr: String, reason: String },
 }
@@ -42,7 +45,8 @@ pub struct SlackRun {
 /// Runs the bridge until `stop` turns true.
 pub async fn run(parley: &Parley, run: SlackRun, mut stop: watch::Receiver<bool>) -> Result<(), SlackError> {
     let SlackRun { settings, secrets, socket: socket_options, listener } = run;
-    let web = web::WebClient::new(&settings.base_url)?;
+    let trust = tls::Trust::from_ca_file(settings.ca_file.as_deref())?;
+    let web = web::WebClient::with_trust(&settings.base_url, &trust)?;
     let services = Arc::clone(parley.services());
     let interrupted = parley.interrupted().to_vec();
     let factory: bridge::SessionFactory = Box::new(move |actor| {

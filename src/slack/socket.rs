@@ -7,12 +7,19 @@
 //! reading until Slack closes it, so nothing in flight on it is lost; duplicates
 //! that this overlap or Slack's retries produce are dropped by the dispatcher. A
 //! socket that stays silent through a ping interval gets a ping, and one that stays
-//! silent after it is replaced. Failures back off exponentially with full jitter.
+//! silent after it is replaced (Slack redelivers what it sent there unacknowledged).
+//! Failures back off exponentially with full jitter.
+//!
+//! The ack is the first thing done with a frame: the reading task writes it itself
+//! (nothing else is queued on the socket but its own pings) before it hands the
+//! envelope on, the acks of frames that arrived together leave in one write, and
+//! Nagle's algorithm is off on the connection so a small ack is not held back
+//! waiting for the TCP acknowledgement of the previous one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt as _, StreamExt as _};
+use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
 use rand::Rng as _;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
@@ -37,10 +44,17 @@ pub trait Dispatch: Send + Sync + 'static {
     fn dispatch(&self, envelope: Envelope);
 }
 
+/// Connecting (TCP, TLS and the WebSocket handshake) may take this long before it
+/// counts as a failure and is retried with backoff.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Closing a socket we gave up on may take this long; a peer that does not read
+/// must not keep the task alive.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone)]
 pub struct SocketOptions {
     /// Silence after which a ping is sent, and after which an unanswered ping
-    /// replaces the socket.
+    /// replaces the socket (`[slack] ping_interval_secs`).
     pub ping_interval: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
@@ -53,6 +67,13 @@ impl Default for SocketOptions {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
         }
+    }
+}
+
+impl SocketOptions {
+    /// The defaults with the watchdog interval of the `[slack]` settings.
+    pub fn from_settings(settings: &super::config::SlackSettings) -> SocketOptions {
+        SocketOptions { ping_interval: settings.ping_interval, ..SocketOptions::default() }
     }
 }
 
@@ -79,11 +100,11 @@ pub async fn run(
     loop {
         if current.is_none() {
             let opened = match web.open_connection(&app_token).await {
-                Ok(url) => tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| e.to_string()),
+                Ok(url) => connect(&web, &url).await,
                 Err(e) => Err(e.to_string()),
             };
             match opened {
-                Ok((ws, _)) => {
+                Ok(ws) => {
                     next_id += 1;
                     current = Some(next_id);
                     tokio::spawn(connection(next_id, ws, Arc::clone(&sink), ctl_tx.clone(), options.clone()));
@@ -130,6 +151,17 @@ fn backoff(options: &SocketOptions, failures: u32) -> Duration {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Opens the WebSocket at `url` (`wss://` with the client's trust), Nagle off.
+async fn connect(web: &WebClient, url: &str) -> Result<Ws, String> {
+    // The URL carries a one-time ticket; errors are reported without it.
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(url, None, true, web.websocket_connector());
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Err(e)) => Err(format!("websocket: {e}")),
+        Err(_) => Err(format!("websocket: no connection within {CONNECT_TIMEOUT:?}")),
+    }
+}
+
 async fn connection(
     id: u64,
     ws: Ws,
@@ -141,8 +173,9 @@ async fn connection(
     let mut last = Instant::now();
     let mut pinged = false;
     let mut replaced = false;
+    let mut batch: Vec<Envelope> = Vec::with_capacity(MAX_BATCH);
     loop {
-        let frame = tokio::select! {
+        let first = tokio::select! {
             f = read.next() => f,
             _ = tokio::time::sleep_until(last + options.ping_interval) => {
                 if pinged || replaced {
@@ -151,7 +184,7 @@ async fn connection(
                         tracing::warn!(connection = id, "slack socket went silent; replacing it");
                         let _ = ctl.send(Control::Replace(id));
                     }
-                    let _ = write.close().await;
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, write.close()).await;
                     return;
                 }
                 pinged = true;
@@ -165,48 +198,105 @@ async fn connection(
         };
         last = Instant::now();
         pinged = false;
-        let text = match frame {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                let _ = ctl.send(Control::Closed(id));
-                return;
-            }
-            Some(Ok(_)) => continue,
-        };
-        let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else {
-            tracing::warn!(connection = id, "slack sent a frame that is not JSON; ignored");
-            continue;
-        };
-        match value.get("type").and_then(Value::as_str) {
-            Some("hello") => {
-                let _ = ctl.send(Control::Hello);
-                continue;
-            }
-            Some("disconnect") => {
-                let reason = value.get("reason").and_then(Value::as_str).unwrap_or("unknown");
-                tracing::info!(connection = id, reason, "slack asked for a new connection");
-                if !replaced {
-                    replaced = true;
-                    let _ = ctl.send(Control::Replace(id));
+        // This frame and whatever else has already arrived (up to MAX_BATCH): acks
+        // are buffered and leave in one write, so a burst costs one syscall rather
+        // than one per envelope, and none waits behind another's wake-up.
+        let mut frame = first;
+        let mut closed = false;
+        for taken in 1..=MAX_BATCH {
+            let text = match frame {
+                Some(Ok(Message::Text(t))) => Some(t),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    closed = true;
+                    break;
                 }
-                continue;
+                Some(Ok(_)) => None,
+            };
+            if let Some(text) = text {
+                match read_frame(id, text.as_str()) {
+                    Frame::Hello => {
+                        let _ = ctl.send(Control::Hello);
+                    }
+                    Frame::Disconnect => {
+                        if !replaced {
+                            replaced = true;
+                            let _ = ctl.send(Control::Replace(id));
+                        }
+                    }
+                    Frame::Envelope(envelope) => {
+                        let ack = serde_json::json!({ "envelope_id": envelope.envelope_id }).to_string();
+                        // Buffered, not yet written: see the flush below.
+                        if write.feed(Message::Text(ack.into())).await.is_err() {
+                            closed = true;
+                            break;
+                        }
+                        batch.push(envelope);
+                    }
+                    Frame::Other => {}
+                }
             }
-            _ => {}
+            if taken == MAX_BATCH {
+                break;
+            }
+            // Only what is already here; never waits.
+            match read.next().now_or_never() {
+                Some(next) => frame = next,
+                None => break,
+            }
         }
-        let Some(envelope_id) = value.get("envelope_id").and_then(Value::as_str) else { continue };
-        let ack = serde_json::json!({ "envelope_id": envelope_id }).to_string();
-        if write.send(Message::Text(ack.into())).await.is_err() {
-            // Unacknowledged: Slack will redeliver it on the next connection.
+        // Even when the socket is closing, the acks already buffered may still get
+        // out; if they do not, those envelopes are not handed on: Slack redelivers
+        // what it did not see acknowledged, on the next connection.
+        let acked = batch.is_empty() || write.flush().await.is_ok();
+        if acked {
+            // Acknowledged: now, and only now, the work may start.
+            for envelope in batch.drain(..) {
+                sink.dispatch(envelope);
+            }
+        } else {
+            batch.clear();
+        }
+        if closed || !acked {
             let _ = ctl.send(Control::Closed(id));
             return;
         }
-        sink.dispatch(Envelope {
-            envelope_id: envelope_id.to_string(),
-            kind: value.get("type").and_then(Value::as_str).unwrap_or("").to_string(),
-            payload: value.get("payload").cloned().unwrap_or(Value::Null),
-            retry_attempt: value.get("retry_attempt").and_then(Value::as_u64).unwrap_or(0),
-        });
     }
+}
+
+/// Envelopes read before their acks are written together.
+const MAX_BATCH: usize = 32;
+
+enum Frame {
+    Hello,
+    Disconnect,
+    Envelope(Envelope),
+    Other,
+}
+
+fn read_frame(connection: u64, text: &str) -> Frame {
+    let Ok(mut value) = serde_json::from_str::<Value>(text) else {
+        tracing::warn!(connection, "slack sent a frame that is not JSON; ignored");
+        return Frame::Other;
+    };
+    let kind = value.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+    match kind.as_str() {
+        "hello" => return Frame::Hello,
+        "disconnect" => {
+            let reason = value.get("reason").and_then(Value::as_str).unwrap_or("unknown");
+            tracing::info!(connection, reason, "slack asked for a new connection");
+            return Frame::Disconnect;
+        }
+        _ => {}
+    }
+    let Some(envelope_id) = value.get("envelope_id").and_then(Value::as_str).map(str::to_string) else {
+        return Frame::Other;
+    };
+    Frame::Envelope(Envelope {
+        envelope_id,
+        kind,
+        retry_attempt: value.get("retry_attempt").and_then(Value::as_u64).unwrap_or(0),
+        payload: value.get_mut("payload").map(Value::take).unwrap_or(Value::Null),
+    })
 }
 
 /// The bridge as a dispatcher (it needs its `Arc` to start thread tasks).

@@ -1,4 +1,5 @@
-//! The Web API client: `chat.postMessage`, `chat.update`, `apps.connections.open`.
+//! The Web API client: `chat.postMessage`, `chat.update`, `apps.connections.open`,
+//! and slash commands' `response_url`.
 //!
 //! Messages to one channel go out one at a time, in order (a FIFO lock per channel),
 //! so a `429` with `Retry-After` holds back that channel's queue and no other. The
@@ -12,6 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::config::Secret;
+use super::tls::{TlsError, Trust};
 
 /// Attempts per call when Slack keeps answering 429.
 const MAX_ATTEMPTS: u32 = 5;
@@ -29,6 +31,8 @@ pub enum WebError {
     Transport { method: String, reason: String },
     #[error("slack {method}: still rate limited after {MAX_ATTEMPTS} attempts")]
     RateLimited { method: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 #[derive(Clone)]
@@ -36,15 +40,34 @@ pub struct WebClient {
     http: reqwest::Client,
     base_url: String,
     queues: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// For `wss://` with extra roots; `None` means tokio-tungstenite's built-in ones.
+    websocket_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl WebClient {
+    /// A client that trusts the built-in roots only.
     pub fn new(base_url: &str) -> Result<WebClient, WebError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
+        WebClient::with_trust(base_url, &Trust::builtin())
+    }
+
+    /// A client for `base_url` that trusts `trust` for the Web API and for the
+    /// Socket Mode WebSocket alike.
+    pub fn with_trust(base_url: &str, trust: &Trust) -> Result<WebClient, WebError> {
+        let http = trust
+            .apply(reqwest::Client::builder().timeout(Duration::from_secs(15)))?
             .build()
             .map_err(|e| WebError::Transport { method: "client".into(), reason: e.to_string() })?;
-        Ok(WebClient { http, base_url: base_url.to_string(), queues: Arc::default() })
+        Ok(WebClient {
+            http,
+            base_url: base_url.to_string(),
+            queues: Arc::default(),
+            websocket_tls: trust.websocket()?,
+        })
+    }
+
+    /// The TLS connector for the Socket Mode WebSocket (`None`: the built-in roots).
+    pub fn websocket_connector(&self) -> Option<tokio_tungstenite::Connector> {
+        self.websocket_tls.as_ref().map(|c| tokio_tungstenite::Connector::Rustls(Arc::clone(c)))
     }
 
     /// Posts `message` (`text` + `blocks`) to `channel`, in `thread_ts` when given;
@@ -82,6 +105,25 @@ impl WebClient {
             .and_then(Value::as_str)
             .map(str::to_string)
             .ok_or_else(|| WebError::Api { method: method.into(), error: "no url in the answer".into() })
+    }
+
+    /// Answers a slash command through its `response_url` (the URL is the
+    /// credential: no token is sent, and it never appears in an error).
+    pub async fn respond(&self, response_url: &str, message: &Value) -> Result<(), WebError> {
+        let method = "response_url";
+        let response = self
+            .http
+            .post(response_url)
+            .json(message)
+            .send()
+            .await
+            .map_err(|e| WebError::Transport { method: method.into(), reason: e.without_url().to_string() })?;
+        // Slack answers a plain `ok` (or an error text), not JSON.
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(WebError::Api { method: method.into(), error: format!("HTTP {}", response.status()) })
+        }
     }
 
     async fn queued(&self, channel: &str, token: &Secret, method: &str, body: &Value) -> Result<Value, WebError> {

@@ -1,12 +1,18 @@
 //! A fake Slack on loopback that speaks the real protocol: Web API JSON over HTTP
 //! (`apps.connections.open`, `chat.postMessage`, `chat.update`, `{"ok": false}` and
-//! `429` + `Retry-After`), Socket Mode over WebSocket (`hello`, envelopes, acks
-//! `{"envelope_id"}`, `disconnect`). Used by `tests/slack.rs` and the bench.
+//! `429` + `Retry-After`), slash commands' `response_url`, and Socket Mode over
+//! WebSocket (`hello`, envelopes, acks `{"envelope_id"}`, `disconnect`, pings
+//! answered). Plain (`http`/`ws`) or TLS (`https`/`wss`, with a CA made at start).
+//! Used by `tests/slack.rs` and the bench.
+//!
+//! Like Slack, it can go silent on a socket (a network black hole: nothing sent,
+//! nothing read, so not even a pong) and redeliver the envelopes nobody acked.
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,10 +21,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
+use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -28,53 +35,148 @@ pub struct Call {
     pub auth: String,
 }
 
+/// One Socket Mode connection as the fake sees it.
+struct Conn {
+    /// Frames to send: the envelope id (if any) and the text.
+    tx: mpsc::UnboundedSender<(Option<String>, String)>,
+    /// Set by `go_silent`: the connection neither sends nor reads from then on.
+    silent: Arc<AtomicBool>,
+    silence: Arc<Notify>,
+}
+
 #[derive(Default)]
 struct Inner {
     calls: Vec<Call>,
-    connections: Vec<mpsc::UnboundedSender<String>>,
+    connections: Vec<Conn>,
     opened: usize,
+    /// When each envelope went onto the wire (not when it was queued).
     sent_at: HashMap<String, Instant>,
     acks: Vec<(String, Duration)>,
+    /// Every envelope sent, by id, until it is acked.
+    unacked: HashMap<String, Value>,
+    acked: HashSet<String>,
     rate_limit_next: usize,
+    /// Channels the bot is not a member of: `chat.postMessage` there fails.
+    not_in: HashSet<String>,
     ts: u64,
 }
 
 #[derive(Clone)]
 pub struct FakeSlack {
     pub addr: SocketAddr,
+    /// The CA that signed the fake's certificate (PEM), when it serves TLS.
+    pub ca_pem: Option<String>,
     inner: Arc<Mutex<Inner>>,
 }
 
 impl FakeSlack {
+    /// Plain `http://` and `ws://`.
     pub async fn start() -> FakeSlack {
-        let inner = Arc::new(Mutex::new(Inner::default()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let fake = FakeSlack { addr, inner };
-        let app = Router::new().route("/api/{method}", post(api)).route("/link", any(link)).with_state(fake.clone());
+        let fake = FakeSlack { addr, ca_pem: None, inner: Arc::default() };
+        // Slack's end does not delay small frames either.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let app = fake.router();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         fake
     }
 
+    /// `https://` and `wss://` with a certificate for 127.0.0.1 signed by a CA made
+    /// now (in `ca_pem`), which nothing trusts unless told to.
+    pub async fn start_tls() -> FakeSlack {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ca_pem, server_config) = tls::certificates();
+        let fake = FakeSlack { addr, ca_pem: Some(ca_pem), inner: Arc::default() };
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+        let app = fake.router();
+        tokio::spawn(async move { axum::serve(tls::TlsListener { tcp: listener, acceptor }, app).await.unwrap() });
+        fake
+    }
+
+    fn router(&self) -> Router {
+        Router::new()
+            .route("/api/{method}", post(api))
+            .route("/link", any(link))
+            .route("/commands/{id}", post(response_url))
+            .with_state(self.clone())
+    }
+
+    fn scheme(&self) -> (&'static str, &'static str) {
+        if self.ca_pem.is_some() {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        }
+    }
+
     pub fn base_url(&self) -> String {
-        format!("http://{}/api/", self.addr)
+        format!("{}://{}/api/", self.scheme().0, self.addr)
+    }
+
+    /// A slash command's `response_url` on this fake.
+    pub fn response_url(&self, id: &str) -> String {
+        format!("{}://{}/commands/{id}", self.scheme().0, self.addr)
     }
 
     /// Sends a frame on the newest Socket Mode connection.
     pub fn send(&self, frame: Value) {
         let mut inner = self.inner.lock().unwrap();
-        if let Some(id) = frame.get("envelope_id").and_then(Value::as_str) {
-            inner.sent_at.insert(id.to_string(), Instant::now());
+        let id = frame.get("envelope_id").and_then(Value::as_str).map(str::to_string);
+        if let Some(id) = &id {
+            if !inner.acked.contains(id) {
+                inner.unacked.insert(id.clone(), frame.clone());
+            }
         }
-        inner.connections.last().expect("a socket mode connection").send(frame.to_string()).unwrap();
+        let conn = inner.connections.last().expect("a socket mode connection");
+        // A silent connection swallows it, as a dead network path would.
+        let _ = conn.tx.send((id, frame.to_string()));
     }
 
+    /// The newest connection goes silent: from now on it sends nothing (frames sent
+    /// to it are lost) and reads nothing (so pings go unanswered), and it stays open.
+    pub fn go_silent(&self) {
+        let inner = self.inner.lock().unwrap();
+        let conn = inner.connections.last().expect("a socket mode connection");
+        conn.silent.store(true, Ordering::SeqCst);
+        // Wakes the reader, or leaves a permit for its next wait.
+        conn.silence.notify_one();
+    }
+
+    /// Like Slack, sends again every envelope that was never acked, on the newest
+    /// connection, with `retry_attempt` raised. Returns their ids.
+    pub fn redeliver_unacked(&self) -> Vec<String> {
+        let frames: Vec<Value> = {
+            let inner = self.inner.lock().unwrap();
+            let mut frames: Vec<Value> = inner.unacked.values().cloned().collect();
+            frames.sort_by_key(|f| f["envelope_id"].as_str().unwrap_or("").to_string());
+            frames
+        };
+        let mut ids = Vec::new();
+        for mut frame in frames {
+            let attempt = frame["retry_attempt"].as_u64().unwrap_or(0) + 1;
+            frame["retry_attempt"] = json!(attempt);
+            frame["retry_reason"] = json!("timeout");
+            ids.push(frame["envelope_id"].as_str().unwrap_or("").to_string());
+            self.send(frame);
+        }
+        ids
+    }
+
+    /// Socket Mode connections made so far.
     pub fn connections(&self) -> usize {
         self.inner.lock().unwrap().connections.len()
     }
 
     pub fn acks(&self) -> Vec<(String, Duration)> {
         self.inner.lock().unwrap().acks.clone()
+    }
+
+    pub fn ack_count(&self) -> usize {
+        self.inner.lock().unwrap().acks.len()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -89,6 +191,11 @@ impl FakeSlack {
     /// Answers the next `n` chat calls with 429 and `Retry-After: 1`.
     pub fn rate_limit_next(&self, n: usize) {
         self.inner.lock().unwrap().rate_limit_next = n;
+    }
+
+    /// The bot is not a member of `channel`: posting there fails with `not_in_channel`.
+    pub fn not_in_channel(&self, channel: &str) {
+        self.inner.lock().unwrap().not_in.insert(channel.to_string());
     }
 
     /// Waits (up to 30 s) until `pred` holds for the recorded calls.
@@ -120,7 +227,8 @@ async fn api(State(fake): State<FakeSlack>, Path(method): Path<String>, headers:
     if method == "apps.connections.open" {
         inner.opened += 1;
         inner.calls.push(Call { method, body, at: Instant::now(), auth });
-        return Json(json!({"ok": true, "url": format!("ws://{}/link", fake.addr)})).into_response();
+        let url = format!("{}://{}/link", fake.scheme().1, fake.addr);
+        return Json(json!({"ok": true, "url": url})).into_response();
     }
     if inner.rate_limit_next > 0 {
         inner.rate_limit_next -= 1;
@@ -132,49 +240,95 @@ async fn api(State(fake): State<FakeSlack>, Path(method): Path<String>, headers:
         )
             .into_response();
     }
-    if body.get("channel").is_none() {
+    let Some(channel) = body.get("channel").and_then(Value::as_str).map(str::to_string) else {
         return Json(json!({"ok": false, "error": "channel_not_found"})).into_response();
+    };
+    if inner.not_in.contains(&channel) {
+        inner.calls.push(Call { method: format!("{method} (not_in_channel)"), body, at: Instant::now(), auth });
+        return Json(json!({"ok": false, "error": "not_in_channel"})).into_response();
     }
     inner.ts += 1;
     let ts = match method.as_str() {
         "chat.update" => body["ts"].as_str().unwrap_or("").to_string(),
         _ => format!("9000.{:04}", inner.ts),
     };
-    let channel = body["channel"].clone();
     inner.calls.push(Call { method, body, at: Instant::now(), auth });
     Json(json!({"ok": true, "channel": channel, "ts": ts})).into_response()
+}
+
+/// Slack answers a `response_url` post with a plain `ok`.
+async fn response_url(State(fake): State<FakeSlack>, Path(id): Path<String>, body: String) -> Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let call = Call { method: format!("response_url/{id}"), body, at: Instant::now(), auth: String::new() };
+    fake.inner.lock().unwrap().calls.push(call);
+    "ok".into_response()
 }
 
 async fn link(State(fake): State<FakeSlack>, ws: WebSocketUpgrade) -> Response {
     ws.on_upgrade(move |socket| connection(fake, socket))
 }
 
+/// One Socket Mode connection: a writer task sends what the test queues (stamping
+/// each envelope as it goes onto the wire) while this task reads acks, so an ack is
+/// read as soon as it arrives, never behind the fake's own writing.
 async fn connection(fake: FakeSlack, socket: WebSocket) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Option<String>, String)>();
     let (mut write, mut read) = socket.split();
-    let hello = json!({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}});
+    let hello = json!({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"},
+        "debug_info": {"host": "fake", "approximate_connection_time": 18060}});
     if write.send(Message::Text(hello.to_string().into())).await.is_err() {
         return;
     }
-    fake.inner.lock().unwrap().connections.push(tx);
-    loop {
-        tokio::select! {
-            out = rx.recv() => match out {
-                Some(text) => if write.send(Message::Text(text.into())).await.is_err() { return },
-                None => return,
-            },
-            frame = read.next() => match frame {
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
-                    if let Some(id) = v.get("envelope_id").and_then(Value::as_str) {
-                        let mut inner = fake.inner.lock().unwrap();
-                        let latency = inner.sent_at.get(id).map(|s| s.elapsed()).unwrap_or_default();
-                        inner.acks.push((id.to_string(), latency));
-                    }
+    let silent = Arc::new(AtomicBool::new(false));
+    let silence = Arc::new(Notify::new());
+    fake.inner.lock().unwrap().connections.push(Conn {
+        tx,
+        silent: Arc::clone(&silent),
+        silence: Arc::clone(&silence),
+    });
+    let writer = {
+        let (fake, silent) = (fake.clone(), Arc::clone(&silent));
+        tokio::spawn(async move {
+            while let Some((id, text)) = rx.recv().await {
+                if silent.load(Ordering::SeqCst) {
+                    continue;
                 }
-                Some(Ok(_)) => {}
-                _ => return,
-            },
+                if let Some(id) = id {
+                    fake.inner.lock().unwrap().sent_at.insert(id, Instant::now());
+                }
+                if write.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    loop {
+        let frame = tokio::select! {
+            f = read.next() => f,
+            _ = silence.notified() => None,
+        };
+        if silent.load(Ordering::SeqCst) {
+            // Hold the socket open without reading it (so no pong goes out); the
+            // writer keeps its half and sends nothing more.
+            std::future::pending::<()>().await;
+        }
+        match frame {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+                if let Some(id) = v.get("envelope_id").and_then(Value::as_str) {
+                    let now = Instant::now();
+                    let mut inner = fake.inner.lock().unwrap();
+                    let latency = inner.sent_at.get(id).map(|s| now.duration_since(*s)).unwrap_or_default();
+                    inner.acks.push((id.to_string(), latency));
+                    inner.unacked.remove(id);
+                    inner.acked.insert(id.to_string());
+                }
+            }
+            Some(Ok(_)) => {}
+            _ => {
+                writer.abort();
+                return;
+            }
         }
     }
 }
@@ -211,8 +365,126 @@ pub fn click(
     value: &str,
 ) -> Value {
     json!({"envelope_id": envelope_id, "type": "interactive", "accepts_response_payload": false,
-        "payload": {"type": "block_actions", "user": {"id": user}, "channel": {"id": channel},
-            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "thread_ts": thread_ts},
-            "message": {"ts": message_ts, "thread_ts": thread_ts},
-            "actions": [{"action_id": action_id, "block_id": "b", "type": "button", "value": value, "action_ts": format!("{envelope_id}.1")}]}})
+        "payload": block_actions(envelope_id, user, channel, Some(thread_ts), message_ts, action_id, value)})
+}
+
+/// A `block_actions` payload: a click on a button of the message `message_ts`
+/// (in the thread `thread_ts`, or a channel message of its own).
+pub fn block_actions(
+    action_key: &str,
+    user: &str,
+    channel: &str,
+    thread_ts: Option<&str>,
+    message_ts: &str,
+    action_id: &str,
+    value: &str,
+) -> Value {
+    let mut container = json!({"type": "message", "message_ts": message_ts, "channel_id": channel,
+        "is_ephemeral": false});
+    let mut message = json!({"type": "message", "ts": message_ts, "user": "UPARLEY", "bot_id": "BPARLEY"});
+    if let Some(t) = thread_ts {
+        container["thread_ts"] = json!(t);
+        message["thread_ts"] = json!(t);
+    }
+    json!({"type": "block_actions", "user": {"id": user, "username": "someone", "team_id": "T1"},
+        "api_app_id": "A1", "token": "verification-token", "trigger_id": format!("{action_key}.trigger"),
+        "team": {"id": "T1", "domain": "acme"}, "channel": {"id": channel, "name": "ops"},
+        "container": container, "message": message,
+        "actions": [{"action_id": action_id, "block_id": "b", "type": "button", "value": value,
+            "text": {"type": "plain_text", "text": value}, "action_ts": format!("{action_key}.1")}]})
+}
+
+/// The fields of a slash command as Slack sends them (`application/x-www-form-urlencoded`
+/// over HTTP; the same fields, all strings, as Socket Mode's payload).
+pub fn slash_fields(
+    user: &str,
+    channel: &str,
+    text: &str,
+    trigger_id: &str,
+    response_url: &str,
+) -> Vec<(String, String)> {
+    [
+        ("token", "verification-token"),
+        ("team_id", "T1"),
+        ("team_domain", "acme"),
+        ("channel_id", channel),
+        ("channel_name", "ops"),
+        ("user_id", user),
+        ("user_name", "someone"),
+        ("command", "/parley"),
+        ("text", text),
+        ("api_app_id", "A1"),
+        ("is_enterprise_install", "false"),
+        ("response_url", response_url),
+        ("trigger_id", trigger_id),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// A Socket Mode `slash_commands` envelope.
+pub fn slash_command(envelope_id: &str, fields: &[(String, String)]) -> Value {
+    let payload: serde_json::Map<String, Value> = fields.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    json!({"envelope_id": envelope_id, "type": "slash_commands", "accepts_response_payload": true,
+        "payload": payload})
+}
+
+mod tls {
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A CA, and a server configuration whose certificate (for 127.0.0.1 and
+    /// localhost) that CA signed. Returns the CA as PEM.
+    pub fn certificates() -> (String, rustls::ServerConfig) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Parley test CA");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "fake slack");
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let chain = vec![CertificateDer::from(cert.der().to_vec())];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        (ca_cert.pem(), config)
+    }
+
+    /// TCP with a TLS handshake on accept, for `axum::serve`.
+    pub struct TlsListener {
+        pub tcp: TcpListener,
+        pub acceptor: tokio_rustls::TlsAcceptor,
+    }
+
+    impl axum::serve::Listener for TlsListener {
+        type Io = tokio_rustls::server::TlsStream<TcpStream>;
+        type Addr = std::net::SocketAddr;
+
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            loop {
+                let Ok((tcp, addr)) = self.tcp.accept().await else { continue };
+                let _ = tcp.set_nodelay(true);
+                let handshake = self.acceptor.accept(tcp);
+                // A client that fails (or never finishes) its handshake is dropped.
+                if let Ok(Ok(tls)) = tokio::time::timeout(std::time::Duration::from_secs(5), handshake).await {
+                    return (tls, addr);
+                }
+            }
+        }
+
+        fn local_addr(&self) -> std::io::Result<Self::Addr> {
+            self.tcp.local_addr()
+        }
+    }
 }
