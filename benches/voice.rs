@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use parley::voice::{audio, transcribe::Transcriber};
+use parley::intent::Vocabulary;
+use parley::voice::grammar::{Matcher, Slots, SpokenGrammar};
+use parley::voice::{audio, resolve, transcribe::Transcriber};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -33,7 +35,19 @@ fn main() {
     // `cargo test` runs benches without `--bench`: one pass then, to show it still works.
     let quick = !std::env::args().any(|a| a == "--bench");
     let (load_runs, transcribe_runs) = if quick { (1, 1) } else { (3, 5) };
-    let prompt = "Fleet operations: drain edge-7, roll out auth-filter 2.1.0 to eu-west as a canary.";
+    // What `parley voice` uses on the demo fleet: its prompt, its grammar, beam search.
+    let Ok(topo) = parley::topology::demo::demo_topology() else {
+        eprintln!("the embedded demo fleet did not load");
+        return;
+    };
+    let prompt = resolve::initial_prompt(&Vocabulary::from_topology(&topo));
+    let grammar = match SpokenGrammar::embedded().and_then(|g| Matcher::compile(&g, &Slots::from_topology(&topo))) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("the spoken grammar did not compile: {e}");
+            return;
+        }
+    };
     for name in ["tiny.en", "base"] {
         let path = cache.join("models").join(format!("ggml-{name}.bin"));
         if !path.is_file() {
@@ -55,7 +69,7 @@ fn main() {
         let mut heard = String::new();
         for _ in 0..transcribe_runs {
             let t = Instant::now();
-            if let Ok(tr) = model.transcribe(&samples, prompt) {
+            if let Ok(tr) = model.transcribe(&samples, &prompt, Some(&grammar)) {
                 heard = tr.text;
             }
             runs.push(t.elapsed().as_secs_f64());

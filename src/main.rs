@@ -117,6 +117,9 @@ struct VoiceArgs {
     /// (intents/spoken.ebnf): for trying phrasings the grammar does not have yet.
     #[arg(long)]
     free: bool,
+    /// Beam width for decoding; 1 is greedy (faster, a little less accurate).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=8))]
+    beam: i32,
     /// A model name installed in <data-dir>/models (tiny.en, base) or a ggml file.
     #[arg(long, default_value = "tiny.en", value_name = "NAME|FILE")]
     model: String,
@@ -376,7 +379,8 @@ async fn voice(parley: &Parley, config: &Config, args: &VoiceArgs) -> anyhow::Re
     } else {
         Some(parley::voice::grammar::SpokenGrammar::load(config.intents_dir.as_deref())?)
     };
-    let options = VoiceOptions { model, json: args.json, speak: args.speak, wake_word: args.wake_word, grammar };
+    let options =
+        VoiceOptions { model, json: args.json, speak: args.speak, wake_word: args.wake_word, grammar, beam: args.beam };
     Ok(frontend::run(parley, input, &options).await?)
 }
 

@@ -143,27 +143,25 @@ mod tests {
     use crate::voice::grammar::{Slots, SpokenGrammar};
 
     fn matcher() -> Matcher {
-        let g = SpokenGrammar::parse(
-            "command = (\"drain\" | \"deploy\") <agent> | \"yes\" [\"please\"]",
-            "test",
-        )
-        .unwrap();
+        let g =
+            SpokenGrammar::parse("command = (\"drain\" | \"deploy\") <agent> | \"yes\" [\"please\"]", "test").unwrap();
         let mut slots = Slots::new();
         slots.add_name("agent", "edge-7");
         slots.add_name("agent", "edge-12");
         Matcher::compile(&g, &slots).unwrap()
     }
 
-    const VOCAB: &[&str] =
-        &[" drain", " Drain", "drain", " brain", " edge", "-", "7", " 7", " 1", "2", " seven", " yes", ".", " please", " de", "ploy", " d"];
+    const VOCAB: &[&str] = &[
+        " drain", " Drain", "drain", " brain", " edge", "-", "7", " 7", " 1", "2", " seven", " yes", ".", " please",
+        " de", "ploy", " d",
+    ];
 
     fn trie() -> TokenTrie {
         TokenTrie::new(100, VOCAB.iter().enumerate().map(|(i, t)| (i as i32, t.as_bytes())))
     }
 
     fn ids(words: &[&str]) -> Vec<i32> {
-        let mut v: Vec<i32> =
-            words.iter().map(|w| VOCAB.iter().position(|t| t == w).unwrap() as i32).collect();
+        let mut v: Vec<i32> = words.iter().map(|w| VOCAB.iter().position(|t| t == w).unwrap() as i32).collect();
         v.sort_unstable();
         v
     }

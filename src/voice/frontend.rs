@@ -48,12 +48,15 @@ pub struct VoiceOptions {
     pub wake_word: bool,
     /// Decode only sentences of this grammar (None: free transcription).
     pub grammar: Option<SpokenGrammar>,
+    /// Beam width (1: greedy).
+    pub beam: i32,
 }
 
 /// Runs every utterance of the input through the session; true when all went well.
 pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Result<bool, VoiceError> {
     let model = options.model.clone();
-    let transcriber = tokio::task::spawn_blocking(move || Transcriber::load(&model))
+    let beam = options.beam;
+    let transcriber = tokio::task::spawn_blocking(move || Transcriber::load(&model).map(|t| t.with_beam(beam)))
         .await
         .map_err(|e| VoiceError::Usage(format!("model loading stopped: {e}")))??;
     let transcriber = std::sync::Arc::new(transcriber);
@@ -73,6 +76,7 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
         ok: true,
         source: None,
         grammar_vocab: vocab.clone(),
+        grammar,
         parley,
     };
     let speaker = if options.speak { Some(Speaker::find()) } else { None };
@@ -87,7 +91,7 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
                 utterances.extend(segmenter.finish());
                 turn.source = Some(path.display().to_string());
                 for u in utterances.drain(..) {
-                    turn.utterance(&transcriber, &u, &prompt, grammar.as_ref(), &resolver, options, speaker.as_ref()).await?;
+                    turn.utterance(&transcriber, &u, &prompt, &resolver, options, speaker.as_ref()).await?;
                 }
             }
         }
@@ -107,11 +111,11 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
                     carry = bytes.pop();
                 }
                 for u in segmenter.push(&audio::pcm_s16le(&bytes)) {
-                    turn.utterance(&transcriber, &u, &prompt, grammar.as_ref(), &resolver, options, speaker.as_ref()).await?;
+                    turn.utterance(&transcriber, &u, &prompt, &resolver, options, speaker.as_ref()).await?;
                 }
             }
             if let Some(u) = segmenter.finish() {
-                turn.utterance(&transcriber, &u, &prompt, grammar.as_ref(), &resolver, options, speaker.as_ref()).await?;
+                turn.utterance(&transcriber, &u, &prompt, &resolver, options, speaker.as_ref()).await?;
             }
         }
     }
@@ -122,6 +126,8 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
 struct Turns<'p> {
     parley: &'p Parley,
     grammar_vocab: crate::intent::Vocabulary,
+    /// The spoken grammar compiled for this fleet (None: free transcription).
+    grammar: Option<std::sync::Arc<Matcher>>,
     /// The file an utterance came from, reported with it.
     source: Option<String>,
     session: crate::dialog::Session,
@@ -136,14 +142,13 @@ impl Turns<'_> {
         transcriber: &std::sync::Arc<Transcriber>,
         samples: &[f32],
         prompt: &str,
-        grammar: Option<&std::sync::Arc<Matcher>>,
         resolver: &Resolver,
         options: &VoiceOptions,
         speaker: Option<&Speaker>,
     ) -> Result<(), VoiceError> {
         let t = transcriber.clone();
-        let constrained = grammar.is_some();
-        let (samples, prompt_owned, grammar) = (samples.to_vec(), prompt.to_string(), grammar.cloned());
+        let constrained = self.grammar.is_some();
+        let (samples, prompt_owned, grammar) = (samples.to_vec(), prompt.to_string(), self.grammar.clone());
         let heard = tokio::task::spawn_blocking(move || t.transcribe(&samples, &prompt_owned, grammar.as_deref()))
             .await
             .map_err(|e| VoiceError::Usage(format!("transcription stopped: {e}")))??;

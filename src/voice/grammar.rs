@@ -37,9 +37,15 @@ pub enum GrammarError {
 #[derive(Debug, Clone, PartialEq)]
 enum Expr {
     /// One word; `glued` means no separator before it.
-    Word { text: String, glued: bool },
+    Word {
+        text: String,
+        glued: bool,
+    },
     Rule(String),
-    Slot { name: String, glued: bool },
+    Slot {
+        name: String,
+        glued: bool,
+    },
     Seq(Vec<Expr>),
     Alt(Vec<Expr>),
     Opt(Box<Expr>),
@@ -458,7 +464,7 @@ fn spoken_number(digits: &str) -> Option<Vec<String>> {
     let n: usize = digits.parse().ok()?;
     match n {
         0..=19 => Some(vec![NUMBER_WORDS[n].to_string()]),
-        20..=99 if n % 10 == 0 => Some(vec![TENS[n / 10].to_string()]),
+        20..=99 if n.is_multiple_of(10) => Some(vec![TENS[n / 10].to_string()]),
         20..=99 => Some(vec![TENS[n / 10].to_string(), NUMBER_WORDS[n % 10].to_string()]),
         _ => None,
     }
