@@ -340,8 +340,14 @@ impl Config {
                     mem_pct: file.routing.mem_limit_pct.unwrap_or(85.0).clamp(1.0, 100.0),
                 },
                 auto_failback_after: match file.routing.auto_failback_secs {
-                    Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-                    Some(_) => return Err(bad(origin.as_deref(), "routing.auto_failback_secs must be more than 0")),
+                    // Bounded: Duration::from_secs_f64 panics on values past its range.
+                    Some(s) if s.is_finite() && s > 0.0 && s <= 30.0 * 86_400.0 => Some(Duration::from_secs_f64(s)),
+                    Some(_) => {
+                        return Err(bad(
+                            origin.as_deref(),
+                            "routing.auto_failback_secs must be more than 0 and at most 30 days (2592000)",
+                        ))
+                    }
                     None => None,
                 },
                 listen: match file.routing.listen {
@@ -437,6 +443,16 @@ mod tests {
         assert!(e.contains("unknown field `colour`"), "{e}");
         let e = Config::load(Some(&dir.path().join("missing.toml"))).unwrap_err().to_string();
         assert!(e.contains("missing.toml"), "{e}");
+        // A value past what a Duration holds is refused, not a panic.
+        std::fs::write(&path, "[routing]\nauto_failback_secs = 1e30\n").unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "config file {}: routing.auto_failback_secs must be more than 0 and at most 30 days (2592000)",
+                path.display()
+            )
+        );
     }
 
     #[test]
