@@ -11,7 +11,7 @@
 //! feasibility check, not this module, tells the operator, with [`suggest`]ions.
 
 mod grammar;
-mod normalize;
+pub(crate) mod normalize;
 mod slots;
 mod vocab;
 

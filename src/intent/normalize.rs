@@ -119,34 +119,50 @@ fn percent_words(tokens: Vec<Token>) -> Vec<Token> {
     out
 }
 
+/// Number words below twenty, by value.
+pub(crate) const ONES: [&str; 20] = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+];
+
+/// Twenty to ninety, by value / 10 - 2.
+pub(crate) const TENS: [&str; 8] = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
+
+/// 12 -> ["twelve"], 21 -> ["twenty", "one"]; None from 100 on: the inverse of what
+/// the parser reads.
+pub(crate) fn words_for(n: u64) -> Option<Vec<&'static str>> {
+    let n = usize::try_from(n).ok()?;
+    match n {
+        0..=19 => Some(vec![ONES[n]]),
+        20..=99 if n.is_multiple_of(10) => Some(vec![TENS[n / 10 - 2]]),
+        20..=99 => Some(vec![TENS[n / 10 - 2], ONES[n % 10]]),
+        _ => None,
+    }
+}
+
 fn unit_word(w: &str) -> Option<u64> {
-    const ONES: [&str; 20] = [
-        "zero",
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "thirteen",
-        "fourteen",
-        "fifteen",
-        "sixteen",
-        "seventeen",
-        "eighteen",
-        "nineteen",
-    ];
     ONES.iter().position(|&o| o == w).map(|p| p as u64)
 }
 
 fn tens_word(w: &str) -> Option<u64> {
-    const TENS: [&str; 8] = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
     TENS.iter().position(|&t| t == w).map(|p| (p as u64 + 2) * 10)
 }
 

@@ -435,39 +435,10 @@ pub struct Slots {
     phrases: HashMap<String, Vec<Vec<String>>>,
 }
 
-const NUMBER_WORDS: [&str; 20] = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-];
-const TENS: [&str; 10] = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
-
 /// "12" -> "twelve", "21" -> "twenty one"; None beyond 99.
 fn spoken_number(digits: &str) -> Option<Vec<String>> {
-    let n: usize = digits.parse().ok()?;
-    match n {
-        0..=19 => Some(vec![NUMBER_WORDS[n].to_string()]),
-        20..=99 if n.is_multiple_of(10) => Some(vec![TENS[n / 10].to_string()]),
-        20..=99 => Some(vec![TENS[n / 10].to_string(), NUMBER_WORDS[n % 10].to_string()]),
-        _ => None,
-    }
+    let words = crate::intent::normalize::words_for(digits.parse().ok()?)?;
+    Some(words.into_iter().map(str::to_string).collect())
 }
 
 impl Slots {
