@@ -55,7 +55,7 @@ fn main() {
         let mut heard = String::new();
         for _ in 0..transcribe_runs {
             let t = Instant::now();
-            if let Ok(tr) = model.transcribe(&samples, prompt) {
+            if let Ok(tr) = model.transcribe(&samples, prompt, None) {
                 heard = tr.text;
             }
             runs.push(t.elapsed().as_secs_f64());

@@ -20,3 +20,4 @@ pub mod provision;
 pub mod resolve;
 #[cfg(feature = "whisper")]
 pub mod transcribe;
+pub mod watch;
