@@ -313,3 +313,56 @@ fn watching_announces_a_rollout_started_by_voice_once() {
         "stdout: {stdout}"
     );
 }
+
+/// `--listen` without `--input` opens the default microphone; on a machine without
+/// one (CI, this container) it fails before anything is loaded or executed, names
+/// the problem and the `--input -` alternative, and exits with 2.
+#[test]
+fn listening_without_a_microphone_fails_clearly_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["voice", "--listen", "--json", "--model", "/nonexistent/ggml-model.bin"])
+        .env_remove("PARLEY_MIC_WAV")
+        .stdin(Stdio::null())
+        .output()
+        .expect("parley voice --listen");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // ALSA may print its own diagnostics first; Parley's is the last line.
+    let last = stderr.lines().last().unwrap_or_default();
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "nothing may run: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(last.starts_with("error: no usable microphone: "), "{stderr}");
+    assert!(
+        last.ends_with(
+            "; pipe raw PCM (s16le, 16 kHz, mono) instead: \
+             `arecord -f S16_LE -r 16000 -c 1 -t raw | parley voice --listen --input -`"
+        ),
+        "{stderr}"
+    );
+}
+
+/// The capture seam end to end: `PARLEY_MIC_WAV` stands in for the microphone, and
+/// what is "spoken" into it goes through the segmenter and Whisper into one turn.
+#[test]
+fn the_microphone_seam_feeds_the_same_turns() {
+    need("espeak-ng");
+    let model = model();
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("mic.wav");
+    sh(Command::new("espeak-ng").arg("-w").arg(&wav).args(["-s", "150", "-v", "en-us", "how healthy is the fleet"]));
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["voice", "--listen", "--json", "--model"])
+        .arg(&model)
+        .env("PARLEY_MIC_WAV", &wav)
+        .output()
+        .expect("parley voice --listen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(lines.len(), 1, "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let op = if lines[0]["operation"].is_null() { lines[0]["proposed"].clone() } else { lines[0]["operation"].clone() };
+    assert_eq!(op, parse_op("how healthy is the fleet"));
+}

@@ -38,6 +38,8 @@ pub enum Input {
     Files(Vec<PathBuf>),
     /// Raw PCM s16le 16 kHz mono on standard input.
     StdinPcm,
+    /// The microphone (opened by the caller, so a missing one fails before the model loads).
+    Capture(super::mic::Capture),
 }
 
 pub struct VoiceOptions {
@@ -111,6 +113,18 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
                     carry = bytes.pop();
                 }
                 for u in segmenter.push(&audio::pcm_s16le(&bytes)) {
+                    turn.utterance(&transcriber, &u, &prompt, grammar.as_ref(), &resolver, options, speaker.as_ref())
+                        .await?;
+                }
+            }
+            if let Some(u) = segmenter.finish() {
+                turn.utterance(&transcriber, &u, &prompt, grammar.as_ref(), &resolver, options, speaker.as_ref())
+                    .await?;
+            }
+        }
+        Input::Capture(mut capture) => {
+            while let Some(samples) = capture.next().await {
+                for u in segmenter.push(&samples) {
                     turn.utterance(&transcriber, &u, &prompt, grammar.as_ref(), &resolver, options, speaker.as_ref())
                         .await?;
                 }

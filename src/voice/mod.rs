@@ -16,6 +16,8 @@ pub mod ct2;
 pub mod frontend;
 pub mod ggml;
 pub mod grammar;
+#[cfg(feature = "whisper")]
+pub mod mic;
 pub mod provision;
 pub mod resolve;
 #[cfg(feature = "whisper")]
