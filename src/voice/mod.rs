@@ -19,6 +19,7 @@ pub mod grammar;
 #[cfg(feature = "whisper")]
 pub mod mic;
 pub mod provision;
+pub mod ptt;
 pub mod resolve;
 #[cfg(feature = "whisper")]
 pub mod transcribe;
