@@ -93,3 +93,24 @@ fn f5_records_until_the_pause_and_the_transcript_is_a_turn() {
     assert!(!screen.contains("listening…") && !screen.contains("transcribing…"), "{screen}");
     assert!(tmux.cmd(&["send-keys", "-t", "tui", "C-c"]).status.success());
 }
+
+/// Without a microphone (CI, this container) F5 says so in the chat, and whatever the
+/// audio library printed to the terminal is painted over.
+#[test]
+fn f5_without_a_microphone_says_so_and_leaves_the_screen_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "env -u PARLEY_MIC_WAV {bin} --data-dir {data}; sleep 60",
+        bin = env!("CARGO_BIN_EXE_parley"),
+        data = dir.path().display()
+    );
+    let tmux = Tmux { socket: format!("parley-nomic-{}", std::process::id()) };
+    let out = tmux.cmd(&["new-session", "-d", "-s", "tui", "-x", "120", "-y", "40", "sh", "-c", &script]);
+    assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
+    tmux.wait_for("the TUI", Duration::from_secs(60), |s| s.contains("48 agents, 4 regions"));
+    assert!(tmux.cmd(&["send-keys", "-t", "tui", "F5"]).status.success());
+    tmux.wait_for("the notice on a clean screen", Duration::from_secs(20), |s| {
+        s.contains("» Push-to-talk: no usable microphone:") && !s.contains("ALSA lib") && !s.contains("listening…")
+    });
+    assert!(tmux.cmd(&["send-keys", "-t", "tui", "C-c"]).status.success());
+}

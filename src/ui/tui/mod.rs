@@ -228,6 +228,11 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
                 None => break Ok(()),
             },
             talk = talk_rx.recv() => {
+                // The audio library may write its diagnostics straight to the terminal
+                // (ALSA without a sound card does); repaint everything, not just changes.
+                if let Err(e) = terminal.clear() {
+                    break Err(e);
+                }
                 if let Some(utterance) = talk.and_then(|t| app.on_talk(t)) {
                     if say_tx.send(utterance).await.is_err() {
                         app.notice("The session stopped; restart Parley.");
