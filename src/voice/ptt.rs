@@ -87,7 +87,11 @@ async fn record_and_transcribe(
     mut stop: oneshot::Receiver<()>,
     events: &mpsc::Sender<TalkEvent>,
 ) -> Result<TalkEvent, String> {
-    let mut capture = Capture::open().map_err(|e| e.to_string())?;
+    // Opening a device waits for its thread (and ALSA's configuration parsing).
+    let mut capture = tokio::task::spawn_blocking(Capture::open)
+        .await
+        .map_err(|e| format!("opening the microphone stopped: {e}"))?
+        .map_err(|e| e.to_string())?;
     let mut segmenter = Segmenter::new(VadSettings::default());
     // The first utterance, cut at the first pause; or what was said when stopped.
     let samples = loop {
