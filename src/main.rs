@@ -86,7 +86,7 @@ enum Command {
     },
     /// Run one agent (the agent protocol server) until SIGTERM or Ctrl-C.
     Agent(Box<AgentArgs>),
-    /// Speak to the fleet: `--file cmd.wav` or `--listen --input -` (raw PCM), and model tools.
+    /// Speak to the fleet: `--file cmd.wav`, `--listen` (microphone) or `--listen --input -` (raw PCM), and model tools.
     Voice(Box<VoiceArgs>),
 }
 
@@ -98,10 +98,11 @@ struct VoiceArgs {
     /// in them is a turn of one session.
     #[arg(long, value_name = "WAV", num_args = 1.., conflicts_with = "listen")]
     file: Vec<PathBuf>,
-    /// Listen continuously; with `--input -`, raw PCM s16le 16 kHz mono from standard input.
+    /// Listen continuously: to the default microphone, or with `--input -` to raw PCM
+    /// s16le 16 kHz mono on standard input.
     #[arg(long)]
     listen: bool,
-    /// `-` reads raw PCM from standard input (the only input for --listen so far).
+    /// `-` reads raw PCM from standard input instead of the microphone.
     #[arg(long, value_name = "-")]
     input: Option<String>,
     /// One JSON object per utterance: the chat contract plus transcript and confidence.
@@ -368,9 +369,13 @@ async fn voice(parley: &Parley, config: &Config, args: &VoiceArgs) -> anyhow::Re
     let input = match (args.file.is_empty(), args.listen, args.input.as_deref()) {
         (false, _, _) => Input::Files(args.file.clone()),
         (true, true, Some("-")) => Input::StdinPcm,
-        (true, true, _) => anyhow::bail!(
-            "microphone capture is not available in this build yet; pipe raw PCM (s16le, 16 kHz, mono) with `--listen --input -`"
-        ),
+        // Opened before the model loads: without a microphone nothing else happens.
+        (true, true, None) => Input::Capture(parley::voice::mic::Capture::open()?),
+        (true, true, Some(other)) => {
+            anyhow::bail!(
+                "--input takes `-` (raw PCM on standard input), not {other:?}; leave it out for the microphone"
+            )
+        }
         (true, false, _) => anyhow::bail!("say where the audio is: --file FILE.wav or --listen --input -"),
     };
     let model = voice_model_path(config, &args.model);

@@ -255,3 +255,126 @@ fn a_pcm_stream_on_stdin_runs_each_command_once() {
         assert_eq!(op, parse_op(text), "{text:?} heard as {:?}", line["heard"]);
     }
 }
+
+/// Raw 16 kHz mono s16le PCM of the commands, each with silence around it.
+fn pcm_stream(dir: &Path, texts: &[&str]) -> Vec<u8> {
+    let mut pcm = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let wav = dir.join(format!("w{i}.wav"));
+        sh(Command::new("espeak-ng").arg("-w").arg(&wav).args(["-s", "150", "-v", "en-us", text]));
+        let out = Command::new("sox")
+            .arg(&wav)
+            .args(["-r", "16000", "-c", "1", "-b", "16", "-e", "signed-integer", "-t", "raw", "-", "pad", "1.5", "2"])
+            .output()
+            .expect("sox");
+        assert!(out.status.success());
+        pcm.extend(out.stdout);
+    }
+    pcm
+}
+
+/// "watch the fleet", then a rollout started by voice: while listening, the
+/// rollout's start and finish are announced, each exactly once, and nothing else
+/// about it (steps and passed gates are progress, not news).
+#[test]
+fn watching_announces_a_rollout_started_by_voice_once() {
+    need("espeak-ng");
+    need("sox");
+    let model = model();
+    let dir = tempfile::tempdir().unwrap();
+    let pcm = pcm_stream(dir.path(), &["watch the fleet", "deploy auth filter two point one to eu west", "yes"]);
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--bake-secs", "0", "voice", "--listen", "--input", "-", "--json", "--model"])
+        .arg(&model)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("parley voice --listen");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write as _;
+        for chunk in pcm.chunks(3200) {
+            if stdin.write_all(chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    // The turns themselves: watch, the deployment's read-back, its start on "yes".
+    let turns: Vec<&str> = lines.iter().filter_map(|l| l["outcome"].as_str()).collect();
+    assert_eq!(
+        turns,
+        ["answered", "needs_confirmation", "started"],
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let about_d1: Vec<&str> =
+        lines.iter().filter_map(|l| l["announcement"].as_str()).filter(|a| a.starts_with("d-1:")).collect();
+    assert_eq!(
+        about_d1,
+        [
+            "d-1: rolling out auth-filter 2.1.0 to 12 agents in 4 steps",
+            "d-1: succeeded. 12 agents on auth-filter 2.1.0",
+        ],
+        "stdout: {stdout}"
+    );
+}
+
+/// `--listen` without `--input` opens the default microphone; on a machine without
+/// one (CI, this container) it fails before anything is loaded or executed, names
+/// the problem and the `--input -` alternative, and exits with 2.
+#[test]
+fn listening_without_a_microphone_fails_clearly_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["voice", "--listen", "--json", "--model", "/nonexistent/ggml-model.bin"])
+        .env_remove("PARLEY_MIC_WAV")
+        .stdin(Stdio::null())
+        .output()
+        .expect("parley voice --listen");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // ALSA may print its own diagnostics first; Parley's is the last line.
+    let last = stderr.lines().last().unwrap_or_default();
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "nothing may run: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(last.starts_with("error: no usable microphone: "), "{stderr}");
+    assert!(
+        last.ends_with(
+            "; pipe raw PCM (s16le, 16 kHz, mono) instead: \
+             `arecord -f S16_LE -r 16000 -c 1 -t raw | parley voice --listen --input -`"
+        ),
+        "{stderr}"
+    );
+}
+
+/// The capture seam end to end: `PARLEY_MIC_WAV` stands in for the microphone, and
+/// what is "spoken" into it goes through the segmenter and Whisper into one turn.
+#[test]
+fn the_microphone_seam_feeds_the_same_turns() {
+    need("espeak-ng");
+    let model = model();
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("mic.wav");
+    sh(Command::new("espeak-ng").arg("-w").arg(&wav).args(["-s", "150", "-v", "en-us", "how healthy is the fleet"]));
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["voice", "--listen", "--json", "--model"])
+        .arg(&model)
+        .env("PARLEY_MIC_WAV", &wav)
+        .output()
+        .expect("parley voice --listen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(lines.len(), 1, "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let op = if lines[0]["operation"].is_null() { lines[0]["proposed"].clone() } else { lines[0]["operation"].clone() };
+    assert_eq!(op, parse_op("how healthy is the fleet"));
+}

@@ -38,6 +38,8 @@ pub enum Input {
     Files(Vec<PathBuf>),
     /// Raw PCM s16le 16 kHz mono on standard input.
     StdinPcm,
+    /// The microphone (opened by the caller, so a missing one fails before the model loads).
+    Capture(super::mic::Capture),
 }
 
 pub struct VoiceOptions {
@@ -70,6 +72,7 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
         )),
         None => None,
     };
+    let (watching_tx, watching_rx) = tokio::sync::watch::channel(None);
     let mut turn = Turns {
         session: parley.session(Actor::local("voice")),
         pending: None,
@@ -78,8 +81,10 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
         grammar_vocab: vocab.clone(),
         grammar,
         parley,
+        watching: watching_tx,
     };
     let speaker = if options.speak { Some(Speaker::find()) } else { None };
+    let announcer = announcer(parley, watching_rx, options.json, speaker);
 
     let mut segmenter = Segmenter::new(VadSettings::default());
     let mut utterances: Vec<Vec<f32>> = Vec::new();
@@ -118,9 +123,45 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
                 turn.utterance(&transcriber, &u, &prompt, &resolver, options, speaker.as_ref()).await?;
             }
         }
+        Input::Capture(mut capture) => {
+            while let Some(samples) = capture.next().await {
+                for u in segmenter.push(&samples) {
+                    turn.utterance(&transcriber, &u, &prompt, &resolver, options, speaker.as_ref()).await?;
+                }
+            }
+            if let Some(u) = segmenter.finish() {
+                turn.utterance(&transcriber, &u, &prompt, &resolver, options, speaker.as_ref()).await?;
+            }
+        }
     }
     parley.services().orchestrator.wait_settled().await;
+    announcer.finish().await;
     Ok(turn.ok)
+}
+
+/// While the operator watches, each change is printed (one JSON line
+/// `{"announcement": ...}` with --json) and spoken with --speak, between turns.
+fn announcer(
+    parley: &Parley,
+    watching: tokio::sync::watch::Receiver<Option<crate::ops::Operation>>,
+    json: bool,
+    speaker: Option<Speaker>,
+) -> super::watch::Announcer {
+    let services = parley.services();
+    let sources =
+        super::watch::Sources { rollouts: services.orchestrator.subscribe(), fleet: services.poller.events() };
+    let sink: super::watch::Sink = std::sync::Arc::new(move |line: String| {
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout must not stop the session; the turns will report it.
+        let _ =
+            if json { writeln!(stdout, "{}", json!({"announcement": line})) } else { writeln!(stdout, "» {line}\n") };
+        let _ = stdout.flush();
+        drop(stdout);
+        if let Some(s) = speaker {
+            s.say(&line);
+        }
+    });
+    super::watch::Announcer::spawn(sources, watching, sink)
 }
 
 struct Turns<'p> {
@@ -134,6 +175,8 @@ struct Turns<'p> {
     /// A low-confidence transcript waiting for "yes".
     pending: Option<String>,
     ok: bool,
+    /// What the session watches, for the announcer.
+    watching: tokio::sync::watch::Sender<Option<crate::ops::Operation>>,
 }
 
 impl Turns<'_> {
@@ -189,6 +232,7 @@ impl Turns<'_> {
         if matches!(reply.outcome, crate::reply::Outcome::Failed | crate::reply::Outcome::Infeasible) {
             self.ok = false;
         }
+        self.watching.send_replace(self.session.watching().cloned());
         let mut out = serde_json::to_value(&reply).unwrap_or_else(|_| json!({"message": reply.message}));
         if let Some(obj) = out.as_object_mut() {
             obj.insert("transcript".into(), json!(heard.text));
@@ -225,6 +269,7 @@ impl Turns<'_> {
 }
 
 /// `--speak`: espeak-ng when it is installed; otherwise one clear notice.
+#[derive(Debug, Clone, Copy)]
 pub struct Speaker {
     available: bool,
 }
@@ -247,6 +292,9 @@ impl Speaker {
         if !self.available || text.is_empty() {
             return;
         }
+        // Announcements are spoken from another thread; one sentence at a time, not over each other.
+        static SPEAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = SPEAKING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Speaking is best effort: a failed speech synthesiser must not stop the session.
         let _ = std::process::Command::new("espeak-ng").args(["-s", "165", "--", text]).status();
     }

@@ -6,7 +6,9 @@
 //! `convert` maps one onto the other, `provision` fetches, converts, verifies and
 //! stores a model in the data directory; `audio` turns WAV/PCM into 16 kHz
 //! utterances, `resolve` maps a transcript onto fleet words, and (with the
-//! `whisper` feature) `transcribe` runs whisper.cpp and `frontend` drives a session.
+//! `whisper` feature) `transcribe` runs whisper.cpp, `mic` captures the microphone,
+//! `frontend` drives a session and `ptt` is the TUI's push-to-talk; `watch` says what
+//! changes while the operator watches.
 
 pub mod audio;
 pub mod constrain;
@@ -16,7 +18,11 @@ pub mod ct2;
 pub mod frontend;
 pub mod ggml;
 pub mod grammar;
+#[cfg(feature = "whisper")]
+pub mod mic;
 pub mod provision;
+pub mod ptt;
 pub mod resolve;
 #[cfg(feature = "whisper")]
 pub mod transcribe;
+pub mod watch;

@@ -12,6 +12,8 @@ pub enum Action {
     None,
     /// Send this utterance to the session.
     Submit(String),
+    /// F5: start push-to-talk, or end the recording early.
+    Talk,
     Quit,
 }
 
@@ -62,6 +64,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Action {
             app.focus = Pane::Deployments;
             return Action::None;
         }
+        KeyCode::F(5) => return Action::Talk,
         KeyCode::BackTab => {
             app.focus = match app.focus {
                 Pane::Chat => Pane::Fleet,

@@ -174,6 +174,15 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
     let reader = spawn_deployment_reader(services.registry.clone(), ask_rx, list_tx);
     let _ = ask_tx.try_send(());
 
+    // Push-to-talk: the tiny.en model installed in the data directory (`parley voice
+    // model install`), loaded on the first press.
+    let talker = crate::voice::ptt::PushToTalk::new(
+        crate::voice::provision::models_dir(&config.data_dir).join("ggml-tiny.en.bin"),
+        config.intents_dir.clone(),
+    );
+    let (talk_tx, mut talk_rx) = mpsc::channel::<crate::voice::ptt::TalkEvent>(4);
+    let mut talk_stop: Option<tokio::sync::oneshot::Sender<()>> = None;
+
     let mut rollouts = services.orchestrator.subscribe();
     let mut fleet = services.poller.events();
     let mut routing = services.router.notices();
@@ -198,12 +207,37 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
                             app.notice("The session stopped; restart Parley.");
                         }
                     }
+                    Action::Talk => match app.talk {
+                        state::Talk::Idle => {
+                            talk_stop = Some(talker.start(services.topology.snapshot(), talk_tx.clone()));
+                            app.talk = state::Talk::Listening;
+                        }
+                        // The second press ends the recording; what was said is transcribed.
+                        state::Talk::Listening => {
+                            if let Some(stop) = talk_stop.take() {
+                                let _ = stop.send(());
+                            }
+                        }
+                        state::Talk::Transcribing => {}
+                    },
                     Action::None => {}
                 },
                 // A resize needs nothing but the redraw at the top of the loop.
                 Some(Ok(_)) => {}
                 Some(Err(e)) => break Err(e),
                 None => break Ok(()),
+            },
+            talk = talk_rx.recv() => {
+                // The audio library may write its diagnostics straight to the terminal
+                // (ALSA without a sound card does); repaint everything, not just changes.
+                if let Err(e) = terminal.clear() {
+                    break Err(e);
+                }
+                if let Some(utterance) = talk.and_then(|t| app.on_talk(t)) {
+                    if say_tx.send(utterance).await.is_err() {
+                        app.notice("The session stopped; restart Parley.");
+                    }
+                }
             },
             answer = answer_rx.recv() => {
                 if let Some(a) = answer {

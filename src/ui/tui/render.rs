@@ -12,7 +12,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
-use super::state::{deployment_actions, AgentStatus, App, Counts, FleetRow, LogEntry, Pane, RegionSeries};
+use super::state::{deployment_actions, AgentStatus, App, Counts, FleetRow, LogEntry, Pane, RegionSeries, Talk};
 use crate::ops::{DeploymentStatus, Operation};
 use crate::registry::{DeploymentRecord, TargetState};
 use crate::reply::{Outcome, Reply, Table};
@@ -119,6 +119,13 @@ fn render_title(frame: &mut Frame, app: &App, area: Rect) {
             Style::new().fg(Color::Gray)
         };
         spans.push(Span::styled(format!(" {key} {name} "), style));
+    }
+    match app.talk {
+        Talk::Idle => {}
+        Talk::Listening => spans.push(Span::styled(" listening… ", Style::new().fg(Color::Black).bg(Color::Red))),
+        Talk::Transcribing => {
+            spans.push(Span::styled(" transcribing… ", Style::new().fg(Color::Black).bg(Color::Yellow)))
+        }
     }
     spans.push(Span::styled("  ? help  ^C quit", Style::new().fg(Color::DarkGray)));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -735,6 +742,7 @@ const HELP: &[(&str, &str)] = &[
     ("Ctrl-A/E/W/U", "start, end, delete word, clear line"),
     ("PgUp / PgDn", "scroll the chat"),
     ("F2 F3 F4, Shift-Tab", "chat, fleet, deployments pane"),
+    ("F5", "push to talk: speak, then pause or F5 again"),
     ("Fleet: / j k c Enter", "filter, move, clear filter, ask about agent"),
     ("Deploys: j k p r a b t", "move, pause, resume, abort, roll back, retry"),
     ("y / n", "answer a confirmation"),

@@ -19,6 +19,15 @@ pub const HISTORY_LEN: usize = 1000;
 /// Chat entries kept; older ones scroll out of memory, not just off screen.
 pub const LOG_LEN: usize = 500;
 
+/// Push-to-talk (F5), as the title bar shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Talk {
+    #[default]
+    Idle,
+    Listening,
+    Transcribing,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
     Chat,
@@ -256,6 +265,7 @@ pub struct App {
     pub waiting: bool,
     pub confirm: Option<Confirm>,
     pub show_help: bool,
+    pub talk: Talk,
 
     pub topology: Arc<Topology>,
     pub thresholds: HealthThresholds,
@@ -299,6 +309,7 @@ impl App {
             waiting: false,
             confirm: None,
             show_help: false,
+            talk: Talk::Idle,
             topology: Arc::clone(&topology),
             thresholds,
             fleet_filter: String::new(),
@@ -471,6 +482,28 @@ impl App {
             Some(LogEntry::Turn { reply: r, .. }) => *r = Some(Box::new(reply)),
             _ => self.push_log(LogEntry::Turn { utterance: String::new(), reply: Some(Box::new(reply)) }),
         }
+    }
+
+    /// A push-to-talk report; returns the utterance to send as a turn. A
+    /// transcript Whisper was unsure of is put in the input line instead, for the
+    /// operator to correct or send with Enter: a mishearing never runs by itself.
+    pub fn on_talk(&mut self, event: crate::voice::ptt::TalkEvent) -> Option<String> {
+        use crate::voice::ptt::TalkEvent;
+        self.talk = Talk::Idle;
+        match event {
+            TalkEvent::Transcribing => self.talk = Talk::Transcribing,
+            TalkEvent::Heard { text, sure: true } => {
+                self.on_submit(&text);
+                return Some(text);
+            }
+            TalkEvent::Heard { text, sure: false } => {
+                self.notice(format!("I heard \"{text}\" but I'm not sure; it is in the input line: Enter sends it."));
+                self.input.set(&text);
+            }
+            TalkEvent::Silence => self.notice("Push-to-talk heard nothing."),
+            TalkEvent::Failed(why) => self.notice(format!("Push-to-talk: {why}")),
+        }
+        None
     }
 
     pub fn notice(&mut self, text: impl Into<String>) {

@@ -348,8 +348,9 @@ fn help_opens_with_question_mark_on_an_empty_line_and_any_key_closes_it() {
     handle_key(&mut a, key(KeyCode::Char('?')));
     assert!(a.show_help);
     let lines = buffer_to_lines(&a, 80, 24);
-    assert_eq!(lines[4], "│ ┌ Keys · any key closes ───────────────────────────────────────────────────┐ │");
-    assert_eq!(lines[5], "│ │ Enter                  send what you typed                               │ │");
+    assert_eq!(lines[3], "│\"┌ Keys · any key closes ───────────────────────────────────────────────────┐ │");
+    assert_eq!(lines[4], "│ │ Enter                  send what you typed                               │ │");
+    assert_eq!(lines[11], "│ │ F5                     push to talk: speak, then pause or F5 again       │ │");
     handle_key(&mut a, key(KeyCode::Char('x')));
     assert!(!a.show_help);
     assert_eq!(a.input.text, "");
@@ -445,4 +446,28 @@ fn sparklines_scale_to_the_gate_threshold() {
     let values: std::collections::VecDeque<f64> = [0.0, 0.5, 1.0, 3.0].into_iter().collect();
     assert_eq!(super::render::sparkline(&values, 1.0, 6), "▁▅██  ");
     assert_eq!(super::render::sparkline(&values, 1.0, 2), "██");
+}
+
+#[test]
+fn push_to_talk_shows_its_state_and_sends_only_what_whisper_was_sure_of() {
+    use super::state::Talk;
+    use crate::voice::ptt::TalkEvent;
+    let mut a = app();
+    assert_eq!(handle_key(&mut a, key(KeyCode::F(5))), Action::Talk);
+    a.talk = Talk::Listening;
+    assert!(buffer_to_lines(&a, 120, 30)[0].contains(" listening… "), "{:?}", buffer_to_lines(&a, 120, 30)[0]);
+    assert_eq!(a.on_talk(TalkEvent::Transcribing), None);
+    assert_eq!(a.talk, Talk::Transcribing);
+    assert!(buffer_to_lines(&a, 120, 30)[0].contains(" transcribing… "));
+    // A sure transcript is a turn, shown as the operator's line and waiting for the reply.
+    let sent = a.on_talk(TalkEvent::Heard { text: "how healthy is ap-south".into(), sure: true });
+    assert_eq!(sent.as_deref(), Some("how healthy is ap-south"));
+    assert_eq!(a.talk, Talk::Idle);
+    assert!(a.waiting);
+    assert!(!buffer_to_lines(&a, 120, 30)[0].contains("listening"));
+    // An unsure one waits in the input line for Enter.
+    assert_eq!(a.on_talk(TalkEvent::Heard { text: "drain edge-7".into(), sure: false }), None);
+    assert_eq!(a.input.text, "drain edge-7");
+    assert_eq!(a.on_talk(TalkEvent::Failed("no usable microphone".into())), None);
+    assert_eq!(a.talk, Talk::Idle);
 }
