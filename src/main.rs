@@ -118,6 +118,11 @@ struct VoiceArgs {
     /// (intents/spoken.ebnf): for trying phrasings the grammar does not have yet.
     #[arg(long)]
     free: bool,
+    /// Transcripts Whisper is less sure of than this (0..1) are held until a confident
+    /// "yes" or a typed one; 0 acts on everything it hears (risky operations are
+    /// still read back).
+    #[arg(long, default_value_t = 0.55, value_parser = confidence)]
+    confirm_below: f32,
     /// Beam width for decoding; 1 is greedy (faster, a little less accurate).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=8))]
     beam: i32,
@@ -384,8 +389,15 @@ async fn voice(parley: &Parley, config: &Config, args: &VoiceArgs) -> anyhow::Re
     } else {
         Some(parley::voice::grammar::SpokenGrammar::load(config.intents_dir.as_deref())?)
     };
-    let options =
-        VoiceOptions { model, json: args.json, speak: args.speak, wake_word: args.wake_word, grammar, beam: args.beam };
+    let options = VoiceOptions {
+        model,
+        json: args.json,
+        speak: args.speak,
+        wake_word: args.wake_word,
+        grammar,
+        beam: args.beam,
+        confirm_below: args.confirm_below,
+    };
     Ok(frontend::run(parley, input, &options).await?)
 }
 
@@ -553,4 +565,12 @@ async fn simulate(
     parley::agent::standalone::terminated().await;
     sim.shutdown().await;
     Ok(true)
+}
+
+/// A confidence threshold between 0 and 1.
+fn confidence(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a confidence between 0 and 1")),
+    }
 }

@@ -52,6 +52,8 @@ pub struct VoiceOptions {
     pub grammar: Option<SpokenGrammar>,
     /// Beam width (1: greedy).
     pub beam: i32,
+    /// Transcripts heard with less confidence are held for a "yes" ([`CONFIRM_BELOW`] by default).
+    pub confirm_below: f32,
 }
 
 /// Runs every utterance of the input through the session; true when all went well.
@@ -207,26 +209,43 @@ impl Turns<'_> {
         if text.trim().is_empty() {
             return Ok(());
         }
-        let confirmation = matches!(text.as_str(), "yes" | "yeah" | "yes please" | "confirm" | "go ahead");
-        let reply = if let Some(pending) = self.pending.take() {
-            if confirmation {
-                self.session.handle(&pending).await
-            } else if matches!(text.as_str(), "no" | "cancel" | "nope") {
-                let out = json!({"operation": null, "message": "Cancelled; nothing was done.", "transcript": heard.text,
-                    "heard": text, "confidence": heard.confidence});
-                return self.emit(out, options, speaker);
-            } else {
-                self.session.handle(&text).await
-            }
-        } else if heard.confidence < CONFIRM_BELOW && !confirmation {
-            self.pending = Some(text.clone());
-            let message = format!("I heard \"{text}\" but I'm not sure. Say or type yes to go ahead, or say it again.");
-            // What it would do is shown (not done), so the operator can judge the mishearing.
-            let proposed = self.parley.services().grammar.parse(&text, &self.grammar_vocab).operation;
-            let out = json!({"operation": null, "proposed": proposed, "needs_confirmation": true, "message": message,
+        // What the words mean, whatever the session then does with them: reported
+        // with every turn so a mishearing can be judged (and measured).
+        let understood = self.parley.services().grammar.parse(&text, &self.grammar_vocab).operation;
+        let confident = heard.confidence >= options.confirm_below;
+        let confirmation =
+            matches!(text.as_str(), "yes" | "yeah" | "yes please" | "confirm" | "go ahead" | "okay" | "sure" | "do it");
+        let cancellation = matches!(text.as_str(), "no" | "cancel" | "nope" | "never mind");
+        let held = |message: String| {
+            json!({"operation": null, "proposed": understood, "understood": understood, "needs_confirmation": true,
+                "message": message, "transcript": heard.text, "heard": text, "confidence": heard.confidence})
+        };
+        let reply = if cancellation && self.pending.take().is_some() {
+            // Cancelling is safe however unsure the hearing: it only drops what was held.
+            let out = json!({"operation": null, "understood": understood, "message": "Cancelled; nothing was done.",
                 "transcript": heard.text, "heard": text, "confidence": heard.confidence});
             return self.emit(out, options, speaker);
+        } else if cancellation {
+            // A session question (a risky operation's read-back) is answered no.
+            self.session.handle(&text).await
+        } else if !confident && confirmation {
+            // An unsure "yes" confirms nothing: "cancel" misheard as "confirm" must not
+            // start a rollout. What was held stays held.
+            return self.emit(
+                held(format!("I'm not sure I heard \"{text}\", so nothing was done. Say it again, or type it.")),
+                options,
+                speaker,
+            );
+        } else if !confident {
+            // Nothing unsure acts; it replaces anything held before.
+            self.pending = Some(text.clone());
+            let message = format!("I heard \"{text}\" but I'm not sure. Say or type yes to go ahead, or say it again.");
+            return self.emit(held(message), options, speaker);
+        } else if let Some(pending) = self.pending.take().filter(|_| confirmation) {
+            self.session.handle(&pending).await
         } else {
+            // Something new, said clearly: whatever was held is dropped.
+            self.pending = None;
             self.session.handle(&text).await
         };
         if matches!(reply.outcome, crate::reply::Outcome::Failed | crate::reply::Outcome::Infeasible) {
@@ -237,6 +256,7 @@ impl Turns<'_> {
         if let Some(obj) = out.as_object_mut() {
             obj.insert("transcript".into(), json!(heard.text));
             obj.insert("heard".into(), json!(text));
+            obj.insert("understood".into(), json!(understood));
             obj.insert("confidence".into(), json!(heard.confidence));
             obj.insert("transcribe_seconds".into(), json!(heard.seconds));
         }
