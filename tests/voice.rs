@@ -384,3 +384,53 @@ fn the_microphone_seam_feeds_the_same_turns() {
     let op = if lines[0]["operation"].is_null() { lines[0]["proposed"].clone() } else { lines[0]["operation"].clone() };
     assert_eq!(op, parse_op("how healthy is the fleet"));
 }
+
+/// Nothing Whisper is unsure of acts, and an unsure "yes" confirms nothing: with the
+/// threshold at 1 every transcript is unsure, so the deploy is held, the "yes" is
+/// refused, no deployment starts and the registry stays empty.
+#[test]
+fn an_unsure_yes_confirms_nothing() {
+    need("espeak-ng");
+    need("sox");
+    let model = model();
+    let dir = tempfile::tempdir().unwrap();
+    let pcm = pcm_stream(dir.path(), &["deploy auth filter two point one to eu west", "yes"]);
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--bake-secs", "0", "voice", "--listen", "--input", "-", "--json", "--confirm-below", "1", "--model"])
+        .arg(&model)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("parley voice --listen");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write as _;
+        let _ = stdin.write_all(&pcm);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(lines.len(), 2, "stdout: {stdout}");
+    assert!(lines.iter().all(|l| l["operation"].is_null() && l["needs_confirmation"] == true), "stdout: {stdout}");
+    assert_eq!(lines[0]["understood"]["op"], "deploy", "stdout: {stdout}");
+    assert_eq!(lines[1]["understood"]["op"], "confirm", "stdout: {stdout}");
+    assert_eq!(
+        lines[1]["message"],
+        format!(
+            "I'm not sure I heard \"{}\", so nothing was done. Say it again, or type it.",
+            lines[1]["heard"].as_str().unwrap_or("")
+        ),
+    );
+    let list = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["ask", "--json", "list deployments"])
+        .output()
+        .expect("parley ask");
+    let reply: Value = serde_json::from_slice(&list.stdout).expect("ask JSON");
+    assert_eq!(reply["message"], "No deployments.", "the registry must hold no deployment: {reply}");
+}
