@@ -55,15 +55,7 @@ fn large_fleet(c: &mut Criterion) {
         })
         .collect();
     let topology = Topology::new(agents, Arc::new(catalog), None);
-    let fleet = Operation::Deploy {
-        extension: Some("auth-filter".into()),
-        version: Some("2.1.0".into()),
-        scope: Some(Scope::fleet()),
-        strategy: None,
-        require_approval: None,
-        max_failures: None,
-        queue: false,
-    };
+    let fleet = Operation::deploy("auth-filter", "2.1.0", Scope::fleet());
     c.bench_function("feasibility deploy fleet-wide on 10,000 agents", |b| {
         b.iter(|| check(black_box(&fleet), &topology, &Busy::new()))
     });

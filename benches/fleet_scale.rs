@@ -89,15 +89,7 @@ fn main() {
         );
 
         let topo = poller.handle().snapshot();
-        let op = Operation::Deploy {
-            extension: Some("auth-filter".into()),
-            version: Some("2.1.0".into()),
-            scope: Some(Scope::fleet()),
-            strategy: None,
-            require_approval: None,
-            max_failures: None,
-            queue: false,
-        };
+        let op = Operation::deploy("auth-filter", "2.1.0", Scope::fleet());
         let busy = Busy::new();
         let n = if quick { 10 } else { 200 };
         let mut checks = Vec::with_capacity(n);

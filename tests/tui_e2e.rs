@@ -4,51 +4,13 @@
 //! tmux is required: CI installs it (`.ci/run`). Without it this test fails rather
 //! than skips, so a missing tool cannot pass for a working UI.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A tmux server of our own (its own socket), killed on drop even when an assert fails.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn cmd(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("running tmux")
-    }
-
-    fn capture(&self) -> String {
-        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "tui"]).stdout).into_owned()
-    }
-
-    fn send(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "tui"];
-        args.extend_from_slice(keys);
-        assert!(self.cmd(&args).status.success(), "tmux send-keys {keys:?}");
-    }
-
-    /// Polls the screen until `pred` holds; panics with the last screen otherwise.
-    fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let screen = self.capture();
-            if pred(&screen) {
-                return screen;
-            }
-            if start.elapsed() > timeout {
-                panic!("timed out waiting for {what}; the screen was:\n{screen}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["kill-server"]);
-    }
-}
+use common::tmux::Tmux;
 
 fn tmux_available() -> bool {
     Command::new("tmux").arg("-V").output().map(|o| o.status.success()).unwrap_or(false)
@@ -73,7 +35,7 @@ fn health_deploy_confirm_and_watch_the_gauge_in_tmux() {
         data = dir.path().display(),
         marker = done_marker.display(),
     );
-    let tmux = Tmux { socket: format!("parley-e2e-{}", std::process::id()) };
+    let tmux = Tmux::new("parley-e2e");
     let out = tmux.cmd(&["new-session", "-d", "-s", "tui", "-x", "120", "-y", "40", "sh", "-c", &script]);
     assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
 

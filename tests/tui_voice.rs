@@ -7,43 +7,13 @@
 //! provisions it before the tests); a missing one fails the test with the reason.
 #![cfg(feature = "whisper")]
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A tmux server of our own (its own socket), killed on drop even when an assert fails.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn cmd(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("running tmux")
-    }
-
-    fn capture(&self) -> String {
-        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "tui"]).stdout).into_owned()
-    }
-
-    /// Polls the screen until `pred` holds; panics with the last screen otherwise.
-    fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let screen = self.capture();
-            if pred(&screen) {
-                return screen;
-            }
-            assert!(start.elapsed() < timeout, "timed out waiting for {what}; the screen was:\n{screen}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["kill-server"]);
-    }
-}
+use common::tmux::Tmux;
 
 fn model() -> PathBuf {
     let cache = std::env::var_os("PARLEY_MODEL_CACHE")
@@ -79,19 +49,19 @@ fn f5_records_until_the_pause_and_the_transcript_is_a_turn() {
         bin = env!("CARGO_BIN_EXE_parley"),
         data = dir.path().display()
     );
-    let tmux = Tmux { socket: format!("parley-ptt-{}", std::process::id()) };
+    let tmux = Tmux::new("parley-ptt");
     let out = tmux.cmd(&["new-session", "-d", "-s", "tui", "-x", "120", "-y", "40", "sh", "-c", &script]);
     assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
     tmux.wait_for("the TUI", Duration::from_secs(60), |s| s.contains("48 agents, 4 regions"));
 
-    assert!(tmux.cmd(&["send-keys", "-t", "tui", "F5"]).status.success());
+    tmux.send(&["F5"]);
     // The recording ends at the pause by itself; Whisper's answer is sent as a turn.
     let screen = tmux.wait_for("the spoken question's answer", Duration::from_secs(90), |s| {
         s.contains("the whole fleet: 48 agents, 48 healthy")
     });
     assert!(screen.contains("› how healthy is the fleet"), "the transcript is the operator's turn:\n{screen}");
     assert!(!screen.contains("listening…") && !screen.contains("transcribing…"), "{screen}");
-    assert!(tmux.cmd(&["send-keys", "-t", "tui", "C-c"]).status.success());
+    tmux.send(&["C-c"]);
 }
 
 /// Without a microphone (CI, this container) F5 says so in the chat, and whatever the
@@ -104,13 +74,13 @@ fn f5_without_a_microphone_says_so_and_leaves_the_screen_clean() {
         bin = env!("CARGO_BIN_EXE_parley"),
         data = dir.path().display()
     );
-    let tmux = Tmux { socket: format!("parley-nomic-{}", std::process::id()) };
+    let tmux = Tmux::new("parley-nomic");
     let out = tmux.cmd(&["new-session", "-d", "-s", "tui", "-x", "120", "-y", "40", "sh", "-c", &script]);
     assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
     tmux.wait_for("the TUI", Duration::from_secs(60), |s| s.contains("48 agents, 4 regions"));
-    assert!(tmux.cmd(&["send-keys", "-t", "tui", "F5"]).status.success());
+    tmux.send(&["F5"]);
     tmux.wait_for("the notice on a clean screen", Duration::from_secs(20), |s| {
         s.contains("» Push-to-talk: no usable microphone:") && !s.contains("ALSA lib") && !s.contains("listening…")
     });
-    assert!(tmux.cmd(&["send-keys", "-t", "tui", "C-c"]).status.success());
+    tmux.send(&["C-c"]);
 }

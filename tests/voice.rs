@@ -210,43 +210,7 @@ fn a_pcm_stream_on_stdin_runs_each_command_once() {
     let dir = tempfile::tempdir().unwrap();
     let texts =
         ["give me a report", "fail over eu west to us east", "how healthy is the fleet", "roll back the deployment"];
-    let mut pcm = Vec::new();
-    for (i, text) in texts.iter().enumerate() {
-        let wav = dir.path().join(format!("s{i}.wav"));
-        sh(Command::new("espeak-ng").arg("-w").arg(&wav).args(["-s", "150", "-v", "en-us", text]));
-        // 16 kHz mono s16le with 1.5 s of silence before and 2 s after each command.
-        let out = Command::new("sox")
-            .arg(&wav)
-            .args(["-r", "16000", "-c", "1", "-b", "16", "-e", "signed-integer", "-t", "raw", "-", "pad", "1.5", "2"])
-            .output()
-            .expect("sox");
-        assert!(out.status.success());
-        pcm.extend(out.stdout);
-    }
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--bake-secs", "0", "voice", "--listen", "--input", "-", "--json", "--model"])
-        .arg(&model)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("parley voice --listen");
-    let mut stdin = child.stdin.take().unwrap();
-    // Written in small chunks, as a microphone would deliver it.
-    let writer = std::thread::spawn(move || {
-        use std::io::Write as _;
-        for chunk in pcm.chunks(3200) {
-            if stdin.write_all(chunk).is_err() {
-                break;
-            }
-        }
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let (lines, out) = listen(dir.path(), &model, pcm_stream(dir.path(), &texts), &[]);
     let heard: Vec<&str> = lines.iter().map(|l| l["heard"].as_str().unwrap_or("")).collect();
     assert_eq!(
         lines.len(),
@@ -277,6 +241,37 @@ fn pcm_stream(dir: &Path, texts: &[&str]) -> Vec<u8> {
     pcm
 }
 
+/// `parley voice --listen --input - --json` on `dir`'s data directory, fed `pcm` in
+/// small chunks as a microphone would deliver it: its JSON lines and its output.
+fn listen(dir: &Path, model: &Path, pcm: Vec<u8>, extra: &[&str]) -> (Vec<Value>, std::process::Output) {
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--bake-secs", "0", "voice", "--listen", "--input", "-", "--json"])
+        .args(extra)
+        .arg("--model")
+        .arg(model)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("parley voice --listen");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write as _;
+        for chunk in pcm.chunks(3200) {
+            if stdin.write_all(chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let out = child.wait_with_output().expect("parley voice exits");
+    writer.join().expect("the PCM writer");
+    let lines =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    (lines, out)
+}
+
 /// "watch the fleet", then a rollout started by voice: while listening, the
 /// rollout's start and finish are announced, each exactly once, and nothing else
 /// about it (steps and passed gates are progress, not news).
@@ -289,29 +284,8 @@ fn watching_announces_a_rollout_started_by_voice_once() {
     let pcm = pcm_stream(dir.path(), &["watch the fleet", "deploy auth filter two point one to eu west", "yes"]);
     // What is tested is the announcements, not the confidence gate: every turn acts
     // (the deploy is still read back and needs its "yes").
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--bake-secs", "0", "voice", "--listen", "--input", "-", "--json", "--confirm-below", "0", "--model"])
-        .arg(&model)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("parley voice --listen");
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write as _;
-        for chunk in pcm.chunks(3200) {
-            if stdin.write_all(chunk).is_err() {
-                break;
-            }
-        }
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let (lines, out) = listen(dir.path(), &model, pcm, &["--confirm-below", "0"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     // The turns themselves: watch, the deployment's read-back, its start on "yes".
     let turns: Vec<&str> = lines.iter().filter_map(|l| l["outcome"].as_str()).collect();
     assert_eq!(
@@ -395,25 +369,8 @@ fn an_unsure_yes_confirms_nothing() {
     let model = model();
     let dir = tempfile::tempdir().unwrap();
     let pcm = pcm_stream(dir.path(), &["deploy auth filter two point one to eu west", "yes"]);
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--bake-secs", "0", "voice", "--listen", "--input", "-", "--json", "--confirm-below", "1", "--model"])
-        .arg(&model)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("parley voice --listen");
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write as _;
-        let _ = stdin.write_all(&pcm);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let (lines, out) = listen(dir.path(), &model, pcm, &["--confirm-below", "1"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     assert_eq!(lines.len(), 2, "stdout: {stdout}");
     assert!(lines.iter().all(|l| l["operation"].is_null() && l["needs_confirmation"] == true), "stdout: {stdout}");
     assert_eq!(lines[0]["understood"]["op"], "deploy", "stdout: {stdout}");

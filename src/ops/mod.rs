@@ -383,6 +383,20 @@ pub enum Effect {
 }
 
 impl Operation {
+    /// A deploy of `extension` `version` to `scope` with the configured strategy and
+    /// nothing else said, as "roll out auth-filter 2.1.0 to the fleet" parses.
+    pub fn deploy(extension: &str, version: &str, scope: Scope) -> Operation {
+        Operation::Deploy {
+            extension: Some(extension.to_string()),
+            version: Some(version.to_string()),
+            scope: Some(scope),
+            strategy: None,
+            require_approval: None,
+            max_failures: None,
+            queue: false,
+        }
+    }
+
     /// The contract's name of the operation (`"deploy"`, `"show_health"`, ...).
     pub fn name(&self) -> &'static str {
         match self {

@@ -187,9 +187,11 @@ mod tests {
     use crate::topology::poller::PollerConfig;
     use crate::topology::{Catalog, Liveness};
 
-    #[tokio::test]
-    async fn a_registered_agent_is_polled_and_bad_registrations_change_nothing() {
-        let client = AgentClient::new(Duration::from_secs(2), Some("tok".into())).unwrap();
+    type Server = tokio::task::JoinHandle<Result<(), std::io::Error>>;
+
+    /// An empty poller behind the registration endpoint on a free port, token "tok".
+    async fn endpoint(agent_timeout: Duration) -> (Arc<Poller>, String, tokio::sync::oneshot::Sender<()>, Server) {
+        let client = AgentClient::new(agent_timeout, Some("tok".into())).unwrap();
         let poller =
             Arc::new(Poller::new(Vec::new(), client, Arc::new(Catalog::embedded().unwrap()), PollerConfig::default()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -198,6 +200,12 @@ mod tests {
         let server = tokio::spawn(serve(listener, Arc::clone(&poller), Some("tok".into()), async move {
             let _ = stopped.await;
         }));
+        (poller, url, stop, server)
+    }
+
+    #[tokio::test]
+    async fn a_registered_agent_is_polled_and_bad_registrations_change_nothing() {
+        let (poller, url, stop, server) = endpoint(Duration::from_secs(2)).await;
 
         let http = reqwest::Client::new();
         let body = serde_json::json!({"name": "edge-9", "endpoint": "http://127.0.0.1:9/", "region": "eu-west"});
@@ -256,15 +264,7 @@ mod tests {
 
     #[tokio::test]
     async fn deregistration_needs_the_token_a_known_name_and_a_registered_agent() {
-        let client = AgentClient::new(Duration::from_millis(200), Some("tok".into())).unwrap();
-        let poller =
-            Arc::new(Poller::new(Vec::new(), client, Arc::new(Catalog::embedded().unwrap()), PollerConfig::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, Arc::clone(&poller), Some("tok".into()), async move {
-            let _ = stopped.await;
-        }));
+        let (poller, url, stop, server) = endpoint(Duration::from_millis(200)).await;
         let http = reqwest::Client::new();
         let body = serde_json::json!({"name": "edge-9", "endpoint": "http://127.0.0.1:9", "region": "eu-west"});
         let resp = http.post(format!("{url}/v1/register")).bearer_auth("tok").json(&body).send().await.unwrap();
