@@ -1,6 +1,7 @@
 //! The one answer type every front-end renders: the TUI and REPL as text and tables,
 //! `chat --json` as JSON, Slack as Block Kit, voice as speech.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::ops::Operation;
@@ -56,6 +57,32 @@ impl Table {
     }
 }
 
+/// A risky operation held for yes/no, as a front-end binds its answer to it: a
+/// Slack button carries `id`, so an old button cannot answer a newer proposal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Proposal {
+    /// Unique to this proposal (random, so not reused after a restart).
+    pub id: String,
+    /// After this the yes/no is refused and nothing changes.
+    pub expires_at: DateTime<Utc>,
+    /// Who asked for it: only they (or an admin) may cancel it.
+    pub proposer: String,
+    /// What it would do, in one line.
+    pub summary: String,
+}
+
+impl Proposal {
+    pub fn new(proposer: &str, summary: &str, ttl: std::time::Duration) -> Proposal {
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        Proposal {
+            id: format!("{:016x}", rand::random::<u64>()),
+            expires_at: Utc::now().checked_add_signed(ttl).unwrap_or(DateTime::<Utc>::MAX_UTC),
+            proposer: proposer.to_string(),
+            summary: summary.to_string(),
+        }
+    }
+}
+
 /// One turn's answer. Its JSON form is what `parley chat --json` prints per turn.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reply {
@@ -66,6 +93,9 @@ pub struct Reply {
     /// Result of the feasibility check; null when nothing was checked.
     pub feasible: Option<bool>,
     pub needs_confirmation: bool,
+    /// The proposal a yes/no now answers (with `needs_confirmation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<Proposal>,
     /// The reply an operator reads.
     pub message: String,
     /// Useful next utterances or questions.
@@ -90,6 +120,7 @@ impl Reply {
             missing: Vec::new(),
             feasible: None,
             needs_confirmation: false,
+            proposal: None,
             message: message.into(),
             follow_ups: Vec::new(),
             deployment: None,

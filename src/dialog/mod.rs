@@ -4,8 +4,12 @@
 //! asks for missing slots and fills them from the next answer, resolves "it"/"that"
 //! from the conversation's context, checks roles and feasibility, holds risky
 //! operations for a yes/no (which expires after five minutes), executes, and records
-//! every executed operation in the audit log. It knows nothing about terminals, Slack
-//! or audio.
+//! every turn in the audit log (an executed operation, a refusal, a question, and
+//! what was not understood alike). It knows nothing about terminals, Slack or audio.
+//!
+//! A held yes/no is a [`Proposal`] with its own id: a front-end that shows it with
+//! buttons binds them to that id ([`Session::answer_proposal`]), so an old button can
+//! never answer a newer proposal. Only its proposer or an admin may cancel it.
 //!
 //! When the grammar understands nothing, or leaves a slot it could not fill, and a
 //! language model is configured, the model is asked; what it proposes goes through
@@ -26,7 +30,7 @@ use crate::intent::{with_slot, Vocabulary};
 use crate::llm::LlmError;
 use crate::ops::{Actor, Effect, Operation, Role, Scope};
 use crate::registry::{AuditEntry, AuditResult, DeploymentRecord};
-use crate::reply::{Outcome, Reply};
+use crate::reply::{Outcome, Proposal, Reply};
 use crate::topology::Topology;
 
 /// How long a risky operation waits for its yes/no.
@@ -47,7 +51,7 @@ enum Pending {
     /// An operation waiting for the operator to name a missing slot.
     Slots { op: Operation, missing: Vec<String>, utterance: String, via_llm: bool },
     /// A risky operation waiting for yes/no.
-    Confirm { op: Operation, feasible: Feasible, utterance: String, asked: Instant, summary: String },
+    Confirm { op: Operation, feasible: Feasible, utterance: String, asked: Instant, summary: String, proposal: Proposal },
 }
 
 /// One conversation.
@@ -65,6 +69,8 @@ pub struct Session {
     routing_notices: tokio::sync::broadcast::Receiver<String>,
     /// The front-end prints routing announcements itself.
     routing_live: bool,
+    /// Whether this turn has written its audit row yet.
+    audited: bool,
 }
 
 /// What the first reply after a restart leads with.
@@ -88,6 +94,7 @@ impl Session {
             restart_notice: None,
             routing_notices,
             routing_live: false,
+            audited: false,
         }
     }
 
@@ -125,6 +132,41 @@ impl Session {
     /// Whether a risky operation waits for yes/no.
     pub fn awaiting_confirmation(&self) -> bool {
         matches!(self.pending, Some(Pending::Confirm { .. }))
+    }
+
+    /// The risky operation waiting for yes/no, if any.
+    pub fn proposal(&self) -> Option<&Proposal> {
+        match &self.pending {
+            Some(Pending::Confirm { proposal, .. }) => Some(proposal),
+            _ => None,
+        }
+    }
+
+    /// Answers the proposal `id` (from a button bound to it) with yes or no. When
+    /// that proposal is not the one pending (answered, replaced or forgotten since),
+    /// nothing is changed and whatever is pending stays pending.
+    pub async fn answer_proposal(&mut self, id: &str, yes: bool) -> Reply {
+        let word = if yes { "yes" } else { "no" };
+        if self.proposal().is_some_and(|p| p.id == id) {
+            return self.handle(word).await;
+        }
+        self.audited = false;
+        let now = match self.proposal() {
+            Some(p) => format!(" Waiting for yes or no now: {}.", p.summary),
+            None => String::new(),
+        };
+        let reply = Reply::new(
+            Outcome::Infeasible,
+            format!("That proposal is no longer pending, so nothing was changed.{now}"),
+        )
+        .with_operation(Some(if yes { Operation::Confirm } else { Operation::Cancel }))
+        .feasible(false);
+        self.finish_turn(&format!("{word} (proposal {id})"), reply).await
+    }
+
+    /// In a shared conversation, whether the speaker may withdraw `proposal`.
+    fn may_cancel(&self, proposal: &Proposal) -> bool {
+        self.actor.name == proposal.proposer || self.actor.role >= Role::Admin
     }
 
     /// The active `watch`, if the operator asked for one.
@@ -176,7 +218,28 @@ impl Session {
 
     /// Answers one utterance.
     pub async fn handle(&mut self, utterance: &str) -> Reply {
-        let mut reply = self.answer(utterance).await;
+        self.audited = false;
+        let reply = self.answer(utterance).await;
+        self.finish_turn(utterance, reply).await
+    }
+
+    /// What every turn ends with: announcements, and the turn's audit row when
+    /// nothing more specific was written.
+    async fn finish_turn(&mut self, utterance: &str, mut reply: Reply) -> Reply {
+        if !self.audited {
+            let result = match reply.outcome {
+                // Not understood is a request that failed (the operation is null).
+                Outcome::NotUnderstood | Outcome::Failed => AuditResult::Failed,
+                Outcome::Refused => AuditResult::Refused,
+                Outcome::Infeasible => AuditResult::Infeasible,
+                _ => AuditResult::Ok,
+            };
+            let entry = AuditEntry::new(&self.actor, utterance, reply.operation.as_ref(), result, &reply.message);
+            if let Err(e) = self.services.registry.append_audit(&entry).await {
+                tracing::error!(error = %e, "could not write the audit log");
+            }
+            self.audited = true;
+        }
         let notices = self.take_routing_notices();
         if !notices.is_empty() && !self.routing_live {
             reply.message = format!("{} {}", notices.join(" "), reply.message);
@@ -199,7 +262,7 @@ impl Session {
         let parse = self.services.grammar.parse(text, &vocab);
 
         match self.pending.take() {
-            Some(Pending::Confirm { op, feasible, utterance, asked, summary }) => {
+            Some(Pending::Confirm { op, feasible, utterance, asked, summary, proposal }) => {
                 let expired = asked.elapsed() > self.confirm_ttl;
                 match parse.operation {
                     Some(Operation::Confirm) if expired => {
@@ -218,35 +281,56 @@ impl Session {
                     Some(Operation::Confirm) => {
                         if let Some(reply) = self.refusal(&op).await {
                             self.audit(&op, &utterance, AuditResult::Refused, &reply.message).await;
-                            self.pending = Some(Pending::Confirm { op, feasible, utterance, asked, summary });
+                            self.pending = Some(Pending::Confirm { op, feasible, utterance, asked, summary, proposal });
                             return reply;
                         }
                         return self.execute_and_audit(op, Some(feasible), &utterance).await;
+                    }
+                    // A shared conversation: a proposal is withdrawn only by whoever
+                    // made it, or an admin.
+                    Some(Operation::Cancel) if !expired && !self.may_cancel(&proposal) => {
+                        let reply = Reply::new(
+                            Outcome::Refused,
+                            format!(
+                                "Only {} (who asked for it) or an admin can cancel this; {} is {} {}. Still waiting for yes or no on: {summary}.",
+                                proposal.proposer,
+                                self.actor.name,
+                                if self.actor.role == Role::Viewer { "a" } else { "an" },
+                                self.actor.role.as_str()
+                            ),
+                        )
+                        .with_operation(Some(Operation::Cancel));
+                        self.pending = Some(Pending::Confirm { op, feasible, utterance, asked, summary, proposal });
+                        return reply;
                     }
                     Some(Operation::Cancel) => {
                         return Reply::new(Outcome::Cancelled, format!("Cancelled: {summary}. Nothing was changed."))
                             .with_operation(Some(Operation::Cancel));
                     }
                     Some(other) => {
+                        let may_drop = expired || self.may_cancel(&proposal);
+                        let held =
+                            Pending::Confirm { op, feasible, utterance, asked, summary: summary.clone(), proposal };
+                        let mut reply = self.proceed(other, parse.references, text, false).await;
+                        if !may_drop && self.pending.is_none() {
+                            // Someone else's question in the thread leaves the proposal
+                            // waiting: only its proposer or an admin may drop it.
+                            self.pending = Some(held);
+                            return reply;
+                        }
                         // A new request replaces the question; say so, so nobody thinks
                         // the earlier one is still waiting.
-                        let mut reply = self.proceed(other, parse.references, text, false).await;
                         reply.message = format!("(Dropped the unconfirmed request: {summary}.) {}", reply.message);
                         return reply;
                     }
                     None if !expired => {
-                        self.pending = Some(Pending::Confirm {
-                            op: op.clone(),
-                            feasible,
-                            utterance,
-                            asked,
-                            summary: summary.clone(),
-                        });
                         let mut r =
                             Reply::new(Outcome::NeedsConfirmation, format!("I'm waiting for yes or no on: {summary}."))
-                                .with_operation(Some(op))
+                                .with_operation(Some(op.clone()))
                                 .with_follow_ups(["yes", "no"]);
                         r.needs_confirmation = true;
+                        r.proposal = Some(proposal.clone());
+                        self.pending = Some(Pending::Confirm { op, feasible, utterance, asked, summary, proposal });
                         return r;
                     }
                     None => {}
@@ -469,12 +553,15 @@ impl Session {
                 .feasible(true);
                 reply.needs_confirmation = true;
                 reply.details = plan;
+                let proposal = Proposal::new(&self.actor.name, &summary, self.confirm_ttl);
+                reply.proposal = Some(proposal.clone());
                 self.pending = Some(Pending::Confirm {
                     op,
                     feasible,
                     utterance: utterance.to_string(),
                     asked: Instant::now(),
                     summary,
+                    proposal,
                 });
                 return reply;
             }
@@ -664,10 +751,11 @@ impl Session {
         }
     }
 
-    async fn audit(&self, op: &Operation, utterance: &str, result: AuditResult, message: &str) {
+    async fn audit(&mut self, op: &Operation, utterance: &str, result: AuditResult, message: &str) {
         if op.effect() == Effect::Dialog {
             return;
         }
+        self.audited = true;
         let entry = AuditEntry::new(&self.actor, utterance, Some(op), result, message);
         if let Err(e) = self.services.registry.append_audit(&entry).await {
             tracing::error!(error = %e, "could not write the audit log");
