@@ -4,13 +4,19 @@
 //! A reply becomes a `section` with the message, the table as sections of `fields`
 //! (Slack allows ten fields per section and fifty blocks per message), follow-ups as
 //! buttons whose value is the utterance they stand for, and a risky operation as a
-//! Confirm button carrying Slack's own confirm dialog plus a Cancel button.
+//! Confirm button carrying Slack's own confirm dialog plus a Cancel button, both
+//! bound to that one proposal (its id and expiry are their value). All text from
+//! outside is escaped ([`text::escape`]), so nothing a user wrote is read by Slack
+//! as a mention or a link.
 
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::reply::{Reply, Table};
+use super::text::{self, escape_within};
+use crate::reply::{Proposal, Reply, Table};
 
-/// Button action ids. A click's `value` is the utterance it stands for.
+/// Button action ids. A follow-up's `value` is the utterance it stands for; a
+/// Confirm's or Cancel's is [`answer_value`].
 pub const ACTION_FOLLOW_UP: &str = "parley_follow_up";
 pub const ACTION_CONFIRM: &str = "parley_confirm";
 pub const ACTION_CANCEL: &str = "parley_cancel";
@@ -32,7 +38,10 @@ pub fn reply_message(reply: &Reply) -> Value {
         blocks.extend(table_blocks(table));
     }
     if reply.needs_confirmation {
-        blocks.push(confirm_actions(&reply.message));
+        if let Some(p) = &reply.proposal {
+            blocks.push(context(&format!("Waiting for yes or no until {}.", p.expires_at.format("%H:%M UTC"))));
+        }
+        blocks.push(confirm_actions(&reply.message, reply.proposal.as_ref()));
     } else {
         let buttons: Vec<Value> = reply
             .follow_ups
@@ -45,25 +54,66 @@ pub fn reply_message(reply: &Reply) -> Value {
             blocks.push(json!({"type": "actions", "elements": buttons}));
         }
     }
-    json!({"text": truncate(&reply.message, MAX_SECTION_TEXT), "blocks": blocks})
+    json!({"text": escape_within(&reply.message, MAX_SECTION_TEXT), "blocks": blocks})
+}
+
+/// A message whose Confirm and Cancel are spent: the same text without its
+/// buttons, and `note` (mrkdwn, already escaped) saying what became of it.
+pub fn closed_message(shown: &Value, note: &str) -> Value {
+    let mut blocks: Vec<Value> = shown
+        .get("blocks")
+        .and_then(Value::as_array)
+        .map(|b| b.iter().filter(|b| b["type"] != "actions" && b["block_id"] != WAITING).cloned().collect())
+        .unwrap_or_default();
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]}));
+    let mut message = json!({"blocks": blocks});
+    message["text"] = shown.get("text").cloned().unwrap_or_else(|| json!(note));
+    message
+}
+
+/// A Confirm's or Cancel's value: the proposal it answers and when that expires.
+pub fn answer_value(p: &Proposal) -> String {
+    json!({"proposal": p.id, "expires_at": p.expires_at.timestamp()}).to_string()
+}
+
+/// What [`answer_value`] wrote: the proposal id and its expiry; `None` for any
+/// other value (a button from before proposals had ids).
+pub fn parse_answer_value(value: &str) -> Option<(String, DateTime<Utc>)> {
+    let v: Value = serde_json::from_str(value).ok()?;
+    let id = v.get("proposal")?.as_str()?.to_string();
+    let expires = DateTime::<Utc>::from_timestamp(v.get("expires_at")?.as_i64()?, 0)?;
+    Some((id, expires))
 }
 
 /// The one progress message of a rollout, rewritten in place as it advances.
 pub fn progress_message(deployment: &str, headline: &str, lines: &[String]) -> Value {
     let recent: Vec<&str> = lines.iter().rev().take(8).rev().map(String::as_str).collect();
-    let body = if recent.is_empty() { String::new() } else { format!("\n{}", recent.join("\n")) };
-    let text = format!("*{deployment}*: {headline}{body}");
-    json!({"text": format!("{deployment}: {headline}"), "blocks": [section(&text)]})
+    let body = if recent.is_empty() { String::new() } else { format!("\n{}", text::escape(&recent.join("\n"))) };
+    let text = format!("*{}*: {}{body}", text::escape(deployment), text::escape(headline));
+    json!({"text": escape_within(&format!("{deployment}: {headline}"), MAX_SECTION_TEXT), "blocks": [mrkdwn_section(&text)]})
 }
 
+/// A section of plain text from anywhere (escaped).
 pub fn section(text: &str) -> Value {
-    json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, MAX_SECTION_TEXT)}})
+    mrkdwn_section(&escape_within(text, MAX_SECTION_TEXT))
+}
+
+/// A section of mrkdwn this module wrote (already escaped where needed).
+fn mrkdwn_section(mrkdwn: &str) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(mrkdwn, MAX_SECTION_TEXT)}})
+}
+
+/// The block saying until when a proposal waits: dropped with the buttons.
+const WAITING: &str = "parley_waiting";
+
+fn context(plain: &str) -> Value {
+    json!({"type": "context", "block_id": WAITING, "elements": [{"type": "mrkdwn", "text": text::escape(plain)}]})
 }
 
 fn table_blocks(table: &Table) -> Vec<Value> {
     let mut blocks = Vec::new();
     if !table.title.is_empty() {
-        blocks.push(section(&format!("*{}*", escape(&table.title))));
+        blocks.push(mrkdwn_section(&format!("*{}*", escape(&table.title))));
     }
     let fields: Vec<Value> = table.rows.iter().take(MAX_ROWS).map(|row| row_field(&table.columns, row)).collect();
     for chunk in fields.chunks(FIELDS_PER_SECTION) {
@@ -86,17 +136,19 @@ fn row_field(columns: &[String], row: &[String]) -> Value {
     json!({"type": "mrkdwn", "text": truncate(&text, MAX_FIELD_TEXT)})
 }
 
-fn confirm_actions(question: &str) -> Value {
+fn confirm_actions(question: &str, proposal: Option<&Proposal>) -> Value {
+    // Without a proposal (never from the dialog) the buttons answer nothing.
+    let value = proposal.map(answer_value).unwrap_or_default();
     let dialog = json!({
         "title": {"type": "plain_text", "text": "Are you sure?"},
-        "text": {"type": "mrkdwn", "text": truncate(question, 300)},
+        "text": {"type": "mrkdwn", "text": escape_within(question, 300)},
         "confirm": {"type": "plain_text", "text": "Proceed"},
         "deny": {"type": "plain_text", "text": "Not yet"},
         "style": "danger",
     });
     json!({"type": "actions", "elements": [
-        button(ACTION_CONFIRM, "Confirm", "yes", Some(dialog)),
-        button(ACTION_CANCEL, "Cancel", "no", None),
+        button(ACTION_CONFIRM, "Confirm", &value, Some(dialog)),
+        button(ACTION_CANCEL, "Cancel", &value, None),
     ]})
 }
 
@@ -114,10 +166,7 @@ fn button(action_id: &str, label: &str, value: &str, confirm: Option<Value>) -> 
     b
 }
 
-/// Slack's mrkdwn escaping: only `&`, `<` and `>` are special.
-pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
+pub use super::text::escape;
 
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -159,12 +208,27 @@ mod tests {
         let mut reply =
             Reply::new(Outcome::NeedsConfirmation, "Deploy a<b> to eu-west? (yes/no)").with_follow_ups(["yes", "no"]);
         reply.needs_confirmation = true;
+        let proposal = Proposal::new("U1", "deploy a<b> to eu-west", std::time::Duration::from_secs(60));
+        reply.proposal = Some(proposal.clone());
         let m = reply_message(&reply);
-        let actions = &m["blocks"][1]["elements"];
+        assert_eq!(m["text"], "Deploy a&lt;b&gt; to eu-west? (yes/no)");
+        assert_eq!(m["blocks"][0]["text"]["text"], "Deploy a&lt;b&gt; to eu-west? (yes/no)");
+        assert_eq!(m["blocks"][1]["block_id"], WAITING);
+        let actions = &m["blocks"][2]["elements"];
         assert_eq!(actions[0]["action_id"], ACTION_CONFIRM);
-        assert_eq!(actions[0]["value"], "yes");
+        // Both buttons name this proposal and its expiry, nothing else.
+        assert_eq!(parse_answer_value(actions[0]["value"].as_str().unwrap()), Some((proposal.id.clone(),
+            DateTime::<Utc>::from_timestamp(proposal.expires_at.timestamp(), 0).unwrap())));
+        assert_eq!(actions[1]["value"], actions[0]["value"]);
+        assert_eq!(parse_answer_value("yes"), None);
         assert_eq!(actions[0]["confirm"]["confirm"]["text"], "Proceed");
-        assert_eq!(actions[1]["value"], "no");
+        assert_eq!(actions[0]["confirm"]["text"]["text"], "Deploy a&lt;b&gt; to eu-west? (yes/no)");
+        // Once answered: the same words, no buttons, and what became of it.
+        let closed = closed_message(&m, "Confirmed by <@U1>");
+        let kinds: Vec<&str> = closed["blocks"].as_array().unwrap().iter().map(|b| b["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["section", "context"]);
+        assert_eq!(closed["blocks"][1]["elements"][0]["text"], "Confirmed by <@U1>");
+        assert_eq!(closed["text"], m["text"]);
         assert_eq!(escape("a<b>&"), "a&lt;b&gt;&amp;");
         assert_eq!(truncate(&"x".repeat(80), MAX_BUTTON_TEXT).chars().count(), 75);
     }

@@ -9,8 +9,17 @@
 //! in the channel and becomes the root of the thread its conversation goes on in. The speaker of each turn becomes the session's actor
 //! (`name`: Slack user id, `frontend`: `slack:<channel>`, `role` from the config),
 //! which is what the role check and the audit log see. Redelivered events are
-//! dropped by key in a bounded recently-seen set. Rollout progress is one message
-//! per deployment, rewritten with `chat.update`; the end posts a summary.
+//! dropped by key in a bounded recently-seen set. Messages from bots (another app's
+//! mention, or this bot's own) are never answered, so two bots cannot talk in a loop.
+//!
+//! A Confirm or Cancel button answers the one proposal it was shown with (its value
+//! names it); once that proposal is answered, replaced or expired, the message is
+//! rewritten without its buttons, saying who answered and when.
+//!
+//! Rollout progress is one message per deployment, rewritten with `chat.update`; the
+//! end posts a summary. Events are recorded as they come, whoever started the
+//! rollout, and a finished one is kept for a while, so a rollout that ends before its
+//! "Started" reply is posted (a 429 can hold that back) still reports how it ended.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,15 +32,22 @@ use tokio::time::Instant;
 
 use super::blocks;
 use super::config::{Secrets, SlackSettings};
+use super::text;
 use super::web::WebClient;
 use crate::dialog::Session;
-use crate::ops::Actor;
+use crate::ops::{Actor, DeploymentStatus};
 use crate::orchestrate::{announce, RolloutEvent};
 use crate::reply::Outcome;
 
 /// How many event keys are remembered for de-duplication. Slack redelivers within
 /// minutes, so a few thousand recent keys are plenty and the memory stays bounded.
 const SEEN_CAPACITY: usize = 10_000;
+
+/// How long the progress of a rollout nobody in Slack follows (yet) is kept after it
+/// finished, and at most how many such: a reply held back by Slack's rate limits
+/// (`Retry-After`, five attempts) still finds how its rollout ended.
+const KEEP_FINISHED: Duration = Duration::from_secs(15 * 60);
+const MAX_UNFOLLOWED: usize = 256;
 
 /// Sessions are created by the application (`Parley::session`), not by the bridge.
 pub type SessionFactory = Box<dyn Fn(Actor) -> Session + Send + Sync>;
@@ -48,6 +64,28 @@ pub struct Inbound {
     /// A slash command's `response_url`: the answer goes there (to the user only)
     /// when the bot may not post in the channel.
     pub response_url: Option<String>,
+    /// A click on Confirm or Cancel: the proposal it answers.
+    pub answer: Option<Answer>,
+}
+
+/// A Confirm or Cancel click.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The proposal the button was shown with; empty for a button that names none.
+    pub proposal: String,
+    pub yes: bool,
+    /// The message the button is on, and that message as Slack sent it (for
+    /// rewriting it without its buttons).
+    pub message_ts: String,
+    pub message: Option<Value>,
+}
+
+/// A message in this thread showing Confirm and Cancel for a proposal.
+struct Shown {
+    proposal: String,
+    ts: String,
+    message: Value,
+    expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 type ThreadKey = (String, String);
@@ -152,6 +190,7 @@ impl Bridge {
     ) {
         let channel = key.0.clone();
         let mut session: Option<Session> = None;
+        let mut shown: Vec<Shown> = Vec::new();
         while let Some(inbound) = rx.recv().await {
             let actor = self.actor(&inbound.user, &channel);
             let session = match &mut session {
@@ -161,15 +200,34 @@ impl Bridge {
                 }
                 None => session.insert((self.factory)(actor)),
             };
-            let reply = session.handle(&inbound.text).await;
+            // Events of a rollout this turn starts come after this instant.
+            let turn_began = Instant::now();
+            let before = session.proposal().map(|p| p.id.clone());
+            let reply = match &inbound.answer {
+                Some(a) => session.answer_proposal(&a.proposal, a.yes).await,
+                None => session.handle(&inbound.text).await,
+            };
+            let pending = session.proposal().map(|p| p.id.clone());
+            self.close_answered(&channel, &inbound, before.as_deref(), pending.as_deref(), &mut shown).await;
             let message = blocks::reply_message(&reply);
             let token = &self.secrets.bot_token;
             match self.web.post_message(token, &channel, thread_ts.as_deref(), &message).await {
-                Ok(ts) if thread_ts.is_none() && !ts.is_empty() => {
-                    self.rekey(&key, (channel.clone(), ts.clone()));
-                    thread_ts = Some(ts);
+                Ok(ts) => {
+                    if let (true, Some(p)) = (reply.needs_confirmation, &reply.proposal) {
+                        if !ts.is_empty() {
+                            shown.push(Shown {
+                                proposal: p.id.clone(),
+                                ts: ts.clone(),
+                                message: message.clone(),
+                                expires_at: p.expires_at,
+                            });
+                        }
+                    }
+                    if thread_ts.is_none() && !ts.is_empty() {
+                        self.rekey(&key, (channel.clone(), ts.clone()));
+                        thread_ts = Some(ts);
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(channel, error = %e, "could not post a reply to slack");
                     if let Some(url) = &inbound.response_url {
@@ -182,15 +240,78 @@ impl Bridge {
                 }
             }
             if let (Some(id), Outcome::Started, Some(thread)) = (&reply.deployment, reply.outcome, &thread_ts) {
-                self.follow(id, &channel, thread);
+                self.follow(id, &channel, thread, turn_began);
             }
         }
     }
 
-    /// Progress of `deployment` goes to this thread from now on.
-    fn follow(&self, deployment: &str, channel: &str, thread_ts: &str) {
+    /// Rewrites, without their buttons, the messages whose proposal is no longer
+    /// pending after this turn (`before`: pending before it, `pending`: now), saying
+    /// what became of it. A click on a button that answers nothing pending closes
+    /// the message it is on too.
+    async fn close_answered(
+        &self,
+        channel: &str,
+        inbound: &Inbound,
+        before: Option<&str>,
+        pending: Option<&str>,
+        shown: &mut Vec<Shown>,
+    ) {
+        let now = chrono::Utc::now();
+        let at = now.format("%H:%M:%S UTC");
+        let who = text::user_mention(&inbound.user);
+        let token = &self.secrets.bot_token;
+        let (closed, open): (Vec<Shown>, Vec<Shown>) = shown.drain(..).partition(|s| Some(s.proposal.as_str()) != pending);
+        *shown = open;
+        let mut rewritten: Vec<String> = Vec::new();
+        for s in closed {
+            let note = match &inbound.answer {
+                // This click answered it.
+                Some(a) if a.proposal == s.proposal && before == Some(s.proposal.as_str()) => {
+                    if now > s.expires_at {
+                        format!("Expired at {}; nothing was changed.", s.expires_at.format("%H:%M UTC"))
+                    } else if a.yes {
+                        format!("Confirmed by {who} at {at}.")
+                    } else {
+                        format!("Cancelled by {who} at {at}.")
+                    }
+                }
+                _ if now > s.expires_at => {
+                    format!("Expired at {}; nothing was changed by it.", s.expires_at.format("%H:%M UTC"))
+                }
+                _ => format!("No longer pending after {who}'s message at {at}; these buttons do nothing now."),
+            };
+            if let Err(e) = self.web.update(token, channel, &s.ts, &blocks::closed_message(&s.message, &note)).await {
+                tracing::warn!(channel, error = %e, "could not close a confirmation in slack");
+            }
+            rewritten.push(s.ts);
+        }
+        // A button from a message this conversation no longer knows (an earlier
+        // session, a restart): its message is closed from what Slack sent.
+        if let Some(a) = &inbound.answer {
+            let answered_now = before == Some(a.proposal.as_str()) && pending != before;
+            let still_open = Some(a.proposal.as_str()) == pending;
+            if !still_open && !answered_now && !rewritten.contains(&a.message_ts) {
+                if let Some(message) = a.message.as_ref().filter(|m| m.get("blocks").is_some()) {
+                    let note = format!("No longer pending; {who} clicked at {at} and nothing was changed.");
+                    let closed = blocks::closed_message(message, &note);
+                    if let Err(e) = self.web.update(token, channel, &a.message_ts, &closed).await {
+                        tracing::warn!(channel, error = %e, "could not close a stale confirmation in slack");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Progress of `deployment` goes to this thread from now on. What was recorded
+    /// of it before `since` belongs to an earlier run (a finished rollout now rolled
+    /// back or retried) and is dropped; anything since is kept and reported.
+    fn follow(&self, deployment: &str, channel: &str, thread_ts: &str, since: Instant) {
         let mut progress = lock(&self.progress);
         let p = progress.entry(deployment.to_string()).or_default();
+        if p.finished_at.is_some_and(|t| t < since) {
+            *p = Progress::default();
+        }
         p.location = Some((channel.to_string(), thread_ts.to_string()));
         p.dirty = true;
         drop(progress);
@@ -198,23 +319,34 @@ impl Bridge {
     }
 
     /// Follows the orchestrator's events until they end, keeping one progress
-    /// message per followed deployment up to date. Events that arrive together are
-    /// folded into one update, so a fast rollout does not flood Slack.
+    /// message per followed deployment up to date. Receiving never waits for Slack
+    /// (a slow or rate-limited `chat.update` cannot make the event channel lag), and
+    /// events that arrive while an update is on its way are folded into the next one,
+    /// so a fast rollout does not flood Slack.
     pub async fn run_progress(self: Arc<Self>, mut events: broadcast::Receiver<RolloutEvent>) {
-        loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    Ok(e) => self.record(&e),
+        let receive = async {
+            loop {
+                match events.recv().await {
+                    Ok(e) => {
+                        self.record(&e);
+                        self.progress_changed.notify_one();
+                    }
                     Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(n, "slack progress missed events"),
                     Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = self.progress_changed.notified() => {}
+                }
             }
-            while let Ok(e) = events.try_recv() {
-                self.record(&e);
+        };
+        let publish = async {
+            loop {
+                self.progress_changed.notified().await;
+                self.flush().await;
             }
-            self.flush().await;
+        };
+        tokio::select! {
+            () = receive => {}
+            () = publish => {}
         }
+        self.flush().await;
     }
 
     fn record(&self, event: &RolloutEvent) {
@@ -223,7 +355,10 @@ impl Bridge {
         let p = progress.entry(id.to_string()).or_default();
         match event {
             RolloutEvent::AgentInstalled { .. } => p.installed += 1,
-            RolloutEvent::Finished { .. } => p.finished = announce(event),
+            RolloutEvent::Finished { status, .. } => {
+                p.finished = announce(event).map(|summary| (*status, summary));
+                p.finished_at = Some(Instant::now());
+            }
             _ => {}
         }
         if let Some(line) = announce(event) {
@@ -238,9 +373,24 @@ impl Bridge {
     async fn flush(&self) {
         let work: Vec<(String, Progress)> = {
             let mut progress = lock(&self.progress);
-            // Deployments nobody in Slack started are not ours to report; forget them
-            // once they finish so the map stays small.
-            progress.retain(|_, p| p.location.is_some() || p.finished.is_none());
+            // Deployments nobody in Slack follows are kept a while after they finish
+            // (their follower may still be on its way), then forgotten, so the map
+            // stays small.
+            let now = Instant::now();
+            progress.retain(|_, p| {
+                p.location.is_some() || p.finished_at.is_none_or(|t| now.saturating_duration_since(t) < KEEP_FINISHED)
+            });
+            let mut unfollowed: Vec<(Instant, String)> = progress
+                .iter()
+                .filter(|(_, p)| p.location.is_none())
+                .filter_map(|(id, p)| p.finished_at.map(|t| (t, id.clone())))
+                .collect();
+            if unfollowed.len() > MAX_UNFOLLOWED {
+                unfollowed.sort();
+                for (_, id) in unfollowed.iter().take(unfollowed.len() - MAX_UNFOLLOWED) {
+                    progress.remove(id);
+                }
+            }
             progress
                 .iter_mut()
                 .filter(|(_, p)| p.dirty && p.location.is_some())
@@ -253,7 +403,7 @@ impl Bridge {
         for (id, p) in work {
             let Some((channel, thread)) = &p.location else { continue };
             let headline = match &p.finished {
-                Some(_) => "finished".to_string(),
+                Some((status, _)) => status.to_string(),
                 None => {
                     format!("in progress, {} agent{} installed", p.installed, if p.installed == 1 { "" } else { "s" })
                 }
@@ -276,7 +426,7 @@ impl Bridge {
                     }
                 },
             };
-            if let Some(summary) = &p.finished {
+            if let Some((_, summary)) = &p.finished {
                 let m = blocks::reply_message(&crate::reply::Reply::new(Outcome::Done, summary.clone()));
                 if let Err(e) = self.web.post_message(token, channel, Some(thread), &m).await {
                     tracing::warn!(deployment = id, error = %e, "could not post the slack summary");
@@ -295,7 +445,9 @@ struct Progress {
     ts: Option<String>,
     installed: usize,
     lines: Vec<String>,
-    finished: Option<String>,
+    /// How it ended, and the sentence that says so.
+    finished: Option<(DeploymentStatus, String)>,
+    finished_at: Option<Instant>,
     dirty: bool,
 }
 
@@ -403,41 +555,60 @@ impl Seen {
     }
 }
 
-/// An `event_callback` with an `app_mention`, or a direct message from a person.
-/// Returns the `event_id` (for de-duplication) and what was said.
+/// An `event_callback` with an `app_mention`, or a direct message, from a person.
+/// Returns the `event_id` (for de-duplication) and what was said, decoded from
+/// Slack's formatting. Anything a bot wrote is ignored: it carries `bot_id` or the
+/// `bot_message` subtype, or comes from this app's own bot user (named in the
+/// payload's `authorizations`).
 pub fn parse_event(payload: &Value) -> Option<(Option<String>, Inbound)> {
     if payload.get("type")?.as_str()? != "event_callback" {
         return None;
     }
     let event = payload.get("event")?;
     let kind = event.get("type")?.as_str()?;
+    let own: Vec<String> = payload
+        .get("authorizations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|a| a.get("is_bot").and_then(Value::as_bool) == Some(true))
+        .filter_map(|a| a.get("user_id").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let user = event.get("user").and_then(Value::as_str);
+    let subtype = event.get("subtype").and_then(Value::as_str);
+    if event.get("bot_id").is_some() || subtype == Some("bot_message") || user.is_some_and(|u| own.iter().any(|o| o == u)) {
+        return None;
+    }
     let direct = kind == "message"
         && event.get("channel_type").and_then(Value::as_str) == Some("im")
-        // Edits, joins and the bot's own messages come as subtypes or with bot_id.
-        && event.get("subtype").is_none()
-        && event.get("bot_id").is_none();
+        // Edits, joins and the like come as subtypes.
+        && subtype.is_none();
     if !(kind == "app_mention" || direct) {
         return None;
     }
     let ts = event.get("ts")?.as_str()?;
+    let raw = event.get("text").and_then(Value::as_str).unwrap_or("");
     let inbound = Inbound {
         channel: event.get("channel")?.as_str()?.to_string(),
         thread_ts: Some(event.get("thread_ts").and_then(Value::as_str).unwrap_or(ts).to_string()),
-        user: event.get("user")?.as_str()?.to_string(),
-        text: strip_mentions(event.get("text").and_then(Value::as_str).unwrap_or("")),
+        user: user?.to_string(),
+        text: text::decode(strip_leading_mention(raw, &own), &own),
         response_url: None,
+        answer: None,
     };
     let id = payload.get("event_id").and_then(Value::as_str).map(str::to_string);
     Some((id, inbound))
 }
 
-/// A `block_actions` click on one of our buttons: its value is the utterance.
+/// A `block_actions` click on one of our buttons: a follow-up's value is the
+/// utterance; Confirm and Cancel answer the proposal their value names.
 pub fn parse_block_actions(payload: &Value) -> Option<(String, Inbound)> {
     if payload.get("type")?.as_str()? != "block_actions" {
         return None;
     }
     let action = payload.get("actions")?.as_array()?.first()?;
     let value = action.get("value")?.as_str()?;
+    let action_id = action.get("action_id")?.as_str()?;
     let message = payload.get("message");
     let thread_ts = payload
         .get("container")
@@ -447,14 +618,30 @@ pub fn parse_block_actions(payload: &Value) -> Option<(String, Inbound)> {
         .and_then(Value::as_str)?;
     let user = payload.get("user")?.get("id")?.as_str()?;
     let action_ts = action.get("action_ts").and_then(Value::as_str).unwrap_or("");
+    let answer = match action_id {
+        blocks::ACTION_CONFIRM | blocks::ACTION_CANCEL => Some(Answer {
+            // A value naming no proposal (an older message's "yes") answers nothing.
+            proposal: blocks::parse_answer_value(value).map(|(id, _)| id).unwrap_or_default(),
+            yes: action_id == blocks::ACTION_CONFIRM,
+            message_ts: message
+                .and_then(|m| m.get("ts"))
+                .or_else(|| payload.get("container").and_then(|c| c.get("message_ts")))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            message: message.cloned(),
+        }),
+        _ => None,
+    };
     let inbound = Inbound {
         channel: payload.get("channel")?.get("id")?.as_str()?.to_string(),
         thread_ts: Some(thread_ts.to_string()),
         user: user.to_string(),
-        text: value.to_string(),
+        text: if answer.is_some() { String::new() } else { value.to_string() },
         response_url: None,
+        answer,
     };
-    Some((format!("action:{user}:{action_ts}:{}", action.get("action_id")?.as_str()?), inbound))
+    Some((format!("action:{user}:{action_ts}:{action_id}"), inbound))
 }
 
 /// A slash command (`/parley how healthy is eu-west`): Socket Mode's
@@ -470,28 +657,25 @@ pub fn parse_slash_command(payload: &Value) -> Option<(Option<String>, Inbound)>
         channel: field("channel_id")?.to_string(),
         thread_ts: None,
         user: field("user_id")?.to_string(),
-        text: text.split_whitespace().collect::<Vec<_>>().join(" "),
+        text: text::decode(text, &[]),
         response_url: field("response_url").map(str::to_string),
+        answer: None,
     };
     Some((field("trigger_id").map(|t| format!("command:{t}")), inbound))
 }
 
-/// `<@U123> how healthy is us-east?` -> `how healthy is us-east?`
-fn strip_mentions(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("<@") {
-        out.push_str(&rest[..start]);
-        match rest[start..].find('>') {
-            Some(end) => rest = &rest[start + end + 1..],
-            None => {
-                rest = &rest[start..];
-                break;
-            }
+/// `<@U123> how healthy is us-east?` -> `how healthy is us-east?`: the mention an
+/// `app_mention` starts with is the bot's, even where the payload does not say
+/// which user the bot is. Mentions of anyone else are left for [`text::decode`].
+fn strip_leading_mention<'a>(text: &'a str, own: &[String]) -> &'a str {
+    let trimmed = text.trim_start();
+    if let (true, Some(end)) = (trimmed.starts_with("<@"), trimmed.find('>')) {
+        let id = trimmed[2..end].split('|').next().unwrap_or("");
+        if own.is_empty() || own.iter().any(|o| o == id) {
+            return &trimmed[end + 1..];
         }
     }
-    out.push_str(rest);
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
+    text
 }
 
 #[cfg(test)]
@@ -513,6 +697,7 @@ mod tests {
                 user: "U1".into(),
                 text: "how healthy is us-east?".into(),
                 response_url: None,
+                answer: None,
             }
         );
         let bot = json!({"type": "event_callback", "event": {"type": "message", "channel_type": "im",
@@ -522,8 +707,37 @@ mod tests {
             "container": {"thread_ts": "10.1"}, "message": {"ts": "11.0"},
             "actions": [{"action_id": "parley_confirm", "value": "yes", "action_ts": "12.0"}]});
         let (key, i) = parse_block_actions(&click).unwrap();
-        assert_eq!((i.thread_ts.as_deref(), i.text.as_str(), i.user.as_str()), (Some("10.1"), "yes", "U2"));
+        assert_eq!((i.thread_ts.as_deref(), i.user.as_str()), (Some("10.1"), "U2"));
+        // A bare "yes" names no proposal, so it answers none.
+        let answer = i.answer.unwrap();
+        assert_eq!((answer.proposal.as_str(), answer.yes, answer.message_ts.as_str()), ("", true, "11.0"));
         assert_eq!(key, "action:U2:12.0:parley_confirm");
+        let follow_up = json!({"type": "block_actions", "user": {"id": "U2"}, "channel": {"id": "C1"},
+            "container": {"thread_ts": "10.1"}, "message": {"ts": "11.0"},
+            "actions": [{"action_id": "parley_follow_up_0", "value": "show topology", "action_ts": "12.1"}]});
+        let (_, i) = parse_block_actions(&follow_up).unwrap();
+        assert_eq!((i.text.as_str(), i.answer), ("show topology", None));
+    }
+
+    #[test]
+    fn what_bots_write_is_never_answered() {
+        let auth = json!([{"enterprise_id": null, "team_id": "T1", "user_id": "UBOT", "is_bot": true}]);
+        let event = |event: Value| json!({"type": "event_callback", "event_id": "Ev9", "authorizations": auth, "event": event});
+        // Another app mentioning this one: it has a bot_id.
+        let other_bot = event(json!({"type": "app_mention", "user": "UOTHERBOT", "bot_id": "B2", "channel": "C1",
+            "ts": "1.1", "text": "<@UBOT> how healthy is us-east?"}));
+        assert!(parse_event(&other_bot).is_none());
+        let legacy = event(json!({"type": "app_mention", "subtype": "bot_message", "username": "relay",
+            "channel": "C1", "ts": "1.2", "text": "<@UBOT> help"}));
+        assert!(parse_event(&legacy).is_none());
+        let own = event(json!({"type": "message", "channel_type": "im", "user": "UBOT", "channel": "D1",
+            "ts": "1.3", "text": "I didn't understand"}));
+        assert!(parse_event(&own).is_none());
+        // A person, naming the bot and a channel, with Slack's escaping.
+        let person = event(json!({"type": "app_mention", "user": "U1", "channel": "C1", "ts": "1.4",
+            "text": "<@UBOT> how healthy is <#C7|eu-west> &amp; <@U2>?"}));
+        let (_, i) = parse_event(&person).unwrap();
+        assert_eq!(i.text, "how healthy is eu-west & @U2 ?");
     }
 
     #[test]
@@ -542,6 +756,7 @@ mod tests {
                 user: "U7".into(),
                 text: "how healthy is eu-west".into(),
                 response_url: Some("https://hooks.slack.com/commands/T1/1/x".into()),
+                answer: None,
             }
         );
         let bare = json!({"command": "/parley", "text": "", "user_id": "U7", "channel_id": "C9"});

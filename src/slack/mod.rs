@@ -11,6 +11,7 @@ pub mod bridge;
 pub mod config;
 pub mod events;
 pub mod socket;
+pub mod text;
 pub mod tls;
 pub mod web;
 
