@@ -11,7 +11,7 @@ use parley::config::Config;
 use parley::slack::config::{Secret, Secrets, SlackMode};
 use parley::slack::{self, socket::SocketOptions, SlackRun};
 use serde_json::Value;
-use slack_fake::{block_actions, click, mention, slash_command, slash_fields, FakeSlack};
+use slack_fake::{block_actions, bot_mention, button_value, click, mention, slash_command, slash_fields, FakeSlack};
 
 struct Bridge {
     fake: FakeSlack,
@@ -108,9 +108,12 @@ async fn a_deploy_is_confirmed_by_a_button_click_and_reported_in_its_thread() {
     let question = calls.iter().find(|c| c.method == "chat.postMessage").unwrap();
     let actions = question.body["blocks"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(actions["type"], "actions", "{:#?}", question.body);
-    assert_eq!(actions["elements"][0]["value"], "yes");
+    // The button names the proposal it was shown with.
+    let value = actions["elements"][0]["value"].as_str().unwrap();
+    assert!(slack::blocks::parse_answer_value(value).is_some(), "{value}");
     assert!(actions["elements"][0]["confirm"]["title"].is_object());
-    b.fake.send(click("e2", "UOPER", "C1", "200.1", "9000.0001", "parley_confirm", "yes"));
+    let question_ts = question.ts.clone().unwrap();
+    b.fake.send(b.fake.click_on("e2", "UOPER", "C1", &question_ts, "parley_confirm").unwrap());
     b.fake
         .wait_for("a summary", |c| {
             c.iter().any(|c| c.body["thread_ts"] == "200.1" && text_of(c).contains("d-1: succeeded"))
@@ -380,11 +383,11 @@ async fn a_slash_command_over_http_is_acked_at_once_and_its_confirm_button_conti
     let question = calls.iter().find(|c| c.method == "chat.postMessage").unwrap();
     assert!(question.body.get("thread_ts").is_none(), "{:#?}", question.body);
     assert!(question.body["text"].as_str().unwrap().contains("eu-west"), "{:#?}", question.body);
-    let actions = question.body["blocks"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(actions["elements"][0]["value"], "yes", "{:#?}", question.body);
     // The question was posted as 9000.0001; its Confirm button, clicked over HTTP.
     let question_ts = "9000.0001";
-    let payload = block_actions("a1", "UOPER", "C1", None, question_ts, "parley_confirm", "yes");
+    assert_eq!(question.ts.as_deref(), Some(question_ts));
+    let value = button_value(&question.body, "parley_confirm").unwrap();
+    let payload = block_actions("a1", "UOPER", "C1", None, question_ts, "parley_confirm", &value);
     let body = form(&[("payload".to_string(), payload.to_string())]);
     let clicked = post_signed(addr, "/slack/interactive", "application/x-www-form-urlencoded", body).await;
     assert_eq!(clicked.status(), 200);
@@ -518,4 +521,198 @@ async fn a_burst_of_envelopes_is_acked_and_handed_on_once_each_in_order() {
     assert_eq!(*record.0.lock().unwrap(), ids);
     assert_eq!(fake.acks().into_iter().map(|a| a.0).collect::<Vec<_>>(), ids);
     let _ = stop.send(true);
+}
+
+/// The `n`th (1-based) message the bot posted in `thread`, once there is one.
+async fn nth_post(fake: &FakeSlack, channel: &str, thread: &str, n: usize) -> slack_fake::Call {
+    fake.wait_for(&format!("post #{n} in {thread}"), |_| replies_in_thread(fake, channel, thread).len() >= n).await;
+    replies_in_thread(fake, channel, thread).swap_remove(n - 1)
+}
+
+fn has_buttons(message: &Value) -> bool {
+    message["blocks"].as_array().unwrap().iter().any(|b| b["type"] == "actions")
+}
+
+/// The context line a closed confirmation ends with.
+fn closing_note(message: &Value) -> String {
+    let last = message["blocks"].as_array().unwrap().last().unwrap();
+    last["elements"][0]["text"].as_str().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_confirm_button_confirms_nothing_and_a_spent_one_is_closed() {
+    let b = start(SlackMode::Socket).await;
+    b.fake.send(mention("e1", "Ev1", "UOPER", "C1", "210.1", None, "roll out auth-filter 2.1.0 to eu-west"));
+    let q1 = nth_post(&b.fake, "C1", "210.1", 1).await;
+    assert!(has_buttons(&q1.body), "{:#?}", q1.body);
+    let q1_ts = q1.ts.clone().unwrap();
+    let eu_west_yes = button_value(&q1.body, "parley_confirm").unwrap();
+    // A newer proposal in the same thread replaces it, and its message loses its buttons.
+    b.fake.send(mention("e2", "Ev2", "UOPER", "C1", "210.2", Some("210.1"), "roll out auth-filter 2.1.0 to us-east"));
+    let q2 = nth_post(&b.fake, "C1", "210.1", 2).await;
+    let q2_ts = q2.ts.clone().unwrap();
+    assert!(text_of(&q2).contains("us-east"), "{:#?}", q2.body);
+    b.fake.wait_for("the eu-west question closed", |c| c.iter().any(|c| c.method == "chat.update" && c.ts.as_deref() == Some(q1_ts.as_str()))).await;
+    let closed = b.fake.message("C1", &q1_ts).unwrap();
+    assert!(!has_buttons(&closed), "{closed:#?}");
+    assert!(closing_note(&closed).starts_with("No longer pending after <@UOPER>'s message at "), "{closed:#?}");
+    assert!(text_of(&q1).contains("eu-west"));
+    assert_eq!(closed["text"], q1.body["text"], "the question's words stay");
+    // The eu-west Confirm, clicked anyway (a screen not yet updated): nothing starts.
+    b.fake.send(click("e3", "UOPER", "C1", "210.1", &q1_ts, "parley_confirm", &eu_west_yes));
+    let refusal = nth_post(&b.fake, "C1", "210.1", 3).await;
+    assert!(
+        text_of(&refusal).starts_with("That proposal is no longer pending, so nothing was changed. Waiting for yes or no now: "),
+        "{:#?}",
+        refusal.body
+    );
+    assert!(text_of(&refusal).contains("us-east"), "{:#?}", refusal.body);
+    assert!(b.parley.services().registry.deployment_by_name("d-1").await.unwrap().is_none());
+    // The us-east question still waits, and its own Confirm starts us-east.
+    assert!(has_buttons(&b.fake.message("C1", &q2_ts).unwrap()));
+    b.fake.send(b.fake.click_on("e4", "UOPER", "C1", &q2_ts, "parley_confirm").unwrap());
+    b.fake
+        .wait_for("the summary", |c| c.iter().any(|c| c.body["thread_ts"] == "210.1" && text_of(c).contains("d-1: succeeded")))
+        .await;
+    let d = b.parley.services().registry.deployment_by_name("d-1").await.unwrap().unwrap();
+    assert_eq!(d.utterance, "roll out auth-filter 2.1.0 to us-east");
+    let confirmed = b.fake.message("C1", &q2_ts).unwrap();
+    assert!(!has_buttons(&confirmed), "{confirmed:#?}");
+    assert!(closing_note(&confirmed).starts_with("Confirmed by <@UOPER> at "), "{confirmed:#?}");
+    assert!(b.fake.click_on("e5", "UOPER", "C1", &q2_ts, "parley_confirm").is_none(), "a spent button is gone");
+    // Clicked twice before Slack showed the update: the second click changes nothing.
+    let us_east_yes = button_value(&q2.body, "parley_confirm").unwrap();
+    let before = replies_in_thread(&b.fake, "C1", "210.1").len();
+    b.fake.send(click("e6", "UOPER", "C1", "210.1", &q2_ts, "parley_confirm", &us_east_yes));
+    let again = nth_post(&b.fake, "C1", "210.1", before + 1).await;
+    assert_eq!(text_of(&again), "That proposal is no longer pending, so nothing was changed.");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d = b.parley.services().registry.deployment_by_name("d-1").await.unwrap().unwrap();
+    assert_eq!(d.status.as_str(), "succeeded");
+    assert!(b.parley.services().registry.deployment_by_name("d-2").await.unwrap().is_none());
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_proposer_or_an_admin_can_cancel_a_pending_rollout() {
+    let b = start(SlackMode::Socket).await;
+    b.fake.send(mention("e1", "Ev1", "UOPER", "C1", "220.1", None, "roll out auth-filter 2.1.0 to eu-west"));
+    let q = nth_post(&b.fake, "C1", "220.1", 1).await;
+    let q_ts = q.ts.clone().unwrap();
+    // A viewer presses Cancel on the operator's rollout: refused, and it still waits.
+    b.fake.send(b.fake.click_on("e2", "UVIEW", "C1", &q_ts, "parley_cancel").unwrap());
+    let refused = nth_post(&b.fake, "C1", "220.1", 2).await;
+    assert!(
+        text_of(&refused).starts_with("Only UOPER (who asked for it) or an admin can cancel this; UVIEW is a viewer. Still waiting for yes or no on: "),
+        "{:#?}",
+        refused.body
+    );
+    // Nor may the viewer confirm it, and a question of theirs in the thread leaves it waiting.
+    b.fake.send(b.fake.click_on("e3", "UVIEW", "C1", &q_ts, "parley_confirm").unwrap());
+    let refused = nth_post(&b.fake, "C1", "220.1", 3).await;
+    assert!(text_of(&refused).contains("needs the operator role; UVIEW is a viewer"), "{:#?}", refused.body);
+    b.fake.send(mention("e4", "Ev4", "UVIEW", "C1", "220.2", Some("220.1"), "how healthy is eu-west?"));
+    let answer = nth_post(&b.fake, "C1", "220.1", 4).await;
+    assert!(!text_of(&answer).contains("Dropped"), "{:#?}", answer.body);
+    assert!(has_buttons(&b.fake.message("C1", &q_ts).unwrap()), "the proposal's buttons stay");
+    assert!(!b.fake.calls().iter().any(|c| c.method == "chat.update"), "{:#?}", b.fake.calls());
+    // An admin may withdraw it.
+    b.fake.send(b.fake.click_on("e5", "UADMIN", "C1", &q_ts, "parley_cancel").unwrap());
+    let cancelled = nth_post(&b.fake, "C1", "220.1", 5).await;
+    assert!(text_of(&cancelled).starts_with("Cancelled: "), "{:#?}", cancelled.body);
+    b.fake.wait_for("the question closed", |c| c.iter().any(|c| c.method == "chat.update")).await;
+    let closed = b.fake.message("C1", &q_ts).unwrap();
+    assert!(!has_buttons(&closed));
+    assert!(closing_note(&closed).starts_with("Cancelled by <@UADMIN> at "), "{closed:#?}");
+    assert!(b.parley.services().registry.deployment_by_name("d-1").await.unwrap().is_none());
+    let audit = b.parley.services().registry.list_audit(None, 20).await.unwrap();
+    assert!(
+        audit.iter().any(|a| a.actor == "UVIEW"
+            && a.result.as_str() == "refused"
+            && a.operation.as_ref().is_some_and(|o| o["op"] == "cancel")),
+        "{audit:#?}"
+    );
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_from_slack_is_decoded_and_nothing_a_user_wrote_pings_anyone() {
+    let b = start(SlackMode::Socket).await;
+    let sneaky = "<!channel> <!here> <!subteam^S123|@oncall> &lt;b&gt; &amp; <@U0SOMEONE> now";
+    b.fake.send(mention("e1", "Ev1", "UVIEW", "C1", "230.1", None, sneaky));
+    let reply = nth_post(&b.fake, "C1", "230.1", 1).await;
+    assert_eq!(
+        text_of(&reply),
+        "I didn't understand \"@channel @here @oncall &lt;b&gt; &amp; @U0SOMEONE now\". Try one of these, or `help` for more."
+    );
+    // No mention, broadcast or link of the user's anywhere in what was sent.
+    let sent = reply.body.to_string();
+    for control in ["<!", "<@", "<#", "<http"] {
+        assert!(!sent.contains(control), "{control} in {sent}");
+    }
+    // A channel link reads as its name.
+    b.fake.send(mention("e2", "Ev2", "UVIEW", "C1", "230.2", None, "how healthy is <#C0EUWEST|eu-west>?"));
+    let answer = nth_post(&b.fake, "C1", "230.2", 1).await;
+    assert!(text_of(&answer).starts_with("eu-west"), "{:#?}", answer.body);
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_bots_mention_and_the_bots_own_messages_are_not_answered() {
+    let b = start(SlackMode::Socket).await;
+    b.fake.send(bot_mention("e1", "Ev1", "C1", "240.1", "how healthy is us-east?"));
+    b.fake.send(mention("e2", "Ev2", "UPARLEY", "C1", "240.2", None, "how healthy is us-east?"));
+    b.fake.send(mention("e3", "Ev3", "UVIEW", "C1", "240.3", None, "how healthy is us-east?"));
+    b.fake.wait_for("the person's answer", |c| c.iter().any(|c| c.body["thread_ts"] == "240.3")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let posts: Vec<_> = b.fake.calls().into_iter().filter(|c| c.method == "chat.postMessage").collect();
+    assert_eq!(posts.len(), 1, "{posts:#?}");
+    assert_eq!(b.fake.ack_count(), 3, "bots' envelopes are acked all the same");
+    let audit = b.parley.services().registry.list_audit(None, 10).await.unwrap();
+    assert_eq!(audit.iter().map(|a| a.actor.as_str()).collect::<Vec<_>>(), ["UVIEW"]);
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mention_that_is_not_understood_is_audited() {
+    let b = start(SlackMode::Socket).await;
+    b.fake.send(mention("e1", "Ev1", "UVIEW", "C1", "250.1", None, "flibber the gizmo"));
+    nth_post(&b.fake, "C1", "250.1", 1).await;
+    let audit = b.parley.services().registry.list_audit(None, 10).await.unwrap();
+    let rows: Vec<_> =
+        audit.iter().map(|a| (a.actor.as_str(), a.frontend.as_str(), a.utterance.as_str(), a.result.as_str(), a.operation.is_none())).collect();
+    assert_eq!(rows, [("UVIEW", "slack:C1", "flibber the gizmo", "failed", true)], "{audit:#?}");
+    assert!(audit[0].message.starts_with("I didn't understand \"flibber the gizmo\""), "{audit:#?}");
+    let _ = b.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_that_ends_before_its_started_reply_is_posted_still_reports_how_it_ended() {
+    let b = start(SlackMode::Socket).await;
+    b.fake.send(mention("e1", "Ev1", "UOPER", "C1", "260.1", None, "roll out auth-filter 2.1.0 to eu-west"));
+    let q = nth_post(&b.fake, "C1", "260.1", 1).await;
+    // Slack holds back the channel's next call for 4 s; the rollout is quicker.
+    b.fake.rate_limit_next_for(1, 4);
+    b.fake.send(b.fake.click_on("e2", "UOPER", "C1", q.ts.as_deref().unwrap(), "parley_confirm").unwrap());
+    let registry = &b.parley.services().registry;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = registry.deployment_by_name("d-1").await.unwrap();
+        if d.is_some_and(|d| d.status.as_str() == "succeeded") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "d-1 never succeeded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(replies_in_thread(&b.fake, "C1", "260.1").len(), 1, "the rollout ended before its Started reply was posted");
+    b.fake
+        .wait_for("the summary", |c| c.iter().any(|c| c.body["thread_ts"] == "260.1" && text_of(c).starts_with("d-1: succeeded.")))
+        .await;
+    let thread = replies_in_thread(&b.fake, "C1", "260.1");
+    assert!(text_of(&thread[1]).contains("d-1"), "the Started reply: {:#?}", thread[1].body);
+    // The progress message, as it stands at the end, says how the rollout ended.
+    let progress = thread.iter().find(|c| c.body["blocks"][0]["text"]["text"].as_str().unwrap_or("").starts_with("*d-1*")).unwrap();
+    let shown = b.fake.message("C1", progress.ts.as_deref().unwrap()).unwrap();
+    assert_eq!(shown["text"], "d-1: succeeded", "{shown:#?}");
+    let _ = b.stop.send(true);
 }

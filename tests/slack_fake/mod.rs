@@ -33,6 +33,9 @@ pub struct Call {
     pub body: Value,
     pub at: Instant,
     pub auth: String,
+    /// The `ts` of the message a successful `chat.postMessage` made (or a
+    /// `chat.update` rewrote).
+    pub ts: Option<String>,
 }
 
 /// One Socket Mode connection as the fake sees it.
@@ -56,6 +59,8 @@ struct Inner {
     unacked: HashMap<String, Value>,
     acked: HashSet<String>,
     rate_limit_next: usize,
+    /// The `Retry-After` (seconds) those 429s carry.
+    retry_after: u64,
     /// Channels the bot is not a member of: `chat.postMessage` there fails.
     not_in: HashSet<String>,
     ts: u64,
@@ -190,7 +195,49 @@ impl FakeSlack {
 
     /// Answers the next `n` chat calls with 429 and `Retry-After: 1`.
     pub fn rate_limit_next(&self, n: usize) {
-        self.inner.lock().unwrap().rate_limit_next = n;
+        self.rate_limit_next_for(n, 1);
+    }
+
+    /// Answers the next `n` chat calls with 429 and `Retry-After: secs`.
+    pub fn rate_limit_next_for(&self, n: usize, secs: u64) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.rate_limit_next = n;
+        inner.retry_after = secs;
+    }
+
+    /// The message `ts` in `channel` as Slack would show it now: its post, as last
+    /// rewritten by `chat.update`.
+    pub fn message(&self, channel: &str, ts: &str) -> Option<Value> {
+        let calls = self.messages_in(channel);
+        let post = calls.iter().find(|c| c.ts.as_deref() == Some(ts) && c.method == "chat.postMessage")?;
+        let last = calls.iter().rev().find(|c| c.ts.as_deref() == Some(ts) && c.method == "chat.update").unwrap_or(post);
+        let mut message = last.body.clone();
+        message["ts"] = json!(ts);
+        // An update does not move a message out of its thread.
+        if let Some(thread) = post.body.get("thread_ts") {
+            message["thread_ts"] = thread.clone();
+        }
+        Some(message)
+    }
+
+    /// A Socket Mode click on the button `action_id` of the message `ts` as it
+    /// stands now, as Slack sends it (with the message); `None` when that message
+    /// shows no such button (it was closed).
+    pub fn click_on(&self, envelope_id: &str, user: &str, channel: &str, ts: &str, action_id: &str) -> Option<Value> {
+        let message = self.message(channel, ts)?;
+        let value = button_value(&message, action_id)?;
+        let thread = message["thread_ts"].as_str().map(str::to_string);
+        let mut frame = click(envelope_id, user, channel, thread.as_deref().unwrap_or(ts), ts, action_id, &value);
+        if thread.is_none() {
+            frame = json!({"envelope_id": envelope_id, "type": "interactive", "accepts_response_payload": false,
+                "payload": block_actions(envelope_id, user, channel, None, ts, action_id, &value)});
+        }
+        let mut shown = message.clone();
+        shown["type"] = json!("message");
+        shown["user"] = json!("UPARLEY");
+        shown["bot_id"] = json!("BPARLEY");
+        frame["payload"]["message"] = shown;
+        Some(frame)
     }
 
     /// The bot is not a member of `channel`: posting there fails with `not_in_channel`.
@@ -226,16 +273,17 @@ async fn api(State(fake): State<FakeSlack>, Path(method): Path<String>, headers:
     let mut inner = fake.inner.lock().unwrap();
     if method == "apps.connections.open" {
         inner.opened += 1;
-        inner.calls.push(Call { method, body, at: Instant::now(), auth });
+        inner.calls.push(Call { method, body, at: Instant::now(), auth, ts: None });
         let url = format!("{}://{}/link", fake.scheme().1, fake.addr);
         return Json(json!({"ok": true, "url": url})).into_response();
     }
     if inner.rate_limit_next > 0 {
         inner.rate_limit_next -= 1;
-        inner.calls.push(Call { method: format!("{method} (429)"), body, at: Instant::now(), auth });
+        inner.calls.push(Call { method: format!("{method} (429)"), body, at: Instant::now(), auth, ts: None });
+        let retry_after = inner.retry_after.max(1).to_string();
         return (
             StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", "1")],
+            [("retry-after", retry_after)],
             Json(json!({"ok": false, "error": "ratelimited"})),
         )
             .into_response();
@@ -244,7 +292,13 @@ async fn api(State(fake): State<FakeSlack>, Path(method): Path<String>, headers:
         return Json(json!({"ok": false, "error": "channel_not_found"})).into_response();
     };
     if inner.not_in.contains(&channel) {
-        inner.calls.push(Call { method: format!("{method} (not_in_channel)"), body, at: Instant::now(), auth });
+        inner.calls.push(Call {
+            method: format!("{method} (not_in_channel)"),
+            body,
+            at: Instant::now(),
+            auth,
+            ts: None,
+        });
         return Json(json!({"ok": false, "error": "not_in_channel"})).into_response();
     }
     inner.ts += 1;
@@ -252,14 +306,14 @@ async fn api(State(fake): State<FakeSlack>, Path(method): Path<String>, headers:
         "chat.update" => body["ts"].as_str().unwrap_or("").to_string(),
         _ => format!("9000.{:04}", inner.ts),
     };
-    inner.calls.push(Call { method, body, at: Instant::now(), auth });
+    inner.calls.push(Call { method, body, at: Instant::now(), auth, ts: Some(ts.clone()) });
     Json(json!({"ok": true, "channel": channel, "ts": ts})).into_response()
 }
 
 /// Slack answers a `response_url` post with a plain `ok`.
 async fn response_url(State(fake): State<FakeSlack>, Path(id): Path<String>, body: String) -> Response {
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let call = Call { method: format!("response_url/{id}"), body, at: Instant::now(), auth: String::new() };
+    let call = Call { method: format!("response_url/{id}"), body, at: Instant::now(), auth: String::new(), ts: None };
     fake.inner.lock().unwrap().calls.push(call);
     "ok".into_response()
 }
@@ -333,6 +387,13 @@ async fn connection(fake: FakeSlack, socket: WebSocket) {
     }
 }
 
+/// The value of the button `action_id` in `message`'s blocks.
+pub fn button_value(message: &Value, action_id: &str) -> Option<String> {
+    message["blocks"].as_array()?.iter().filter(|b| b["type"] == "actions").find_map(|b| {
+        b["elements"].as_array()?.iter().find(|e| e["action_id"] == action_id)?["value"].as_str().map(str::to_string)
+    })
+}
+
 /// A Socket Mode `events_api` envelope around an `app_mention`.
 pub fn mention(
     envelope_id: &str,
@@ -348,10 +409,26 @@ pub fn mention(
     if let Some(t) = thread_ts {
         event["thread_ts"] = json!(t);
     }
+    events_api(envelope_id, event_id, event)
+}
+
+/// An `app_mention` written by another app's bot (`bot_id`, its bot user).
+pub fn bot_mention(envelope_id: &str, event_id: &str, channel: &str, ts: &str, text: &str) -> Value {
+    let event = json!({"type": "app_mention", "user": "UOTHERBOT", "bot_id": "BOTHER", "app_id": "A9",
+        "bot_profile": {"id": "BOTHER", "app_id": "A9", "name": "echo-bot"}, "channel": channel, "ts": ts,
+        "text": format!("<@UPARLEY> {text}"), "event_ts": ts});
+    events_api(envelope_id, event_id, event)
+}
+
+/// A Socket Mode `events_api` envelope around `event`, with the `authorizations`
+/// that name this app's bot user (`UPARLEY`), as Slack sends them.
+pub fn events_api(envelope_id: &str, event_id: &str, event: Value) -> Value {
     json!({"envelope_id": envelope_id, "type": "events_api", "accepts_response_payload": false,
         "retry_attempt": 0, "retry_reason": "",
         "payload": {"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": event_id,
-            "event_time": 1, "event": event}})
+            "event_time": 1, "event": event,
+            "authorizations": [{"enterprise_id": null, "team_id": "T1", "user_id": "UPARLEY", "is_bot": true,
+                "is_enterprise_install": false}]}})
 }
 
 /// A Socket Mode `interactive` envelope around a `block_actions` click.
