@@ -552,7 +552,11 @@ async fn an_old_confirm_button_confirms_nothing_and_a_spent_one_is_closed() {
     let q2 = nth_post(&b.fake, "C1", "210.1", 2).await;
     let q2_ts = q2.ts.clone().unwrap();
     assert!(text_of(&q2).contains("us-east"), "{:#?}", q2.body);
-    b.fake.wait_for("the eu-west question closed", |c| c.iter().any(|c| c.method == "chat.update" && c.ts.as_deref() == Some(q1_ts.as_str()))).await;
+    b.fake
+        .wait_for("the eu-west question closed", |c| {
+            c.iter().any(|c| c.method == "chat.update" && c.ts.as_deref() == Some(q1_ts.as_str()))
+        })
+        .await;
     let closed = b.fake.message("C1", &q1_ts).unwrap();
     assert!(!has_buttons(&closed), "{closed:#?}");
     assert!(closing_note(&closed).starts_with("No longer pending after <@UOPER>'s message at "), "{closed:#?}");
@@ -562,7 +566,8 @@ async fn an_old_confirm_button_confirms_nothing_and_a_spent_one_is_closed() {
     b.fake.send(click("e3", "UOPER", "C1", "210.1", &q1_ts, "parley_confirm", &eu_west_yes));
     let refusal = nth_post(&b.fake, "C1", "210.1", 3).await;
     assert!(
-        text_of(&refusal).starts_with("That proposal is no longer pending, so nothing was changed. Waiting for yes or no now: "),
+        text_of(&refusal)
+            .starts_with("That proposal is no longer pending, so nothing was changed. Waiting for yes or no now: "),
         "{:#?}",
         refusal.body
     );
@@ -572,7 +577,9 @@ async fn an_old_confirm_button_confirms_nothing_and_a_spent_one_is_closed() {
     assert!(has_buttons(&b.fake.message("C1", &q2_ts).unwrap()));
     b.fake.send(b.fake.click_on("e4", "UOPER", "C1", &q2_ts, "parley_confirm").unwrap());
     b.fake
-        .wait_for("the summary", |c| c.iter().any(|c| c.body["thread_ts"] == "210.1" && text_of(c).contains("d-1: succeeded")))
+        .wait_for("the summary", |c| {
+            c.iter().any(|c| c.body["thread_ts"] == "210.1" && text_of(c).contains("d-1: succeeded"))
+        })
         .await;
     let d = b.parley.services().registry.deployment_by_name("d-1").await.unwrap().unwrap();
     assert_eq!(d.utterance, "roll out auth-filter 2.1.0 to us-east");
@@ -679,8 +686,12 @@ async fn a_mention_that_is_not_understood_is_audited() {
     b.fake.send(mention("e1", "Ev1", "UVIEW", "C1", "250.1", None, "flibber the gizmo"));
     nth_post(&b.fake, "C1", "250.1", 1).await;
     let audit = b.parley.services().registry.list_audit(None, 10).await.unwrap();
-    let rows: Vec<_> =
-        audit.iter().map(|a| (a.actor.as_str(), a.frontend.as_str(), a.utterance.as_str(), a.result.as_str(), a.operation.is_none())).collect();
+    let rows: Vec<_> = audit
+        .iter()
+        .map(|a| {
+            (a.actor.as_str(), a.frontend.as_str(), a.utterance.as_str(), a.result.as_str(), a.operation.is_none())
+        })
+        .collect();
     assert_eq!(rows, [("UVIEW", "slack:C1", "flibber the gizmo", "failed", true)], "{audit:#?}");
     assert!(audit[0].message.starts_with("I didn't understand \"flibber the gizmo\""), "{audit:#?}");
     let _ = b.stop.send(true);
@@ -704,14 +715,23 @@ async fn a_rollout_that_ends_before_its_started_reply_is_posted_still_reports_ho
         assert!(std::time::Instant::now() < deadline, "d-1 never succeeded");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(replies_in_thread(&b.fake, "C1", "260.1").len(), 1, "the rollout ended before its Started reply was posted");
+    assert_eq!(
+        replies_in_thread(&b.fake, "C1", "260.1").len(),
+        1,
+        "the rollout ended before its Started reply was posted"
+    );
     b.fake
-        .wait_for("the summary", |c| c.iter().any(|c| c.body["thread_ts"] == "260.1" && text_of(c).starts_with("d-1: succeeded.")))
+        .wait_for("the summary", |c| {
+            c.iter().any(|c| c.body["thread_ts"] == "260.1" && text_of(c).starts_with("d-1: succeeded."))
+        })
         .await;
     let thread = replies_in_thread(&b.fake, "C1", "260.1");
     assert!(text_of(&thread[1]).contains("d-1"), "the Started reply: {:#?}", thread[1].body);
     // The progress message, as it stands at the end, says how the rollout ended.
-    let progress = thread.iter().find(|c| c.body["blocks"][0]["text"]["text"].as_str().unwrap_or("").starts_with("*d-1*")).unwrap();
+    let progress = thread
+        .iter()
+        .find(|c| c.body["blocks"][0]["text"]["text"].as_str().unwrap_or("").starts_with("*d-1*"))
+        .unwrap();
     let shown = b.fake.message("C1", progress.ts.as_deref().unwrap()).unwrap();
     assert_eq!(shown["text"], "d-1: succeeded", "{shown:#?}");
     let _ = b.stop.send(true);

@@ -51,7 +51,14 @@ enum Pending {
     /// An operation waiting for the operator to name a missing slot.
     Slots { op: Operation, missing: Vec<String>, utterance: String, via_llm: bool },
     /// A risky operation waiting for yes/no.
-    Confirm { op: Operation, feasible: Feasible, utterance: String, asked: Instant, summary: String, proposal: Proposal },
+    Confirm {
+        op: Operation,
+        feasible: Feasible,
+        utterance: String,
+        asked: Instant,
+        summary: String,
+        proposal: Proposal,
+    },
 }
 
 /// One conversation.

@@ -217,15 +217,18 @@ mod tests {
         let actions = &m["blocks"][2]["elements"];
         assert_eq!(actions[0]["action_id"], ACTION_CONFIRM);
         // Both buttons name this proposal and its expiry, nothing else.
-        assert_eq!(parse_answer_value(actions[0]["value"].as_str().unwrap()), Some((proposal.id.clone(),
-            DateTime::<Utc>::from_timestamp(proposal.expires_at.timestamp(), 0).unwrap())));
+        assert_eq!(
+            parse_answer_value(actions[0]["value"].as_str().unwrap()),
+            Some((proposal.id.clone(), DateTime::<Utc>::from_timestamp(proposal.expires_at.timestamp(), 0).unwrap()))
+        );
         assert_eq!(actions[1]["value"], actions[0]["value"]);
         assert_eq!(parse_answer_value("yes"), None);
         assert_eq!(actions[0]["confirm"]["confirm"]["text"], "Proceed");
         assert_eq!(actions[0]["confirm"]["text"]["text"], "Deploy a&lt;b&gt; to eu-west? (yes/no)");
         // Once answered: the same words, no buttons, and what became of it.
         let closed = closed_message(&m, "Confirmed by <@U1>");
-        let kinds: Vec<&str> = closed["blocks"].as_array().unwrap().iter().map(|b| b["type"].as_str().unwrap()).collect();
+        let kinds: Vec<&str> =
+            closed["blocks"].as_array().unwrap().iter().map(|b| b["type"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["section", "context"]);
         assert_eq!(closed["blocks"][1]["elements"][0]["text"], "Confirmed by <@U1>");
         assert_eq!(closed["text"], m["text"]);

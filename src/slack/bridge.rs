@@ -261,7 +261,8 @@ impl Bridge {
         let at = now.format("%H:%M:%S UTC");
         let who = text::user_mention(&inbound.user);
         let token = &self.secrets.bot_token;
-        let (closed, open): (Vec<Shown>, Vec<Shown>) = shown.drain(..).partition(|s| Some(s.proposal.as_str()) != pending);
+        let (closed, open): (Vec<Shown>, Vec<Shown>) =
+            shown.drain(..).partition(|s| Some(s.proposal.as_str()) != pending);
         *shown = open;
         let mut rewritten: Vec<String> = Vec::new();
         for s in closed {
@@ -576,7 +577,10 @@ pub fn parse_event(payload: &Value) -> Option<(Option<String>, Inbound)> {
         .collect();
     let user = event.get("user").and_then(Value::as_str);
     let subtype = event.get("subtype").and_then(Value::as_str);
-    if event.get("bot_id").is_some() || subtype == Some("bot_message") || user.is_some_and(|u| own.iter().any(|o| o == u)) {
+    if event.get("bot_id").is_some()
+        || subtype == Some("bot_message")
+        || user.is_some_and(|u| own.iter().any(|o| o == u))
+    {
         return None;
     }
     let direct = kind == "message"
@@ -722,7 +726,8 @@ mod tests {
     #[test]
     fn what_bots_write_is_never_answered() {
         let auth = json!([{"enterprise_id": null, "team_id": "T1", "user_id": "UBOT", "is_bot": true}]);
-        let event = |event: Value| json!({"type": "event_callback", "event_id": "Ev9", "authorizations": auth, "event": event});
+        let event =
+            |event: Value| json!({"type": "event_callback", "event_id": "Ev9", "authorizations": auth, "event": event});
         // Another app mentioning this one: it has a bot_id.
         let other_bot = event(json!({"type": "app_mention", "user": "UOTHERBOT", "bot_id": "B2", "channel": "C1",
             "ts": "1.1", "text": "<@UBOT> how healthy is us-east?"}));

@@ -121,9 +121,14 @@ mod tests {
         let own = vec!["UBOT".to_string()];
         assert_eq!(decode("<@UBOT>  how healthy is <#C123|eu-west>?", &own), "how healthy is eu-west?");
         assert_eq!(decode("drain edge-7 &amp; tell <@U9|ann>", &own), "drain edge-7 & tell @ann");
-        assert_eq!(decode("<!channel> <!here> <!subteam^S123|@oncall> <!subteam^S9>", &own), "@channel @here @oncall @S9");
-        assert_eq!(decode("see <http://x.example/a?b=1&amp;c=2|the runbook> or <https://y.example>", &own),
-            "see the runbook or https://y.example");
+        assert_eq!(
+            decode("<!channel> <!here> <!subteam^S123|@oncall> <!subteam^S9>", &own),
+            "@channel @here @oncall @S9"
+        );
+        assert_eq!(
+            decode("see <http://x.example/a?b=1&amp;c=2|the runbook> or <https://y.example>", &own),
+            "see the runbook or https://y.example"
+        );
         assert_eq!(decode("a &lt;b&gt; &amp;lt; <#C9>", &own), "a <b> &lt; #C9");
         assert_eq!(decode("<@U1>status", &own), "@U1 status");
         assert_eq!(decode("unclosed < here", &own), "unclosed < here");

@@ -210,7 +210,8 @@ impl FakeSlack {
     pub fn message(&self, channel: &str, ts: &str) -> Option<Value> {
         let calls = self.messages_in(channel);
         let post = calls.iter().find(|c| c.ts.as_deref() == Some(ts) && c.method == "chat.postMessage")?;
-        let last = calls.iter().rev().find(|c| c.ts.as_deref() == Some(ts) && c.method == "chat.update").unwrap_or(post);
+        let last =
+            calls.iter().rev().find(|c| c.ts.as_deref() == Some(ts) && c.method == "chat.update").unwrap_or(post);
         let mut message = last.body.clone();
         message["ts"] = json!(ts);
         // An update does not move a message out of its thread.
