@@ -137,14 +137,37 @@ pub fn check_traffic(
                             .collect(),
                         Err(_) => Vec::new(),
                     };
+                    let agents = drained(from);
+                    let size = topo.region_size(from);
+                    // The count is what a drain can reach: agents that do not answer cannot be drained.
+                    let drains = match agents.len() {
+                        0 => format!("; none of its {size} agents answers, so none can be drained"),
+                        n if n < size => format!(" and drains the {n} of its {size} agents that answer"),
+                        1 => " and drains its 1 agent".to_string(),
+                        n => format!(" and drains its {n} agents"),
+                    };
+                    // Only a target the operator named can be in another environment.
+                    let across: Vec<String> = targets
+                        .iter()
+                        .filter(|r| !cap.same_env(from, &r.region))
+                        .map(|r| {
+                            format!(
+                                "; {} is {}, not {} like {from}",
+                                r.region,
+                                cap.env(&r.region).unwrap_or("unlabelled"),
+                                cap.env(from).unwrap_or("unlabelled")
+                            )
+                        })
+                        .collect();
                     Ok(Feasible {
-                        targets: drained(from),
+                        targets: agents,
                         already: Vec::new(),
                         risk: Some(format!(
-                            "a failover moves all of {from}'s traffic ({}; projected CPU {} of a {:.0}% limit) and drains its agents",
+                            "a failover moves all of {from}'s traffic ({}; projected CPU {} of a {:.0}% limit){drains}{}",
                             plan.join(", "),
                             cpu.join(", "),
-                            cap.limits.cpu_pct
+                            cap.limits.cpu_pct,
+                            across.concat()
                         )),
                     })
                 }
@@ -205,10 +228,29 @@ pub fn check_traffic(
                     Infeasible::new(format!("{region} already serves all of its own traffic.")).or("show routing")
                 );
             }
-            Ok(plain(topo.region_agents(region).map(|a| a.name.clone()).collect()))
+            let back: Vec<AgentName> =
+                topo.region_agents(region).filter(|a| crate::routing::returnable(a)).map(|a| a.name.clone()).collect();
+            let returns = match back.len() {
+                0 => "; none of its agents is drained, so none returns to service".to_string(),
+                1 => " and returns its 1 drained agent to service".to_string(),
+                n => format!(" and returns its {n} drained agents to service"),
+            };
+            Ok(Feasible {
+                risk: Some(format!(
+                    "a failback sends all of {region}'s traffic back to {region} ({}){returns}",
+                    served_words(table, region)
+                )),
+                targets: back,
+                already: Vec::new(),
+            })
         }
         _ => Ok(plain(Vec::new())),
     }
+}
+
+/// Where `region`'s traffic goes now, for a failback's confirmation.
+fn served_words(table: &RoutingTable, region: &str) -> String {
+    format!("now served by {}", table.describe(region))
 }
 
 fn target_refused(from: &str, to: &str, table: &RoutingTable, cap: &Capacity) -> Infeasible {
@@ -250,12 +292,23 @@ fn shortfall(
                 cap.limits.cpu_pct
             )
         }
+        None if short.candidates.is_empty() => format!(
+            "No other {} region is healthy and serving its own traffic, so none can take {from}'s traffic; Parley does not move it into another environment by itself.",
+            cap.env(from).unwrap_or("unlabelled")
+        ),
         None => format!(
-            "No healthy region, nor any set of them, has the headroom for {from}'s traffic ({load:.0} CPU%·agents) within the {:.0}% CPU limit.",
+            "No healthy {} region, nor any set of them, has the headroom for {from}'s traffic ({load:.0} CPU%·agents) within the {:.0}% CPU limit.",
+            cap.env(from).unwrap_or("unlabelled"),
             cap.limits.cpu_pct
         ),
     };
     let mut inf = Infeasible::new(reason);
+    if to.is_none() {
+        // Another environment only when the operator names it, so it is offered by name.
+        for r in short.elsewhere.iter().take(2) {
+            inf = inf.or(format!("fail over {from} to {r}"));
+        }
+    }
     if let Some(split) = &short.split {
         let parts: Vec<String> = split.iter().map(|r| format!("{} {}%", r.region, r.weight)).collect();
         inf.reasons.push(format!("A split fits: {}.", parts.join(", ")));

@@ -213,17 +213,18 @@ impl Agent {
                 .map(|(name, version)| InstalledExtension { name: name.clone(), version: version.clone() })
                 .collect(),
             state: rt.state,
-            metrics: self.metrics_for(&rt.extensions),
+            metrics: self.metrics_for(rt),
             started_at: rt.started_at,
         }
     }
 
     pub fn metrics(&self) -> Metrics {
         let rt = self.lock();
-        self.metrics_for(&rt.extensions)
+        self.metrics_for(&rt)
     }
 
-    fn metrics_for(&self, extensions: &BTreeMap<String, String>) -> Metrics {
+    fn metrics_for(&self, rt: &Runtime) -> Metrics {
+        let extensions = &rt.extensions;
         // A slow drift (period of minutes) so sparklines move without tripping gates.
         let t = Utc::now().timestamp_millis() as f64 / 1000.0;
         let phase = (self.baseline.cpu_pct * 7.0) % std::f64::consts::TAU;
@@ -237,6 +238,14 @@ impl Agent {
         if let Some(spike) = self.faults().error_spike(extensions) {
             m.error_rate_pct += spike.error_rate_pct;
             m.p95_ms += spike.extra_p95_ms;
+        }
+        if rt.state == ServingState::Drained {
+            // A drained agent serves no requests: nothing can fail and there is no
+            // latency to measure, and what CPU it uses is its idle footprint. The
+            // protocol says so with zeros (docs/agent-protocol.md).
+            m.cpu_pct = (m.cpu_pct * IDLE_CPU_SHARE).min(100.0);
+            m.error_rate_pct = 0.0;
+            m.p95_ms = 0.0;
         }
         round_metrics(m)
     }
@@ -568,6 +577,9 @@ fn is_plain_version(s: &str) -> bool {
 fn now_ms() -> u64 {
     u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
 }
+
+/// The share of its serving CPU a drained reference agent still uses.
+const IDLE_CPU_SHARE: f64 = 0.1;
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

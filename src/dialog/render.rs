@@ -98,16 +98,24 @@ pub(super) fn summary(op: &Operation, f: &Feasible) -> String {
         Operation::Rollback { deployment: Some(d) } => format!("Roll back {d} on {} agents", f.targets.len()),
         Operation::Resume { deployment: Some(d) } => format!("Resume {d}"),
         Operation::Retry { deployment: Some(d) } => format!("Retry {d}"),
-        Operation::Failover { from: Some(from), to } => format!(
-            "Fail over {from} to {} and drain its {} agent{}",
-            to.as_deref().unwrap_or("the healthiest regions with headroom"),
-            f.targets.len(),
-            if f.targets.len() == 1 { "" } else { "s" }
-        ),
+        // The counts are the agents the check found the change can reach, never a
+        // promise of work that cannot happen.
+        Operation::Failover { from: Some(from), to } => {
+            let to = to.as_deref().unwrap_or("the healthiest regions with headroom");
+            match f.targets.len() {
+                0 => format!("Fail over {from} to {to} (none of its agents answers, so none can be drained)"),
+                1 => format!("Fail over {from} to {to} and drain its 1 reachable agent"),
+                n => format!("Fail over {from} to {to} and drain its {n} reachable agents"),
+            }
+        }
         Operation::ShiftTraffic { from: Some(from), to: Some(to), percent: Some(p) } => {
             format!("Send {p}% of {from}'s traffic to {to}")
         }
-        Operation::Failback { region: Some(r) } => format!("Fail back {r}"),
+        Operation::Failback { region: Some(r) } => match f.targets.len() {
+            0 => format!("Fail back {r} (none of its agents is drained, so none returns to service)"),
+            1 => format!("Fail back {r} and return its 1 drained agent to service"),
+            n => format!("Fail back {r} and return its {n} drained agents to service"),
+        },
         other => other.name().replace('_', " "),
     }
 }

@@ -485,6 +485,7 @@ impl Poller {
                     };
                     update_view(&mut slot.view, entry, status);
                     slot.view.last_seen = Some(outcome.at_utc);
+                    slot.view.reported_at = Some(outcome.at_utc);
                     slot.answered_at = Some(outcome.at);
                     liveness
                 }
@@ -626,6 +627,7 @@ fn unseen_view(entry: &InventoryEntry, now: DateTime<Utc>) -> AgentView {
         liveness: Liveness::Down,
         liveness_since: now,
         last_seen: None,
+        reported_at: None,
         flapping: None,
     }
 }
