@@ -137,15 +137,9 @@ pub fn check_traffic(
                             .collect(),
                         Err(_) => Vec::new(),
                     };
+                    // The agents a drain can reach; the summary tells how many (none when
+                    // none answers), so the risk does not promise work.
                     let agents = drained(from);
-                    let size = topo.region_size(from);
-                    // The count is what a drain can reach: agents that do not answer cannot be drained.
-                    let drains = match agents.len() {
-                        0 => format!("; none of its {size} agents answers, so none can be drained"),
-                        n if n < size => format!(" and drains the {n} of its {size} agents that answer"),
-                        1 => " and drains its 1 agent".to_string(),
-                        n => format!(" and drains its {n} agents"),
-                    };
                     // Only a target the operator named can be in another environment.
                     let across: Vec<String> = targets
                         .iter()
@@ -163,7 +157,7 @@ pub fn check_traffic(
                         targets: agents,
                         already: Vec::new(),
                         risk: Some(format!(
-                            "a failover moves all of {from}'s traffic ({}; projected CPU {} of a {:.0}% limit){drains}{}",
+                            "a failover moves all of {from}'s traffic ({}; projected CPU {} of a {:.0}% limit){}",
                             plan.join(", "),
                             cpu.join(", "),
                             cap.limits.cpu_pct,
@@ -230,14 +224,10 @@ pub fn check_traffic(
             }
             let back: Vec<AgentName> =
                 topo.region_agents(region).filter(|a| crate::routing::returnable(a)).map(|a| a.name.clone()).collect();
-            let returns = match back.len() {
-                0 => "; none of its agents is drained, so none returns to service".to_string(),
-                1 => " and returns its 1 drained agent to service".to_string(),
-                n => format!(" and returns its {n} drained agents to service"),
-            };
+            // The summary tells how many agents return to service.
             Ok(Feasible {
                 risk: Some(format!(
-                    "a failback sends all of {region}'s traffic back to {region} ({}){returns}",
+                    "a failback sends all of {region}'s traffic back to {region} ({})",
                     served_words(table, region)
                 )),
                 targets: back,
@@ -303,11 +293,9 @@ fn shortfall(
         ),
     };
     let mut inf = Infeasible::new(reason);
-    if to.is_none() {
-        // Another environment only when the operator names it, so it is offered by name.
-        for r in short.elsewhere.iter().take(2) {
-            inf = inf.or(format!("fail over {from} to {r}"));
-        }
+    // Another environment only when the operator names it, so it is offered by name.
+    for r in short.elsewhere.iter().filter(|r| Some(r.as_str()) != to).take(2) {
+        inf = inf.or(format!("fail over {from} to {r}"));
     }
     if let Some(split) = &short.split {
         let parts: Vec<String> = split.iter().map(|r| format!("{} {}%", r.region, r.weight)).collect();

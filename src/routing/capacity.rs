@@ -82,11 +82,8 @@ impl Capacity {
                 (region, RegionLoad { agents: n, demand_cpu, mem, health })
             })
             .collect();
-        let envs = topo
-            .regions()
-            .iter()
-            .filter_map(|r| topo.region_env(r).map(|e| (r.clone(), e.to_string())))
-            .collect();
+        let envs =
+            topo.regions().iter().filter_map(|r| topo.region_env(r).map(|e| (r.clone(), e.to_string()))).collect();
         Capacity { loads, limits, envs }
     }
 
