@@ -322,6 +322,17 @@ fn a_crashed_agent_is_told_the_same_way_by_a_long_session_and_a_fresh_ask() {
     let live = chat.eventually("show agent edge-3", |t| state_words(t).starts_with("is healthy and active: cpu "));
     assert!(state_words(&live).contains("%, error rate "), "{live}");
 
+    // A drained agent answers, but serves nothing: no error rate or latency to show.
+    let drain = chat.say_confirmed("drain edge-7");
+    assert!(drain["message"].as_str().unwrap().starts_with("edge-7 is draining"), "{drain}");
+    let drained = chat.eventually("show agent edge-7", |t| state_words(t).starts_with("is healthy and drained: "));
+    let words = state_words(&drained);
+    assert!(words.starts_with("is healthy and drained: cpu "), "{drained}");
+    assert!(words.ends_with("%; it serves no traffic, so it has no error rate or latency."), "{drained}");
+    let health = chat.say("how healthy is eu-west?");
+    let table = serde_json::to_string(&health["table"]).unwrap();
+    assert!(table.contains("\"no traffic\""), "{health}");
+
     let (code, _) = http(&sim, "POST", "/v1/faults", "crash/agent:edge-3");
     assert_eq!(code, 200);
     // The session saw it answer: its last report is history, with its age.

@@ -645,6 +645,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_drained_agent_reports_no_traffic_metrics_and_its_idle_cpu() {
+        let a = agent(10);
+        let serving = a.status().metrics;
+        assert!(serving.error_rate_pct > 0.0 && serving.p95_ms > 0.0, "{serving:?}");
+        a.act(AgentAction::Drain).unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let drained = a.status();
+        assert_eq!(drained.state, ServingState::Drained);
+        assert_eq!((drained.metrics.error_rate_pct, drained.metrics.p95_ms), (0.0, 0.0));
+        assert!(drained.metrics.cpu_pct < serving.cpu_pct / 2.0, "{:?}", drained.metrics);
+        assert_eq!(drained.metrics.mem_pct, a.metrics().mem_pct);
+        a.act(AgentAction::Uncordon).unwrap();
+        assert!(a.status().metrics.p95_ms > 0.0);
+    }
+
+    #[tokio::test]
     async fn an_uncordon_during_a_drain_cancels_it() {
         let a = agent(30);
         a.act(AgentAction::Drain).unwrap();
