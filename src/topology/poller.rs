@@ -622,7 +622,8 @@ fn unseen_view(entry: &InventoryEntry, now: DateTime<Utc>) -> AgentView {
         capabilities: Vec::new(),
         extensions: BTreeMap::new(),
         metrics: Metrics::default(),
-        // Nothing is known to be served there; nothing should be scheduled there.
+        // A placeholder, never told as a state: `reported_at: None` makes
+        // `AgentView::serving` say it is unknown. Drained, so nothing is scheduled there.
         state: ServingState::Drained,
         liveness: Liveness::Down,
         liveness_since: now,

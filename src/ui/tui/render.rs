@@ -427,15 +427,19 @@ fn fleet_row_line(app: &App, row: &FleetRow, selected: bool, width: usize) -> Li
                 ),
                 Span::raw(format!("{:>4} ", counts.total())),
             ];
+            let as_of = app.topology.as_of();
             if *health == RegionHealth::Partitioned {
                 // No agent answers: there is nothing live to draw, and flat bars would
                 // read as a calm region. Say how old what is known is instead.
-                let age = app.topology.region_reported_at(name).map(|at| (app.topology.as_of() - at).to_std());
+                let age = app.topology.region_reported_at(name).map(|at| (as_of - at).to_std());
                 let text = match age {
                     Some(age) => format!("no answer · metrics stale {}", age_words(age.unwrap_or_default())),
                     None => "no answer · never measured".to_string(),
                 };
                 spans.push(Span::styled(text, Style::new().fg(Color::Red)));
+            } else if !app.topology.region_agents(name).any(|a| a.reading(as_of).traffic().is_some()) {
+                // Drained (failed over): flat bars would read as a calm region serving traffic.
+                spans.push(Span::styled("no traffic to measure", Style::new().fg(Color::DarkGray)));
             } else if width >= 52 {
                 spans.push(Span::styled(
                     format!("err {}", sparkline(&series.error_rate_pct, app.thresholds.error_rate_pct, SPARK_SHOWN)),

@@ -146,6 +146,25 @@ fn a_partitioned_region_in_the_fleet_pane_at_80x24() {
 }
 
 #[test]
+fn a_drained_region_shows_no_traffic_rather_than_calm_metrics() {
+    let t = demo_topology().unwrap();
+    let mut agents = t.agents().to_vec();
+    for a in agents.iter_mut().filter(|a| a.region == "eu-west") {
+        a.state = crate::agent::protocol::ServingState::Drained;
+        a.metrics.cpu_pct = 3.0;
+    }
+    let mut a = app();
+    a.set_topology(Arc::new(Topology::new(agents, t.catalog_arc(), t.refreshed_at())));
+    a.sample_series();
+    a.focus = Pane::Fleet;
+    a.set_filter("eu-west");
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(lines[2], "│eu-west   healthy       12 no traffic to measure                              │");
+    assert_eq!(lines[4], "│    edge-13    cordoned  no traffic                                           │");
+    assert_eq!(lines[15], "│cordoned · drained · cpu 3% mem 40% · no traffic                              │");
+}
+
+#[test]
 fn the_fleet_filter_matches_status_capability_and_names() {
     let mut a = app();
     a.set_topology(Arc::new(partitioned("eu-west")));
