@@ -144,7 +144,7 @@ fn failover_refusal_cascade_and_failback_against_the_simulator() {
         "{auto}"
     );
     let follow: Vec<&str> = auto["follow_ups"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert_eq!(follow[0], "fail over us-west to ap-south", "{auto}");
+    assert!(follow.contains(&"fail over us-west to ap-south"), "{auto}");
     let named = chat.say("fail over us-west to ap-south");
     assert_eq!(named["needs_confirmation"], true, "{named}");
     assert!(
