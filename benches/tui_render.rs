@@ -55,6 +55,7 @@ fn topology() -> Topology {
                 },
                 liveness_since: DateTime::<Utc>::UNIX_EPOCH,
                 last_seen: None,
+                reported_at: Some(DateTime::<Utc>::UNIX_EPOCH),
                 flapping: None,
             }
         })

@@ -137,14 +137,31 @@ pub fn check_traffic(
                             .collect(),
                         Err(_) => Vec::new(),
                     };
+                    // The agents a drain can reach; the summary tells how many (none when
+                    // none answers), so the risk does not promise work.
+                    let agents = drained(from);
+                    // Only a target the operator named can be in another environment.
+                    let across: Vec<String> = targets
+                        .iter()
+                        .filter(|r| !cap.same_env(from, &r.region))
+                        .map(|r| {
+                            format!(
+                                "; {} is {}, not {} like {from}",
+                                r.region,
+                                cap.env(&r.region).unwrap_or("unlabelled"),
+                                cap.env(from).unwrap_or("unlabelled")
+                            )
+                        })
+                        .collect();
                     Ok(Feasible {
-                        targets: drained(from),
+                        targets: agents,
                         already: Vec::new(),
                         risk: Some(format!(
-                            "a failover moves all of {from}'s traffic ({}; projected CPU {} of a {:.0}% limit) and drains its agents",
+                            "a failover moves all of {from}'s traffic ({}; projected CPU {} of a {:.0}% limit){}",
                             plan.join(", "),
                             cpu.join(", "),
-                            cap.limits.cpu_pct
+                            cap.limits.cpu_pct,
+                            across.concat()
                         )),
                     })
                 }
@@ -205,10 +222,25 @@ pub fn check_traffic(
                     Infeasible::new(format!("{region} already serves all of its own traffic.")).or("show routing")
                 );
             }
-            Ok(plain(topo.region_agents(region).map(|a| a.name.clone()).collect()))
+            let back: Vec<AgentName> =
+                topo.region_agents(region).filter(|a| crate::routing::returnable(a)).map(|a| a.name.clone()).collect();
+            // The summary tells how many agents return to service.
+            Ok(Feasible {
+                risk: Some(format!(
+                    "a failback sends all of {region}'s traffic back to {region} ({})",
+                    served_words(table, region)
+                )),
+                targets: back,
+                already: Vec::new(),
+            })
         }
         _ => Ok(plain(Vec::new())),
     }
+}
+
+/// Where `region`'s traffic goes now, for a failback's confirmation.
+fn served_words(table: &RoutingTable, region: &str) -> String {
+    format!("now served by {}", table.describe(region))
 }
 
 fn target_refused(from: &str, to: &str, table: &RoutingTable, cap: &Capacity) -> Infeasible {
@@ -250,8 +282,13 @@ fn shortfall(
                 cap.limits.cpu_pct
             )
         }
+        None if short.candidates.is_empty() => format!(
+            "No other {} region is healthy and serving its own traffic, so none can take {from}'s traffic; Parley does not move it into another environment by itself.",
+            cap.env(from).unwrap_or("unlabelled")
+        ),
         None => format!(
-            "No healthy region, nor any set of them, has the headroom for {from}'s traffic ({load:.0} CPU%·agents) within the {:.0}% CPU limit.",
+            "No healthy {} region, nor any set of them, has the headroom for {from}'s traffic ({load:.0} CPU%·agents) within the {:.0}% CPU limit.",
+            cap.env(from).unwrap_or("unlabelled"),
             cap.limits.cpu_pct
         ),
     };
@@ -273,6 +310,11 @@ fn shortfall(
             inf = inf.or(format!("send {most}% of {from}'s traffic to {best}"));
         }
         let _ = pct;
+    }
+    // Another environment only when the operator names it, so it is offered by name,
+    // after what stays in the environment.
+    for r in short.elsewhere.iter().filter(|r| Some(r.as_str()) != to).take(2) {
+        inf = inf.or(format!("fail over {from} to {r}"));
     }
     inf.or("show routing")
 }
@@ -757,6 +799,67 @@ mod tests {
                 "roll out auth-filter 2.1.0 to us-west",
                 "how healthy is eu-west?"
             ]
+        );
+    }
+
+    #[test]
+    fn a_failback_returns_only_drained_agents_and_is_risky() {
+        use crate::agent::protocol::ServingState as S;
+        let t = with_agents(&demo_topology(), |a| match a.name.as_str() {
+            "edge-13" => a.state = S::Cordoned,
+            "edge-14" => a.state = S::Active,
+            _ if a.region == "eu-west" => a.state = S::Drained,
+            _ => {}
+        });
+        let table = RoutingTable::identity(t.regions());
+        let table =
+            crate::routing::table::failover(&table, "eu-west", &[crate::routing::table::Route::new("us-east", 100)])
+                .unwrap();
+        let cap = Capacity::from_topology(&t, Limits::default());
+        let ok = check_traffic(&Operation::Failback { region: Some("eu-west".into()) }, &t, &table, &cap).unwrap();
+        assert_eq!(ok.targets.len(), 10);
+        assert!(!ok.targets.iter().any(|n| n == "edge-13" || n == "edge-14"), "{:?}", ok.targets);
+        assert_eq!(
+            ok.risk.as_deref(),
+            Some("a failback sends all of eu-west's traffic back to eu-west (now served by us-east 100)")
+        );
+    }
+
+    #[test]
+    fn a_partitioned_region_fails_over_within_production_and_drains_nobody() {
+        let t = with_agents(&demo_topology(), |a| {
+            if a.region == "eu-west" {
+                a.liveness = Liveness::Down;
+            }
+        });
+        let table = RoutingTable::identity(t.regions());
+        let cap = Capacity::from_topology(&t, Limits::default());
+        let op = Operation::Failover { from: Some("eu-west".into()), to: None };
+        let ok = check_traffic(&op, &t, &table, &cap).unwrap();
+        assert!(ok.targets.is_empty());
+        assert_eq!(
+            ok.risk.as_deref(),
+            Some("a failover moves all of eu-west's traffic (us-east 100%; projected CPU us-east 60% of a 80% limit)")
+        );
+        // us-east failed over into us-west leaves no production room: staging ap-south
+        // has it, and is offered by name, never taken by itself.
+        let route = |r: &str| [crate::routing::table::Route::new(r, 100)];
+        let full = crate::routing::table::failover(&table, "us-east", &route("us-west")).unwrap();
+        let err = check_traffic(&op, &t, &full, &cap).unwrap_err();
+        assert!(err.reasons[0].starts_with("No healthy production region, nor any set of them,"), "{err:?}");
+        assert_eq!(
+            err.alternatives,
+            ["send 66% of eu-west's traffic to us-west", "fail over eu-west to ap-south", "show routing"]
+        );
+        let named = Operation::Failover { from: Some("eu-west".into()), to: Some("ap-south".into()) };
+        let ok = check_traffic(&named, &t, &full, &cap).unwrap();
+        assert!(ok.risk.unwrap().ends_with("; ap-south is staging, not production like eu-west"));
+        // With no other production region serving at all, it says so.
+        let none = crate::routing::table::failover(&full, "us-west", &route("ap-south")).unwrap();
+        let err = check_traffic(&op, &t, &none, &cap).unwrap_err();
+        assert_eq!(
+            err.reasons,
+            ["No other production region is healthy and serving its own traffic, so none can take eu-west's traffic; Parley does not move it into another environment by itself."]
         );
     }
 

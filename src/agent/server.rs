@@ -213,17 +213,18 @@ impl Agent {
                 .map(|(name, version)| InstalledExtension { name: name.clone(), version: version.clone() })
                 .collect(),
             state: rt.state,
-            metrics: self.metrics_for(&rt.extensions),
+            metrics: self.metrics_for(rt),
             started_at: rt.started_at,
         }
     }
 
     pub fn metrics(&self) -> Metrics {
         let rt = self.lock();
-        self.metrics_for(&rt.extensions)
+        self.metrics_for(&rt)
     }
 
-    fn metrics_for(&self, extensions: &BTreeMap<String, String>) -> Metrics {
+    fn metrics_for(&self, rt: &Runtime) -> Metrics {
+        let extensions = &rt.extensions;
         // A slow drift (period of minutes) so sparklines move without tripping gates.
         let t = Utc::now().timestamp_millis() as f64 / 1000.0;
         let phase = (self.baseline.cpu_pct * 7.0) % std::f64::consts::TAU;
@@ -237,6 +238,14 @@ impl Agent {
         if let Some(spike) = self.faults().error_spike(extensions) {
             m.error_rate_pct += spike.error_rate_pct;
             m.p95_ms += spike.extra_p95_ms;
+        }
+        if rt.state == ServingState::Drained {
+            // A drained agent serves no requests: nothing can fail and there is no
+            // latency to measure, and what CPU it uses is its idle footprint. The
+            // protocol says so with zeros (docs/agent-protocol.md).
+            m.cpu_pct = (m.cpu_pct * IDLE_CPU_SHARE).min(100.0);
+            m.error_rate_pct = 0.0;
+            m.p95_ms = 0.0;
         }
         round_metrics(m)
     }
@@ -569,6 +578,9 @@ fn now_ms() -> u64 {
     u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
 }
 
+/// The share of its serving CPU a drained reference agent still uses.
+const IDLE_CPU_SHARE: f64 = 0.1;
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -630,6 +642,22 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(a.status().state, ServingState::Active);
         assert_eq!(a.status().extensions.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_drained_agent_reports_no_traffic_metrics_and_its_idle_cpu() {
+        let a = agent(10);
+        let serving = a.status().metrics;
+        assert!(serving.error_rate_pct > 0.0 && serving.p95_ms > 0.0, "{serving:?}");
+        a.act(AgentAction::Drain).unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let drained = a.status();
+        assert_eq!(drained.state, ServingState::Drained);
+        assert_eq!((drained.metrics.error_rate_pct, drained.metrics.p95_ms), (0.0, 0.0));
+        assert!(drained.metrics.cpu_pct < serving.cpu_pct / 2.0, "{:?}", drained.metrics);
+        assert_eq!(drained.metrics.mem_pct, a.metrics().mem_pct);
+        a.act(AgentAction::Uncordon).unwrap();
+        assert!(a.status().metrics.p95_ms > 0.0);
     }
 
     #[tokio::test]

@@ -431,25 +431,35 @@ pub(super) fn queue_refused(op: Operation, refused: &mut Option<Operation>) -> O
     }
 }
 
-/// Journals the new table, then drains the source's agents all at once; the time is
-/// from the confirmed request to both done.
+/// Journals the new table, then drains the source's agents all at once. The time told
+/// is measured on the clock (tokio's, so a paused test clock measures too) from the
+/// confirmed request to the reply, the fresh poll included; the counts are what the
+/// agents answered.
 async fn failover(services: &Services, actor: &Actor, from: &str, to: Option<&str>, utterance: &str) -> Reply {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let applied = match services.router.failover(from, to, actor, utterance).await {
         Ok(a) => a,
         Err(e) => return Reply::new(Outcome::Failed, format!("Nothing was failed over: {e}.")).feasible(false),
     };
     let moved = services.router.set_serving(from, false, actor).await;
+    // A poll only shows what changed; with no agent drained it would only wait on
+    // agents that do not answer.
+    if !moved.ok.is_empty() {
+        services.poller.refresh().await;
+    }
     let took = started.elapsed();
-    services.poller.refresh().await;
+    let size = services.topology.snapshot().region_size(from);
     let targets: Vec<&str> = applied.after.routes(from).iter().map(|r| r.region.as_str()).collect();
+    let drained = match (moved.ok.len(), moved.failed.len()) {
+        (0, 0) => format!("none of its {size} agents answers, so none was drained"),
+        (n, _) if n == size => format!("its {n} agent{} drained", if n == 1 { "" } else { "s" }),
+        (n, _) => format!("{n} of its {size} agents drained"),
+    };
     let mut message = format!(
-        "Failed over {from} to {} in {:.1} s: {from} -> {}; {} agent{} drained (routing version {}).",
+        "Failed over {from} to {} in {:.1} s: {from} -> {}; {drained} (routing version {}).",
         targets.join(" and "),
         took.as_secs_f64(),
         applied.after.describe(from),
-        moved.ok.len(),
-        if moved.ok.len() == 1 { "" } else { "s" },
         applied.version
     );
     if !moved.failed.is_empty() {
@@ -465,26 +475,33 @@ async fn failover(services: &Services, actor: &Actor, from: &str, to: Option<&st
         .with_follow_ups(["show routing".to_string(), format!("how healthy is {from}?"), format!("fail back {from}")])
 }
 
+/// Journals the table, then returns the agents a drain took out to service; timed and
+/// counted as [`failover`] is.
 async fn failback(services: &Services, actor: &Actor, region: &str, utterance: &str) -> Reply {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let applied = match services.router.failback(region, actor, utterance).await {
         Ok(a) => a,
         Err(e) => return Reply::new(Outcome::Failed, format!("Nothing was failed back: {e}.")).feasible(false),
     };
     let moved = services.router.set_serving(region, true, actor).await;
+    if !moved.ok.is_empty() {
+        services.poller.refresh().await;
+    }
     let took = started.elapsed();
-    services.poller.refresh().await;
     Reply::new(
         Outcome::Done,
         format!(
-            "Failed back {region} in {:.1} s: it serves its own traffic again; {} agent{} back in service (routing version {}).",
+            "Failed back {region} in {:.1} s: it serves its own traffic again; {} (routing version {}).",
             took.as_secs_f64(),
-            moved.ok.len(),
-            if moved.ok.len() == 1 { "" } else { "s" },
+            crate::routing::returned_words(&moved),
             applied.version
         ),
     )
-    .with_details(json!({ "before": applied.before, "after": applied.after, "version": applied.version, "uncordoned": moved.ok }))
+    .with_details(json!({
+        "before": applied.before, "after": applied.after, "version": applied.version, "uncordoned": moved.ok,
+        "not_uncordoned": moved.failed.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        "elapsed_ms": took.as_millis() as u64,
+    }))
     .with_follow_ups(["show routing".to_string(), format!("how healthy is {region}?")])
 }
 

@@ -739,11 +739,13 @@ impl Session {
     /// Why `op` needs a yes/no, if it does. The rules live here and in
     /// `feasibility::deploy_risk`, never in the grammar.
     async fn risk(&self, op: &Operation, feasible: &Feasible, topo: &Topology) -> Option<String> {
-        if op.always_risky() {
-            return Some(format!("{} is always confirmed", op.name().replace('_', " ")));
-        }
+        // The check's own reason says what is at stake (a failover's plan), so it wins
+        // over the generic one.
         if let Some(r) = &feasible.risk {
             return Some(r.clone());
+        }
+        if op.always_risky() {
+            return Some(format!("{} is always confirmed", op.name().replace('_', " ")));
         }
         match op {
             Operation::Resume { deployment: Some(id) }

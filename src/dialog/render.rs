@@ -98,16 +98,24 @@ pub(super) fn summary(op: &Operation, f: &Feasible) -> String {
         Operation::Rollback { deployment: Some(d) } => format!("Roll back {d} on {} agents", f.targets.len()),
         Operation::Resume { deployment: Some(d) } => format!("Resume {d}"),
         Operation::Retry { deployment: Some(d) } => format!("Retry {d}"),
-        Operation::Failover { from: Some(from), to } => format!(
-            "Fail over {from} to {} and drain its {} agent{}",
-            to.as_deref().unwrap_or("the healthiest regions with headroom"),
-            f.targets.len(),
-            if f.targets.len() == 1 { "" } else { "s" }
-        ),
+        // The counts are the agents the check found the change can reach, never a
+        // promise of work that cannot happen.
+        Operation::Failover { from: Some(from), to } => {
+            let to = to.as_deref().unwrap_or("the healthiest regions with headroom");
+            match f.targets.len() {
+                0 => format!("Fail over {from} to {to} (none of its agents answers, so none can be drained)"),
+                1 => format!("Fail over {from} to {to} and drain its 1 reachable agent"),
+                n => format!("Fail over {from} to {to} and drain its {n} reachable agents"),
+            }
+        }
         Operation::ShiftTraffic { from: Some(from), to: Some(to), percent: Some(p) } => {
             format!("Send {p}% of {from}'s traffic to {to}")
         }
-        Operation::Failback { region: Some(r) } => format!("Fail back {r}"),
+        Operation::Failback { region: Some(r) } => match f.targets.len() {
+            0 => format!("Fail back {r} (none of its agents is drained, so none returns to service)"),
+            1 => format!("Fail back {r} and return its 1 drained agent to service"),
+            n => format!("Fail back {r} and return its {n} drained agents to service"),
+        },
         other => other.name().replace('_', " "),
     }
 }
@@ -116,8 +124,9 @@ fn count(agents: &[&AgentView], l: Liveness) -> usize {
     agents.iter().filter(|a| a.liveness == l).count()
 }
 
+/// Agents known to take no new work now; one that does not answer has no known state.
 fn not_serving(agents: &[&AgentView]) -> usize {
-    agents.iter().filter(|a| a.state != crate::agent::protocol::ServingState::Active).count()
+    agents.iter().filter(|a| a.serving().not_serving_now()).count()
 }
 
 pub(super) fn topology(topo: &Topology, scope: &Scope) -> Reply {
@@ -213,9 +222,11 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
         );
         for region in topo.regions() {
             let r: Vec<&AgentView> = agents.iter().copied().filter(|a| &a.region == region).collect();
-            let reachable: Vec<&&AgentView> = r.iter().filter(|a| a.liveness.is_reachable()).collect();
-            let max = |f: fn(&AgentView) -> f64| {
-                reachable.iter().map(|a| f(a)).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+            // Only live traffic metrics: not those of agents that do not answer or serve nothing.
+            let as_of = topo.as_of();
+            let traffic: Vec<(f64, f64)> = r.iter().filter_map(|a| a.reading(as_of).traffic()).collect();
+            let max = |f: fn(&(f64, f64)) -> f64| {
+                traffic.iter().map(f).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
             };
             t.push(vec![
                 region.clone(),
@@ -225,13 +236,13 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
                 count(&r, Liveness::Degraded).to_string(),
                 count(&r, Liveness::Suspect).to_string(),
                 count(&r, Liveness::Down).to_string(),
-                max(|a| a.metrics.error_rate_pct).map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
-                max(|a| a.metrics.p95_ms).map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()),
+                max(|t| t.0).map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
+                max(|t| t.1).map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()),
             ]);
         }
         t
     } else {
-        agent_table("Health", &agents)
+        agent_table("Health", &agents, topo.as_of())
     };
 
     let mut message = format!(
@@ -293,7 +304,8 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
     let details: Vec<serde_json::Value> = agents
         .iter()
         .map(|a| {
-            let mut d = json!({ "agent": a.name, "region": a.region, "liveness": a.liveness, "since": a.liveness_since, "state": a.state, "metrics": a.metrics });
+            // Metrics as they may be read: live, without traffic, or stale with their age.
+            let mut d = json!({ "agent": a.name, "region": a.region, "liveness": a.liveness, "since": a.liveness_since, "state": serving_json(a.serving()), "reported_at": a.reported_at, "metrics": a.reading(topo.as_of()) });
             if let (Some(f), Some(obj)) = (a.flapping, d.as_object_mut()) {
                 obj.insert("flapping".into(), json!(f));
             }
@@ -304,6 +316,15 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
         .with_table(table)
         .with_details(json!({ "agents": details }))
         .with_follow_ups(follow_ups)
+}
+
+/// The serving state for JSON: the state when known now, else `null` (what the agent
+/// last reported is history; `reported_at` says when that was).
+fn serving_json(serving: crate::topology::Serving) -> Option<crate::agent::protocol::ServingState> {
+    match serving {
+        crate::topology::Serving::Now(s) => Some(s),
+        _ => None,
+    }
 }
 
 /// "edge-7 is flapping: 5 state changes in the last 2 min; alerts for it are held back."
@@ -331,49 +352,61 @@ fn span_words(d: std::time::Duration) -> String {
     }
 }
 
-fn agent_table(title: &str, agents: &[&AgentView]) -> Table {
+/// Per agent: a value only where it is live; "stale 42 s" for an agent that does not
+/// answer, "no traffic" for the error rate and latency of a drained one.
+fn agent_table(title: &str, agents: &[&AgentView], as_of: chrono::DateTime<chrono::Utc>) -> Table {
+    use crate::topology::{age_words, Reading, Serving};
     let mut t = Table::new(title, &["Agent", "Zone", "Health", "State", "CPU %", "Mem %", "Err %", "p95 ms"]);
     for a in agents {
-        let reachable = a.liveness.is_reachable();
-        let m = a.metrics;
-        let num = |v: f64, p: usize| if reachable { format!("{v:.p$}") } else { "-".to_string() };
-        t.push(vec![
-            a.name.to_string(),
-            a.zone.clone(),
-            a.liveness.as_str().to_string(),
-            a.state.as_str().to_string(),
-            num(m.cpu_pct, 0),
-            num(m.mem_pct, 0),
-            num(m.error_rate_pct, 2),
-            num(m.p95_ms, 0),
-        ]);
+        let state = match a.serving() {
+            Serving::Now(s) => s.as_str().to_string(),
+            Serving::LastReported { .. } | Serving::Unknown => "unknown".to_string(),
+        };
+        let [cpu, mem, err, p95] = match a.reading(as_of) {
+            Reading::Live(m) => [
+                format!("{:.0}", m.cpu_pct),
+                format!("{:.0}", m.mem_pct),
+                format!("{:.2}", m.error_rate_pct),
+                format!("{:.0}", m.p95_ms),
+            ],
+            Reading::NoTraffic { cpu_pct, mem_pct } => {
+                [format!("{cpu_pct:.0}"), format!("{mem_pct:.0}"), "no traffic".into(), "no traffic".into()]
+            }
+            Reading::Stale { age, .. } => [format!("stale {}", age_words(age)), "-".into(), "-".into(), "-".into()],
+            Reading::Never => ["-".into(), "-".into(), "-".into(), "-".into()],
+        };
+        t.push(vec![a.name.to_string(), a.zone.clone(), a.liveness.as_str().to_string(), state, cpu, mem, err, p95]);
     }
     t
 }
 
 pub(super) fn agent(a: &AgentView, topo: &Topology) -> Reply {
-    let m = a.metrics;
-    let mut message = format!(
-        "{} ({}, {}, {}) is {} and {}",
+    let as_of = topo.as_of();
+    let place = format!(
+        "{} ({}, {}, {})",
         a.name,
         a.zone,
         a.env().unwrap_or("no env"),
         a.tier().map(|t| format!("tier {t}")).unwrap_or_else(|| "no tier".into()),
-        a.liveness.as_str(),
-        a.state.as_str()
     );
-    if a.liveness.is_reachable() {
-        message.push_str(&format!(
-            ": cpu {:.0}%, memory {:.0}%, error rate {:.2}%, p95 {:.0} ms.",
-            m.cpu_pct, m.mem_pct, m.error_rate_pct, m.p95_ms
-        ));
+    // State and metrics as `AgentView` says they are known, as every front-end tells them.
+    let mut message = if a.liveness.is_reachable() {
+        format!(
+            "{place} is {} and {}: {}.",
+            a.liveness.as_str(),
+            a.serving().describe(as_of),
+            a.reading(as_of).describe()
+        )
     } else {
-        message.push_str(&format!(
-            " since {}; last seen {}.",
+        format!(
+            "{place} is {} since {}; {}; last seen {}; {}.",
+            a.liveness.as_str(),
             a.liveness_since.format("%H:%M:%S"),
-            a.last_seen.map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_else(|| "never".into())
-        ));
-    }
+            a.serving().describe(as_of),
+            a.last_seen.map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_else(|| "never".into()),
+            a.reading(as_of).describe()
+        )
+    };
     if let Some(f) = &a.flapping {
         message.push(' ');
         message.push_str(&flapping_sentence(&a.name, f));

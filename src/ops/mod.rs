@@ -503,11 +503,18 @@ impl Operation {
         self.effect() == Effect::Mutate
     }
 
-    /// Operations that are risky whatever their scope (PRODUCT.md: failover, abort).
+    /// Operations that are risky whatever their scope (PRODUCT.md: failover, abort; a
+    /// failback moves a whole region's traffic as a failover does).
     /// Scope-dependent risk (production, more than a quarter of a region) needs the
     /// topology and is decided by the feasibility check.
     pub fn always_risky(&self) -> bool {
-        matches!(self, Operation::Failover { .. } | Operation::Abort { .. } | Operation::ShiftTraffic { .. })
+        matches!(
+            self,
+            Operation::Failover { .. }
+                | Operation::Failback { .. }
+                | Operation::Abort { .. }
+                | Operation::ShiftTraffic { .. }
+        )
     }
 
     /// The least role allowed to run the operation.

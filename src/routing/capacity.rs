@@ -50,6 +50,9 @@ pub struct RegionLoad {
 pub struct Capacity {
     pub loads: BTreeMap<String, RegionLoad>,
     pub limits: Limits,
+    /// Each region's environment (the `env` label all its agents share), for the rule
+    /// that traffic goes to its own environment unless the operator names a target.
+    pub envs: BTreeMap<String, String>,
 }
 
 impl Capacity {
@@ -79,7 +82,20 @@ impl Capacity {
                 (region, RegionLoad { agents: n, demand_cpu, mem, health })
             })
             .collect();
-        Capacity { loads, limits }
+        let envs =
+            topo.regions().iter().filter_map(|r| topo.region_env(r).map(|e| (r.clone(), e.to_string()))).collect();
+        Capacity { loads, limits, envs }
+    }
+
+    /// The environment of `region`, if all its agents share one.
+    pub fn env(&self, region: &str) -> Option<&str> {
+        self.envs.get(region).map(String::as_str)
+    }
+
+    /// Whether `a` and `b` are in the same environment (both unlabelled counts as the
+    /// same: a fleet without `env` labels has one environment).
+    pub fn same_env(&self, a: &str, b: &str) -> bool {
+        self.env(a) == self.env(b)
     }
 
     /// CPU % `target`'s agents would run at under `table`.

@@ -220,15 +220,17 @@ impl Router {
         .await
     }
 
-    /// Drains (`serve == false`) or uncordons the reachable agents of `region`, all
-    /// at once within [`ACTION_CONCURRENCY`], through the orchestrator so each
-    /// action is journalled like any other.
+    /// Drains (`serve == false`) the reachable agents of `region`, or returns to
+    /// service (`serve == true`) those of them a drain took out ([`returnable`]), all
+    /// at once within [`ACTION_CONCURRENCY`], through the orchestrator so each action
+    /// is journalled like any other. What it answers is what the agents did: a reply
+    /// counts only those.
     pub async fn set_serving(&self, region: &str, serve: bool, actor: &Actor) -> AgentsMoved {
         let topo = self.inner.topology.snapshot();
         let action = if serve { AgentAction::Uncordon } else { AgentAction::Drain };
         let agents: Vec<(String, String)> = topo
             .region_agents(region)
-            .filter(|a| a.liveness.is_reachable())
+            .filter(|a| if serve { returnable(a) } else { a.liveness.is_reachable() })
             .map(|a| (a.name.to_string(), a.endpoint.clone()))
             .collect();
         let orchestrator = &self.inner.orchestrator;
@@ -287,7 +289,9 @@ impl Router {
             .apply("cascade", &system, &reason, |t, cap| {
                 let chosen: Vec<Route> = plan::cascade(cap, t, region);
                 if chosen.is_empty() {
-                    return Err(RoutingError::Refused("no healthy region is left to take it".to_string()));
+                    return Err(RoutingError::Refused(
+                        "no healthy region of its environment is left to take it".to_string(),
+                    ));
                 }
                 Ok(table::failover(t, region, &chosen)?)
             })
@@ -361,9 +365,9 @@ impl Router {
                             let moved = self.set_serving(&region, true, &system).await;
                             troubled.remove(&region);
                             self.announce(format!(
-                                "{region} has been healthy for {} s: failed it back automatically ({} agents back in service, routing version {}).",
+                                "{region} has been healthy for {} s: failed it back automatically ({}, routing version {}).",
                                 after.as_secs(),
-                                moved.ok.len(),
+                                returned_words(&moved),
                                 applied.version
                             ));
                         }
@@ -374,4 +378,27 @@ impl Router {
             }
         }
     }
+}
+
+/// Whether a failback returns `agent` to service: it answers and a drain (a
+/// failover's, or an operator's) has it out of service. Cordoned agents were set
+/// aside for a reason of their own and are left so.
+pub fn returnable(agent: &crate::topology::AgentView) -> bool {
+    use crate::agent::protocol::ServingState as S;
+    matches!(agent.serving(), crate::topology::Serving::Now(S::Draining | S::Drained))
+}
+
+/// "3 agents back in service", or that none needed it, for replies and announcements.
+pub fn returned_words(moved: &AgentsMoved) -> String {
+    let mut out = match moved.ok.len() {
+        0 if !moved.failed.is_empty() => "no agent back in service".to_string(),
+        0 => "none of its agents was drained, so none needed returning to service".to_string(),
+        1 => "1 agent back in service".to_string(),
+        n => format!("{n} agents back in service"),
+    };
+    if !moved.failed.is_empty() {
+        let names: Vec<String> = moved.failed.iter().take(4).map(|(n, e)| format!("{n} ({e})")).collect();
+        out.push_str(&format!("; {} could not be returned: {}", moved.failed.len(), names.join(", ")));
+    }
+    out
 }

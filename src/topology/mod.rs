@@ -225,6 +225,11 @@ pub struct AgentView {
     pub liveness_since: DateTime<Utc>,
     /// When the agent last answered, if ever.
     pub last_seen: Option<DateTime<Utc>>,
+    /// When `state` and `metrics` were last measured: the time of the agent's last
+    /// status answer (a heartbeat says the agent lives, but measures nothing). `None`:
+    /// never, and `state` and `metrics` are placeholders. Read both through
+    /// [`AgentView::serving`] and [`AgentView::reading`], never directly.
+    pub reported_at: Option<DateTime<Utc>>,
     /// Set while the poller counts the agent as flapping (its liveness transitions are
     /// then held back from the events), so replies can say so instead of showing
     /// whichever state the last pass happened to catch.
@@ -277,6 +282,130 @@ impl AgentView {
     /// Reachable and taking work: a rollout may touch it.
     pub fn is_available(&self) -> bool {
         self.liveness.is_reachable() && self.state == ServingState::Active
+    }
+
+    /// What is known of the agent's serving state. The one owner every front-end asks,
+    /// so that a reply, the TUI and a fresh `ask` say the same of the same agent: only
+    /// an agent that answers has a serving state now; of one that does not, its last
+    /// report is history, and one that never answered has none.
+    pub fn serving(&self) -> Serving {
+        match self.reported_at {
+            Some(_) if self.liveness.is_reachable() => Serving::Now(self.state),
+            Some(at) => Serving::LastReported { state: self.state, at },
+            None => Serving::Unknown,
+        }
+    }
+
+    /// The agent's metrics as they may be shown at `as_of` (the snapshot's time): live
+    /// while it answers, without error rate and latency while it serves no traffic, and
+    /// marked stale with their age once it stops answering.
+    pub fn reading(&self, as_of: DateTime<Utc>) -> Reading {
+        let m = self.metrics;
+        match self.reported_at {
+            None => Reading::Never,
+            Some(at) if !self.liveness.is_reachable() => {
+                Reading::Stale { metrics: m, age: (as_of - at).to_std().unwrap_or_default() }
+            }
+            Some(_) if self.state == ServingState::Drained => {
+                Reading::NoTraffic { cpu_pct: m.cpu_pct, mem_pct: m.mem_pct }
+            }
+            Some(_) => Reading::Live(m),
+        }
+    }
+}
+
+/// What Parley knows of an agent's serving state ([`AgentView::serving`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// Reported by the agent, which answers now.
+    Now(ServingState),
+    /// The agent does not answer; this is what it last reported, and when.
+    LastReported { state: ServingState, at: DateTime<Utc> },
+    /// The agent does not answer and never did.
+    Unknown,
+}
+
+impl Serving {
+    /// For replies: "active", or why it is not known ("serving state unknown (last
+    /// reported active 42 s ago)"), the age as of `as_of`.
+    pub fn describe(&self, as_of: DateTime<Utc>) -> String {
+        match self {
+            Serving::Now(s) => s.as_str().to_string(),
+            Serving::LastReported { state, at } => format!(
+                "serving state unknown (last reported {} {} ago)",
+                state.as_str(),
+                age_words((as_of - *at).to_std().unwrap_or_default())
+            ),
+            Serving::Unknown => "serving state unknown (it never answered)".to_string(),
+        }
+    }
+
+    /// Known to take no new work right now (cordoned, draining, drained, restarting).
+    pub fn not_serving_now(&self) -> bool {
+        matches!(self, Serving::Now(s) if *s != ServingState::Active)
+    }
+}
+
+/// An agent's metrics as they may be shown ([`AgentView::reading`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reading {
+    /// Measured in the last answer of an agent that answers now.
+    Live(Metrics),
+    /// A drained agent: CPU and memory are measured, but with no requests there is no
+    /// error rate or latency to speak of.
+    NoTraffic { cpu_pct: f64, mem_pct: f64 },
+    /// The agent does not answer: its last measured values, `age` old.
+    Stale {
+        metrics: Metrics,
+        #[serde(rename = "age_ms", serialize_with = "duration_ms")]
+        age: std::time::Duration,
+    },
+    /// Never measured.
+    Never,
+}
+
+impl Reading {
+    /// Error rate and p95 latency, only where they are live and meaningful.
+    pub fn traffic(&self) -> Option<(f64, f64)> {
+        match self {
+            Reading::Live(m) => Some((m.error_rate_pct, m.p95_ms)),
+            _ => None,
+        }
+    }
+
+    /// For replies: "cpu 31%, memory 40%, error rate 0.12%, p95 150 ms", or what
+    /// stands in for values that are not live.
+    pub fn describe(&self) -> String {
+        match self {
+            Reading::Live(m) => format!(
+                "cpu {:.0}%, memory {:.0}%, error rate {:.2}%, p95 {:.0} ms",
+                m.cpu_pct, m.mem_pct, m.error_rate_pct, m.p95_ms
+            ),
+            Reading::NoTraffic { cpu_pct, mem_pct } => format!(
+                "cpu {cpu_pct:.0}%, memory {mem_pct:.0}%; it serves no traffic, so it has no error rate or latency"
+            ),
+            Reading::Stale { age, .. } => {
+                format!("no metrics: the last were measured {} ago and are stale", age_words(*age))
+            }
+            Reading::Never => "no metrics: it was never measured".to_string(),
+        }
+    }
+}
+
+/// An age as an operator reads it: "0.4 s", "42 s", "3 min", "2 h".
+pub fn age_words(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s < 1 {
+        format!("{:.1} s", d.as_secs_f64())
+    } else if s < 120 {
+        format!("{s} s")
+    } else if s < 2 * 3600 {
+        format!("{} min", s / 60)
+    } else if s < 2 * 86_400 {
+        format!("{} h", s / 3600)
+    } else {
+        format!("{} days", s / 86_400)
     }
 }
 
@@ -544,6 +673,25 @@ impl Topology {
     pub fn region_health(&self, region: &str) -> RegionHealth {
         self.region_stats(region).map_or(RegionHealth::Healthy, |s| s.health)
     }
+
+    /// The `env` label every agent of `region` has, `None` when they differ or lack it:
+    /// which traffic may go where follows it (production to production).
+    pub fn region_env(&self, region: &str) -> Option<&str> {
+        let mut envs = self.agents.iter().filter(|a| a.region == region).map(AgentView::env);
+        let first = envs.next()??;
+        envs.all(|e| e == Some(first)).then_some(first)
+    }
+
+    /// The time ages of measurements are told as of: the pass that made this snapshot
+    /// (so one snapshot reads the same in every front-end), else now.
+    pub fn as_of(&self) -> DateTime<Utc> {
+        self.refreshed_at.unwrap_or_else(Utc::now)
+    }
+
+    /// When any agent of `region` last reported, if one ever did.
+    pub fn region_reported_at(&self, region: &str) -> Option<DateTime<Utc>> {
+        self.region_agents(region).filter_map(|a| a.reported_at).max()
+    }
 }
 
 /// The shared, swappable current snapshot.
@@ -605,6 +753,7 @@ pub mod demo {
             liveness: Liveness::Healthy,
             liveness_since: DateTime::<Utc>::UNIX_EPOCH,
             last_seen: Some(DateTime::<Utc>::UNIX_EPOCH),
+            reported_at: Some(DateTime::<Utc>::UNIX_EPOCH),
             flapping: None,
         }
     }
@@ -679,6 +828,51 @@ mod tests {
         let edge_19 = t.agents().iter().position(|a| a.name == "edge-19").unwrap();
         assert!(t.is_production(0) && !t.is_production(edge_19), "ap-south is staging");
         assert_eq!(t.agent_region(edge_19), Some(3));
+    }
+
+    #[test]
+    fn serving_state_and_metrics_are_told_only_as_far_as_they_are_known() {
+        let t = demo_topology();
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let later = at + chrono::Duration::seconds(42);
+        let mut a = t.agent("edge-13").unwrap().clone();
+        assert_eq!(a.serving(), Serving::Now(ServingState::Active));
+        assert_eq!(a.serving().describe(later), "active");
+        assert!(matches!(a.reading(later), Reading::Live(_)));
+
+        // Crashed after answering: what it said last is history, with its age.
+        a.liveness = Liveness::Down;
+        assert_eq!(a.serving(), Serving::LastReported { state: ServingState::Active, at });
+        assert_eq!(a.serving().describe(later), "serving state unknown (last reported active 42 s ago)");
+        assert!(!a.serving().not_serving_now());
+        assert_eq!(a.reading(later).traffic(), None);
+        assert_eq!(a.reading(later).describe(), "no metrics: the last were measured 42 s ago and are stale");
+
+        // Never answered: the placeholder state is not a state.
+        a.reported_at = None;
+        a.state = ServingState::Drained;
+        assert_eq!(a.serving(), Serving::Unknown);
+        assert_eq!(a.serving().describe(later), "serving state unknown (it never answered)");
+        assert!(!a.serving().not_serving_now());
+        assert_eq!(a.reading(later), Reading::Never);
+
+        // Drained and answering: CPU and memory are real, traffic metrics are not.
+        a.reported_at = Some(at);
+        a.liveness = Liveness::Healthy;
+        assert!(a.serving().not_serving_now());
+        assert_eq!(a.reading(later), Reading::NoTraffic { cpu_pct: 30.0, mem_pct: 40.0 });
+        assert_eq!(
+            a.reading(later).describe(),
+            "cpu 30%, memory 40%; it serves no traffic, so it has no error rate or latency"
+        );
+    }
+
+    #[test]
+    fn regions_have_the_env_all_their_agents_share() {
+        let t = demo_topology();
+        assert_eq!(t.region_env("eu-west"), Some("production"));
+        assert_eq!(t.region_env("ap-south"), Some("staging"));
+        assert_eq!(t.region_env("mars"), None);
     }
 
     #[test]

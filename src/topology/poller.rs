@@ -485,6 +485,7 @@ impl Poller {
                     };
                     update_view(&mut slot.view, entry, status);
                     slot.view.last_seen = Some(outcome.at_utc);
+                    slot.view.reported_at = Some(outcome.at_utc);
                     slot.answered_at = Some(outcome.at);
                     liveness
                 }
@@ -621,11 +622,13 @@ fn unseen_view(entry: &InventoryEntry, now: DateTime<Utc>) -> AgentView {
         capabilities: Vec::new(),
         extensions: BTreeMap::new(),
         metrics: Metrics::default(),
-        // Nothing is known to be served there; nothing should be scheduled there.
+        // A placeholder, never told as a state: `reported_at: None` makes
+        // `AgentView::serving` say it is unknown. Drained, so nothing is scheduled there.
         state: ServingState::Drained,
         liveness: Liveness::Down,
         liveness_since: now,
         last_seen: None,
+        reported_at: None,
         flapping: None,
     }
 }

@@ -16,7 +16,7 @@ use super::state::{deployment_actions, AgentStatus, App, Counts, FleetRow, LogEn
 use crate::ops::{DeploymentStatus, Operation};
 use crate::registry::{DeploymentRecord, TargetState};
 use crate::reply::{Outcome, Reply, Table};
-use crate::topology::RegionHealth;
+use crate::topology::{age_words, Reading, RegionHealth};
 
 /// At least this wide and tall, all three panes show at once.
 pub const WIDE_COLS: u16 = 120;
@@ -427,7 +427,20 @@ fn fleet_row_line(app: &App, row: &FleetRow, selected: bool, width: usize) -> Li
                 ),
                 Span::raw(format!("{:>4} ", counts.total())),
             ];
-            if width >= 52 {
+            let as_of = app.topology.as_of();
+            if *health == RegionHealth::Partitioned {
+                // No agent answers: there is nothing live to draw, and flat bars would
+                // read as a calm region. Say how old what is known is instead.
+                let age = app.topology.region_reported_at(name).map(|at| (as_of - at).to_std());
+                let text = match age {
+                    Some(age) => format!("no answer · metrics stale {}", age_words(age.unwrap_or_default())),
+                    None => "no answer · never measured".to_string(),
+                };
+                spans.push(Span::styled(text, Style::new().fg(Color::Red)));
+            } else if !app.topology.region_agents(name).any(|a| a.reading(as_of).traffic().is_some()) {
+                // Drained (failed over): flat bars would read as a calm region serving traffic.
+                spans.push(Span::styled("no traffic to measure", Style::new().fg(Color::DarkGray)));
+            } else if width >= 52 {
                 spans.push(Span::styled(
                     format!("err {}", sparkline(&series.error_rate_pct, app.thresholds.error_rate_pct, SPARK_SHOWN)),
                     Style::new().fg(Color::Red),
@@ -447,10 +460,11 @@ fn fleet_row_line(app: &App, row: &FleetRow, selected: bool, width: usize) -> Li
         FleetRow::Agent(i) => {
             let Some(a) = app.topology.agents().get(*i) else { return Line::raw("") };
             let status = AgentStatus::of(a.liveness, a.state);
-            let metrics = if a.liveness.is_reachable() {
-                format!("err {:>4.1}%  p95 {:>4.0} ms", a.metrics.error_rate_pct, a.metrics.p95_ms)
-            } else {
-                "no answer".to_string()
+            let metrics = match a.reading(app.topology.as_of()) {
+                Reading::Live(m) => format!("err {:>4.1}%  p95 {:>4.0} ms", m.error_rate_pct, m.p95_ms),
+                Reading::NoTraffic { .. } => "no traffic".to_string(),
+                Reading::Stale { age, .. } => format!("no answer · stale {}", age_words(age)),
+                Reading::Never => "no answer · never measured".to_string(),
             };
             let text = format!("    {} {} {metrics}", pad(&a.name, 10), pad(status.as_str(), 9));
             let mut style = Style::new().fg(status_color(status));
@@ -520,12 +534,20 @@ fn render_fleet(frame: &mut Frame, app: &App, area: Rect) {
                 Span::styled(status.as_str(), Style::new().fg(status_color(status)).add_modifier(Modifier::BOLD)),
                 Span::raw(cut(
                     &format!(
-                        " · {} · cpu {:.0}% mem {:.0}% err {:.2}% p95 {:.0} ms",
-                        a.state.as_str(),
-                        a.metrics.cpu_pct,
-                        a.metrics.mem_pct,
-                        a.metrics.error_rate_pct,
-                        a.metrics.p95_ms
+                        " · {} · {}",
+                        a.serving().describe(app.topology.as_of()),
+                        match a.reading(app.topology.as_of()) {
+                            Reading::Live(m) => format!(
+                                "cpu {:.0}% mem {:.0}% err {:.2}% p95 {:.0} ms",
+                                m.cpu_pct, m.mem_pct, m.error_rate_pct, m.p95_ms
+                            ),
+                            Reading::NoTraffic { cpu_pct, mem_pct } => {
+                                format!("cpu {cpu_pct:.0}% mem {mem_pct:.0}% · no traffic")
+                            }
+                            // The age is that of the last report, told just before.
+                            Reading::Stale { .. } => "no live metrics".to_string(),
+                            Reading::Never => "never measured".to_string(),
+                        }
                     ),
                     w.saturating_sub(status.as_str().len()),
                 )),

@@ -42,7 +42,8 @@ fn partitioned(region: &str) -> Topology {
     for a in agents.iter_mut().filter(|a| a.region == region) {
         a.liveness = Liveness::Down;
     }
-    Topology::new(agents, t.catalog_arc(), None)
+    // The demo's agents last reported at the epoch; this pass is 42 s later.
+    Topology::new(agents, t.catalog_arc(), Some(DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(42)))
 }
 
 /// d-3: auth-filter 2.1.0 to eu-west as a canary 10% then 100%, mid-way through step 2.
@@ -114,14 +115,16 @@ fn a_partitioned_region_in_the_fleet_pane_at_80x24() {
     let lines = buffer_to_lines(&a, 80, 24);
     assert_eq!(lines[0], " Parley  48 agents, 4 regions  F2 Chat  F3 Fleet  F4 Deploys   ? help  ^C quit");
     assert_eq!(lines[1], "┌ Fleet · filter: eu-west ─────────────────────────────────────────────────────┐");
-    assert_eq!(lines[2], "│eu-west   partitioned   12 err ▁▁       p95 ▁▁                                │");
+    // Nothing answers: no sparklines that would look calm, and stale values said so.
+    assert_eq!(lines[2], "│eu-west   partitioned   12 no answer · metrics stale 42 s                     │");
     assert_eq!(lines[3], "│  eu-west-a    6 down                                                         │");
-    assert_eq!(lines[4], "│    edge-13    down      no answer                                            │");
-    assert_eq!(lines[9], "│    gpu-5      down      no answer                                            │");
+    assert_eq!(lines[4], "│    edge-13    down      no answer · stale 42 s                               │");
+    assert_eq!(lines[9], "│    gpu-5      down      no answer · stale 42 s                               │");
     assert_eq!(lines[10], "│  eu-west-b    6 down                                                         │");
     assert_eq!(lines[13], "│ edge-13 ─────────────────────────────────────────────────────────────────────│");
     assert_eq!(lines[14], "│eu-west / eu-west-a · production · tier edge                                  │");
-    assert_eq!(lines[15], "│down · active · cpu 30% mem 40% err 0.10% p95 120 ms                          │");
+    // Its last report is history, not its state: the words `AgentView::serving` owns.
+    assert_eq!(lines[15], "│down · serving state unknown (last reported active 42 s ago) · no live metrics│");
     assert_eq!(lines[17], "│extensions: auth-filter 2.0.3, log-shipper 1.4.2, rate-limiter 1.0.0          │");
     assert_eq!(lines[22], "│›                                                                             │");
 
@@ -140,6 +143,25 @@ fn a_partitioned_region_in_the_fleet_pane_at_80x24() {
     let lines = buffer_to_lines(&a, 80, 24);
     assert_eq!(lines[2], "│us-east   healthy       12 err ▂▂       p95 ▃▃                                │");
     assert_eq!(lines[3], "│  us-east-a    6 healthy                                                      │");
+}
+
+#[test]
+fn a_drained_region_shows_no_traffic_rather_than_calm_metrics() {
+    let t = demo_topology().unwrap();
+    let mut agents = t.agents().to_vec();
+    for a in agents.iter_mut().filter(|a| a.region == "eu-west") {
+        a.state = crate::agent::protocol::ServingState::Drained;
+        a.metrics.cpu_pct = 3.0;
+    }
+    let mut a = app();
+    a.set_topology(Arc::new(Topology::new(agents, t.catalog_arc(), t.refreshed_at())));
+    a.sample_series();
+    a.focus = Pane::Fleet;
+    a.set_filter("eu-west");
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(lines[2], "│eu-west   healthy       12 no traffic to measure                              │");
+    assert_eq!(lines[4], "│    edge-13    cordoned  no traffic                                           │");
+    assert_eq!(lines[15], "│cordoned · drained · cpu 3% mem 40% · no traffic                              │");
 }
 
 #[test]
