@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::ops::{Actor, Operation};
 use crate::topology::poller::TopologyEvent;
 
+use super::out::{reader_gone, Out};
 use super::text;
 
 /// Completion of agent, region, zone, extension and version names.
@@ -72,14 +73,17 @@ pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), 
         }
     }
 
-    println!(
-        "Parley on {} agents in {} regions. Ask anything; `help` for examples, `exit` to leave.",
+    // Replies go through `Out`, so a reader that goes away (`| head`) ends the REPL
+    // quietly instead of with an error.
+    let mut out = Out::new();
+    out.write(&format!(
+        "Parley on {} agents in {} regions. Ask anything; `help` for examples, `exit` to leave.\n",
         services.topology.snapshot().agents().len(),
         services.topology.snapshot().regions().len()
-    );
+    ))?;
     // Shown before the first prompt, so the first reply does not repeat it.
     if let Some(notice) = session.take_restart_notice() {
-        println!("{}", notice.message);
+        out.write(&format!("{}\n", notice.message))?;
     }
 
     // Progress and announcements print above the prompt without breaking the line
@@ -118,10 +122,15 @@ pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), 
 
     let mut follow_ups: Vec<String> = Vec::new();
     loop {
+        if out.gone() {
+            break;
+        }
         let read = tokio::task::block_in_place(|| rl.readline("parley> "));
         let line = match read {
             Ok(line) => line,
             Err(ReadlineError::Interrupted | ReadlineError::Eof) => break,
+            // The prompt could not be written: the reader of standard output has gone.
+            Err(ReadlineError::Io(e)) if reader_gone(&e) => break,
             Err(e) => return Err(e),
         };
         let trimmed = line.trim();
@@ -136,14 +145,13 @@ pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), 
         let utterance = match trimmed.parse::<usize>() {
             Ok(n) if n >= 1 && n <= follow_ups.len() => {
                 let chosen = follow_ups[n - 1].clone();
-                println!("  > {chosen}");
+                out.write(&format!("  > {chosen}\n"))?;
                 chosen
             }
             _ => trimmed.to_string(),
         };
         let reply = session.handle(&utterance).await;
-        print!("{}", text::render(&reply));
-        println!();
+        out.write(&format!("{}\n", text::render(&reply)))?;
         follow_ups = reply.follow_ups.clone();
         let _ = watch_tx.send(session.watching().cloned());
         if let Ok(mut w) = words.write() {
