@@ -127,6 +127,15 @@ impl Session {
         matches!(self.pending, Some(Pending::Confirm { .. }))
     }
 
+    /// When the pending yes/no was asked, if one is pending. A front-end tells a new
+    /// question from the same one asked again ("I'm waiting for yes or no") by it.
+    pub fn confirmation_asked(&self) -> Option<std::time::Instant> {
+        match &self.pending {
+            Some(Pending::Confirm { asked, .. }) => Some(asked.into_std()),
+            _ => None,
+        }
+    }
+
     /// The active `watch`, if the operator asked for one.
     pub fn watching(&self) -> Option<&Operation> {
         self.watching.as_ref()
