@@ -3,6 +3,7 @@
 //! first suggestion), and rollout progress printed above the prompt as it happens.
 
 use std::borrow::Cow;
+use std::io::Write as _;
 use std::sync::{Arc, RwLock};
 
 use rustyline::completion::{Completer, Pair};
@@ -89,7 +90,15 @@ pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), 
     // Progress and announcements print above the prompt without breaking the line
     // being typed.
     let (watch_tx, watch_rx) = watch::channel::<Option<Operation>>(None);
-    let mut printer = rl.create_external_printer()?;
+    let mut printer: Box<dyn FnMut(String) -> bool + Send> = match rl.create_external_printer() {
+        Ok(mut p) => Box::new(move |line| p.print(line).is_ok()),
+        // Piped input has no line being edited to print above (and rustyline has no
+        // printer without a terminal): announcements are plain lines of output.
+        Err(_) => Box::new(|line: String| {
+            let mut out = std::io::stdout().lock();
+            out.write_all(line.as_bytes()).and_then(|()| out.flush()).is_ok()
+        }),
+    };
     let mut rollouts = services.orchestrator.subscribe();
     let mut fleet_events = services.poller.events();
     let mut routing = services.router.notices();
@@ -113,7 +122,7 @@ pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), 
                 },
             };
             if let Some(line) = line {
-                if printer.print(format!("  » {line}\n")).is_err() {
+                if !printer(format!("  » {line}\n")) {
                     break;
                 }
             }
