@@ -174,10 +174,7 @@ fn the_prompt_takes_only_the_answers_it_shows() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(
-        stderr.contains("\"1\" is not an answer: type y to proceed, or n (or just Enter) to cancel."),
-        "{stderr}"
-    );
+    assert!(stderr.contains("\"1\" is not an answer: type y to proceed, or n (or just Enter) to cancel."), "{stderr}");
     assert!(stdout.ends_with("Cancelled: Drain edge-7. Nothing was changed.\n"), "{stdout}");
     // The proposal shows no numbered answers the prompt would not take.
     assert!(!stdout.contains("[1] yes"), "{stdout}");
@@ -186,7 +183,11 @@ fn the_prompt_takes_only_the_answers_it_shows() {
     cmd.args(["ask", "drain edge-7"]);
     let out = run_with_input(cmd, "Y\n");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("edge-7 is draining"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("edge-7 is draining"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// Every JSON value on `stdout`, in order; panics on anything else.
@@ -211,10 +212,7 @@ fn ask_json_prints_exactly_one_document() {
     assert_eq!(turn["needs_confirmation"], true);
     assert_eq!(turn["operation"], serde_json::json!({"op": "drain", "agent": "edge-7"}));
     assert_eq!(turn["follow_ups"], serde_json::json!([]));
-    assert_eq!(
-        turn["hint"],
-        "Not executed: this needs confirmation. Run the same command with --yes to confirm it."
-    );
+    assert_eq!(turn["hint"], "Not executed: this needs confirmation. Run the same command with --yes to confirm it.");
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // With --yes: the turn that carried it out, and only that.

@@ -159,11 +159,8 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
     let session_task = tokio::spawn(async move {
         while let Some(utterance) = say_rx.recv().await {
             let reply = session.handle(&utterance).await;
-            let answer = Answer {
-                reply,
-                confirmation: session.confirmation_asked(),
-                words: session.vocabulary().words(),
-            };
+            let answer =
+                Answer { reply, confirmation: session.confirmation_asked(), words: session.vocabulary().words() };
             if answer_tx.send(answer).await.is_err() {
                 return;
             }

@@ -15,11 +15,11 @@ use ratatui::Frame;
 use super::state::{
     deployment_actions, AgentStatus, App, Button, Confirm, Counts, FleetRow, LogEntry, Pane, RegionSeries, Talk,
 };
-pub use crate::ui::text::wrap;
 use crate::ops::{DeploymentStatus, Operation};
 use crate::registry::{DeploymentRecord, TargetState};
 use crate::reply::{Outcome, Reply, Table};
 use crate::topology::RegionHealth;
+pub use crate::ui::text::wrap;
 
 /// At least this wide and tall, all three panes show at once.
 pub const WIDE_COLS: u16 = 120;
@@ -740,8 +740,12 @@ fn render_confirm(frame: &mut Frame, app: &App, area: Rect) {
         Span::styled(label, style)
     };
     lines.push(
-        Line::from(vec![button("[y] yes", Button::Yes, Color::Green), Span::raw("    "), button("[n] no", Button::No, Color::Red)])
-            .centered(),
+        Line::from(vec![
+            button("[y] yes", Button::Yes, Color::Green),
+            Span::raw("    "),
+            button("[n] no", Button::No, Color::Red),
+        ])
+        .centered(),
     );
     let hint = if app.waiting {
         "waiting for the answer to what you sent…"

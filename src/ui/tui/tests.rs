@@ -376,7 +376,10 @@ fn a_long_plan_is_shown_whole_in_the_modal_and_scrolls() {
     assert_eq!(lines[8], "│  s│     500 ms, cpu < 80%, memory < 85%                                  │c… │");
     assert_eq!(lines[18], "│  s│                           [y] yes    [n] no                          │,… │");
     assert_eq!(lines[20], "└───└──────────────────────────────────────────────── ↑↓ 0 above, 30 below ┘───┘");
-    assert_eq!(lines[22], "│›                                                                             │", "the input line stays in sight");
+    assert_eq!(
+        lines[22], "│›                                                                             │",
+        "the input line stays in sight"
+    );
     // Scrolling past the end stops at the last step; nothing of it is cut.
     for _ in 0..10 {
         handle_key(&mut a, key(KeyCode::PageDown));
