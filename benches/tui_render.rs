@@ -109,7 +109,7 @@ fn bench(c: &mut Criterion) {
         for a in 0..12 {
             t.push(vec![format!("agent-{a}"), format!("region-{i}-0"), "healthy".into(), "120".into()]);
         }
-        app.on_reply(Reply::new(Outcome::Answered, format!("region-{i}: 500 agents.")).with_table(t), false);
+        app.on_reply(Reply::new(Outcome::Answered, format!("region-{i}: 500 agents.")).with_table(t), None);
     }
     let mut terminal = Terminal::new(TestBackend::new(200, 60)).expect("test backend");
     c.bench_function("tui_render_10k_agents_200x60", |b| {

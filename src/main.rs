@@ -331,7 +331,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             ui::ask::ask(&parley, Actor::local("ask"), &words.join(" "), &options).await?
         }
         Some(Command::Parse { json: _, words }) => {
-            println!("{}", ui::json::parse(&parley, &words.join(" ")));
+            ui::out::Out::new().write(&format!("{}\n", ui::json::parse(&parley, &words.join(" "))))?;
             true
         }
         Some(Command::Chat { json }) => {

@@ -144,3 +144,213 @@ fn parse_prints_the_contract() {
             "scope": ["region:eu-west"], "strategy": {"kind": "canary", "steps": [10, 50]}}, "missing": []})
     );
 }
+
+/// `parley` on its own data directory, its output wrapped as for a terminal of
+/// `columns` (or, with `None`, as when standard output is not a terminal).
+fn parley_at(data_dir: &std::path::Path, columns: Option<&str>) -> Command {
+    let mut cmd = parley(data_dir);
+    match columns {
+        Some(c) => cmd.env("COLUMNS", c),
+        None => cmd.env_remove("COLUMNS"),
+    };
+    cmd
+}
+
+/// Runs `cmd` with `input` on standard input.
+fn run_with_input(mut cmd: Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_prompt_takes_only_the_answers_it_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    // "1" is not y or n: it used to leave the drain unanswered and exit 0.
+    let mut cmd = parley_at(dir.path(), None);
+    cmd.args(["ask", "drain edge-7"]);
+    let out = run_with_input(cmd, "1\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("\"1\" is not an answer: type y to proceed, or n (or just Enter) to cancel."), "{stderr}");
+    assert!(stdout.ends_with("Cancelled: Drain edge-7. Nothing was changed.\n"), "{stdout}");
+    // The proposal shows no numbered answers the prompt would not take.
+    assert!(!stdout.contains("[1] yes"), "{stdout}");
+
+    let mut cmd = parley_at(dir.path(), None);
+    cmd.args(["ask", "drain edge-7"]);
+    let out = run_with_input(cmd, "Y\n");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("edge-7 is draining"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Every JSON value on `stdout`, in order; panics on anything else.
+fn json_documents(stdout: &[u8]) -> Vec<serde_json::Value> {
+    serde_json::Deserializer::from_slice(stdout)
+        .into_iter::<serde_json::Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(stdout)))
+}
+
+#[test]
+fn ask_json_prints_exactly_one_document() {
+    let dir = tempfile::tempdir().unwrap();
+    // Without --yes: the proposal, not carried out, with how to confirm it.
+    let out =
+        parley_at(dir.path(), None).args(["ask", "--json", "drain edge-7"]).stdin(Stdio::null()).output().unwrap();
+    let docs = json_documents(&out.stdout);
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    let turn = &docs[0];
+    assert_eq!(out.status.code(), Some(1), "not executed: {turn}");
+    assert_eq!(turn["outcome"], "needs_confirmation", "{turn}");
+    assert_eq!(turn["needs_confirmation"], true);
+    assert_eq!(turn["operation"], serde_json::json!({"op": "drain", "agent": "edge-7"}));
+    assert_eq!(turn["follow_ups"], serde_json::json!([]));
+    assert_eq!(turn["hint"], "Not executed: this needs confirmation. Run the same command with --yes to confirm it.");
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // With --yes: the turn that carried it out, and only that.
+    let out = parley_at(dir.path(), None).args(["ask", "--json", "--yes", "drain edge-7"]).output().unwrap();
+    let docs = json_documents(&out.stdout);
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert_eq!(out.status.code(), Some(0), "{}", docs[0]);
+    assert_eq!(docs[0]["outcome"], "done", "{}", docs[0]);
+
+    // A rollout followed to its end: one document, how it ended.
+    let out = parley_at(dir.path(), None)
+        .args(["ask", "--json", "--yes", "roll out auth-filter 2.1.0 to ap-south"])
+        .output()
+        .unwrap();
+    let docs = json_documents(&out.stdout);
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert_eq!(out.status.code(), Some(0), "{}", docs[0]);
+    assert_eq!(docs[0]["details"]["status"], "succeeded", "{}", docs[0]);
+}
+
+/// Spawns `cmd` with standard output a pipe whose reading end is closed at once,
+/// as `| head -1` does once it has its line, and returns how the process ended.
+fn with_stdout_closed(mut cmd: Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let mut stdin = child.stdin.take().unwrap();
+    // The process may have ended (quietly) before reading all of it.
+    let _ = stdin.write_all(input.as_bytes());
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+fn assert_quiet_end(what: &str, out: &std::process::Output) {
+    use std::os::unix::process::ExitStatusExt;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let sigpipe = out.status.signal() == Some(13);
+    assert!(out.status.code() == Some(0) || sigpipe, "{what}: {:?}\n{stderr}", out.status);
+    assert!(stderr.is_empty(), "{what} printed on stderr:\n{stderr}");
+}
+
+#[test]
+fn a_closed_stdout_ends_every_text_front_end_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ask = parley_at(dir.path(), None);
+    ask.args(["ask", "how healthy is eu west?"]);
+    assert_quiet_end("ask", &with_stdout_closed(ask, ""));
+
+    let mut chat = parley_at(dir.path(), None);
+    chat.args(["chat", "--json"]);
+    assert_quiet_end("chat --json", &with_stdout_closed(chat, "how healthy is eu west?\nlist deployments\n"));
+
+    let mut chat = parley_at(dir.path(), None);
+    chat.arg("chat");
+    assert_quiet_end("chat", &with_stdout_closed(chat, "how healthy is eu west?\n"));
+
+    let mut repl = parley_at(dir.path(), None);
+    repl.arg("repl");
+    assert_quiet_end("repl", &with_stdout_closed(repl, "how healthy is eu west?\nexit\n"));
+
+    let mut parse = parley_at(dir.path(), None);
+    parse.args(["parse", "--json", "drain edge-7"]);
+    assert_quiet_end("parse", &with_stdout_closed(parse, ""));
+
+    // A rollout whose output nobody reads any more still runs to its end.
+    let mut ask = parley_at(dir.path(), None);
+    ask.args(["ask", "--yes", "roll out auth-filter 2.1.0 to ap-south"]);
+    assert_quiet_end("ask --yes", &with_stdout_closed(ask, ""));
+    let out = parley_at(dir.path(), None).args(["ask", "--json", "show deployment d-1"]).output().unwrap();
+    let turn: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(turn["details"]["status"], "succeeded", "{turn}");
+}
+
+#[test]
+fn text_wraps_to_the_terminal_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = parley_at(dir.path(), Some("60")).args(["ask", "deploy model-server 0.4 to eu-west"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "model-server needs gpu, which 10 of the 12 agents in scope\n\
+         lack: edge-13, edge-14, edge-15, edge-16, edge-17, edge-18\n\
+         and 4 more. Instead you could say: \"roll out model-server\n\
+         0.4.0 to the gpu agents in eu-west\".\n\
+         \n\
+         \x20 [1] roll out model-server 0.4.0 to the gpu agents in\n\
+         \x20     eu-west\n"
+    );
+
+    // Not a terminal and no $COLUMNS: 80 columns.
+    let out = parley_at(dir.path(), None).args(["ask", "deploy model-server 0.4 to eu-west"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "model-server needs gpu, which 10 of the 12 agents in scope lack: edge-13,\n\
+         edge-14, edge-15, edge-16, edge-17, edge-18 and 4 more. Instead you could say:\n\
+         \"roll out model-server 0.4.0 to the gpu agents in eu-west\".\n\
+         \n\
+         \x20 [1] roll out model-server 0.4.0 to the gpu agents in eu-west\n"
+    );
+}
+
+#[test]
+fn a_long_table_and_its_rule_fit_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = parley_at(dir.path(), Some("60"))
+        .args(["ask", "--yes", "roll out auth-filter 2.1.0 to ap-south"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let long: Vec<&str> = stdout.lines().filter(|l| l.chars().count() > 60).collect();
+    assert!(long.is_empty(), "lines wider than 60 columns: {long:#?}\n{stdout}");
+    let plan = stdout.split("\n\n").find(|b| b.starts_with("  d-1 plan")).unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(
+        plan,
+        "  d-1 plan
+  Step
+  ----------------------------------------------------------
+  step 1: 3 agents (3 of 12 agents, 25%): edge-19, edge-20,
+    edge-21; bake 50 ms; gate: error rate < 1%, p95 < 500
+    ms, cpu < 80%, memory < 85%, against the agents not yet
+    upgraded
+  step 2: 3 agents (6 of 12 agents, 50%): edge-22, edge-23,
+    edge-24; bake 50 ms; gate: error rate < 1%, p95 < 500
+    ms, cpu < 80%, memory < 85%, against the agents not yet
+    upgraded
+  step 3: 3 agents (9 of 12 agents, 75%): core-13, core-14,
+    core-15; bake 50 ms; gate: error rate < 1%, p95 < 500
+    ms, cpu < 80%, memory < 85%, against the agents not yet
+    upgraded
+  step 4: 3 agents (12 of 12 agents, 100%): core-16, gpu-7,
+    gpu-8; bake 50 ms; gate: error rate < 1%, p95 < 500 ms,
+    cpu < 80%, memory < 85%, against the agents not yet
+    upgraded"
+    );
+    // Each rule is as wide as its column, never wider than the table.
+    let targets = stdout.split("\n\n").find(|b| b.starts_with("  d-1 targets")).unwrap_or_else(|| panic!("{stdout}"));
+    let lines: Vec<&str> = targets.lines().collect();
+    assert_eq!(lines[1], "  Agent    Step  Previous  State      Detail");
+    assert_eq!(lines[2], "  -------  ----  --------  ---------  ------");
+}

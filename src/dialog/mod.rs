@@ -149,6 +149,15 @@ impl Session {
         }
     }
 
+    /// When the pending yes/no was asked, if one is pending. A front-end tells a new
+    /// question from the same one asked again ("I'm waiting for yes or no") by it.
+    pub fn confirmation_asked(&self) -> Option<std::time::Instant> {
+        match &self.pending {
+            Some(Pending::Confirm { asked, .. }) => Some(asked.into_std()),
+            _ => None,
+        }
+    }
+
     /// Answers the proposal `id` (from a button bound to it) with yes or no. When
     /// that proposal is not the one pending (answered, replaced or forgotten since),
     /// nothing is changed and whatever is pending stays pending.

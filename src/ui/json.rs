@@ -32,8 +32,17 @@ pub async fn chat(parley: &Parley, actor: Actor, json: bool) -> std::io::Result<
         // Invalid UTF-8 is still an utterance (an unintelligible one), not a reason to stop.
         let line = String::from_utf8_lossy(&raw);
         let reply = session.handle(line.trim_end_matches(['\n', '\r'])).await;
-        out.write_all(render(&reply)?.as_bytes()).await?;
-        out.flush().await?;
+        let written = match out.write_all(render(&reply)?.as_bytes()).await {
+            Ok(()) => out.flush().await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => {}
+            // Nobody reads the answers any more (`| head`): stop taking turns, and
+            // end quietly once what is running has finished.
+            Err(e) if super::out::reader_gone(&e) => break,
+            Err(e) => return Err(e),
+        }
     }
     parley.services().orchestrator.wait_settled().await;
     Ok(())

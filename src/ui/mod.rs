@@ -3,6 +3,7 @@
 
 pub mod ask;
 pub mod json;
+pub mod out;
 pub mod repl;
 pub mod text;
 pub mod tui;

@@ -3,6 +3,7 @@
 //! first suggestion), and rollout progress printed above the prompt as it happens.
 
 use std::borrow::Cow;
+use std::io::Write as _;
 use std::sync::{Arc, RwLock};
 
 use rustyline::completion::{Completer, Pair};
@@ -19,6 +20,7 @@ use crate::config::Config;
 use crate::ops::{Actor, Operation};
 use crate::topology::poller::TopologyEvent;
 
+use super::out::{reader_gone, Out};
 use super::text;
 
 /// Completion of agent, region, zone, extension and version names.
@@ -72,20 +74,31 @@ pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), 
         }
     }
 
-    println!(
-        "Parley on {} agents in {} regions. Ask anything; `help` for examples, `exit` to leave.",
+    // Replies go through `Out`, so a reader that goes away (`| head`) ends the REPL
+    // quietly instead of with an error.
+    let mut out = Out::new();
+    out.write(&format!(
+        "Parley on {} agents in {} regions. Ask anything; `help` for examples, `exit` to leave.\n",
         services.topology.snapshot().agents().len(),
         services.topology.snapshot().regions().len()
-    );
+    ))?;
     // Shown before the first prompt, so the first reply does not repeat it.
     if let Some(notice) = session.take_restart_notice() {
-        println!("{}", notice.message);
+        out.write(&format!("{}\n", notice.message))?;
     }
 
     // Progress and announcements print above the prompt without breaking the line
     // being typed.
     let (watch_tx, watch_rx) = watch::channel::<Option<Operation>>(None);
-    let mut printer = rl.create_external_printer()?;
+    let mut printer: Box<dyn FnMut(String) -> bool + Send> = match rl.create_external_printer() {
+        Ok(mut p) => Box::new(move |line| p.print(line).is_ok()),
+        // Piped input has no line being edited to print above (and rustyline has no
+        // printer without a terminal): announcements are plain lines of output.
+        Err(_) => Box::new(|line: String| {
+            let mut out = std::io::stdout().lock();
+            out.write_all(line.as_bytes()).and_then(|()| out.flush()).is_ok()
+        }),
+    };
     let mut rollouts = services.orchestrator.subscribe();
     let mut fleet_events = services.poller.events();
     let mut routing = services.router.notices();
@@ -109,7 +122,7 @@ pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), 
                 },
             };
             if let Some(line) = line {
-                if printer.print(format!("  » {line}\n")).is_err() {
+                if !printer(format!("  » {line}\n")) {
                     break;
                 }
             }
@@ -118,10 +131,15 @@ pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), 
 
     let mut follow_ups: Vec<String> = Vec::new();
     loop {
+        if out.gone() {
+            break;
+        }
         let read = tokio::task::block_in_place(|| rl.readline("parley> "));
         let line = match read {
             Ok(line) => line,
             Err(ReadlineError::Interrupted | ReadlineError::Eof) => break,
+            // The prompt could not be written: the reader of standard output has gone.
+            Err(ReadlineError::Io(e)) if reader_gone(&e) => break,
             Err(e) => return Err(e),
         };
         let trimmed = line.trim();
@@ -136,14 +154,13 @@ pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), 
         let utterance = match trimmed.parse::<usize>() {
             Ok(n) if n >= 1 && n <= follow_ups.len() => {
                 let chosen = follow_ups[n - 1].clone();
-                println!("  > {chosen}");
+                out.write(&format!("  > {chosen}\n"))?;
                 chosen
             }
             _ => trimmed.to_string(),
         };
         let reply = session.handle(&utterance).await;
-        print!("{}", text::render(&reply));
-        println!();
+        out.write(&format!("{}\n", text::render(&reply)))?;
         follow_ups = reply.follow_ups.clone();
         let _ = watch_tx.send(session.watching().cloned());
         if let Ok(mut w) = words.write() {

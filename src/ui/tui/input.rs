@@ -4,7 +4,9 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::state::{deployment_actions, App, Pane};
+use std::time::Duration;
+
+use super::state::{deployment_actions, App, Button, Pane};
 
 /// What the event loop must do after a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,11 +16,19 @@ pub enum Action {
     Submit(String),
     /// F5: start push-to-talk, or end the recording early.
     Talk,
+    /// A y or n is held: call [`release_held`] when [`LONE_KEY`] passes with no
+    /// other key.
+    Hold,
     Quit,
 }
 
 /// Rows a page key moves.
 const PAGE: usize = 10;
+
+/// How long a y or n on an empty input line waits for another key before it counts
+/// as an answer. Letters of a word typed or pasted come faster than this; a person
+/// answering presses the key and stops.
+pub const LONE_KEY: Duration = Duration::from_millis(300);
 
 pub fn handle_key(app: &mut App, key: KeyEvent) -> Action {
     // Key releases and repeats arrive on some platforms; only presses count.
@@ -35,17 +45,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Action {
         return Action::None;
     }
     if app.confirm.is_some() {
-        return match key.code {
-            KeyCode::Char('y') | KeyCode::Char('Y') => {
-                app.confirm = None;
-                submit(app, "yes".to_string())
-            }
-            KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => {
-                app.confirm = None;
-                submit(app, "no".to_string())
-            }
-            _ => Action::None,
-        };
+        return confirm_key(app, key);
     }
     match key.code {
         KeyCode::F(1) => {
@@ -80,6 +80,73 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Action {
         Pane::Fleet => fleet_key(app, key),
         Pane::Deployments => deployments_key(app, key),
     }
+}
+
+/// Keys while the confirmation modal is up. Only deliberate acts answer it: y or n
+/// alone on an empty input line (a lone keypress, see [`LONE_KEY`]), Enter on a
+/// button chosen with Left/Right/Tab, or Esc to cancel. Anything else types into the
+/// input line as usual, and Enter sends that as a turn of its own: the session
+/// decides what becomes of the question. Nothing answers while a turn is with the
+/// session, since its reply may replace the question.
+fn confirm_key(app: &mut App, key: KeyEvent) -> Action {
+    let plain = !key.modifiers.intersects(KeyModifiers::CONTROL | KeyModifiers::ALT);
+    // A held y or n followed by another key was the start of a word.
+    if let Some(c) = app.confirm.as_mut().and_then(|c| c.held.take()) {
+        app.input.insert(c);
+        app.follow_up_pick = None;
+    }
+    let empty = app.input.text.is_empty();
+    let waiting = app.waiting;
+    let Some(confirm) = app.confirm.as_mut() else { return Action::None };
+    match key.code {
+        KeyCode::Char(c @ ('y' | 'Y' | 'n' | 'N')) if plain && empty && !waiting => {
+            confirm.held = Some(c);
+            return Action::Hold;
+        }
+        KeyCode::Esc if !waiting => return answer(app, Button::No),
+        KeyCode::Enter if empty => {
+            return match confirm.focus {
+                Some(button) if !waiting => answer(app, button),
+                _ => Action::None,
+            }
+        }
+        KeyCode::Left if empty => confirm.focus = Some(Button::Yes),
+        KeyCode::Right if empty => confirm.focus = Some(Button::No),
+        // Tab starts on "no", so Tab then Enter out of habit changes nothing.
+        KeyCode::Tab | KeyCode::BackTab if empty => {
+            confirm.focus = Some(match confirm.focus {
+                Some(Button::No) => Button::Yes,
+                _ => Button::No,
+            })
+        }
+        KeyCode::Up => confirm.scroll = confirm.scroll.saturating_sub(1),
+        KeyCode::Down => confirm.scroll = confirm.scroll.saturating_add(1),
+        KeyCode::PageUp => confirm.scroll = confirm.scroll.saturating_sub(PAGE),
+        KeyCode::PageDown => confirm.scroll = confirm.scroll.saturating_add(PAGE),
+        // Panes, help and push-to-talk wait until the question is answered.
+        KeyCode::F(_) | KeyCode::BackTab | KeyCode::Esc => {}
+        _ => return chat_key(app, key),
+    }
+    Action::None
+}
+
+/// [`LONE_KEY`] passed after a y or n with no other key: it was an answer.
+pub fn release_held(app: &mut App) -> Action {
+    let Some(c) = app.confirm.as_mut().and_then(|c| c.held.take()) else { return Action::None };
+    if !app.input.text.is_empty() || app.waiting {
+        app.input.insert(c);
+        return Action::None;
+    }
+    answer(app, if c.eq_ignore_ascii_case(&'y') { Button::Yes } else { Button::No })
+}
+
+fn answer(app: &mut App, button: Button) -> Action {
+    app.confirm = None;
+    let word = match button {
+        Button::Yes => "yes",
+        Button::No => "no",
+    };
+    submit(app, word.to_string())
 }
 
 fn submit(app: &mut App, utterance: String) -> Action {

@@ -44,7 +44,8 @@ const DEPLOYMENTS_SHOWN: u32 = 20;
 /// The session's answer to one utterance, with what the UI needs beside it.
 struct Answer {
     reply: Reply,
-    awaiting_confirmation: bool,
+    /// When the yes/no the session waits for was asked, if it waits for one.
+    confirmation: Option<std::time::Instant>,
     words: Vec<String>,
 }
 
@@ -158,11 +159,8 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
     let session_task = tokio::spawn(async move {
         while let Some(utterance) = say_rx.recv().await {
             let reply = session.handle(&utterance).await;
-            let answer = Answer {
-                reply,
-                awaiting_confirmation: session.awaiting_confirmation(),
-                words: session.vocabulary().words(),
-            };
+            let answer =
+                Answer { reply, confirmation: session.confirmation_asked(), words: session.vocabulary().words() };
             if answer_tx.send(answer).await.is_err() {
                 return;
             }
@@ -194,15 +192,31 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
 
     let (guard, mut terminal) = TerminalGuard::enter()?;
     let mut keys = EventStream::new();
+    // Until when a y or n on the confirmation modal waits to be a lone keypress.
+    let mut held_until: Option<tokio::time::Instant> = None;
     let result: io::Result<()> = loop {
+        if let Ok(size) = terminal.size() {
+            render::fit_confirm_scroll(&mut app, ratatui::layout::Rect::new(0, 0, size.width, size.height));
+        }
         if let Err(e) = terminal.draw(|f| render::render(f, &app)) {
             break Err(e);
         }
+        let held = async {
+            match held_until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            // Keys first: a key already waiting must be seen before the hold on a y
+            // or n runs out, or the first letter of a pasted word would answer.
+            biased;
             key = keys.next() => match key {
                 Some(Ok(Event::Key(k))) => match input::handle_key(&mut app, k) {
                     Action::Quit => break Ok(()),
+                    Action::Hold => held_until = Some(tokio::time::Instant::now() + input::LONE_KEY),
                     Action::Submit(utterance) => {
+                        held_until = None;
                         if say_tx.send(utterance).await.is_err() {
                             app.notice("The session stopped; restart Parley.");
                         }
@@ -220,12 +234,21 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
                         }
                         state::Talk::Transcribing => {}
                     },
+                    Action::None if !app.holding() => held_until = None,
                     Action::None => {}
                 },
                 // A resize needs nothing but the redraw at the top of the loop.
                 Some(Ok(_)) => {}
                 Some(Err(e)) => break Err(e),
                 None => break Ok(()),
+            },
+            _ = held => {
+                held_until = None;
+                if let Action::Submit(utterance) = input::release_held(&mut app) {
+                    if say_tx.send(utterance).await.is_err() {
+                        app.notice("The session stopped; restart Parley.");
+                    }
+                }
             },
             talk = talk_rx.recv() => {
                 // The audio library may write its diagnostics straight to the terminal
@@ -242,7 +265,7 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
             answer = answer_rx.recv() => {
                 if let Some(a) = answer {
                     app.words = a.words;
-                    app.on_reply(a.reply, a.awaiting_confirmation);
+                    app.on_reply(a.reply, a.confirmation);
                     let _ = ask_tx.try_send(());
                 }
             },

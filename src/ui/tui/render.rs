@@ -12,11 +12,14 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
-use super::state::{deployment_actions, AgentStatus, App, Counts, FleetRow, LogEntry, Pane, RegionSeries, Talk};
+use super::state::{
+    deployment_actions, AgentStatus, App, Button, Confirm, Counts, FleetRow, LogEntry, Pane, RegionSeries, Talk,
+};
 use crate::ops::{DeploymentStatus, Operation};
 use crate::registry::{DeploymentRecord, TargetState};
 use crate::reply::{Outcome, Reply, Table};
 use crate::topology::{age_words, Reading, RegionHealth};
+pub use crate::ui::text::wrap;
 
 /// At least this wide and tall, all three panes show at once.
 pub const WIDE_COLS: u16 = 120;
@@ -129,39 +132,6 @@ fn render_title(frame: &mut Frame, app: &App, area: Rect) {
     }
     spans.push(Span::styled("  ? help  ^C quit", Style::new().fg(Color::DarkGray)));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
-}
-
-/// Greedy word wrap; long words are cut, explicit newlines kept.
-pub fn wrap(text: &str, width: usize) -> Vec<String> {
-    let width = width.max(1);
-    let mut out = Vec::new();
-    for para in text.split('\n') {
-        let mut line = String::new();
-        let mut len = 0;
-        for word in para.split(' ') {
-            let mut word: Vec<char> = word.chars().collect();
-            while word.len() > width {
-                if len > 0 {
-                    out.push(std::mem::take(&mut line));
-                    len = 0;
-                }
-                out.push(word.drain(..width).collect());
-            }
-            let wlen = word.len();
-            if len > 0 && len + 1 + wlen > width {
-                out.push(std::mem::take(&mut line));
-                len = 0;
-            }
-            if len > 0 {
-                line.push(' ');
-                len += 1;
-            }
-            line.extend(word);
-            len += wlen;
-        }
-        out.push(line);
-    }
-    out
 }
 
 fn cut(s: &str, width: usize) -> String {
@@ -376,7 +346,8 @@ fn render_input(frame: &mut Frame, app: &App, area: Rect) {
     let skip = app.input.cursor.saturating_sub(width.saturating_sub(1));
     let visible: String = app.input.text.chars().skip(skip).take(width).collect();
     frame.render_widget(Paragraph::new(format!("› {visible}")), inner);
-    if app.focus == Pane::Chat && app.confirm.is_none() && !app.show_help {
+    // Typing goes to the input line while a confirmation is up, so the cursor stays.
+    if app.focus == Pane::Chat && !app.show_help {
         let x = inner.x + 2 + (app.input.cursor - skip) as u16;
         frame.set_cursor_position((x.min(inner.right().saturating_sub(1)), inner.y));
     }
@@ -730,29 +701,82 @@ fn centred(area: Rect, width: u16, height: u16) -> Rect {
     Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
 }
 
+/// The modal is at most this wide; a plan wraps inside it.
+const CONFIRM_WIDTH: u16 = 72;
+/// Rows of the modal besides the proposal: borders, a blank, the buttons, a hint.
+const CONFIRM_CHROME: u16 = 5;
+
+/// The proposal's lines in the modal: the message, then its table (a plan), whole,
+/// wrapped rather than cut, so what is confirmed is what was read.
+fn confirm_lines(c: &Confirm, width: usize) -> Vec<String> {
+    let mut lines = wrap(&c.proposal.message, width);
+    if let Some(table) = &c.proposal.table {
+        lines.push(String::new());
+        lines.extend(crate::ui::text::render_table(table, width).lines().map(str::to_string));
+    }
+    lines
+}
+
+/// The modal's place, its proposal lines and how many of them fit at once.
+fn confirm_layout(c: &Confirm, area: Rect) -> (Rect, Vec<String>, usize) {
+    // Between the title bar and the input box: what is typed stays in sight.
+    let body = Rect { y: area.y + 1, height: area.height.saturating_sub(4), ..area };
+    let width = body.width.saturating_sub(4).min(CONFIRM_WIDTH);
+    let lines = confirm_lines(c, width.saturating_sub(4) as usize);
+    let height = (lines.len() as u16).saturating_add(CONFIRM_CHROME).min(body.height);
+    let shown = height.saturating_sub(CONFIRM_CHROME) as usize;
+    (centred(body, width, height), lines, shown.max(1))
+}
+
+/// Keeps the modal's scroll within its proposal for a screen of `area`; the event
+/// loop calls it before drawing, since keys scroll without knowing the screen.
+pub fn fit_confirm_scroll(app: &mut App, area: Rect) {
+    if let Some(c) = app.confirm.as_mut() {
+        let (_, lines, shown) = confirm_layout(c, area);
+        c.scroll = c.scroll.min(lines.len().saturating_sub(shown));
+    }
+}
+
 fn render_confirm(frame: &mut Frame, app: &App, area: Rect) {
     let Some(c) = &app.confirm else { return };
-    let width = area.width.saturating_sub(4).min(72);
-    let text = wrap(&c.message, width.saturating_sub(4) as usize);
-    let height = (text.len() as u16 + 5).min(area.height);
-    let popup = centred(area, width, height);
+    let (popup, text, shown) = confirm_layout(c, area);
+    let top = c.scroll.min(text.len().saturating_sub(shown));
+    let below = text.len().saturating_sub(top + shown);
     frame.render_widget(Clear, popup);
-    let block = Block::new()
+    let mut block = Block::new()
         .borders(Borders::ALL)
         .border_style(Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD))
         .title(" Confirm ");
+    if top > 0 || below > 0 {
+        block = block.title_bottom(Line::from(format!(" ↑↓ {top} above, {below} below ")).right_aligned());
+    }
     let inner = block.inner(popup);
     frame.render_widget(block, popup);
-    let mut lines: Vec<Line> = text.into_iter().map(|l| Line::raw(format!(" {l}"))).collect();
+    let mut lines: Vec<Line> = text.into_iter().skip(top).take(shown).map(|l| Line::raw(format!(" {l}"))).collect();
     lines.push(Line::raw(""));
+    let button = |label: &'static str, which: Button, colour: Color| {
+        let mut style = Style::new().fg(colour).add_modifier(Modifier::BOLD);
+        if c.focus == Some(which) {
+            style = style.add_modifier(Modifier::REVERSED);
+        }
+        Span::styled(label, style)
+    };
     lines.push(
         Line::from(vec![
-            Span::styled("[y] yes", Style::new().fg(Color::Green).add_modifier(Modifier::BOLD)),
+            button("[y] yes", Button::Yes, Color::Green),
             Span::raw("    "),
-            Span::styled("[n] no", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
+            button("[n] no", Button::No, Color::Red),
         ])
         .centered(),
     );
+    let hint = if app.waiting {
+        "waiting for the answer to what you sent…"
+    } else if !app.input.text.is_empty() {
+        "Enter sends what you typed · Ctrl-U clears it · Esc cancels"
+    } else {
+        "y or n alone answers · ←→ then Enter · Esc cancels"
+    };
+    lines.push(Line::styled(hint, Style::new().fg(Color::DarkGray)).centered());
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
@@ -767,7 +791,7 @@ const HELP: &[(&str, &str)] = &[
     ("F5", "push to talk: speak, then pause or F5 again"),
     ("Fleet: / j k c Enter", "filter, move, clear filter, ask about agent"),
     ("Deploys: j k p r a b t", "move, pause, resume, abort, roll back, retry"),
-    ("y / n", "answer a confirmation"),
+    ("y / n alone, ←→ Enter", "answer a confirmation; typing goes to input"),
     ("Esc", "leave a pane or dialog"),
     ("Ctrl-C, q, exit", "quit (q outside the chat)"),
 ];
@@ -779,7 +803,7 @@ fn render_help(frame: &mut Frame, area: Rect) {
         Block::new().borders(Borders::ALL).border_style(Style::new().fg(Color::Cyan)).title(" Keys · any key closes ");
     let inner = block.inner(popup);
     frame.render_widget(block, popup);
-    let key_w = HELP.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let key_w = HELP.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
     let lines: Vec<Line> = HELP
         .iter()
         .map(|(k, v)| {

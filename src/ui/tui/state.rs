@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::agent::protocol::ServingState;
 use crate::orchestrate::RolloutEvent;
@@ -242,10 +243,34 @@ impl RegionSeries {
     }
 }
 
-/// The confirmation modal's content.
+/// The buttons of the confirmation modal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Button {
+    Yes,
+    No,
+}
+
+/// The confirmation modal: the proposal as the session made it, shown whole (and
+/// scrolled when long), until a deliberate act answers it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Confirm {
-    pub message: String,
+    pub proposal: Reply,
+    /// When the session asked; the same question asked again keeps this modal.
+    pub asked: Instant,
+    /// The button Enter presses; none until Left, Right or Tab chose one, so a stray
+    /// Enter answers nothing.
+    pub focus: Option<Button>,
+    /// Lines scrolled down from the top of the proposal.
+    pub scroll: usize,
+    /// A y or n typed on an empty input line, held until it is clear that it is a
+    /// keypress of its own and not the first letter of a word.
+    pub held: Option<char>,
+}
+
+impl Confirm {
+    pub fn new(proposal: Reply, asked: Instant) -> Confirm {
+        Confirm { proposal, asked, focus: None, scroll: 0, held: None }
+    }
 }
 
 /// The whole state of the screen.
@@ -461,6 +486,11 @@ impl App {
         }
     }
 
+    /// Whether a y or n on the confirmation modal waits to be a lone keypress.
+    pub fn holding(&self) -> bool {
+        self.confirm.as_ref().is_some_and(|c| c.held.is_some())
+    }
+
     /// The operator said something; the session will answer.
     pub fn on_submit(&mut self, utterance: &str) {
         self.push_log(LogEntry::Turn { utterance: utterance.to_string(), reply: None });
@@ -469,14 +499,25 @@ impl App {
         self.follow_up_pick = None;
     }
 
-    /// The session answered the oldest unanswered turn.
-    pub fn on_reply(&mut self, reply: Reply, awaiting_confirmation: bool) {
+    /// The session answered the oldest unanswered turn; `confirmation` is when the
+    /// yes/no it now waits for was asked, if it waits for one. The session decides:
+    /// the modal shows exactly what it holds.
+    pub fn on_reply(&mut self, reply: Reply, confirmation: Option<Instant>) {
         self.waiting = false;
         self.chat_scroll = 0;
         self.follow_ups = reply.follow_ups.clone();
         self.follow_up_pick = None;
-        self.confirm =
-            (awaiting_confirmation || reply.needs_confirmation).then(|| Confirm { message: reply.message.clone() });
+        self.confirm = match (confirmation, self.confirm.take()) {
+            (None, _) => None,
+            // Asked again (something typed over the modal was not a request): the
+            // proposal as first shown stays, with its plan, where the operator left it.
+            (Some(asked), Some(open)) if open.asked == asked => Some(Confirm { held: None, ..open }),
+            (Some(asked), _) => {
+                // Typing goes to the input line while the modal is up.
+                self.focus = Pane::Chat;
+                Some(Confirm::new(reply.clone(), asked))
+            }
+        };
         let slot = self.log.iter_mut().find(|e| matches!(e, LogEntry::Turn { reply: None, .. }));
         match slot {
             Some(LogEntry::Turn { reply: r, .. }) => *r = Some(Box::new(reply)),

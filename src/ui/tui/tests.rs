@@ -9,9 +9,11 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-use super::input::{handle_key, Action};
+use std::time::Instant;
+
+use super::input::{handle_key, release_held, Action};
 use super::render::render;
-use super::state::{App, Pane};
+use super::state::{App, Button, Pane};
 use crate::ops::{DeploymentStatus, Operation, Scope, Strategy, StrategyKind};
 use crate::orchestrate::RolloutEvent;
 use crate::registry::{DeploymentRecord, TargetRecord, TargetState};
@@ -256,36 +258,45 @@ fn a_failed_gate_shows_its_breach() {
     assert_eq!(lines[7], "│   next: [r] resume d-3  [b] roll back d-3  [a] abort d-3                     │");
 }
 
-#[test]
-fn a_pending_confirmation_is_a_modal_at_80x24() {
-    let mut a = app();
-    type_text(&mut a, "roll out auth-filter 2.1.0 to eu-west");
-    assert_eq!(handle_key(&mut a, key(KeyCode::Enter)), Action::Submit("roll out auth-filter 2.1.0 to eu-west".into()));
-    assert!(a.waiting);
-    let r = Reply::new(
+fn proposal() -> Reply {
+    Reply::new(
         Outcome::NeedsConfirmation,
         "Roll out auth-filter 2.1.0 to 12 agents in eu-west (rolling). This needs confirmation because it changes production agents. Proceed? (yes/no)",
     )
-    .with_follow_ups(["yes", "no"]);
-    a.on_reply(r, true);
+    .with_follow_ups(["yes", "no"])
+}
+
+/// The app with the proposal's modal up, as the session left it.
+fn modal_up() -> (App, Instant) {
+    let mut a = app();
+    type_text(&mut a, "roll out auth-filter 2.1.0 to eu-west");
+    assert_eq!(handle_key(&mut a, key(KeyCode::Enter)), Action::Submit("roll out auth-filter 2.1.0 to eu-west".into()));
+    let asked = Instant::now();
+    a.on_reply(proposal(), Some(asked));
+    (a, asked)
+}
+
+#[test]
+fn a_pending_confirmation_is_a_modal_at_80x24() {
+    let (mut a, _) = modal_up();
     let lines = buffer_to_lines(&a, 80, 24);
     assert_eq!(
-        lines[8..16],
+        lines[7..15],
         [
-            "│   ┌ Confirm ─────────────────────────────────────────────────────────────┐   │",
+            "│  [┌ Confirm ─────────────────────────────────────────────────────────────┐   │",
             "│   │ Roll out auth-filter 2.1.0 to 12 agents in eu-west (rolling). This   │   │",
             "│   │ needs confirmation because it changes production agents. Proceed?    │   │",
             "│   │ (yes/no)                                                             │   │",
             "│   │                                                                      │   │",
             "│   │                           [y] yes    [n] no                          │   │",
-            "│   │                                                                      │   │",
+            "│   │          y or n alone answers · ←→ then Enter · Esc cancels          │   │",
             "│   └──────────────────────────────────────────────────────────────────────┘   │",
         ]
     );
-    // Typing goes nowhere while the modal is up; y answers it.
-    assert_eq!(handle_key(&mut a, key(KeyCode::Char('x'))), Action::None);
-    assert_eq!(a.input.text, "");
-    assert_eq!(handle_key(&mut a, key(KeyCode::Char('y'))), Action::Submit("yes".into()));
+    // A y alone is held until it is clear no word follows, then answers.
+    assert_eq!(handle_key(&mut a, key(KeyCode::Char('y'))), Action::Hold);
+    assert!(a.confirm.is_some());
+    assert_eq!(release_held(&mut a), Action::Submit("yes".into()));
     assert!(a.confirm.is_none());
     let lines = buffer_to_lines(&a, 80, 24);
     assert_eq!(lines[5], "│                                                                              │");
@@ -293,8 +304,113 @@ fn a_pending_confirmation_is_a_modal_at_80x24() {
     assert_eq!(lines[7], "│  …                                                                           │");
     assert_eq!(lines[21], "┌ Ask · waiting for the fleet… ────────────────────────────────────────────────┐");
 
-    a.on_reply(Reply::new(Outcome::NeedsConfirmation, "Fail over eu-west to us-east? (yes/no)"), true);
+    a.on_reply(Reply::new(Outcome::NeedsConfirmation, "Fail over eu-west to us-east? (yes/no)"), Some(Instant::now()));
     assert_eq!(handle_key(&mut a, key(KeyCode::Esc)), Action::Submit("no".into()));
+    a.on_reply(Reply::new(Outcome::NeedsConfirmation, "Drain edge-7? (yes/no)"), Some(Instant::now()));
+    assert_eq!(handle_key(&mut a, key(KeyCode::Char('n'))), Action::Hold);
+    assert_eq!(release_held(&mut a), Action::Submit("no".into()));
+}
+
+#[test]
+fn words_typed_over_the_modal_go_to_the_input_line_and_never_answer_it() {
+    let (mut a, _) = modal_up();
+    // The y of "deployments" and the n of "running" are letters, not answers.
+    for word in ["show deployments", "running", "yesterday's rollouts", "no way", "N"] {
+        for c in word.chars() {
+            let action = handle_key(&mut a, key(KeyCode::Char(c)));
+            assert!(matches!(action, Action::None | Action::Hold), "{c:?} of {word:?}: {action:?}");
+        }
+        if a.holding() {
+            // "N" alone is held: the next key (Ctrl-U here) makes it text.
+            assert_eq!(word, "N");
+        }
+        assert_eq!(handle_key(&mut a, KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)), Action::None);
+        assert!(a.confirm.is_some(), "{word:?} closed the modal");
+        assert_eq!(a.input.text, "");
+    }
+    type_text(&mut a, "show deployments");
+    assert_eq!(a.input.text, "show deployments");
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(lines[13], "│   │      Enter sends what you typed · Ctrl-U clears it · Esc cancels     │   │");
+    assert_eq!(lines[22], "│› show deployments                                                            │");
+    // Enter sends it as a turn of its own; until the session answers, nothing answers
+    // the modal, since the session may replace the question.
+    assert_eq!(handle_key(&mut a, key(KeyCode::Enter)), Action::Submit("show deployments".into()));
+    assert!(a.confirm.is_some() && a.waiting);
+    assert_eq!(handle_key(&mut a, key(KeyCode::Char('y'))), Action::None);
+    assert_eq!(handle_key(&mut a, key(KeyCode::Esc)), Action::None);
+    assert_eq!(a.input.text, "y");
+    // The session dropped the question for the new request: the modal goes.
+    a.on_reply(Reply::new(Outcome::Answered, "(Dropped the unconfirmed request.) No deployments."), None);
+    assert!(a.confirm.is_none());
+}
+
+#[test]
+fn enter_presses_only_a_button_that_was_chosen() {
+    let (mut a, _) = modal_up();
+    assert_eq!(handle_key(&mut a, key(KeyCode::Enter)), Action::None, "no button has the focus yet");
+    assert!(a.confirm.is_some());
+    assert_eq!(handle_key(&mut a, key(KeyCode::Tab)), Action::None);
+    assert_eq!(a.confirm.as_ref().and_then(|c| c.focus), Some(Button::No), "Tab starts on no");
+    assert_eq!(handle_key(&mut a, key(KeyCode::Left)), Action::None);
+    assert_eq!(a.confirm.as_ref().and_then(|c| c.focus), Some(Button::Yes));
+    assert_eq!(handle_key(&mut a, key(KeyCode::Right)), Action::None);
+    assert_eq!(handle_key(&mut a, key(KeyCode::Enter)), Action::Submit("no".into()));
+
+    let (mut a, _) = modal_up();
+    handle_key(&mut a, key(KeyCode::Left));
+    assert_eq!(handle_key(&mut a, key(KeyCode::Enter)), Action::Submit("yes".into()));
+}
+
+#[test]
+fn the_same_question_asked_again_keeps_the_proposal_in_the_modal() {
+    let (mut a, asked) = modal_up();
+    type_text(&mut a, "hmm");
+    assert_eq!(handle_key(&mut a, key(KeyCode::Enter)), Action::Submit("hmm".into()));
+    let again = Reply::new(Outcome::NeedsConfirmation, "I'm waiting for yes or no on: Roll out auth-filter 2.1.0.");
+    a.on_reply(again, Some(asked));
+    assert_eq!(a.confirm.as_ref().map(|c| &c.proposal.message), Some(&proposal().message));
+    // A new question replaces it.
+    a.on_reply(Reply::new(Outcome::NeedsConfirmation, "Drain edge-7? (yes/no)"), Some(Instant::now()));
+    assert_eq!(a.confirm.as_ref().map(|c| c.proposal.message.as_str()), Some("Drain edge-7? (yes/no)"));
+}
+
+#[test]
+fn a_long_plan_is_shown_whole_in_the_modal_and_scrolls() {
+    let mut a = app();
+    let mut plan = Table::new("Plan", &["Step"]);
+    for i in 1..=20 {
+        plan.push(vec![format!(
+            "step {i}: 1 agent (edge-{i}); bake 2 s; gate: error rate < 1%, p95 < 500 ms, cpu < 80%, memory < 85%"
+        )]);
+    }
+    a.on_reply(
+        Reply::new(Outcome::NeedsConfirmation, "Roll out auth-filter 2.1.0 to 20 agents. Proceed? (yes/no)")
+            .with_table(plan),
+        Some(Instant::now()),
+    );
+    let area = ratatui::layout::Rect::new(0, 0, 80, 24);
+    super::render::fit_confirm_scroll(&mut a, area);
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(lines[1], "┌ Ch┌ Confirm ─────────────────────────────────────────────────────────────┐───┐");
+    assert_eq!(lines[2], "│  s│ Roll out auth-filter 2.1.0 to 20 agents. Proceed? (yes/no)           │c… │");
+    assert_eq!(lines[7], "│  s│   step 1: 1 agent (edge-1); bake 2 s; gate: error rate < 1%, p95 <   │c… │");
+    assert_eq!(lines[8], "│  s│     500 ms, cpu < 80%, memory < 85%                                  │c… │");
+    assert_eq!(lines[18], "│  s│                           [y] yes    [n] no                          │,… │");
+    assert_eq!(lines[20], "└───└──────────────────────────────────────────────── ↑↓ 0 above, 30 below ┘───┘");
+    assert_eq!(
+        lines[22], "│›                                                                             │",
+        "the input line stays in sight"
+    );
+    // Scrolling past the end stops at the last step; nothing of it is cut.
+    for _ in 0..10 {
+        handle_key(&mut a, key(KeyCode::PageDown));
+    }
+    super::render::fit_confirm_scroll(&mut a, area);
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(lines[15], "│  s│   step 20: 1 agent (edge-20); bake 2 s; gate: error rate < 1%, p95 < │,… │");
+    assert_eq!(lines[16], "│  s│     500 ms, cpu < 80%, memory < 85%                                  │,… │");
+    assert_eq!(lines[20], "└───└──────────────────────────────────────────────── ↑↓ 30 above, 0 below ┘───┘");
 }
 
 #[test]
@@ -311,7 +427,7 @@ fn replies_render_tables_as_tables_and_reports_as_bars() {
     let health = Reply::new(Outcome::Answered, "ap-south: 12 agents, 11 healthy, 1 down.")
         .with_table(t)
         .with_follow_ups(["run a health check on ap-south", "list deployments"]);
-    a.on_reply(health, false);
+    a.on_reply(health, None);
     let lines = buffer_to_lines(&a, 80, 24);
     assert_eq!(
         lines[2..11],
@@ -335,7 +451,7 @@ fn replies_render_tables_as_tables_and_reports_as_bars() {
     let report = Reply::new(Outcome::Answered, "8 deployments over the last 30d: success rate 75%.")
         .with_operation(Some(Operation::Report { since: None, until: None, scope: None }))
         .with_table(t);
-    a.on_reply(report, false);
+    a.on_reply(report, None);
     let lines = buffer_to_lines(&a, 80, 24);
     assert_eq!(
         lines[10..16],
@@ -407,7 +523,7 @@ fn editing_history_completion_and_follow_ups() {
     handle_key(&mut a, key(KeyCode::Char('H')));
     assert_eq!(a.input.text, "How healthy is eu-west");
     assert_eq!(handle_key(&mut a, key(KeyCode::Enter)), Action::Submit("How healthy is eu-west".into()));
-    a.on_reply(Reply::new(Outcome::Answered, "ok").with_follow_ups(["show agent edge-1", "list deployments"]), false);
+    a.on_reply(Reply::new(Outcome::Answered, "ok").with_follow_ups(["show agent edge-1", "list deployments"]), None);
 
     // Tab on an empty line cycles the follow-ups; a bare number sends one.
     handle_key(&mut a, key(KeyCode::Tab));
@@ -417,7 +533,7 @@ fn editing_history_completion_and_follow_ups() {
     handle_key(&mut a, KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
     type_text(&mut a, "2");
     assert_eq!(handle_key(&mut a, key(KeyCode::Enter)), Action::Submit("list deployments".into()));
-    a.on_reply(Reply::new(Outcome::Answered, "none").with_follow_ups(["report"]), false);
+    a.on_reply(Reply::new(Outcome::Answered, "none").with_follow_ups(["report"]), None);
     assert_eq!(
         handle_key(&mut a, KeyEvent::new(KeyCode::Char('1'), KeyModifiers::ALT)),
         Action::Submit("report".into())
