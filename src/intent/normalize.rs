@@ -50,6 +50,57 @@ pub fn is_number(s: &str) -> bool {
     !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Digits only, of any length: a number as said, before asking whether it is in range.
+pub fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A number in a form nothing in the grammar takes, which must be refused rather
+/// than read as some other number: negative ("-50"), longer than [`is_number`]
+/// allows ("18446744073709551616"), or in exponent notation ("1e309", "2.1e309").
+pub fn is_bad_number(s: &str) -> bool {
+    if let Some(rest) = s.strip_prefix('-') {
+        return rest.starts_with(|c: char| c.is_ascii_digit());
+    }
+    if is_digits(s) {
+        return !is_number(s);
+    }
+    is_exponent(s)
+}
+
+/// "1e309", "2.1e-5", "3E+2": a mantissa of digits and dots, `e`, an optional sign
+/// and digits.
+fn is_exponent(s: &str) -> bool {
+    let Some((mantissa, exp)) = s.split_once(['e', 'E']) else { return false };
+    let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+    mantissa.starts_with(|c: char| c.is_ascii_digit())
+        && mantissa.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && is_digits(exp)
+}
+
+/// Longest utterance that can be a plain answer such as a confirmation: "yes, go
+/// ahead, do it now" fits; 40 KB of "yes yes ..." does not.
+pub const MAX_PLAIN_BYTES: usize = 40;
+
+/// Whether `input` is plain words and nothing else: ASCII letters, with apostrophes
+/// inside words ("don't", "i'm") and `,` `.` `!` after them, at most
+/// [`MAX_PLAIN_BYTES`]. An answer that authorises a change must be exactly what was
+/// typed or heard: the tokenizer strips noise around words ("\u{fffd}k\u{fffd}" reads
+/// as "k"), so that check is made on the raw text, here.
+pub fn is_plain(input: &str) -> bool {
+    let text = input.trim();
+    if text.is_empty() || text.len() > MAX_PLAIN_BYTES {
+        return false;
+    }
+    text.split_whitespace().all(|word| {
+        let core = word.trim_end_matches([',', '.', '!']);
+        !core.is_empty()
+            && core.starts_with(|c: char| c.is_ascii_alphabetic())
+            && core.ends_with(|c: char| c.is_ascii_alphabetic())
+            && core.chars().all(|c| c.is_ascii_alphabetic() || c == '\'' || c == '\u{2019}')
+    })
+}
+
 /// Splits and normalises an utterance (already truncated).
 pub fn tokenize(input: &str) -> Vec<Token> {
     let lower = input.to_lowercase();
@@ -60,7 +111,13 @@ pub fn tokenize(input: &str) -> Vec<Token> {
             break;
         }
         let chunk_id = chunk_no as u32;
-        let mut c = chunk.trim_matches(|ch: char| !ch.is_alphanumeric() && ch != '%');
+        let noise = |ch: char| !ch.is_alphanumeric() && ch != '%';
+        let mut c = chunk.trim_matches(noise);
+        // A minus sign before a number is kept ("-50%" is not "50%"), so that the
+        // scanner can refuse it instead of reading the number without its sign.
+        let lead = &chunk[..chunk.len() - chunk.trim_start_matches(noise).len()];
+        let negative = lead.ends_with(['-', '\u{2212}']) && c.starts_with(|ch: char| ch.is_ascii_digit());
+        let first_token = raw.len();
         for suffix in ["'s", "\u{2019}s"] {
             if let Some(stripped) = c.strip_suffix(suffix) {
                 c = stripped;
@@ -69,15 +126,17 @@ pub fn tokenize(input: &str) -> Vec<Token> {
         if c.is_empty() {
             continue;
         }
-        if is_date(c) || is_dotted_version(c) {
+        if is_date(c) || is_dotted_version(c) || is_exponent(c) {
             raw.push(Token { text: c.to_string(), chunk: chunk_id });
+            mark_negative(&mut raw, first_token, negative);
             continue;
         }
         for piece in c.split(|ch: char| !(ch.is_alphanumeric() || ch == '.' || ch == '%')) {
             if piece.is_empty() {
                 continue;
             }
-            let piece: String = if is_dotted_version(piece) {
+            // Dots go from words ("E.U."), not from numbers: "2.5%" is not "25%".
+            let piece: String = if is_dotted_version(piece) || piece.starts_with(|ch: char| ch.is_ascii_digit()) {
                 piece.to_string()
             } else {
                 piece.chars().filter(|&ch| ch != '.').collect()
@@ -95,10 +154,18 @@ pub fn tokenize(input: &str) -> Vec<Token> {
                 raw.push(Token { text: rest.to_string(), chunk: chunk_id });
             }
         }
+        mark_negative(&mut raw, first_token, negative);
     }
     raw.truncate(MAX_TOKENS);
     let raw = percent_words(raw);
     number_words(raw)
+}
+
+/// Puts the minus sign back on the first token of a chunk that had one.
+fn mark_negative(raw: &mut [Token], first: usize, negative: bool) {
+    if let Some(t) = raw.get_mut(first).filter(|_| negative) {
+        t.text.insert(0, '-');
+    }
 }
 
 fn percent_words(tokens: Vec<Token>) -> Vec<Token> {

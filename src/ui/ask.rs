@@ -67,8 +67,13 @@ fn prompt_yes_no() -> std::io::Result<String> {
     let mut line = String::new();
     stdin.lock().read_line(&mut line)?;
     let line = line.trim();
-    // Silence (end of input, or just Enter) is a no.
-    Ok(if line.is_empty() { "no".to_string() } else { line.to_string() })
+    // Silence (end of input, or just Enter) is a no. The prompt offers [y/N], so its
+    // `y` is the yes it asked for; the dialog's grammar takes no single letters.
+    Ok(match line {
+        "" => "no".to_string(),
+        "y" | "Y" => "yes".to_string(),
+        other => other.to_string(),
+    })
 }
 
 /// Shows the rollout's progress on standard error until it ends.
