@@ -102,10 +102,10 @@ impl Rejected {
             "shares are whole percentages"
         } else if said.ends_with('%') {
             "a share is at most 100%"
-        } else if said.contains(['e', '.']) {
-            "numbers are whole numbers in plain digits"
-        } else {
+        } else if said.bytes().all(|b| b.is_ascii_digit()) {
             "the number is far larger than anything it could count"
+        } else {
+            "numbers are whole numbers in plain digits"
         };
         Rejected::Number { said: said.to_string(), reason: reason.to_string() }
     }

@@ -57,7 +57,8 @@ pub fn is_digits(s: &str) -> bool {
 
 /// A number in a form nothing in the grammar takes, which must be refused rather
 /// than read as some other number: negative ("-50"), longer than [`is_number`]
-/// allows ("18446744073709551616"), or in exponent notation ("1e309", "2.1e309").
+/// allows ("18446744073709551616"), in exponent notation ("1e309", "2.1e309"), or
+/// written with digits other than ASCII ones ("１０", "٣").
 pub fn is_bad_number(s: &str) -> bool {
     if let Some(rest) = s.strip_prefix('-') {
         return rest.starts_with(|c: char| c.is_ascii_digit());
@@ -65,7 +66,34 @@ pub fn is_bad_number(s: &str) -> bool {
     if is_digits(s) {
         return !is_number(s);
     }
-    is_exponent(s)
+    is_exponent(s) || s.chars().any(|c| c.is_numeric() && !c.is_ascii_digit())
+}
+
+/// Whether a token is a go at a number, readable or not: starts with a digit
+/// ("2.5", "5x"), is a [bad](is_bad_number) one, or names a float nobody can count
+/// to ("nan", "inf").
+pub fn looks_numeric(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_digit()) || is_bad_number(s) || matches!(s, "nan" | "inf" | "infinity")
+}
+
+/// "1,000,000" -> "1000000": a comma between digit groups of three separates
+/// thousands, and must not split the number into "1" and "000".
+fn join_thousands(s: &str) -> std::borrow::Cow<'_, str> {
+    let b = s.as_bytes();
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    let drop: Vec<usize> = (1..b.len())
+        .filter(|&i| b[i] == b',' && digit(i - 1) && digit(i + 1) && digit(i + 2) && digit(i + 3) && !digit(i + 4))
+        .collect();
+    if drop.is_empty() {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    for (i, ch) in s.char_indices() {
+        if !drop.contains(&i) {
+            out.push(ch);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// "1e309", "2.1e-5", "3E+2": a mantissa of digits and dots, `e`, an optional sign
@@ -104,6 +132,7 @@ pub fn is_plain(input: &str) -> bool {
 /// Splits and normalises an utterance (already truncated).
 pub fn tokenize(input: &str) -> Vec<Token> {
     let lower = input.to_lowercase();
+    let lower = join_thousands(&lower);
     let mut raw: Vec<Token> = Vec::new();
     let separators = |c: char| c.is_whitespace() || matches!(c, ',' | ';' | '?' | '!' | '"' | '(' | ')' | '[' | ']');
     for (chunk_no, chunk) in lower.split(separators).filter(|c| !c.is_empty()).enumerate() {
@@ -126,8 +155,18 @@ pub fn tokenize(input: &str) -> Vec<Token> {
         if c.is_empty() {
             continue;
         }
-        if is_date(c) || is_dotted_version(c) || is_exponent(c) {
+        if is_date(c) || is_dotted_version(c) {
             raw.push(Token { text: c.to_string(), chunk: chunk_id });
+            mark_negative(&mut raw, first_token, negative);
+            continue;
+        }
+        // "1e-5%" is one number (and a percent sign), not "1e" and "5%".
+        let core = c.trim_end_matches('%');
+        if is_exponent(core) {
+            raw.push(Token { text: core.to_string(), chunk: chunk_id });
+            if core.len() < c.len() {
+                raw.push(Token { text: "%".to_string(), chunk: chunk_id });
+            }
             mark_negative(&mut raw, first_token, negative);
             continue;
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::topology::{Catalog, Topology, VersionMatch};
 
-use super::normalize::{is_bad_number, is_date, is_digits, is_dotted_version, is_number, phrase, Token};
+use super::normalize::{is_bad_number, is_date, is_digits, is_dotted_version, is_number, looks_numeric, phrase, Token};
 
 /// What a recognised stretch of the utterance is. The names (`as_str`) are the
 /// placeholders patterns see in the skeleton (`{region}`).
@@ -455,7 +455,11 @@ impl Vocabulary {
         // "-50%" is not 50%, "1e309" is not 1, "2.5%" is not 25%.
         let percent_after = w(i + 1) == "%";
         if is_bad_number(word)
-            || (percent_after && (is_dotted_version(word) || num(i).is_some_and(|n| n > 100)))
+            || (percent_after
+                && (is_dotted_version(word)
+                    || num(i).is_some_and(|n| n > 100)
+                    || (looks_numeric(word) && !is_number(word))))
+            || (looks_numeric(word) && !is_number(word) && counts_here(&w, i))
         {
             let said = if percent_after { format!("{word}%") } else { word.to_string() };
             return Some((Kind::Invalid, Some(said), 1 + usize::from(percent_after)));
@@ -682,6 +686,62 @@ fn marker(tokens: &[Token], start: usize) -> Option<String> {
         .map(|t| t.text.as_str())
         .find(|w| !matches!(*w, "the" | "a" | "an"))
         .map(str::to_string)
+}
+
+/// Whether the token at `i` stands where a whole count goes: after "batches of",
+/// "every", "at most", "allow", or before "unavailable", "failures", "agents", a time
+/// unit, "at a time", "per batch". A "2.5" or "nan" there is refused: dropping it
+/// would mean the default ("in batches of 0.5" a default batch, "at most nan
+/// unavailable" no limit).
+fn counts_here<'a>(w: &dyn Fn(usize) -> &'a str, i: usize) -> bool {
+    let before = |k: usize| if i >= k { w(i - k) } else { "" };
+    let after_words = matches!(
+        (before(2), before(1)),
+        ("batches" | "batch", "of")
+            | ("batch", "size")
+            | (_, "every")
+            | ("at", "most")
+            | ("up", "to")
+            | ("more", "than")
+            | ("max" | "maximum", "unavailable")
+            | (_, "allow")
+            | ("failure", "budget")
+    );
+    let before_words = matches!(
+        w(i + 1),
+        "unavailable"
+            | "failures"
+            | "failure"
+            | "fail"
+            | "fails"
+            | "agents"
+            | "agent"
+            | "nodes"
+            | "node"
+            | "s"
+            | "sec"
+            | "secs"
+            | "second"
+            | "seconds"
+            | "m"
+            | "min"
+            | "mins"
+            | "minute"
+            | "minutes"
+            | "h"
+            | "hr"
+            | "hrs"
+            | "hour"
+            | "hours"
+            | "d"
+            | "day"
+            | "days"
+            | "w"
+            | "week"
+            | "weeks"
+    ) || (w(i + 1) == "at" && w(i + 2) == "a" && w(i + 3) == "time")
+        || (w(i + 1) == "per" && w(i + 2) == "batch");
+    after_words || before_words
 }
 
 /// `d-<digits>` without leading zeros ("d007" is d-7).
