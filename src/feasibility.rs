@@ -618,11 +618,9 @@ fn with_flapping(risk: Option<String>, flapping: &[&AgentView]) -> Option<String
     let warning = match flapping {
         [] => return risk,
         [one] => format!("{} is flapping (it keeps dropping out), so installing or checking it may fail", one.name),
-        many => format!(
-            "{} targets are flapping ({}), so installing or checking them may fail",
-            many.len(),
-            names(many)
-        ),
+        many => {
+            format!("{} targets are flapping ({}), so installing or checking them may fail", many.len(), names(many))
+        }
     };
     Some(match risk {
         Some(r) => format!("{r}; {warning}"),

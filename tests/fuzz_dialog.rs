@@ -123,7 +123,8 @@ fn garbage() -> impl Strategy<Value = String> {
         (prop::sample::select(TEMPLATES), prop::sample::select(EDGE_NUMBERS))
             .prop_filter("out of range", |((_, _, max), n)| in_range(n, *max).is_none())
             .prop_map(|((t, _, _), n)| t.replace("{n}", n)),
-        (prop::sample::select(MORE_TEMPLATES), prop::sample::select(EDGE_NUMBERS)).prop_map(|(t, n)| t.replace("{n}", n)),
+        (prop::sample::select(MORE_TEMPLATES), prop::sample::select(EDGE_NUMBERS))
+            .prop_map(|(t, n)| t.replace("{n}", n)),
     ]
 }
 
@@ -139,9 +140,43 @@ fn in_range(said: &str, max: u64) -> Option<u64> {
 /// A line of command words in any order: the dialog must answer it, whatever it does.
 fn word_salad() -> impl Strategy<Value = String> {
     let words = prop::sample::select(vec![
-        "roll", "out", "auth-filter", "2.1", "to", "eu-west", "drain", "edge", "seven", "it", "yes", "no", "%",
-        "canary", "then", "fail", "over", "cancel", "report", "since", "d-1", "restart", "how", "healthy", "is",
-        "batches", "of", "at", "most", "unavailable", "allow", "failures", "-3", "1e309", "\u{0}", "🚀", "Ω",
+        "roll",
+        "out",
+        "auth-filter",
+        "2.1",
+        "to",
+        "eu-west",
+        "drain",
+        "edge",
+        "seven",
+        "it",
+        "yes",
+        "no",
+        "%",
+        "canary",
+        "then",
+        "fail",
+        "over",
+        "cancel",
+        "report",
+        "since",
+        "d-1",
+        "restart",
+        "how",
+        "healthy",
+        "is",
+        "batches",
+        "of",
+        "at",
+        "most",
+        "unavailable",
+        "allow",
+        "failures",
+        "-3",
+        "1e309",
+        "\u{0}",
+        "🚀",
+        "Ω",
     ]);
     prop::collection::vec(words, 0..12).prop_map(|w| w.join(" "))
 }
@@ -233,10 +268,7 @@ async fn garbage_never_changes_the_fleet_whatever_was_pending() {
     // An admin may do anything, so only the dialog stands between garbage and the fleet.
     let mut session = parley.session(Actor::new("ada", "fuzz", Role::Admin));
 
-    let cases = draw(
-        (prop::sample::select(OPENERS), prop::collection::vec(garbage(), 1..6)),
-        scaled(800),
-    );
+    let cases = draw((prop::sample::select(OPENERS), prop::collection::vec(garbage(), 1..6)), scaled(800));
     let (mut lines, mut panics, mut mutations) = (0usize, Vec::new(), Vec::new());
     let started = std::time::Instant::now();
     for (opener, garbage) in &cases {

@@ -243,7 +243,10 @@ async fn out_of_range_input_is_refused_never_bent() {
             "roll out auth-filter 2.1 to us-west with at most 1e309 unavailable",
             "\"1e309\" is out of range: numbers are whole numbers in plain digits",
         ),
-        ("roll out auth-filter 2.1e309 to eu-west", "\"2.1e309\" is out of range: numbers are whole numbers in plain digits"),
+        (
+            "roll out auth-filter 2.1e309 to eu-west",
+            "\"2.1e309\" is out of range: numbers are whole numbers in plain digits",
+        ),
     ] {
         let r = session.handle(said).await;
         assert_eq!(r.outcome, Outcome::NotUnderstood, "{said}: {}", r.message);
@@ -298,7 +301,8 @@ async fn an_agent_flapping_every_poll_is_shown_flapping_and_a_rollout_into_it_is
     let r = session.handle("roll out auth-filter 2.1.0 to edge-19").await;
     assert_eq!(r.outcome, Outcome::NeedsConfirmation, "{}", r.message);
     assert!(
-        r.message.contains("because edge-19 is flapping (it keeps dropping out), so installing or checking it may fail"),
+        r.message
+            .contains("because edge-19 is flapping (it keeps dropping out), so installing or checking it may fail"),
         "{}",
         r.message
     );

@@ -398,10 +398,8 @@ impl Session {
                 r
             }
             Some(Pending::Slots { op, missing, .. }) => {
-                let question = missing
-                    .first()
-                    .map(|slot| self.services.grammar.question(op, slot, vocab))
-                    .unwrap_or_default();
+                let question =
+                    missing.first().map(|slot| self.services.grammar.question(op, slot, vocab)).unwrap_or_default();
                 let mut r = Reply::new(Outcome::NeedsInput, format!("{message} {question}").trim_end().to_string())
                     .with_operation(Some(op.clone()));
                 r.missing = missing.clone();

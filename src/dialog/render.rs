@@ -768,7 +768,11 @@ mod tests {
         assert!(rows[0].get("flapping").is_none(), "absent when not flapping: {}", rows[0]);
         // Whatever the last poll caught, the agent itself reads as flapping.
         let shown = agent(t.agent("edge-14").unwrap(), &t);
-        assert!(shown.message.starts_with("edge-14 (eu-west-a, production, tier edge) is flapping and active: cpu"), "{}", shown.message);
+        assert!(
+            shown.message.starts_with("edge-14 (eu-west-a, production, tier edge) is flapping and active: cpu"),
+            "{}",
+            shown.message
+        );
         let fleet = health(&t, &Scope::fleet());
         let table = fleet.table.unwrap();
         assert_eq!(table.columns[3..5], ["Healthy", "Flapping"]);

@@ -89,7 +89,9 @@ impl std::fmt::Display for Rejected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Rejected::Number { said, reason } => write!(f, "\"{said}\" is out of range: {reason}"),
-            Rejected::Slot { slot, reason } => write!(f, "the {} as said does not fit: {reason}", slot.replace('_', " ")),
+            Rejected::Slot { slot, reason } => {
+                write!(f, "the {} as said does not fit: {reason}", slot.replace('_', " "))
+            }
         }
     }
 }
@@ -113,8 +115,31 @@ impl Rejected {
 
 /// Words an answer to a slot question may hold besides the values themselves.
 const ANSWER_WORDS: &[&str] = &[
-    "the", "a", "an", "to", "in", "on", "onto", "into", "at", "for", "of", "from", "and", "then", "with", "as", "by",
-    "just", "only", "version", "agent", "region", "zone", "deployment", "number",
+    "the",
+    "a",
+    "an",
+    "to",
+    "in",
+    "on",
+    "onto",
+    "into",
+    "at",
+    "for",
+    "of",
+    "from",
+    "and",
+    "then",
+    "with",
+    "as",
+    "by",
+    "just",
+    "only",
+    "version",
+    "agent",
+    "region",
+    "zone",
+    "deployment",
+    "number",
 ];
 
 /// Whether a skeleton is only placeholders and [`ANSWER_WORDS`].

@@ -111,7 +111,8 @@ fn is_exponent(s: &str) -> bool {
 pub const MAX_PLAIN_BYTES: usize = 40;
 
 /// Whether `input` is plain words and nothing else: ASCII letters, with apostrophes
-/// inside words ("don't", "i'm") and `,` `.` `!` after them, at most
+/// inside words ("don't", "i'm") and `,` `.` `!` `…` after them (a transcriber's
+/// "Yes."), at most
 /// [`MAX_PLAIN_BYTES`]. An answer that authorises a change must be exactly what was
 /// typed or heard: the tokenizer strips noise around words ("\u{fffd}k\u{fffd}" reads
 /// as "k"), so that check is made on the raw text, here.
@@ -121,7 +122,7 @@ pub fn is_plain(input: &str) -> bool {
         return false;
     }
     text.split_whitespace().all(|word| {
-        let core = word.trim_end_matches([',', '.', '!']);
+        let core = word.trim_end_matches([',', '.', '!', '\u{2026}']);
         !core.is_empty()
             && core.starts_with(|c: char| c.is_ascii_alphabetic())
             && core.ends_with(|c: char| c.is_ascii_alphabetic())
@@ -414,6 +415,29 @@ mod tests {
         assert_eq!(words("one hundred and five"), ["105"]);
         assert_eq!(words("two point one"), ["2.1"]);
         assert_eq!(words("2 point 1 point 0"), ["2.1.0"]);
+    }
+
+    #[test]
+    fn numbers_keep_their_sign_dots_exponent_and_thousands() {
+        assert_eq!(words("send -50% of it"), ["send", "-50", "%", "of", "it"]);
+        assert_eq!(words("\u{2212}3 failures"), ["-3", "failures"]);
+        assert_eq!(words("2.5% 1e-5% 2.1e309"), ["2.5", "%", "1e-5", "%", "2.1e309"]);
+        assert_eq!(
+            words("batches of 1,000,000, then 10%, 50%"),
+            ["batches", "of", "1000000", "then", "10", "%", "50", "%"]
+        );
+        assert_eq!(words("edge-7"), ["edge", "7"], "a hyphen inside a name is no minus sign");
+    }
+
+    #[test]
+    fn plain_words_are_letters_and_the_punctuation_of_a_sentence() {
+        for plain in ["yes", "Yes.", "yes, go ahead!", "don't", "Yes\u{2026}", "  ok  "] {
+            assert!(is_plain(plain), "{plain:?}");
+        }
+        let long = "yes ".repeat(11);
+        for noisy in ["", "k\u{fffd}", "\u{fffd}yes", "yes?", "y.e.s", "yes 2", "'yes'", "yes\u{0}", long.as_str()] {
+            assert!(!is_plain(noisy), "{noisy:?}");
+        }
     }
 
     #[test]

@@ -830,8 +830,14 @@ fn out_of_range_numbers_are_refused_never_bent() {
         refused("roll out auth-filter 2.1e309 to eu-west"),
         "\"2.1e309\" is out of range: numbers are whole numbers in plain digits"
     );
-    assert_eq!(refused("send 2.5% of eu-west's traffic to us-east"), "\"2.5%\" is out of range: shares are whole percentages");
-    assert_eq!(refused("send 250% of eu-west's traffic to us-east"), "\"250%\" is out of range: a share is at most 100%");
+    assert_eq!(
+        refused("send 2.5% of eu-west's traffic to us-east"),
+        "\"2.5%\" is out of range: shares are whole percentages"
+    );
+    assert_eq!(
+        refused("send 250% of eu-west's traffic to us-east"),
+        "\"250%\" is out of range: a share is at most 100%"
+    );
     // A value its slot refuses refuses the utterance, rather than dropping the slot.
     assert_eq!(
         refused("roll out auth-filter 2.1 to eu-west with at most 0 unavailable"),
