@@ -593,6 +593,8 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
         return Err(inf);
     }
     let risk = risk_of(targets.iter().map(|(i, _)| (topo.agent_region(*i), topo.is_production(*i))), topo);
+    let flapping: Vec<&AgentView> = targets.iter().map(|(_, a)| *a).filter(|a| a.flapping.is_some()).collect();
+    let risk = with_flapping(risk, &flapping);
     Ok(Feasible {
         targets: targets.iter().map(|(_, a)| a.name.clone()).collect(),
         already: already.iter().map(|(_, a)| a.name.clone()).collect(),
@@ -643,10 +645,29 @@ fn check_agent_action(op: &Operation, name: &str, topo: &Topology, busy: &Busy) 
 /// Why a rollout to `targets` needs confirmation, if it does: production agents, or
 /// more than a quarter of any region's agents.
 pub fn deploy_risk(targets: &[&AgentView], topo: &Topology) -> Option<String> {
-    risk_of(
+    let risk = risk_of(
         targets.iter().map(|a| (topo.regions().iter().position(|r| *r == a.region), a.env() == Some("production"))),
         topo,
-    )
+    );
+    let flapping: Vec<&AgentView> = targets.iter().copied().filter(|a| a.flapping.is_some()).collect();
+    with_flapping(risk, &flapping)
+}
+
+/// A rollout into agents that keep dropping out is warned about and confirmed, even
+/// where it would otherwise start at once: the last poll caught them answering, but
+/// an install or a health gate on them may fail for no fault of the version.
+fn with_flapping(risk: Option<String>, flapping: &[&AgentView]) -> Option<String> {
+    let warning = match flapping {
+        [] => return risk,
+        [one] => format!("{} is flapping (it keeps dropping out), so installing or checking it may fail", one.name),
+        many => {
+            format!("{} targets are flapping ({}), so installing or checking them may fail", many.len(), names(many))
+        }
+    };
+    Some(match risk {
+        Some(r) => format!("{r}; {warning}"),
+        None => warning,
+    })
 }
 
 /// [`deploy_risk`] over each target's region index (in `Topology::regions`) and
@@ -860,6 +881,39 @@ mod tests {
         assert_eq!(
             err.reasons,
             ["No other production region is healthy and serving its own traffic, so none can take eu-west's traffic; Parley does not move it into another environment by itself."]
+        );
+    }
+
+    #[test]
+    fn a_rollout_into_a_flapping_agent_is_warned_and_confirmed() {
+        use crate::topology::Flapping;
+        let edge_19 = Scope(vec![Selector::Agent("edge-19".into())]);
+        // One staging agent: not risky, so it would start at once.
+        let ok = check(&deploy("auth-filter", "2.1.0", edge_19.clone()), &demo_topology(), &Busy::new()).unwrap();
+        assert_eq!(ok.risk, None);
+        let flap = Some(Flapping { changes: 30, window: std::time::Duration::from_secs(60) });
+        let t = with_agents(&demo_topology(), |a| {
+            if a.name == "edge-19" || a.name == "edge-20" {
+                a.flapping = flap;
+            }
+        });
+        let ok = check(&deploy("auth-filter", "2.1.0", edge_19), &t, &Busy::new()).unwrap();
+        assert_eq!(
+            ok.risk.as_deref(),
+            Some("edge-19 is flapping (it keeps dropping out), so installing or checking it may fail")
+        );
+        let ok = check(&deploy("auth-filter", "2.1.0", Scope::region("ap-south")), &t, &Busy::new()).unwrap();
+        assert_eq!(
+            ok.risk.as_deref(),
+            Some(
+                "it changes 12 of 12 agents in ap-south (more than a quarter); 2 targets are flapping (edge-19, \
+                 edge-20), so installing or checking them may fail"
+            )
+        );
+        let targets: Vec<&AgentView> = ["edge-19"].iter().filter_map(|n| t.agent(n)).collect();
+        assert_eq!(
+            deploy_risk(&targets, &t).as_deref(),
+            Some("edge-19 is flapping (it keeps dropping out), so installing or checking it may fail")
         );
     }
 

@@ -16,7 +16,7 @@ use crate::ops::{Actor, Check, DeploymentStatus, Operation, Scope, Strategy, Str
 use crate::orchestrate::{plan_with, DeployRequest, Placement, Target, QUEUED_BEHIND, WAITING_FOR_PROMOTE};
 use crate::registry::{DeploymentFilter, DeploymentRecord};
 use crate::reply::{Outcome, Reply, Table};
-use crate::topology::{AgentName, AgentView, Liveness, Topology};
+use crate::topology::{AgentName, AgentView, Topology};
 
 /// Executes `op`, already checked (and confirmed where needed).
 pub(super) async fn run(
@@ -412,7 +412,7 @@ pub(super) fn name_list(agents: &[&AgentView]) -> String {
 
 /// Unreachable agents first, then degraded: the ones an operator wants to see.
 pub(super) fn troubled<'a>(agents: &[&'a AgentView]) -> Vec<&'a AgentView> {
-    let mut out: Vec<&AgentView> = agents.iter().copied().filter(|a| a.liveness != Liveness::Healthy).collect();
+    let mut out: Vec<&AgentView> = agents.iter().copied().filter(|a| !a.is_healthy()).collect();
     out.sort_by_key(|a| std::cmp::Reverse(a.liveness));
     out
 }

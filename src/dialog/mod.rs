@@ -276,6 +276,9 @@ impl Session {
         }
         let vocab = self.vocabulary();
         let parse = self.services.grammar.parse(text, &vocab);
+        if let Some(rejected) = &parse.rejected {
+            return self.rejected(rejected, &vocab);
+        }
 
         match self.pending.take() {
             Some(Pending::Confirm { op, feasible, utterance, asked, summary, proposal }) => {
@@ -360,22 +363,19 @@ impl Session {
                     )
                     .with_operation(Some(Operation::Cancel));
                 }
-                let mut filled = op.clone();
-                let mut any = false;
-                for slot in &missing {
-                    if let Some(value) = self.services.grammar.parse_slot(&filled, slot, text, &vocab) {
-                        if let Ok(next) = with_slot(&filled, slot, value) {
-                            filled = next;
-                            any = true;
-                        }
-                    }
+                // A complete new command replaces the question and is handled (and
+                // confirmed) as itself, with everything it says: "how healthy is
+                // edge-20?" after "Which agent?" asks about edge-20 and restarts
+                // nothing. Only an answer that is just values answers the question.
+                if let Some(new) = parse.operation.as_ref().filter(|o| !parse.bare && **o != Operation::Confirm) {
+                    return self.proceed(new.clone(), parse.references, text, false).await;
                 }
-                // A complete new request wins over reading the answer as a slot value
-                // only when the answer filled nothing.
-                if any {
+                if let Some(filled) = self.services.grammar.answer(&op, &missing, text, &vocab) {
                     let combined = format!("{utterance} / {text}");
                     return self.proceed(filled, Vec::new(), &combined, via_llm).await;
                 }
+                // A bare value that fits none of the missing slots ("d-3" when asked
+                // for an agent) is a request of its own.
                 match parse.operation {
                     Some(op2) if !matches!(op2, Operation::Confirm) => {
                         return self.proceed(op2, parse.references, text, false).await
@@ -480,6 +480,33 @@ impl Session {
             }
         };
         mark_llm(reply)
+    }
+
+    /// The utterance said something no slot takes as said ("-50%", "1e309"): nothing
+    /// is done, and whatever was pending stays pending, asked again.
+    fn rejected(&self, rejected: &crate::intent::Rejected, vocab: &Vocabulary) -> Reply {
+        let message = format!("I can't act on that: {rejected}. Nothing was done.");
+        match &self.pending {
+            Some(Pending::Confirm { op, summary, .. }) => {
+                let mut r = Reply::new(
+                    Outcome::NeedsConfirmation,
+                    format!("{message} I'm still waiting for yes or no on: {summary}."),
+                )
+                .with_operation(Some(op.clone()))
+                .with_follow_ups(["yes", "no"]);
+                r.needs_confirmation = true;
+                r
+            }
+            Some(Pending::Slots { op, missing, .. }) => {
+                let question =
+                    missing.first().map(|slot| self.services.grammar.question(op, slot, vocab)).unwrap_or_default();
+                let mut r = Reply::new(Outcome::NeedsInput, format!("{message} {question}").trim_end().to_string())
+                    .with_operation(Some(op.clone()));
+                r.missing = missing.clone();
+                r
+            }
+            None => Reply::new(Outcome::NotUnderstood, message).with_follow_ups(["help"]),
+        }
     }
 
     fn not_understood(&self, text: &str) -> Reply {

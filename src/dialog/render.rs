@@ -120,8 +120,14 @@ pub(super) fn summary(op: &Operation, f: &Feasible) -> String {
     }
 }
 
+/// Agents of liveness `l` that are not flapping: a flapping agent's liveness is only
+/// what the last poll caught, so it is counted as flapping ([`flapping`]) instead.
 fn count(agents: &[&AgentView], l: Liveness) -> usize {
-    agents.iter().filter(|a| a.liveness == l).count()
+    agents.iter().filter(|a| a.flapping.is_none() && a.liveness == l).count()
+}
+
+fn flapping(agents: &[&AgentView]) -> usize {
+    agents.iter().filter(|a| a.flapping.is_some()).count()
 }
 
 /// Agents known to take no new work now; one that does not answer has no known state.
@@ -133,7 +139,7 @@ pub(super) fn topology(topo: &Topology, scope: &Scope) -> Reply {
     let agents: Vec<&AgentView> = topo.select(scope).collect();
     let mut table = Table::new(
         "Topology",
-        &["Region", "Zone", "Env", "Agents", "Healthy", "Degraded", "Suspect", "Down", "Not serving"],
+        &["Region", "Zone", "Env", "Agents", "Healthy", "Flapping", "Degraded", "Suspect", "Down", "Not serving"],
     );
     let mut regions = Vec::new();
     for region in topo.regions() {
@@ -153,6 +159,7 @@ pub(super) fn topology(topo: &Topology, scope: &Scope) -> Reply {
                 z[0].env().unwrap_or("-").to_string(),
                 z.len().to_string(),
                 count(&z, Liveness::Healthy).to_string(),
+                flapping(&z).to_string(),
                 count(&z, Liveness::Degraded).to_string(),
                 count(&z, Liveness::Suspect).to_string(),
                 count(&z, Liveness::Down).to_string(),
@@ -190,7 +197,7 @@ fn trouble_suffix(agents: &[&AgentView]) -> String {
     if bad.is_empty() {
         return String::new();
     }
-    let parts: Vec<String> = bad.iter().take(6).map(|a| format!("{} {}", a.name, a.liveness.as_str())).collect();
+    let parts: Vec<String> = bad.iter().take(6).map(|a| format!("{} {}", a.name, a.health_word())).collect();
     format!(", {} not: {}", bad.len(), parts.join(", "))
 }
 
@@ -218,7 +225,18 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
     let table = if scope.is_fleet() {
         let mut t = Table::new(
             "Health by region",
-            &["Region", "Health", "Agents", "Healthy", "Degraded", "Suspect", "Down", "Max err %", "Max p95 ms"],
+            &[
+                "Region",
+                "Health",
+                "Agents",
+                "Healthy",
+                "Flapping",
+                "Degraded",
+                "Suspect",
+                "Down",
+                "Max err %",
+                "Max p95 ms",
+            ],
         );
         for region in topo.regions() {
             let r: Vec<&AgentView> = agents.iter().copied().filter(|a| &a.region == region).collect();
@@ -233,6 +251,7 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
                 topo.region_health(region).as_str().to_string(),
                 r.len().to_string(),
                 count(&r, Liveness::Healthy).to_string(),
+                flapping(&r).to_string(),
                 count(&r, Liveness::Degraded).to_string(),
                 count(&r, Liveness::Suspect).to_string(),
                 count(&r, Liveness::Down).to_string(),
@@ -252,8 +271,14 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
         if agents.len() == 1 { "" } else { "s" },
         count(&agents, Liveness::Healthy)
     );
+    let flappers: Vec<&str> = agents.iter().filter(|a| a.flapping.is_some()).map(|a| a.name.as_str()).collect();
+    if !flappers.is_empty() {
+        let shown: Vec<&str> = flappers.iter().copied().take(6).collect();
+        message.push_str(&format!(", {} flapping: {}", flappers.len(), shown.join(", ")));
+    }
     for l in [Liveness::Degraded, Liveness::Suspect, Liveness::Down] {
-        let these: Vec<&AgentView> = agents.iter().copied().filter(|a| a.liveness == l).collect();
+        let these: Vec<&AgentView> =
+            agents.iter().copied().filter(|a| a.flapping.is_none() && a.liveness == l).collect();
         if !these.is_empty() {
             let named: Vec<String> = these
                 .iter()
@@ -375,7 +400,7 @@ fn agent_table(title: &str, agents: &[&AgentView], as_of: chrono::DateTime<chron
             Reading::Stale { age, .. } => [format!("stale {}", age_words(age)), "-".into(), "-".into(), "-".into()],
             Reading::Never => ["-".into(), "-".into(), "-".into(), "-".into()],
         };
-        t.push(vec![a.name.to_string(), a.zone.clone(), a.liveness.as_str().to_string(), state, cpu, mem, err, p95]);
+        t.push(vec![a.name.to_string(), a.zone.clone(), a.health_word().to_string(), state, cpu, mem, err, p95]);
     }
     t
 }
@@ -391,12 +416,7 @@ pub(super) fn agent(a: &AgentView, topo: &Topology) -> Reply {
     );
     // State and metrics as `AgentView` says they are known, as every front-end tells them.
     let mut message = if a.liveness.is_reachable() {
-        format!(
-            "{place} is {} and {}: {}.",
-            a.liveness.as_str(),
-            a.serving().describe(as_of),
-            a.reading(as_of).describe()
-        )
+        format!("{place} is {} and {}: {}.", a.health_word(), a.serving().describe(as_of), a.reading(as_of).describe())
     } else {
         format!(
             "{place} is {} since {}; {}; last seen {}; {}.",
@@ -457,7 +477,7 @@ pub(super) fn found(topo: &Topology, scope: &Scope, ext: Option<&ExtensionRef>) 
             a.name.to_string(),
             a.region.clone(),
             a.zone.clone(),
-            a.liveness.as_str().to_string(),
+            a.health_word().to_string(),
             if a.capabilities.is_empty() { "-".into() } else { a.capabilities.join(",") },
             a.extensions.iter().map(|(e, v)| format!("{e} {v}")).collect::<Vec<_>>().join(", "),
         ]);
@@ -766,14 +786,25 @@ mod tests {
         let reply = health(&t, &Scope::region("eu-west"));
         assert_eq!(
             reply.message,
-            "eu-west: 12 agents, 11 healthy, 1 down: edge-13 (since 00:00:00). edge-14 is flapping: 5 state \
-             changes in the last 2 min; alerts for it are held back."
+            "eu-west: 12 agents, 10 healthy, 1 flapping: edge-14, 1 down: edge-13 (since 00:00:00). edge-14 is \
+             flapping: 5 state changes in the last 2 min; alerts for it are held back."
         );
         assert_eq!(reply.follow_ups, ["show agent edge-13", "show agent edge-14"]);
         let details = reply.details.unwrap();
         let rows = details["agents"].as_array().unwrap();
         assert_eq!(rows[1]["flapping"], json!({"changes": 5, "window_ms": 120_000}));
         assert!(rows[0].get("flapping").is_none(), "absent when not flapping: {}", rows[0]);
+        // Whatever the last poll caught, the agent itself reads as flapping.
+        let shown = agent(t.agent("edge-14").unwrap(), &t);
+        assert!(
+            shown.message.starts_with("edge-14 (eu-west-a, production, tier edge) is flapping and active: cpu"),
+            "{}",
+            shown.message
+        );
+        let fleet = health(&t, &Scope::fleet());
+        let table = fleet.table.unwrap();
+        assert_eq!(table.columns[3..5], ["Healthy", "Flapping"]);
+        assert_eq!(table.rows[2][..7], ["eu-west", "degraded", "12", "10", "1", "0", "0"]);
     }
 
     #[test]

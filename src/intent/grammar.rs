@@ -34,6 +34,10 @@ struct IntentDef {
     required: Vec<String>,
     #[serde(default)]
     pronoun: Option<String>,
+    /// The utterance must be plain words ([`super::normalize::is_plain`]) for this
+    /// intent to match at all.
+    #[serde(default)]
+    plain: bool,
     #[serde(default)]
     slot: Vec<SlotDef>,
 }
@@ -136,6 +140,8 @@ pub struct Intent {
     pub patterns: Vec<Regex>,
     pub required: Vec<String>,
     pub pronoun: Option<String>,
+    /// Matches only an utterance of plain words (`plain = true` in the file).
+    pub plain: bool,
     pub slots: Vec<Slot>,
 }
 
@@ -251,7 +257,15 @@ fn compile_intent(file: &str, def: IntentDef) -> Result<Intent, IntentError> {
             return Err(err("pronoun", format!("`{}` has no slot `{p}`", def.op)));
         }
     }
-    Ok(Intent { op: def.op, priority: def.priority, patterns, required: def.required, pronoun: def.pronoun, slots })
+    Ok(Intent {
+        op: def.op,
+        priority: def.priority,
+        patterns,
+        required: def.required,
+        pronoun: def.pronoun,
+        plain: def.plain,
+        slots,
+    })
 }
 
 /// `{verb}` -> the intent's verbs; `{scope}` -> any selector placeholder; `{region}`
@@ -287,12 +301,16 @@ fn expand(pattern: &str, verb_alt: &str) -> String {
 
 impl Compiled {
     /// The intent whose patterns fit the skeleton best: highest priority, then the
-    /// longest match (the more specific phrasing), then the earlier intent.
-    pub fn best(&self, skeleton: &str) -> Option<&Intent> {
+    /// longest match (the more specific phrasing), then the earlier intent. Intents
+    /// that want plain words are left out unless the utterance is `plain`.
+    pub fn best(&self, skeleton: &str, plain: bool) -> Option<&Intent> {
         let mut best: Option<(i32, usize, usize)> = None;
         for idx in self.set.matches(skeleton).iter() {
             let Some(&(i, p)) = self.owners.get(idx) else { continue };
             let intent = &self.intents[i];
+            if intent.plain && !plain {
+                continue;
+            }
             let len = intent.patterns[p].find(skeleton).map(|m| m.len()).unwrap_or(0);
             let better = match best {
                 None => true,

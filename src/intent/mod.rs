@@ -62,11 +62,98 @@ pub struct Parse {
     /// The utterance was longer than [`MAX_INPUT_BYTES`] and only its start was read.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// Something said that no slot can take as said (a negative share, a number out of
+    /// range, a value its operation refuses): the utterance is refused as a whole
+    /// (`operation` is `None`), never read with a default or another number instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<Rejected>,
+    /// The utterance is only values (names, versions, numbers, shares) and the
+    /// connecting words of an answer ("to", "the", "then"): what answers a question
+    /// for a slot. Anything more ("how healthy is edge-20", "cordon edge-19") is a
+    /// command of its own.
+    #[serde(skip)]
+    pub bare: bool,
+}
+
+/// Why an utterance was refused rather than understood.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Rejected {
+    /// A number in a form or range nothing takes: `said` as typed ("-50%", "1e309").
+    Number { said: String, reason: String },
+    /// A value the operation's slot refuses ("at most 0 unavailable").
+    Slot { slot: String, reason: String },
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejected::Number { said, reason } => write!(f, "\"{said}\" is out of range: {reason}"),
+            Rejected::Slot { slot, reason } => {
+                write!(f, "the {} as said does not fit: {reason}", slot.replace('_', " "))
+            }
+        }
+    }
+}
+
+impl Rejected {
+    fn number(said: &str) -> Rejected {
+        let reason = if said.starts_with('-') {
+            "a negative number means nothing here"
+        } else if said.ends_with('%') && said.contains('.') {
+            "shares are whole percentages"
+        } else if said.ends_with('%') {
+            "a share is at most 100%"
+        } else if said.bytes().all(|b| b.is_ascii_digit()) {
+            "the number is far larger than anything it could count"
+        } else {
+            "numbers are whole numbers in plain digits"
+        };
+        Rejected::Number { said: said.to_string(), reason: reason.to_string() }
+    }
+}
+
+/// Words an answer to a slot question may hold besides the values themselves.
+const ANSWER_WORDS: &[&str] = &[
+    "the",
+    "a",
+    "an",
+    "to",
+    "in",
+    "on",
+    "onto",
+    "into",
+    "at",
+    "for",
+    "of",
+    "from",
+    "and",
+    "then",
+    "with",
+    "as",
+    "by",
+    "just",
+    "only",
+    "version",
+    "agent",
+    "region",
+    "zone",
+    "deployment",
+    "number",
+];
+
+/// Whether a skeleton is only placeholders and [`ANSWER_WORDS`].
+fn is_bare(skeleton: &str) -> bool {
+    skeleton.split(' ').all(|w| w.is_empty() || w.starts_with('{') || ANSWER_WORDS.contains(&w))
 }
 
 impl Parse {
-    fn nothing(truncated: bool) -> Parse {
-        Parse { operation: None, missing: Vec::new(), references: Vec::new(), truncated }
+    fn nothing(truncated: bool, bare: bool) -> Parse {
+        Parse { operation: None, missing: Vec::new(), references: Vec::new(), truncated, rejected: None, bare }
+    }
+
+    fn refused(truncated: bool, rejected: Rejected) -> Parse {
+        Parse { rejected: Some(rejected), ..Parse::nothing(truncated, false) }
     }
 }
 
@@ -97,18 +184,30 @@ impl Grammar {
         let (text, truncated) = normalize::truncate(utterance);
         let tokens = strip_fillers(normalize::tokenize(text));
         let entities = vocab.scan(&tokens, &self.compiled.plain_phrases);
+        if let Some(bad) = entities.iter().find(|e| e.kind == Kind::Invalid) {
+            return Parse::refused(truncated, Rejected::number(bad.value.as_deref().unwrap_or_default()));
+        }
         let skeleton = skeleton(&tokens, &entities);
-        let Some(intent) = self.compiled.best(&skeleton) else {
-            return Parse::nothing(truncated);
+        let bare = is_bare(&skeleton);
+        let Some(intent) = self.compiled.best(&skeleton, normalize::is_plain(utterance)) else {
+            return Parse::nothing(truncated, bare);
         };
         let filled = slots::fill(intent, &entities, vocab);
         let Ok(mut op) = Operation::from_json(json!({ "op": intent.op })) else {
-            return Parse::nothing(truncated);
+            return Parse::nothing(truncated, bare);
         };
-        // One slot at a time: a value that does not fit is dropped, not the whole parse.
+        // A value its slot refuses refuses the whole utterance: dropping just that slot
+        // would carry out something else than was said (a default, or no limit).
         for (slot, value) in filled.values {
-            if let Ok(next) = with_slot(&op, &slot, value) {
-                op = next;
+            match with_slot(&op, &slot, value) {
+                Ok(next) => op = next,
+                Err(e) => {
+                    let reason = match e {
+                        IntentError::Slot { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    return Parse::refused(truncated, Rejected::Slot { slot, reason });
+                }
             }
         }
         let filled_now = op.filled_slots();
@@ -118,7 +217,7 @@ impl Grammar {
             .filter(|r| !filled_now.contains(r) && !filled.references.contains(r))
             .cloned()
             .collect();
-        Parse { operation: Some(op), missing, references: filled.references, truncated }
+        Parse { operation: Some(op), missing, references: filled.references, truncated, rejected: None, bare }
     }
 
     /// The operator answered a question for `slot` of a pending `op`: parse just that
@@ -126,25 +225,51 @@ impl Grammar {
     /// None when the answer holds no such value.
     pub fn parse_slot(&self, op: &Operation, slot: &str, answer: &str, vocab: &Vocabulary) -> Option<Value> {
         let intent = self.compiled.intent(op.name())?;
-        let def = intent.slot(slot)?;
+        let entities = self.answer_entities(answer, vocab)?;
+        let mut claimed = vec![false; entities.len()];
+        answer_value(intent, op, slot, &entities, &mut claimed, vocab)
+    }
+
+    /// The operator answered a question for the `missing` slots of a pending `op`:
+    /// `op` with what the answer fills. Each missing slot takes its value wherever it
+    /// was said; modifiers said with it ("eu-west, as a canary 10% then 50%", "with
+    /// at most 1 unavailable") go into the slots not set yet, as they would in one
+    /// sentence. `None` when the answer fills no missing slot, or holds a number that
+    /// must be refused.
+    pub fn answer(&self, op: &Operation, missing: &[String], answer: &str, vocab: &Vocabulary) -> Option<Operation> {
+        let intent = self.compiled.intent(op.name())?;
+        let entities = self.answer_entities(answer, vocab)?;
+        let mut claimed = vec![false; entities.len()];
+        let mut filled = op.clone();
+        let mut any = false;
+        for slot in missing {
+            if let Some(value) = answer_value(intent, &filled, slot, &entities, &mut claimed, vocab) {
+                if let Ok(next) = with_slot(&filled, slot, value) {
+                    filled = next;
+                    any = true;
+                }
+            }
+        }
+        if !any {
+            return None;
+        }
+        let set = filled.filled_slots();
+        let mut rest: Vec<&grammar::Slot> = intent.slots.iter().filter(|s| !set.contains(&s.name)).collect();
+        rest.sort_by_key(|s| s.markers.is_empty());
+        for def in rest {
+            if let slots::Read::Value(v) = slots::read_slot(def, &entities, &mut claimed, vocab) {
+                filled = with_slot(&filled, &def.name, v).ok()?;
+            }
+        }
+        Some(filled)
+    }
+
+    /// The entities of an answer; `None` when it holds a number that must be refused.
+    fn answer_entities(&self, answer: &str, vocab: &Vocabulary) -> Option<Vec<Entity>> {
         let (text, _) = normalize::truncate(answer);
         let tokens = strip_fillers(normalize::tokenize(text));
         let entities = vocab.scan(&tokens, &self.compiled.plain_phrases);
-        let mut claimed = vec![false; entities.len()];
-        // Markers matter in a sentence, not in a one-value answer.
-        let def = grammar::Slot { markers: Vec::new(), ..def.clone() };
-        let value = match slots::read_slot(&def, &entities, &mut claimed, vocab) {
-            slots::Read::Value(v) => Some(v),
-            _ => bare_number(def.kind, &entities),
-        }?;
-        let value = match (def.kind, value) {
-            (SlotKind::Version, Value::String(v)) => {
-                let ext = op.to_json().get("extension").and_then(Value::as_str).map(str::to_string);
-                json!(vocab.resolve_version(ext.as_deref(), &v))
-            }
-            (_, v) => v,
-        };
-        with_slot(op, slot, value.clone()).ok().map(|_| value)
+        (!entities.iter().any(|e| e.kind == Kind::Invalid)).then_some(entities)
     }
 
     /// The question to ask for a missing slot, with known slot values filled in.
@@ -230,16 +355,46 @@ fn skeleton(tokens: &[Token], entities: &[Entity]) -> String {
     out
 }
 
+/// The value an answer gives `slot` of `op`, claiming the entities it uses; `None`
+/// when it gives none, or one the slot refuses.
+fn answer_value(
+    intent: &grammar::Intent,
+    op: &Operation,
+    slot: &str,
+    entities: &[Entity],
+    claimed: &mut [bool],
+    vocab: &Vocabulary,
+) -> Option<Value> {
+    let def = intent.slot(slot)?;
+    // Markers matter in a sentence, not in a one-value answer.
+    let def = grammar::Slot { markers: Vec::new(), ..def.clone() };
+    let value = match slots::read_slot(&def, entities, claimed, vocab) {
+        slots::Read::Value(v) => Some(v),
+        _ => bare_number(def.kind, entities, claimed),
+    }?;
+    let value = match (def.kind, value) {
+        (SlotKind::Version, Value::String(v)) => {
+            let ext = op.to_json().get("extension").and_then(Value::as_str).map(str::to_string);
+            json!(vocab.resolve_version(ext.as_deref(), &v))
+        }
+        (_, v) => v,
+    };
+    with_slot(op, slot, value.clone()).ok().map(|_| value)
+}
+
 /// An answer of just a number, for slots where a number alone is a value.
-fn bare_number(kind: SlotKind, entities: &[Entity]) -> Option<Value> {
-    let n: u64 = entities.iter().find(|e| e.kind == Kind::Number)?.value.as_deref()?.parse().ok()?;
-    match kind {
-        SlotKind::Percent if n <= 100 => Some(json!(n)),
-        SlotKind::Interval => Some(json!(n)),
-        SlotKind::Version => Some(json!(n.to_string())),
-        SlotKind::Deployment => Some(json!(format!("d-{n}"))),
-        _ => None,
-    }
+fn bare_number(kind: SlotKind, entities: &[Entity], claimed: &mut [bool]) -> Option<Value> {
+    let (i, e) = entities.iter().enumerate().find(|(i, e)| !claimed[*i] && e.kind == Kind::Number)?;
+    let n: u64 = e.value.as_deref()?.parse().ok()?;
+    let value = match kind {
+        SlotKind::Percent if n <= 100 => json!(n),
+        SlotKind::Interval => json!(n),
+        SlotKind::Version => json!(n.to_string()),
+        SlotKind::Deployment => json!(format!("d-{n}")),
+        _ => return None,
+    };
+    claimed[i] = true;
+    Some(value)
 }
 
 /// `{field}` -> the op's value for it; `{versions}`, `{extensions}`, `{regions}` ->

@@ -50,9 +50,90 @@ pub fn is_number(s: &str) -> bool {
     !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Digits only, of any length: a number as said, before asking whether it is in range.
+pub fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A number in a form nothing in the grammar takes, which must be refused rather
+/// than read as some other number: negative ("-50"), longer than [`is_number`]
+/// allows ("18446744073709551616"), in exponent notation ("1e309", "2.1e309"), or
+/// written with digits other than ASCII ones ("１０", "٣").
+pub fn is_bad_number(s: &str) -> bool {
+    if let Some(rest) = s.strip_prefix('-') {
+        return rest.starts_with(|c: char| c.is_ascii_digit());
+    }
+    if is_digits(s) {
+        return !is_number(s);
+    }
+    is_exponent(s) || s.chars().any(|c| c.is_numeric() && !c.is_ascii_digit())
+}
+
+/// Whether a token is a go at a number, readable or not: starts with a digit
+/// ("2.5", "5x"), is a [bad](is_bad_number) one, or names a float nobody can count
+/// to ("nan", "inf").
+pub fn looks_numeric(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_digit()) || is_bad_number(s) || matches!(s, "nan" | "inf" | "infinity")
+}
+
+/// "1,000,000" -> "1000000": a comma between digit groups of three separates
+/// thousands, and must not split the number into "1" and "000".
+fn join_thousands(s: &str) -> std::borrow::Cow<'_, str> {
+    let b = s.as_bytes();
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    let drop: Vec<usize> = (1..b.len())
+        .filter(|&i| b[i] == b',' && digit(i - 1) && digit(i + 1) && digit(i + 2) && digit(i + 3) && !digit(i + 4))
+        .collect();
+    if drop.is_empty() {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    for (i, ch) in s.char_indices() {
+        if !drop.contains(&i) {
+            out.push(ch);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// "1e309", "2.1e-5", "3E+2": a mantissa of digits and dots, `e`, an optional sign
+/// and digits.
+fn is_exponent(s: &str) -> bool {
+    let Some((mantissa, exp)) = s.split_once(['e', 'E']) else { return false };
+    let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+    mantissa.starts_with(|c: char| c.is_ascii_digit())
+        && mantissa.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && is_digits(exp)
+}
+
+/// Longest utterance that can be a plain answer such as a confirmation: "yes, go
+/// ahead, do it now" fits; 40 KB of "yes yes ..." does not.
+pub const MAX_PLAIN_BYTES: usize = 40;
+
+/// Whether `input` is plain words and nothing else: ASCII letters, with apostrophes
+/// inside words ("don't", "i'm") and `,` `.` `!` `…` after them (a transcriber's
+/// "Yes."), at most
+/// [`MAX_PLAIN_BYTES`]. An answer that authorises a change must be exactly what was
+/// typed or heard: the tokenizer strips noise around words ("\u{fffd}k\u{fffd}" reads
+/// as "k"), so that check is made on the raw text, here.
+pub fn is_plain(input: &str) -> bool {
+    let text = input.trim();
+    if text.is_empty() || text.len() > MAX_PLAIN_BYTES {
+        return false;
+    }
+    text.split_whitespace().all(|word| {
+        let core = word.trim_end_matches([',', '.', '!', '\u{2026}']);
+        !core.is_empty()
+            && core.starts_with(|c: char| c.is_ascii_alphabetic())
+            && core.ends_with(|c: char| c.is_ascii_alphabetic())
+            && core.chars().all(|c| c.is_ascii_alphabetic() || c == '\'' || c == '\u{2019}')
+    })
+}
+
 /// Splits and normalises an utterance (already truncated).
 pub fn tokenize(input: &str) -> Vec<Token> {
     let lower = input.to_lowercase();
+    let lower = join_thousands(&lower);
     let mut raw: Vec<Token> = Vec::new();
     let separators = |c: char| c.is_whitespace() || matches!(c, ',' | ';' | '?' | '!' | '"' | '(' | ')' | '[' | ']');
     for (chunk_no, chunk) in lower.split(separators).filter(|c| !c.is_empty()).enumerate() {
@@ -60,7 +141,13 @@ pub fn tokenize(input: &str) -> Vec<Token> {
             break;
         }
         let chunk_id = chunk_no as u32;
-        let mut c = chunk.trim_matches(|ch: char| !ch.is_alphanumeric() && ch != '%');
+        let noise = |ch: char| !ch.is_alphanumeric() && ch != '%';
+        let mut c = chunk.trim_matches(noise);
+        // A minus sign before a number is kept ("-50%" is not "50%"), so that the
+        // scanner can refuse it instead of reading the number without its sign.
+        let lead = &chunk[..chunk.len() - chunk.trim_start_matches(noise).len()];
+        let negative = lead.ends_with(['-', '\u{2212}']) && c.starts_with(|ch: char| ch.is_ascii_digit());
+        let first_token = raw.len();
         for suffix in ["'s", "\u{2019}s"] {
             if let Some(stripped) = c.strip_suffix(suffix) {
                 c = stripped;
@@ -71,13 +158,25 @@ pub fn tokenize(input: &str) -> Vec<Token> {
         }
         if is_date(c) || is_dotted_version(c) {
             raw.push(Token { text: c.to_string(), chunk: chunk_id });
+            mark_negative(&mut raw, first_token, negative);
+            continue;
+        }
+        // "1e-5%" is one number (and a percent sign), not "1e" and "5%".
+        let core = c.trim_end_matches('%');
+        if is_exponent(core) {
+            raw.push(Token { text: core.to_string(), chunk: chunk_id });
+            if core.len() < c.len() {
+                raw.push(Token { text: "%".to_string(), chunk: chunk_id });
+            }
+            mark_negative(&mut raw, first_token, negative);
             continue;
         }
         for piece in c.split(|ch: char| !(ch.is_alphanumeric() || ch == '.' || ch == '%')) {
             if piece.is_empty() {
                 continue;
             }
-            let piece: String = if is_dotted_version(piece) {
+            // Dots go from words ("E.U."), not from numbers: "2.5%" is not "25%".
+            let piece: String = if is_dotted_version(piece) || piece.starts_with(|ch: char| ch.is_ascii_digit()) {
                 piece.to_string()
             } else {
                 piece.chars().filter(|&ch| ch != '.').collect()
@@ -95,10 +194,18 @@ pub fn tokenize(input: &str) -> Vec<Token> {
                 raw.push(Token { text: rest.to_string(), chunk: chunk_id });
             }
         }
+        mark_negative(&mut raw, first_token, negative);
     }
     raw.truncate(MAX_TOKENS);
     let raw = percent_words(raw);
     number_words(raw)
+}
+
+/// Puts the minus sign back on the first token of a chunk that had one.
+fn mark_negative(raw: &mut [Token], first: usize, negative: bool) {
+    if let Some(t) = raw.get_mut(first).filter(|_| negative) {
+        t.text.insert(0, '-');
+    }
 }
 
 fn percent_words(tokens: Vec<Token>) -> Vec<Token> {
@@ -308,6 +415,29 @@ mod tests {
         assert_eq!(words("one hundred and five"), ["105"]);
         assert_eq!(words("two point one"), ["2.1"]);
         assert_eq!(words("2 point 1 point 0"), ["2.1.0"]);
+    }
+
+    #[test]
+    fn numbers_keep_their_sign_dots_exponent_and_thousands() {
+        assert_eq!(words("send -50% of it"), ["send", "-50", "%", "of", "it"]);
+        assert_eq!(words("\u{2212}3 failures"), ["-3", "failures"]);
+        assert_eq!(words("2.5% 1e-5% 2.1e309"), ["2.5", "%", "1e-5", "%", "2.1e309"]);
+        assert_eq!(
+            words("batches of 1,000,000, then 10%, 50%"),
+            ["batches", "of", "1000000", "then", "10", "%", "50", "%"]
+        );
+        assert_eq!(words("edge-7"), ["edge", "7"], "a hyphen inside a name is no minus sign");
+    }
+
+    #[test]
+    fn plain_words_are_letters_and_the_punctuation_of_a_sentence() {
+        for plain in ["yes", "Yes.", "yes, go ahead!", "don't", "Yes\u{2026}", "  ok  "] {
+            assert!(is_plain(plain), "{plain:?}");
+        }
+        let long = "yes ".repeat(11);
+        for noisy in ["", "k\u{fffd}", "\u{fffd}yes", "yes?", "y.e.s", "yes 2", "'yes'", "yes\u{0}", long.as_str()] {
+            assert!(!is_plain(noisy), "{noisy:?}");
+        }
     }
 
     #[test]

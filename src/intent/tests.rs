@@ -210,7 +210,7 @@ fn two_or_more_phrasings_for_every_op() {
         ("help", json!({"op":"help"})),
         ("what can you do", json!({"op":"help"})),
         ("yes", json!({"op":"confirm"})),
-        ("y", json!({"op":"confirm"})),
+        ("yes please", json!({"op":"confirm"})),
         ("yeah", json!({"op":"confirm"})),
         ("yep", json!({"op":"confirm"})),
         ("do it", json!({"op":"confirm"})),
@@ -761,4 +761,127 @@ fn progressive_phases_by_group_by_name_and_with_approval() {
             deploy(json!(["region:eu-west"]), json!({"kind": "progressive", "steps": [20, 60]})),
         ),
     ]);
+}
+
+#[test]
+fn a_confirmation_is_plain_words_of_reasonable_length_and_nothing_else() {
+    for yes in ["yes", "Yes.", "YES!", "yes, go ahead", "yes please", "ok", "do it", "yes i am sure", "yes do it now"] {
+        assert_eq!(op(yes), json!({"op":"confirm"}), "{yes:?}");
+    }
+    let spam = "yes ".repeat(10_000);
+    for noise in [
+        "k",
+        "y",
+        "Y",
+        "\u{fffd}k\u{fffd}",
+        "\u{ff}k\u{ff}",
+        "\u{fffd}yes\u{fffd}",
+        "\u{0}yes",
+        "yes\u{1b}[2J",
+        "«yes»",
+        "yes 🚀",
+        "-yes-",
+        "y.e.s",
+        "yes yes yes yes yes",
+        spam.as_str(),
+    ] {
+        assert_eq!(op(noise), Value::Null, "{noise:?} confirmed something: {:?}", parse(noise));
+    }
+    // A cancel may stay lenient: it changes nothing.
+    assert_eq!(op("n"), json!({"op":"cancel"}));
+}
+
+#[test]
+fn out_of_range_numbers_are_refused_never_bent() {
+    let refused = |u: &str| {
+        let p = parse(u);
+        assert_eq!(p.operation, None, "{u:?} was read as {:?}", p.operation);
+        p.rejected.unwrap_or_else(|| panic!("{u:?}: no rejection")).to_string()
+    };
+    assert_eq!(
+        refused("send -50% of eu-west's traffic to us-east"),
+        "\"-50%\" is out of range: a negative number means nothing here"
+    );
+    assert_eq!(
+        refused("send −50% of eu-west's traffic to us-east"),
+        "\"-50%\" is out of range: a negative number means nothing here"
+    );
+    assert_eq!(
+        refused("roll out auth-filter 2.1 to eu-west and allow -3 failures"),
+        "\"-3\" is out of range: a negative number means nothing here"
+    );
+    assert_eq!(
+        refused("roll out auth-filter 2.1 to eu-west as a canary -1% then 50%"),
+        "\"-1%\" is out of range: a negative number means nothing here"
+    );
+    assert_eq!(
+        refused("roll out auth-filter 2.1 to eu-west in batches of 18446744073709551616"),
+        "\"18446744073709551616\" is out of range: the number is far larger than anything it could count"
+    );
+    assert_eq!(
+        refused("roll out auth-filter 2.1 to eu-west with at most 1e309 unavailable"),
+        "\"1e309\" is out of range: numbers are whole numbers in plain digits"
+    );
+    assert_eq!(
+        refused("roll out auth-filter 1e+309 to eu-west"),
+        "\"1e+309\" is out of range: numbers are whole numbers in plain digits"
+    );
+    assert_eq!(
+        refused("roll out auth-filter 2.1e309 to eu-west"),
+        "\"2.1e309\" is out of range: numbers are whole numbers in plain digits"
+    );
+    assert_eq!(
+        refused("send 2.5% of eu-west's traffic to us-east"),
+        "\"2.5%\" is out of range: shares are whole percentages"
+    );
+    assert_eq!(
+        refused("send 250% of eu-west's traffic to us-east"),
+        "\"250%\" is out of range: a share is at most 100%"
+    );
+    // A value its slot refuses refuses the utterance, rather than dropping the slot.
+    assert_eq!(
+        refused("roll out auth-filter 2.1 to eu-west with at most 0 unavailable"),
+        "the strategy as said does not fit: `0` is not a number of agents (at least 1) or a share of them such as `20%`"
+    );
+    // Ids are kept as said, so that one nobody has is reported, not replaced.
+    assert_eq!(op("pause d-18446744073709551615"), json!({"op":"pause","deployment":"d-18446744073709551615"}));
+    assert_eq!(op("pause d18446744073709551615"), json!({"op":"pause","deployment":"d-18446744073709551615"}));
+    assert_eq!(op("drain edge-99999999999"), json!({"op":"drain","agent":"edge-99999999999"}));
+    // What is in range still reads as before.
+    assert_eq!(
+        op("send 50% of eu-west's traffic to us-east"),
+        json!({"op":"shift_traffic","from":"eu-west","to":"us-east","percent":50})
+    );
+    assert_eq!(op("pause d007"), json!({"op":"pause","deployment":"d-7"}));
+}
+
+#[test]
+fn an_answer_is_bare_values_and_a_command_is_not() {
+    for answer in ["edge-20", "2.1", "the latest", "ap south", "to eu-west", "version 2.1", "d-3", "10% then 50%"] {
+        assert!(parse(answer).bare, "{answer:?} is an answer");
+    }
+    for command in ["how healthy is edge-20?", "cordon edge-19", "roll out auth-filter 2.1 to eu-west", "show d-3"] {
+        assert!(!parse(command).bare, "{command:?} is a command");
+    }
+}
+
+#[test]
+fn an_answer_keeps_the_modifiers_said_with_it() {
+    let (g, v) = fixture();
+    let deploy = parse("roll out auth-filter 2.1").operation.expect("deploy");
+    let missing = vec!["scope".to_string()];
+    let got = g.answer(&deploy, &missing, "eu-west, as a canary 10% then 50%", v).map(|o| o.to_json());
+    assert_eq!(
+        got,
+        Some(json!({"op":"deploy","extension":"auth-filter","version":"2.1.0","scope":["region:eu-west"],
+            "strategy":{"kind":"canary","steps":[10,50]}}))
+    );
+    let got = g.answer(&deploy, &missing, "eu-west with at most 1 unavailable", v).map(|o| o.to_json());
+    assert_eq!(
+        got,
+        Some(json!({"op":"deploy","extension":"auth-filter","version":"2.1.0","scope":["region:eu-west"],
+            "strategy":{"kind":"rolling","max_unavailable":1}}))
+    );
+    assert_eq!(g.answer(&deploy, &missing, "eu-west in batches of -3", v), None);
+    assert_eq!(g.answer(&deploy, &missing, "whatever", v), None);
 }

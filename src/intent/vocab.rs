@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::topology::{Catalog, Topology, VersionMatch};
 
-use super::normalize::{is_date, is_dotted_version, is_number, phrase, Token};
+use super::normalize::{is_bad_number, is_date, is_digits, is_dotted_version, is_number, looks_numeric, phrase, Token};
 
 /// What a recognised stretch of the utterance is. The names (`as_str`) are the
 /// placeholders patterns see in the skeleton (`{region}`).
@@ -50,10 +50,15 @@ pub enum Kind {
     Ref,
     /// Looks like a name (hyphenated) but the fleet has nothing called that.
     Name,
+    /// A number no slot can take as said: negative ("-50%"), too long
+    /// ("18446744073709551616"), in exponent notation ("1e309"), a fraction of a
+    /// percent ("2.5%") or more than 100%. The value is what was said; the parse is
+    /// refused rather than read with some other number.
+    Invalid,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 26] = [
+    pub const ALL: [Kind; 27] = [
         Kind::Region,
         Kind::Zone,
         Kind::Agent,
@@ -80,6 +85,7 @@ impl Kind {
         Kind::Approval,
         Kind::Ref,
         Kind::Name,
+        Kind::Invalid,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -110,6 +116,7 @@ impl Kind {
             Kind::Approval => "approval",
             Kind::Ref => "ref",
             Kind::Name => "name",
+            Kind::Invalid => "invalid",
         }
     }
 
@@ -444,6 +451,20 @@ impl Vocabulary {
         }
         let word = w(i);
 
+        // Numbers nothing takes as said are refused, never bent into another number:
+        // "-50%" is not 50%, "1e309" is not 1, "2.5%" is not 25%.
+        let percent_after = w(i + 1) == "%";
+        if is_bad_number(word)
+            || (percent_after
+                && (is_dotted_version(word)
+                    || num(i).is_some_and(|n| n > 100)
+                    || (looks_numeric(word) && !is_number(word))))
+            || (looks_numeric(word) && !is_number(word) && counts_here(&w, i))
+        {
+            let said = if percent_after { format!("{word}%") } else { word.to_string() };
+            return Some((Kind::Invalid, Some(said), 1 + usize::from(percent_after)));
+        }
+
         // Numbers with a meaning given by the words around them.
         if word == "every" {
             if let Some(n) = num(i + 1) {
@@ -484,18 +505,18 @@ impl Vocabulary {
                 return Some((Kind::Batch, Some(b), 2 + len));
             }
         }
+        // Deployment ids are kept as said however long ("d-18446744073709551615"), so
+        // that one nobody has is reported as such, not dropped for the latest.
         if matches!(word, "d" | "deployment" | "rollout") {
-            if let Some(n) = num(i + 1) {
-                return Some((Kind::Deployment, Some(format!("d-{n}")), 2));
+            if is_digits(w(i + 1)) {
+                return Some((Kind::Deployment, Some(deployment_id(w(i + 1))), 2));
             }
-            if w(i + 1) == "number" {
-                if let Some(n) = num(i + 2) {
-                    return Some((Kind::Deployment, Some(format!("d-{n}")), 3));
-                }
+            if w(i + 1) == "number" && is_digits(w(i + 2)) {
+                return Some((Kind::Deployment, Some(deployment_id(w(i + 2))), 3));
             }
         }
-        if let Some(n) = word.strip_prefix('d').filter(|n| is_number(n)) {
-            return Some((Kind::Deployment, Some(format!("d-{}", n.trim_start_matches('0'))), 1));
+        if let Some(n) = word.strip_prefix('d').filter(|n| is_digits(n)) {
+            return Some((Kind::Deployment, Some(deployment_id(n)), 1));
         }
         if word == "version" || word == "v" {
             let next = w(i + 1);
@@ -540,9 +561,14 @@ impl Vocabulary {
         // Fleet names and fixed words, longest phrase first.
         let best = self.lookup(t, i);
         // "edge 70": an agent's shape, but no agent has that name.
+        // However long the number: "edge-99999999999" is an agent nobody has, not the
+        // tier "edge" and a number.
         if best.as_ref().is_none_or(|b| b.2 == 1) && self.agent_prefixes.contains(word) {
             if let Some(n) = num(i + 1) {
                 return Some((Kind::Agent, Some(format!("{word}-{n}")), 2));
+            }
+            if is_digits(w(i + 1)) {
+                return Some((Kind::Agent, Some(format!("{word}-{}", w(i + 1))), 2));
             }
         }
         if best.is_some() {
@@ -660,6 +686,68 @@ fn marker(tokens: &[Token], start: usize) -> Option<String> {
         .map(|t| t.text.as_str())
         .find(|w| !matches!(*w, "the" | "a" | "an"))
         .map(str::to_string)
+}
+
+/// Whether the token at `i` stands where a whole count goes: after "batches of",
+/// "every", "at most", "allow", or before "unavailable", "failures", "agents", a time
+/// unit, "at a time", "per batch". A "2.5" or "nan" there is refused: dropping it
+/// would mean the default ("in batches of 0.5" a default batch, "at most nan
+/// unavailable" no limit).
+fn counts_here<'a>(w: &dyn Fn(usize) -> &'a str, i: usize) -> bool {
+    let before = |k: usize| if i >= k { w(i - k) } else { "" };
+    let after_words = matches!(
+        (before(2), before(1)),
+        ("batches" | "batch", "of")
+            | ("batch", "size")
+            | (_, "every")
+            | ("at", "most")
+            | ("up", "to")
+            | ("more", "than")
+            | ("max" | "maximum", "unavailable")
+            | (_, "allow")
+            | ("failure", "budget")
+    );
+    let before_words = matches!(
+        w(i + 1),
+        "unavailable"
+            | "failures"
+            | "failure"
+            | "fail"
+            | "fails"
+            | "agents"
+            | "agent"
+            | "nodes"
+            | "node"
+            | "s"
+            | "sec"
+            | "secs"
+            | "second"
+            | "seconds"
+            | "m"
+            | "min"
+            | "mins"
+            | "minute"
+            | "minutes"
+            | "h"
+            | "hr"
+            | "hrs"
+            | "hour"
+            | "hours"
+            | "d"
+            | "day"
+            | "days"
+            | "w"
+            | "week"
+            | "weeks"
+    ) || (w(i + 1) == "at" && w(i + 2) == "a" && w(i + 3) == "time")
+        || (w(i + 1) == "per" && w(i + 2) == "batch");
+    after_words || before_words
+}
+
+/// `d-<digits>` without leading zeros ("d007" is d-7).
+fn deployment_id(digits: &str) -> String {
+    let t = digits.trim_start_matches('0');
+    format!("d-{}", if t.is_empty() { "0" } else { t })
 }
 
 /// "30s", "10m", "24h", "30d": number glued to a unit letter.

@@ -279,6 +279,22 @@ impl AgentView {
         scope.0.iter().all(|s| self.matches(s))
     }
 
+    /// Answers within thresholds and keeps doing so: a flapping agent is not healthy,
+    /// whatever the last poll happened to catch.
+    pub fn is_healthy(&self) -> bool {
+        self.liveness == Liveness::Healthy && self.flapping.is_none()
+    }
+
+    /// The agent's health in one word, as replies show it: "flapping" while it flaps,
+    /// otherwise its liveness.
+    pub fn health_word(&self) -> &'static str {
+        if self.flapping.is_some() {
+            "flapping"
+        } else {
+            self.liveness.as_str()
+        }
+    }
+
     /// Reachable and taking work: a rollout may touch it.
     pub fn is_available(&self) -> bool {
         self.liveness.is_reachable() && self.state == ServingState::Active
@@ -540,7 +556,7 @@ impl Topology {
             agent_region.push(r);
             counts[r].0 += 1;
             counts[r].1 += usize::from(a.liveness.is_reachable());
-            counts[r].2 += usize::from(a.liveness == Liveness::Healthy);
+            counts[r].2 += usize::from(a.is_healthy());
             if !zones.contains(&a.zone) {
                 zones.push(a.zone.clone());
             }
@@ -668,7 +684,8 @@ impl Topology {
         self.agents.iter().filter(move |a| a.region == region)
     }
 
-    /// Healthy when every agent is; partitioned when none answers; degraded otherwise.
+    /// Healthy when every agent is (a flapping one is not); partitioned when none
+    /// answers; degraded otherwise.
     /// A region with no agents is healthy (there is nothing wrong to report).
     pub fn region_health(&self, region: &str) -> RegionHealth {
         self.region_stats(region).map_or(RegionHealth::Healthy, |s| s.health)
@@ -883,6 +900,21 @@ mod tests {
         }
         let t = Topology::new(t.agents, t.catalog, None);
         assert_eq!(t.region_health("eu-west"), RegionHealth::Partitioned);
+        assert_eq!(t.region_health("us-east"), RegionHealth::Healthy);
+    }
+
+    #[test]
+    fn a_flapping_agent_is_not_healthy_and_its_region_is_not_either() {
+        let mut t = demo_topology();
+        for a in t.agents.iter_mut().filter(|a| a.name == "edge-14") {
+            a.flapping = Some(Flapping { changes: 30, window: std::time::Duration::from_secs(60) });
+        }
+        let t = Topology::new(t.agents, t.catalog, None);
+        let a = t.agent("edge-14").unwrap();
+        assert_eq!(a.liveness, Liveness::Healthy, "the last poll caught it answering");
+        assert!(!a.is_healthy());
+        assert_eq!(a.health_word(), "flapping");
+        assert_eq!(t.region_health("eu-west"), RegionHealth::Degraded);
         assert_eq!(t.region_health("us-east"), RegionHealth::Healthy);
     }
 }

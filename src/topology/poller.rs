@@ -136,6 +136,8 @@ struct Slot {
     /// When its liveness changed lately (within the flap window).
     changes: VecDeque<Instant>,
     flapping: bool,
+    /// The last pass got no answer from it: an answer now is a bounce.
+    missed: bool,
     /// The agent registered itself, so it may also deregister itself.
     registered: bool,
     /// Deregistered: out of the model at once, out of the inventory at the start of the
@@ -150,6 +152,7 @@ impl Slot {
             answered_at: None,
             changes: VecDeque::new(),
             flapping: false,
+            missed: false,
             registered: false,
             removed: false,
         }
@@ -474,6 +477,11 @@ impl Poller {
             }
 
             let previous = slot.view.liveness;
+            // An answer after a missed poll is a bounce, and counts as a change even
+            // when liveness did not move: an agent down every other second never stays
+            // silent long enough to turn suspect, yet it is anything but healthy.
+            let bounced = outcome.result.is_ok() && slot.missed;
+            slot.missed = outcome.result.is_err();
             let mut why: Option<AgentError> = None;
             let next = match outcome.result {
                 Ok(status) => {
@@ -512,7 +520,7 @@ impl Poller {
                 slot.view.liveness = next;
                 slot.view.liveness_since = now_utc;
             }
-            if !first_pass && next != previous {
+            if !first_pass && (next != previous || bounced) {
                 let reason = why.as_ref().map(ToString::to_string).unwrap_or_default();
                 slot.changes.push_back(now);
                 while slot.changes.front().is_some_and(|&t| now.saturating_duration_since(t) > self.config.flap_window)
@@ -530,7 +538,7 @@ impl Poller {
                         changes: slot.changes.len(),
                         at: now_utc,
                     });
-                } else {
+                } else if next != previous {
                     tracing::info!(agent = %slot.view.name, from = previous.as_str(), to = next.as_str(), %reason, "liveness changed");
                     events.push(TopologyEvent::LivenessChanged {
                         agent: slot.view.name.to_string(),
@@ -983,11 +991,52 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(450)).await;
         poller.refresh().await;
         let got: Vec<TopologyEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+        // A flapping agent is not healthy, so its region is healthy again only now.
         assert!(
-            matches!(got.as_slice(), [TopologyEvent::Settled { agent, liveness: Liveness::Healthy, .. }] if agent == "edge-1"),
+            matches!(got.as_slice(), [
+                TopologyEvent::Settled { agent, liveness: Liveness::Healthy, .. },
+                TopologyEvent::RegionChanged { from: RegionHealth::Degraded, to: RegionHealth::Healthy, .. },
+            ] if agent == "edge-1"),
             "{got:?}"
         );
         assert_eq!(poller.handle().snapshot().agent("edge-1").unwrap().flapping, None);
+        fleet.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_agent_down_every_other_poll_is_flapping_though_never_suspect() {
+        use crate::agent::faults::{Fault, Faults};
+        let fleet =
+            DemoFleet::start_members(demo_members().unwrap()[..1].to_vec(), DemoOptions::default()).await.unwrap();
+        // As `flap:1000` against a poll a second: every other poll goes unanswered, each
+        // silence shorter than the grace before "suspect".
+        let config = PollerConfig {
+            suspect_after: Duration::from_secs(10),
+            down_after: Duration::from_secs(20),
+            flap_threshold: 4,
+            flap_window: Duration::from_secs(60),
+            ..short()
+        };
+        let poller = Poller::new(fleet.inventory(), client(), catalog(), config);
+        let mut events = poller.events();
+        poller.refresh().await;
+        let agent = &fleet.agents()[0];
+        for i in 0..8 {
+            agent.set_faults(if i % 2 == 0 { Faults(vec![Fault::Crash]) } else { Faults::default() });
+            poller.refresh().await;
+        }
+        let t = poller.handle().snapshot();
+        let a = t.agent("edge-1").unwrap();
+        assert_eq!(a.liveness, Liveness::Healthy, "never silent for long enough to be suspect");
+        assert_eq!(a.flapping, Some(Flapping { changes: 4, window: Duration::from_secs(60) }));
+        assert_eq!(a.health_word(), "flapping");
+        assert_eq!(t.region_health("us-east"), RegionHealth::Degraded);
+        let got: Vec<TopologyEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+        assert!(
+            got.iter().any(|e| matches!(e, TopologyEvent::Flapping { agent, changes: 4, .. } if agent == "edge-1")),
+            "{got:?}"
+        );
+        assert!(!got.iter().any(|e| matches!(e, TopologyEvent::LivenessChanged { .. })), "{got:?}");
         fleet.shutdown().await;
     }
 
