@@ -14,6 +14,7 @@
 
 mod execute;
 mod render;
+mod undo;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use crate::feasibility::{self, Feasible, Infeasible};
 use crate::intent::{with_slot, Vocabulary};
 use crate::llm::LlmError;
 use crate::ops::{Actor, Effect, Operation, Role, Scope};
+use crate::orchestrate::lifecycle::{self, Control};
 use crate::registry::{AuditEntry, AuditResult, DeploymentRecord};
 use crate::reply::{Outcome, Reply};
 use crate::topology::Topology;
@@ -40,6 +42,8 @@ struct Context {
     scope: Option<Scope>,
     /// A deploy refused because it overlaps an active rollout, for "queue it".
     queueable: Option<Operation>,
+    /// The last thing acted on, of any kind, for "undo that".
+    acted: Option<undo::Subject>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +181,7 @@ impl Session {
     /// Answers one utterance.
     pub async fn handle(&mut self, utterance: &str) -> Reply {
         let mut reply = self.answer(utterance).await;
+        self.vet_follow_ups(&mut reply).await;
         let notices = self.take_routing_notices();
         if !notices.is_empty() && !self.routing_live {
             reply.message = format!("{} {}", notices.join(" "), reply.message);
@@ -396,6 +401,13 @@ impl Session {
     /// back and confirmed whatever its scope.
     async fn proceed(&mut self, op: Operation, references: Vec<String>, utterance: &str, via_llm: bool) -> Reply {
         let op = execute::queue_refused(op, &mut self.context.queueable);
+        let op = match self.undo(op).await {
+            Ok(op) => op,
+            Err((op, reply)) => {
+                self.audit(&op, utterance, AuditResult::Infeasible, &reply.message).await;
+                return reply;
+            }
+        };
         let op = match self.resolve_references(op, &references).await {
             Ok(op) => op,
             Err(reply) => return reply,
@@ -456,8 +468,13 @@ impl Session {
                 None => None,
             };
             if let Some(risk) = risk {
-                let summary = render::summary(&op, &feasible);
+                let summary = match self.control_record(&op).await {
+                    Some(d) => render::control_summary(&op, &d),
+                    None => None,
+                }
+                .unwrap_or_else(|| render::summary(&op, &feasible));
                 let plan = execute::preview(&self.services, &op, &feasible, &topo);
+                let plan_table = execute::plan_table(&self.services, &op, &feasible, &topo);
                 let read_back =
                     if via_llm { format!("I understood (via the language model): {summary}") } else { summary.clone() };
                 let mut reply = Reply::new(
@@ -469,6 +486,7 @@ impl Session {
                 .feasible(true);
                 reply.needs_confirmation = true;
                 reply.details = plan;
+                reply.table = plan_table;
                 self.pending = Some(Pending::Confirm {
                     op,
                     feasible,
@@ -535,6 +553,12 @@ impl Session {
 
     /// Updates the context from an executed turn.
     fn remember(&mut self, op: &Operation, reply: &Reply) {
+        let acted = op.mutates() && !reply.outcome.is_failure();
+        if acted || matches!(op, Operation::ShowDeployment { .. }) {
+            if let Some(subject) = undo::Subject::of(op, reply.deployment.as_deref()) {
+                self.context.acted = Some(subject);
+            }
+        }
         if let Some(d) = &reply.deployment {
             self.context.deployment = Some(d.clone());
         }
@@ -549,6 +573,71 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// The record of the deployment a control names, for its confirmation line.
+    async fn control_record(&self, op: &Operation) -> Option<DeploymentRecord> {
+        let Some(Some(id)) = op.deployment_slot() else { return None };
+        self.services.registry.deployment_by_name(id).await.ok().flatten()
+    }
+
+    /// A rollback that names no deployment ("undo that", "roll it back") undoes the
+    /// last thing acted on, whatever it was; any other operation passes unchanged.
+    /// `Err`: undo means nothing there, with the reply that says so.
+    async fn undo(&self, op: Operation) -> Result<Operation, (Operation, Reply)> {
+        let (Operation::Rollback { deployment: None }, Some(subject)) = (&op, &self.context.acted) else {
+            return Ok(op);
+        };
+        let record = match subject {
+            undo::Subject::Deployment(d) => self.services.registry.deployment_by_name(d).await.ok().flatten(),
+            _ => None,
+        };
+        let before = match subject {
+            undo::Subject::Routing { .. } => {
+                self.services.router.history(1).await.ok().and_then(|h| h.into_iter().last()).map(|c| c.before)
+            }
+            _ => None,
+        };
+        undo::resolve(subject, record.as_ref(), before.as_ref()).map_err(|r| {
+            let reply = r.with_operation(Some(op.clone()));
+            (op, reply)
+        })
+    }
+
+    /// Follow-ups never offer what this speaker would be refused, and the answer to a
+    /// question that changes nothing never suggests a change that needs a yes/no
+    /// (production, a large share of a region, traffic): a suggestion must not push
+    /// risk. The lifecycle's controls of a deployment are its own, safest first.
+    async fn vet_follow_ups(&mut self, reply: &mut Reply) {
+        if reply.follow_ups.is_empty() {
+            return;
+        }
+        let read_only = reply.operation.as_ref().is_some_and(|op| op.effect() == Effect::Read);
+        let vocab = self.vocabulary();
+        let topo = self.services.topology.snapshot();
+        let mut kept = Vec::with_capacity(reply.follow_ups.len());
+        for f in std::mem::take(&mut reply.follow_ups) {
+            let parse = self.services.grammar.parse(&f, &vocab);
+            let keep = match parse.operation {
+                Some(op) if op.mutates() => {
+                    if self.refusal(&op).await.is_some() {
+                        false
+                    } else if read_only && Control::of(&op).is_none() {
+                        match self.check(&op, &topo).await {
+                            Ok(feasible) => self.risk(&op, &feasible, &topo).await.is_none(),
+                            Err(_) => false,
+                        }
+                    } else {
+                        true
+                    }
+                }
+                _ => true,
+            };
+            if keep {
+                kept.push(f);
+            }
+        }
+        reply.follow_ups = kept;
     }
 
     /// Fills slots the utterance referred to ("roll it back", "drain it", "there").
@@ -656,8 +745,13 @@ impl Session {
             | Operation::Rollback { deployment: Some(id) }
             | Operation::Retry { deployment: Some(id) } => {
                 let record = self.services.registry.deployment_by_name(id).await.ok().flatten()?;
-                let agents: Vec<&crate::topology::AgentView> =
-                    record.targets.iter().filter_map(|t| topo.agent(&t.agent)).collect();
+                // Only the agents the control changes count: resuming a rollout whose
+                // agents all run the version changes none of them.
+                let control = Control::of(op)?;
+                let agents: Vec<&crate::topology::AgentView> = lifecycle::changes(&record, control)
+                    .iter()
+                    .filter_map(|t| topo.agent(&t.agent))
+                    .collect();
                 feasibility::deploy_risk(&agents, topo)
             }
             _ => None,

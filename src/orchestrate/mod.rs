@@ -10,6 +10,7 @@
 mod announce;
 mod control;
 mod gate;
+pub mod lifecycle;
 mod plan;
 mod run;
 #[cfg(test)]
@@ -28,9 +29,11 @@ use crate::registry::{Registry, RegistryError};
 use crate::topology::{HealthThresholds, TopologyHandle};
 
 pub use announce::{announce, event_deployment};
-pub use control::{interrupted, queued, switched_not_retired, QUEUED_BEHIND};
+pub use control::{interrupted, queued};
+pub use lifecycle::{switched_not_retired, QUEUED_BEHIND};
 pub use gate::{Baseline, GateBreach, GateLimits, GateOutcome, GateResult, GateSpec, Tolerance};
 pub use plan::{plan, plan_with, Plan, PlanStep, Wait};
+pub(crate) use plan::{describe_duration, describe_gate};
 
 /// The start of a held deployment's reason when it waits for the operator's
 /// "promote" (the next phase, or a blue-green switch or retirement).
@@ -208,7 +211,10 @@ pub enum RolloutEvent {
 pub enum OrchestrateError {
     #[error("there is no deployment {0}")]
     UnknownDeployment(String),
-    /// The control does not fit the deployment's state; the message says what would.
+    /// The control does not fit the deployment's state as its record shows it.
+    #[error("{}", .refusal.reason(.deployment))]
+    Refused { deployment: String, refusal: lifecycle::Refusal },
+    /// The control does not fit what is running now; the message says what would.
     #[error("{0}")]
     WrongState(String),
     #[error("{} already part of {deployment}, which is still active; wait for it to finish or abort it", agents_phrase(.agents))]
