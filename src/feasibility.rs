@@ -748,10 +748,7 @@ mod tests {
             err.reasons,
             ["eu-west is partitioned: Parley cannot reach any of its agents, so it cannot install or verify anything there."]
         );
-        assert_eq!(
-            err.alternatives,
-["how healthy is eu-west?", "show routing"]
-        );
+        assert_eq!(err.alternatives, ["how healthy is eu-west?", "show routing"]);
     }
 
     #[test]

@@ -61,7 +61,10 @@ fn a_rollout_waiting_for_approval_offers_promote_and_never_resume() {
     let t = chat.say("resume d-1");
     assert_eq!(t["feasible"], false, "{t}");
     let message = t["message"].as_str().unwrap();
-    assert!(message.starts_with("d-1 is waiting for approval, not paused (waiting for promote to switch:"), "{message}");
+    assert!(
+        message.starts_with("d-1 is waiting for approval, not paused (waiting for promote to switch:"),
+        "{message}"
+    );
     assert!(message.contains("say \"promote d-1\" to go on, or \"abort d-1\"."), "{message}");
     assert_eq!(t["follow_ups"], json!(["show deployment d-1", "abort d-1", "promote d-1"]), "{t}");
     chat.say_confirmed("abort d-1");

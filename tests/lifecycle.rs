@@ -56,7 +56,11 @@ fn every_stage() -> Vec<Shape> {
         shape(D::Running, None, &[(0, T::Installed)]),
         shape(D::Paused, Some("paused by alice at step 1 of 2"), &[(0, T::Installed)]),
         shape(D::Paused, Some("interrupted at step 1 of 2: Parley stopped"), &[(0, T::Installed)]),
-        shape(D::Paused, Some("waiting for promote: step 1 of 2 passed its gate; promote starts step 2"), &[(0, T::Installed)]),
+        shape(
+            D::Paused,
+            Some("waiting for promote: step 1 of 2 passed its gate; promote starts step 2"),
+            &[(0, T::Installed)],
+        ),
         switched,
         shape(D::Succeeded, None, &[(0, T::Installed)]),
         shape(D::Failed, Some("rollback incomplete: edge-1 unreachable"), &[(0, T::Failed)]),

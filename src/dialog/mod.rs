@@ -598,10 +598,13 @@ impl Session {
             }
             _ => None,
         };
-        undo::resolve(subject, record.as_ref(), before.as_ref()).map_err(|r| {
-            let reply = r.with_operation(Some(op.clone()));
-            (op, reply)
-        })
+        match undo::resolve(subject, record.as_ref(), before.as_ref()) {
+            undo::Undo::Do(undone) => Ok(undone),
+            undo::Undo::Explain { message, follow_ups } => {
+                let reply = undo::Undo::reply(message, follow_ups).with_operation(Some(op.clone()));
+                Err((op, reply))
+            }
+        }
     }
 
     /// Follow-ups never offer what this speaker would be refused, and the answer to a
@@ -748,10 +751,8 @@ impl Session {
                 // Only the agents the control changes count: resuming a rollout whose
                 // agents all run the version changes none of them.
                 let control = Control::of(op)?;
-                let agents: Vec<&crate::topology::AgentView> = lifecycle::changes(&record, control)
-                    .iter()
-                    .filter_map(|t| topo.agent(&t.agent))
-                    .collect();
+                let agents: Vec<&crate::topology::AgentView> =
+                    lifecycle::changes(&record, control).iter().filter_map(|t| topo.agent(&t.agent)).collect();
                 feasibility::deploy_risk(&agents, topo)
             }
             _ => None,

@@ -15,8 +15,14 @@ use crate::routing::table::{Route, RoutingTable};
 pub(super) enum Subject {
     Deployment(String),
     /// The routing of `region` was changed by `kind` (a shift, failover or failback).
-    Routing { region: String, kind: RoutingKind },
-    Agent { name: String, action: AgentAction },
+    Routing {
+        region: String,
+        kind: RoutingKind,
+    },
+    Agent {
+        name: String,
+        action: AgentAction,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +50,21 @@ impl Subject {
     }
 }
 
+/// What "undo that" comes to.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Undo {
+    /// The operation that undoes it, checked and confirmed like any other.
+    Do(Operation),
+    /// Undo means nothing there (or more than Parley can do): why, and what to say instead.
+    Explain { message: String, follow_ups: Vec<String> },
+}
+
+impl Undo {
+    pub(super) fn reply(message: String, follow_ups: Vec<String>) -> Reply {
+        Reply::new(Outcome::Infeasible, message).feasible(false).with_follow_ups(follow_ups)
+    }
+}
+
 /// A rollback that names no deployment ("undo that", "roll it back"), read against
 /// what was acted on last: the operation that undoes it, or a reply saying what undo
 /// would mean there.
@@ -51,19 +72,17 @@ pub(super) fn resolve(
     subject: &Subject,
     deployment: Option<&DeploymentRecord>,
     routing_before: Option<&RoutingTable>,
-) -> Result<Operation, Reply> {
-    let explain = |message: String, follow: Vec<String>| {
-        Err(Reply::new(Outcome::Infeasible, message).feasible(false).with_follow_ups(follow))
-    };
+) -> Undo {
+    let explain = |message: String, follow_ups: Vec<String>| Undo::Explain { message, follow_ups };
     match subject {
         // A rollout still running is undone by stopping it and returning its agents;
         // one that finished, by rolling it back (the lifecycle refuses what does not fit).
-        Subject::Deployment(name) => Ok(match deployment.and_then(lifecycle::undo) {
+        Subject::Deployment(name) => Undo::Do(match deployment.and_then(lifecycle::undo) {
             Some(Control::Abort) => Control::Abort.operation(name),
             _ => Control::Rollback.operation(name),
         }),
         Subject::Agent { name, action: AgentAction::Drain | AgentAction::Cordon } => {
-            Ok(Operation::Uncordon { agent: Some(name.clone()) })
+            Undo::Do(Operation::Uncordon { agent: Some(name.clone()) })
         }
         Subject::Agent { name, action: AgentAction::Uncordon } => explain(
             format!(
@@ -80,7 +99,7 @@ pub(super) fn resolve(
             let own = [Route::new(region.as_str(), 100)];
             match routing_before.map(|t| t.routes(region)) {
                 // Before the change the region served itself: failing back restores that.
-                Some(routes) if routes == own => Ok(Operation::Failback { region: Some(region.clone()) }),
+                Some(routes) if routes == own => Undo::Do(Operation::Failback { region: Some(region.clone()) }),
                 Some(_) => explain(
                     format!(
                         "Before the last change {region} was served by {}; Parley can only fail it back to \
@@ -90,7 +109,9 @@ pub(super) fn resolve(
                     vec!["show routing".to_string(), format!("fail back {region}")],
                 ),
                 None => explain(
-                    format!("The routing history does not say what {region} was before, so there is nothing to restore."),
+                    format!(
+                        "The routing history does not say what {region} was before, so there is nothing to restore."
+                    ),
                     vec!["show routing".to_string()],
                 ),
             }

@@ -108,7 +108,9 @@ impl Control {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stage {
     /// Pending until an overlapping deployment finishes.
-    Queued { behind: String },
+    Queued {
+        behind: String,
+    },
     /// Installing, baking or judging a gate (or pending about to start).
     Running,
     /// Held by an operator, or by an inconclusive gate: resume or abort.
@@ -116,7 +118,9 @@ pub enum Stage {
     /// Paused because a previous Parley stopped mid-way.
     Interrupted,
     /// Held until "promote": the next phase, a blue-green switch or blue's retirement.
-    AwaitingPromote { what: String },
+    AwaitingPromote {
+        what: String,
+    },
     Succeeded,
     Failed,
     RolledBack,
@@ -162,18 +166,31 @@ pub fn switched_not_retired(rec: &DeploymentRecord) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// Waits for another deployment; only abort applies.
-    Queued { behind: String },
+    Queued {
+        behind: String,
+    },
     AlreadyPaused,
     /// Held for promote, which is not a pause.
-    AwaitingPromote { what: String },
+    AwaitingPromote {
+        what: String,
+    },
     AlreadyRunning,
-    NothingToPromote { status: DeploymentStatus },
+    NothingToPromote {
+        status: DeploymentStatus,
+    },
     /// Pause, resume, promote or abort of a deployment that has finished.
-    Finished { status: DeploymentStatus },
+    Finished {
+        status: DeploymentStatus,
+    },
     /// Rollback or retry of a deployment that is still active.
-    StillActive { status: DeploymentStatus, control: Control },
+    StillActive {
+        status: DeploymentStatus,
+        control: Control,
+    },
     /// Rollback of a deployment whose agents were already returned.
-    AlreadyReturned { status: DeploymentStatus },
+    AlreadyReturned {
+        status: DeploymentStatus,
+    },
     NothingToRetry,
 }
 
@@ -383,8 +400,10 @@ mod tests {
                 assert_eq!(admits(&r, *c), Ok(()), "{c:?} offered for {:?}", Stage::of(&r));
             }
             // Nothing that carries on or tries again comes before what stops or returns.
-            let first_forward = offered.iter().position(|c| matches!(c, Control::Resume | Control::Promote | Control::Retry));
-            let last_safe = offered.iter().rposition(|c| matches!(c, Control::Rollback | Control::Abort | Control::Pause));
+            let first_forward =
+                offered.iter().position(|c| matches!(c, Control::Resume | Control::Promote | Control::Retry));
+            let last_safe =
+                offered.iter().rposition(|c| matches!(c, Control::Rollback | Control::Abort | Control::Pause));
             if let (Some(f), Some(s)) = (first_forward, last_safe) {
                 assert!(s < f, "{offered:?} for {:?}", Stage::of(&r));
             }

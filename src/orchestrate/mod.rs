@@ -30,10 +30,10 @@ use crate::topology::{HealthThresholds, TopologyHandle};
 
 pub use announce::{announce, event_deployment};
 pub use control::{interrupted, queued};
-pub use lifecycle::{switched_not_retired, QUEUED_BEHIND};
 pub use gate::{Baseline, GateBreach, GateLimits, GateOutcome, GateResult, GateSpec, Tolerance};
-pub use plan::{plan, plan_with, Plan, PlanStep, Wait};
+pub use lifecycle::{switched_not_retired, QUEUED_BEHIND};
 pub(crate) use plan::{describe_duration, describe_gate};
+pub use plan::{plan, plan_with, Plan, PlanStep, Wait};
 
 /// The start of a held deployment's reason when it waits for the operator's
 /// "promote" (the next phase, or a blue-green switch or retirement).
