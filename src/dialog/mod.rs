@@ -13,6 +13,7 @@
 //! a yes/no. A pending yes/no is never answered by the model.
 
 mod execute;
+mod follow;
 mod render;
 mod undo;
 
@@ -579,68 +580,6 @@ impl Session {
     async fn control_record(&self, op: &Operation) -> Option<DeploymentRecord> {
         let Some(Some(id)) = op.deployment_slot() else { return None };
         self.services.registry.deployment_by_name(id).await.ok().flatten()
-    }
-
-    /// A rollback that names no deployment ("undo that", "roll it back") undoes the
-    /// last thing acted on, whatever it was; any other operation passes unchanged.
-    /// `Err`: undo means nothing there, with the reply that says so.
-    async fn undo(&self, op: Operation) -> Result<Operation, (Operation, Reply)> {
-        let (Operation::Rollback { deployment: None }, Some(subject)) = (&op, &self.context.acted) else {
-            return Ok(op);
-        };
-        let record = match subject {
-            undo::Subject::Deployment(d) => self.services.registry.deployment_by_name(d).await.ok().flatten(),
-            _ => None,
-        };
-        let before = match subject {
-            undo::Subject::Routing { .. } => {
-                self.services.router.history(1).await.ok().and_then(|h| h.into_iter().last()).map(|c| c.before)
-            }
-            _ => None,
-        };
-        match undo::resolve(subject, record.as_ref(), before.as_ref()) {
-            undo::Undo::Do(undone) => Ok(undone),
-            undo::Undo::Explain { message, follow_ups } => {
-                let reply = undo::Undo::reply(message, follow_ups).with_operation(Some(op.clone()));
-                Err((op, reply))
-            }
-        }
-    }
-
-    /// Follow-ups never offer what this speaker would be refused, and the answer to a
-    /// question that changes nothing never suggests a change that needs a yes/no
-    /// (production, a large share of a region, traffic): a suggestion must not push
-    /// risk. The lifecycle's controls of a deployment are its own, safest first.
-    async fn vet_follow_ups(&mut self, reply: &mut Reply) {
-        if reply.follow_ups.is_empty() {
-            return;
-        }
-        let read_only = reply.operation.as_ref().is_some_and(|op| op.effect() == Effect::Read);
-        let vocab = self.vocabulary();
-        let topo = self.services.topology.snapshot();
-        let mut kept = Vec::with_capacity(reply.follow_ups.len());
-        for f in std::mem::take(&mut reply.follow_ups) {
-            let parse = self.services.grammar.parse(&f, &vocab);
-            let keep = match parse.operation {
-                Some(op) if op.mutates() => {
-                    if self.refusal(&op).await.is_some() {
-                        false
-                    } else if read_only && Control::of(&op).is_none() {
-                        match self.check(&op, &topo).await {
-                            Ok(feasible) => self.risk(&op, &feasible, &topo).await.is_none(),
-                            Err(_) => false,
-                        }
-                    } else {
-                        true
-                    }
-                }
-                _ => true,
-            };
-            if keep {
-                kept.push(f);
-            }
-        }
-        reply.follow_ups = kept;
     }
 
     /// Fills slots the utterance referred to ("roll it back", "drain it", "there").

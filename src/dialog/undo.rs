@@ -125,3 +125,31 @@ pub(super) fn resolve(
         ),
     }
 }
+
+impl super::Session {
+    /// A rollback that names no deployment ("undo that", "roll it back") undoes the
+    /// last thing acted on, whatever it was; any other operation passes unchanged.
+    /// `Err`: undo means nothing there, with the reply that says so.
+    pub(super) async fn undo(&self, op: Operation) -> Result<Operation, (Operation, Reply)> {
+        let (Operation::Rollback { deployment: None }, Some(subject)) = (&op, &self.context.acted) else {
+            return Ok(op);
+        };
+        let record = match subject {
+            Subject::Deployment(d) => self.services.registry.deployment_by_name(d).await.ok().flatten(),
+            _ => None,
+        };
+        let before = match subject {
+            Subject::Routing { .. } => {
+                self.services.router.history(1).await.ok().and_then(|h| h.into_iter().last()).map(|c| c.before)
+            }
+            _ => None,
+        };
+        match resolve(subject, record.as_ref(), before.as_ref()) {
+            Undo::Do(undone) => Ok(undone),
+            Undo::Explain { message, follow_ups } => {
+                let reply = Undo::reply(message, follow_ups).with_operation(Some(op.clone()));
+                Err((op, reply))
+            }
+        }
+    }
+}
