@@ -109,11 +109,14 @@ async fn create(parley: &Parley, agents: &mut Agents, s: &Shape) -> DeploymentRe
         step_count: s.step_count,
         targets,
     };
-    let rec = registry.create_deployment(&new).await.unwrap();
-    registry.set_status(rec.id, s.status, s.reason).await.unwrap();
-    registry.set_current_step(rec.id, s.current_step).await.unwrap();
+    let rec = registry.create_deployment(&new).await.unwrap_or_else(|e| panic!("create: {e}"));
+    registry.set_status(rec.id, s.status, s.reason).await.unwrap_or_else(|e| panic!("{}: status: {e}", rec.name));
+    registry.set_current_step(rec.id, s.current_step).await.unwrap_or_else(|e| panic!("{}: step: {e}", rec.name));
     for (name, (_, state)) in names.iter().zip(&s.targets) {
-        registry.set_target_state(rec.id, name, *state, None).await.unwrap();
+        registry
+            .set_target_state(rec.id, name, *state, None)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {name} {state:?}: {e}", rec.name));
     }
     registry.deployment_by_name(&rec.name).await.unwrap().unwrap()
 }
@@ -148,6 +151,8 @@ async fn every_follow_up_offered_for_every_state_is_carried_out_not_refused() {
                 r.message
             );
             tried += 1;
+            // One change at a time: the next deployment is created on a quiet registry.
+            parley.services().orchestrator.wait_settled().await;
         }
         // And the lifecycle's own list, which the TUI's keys come from.
         for c in lifecycle::offers(&shown) {
