@@ -33,10 +33,6 @@ pub enum Control {
 }
 
 impl Control {
-    /// Every control that changes something.
-    pub const CHANGES: [Control; 6] =
-        [Control::Pause, Control::Resume, Control::Promote, Control::Abort, Control::Rollback, Control::Retry];
-
     /// The control an operation asks for, if it is one.
     pub fn of(op: &Operation) -> Option<Control> {
         Some(match op {
@@ -90,18 +86,6 @@ impl Control {
             Control::Retry => Some('t'),
         }
     }
-
-    pub fn past_tense(self) -> &'static str {
-        match self {
-            Control::Show => "shown",
-            Control::Pause => "paused",
-            Control::Resume => "resumed",
-            Control::Promote => "promoted",
-            Control::Abort => "aborted",
-            Control::Rollback => "rolled back",
-            Control::Retry => "retried",
-        }
-    }
 }
 
 /// Where a deployment stands, as its record shows it.
@@ -146,10 +130,6 @@ impl Stage {
             DeploymentStatus::RolledBack => Stage::RolledBack,
             DeploymentStatus::Aborted => Stage::Aborted,
         }
-    }
-
-    pub fn is_held(&self) -> bool {
-        matches!(self, Stage::Paused | Stage::Interrupted | Stage::AwaitingPromote { .. })
     }
 }
 
@@ -309,7 +289,6 @@ pub fn changes(rec: &DeploymentRecord, control: Control) -> Vec<&TargetRecord> {
     let to_install = |t: &&TargetRecord| t.state != TargetState::Installed;
     match control {
         Control::Show | Control::Pause => Vec::new(),
-        Control::Rollback if switched_not_retired(rec) => rec.targets.iter().filter(touched).collect(),
         Control::Rollback | Control::Abort => rec.targets.iter().filter(touched).collect(),
         Control::Resume | Control::Promote | Control::Retry => rec.targets.iter().filter(to_install).collect(),
     }
