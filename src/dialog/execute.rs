@@ -13,7 +13,8 @@ use crate::agent::protocol::AgentAction;
 use crate::app::Services;
 use crate::feasibility::{scope_words, Feasible, Infeasible};
 use crate::ops::{Actor, Check, DeploymentStatus, Operation, Scope, Strategy, StrategyKind, TimeSpec};
-use crate::orchestrate::{plan_with, DeployRequest, Placement, Target, QUEUED_BEHIND, WAITING_FOR_PROMOTE};
+use crate::orchestrate::lifecycle::{self, Control};
+use crate::orchestrate::{plan_with, DeployRequest, Placement, Target, QUEUED_BEHIND};
 use crate::registry::{DeploymentFilter, DeploymentRecord};
 use crate::reply::{Outcome, Reply, Table};
 use crate::topology::{AgentName, AgentView, Topology};
@@ -161,6 +162,16 @@ pub(super) fn preview(
     }
 }
 
+/// The plan of a deploy as the confirmation's table: what the operator says yes to.
+pub(super) fn plan_table(services: &Services, op: &Operation, feasible: &Feasible, topo: &Topology) -> Option<Table> {
+    let Operation::Deploy { extension: Some(ext), strategy, require_approval, .. } = op else { return None };
+    let targets = targets(topo, ext, feasible);
+    let strategy = strategy.clone().unwrap_or_else(default_strategy);
+    let settings = services.orchestrator.settings();
+    let plan = plan_with(&strategy, &targets, settings, *require_approval).ok()?;
+    Some(render::plan_table(&plan, settings))
+}
+
 /// Why a feasible deploy cannot be planned, in the operator's words; `None` when it can.
 pub(super) fn plan_problem(
     services: &Services,
@@ -188,70 +199,23 @@ fn capitalise(s: &str) -> String {
     }
 }
 
-/// Whether a deployment control fits the deployment's state.
+/// Whether a deployment control fits the deployment's state: the lifecycle decides,
+/// and says what to offer instead. The targets are the agents the control changes.
 pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feasible, Infeasible> {
-    use DeploymentStatus as S;
-    let id = &d.name;
-    let status = d.status;
-    let waiting = status == S::Paused && d.reason.as_deref().is_some_and(|r| r.starts_with(WAITING_FOR_PROMOTE));
-    let switched = crate::orchestrate::switched_not_retired(d);
-    let refuse = |why: String, alternatives: Vec<String>| Err(Infeasible { reasons: vec![why], alternatives });
-    let ok = || {
-        Ok(Feasible {
-            targets: d.targets.iter().map(|t| AgentName::new(&t.agent)).collect(),
+    let Some(control) = Control::of(op) else {
+        let why = format!("{} is not a deployment control.", op.name().replace('_', " "));
+        return Err(Infeasible { reasons: vec![why], alternatives: Vec::new() });
+    };
+    match lifecycle::admits(d, control) {
+        Ok(()) => Ok(Feasible {
+            targets: lifecycle::changes(d, control).iter().map(|t| AgentName::new(&t.agent)).collect(),
             already: Vec::new(),
             risk: None,
-        })
-    };
-    match op {
-        Operation::ShowDeployment { .. } => ok(),
-        Operation::Pause { .. } if status == S::Running || status == S::Pending => ok(),
-        Operation::Pause { .. } if status == S::Paused => {
-            refuse(format!("{id} is already paused."), vec![format!("resume {id}")])
-        }
-        Operation::Resume { .. } if waiting => refuse(
-            format!("{id} is waiting for approval, not paused: {}.", d.reason.as_deref().unwrap_or("")),
-            vec![format!("promote {id}"), format!("abort {id}")],
-        ),
-        Operation::Resume { .. } if status == S::Paused => ok(),
-        Operation::Resume { .. } if status.is_active() => {
-            refuse(format!("{id} is already running."), vec![format!("show deployment {id}")])
-        }
-        Operation::Abort { .. } if status.is_active() => ok(),
-        Operation::Rollback { .. }
-            if matches!(status, S::Succeeded | S::Failed) || switched || crate::orchestrate::interrupted(d) =>
-        {
-            ok()
-        }
-        Operation::Rollback { .. } if status.is_active() => refuse(
-            format!("{id} is still {status}; abort it to stop it and return its agents."),
-            vec![format!("abort {id}"), format!("pause {id}")],
-        ),
-        Operation::Retry { .. } if matches!(status, S::Failed | S::RolledBack | S::Aborted) => ok(),
-        Operation::Promote { .. } if waiting => ok(),
-        Operation::Promote { .. } => refuse(
-            format!(
-                "{id} has nothing waiting for promotion (it is {status}); progressive phases, blue-green switches \
-                 and deployments started with approval wait for it.",
-            ),
-            vec![format!("show deployment {id}")],
-        ),
-        _ => refuse(
-            format!("{id} is {status}, so it cannot be {}.", past_tense(op)),
-            vec![format!("show deployment {id}"), "list deployments".to_string()],
-        ),
-    }
-}
-
-fn past_tense(op: &Operation) -> &'static str {
-    match op {
-        Operation::Pause { .. } => "paused",
-        Operation::Resume { .. } => "resumed",
-        Operation::Abort { .. } => "aborted",
-        Operation::Rollback { .. } => "rolled back",
-        Operation::Retry { .. } => "retried",
-        Operation::Promote { .. } => "promoted",
-        _ => "changed",
+        }),
+        Err(refusal) => Err(Infeasible {
+            reasons: vec![format!("{}.", refusal.reason(&d.name))],
+            alternatives: lifecycle::offers(d).into_iter().map(|c| c.utterance(&d.name)).collect(),
+        }),
     }
 }
 
@@ -339,11 +303,7 @@ async fn deploy(services: &Services, request: DeployRequest, feasible: &Feasible
                 .with_deployment(d.name.clone())
                 .with_table(table)
                 .with_details(json!({ "plan": described, "targets": feasible.targets, "already": feasible.already }))
-                .with_follow_ups([
-                    format!("show deployment {}", d.name),
-                    format!("pause {}", d.name),
-                    "roll it back".to_string(),
-                ])
+                .with_follow_ups(render::deployment_offers(&d))
         }
         Err(e) => Reply::new(Outcome::Failed, format!("The rollout could not start: {e}")),
     }

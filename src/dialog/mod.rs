@@ -17,7 +17,9 @@
 //! a yes/no. A pending yes/no is never answered by the model.
 
 mod execute;
+mod follow;
 mod render;
+mod undo;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,7 @@ use crate::feasibility::{self, Feasible, Infeasible};
 use crate::intent::{with_slot, Vocabulary};
 use crate::llm::LlmError;
 use crate::ops::{Actor, Effect, Operation, Role, Scope};
+use crate::orchestrate::lifecycle::{self, Control};
 use crate::registry::{AuditEntry, AuditResult, DeploymentRecord};
 use crate::reply::{Outcome, Proposal, Reply};
 use crate::topology::Topology;
@@ -44,6 +47,8 @@ struct Context {
     scope: Option<Scope>,
     /// A deploy refused because it overlaps an active rollout, for "queue it".
     queueable: Option<Operation>,
+    /// The last thing acted on, of any kind, for "undo that".
+    acted: Option<undo::Subject>,
 }
 
 #[derive(Debug, Clone)]
@@ -256,6 +261,7 @@ impl Session {
             }
             self.audited = true;
         }
+        self.vet_follow_ups(&mut reply).await;
         let notices = self.take_routing_notices();
         if !notices.is_empty() && !self.routing_live {
             reply.message = format!("{} {}", notices.join(" "), reply.message);
@@ -523,6 +529,13 @@ impl Session {
     /// back and confirmed whatever its scope.
     async fn proceed(&mut self, op: Operation, references: Vec<String>, utterance: &str, via_llm: bool) -> Reply {
         let op = execute::queue_refused(op, &mut self.context.queueable);
+        let op = match self.undo(op).await {
+            Ok(op) => op,
+            Err((op, reply)) => {
+                self.audit(&op, utterance, AuditResult::Infeasible, &reply.message).await;
+                return reply;
+            }
+        };
         let op = match self.resolve_references(op, &references).await {
             Ok(op) => op,
             Err(reply) => return reply,
@@ -583,8 +596,13 @@ impl Session {
                 None => None,
             };
             if let Some(risk) = risk {
-                let summary = render::summary(&op, &feasible);
+                let summary = match self.control_record(&op).await {
+                    Some(d) => render::control_summary(&op, &d),
+                    None => None,
+                }
+                .unwrap_or_else(|| render::summary(&op, &feasible));
                 let plan = execute::preview(&self.services, &op, &feasible, &topo);
+                let plan_table = execute::plan_table(&self.services, &op, &feasible, &topo);
                 let read_back =
                     if via_llm { format!("I understood (via the language model): {summary}") } else { summary.clone() };
                 let mut reply = Reply::new(
@@ -598,6 +616,7 @@ impl Session {
                 reply.details = plan;
                 let proposal = Proposal::new(&self.actor.name, &summary, self.confirm_ttl);
                 reply.proposal = Some(proposal.clone());
+                reply.table = plan_table;
                 self.pending = Some(Pending::Confirm {
                     op,
                     feasible,
@@ -665,6 +684,12 @@ impl Session {
 
     /// Updates the context from an executed turn.
     fn remember(&mut self, op: &Operation, reply: &Reply) {
+        let acted = op.mutates() && !reply.outcome.is_failure();
+        if acted || matches!(op, Operation::ShowDeployment { .. }) {
+            if let Some(subject) = undo::Subject::of(op, reply.deployment.as_deref()) {
+                self.context.acted = Some(subject);
+            }
+        }
         if let Some(d) = &reply.deployment {
             self.context.deployment = Some(d.clone());
         }
@@ -679,6 +704,12 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// The record of the deployment a control names, for its confirmation line.
+    async fn control_record(&self, op: &Operation) -> Option<DeploymentRecord> {
+        let Some(Some(id)) = op.deployment_slot() else { return None };
+        self.services.registry.deployment_by_name(id).await.ok().flatten()
     }
 
     /// Fills slots the utterance referred to ("roll it back", "drain it", "there").
@@ -788,8 +819,11 @@ impl Session {
             | Operation::Rollback { deployment: Some(id) }
             | Operation::Retry { deployment: Some(id) } => {
                 let record = self.services.registry.deployment_by_name(id).await.ok().flatten()?;
+                // Only the agents the control changes count: resuming a rollout whose
+                // agents all run the version changes none of them.
+                let control = Control::of(op)?;
                 let agents: Vec<&crate::topology::AgentView> =
-                    record.targets.iter().filter_map(|t| topo.agent(&t.agent)).collect();
+                    lifecycle::changes(&record, control).iter().filter_map(|t| topo.agent(&t.agent)).collect();
                 feasibility::deploy_risk(&agents, topo)
             }
             _ => None,

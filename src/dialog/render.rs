@@ -9,6 +9,8 @@ use super::execute::{name_list, troubled};
 use crate::agent::checks::CheckResult;
 use crate::feasibility::{scope_words, Feasible, Infeasible};
 use crate::ops::{Check, DeploymentStatus, ExtensionRef, Operation, Scope, TimeSpec};
+use crate::orchestrate::lifecycle::{self, Control};
+use crate::orchestrate::{Plan, RolloutSettings};
 use crate::registry::{DeploymentRecord, Report, TargetState};
 use crate::reply::{Outcome, Reply, Table};
 use crate::topology::{AgentView, Liveness, RegionHealth, Topology};
@@ -608,20 +610,123 @@ pub(super) fn deployment(d: &DeploymentRecord) -> Reply {
             t.detail.clone().unwrap_or_default(),
         ]);
     }
-    let id = &d.name;
-    let follow: Vec<String> = match d.status {
-        DeploymentStatus::Running | DeploymentStatus::Pending => vec![format!("pause {id}"), format!("abort {id}")],
-        DeploymentStatus::Paused => vec![format!("resume {id}"), format!("abort {id}")],
-        DeploymentStatus::Succeeded => vec![format!("roll back {id}"), "how healthy is the fleet?".into()],
-        DeploymentStatus::Failed | DeploymentStatus::RolledBack | DeploymentStatus::Aborted => {
-            vec![format!("retry {id}"), "list deployments".into()]
-        }
-    };
     Reply::new(Outcome::Answered, message)
         .with_deployment(d.name.clone())
         .with_table(table)
         .with_details(serde_json::to_value(d).unwrap_or_default())
-        .with_follow_ups(follow)
+        .with_follow_ups(deployment_offers(d))
+}
+
+/// What to say next about `d`: the lifecycle's offers, safest first. A finished
+/// deployment is looked at through the health of where it ran.
+pub(super) fn deployment_offers(d: &DeploymentRecord) -> Vec<String> {
+    lifecycle::offers(d)
+        .into_iter()
+        .map(|c| match c {
+            Control::Show if !d.status.is_active() => match d.scope.first("region") {
+                Some(r) => format!("how healthy is {r}?"),
+                None => "how healthy is the fleet?".to_string(),
+            },
+            c => c.utterance(&d.name),
+        })
+        .collect()
+}
+
+/// The confirmation line of a deployment control, counting only the agents it
+/// changes and naming the versions they go to; `None` for other operations.
+pub(super) fn control_summary(op: &Operation, d: &DeploymentRecord) -> Option<String> {
+    let control = Control::of(op)?;
+    let (name, ext, ver) = (&d.name, &d.extension, &d.version);
+    let changed = lifecycle::changes(d, control).len();
+    let total = d.targets.len();
+    // "return 8 agents to auth-filter 2.0.3 and 4 to auth-filter 2.0.1"
+    let returns = || {
+        let to = |v: Option<String>| match v {
+            Some(v) => format!("{ext} {v}"),
+            None => format!("no {ext} (it was not installed before)"),
+        };
+        let groups: Vec<String> = lifecycle::returns_to(d)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (v, n))| match i {
+                0 => format!("{n} agent{} to {}", if n == 1 { "" } else { "s" }, to(v)),
+                _ => format!("{n} to {}", to(v)),
+            })
+            .collect();
+        match groups.split_last() {
+            None => "no agent was changed, so none is returned".to_string(),
+            Some((last, [])) => format!("return {last}"),
+            Some((last, rest)) => format!("return {} and {last}", rest.join(", ")),
+        }
+    };
+    Some(match control {
+        Control::Rollback if crate::orchestrate::switched_not_retired(d) => {
+            format!("Switch {name} back to blue: {}", returns())
+        }
+        Control::Rollback => format!("Roll back {name} ({ext} {ver}): {}", returns()),
+        Control::Abort => format!("Abort {name} ({ext} {ver}): {}", returns()),
+        Control::Resume | Control::Promote | Control::Retry if changed == 0 => format!(
+            "{} {name}: all {total} agent{} already run {ext} {ver}, so no agent changes",
+            verb_of(control),
+            if total == 1 { "" } else { "s" }
+        ),
+        Control::Resume | Control::Promote | Control::Retry => format!(
+            "{} {name}: install {ext} {ver} on the {changed} of {total} agent{} that do not run it yet",
+            verb_of(control),
+            if total == 1 { "" } else { "s" }
+        ),
+        Control::Show | Control::Pause => return None,
+    })
+}
+
+fn verb_of(control: Control) -> &'static str {
+    match control {
+        Control::Resume => "Resume",
+        Control::Promote => "Promote",
+        Control::Retry => "Retry",
+        Control::Pause => "Pause",
+        Control::Abort => "Abort",
+        Control::Rollback => "Roll back",
+        Control::Show => "Show",
+    }
+}
+
+/// A rollout's plan as the confirmation shows it: one row per step with its agents,
+/// bake, gate and what it waits for after.
+pub(super) fn plan_table(plan: &Plan, settings: &RolloutSettings) -> Table {
+    let mut t = Table::new("Plan", &["Step", "Phase", "Agents", "Reached", "Bake", "Gate", "Then"]);
+    let total = plan.agent_count();
+    let mut reached = 0;
+    let gate = crate::orchestrate::describe_gate(&settings.gate);
+    let bake = crate::orchestrate::describe_duration(settings.bake);
+    for (i, s) in plan.steps.iter().enumerate() {
+        reached += s.agents.len();
+        let shown: Vec<&str> = s.agents.iter().take(6).map(String::as_str).collect();
+        let more = s.agents.len().saturating_sub(shown.len());
+        let agents = if s.switch {
+            "none (marks green live)".to_string()
+        } else if more > 0 {
+            format!("{}: {} and {more} more", s.agents.len(), shown.join(", "))
+        } else {
+            format!("{}: {}", s.agents.len(), shown.join(", "))
+        };
+        let then = match s.wait {
+            Some(crate::orchestrate::Wait::Promote) => "wait for promote",
+            Some(crate::orchestrate::Wait::PromoteOrTimer) => "wait for promote (or the retirement timer)",
+            None if i + 1 == plan.steps.len() => "done",
+            None => "next step",
+        };
+        t.push(vec![
+            (i + 1).to_string(),
+            s.name.clone().unwrap_or_else(|| "-".into()),
+            agents,
+            format!("{reached} of {total} ({}%)", s.cumulative_percent),
+            if s.switch { "-".into() } else { bake.clone() },
+            if s.switch { "-".into() } else { gate.clone() },
+            then.to_string(),
+        ]);
+    }
+    t
 }
 
 pub(super) fn deployments(

@@ -9,13 +9,12 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::watch;
 
+use super::lifecycle::{self, Control as Ctl, Stage, INTERRUPTED, QUEUED_BEHIND};
 use super::run::{self, Job};
-use super::{
-    plan_with, Control, DeployRequest, Inner, OrchestrateError, Orchestrator, RolloutEvent, Task, WAITING_FOR_PROMOTE,
-};
+use super::{plan_with, Control, DeployRequest, Inner, OrchestrateError, Orchestrator, RolloutEvent, Task};
 use crate::agent::protocol::{AgentAction, AgentStatus};
 use crate::agent::AgentError;
-use crate::ops::{Actor, DeploymentStatus, StrategyKind};
+use crate::ops::{Actor, DeploymentStatus};
 use crate::registry::{DeploymentFilter, DeploymentRecord, NewDeployment, NewTarget, RegistryError, TargetState};
 
 impl Orchestrator {
@@ -93,19 +92,7 @@ impl Orchestrator {
         let inner = &self.inner;
         let _transition = inner.transitions.lock().await;
         let rec = inner.load(id).await?;
-        if queued(&rec) {
-            return Err(queued_error(&rec));
-        }
-        match rec.status {
-            DeploymentStatus::Pending | DeploymentStatus::Running => {}
-            DeploymentStatus::Paused => {
-                return Err(OrchestrateError::WrongState(format!(
-                    "{} is already paused; resume it to carry on",
-                    rec.name
-                )))
-            }
-            _ => return Err(finished(&rec)),
-        }
+        admitted(&rec, Ctl::Pause)?;
         let reason = format!("paused by {} at {}", actor.name, at_step(&rec));
         inner
             .journal(rec.id, "paused", json!({ "by": actor.name, "frontend": actor.frontend, "reason": reason }))
@@ -121,22 +108,7 @@ impl Orchestrator {
         let inner = &self.inner;
         let _transition = inner.transitions.lock().await;
         let rec = inner.load(id).await?;
-        if queued(&rec) {
-            return Err(queued_error(&rec));
-        }
-        match rec.status {
-            DeploymentStatus::Paused => {}
-            DeploymentStatus::Pending | DeploymentStatus::Running => {
-                return Err(OrchestrateError::WrongState(format!("{} is already running", rec.name)))
-            }
-            _ => return Err(finished(&rec)),
-        }
-        if waiting_for_promote(&rec) {
-            return Err(OrchestrateError::WrongState(format!(
-                "{} is waiting for approval, not paused: say \"promote {}\" to go on, or \"abort {}\"",
-                rec.name, rec.name, rec.name
-            )));
-        }
+        admitted(&rec, Ctl::Resume)?;
         inner.journal(rec.id, "resumed", json!({ "by": actor.name, "frontend": actor.frontend })).await?;
         inner.registry.set_status(rec.id, DeploymentStatus::Running, None).await?;
         if !inner.signal(rec.id, Control::Run) {
@@ -154,18 +126,7 @@ impl Orchestrator {
         let inner = &self.inner;
         let _transition = inner.transitions.lock().await;
         let rec = inner.load(id).await?;
-        if !waiting_for_promote(&rec) {
-            let why = match rec.status {
-                s if s.is_active() => format!(
-                    "{} has no phase waiting for approval ({}{})",
-                    rec.name,
-                    s,
-                    rec.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-                ),
-                _ => return Err(finished(&rec)),
-            };
-            return Err(OrchestrateError::WrongState(why));
-        }
+        admitted(&rec, Ctl::Promote)?;
         let what = rec.reason.clone().unwrap_or_default();
         inner
             .journal(
@@ -189,9 +150,7 @@ impl Orchestrator {
         let inner = &self.inner;
         let _transition = inner.transitions.lock().await;
         let rec = inner.load(id).await?;
-        if !rec.status.is_active() {
-            return Err(finished(&rec));
-        }
+        admitted(&rec, Ctl::Abort)?;
         let reason = format!("aborted by {} at {}", actor.name, at_step(&rec));
         inner.journal(rec.id, "abort_requested", json!({ "by": actor.name, "frontend": actor.frontend })).await?;
         let progress = format!("{reason}; returning its agents to their previous versions");
@@ -209,7 +168,8 @@ impl Orchestrator {
         let _transition = inner.transitions.lock().await;
         let rec = inner.load(id).await?;
         let name = &rec.name;
-        if switched_not_retired(&rec) {
+        admitted(&rec, Ctl::Rollback)?;
+        if lifecycle::switched_not_retired(&rec) {
             let reason = format!("switched back to blue by {}", actor.name);
             inner
                 .journal(rec.id, "switch_back_requested", json!({ "by": actor.name, "frontend": actor.frontend }))
@@ -233,20 +193,6 @@ impl Orchestrator {
             inner.registry.set_status(rec.id, DeploymentStatus::RolledBack, Some(&progress)).await?;
             inner.spawn(rec.id, Job::Rollback { outcome: DeploymentStatus::RolledBack, reason });
             return inner.load(id).await;
-        }
-        match rec.status {
-            DeploymentStatus::Succeeded | DeploymentStatus::Failed => {}
-            s if s.is_active() => {
-                return Err(OrchestrateError::WrongState(format!(
-                    "{name} is still {s}; abort it to stop it and return its agents"
-                )))
-            }
-            DeploymentStatus::Aborted => {
-                return Err(OrchestrateError::WrongState(format!(
-                    "{name} was aborted and its agents were already returned"
-                )))
-            }
-            _ => return Err(OrchestrateError::WrongState(format!("{name} was already rolled back"))),
         }
         if inner.has_task(rec.id) {
             return Err(OrchestrateError::WrongState(format!("{name} is being rolled back already")));
@@ -281,17 +227,7 @@ impl Orchestrator {
         let _transition = inner.transitions.lock().await;
         let rec = inner.load(id).await?;
         let name = &rec.name;
-        match rec.status {
-            DeploymentStatus::Failed | DeploymentStatus::RolledBack | DeploymentStatus::Aborted => {}
-            DeploymentStatus::Succeeded => {
-                return Err(OrchestrateError::WrongState(format!("{name} succeeded; there is nothing to retry")))
-            }
-            s => {
-                return Err(OrchestrateError::WrongState(format!(
-                    "{name} is still {s}; it can be retried once it has failed or been rolled back"
-                )))
-            }
-        }
+        admitted(&rec, Ctl::Retry)?;
         if inner.has_task(rec.id) {
             return Err(OrchestrateError::WrongState(format!(
                 "{name} is still returning its agents; retry it once that is done"
@@ -533,55 +469,20 @@ fn check_overlap<'a>(
 
 /// Paused by [`Orchestrator::recover`]: a previous Parley stopped mid-way.
 pub fn interrupted(rec: &DeploymentRecord) -> bool {
-    rec.status == DeploymentStatus::Paused && rec.reason.as_deref().is_some_and(|r| r.starts_with(INTERRUPTED))
+    Stage::of(rec) == Stage::Interrupted
 }
-
-/// Held until the operator says "promote".
-pub(crate) fn waiting_for_promote(rec: &DeploymentRecord) -> bool {
-    rec.status == DeploymentStatus::Paused && rec.reason.as_deref().is_some_and(|r| r.starts_with(WAITING_FOR_PROMOTE))
-}
-
-/// A blue-green deployment whose green is live and whose blue still runs the old
-/// version: a rollback switches back to blue.
-pub fn switched_not_retired(rec: &DeploymentRecord) -> bool {
-    rec.strategy.kind == StrategyKind::BlueGreen
-        && rec.status.is_active()
-        && rec.current_step == 1
-        && rec.targets.iter().all(|t| t.step != 2 || t.state == TargetState::Pending)
-}
-
-/// The start of the reason of a deployment waiting for an overlapping one to finish.
-pub const QUEUED_BEHIND: &str = "queued behind";
 
 /// Waiting (pending) for an overlapping deployment to finish.
 pub fn queued(rec: &DeploymentRecord) -> bool {
-    rec.status == DeploymentStatus::Pending && rec.reason.as_deref().is_some_and(|r| r.starts_with(QUEUED_BEHIND))
+    matches!(Stage::of(rec), Stage::Queued { .. })
 }
 
-fn queued_error(rec: &DeploymentRecord) -> OrchestrateError {
-    OrchestrateError::WrongState(format!(
-        "{} is {}; it starts by itself when that finishes (abort {} to drop it)",
-        rec.name,
-        rec.reason.as_deref().unwrap_or(QUEUED_BEHIND),
-        rec.name
-    ))
+/// The lifecycle's verdict on `control` for `rec`, as the orchestrator's error.
+fn admitted(rec: &DeploymentRecord, control: Ctl) -> Result<(), OrchestrateError> {
+    lifecycle::admits(rec, control)
+        .map_err(|refusal| OrchestrateError::Refused { deployment: rec.name.clone(), refusal })
 }
-
-/// The start of the reason of a deployment that [`Orchestrator::recover`] paused.
-const INTERRUPTED: &str = "interrupted at";
 
 fn at_step(rec: &DeploymentRecord) -> String {
     format!("step {} of {}", rec.current_step + 1, rec.step_count.max(1))
-}
-
-/// Why a control does not apply to a deployment that has finished, and what would.
-fn finished(rec: &DeploymentRecord) -> OrchestrateError {
-    let name = &rec.name;
-    OrchestrateError::WrongState(match rec.status {
-        DeploymentStatus::Succeeded => format!("{name} already succeeded; roll it back instead"),
-        DeploymentStatus::Failed => format!("{name} already failed; roll it back or retry it"),
-        DeploymentStatus::RolledBack => format!("{name} was already rolled back; retry it to try again"),
-        DeploymentStatus::Aborted => format!("{name} was already aborted; retry it to try again"),
-        s => format!("{name} is {s}"),
-    })
 }

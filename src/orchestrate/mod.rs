@@ -10,6 +10,7 @@
 mod announce;
 mod control;
 mod gate;
+pub mod lifecycle;
 mod plan;
 mod run;
 #[cfg(test)]
@@ -28,8 +29,10 @@ use crate::registry::{Registry, RegistryError};
 use crate::topology::{HealthThresholds, TopologyHandle};
 
 pub use announce::{announce, event_deployment};
-pub use control::{interrupted, queued, switched_not_retired, QUEUED_BEHIND};
+pub use control::{interrupted, queued};
 pub use gate::{Baseline, GateBreach, GateLimits, GateOutcome, GateResult, GateSpec, Tolerance};
+pub use lifecycle::{switched_not_retired, QUEUED_BEHIND};
+pub(crate) use plan::{describe_duration, describe_gate};
 pub use plan::{plan, plan_with, Plan, PlanStep, Wait};
 
 /// The start of a held deployment's reason when it waits for the operator's
@@ -208,7 +211,10 @@ pub enum RolloutEvent {
 pub enum OrchestrateError {
     #[error("there is no deployment {0}")]
     UnknownDeployment(String),
-    /// The control does not fit the deployment's state; the message says what would.
+    /// The control does not fit the deployment's state as its record shows it.
+    #[error("{}", .refusal.reason(.deployment))]
+    Refused { deployment: String, refusal: lifecycle::Refusal },
+    /// The control does not fit what is running now; the message says what would.
     #[error("{0}")]
     WrongState(String),
     #[error("{} already part of {deployment}, which is still active; wait for it to finish or abort it", agents_phrase(.agents))]

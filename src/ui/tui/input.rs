@@ -291,12 +291,13 @@ fn fleet_key(app: &mut App, key: KeyEvent) -> Action {
 
 fn deployments_key(app: &mut App, key: KeyEvent) -> Action {
     let count = app.deployments.len();
-    let action_of = |app: &App, verb: &str| -> Option<String> {
+    // Only a key the lifecycle offers for the selected deployment does anything.
+    let action_of = |app: &App, key: Option<char>| -> Option<String> {
         let d = app.selected_deployment()?;
-        if verb == "show" {
-            return Some(format!("show deployment {}", d.name));
+        match key {
+            None => Some(format!("show deployment {}", d.name)),
+            Some(k) => deployment_actions(d).into_iter().find(|(c, _)| *c == k).map(|(_, a)| a),
         }
-        deployment_actions(d).into_iter().find(|a| a.starts_with(verb))
     };
     let verb = match key.code {
         KeyCode::Char('q') => return Action::Quit,
@@ -316,12 +317,8 @@ fn deployments_key(app: &mut App, key: KeyEvent) -> Action {
             app.focus = Pane::Chat;
             return Action::None;
         }
-        KeyCode::Char('p') => "pause",
-        KeyCode::Char('r') => "resume",
-        KeyCode::Char('a') => "abort",
-        KeyCode::Char('b') => "roll back",
-        KeyCode::Char('t') => "retry",
-        KeyCode::Enter => "show",
+        KeyCode::Char(c) => Some(c),
+        KeyCode::Enter => None,
         _ => return Action::None,
     };
     match action_of(app, verb) {

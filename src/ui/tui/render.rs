@@ -644,20 +644,7 @@ fn deployment_lines(app: &App, d: &DeploymentRecord, selected: bool, width: usiz
     if let Some(reason) = d.reason.as_deref().filter(|_| !d.status.is_active()) {
         lines.push(Line::styled(format!("   {}", cut(reason, width.saturating_sub(3))), Style::new().fg(Color::Gray)));
     }
-    let keys: Vec<String> = deployment_actions(d)
-        .into_iter()
-        .map(|a| {
-            let key = match a.split(' ').next() {
-                Some("pause") => "p",
-                Some("resume") => "r",
-                Some("abort") => "a",
-                Some("roll") => "b",
-                Some("retry") => "t",
-                _ => "⏎",
-            };
-            format!("[{key}] {a}")
-        })
-        .collect();
+    let keys: Vec<String> = deployment_actions(d).into_iter().map(|(key, a)| format!("[{key}] {a}")).collect();
     lines.push(Line::styled(cut(&format!("   next: {}", keys.join("  ")), width), Style::new().fg(Color::Cyan)));
     lines
 }
@@ -790,7 +777,7 @@ const HELP: &[(&str, &str)] = &[
     ("F2 F3 F4, Shift-Tab", "chat, fleet, deployments pane"),
     ("F5", "push to talk: speak, then pause or F5 again"),
     ("Fleet: / j k c Enter", "filter, move, clear filter, ask about agent"),
-    ("Deploys: j k p r a b t", "move, pause, resume, abort, roll back, retry"),
+    ("Deploys: j k p r o a b t", "move, pause, resume, promote, abort, roll back, retry"),
     ("y / n alone, ←→ Enter", "answer a confirmation; typing goes to input"),
     ("Esc", "leave a pane or dialog"),
     ("Ctrl-C, q, exit", "quit (q outside the chat)"),

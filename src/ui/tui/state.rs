@@ -593,14 +593,11 @@ impl App {
     }
 }
 
-/// What an operator can say next about a deployment in its status.
-pub fn deployment_actions(d: &DeploymentRecord) -> Vec<String> {
-    use crate::ops::DeploymentStatus as S;
-    let n = &d.name;
-    match d.status {
-        S::Pending | S::Running => vec![format!("pause {n}"), format!("abort {n}")],
-        S::Paused => vec![format!("resume {n}"), format!("roll back {n}"), format!("abort {n}")],
-        S::Succeeded => vec![format!("roll back {n}")],
-        S::Failed | S::Aborted | S::RolledBack => vec![format!("retry {n}"), format!("show deployment {n}")],
-    }
+/// What an operator can do next about a deployment, with the pane's key for each:
+/// the lifecycle's offers, safest first (showing it is Enter, so not listed).
+pub fn deployment_actions(d: &DeploymentRecord) -> Vec<(char, String)> {
+    crate::orchestrate::lifecycle::offers(d)
+        .into_iter()
+        .filter_map(|c| c.key().map(|k| (k, c.utterance(&d.name))))
+        .collect()
 }

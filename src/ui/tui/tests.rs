@@ -255,7 +255,26 @@ fn a_failed_gate_shows_its_breach() {
     let lines = buffer_to_lines(&a, 80, 24);
     assert_eq!(lines[2], "│▸ d-3 auth-filter 2.1.0 → eu-west paused                                      │");
     assert_eq!(lines[5], "│   gate step 2 FAILED edge-14 error rate % 4.2>1                              │");
-    assert_eq!(lines[7], "│   next: [r] resume d-3  [b] roll back d-3  [a] abort d-3                     │");
+    // Paused mid-way: a rollback would be refused (abort returns the agents), so it
+    // is not offered; the safe key comes first.
+    assert_eq!(lines[7], "│   next: [a] abort d-3  [r] resume d-3                                        │");
+    assert_eq!(handle_key(&mut a, key(KeyCode::Char('b'))), Action::None);
+}
+
+#[test]
+fn a_rollout_waiting_for_approval_offers_promote_not_resume() {
+    let mut a = app();
+    let mut d = canary_mid_way();
+    d.status = DeploymentStatus::Paused;
+    d.reason = Some("waiting for promote: canary (step 1 of 2) passed its gate; promote starts step 2".into());
+    a.set_deployments(vec![d]);
+    a.focus = Pane::Deployments;
+    let lines = buffer_to_lines(&a, 80, 24);
+    let next = lines.iter().find(|l| l.contains("next:")).cloned().unwrap_or_default();
+    assert_eq!(next, "│   next: [a] abort d-3  [o] promote d-3                                       │");
+    // The resume key does nothing here: the orchestrator would refuse it.
+    assert_eq!(handle_key(&mut a, key(KeyCode::Char('r'))), Action::None);
+    assert_eq!(handle_key(&mut a, key(KeyCode::Char('o'))), Action::Submit("promote d-3".into()));
 }
 
 fn proposal() -> Reply {
@@ -487,8 +506,8 @@ fn help_opens_with_question_mark_on_an_empty_line_and_any_key_closes_it() {
     assert!(a.show_help);
     let lines = buffer_to_lines(&a, 80, 24);
     assert_eq!(lines[3], "│\"┌ Keys · any key closes ───────────────────────────────────────────────────┐ │");
-    assert_eq!(lines[4], "│ │ Enter                  send what you typed                               │ │");
-    assert_eq!(lines[11], "│ │ F5                     push to talk: speak, then pause or F5 again       │ │");
+    assert_eq!(lines[4], "│ │ Enter                    send what you typed                             │ │");
+    assert_eq!(lines[11], "│ │ F5                       push to talk: speak, then pause or F5 again     │ │");
     handle_key(&mut a, key(KeyCode::Char('x')));
     assert!(!a.show_help);
     assert_eq!(a.input.text, "");
