@@ -1,12 +1,20 @@
 //! Discovery by registration: a small HTTP endpoint in Parley where agents announce
-//! themselves (`POST /v1/register`), keep proving they are alive
+//! themselves (`POST /v1/register`), check that Parley still has them
 //! (`POST /v1/heartbeat`) and leave when they shut down on purpose
-//! (`DELETE /v1/register/{name}`). A registered agent joins the poller's inventory; its
-//! heartbeats count as answers for the suspect/down clocks; a deregistered one leaves
-//! the model rather than turning down. Every route requires the fleet's bearer token
-//! when one is configured (docs/discovery.md).
+//! (`DELETE /v1/register/{name}`). A registered agent joins the poller's inventory; a
+//! deregistered one leaves the model rather than turning down (docs/discovery.md).
+//!
+//! Every route requires the fleet's bearer token when one is configured, but the
+//! shared token only admits a *first* registration: that one binds the name to its
+//! endpoint and answers a credential of the agent's own, which Parley keeps only as a
+//! SHA-256 hash and never logs. From then on, re-registering (also from a new
+//! endpoint, which moves the agent rather than leaving a stale twin), heartbeats and
+//! deregistration need that credential in the `Parley-Agent-Credential` header. Without
+//! it a bound name is only given to a new endpoint once Parley's own polls have proven
+//! the bound one dead ([`Poller::proven_dead`]). Heartbeats never count as liveness.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -15,10 +23,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::inventory::{normalise_endpoint, InventoryEntry};
 use super::poller::{Deregistered, Poller};
+use crate::agent::http::{serve_router, HttpLimits};
+use crate::agent::names::{self, Kind};
 use crate::agent::protocol::ErrorBody;
+
+/// The header an agent presents its credential in.
+pub const CREDENTIAL_HEADER: &str = "parley-agent-credential";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,18 +52,33 @@ pub struct HeartbeatRequest {
     pub name: String,
 }
 
-#[derive(Debug, Serialize)]
-struct Registered {
-    name: String,
-    endpoint: String,
+/// The answer to a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    pub name: String,
+    pub endpoint: String,
     /// False when the endpoint was already polled (a re-registration).
-    new: bool,
+    pub new: bool,
+    /// Issued when the name is bound (a first registration, or a rebinding after the
+    /// old endpoint was proven dead): the agent keeps it and presents it from then on.
+    /// Shown once; Parley keeps only its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// A name bound to the endpoint that registered it.
+struct Binding {
+    endpoint: String,
+    /// SHA-256 of the agent's credential.
+    credential: [u8; 32],
 }
 
 #[derive(Clone)]
 struct Registrar {
     poller: Arc<Poller>,
     token: Option<String>,
+    /// Agent name -> binding. Taken before the poller's own lock, never the reverse.
+    bindings: Arc<Mutex<HashMap<String, Binding>>>,
 }
 
 /// The registration routes, feeding `poller`.
@@ -58,21 +88,58 @@ pub fn router(poller: Arc<Poller>, token: Option<String>) -> Router {
         .route("/v1/heartbeat", post(heartbeat))
         .route("/v1/register/{name}", delete(deregister))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/discovery.md") })
-        .with_state(Registrar { poller, token })
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "that endpoint does not take that method")
+        })
+        .with_state(Registrar { poller, token, bindings: Arc::new(Mutex::new(HashMap::new())) })
 }
 
-/// Serves the registration endpoint on `listener` until `shutdown` resolves.
+/// Serves the registration endpoint on `listener` until `shutdown` resolves, with the
+/// same header and body timeouts and connection cap as an agent ([`HttpLimits`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     poller: Arc<Poller>,
     token: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(poller, token)).with_graceful_shutdown(shutdown).await
+    serve_with(listener, poller, token, HttpLimits::default(), shutdown).await
+}
+
+/// [`serve`] under other limits.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    poller: Arc<Poller>,
+    token: Option<String>,
+    limits: HttpLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_router(listener, router(poller, token), limits, shutdown).await
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(ErrorBody { code: code.to_string(), error: message.to_string() })).into_response()
+}
+
+fn unauthorised() -> Response {
+    error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token")
+}
+
+fn bad_request(message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+fn forbidden(message: &str) -> Response {
+    error(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+fn hash(credential: &str) -> [u8; 32] {
+    Sha256::digest(credential.as_bytes()).into()
+}
+
+/// 32 random bytes from the thread's CSPRNG (seeded by the OS), as 64 hex digits.
+fn new_credential() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Registrar {
@@ -83,16 +150,21 @@ impl Registrar {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        got.len() == want.len() && got.bytes().zip(want.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        bool::from(got.as_bytes().ct_eq(want.as_bytes()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Binding>> {
+        // Plain data, each change made in one statement: a panic cannot leave it torn.
+        self.bindings.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-fn plain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
-
-fn unauthorised() -> Response {
-    error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token")
+/// Whether `headers` carry the credential `binding` was issued with.
+fn proves(headers: &HeaderMap, binding: &Binding) -> bool {
+    headers
+        .get(CREDENTIAL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| bool::from(hash(c).ct_eq(&binding.credential)))
 }
 
 /// Authentication first (a refused request changes nothing), then the JSON body;
@@ -106,8 +178,7 @@ fn accept<T>(
     if !r.authorised(headers) {
         return Err(Box::new(unauthorised()));
     }
-    body.map(|Json(req)| req)
-        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", &format!("the body must be {shape}: {e}"))))
+    body.map(|Json(req)| req).map_err(|e| Box::new(bad_request(&format!("the body must be {shape}: {e}"))))
 }
 
 async fn register(
@@ -119,27 +190,66 @@ async fn register(
         Ok(req) => req,
         Err(refused) => return *refused,
     };
-    let places = [Some(&req.name), req.region.as_ref(), req.zone.as_ref()];
-    if places.iter().flatten().any(|v| !plain(v)) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "name, region and zone must be 1-64 of A-Z a-z 0-9 - _ .",
-        );
+    let checked = names::check_name(Kind::Agent, &req.name)
+        .and_then(|()| req.region.as_deref().map_or(Ok(()), |v| names::check_name(Kind::Region, v)))
+        .and_then(|()| req.zone.as_deref().map_or(Ok(()), |v| names::check_name(Kind::Zone, v)));
+    if let Err(e) = checked {
+        return bad_request(&e.to_string());
     }
     let endpoint = match normalise_endpoint(&req.endpoint) {
         Ok(e) => e,
-        Err(why) => {
-            return error(StatusCode::BAD_REQUEST, "bad_request", &format!("endpoint `{}`: {why}", req.endpoint))
+        Err(why) => return bad_request(&format!("endpoint `{}`: {why}", req.endpoint.escape_default())),
+    };
+    let entry = InventoryEntry {
+        endpoint: endpoint.clone(),
+        name: Some(req.name.clone()),
+        region: req.region.clone(),
+        zone: req.zone.clone(),
+    };
+    let mut bindings = r.lock();
+    let (credential, moved_from) = match bindings.get_mut(&req.name) {
+        Some(bound) if proves(&headers, bound) => {
+            let moved = (!bound.endpoint.eq_ignore_ascii_case(&endpoint)).then(|| bound.endpoint.clone());
+            bound.endpoint.clone_from(&endpoint);
+            (None, moved)
+        }
+        Some(bound) if !r.poller.proven_dead(&bound.endpoint) => {
+            tracing::warn!(agent = %req.name, bound = %bound.endpoint, claimed = %endpoint, "registration refused: the name is bound to a live agent");
+            return forbidden(&format!(
+                "{} is registered from another endpoint that is alive; only that agent, with its credential, can re-register it",
+                req.name
+            ));
+        }
+        Some(bound) => {
+            // Parley's own polls have shown the bound endpoint dead: the name is free
+            // again, and the old credential no longer proves anything.
+            tracing::warn!(agent = %req.name, dead = %bound.endpoint, %endpoint, "a name whose endpoint was proven dead is bound anew");
+            let credential = new_credential();
+            let moved = Some(std::mem::replace(&mut bound.endpoint, endpoint.clone()));
+            bound.credential = hash(&credential);
+            (Some(credential), moved)
+        }
+        None => {
+            // A name the inventory file or DNS SRV already gives a live endpoint is that
+            // agent's, not a newcomer's.
+            let others = r.poller.endpoints_named(&req.name);
+            if let Some(other) = others.iter().find(|e| !e.eq_ignore_ascii_case(&endpoint) && !r.poller.proven_dead(e)) {
+                tracing::warn!(agent = %req.name, known = %other, claimed = %endpoint, "registration refused: the name is another live agent's");
+                return forbidden(&format!("{} is already known at another endpoint that is alive", req.name));
+            }
+            let credential = new_credential();
+            bindings.insert(req.name.clone(), Binding { endpoint: endpoint.clone(), credential: hash(&credential) });
+            (Some(credential), None)
         }
     };
-    let entry =
-        InventoryEntry { endpoint: endpoint.clone(), name: Some(req.name.clone()), region: req.region, zone: req.zone };
+    if let Some(old) = &moved_from {
+        // One agent, one endpoint: the old one is not left behind as a stale twin.
+        r.poller.forget_registered(old);
+    }
     let new = r.poller.register(entry);
-    // A registration is itself a sign of life.
-    r.poller.heartbeat(&req.name);
-    tracing::info!(agent = %req.name, %endpoint, new, "agent registered");
-    Json(Registered { name: req.name, endpoint, new }).into_response()
+    drop(bindings);
+    tracing::info!(agent = %req.name, %endpoint, new, moved_from = moved_from.as_deref().unwrap_or(""), "agent registered");
+    Json(Registered { name: req.name, endpoint, new, credential }).into_response()
 }
 
 async fn heartbeat(
@@ -151,29 +261,50 @@ async fn heartbeat(
         Ok(req) => req,
         Err(refused) => return *refused,
     };
-    if r.poller.heartbeat(&req.name) {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
+    if let Err(e) = names::check_name(Kind::Agent, &req.name) {
+        return bad_request(&e.to_string());
+    }
+    let proven = match r.lock().get(&req.name) {
+        None => None,
+        Some(bound) => Some(proves(&headers, bound)),
+    };
+    match proven {
+        Some(true) if r.poller.knows(&req.name) => StatusCode::NO_CONTENT.into_response(),
+        Some(false) => forbidden("missing or wrong agent credential"),
         // The agent registers again on 404: Parley may have restarted and forgotten it.
-        error(StatusCode::NOT_FOUND, "not_found", "no agent of that name is registered; register first")
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no agent of that name is registered; register first"),
     }
 }
 
 /// `DELETE /v1/register/{name}`: the agent is leaving on purpose (a graceful
-/// shutdown), so it leaves the model instead of turning suspect, then down.
+/// shutdown), so it leaves the model instead of turning suspect, then down. Only the
+/// agent itself, with its credential, may say so.
 async fn deregister(State(r): State<Registrar>, headers: HeaderMap, Path(name): Path<String>) -> Response {
     if !r.authorised(&headers) {
         return unauthorised();
     }
-    match r.poller.deregister(&name) {
-        Deregistered::Removed(_) => StatusCode::NO_CONTENT.into_response(),
-        Deregistered::NotRegistered => error(
-            StatusCode::CONFLICT,
-            "not_registered",
-            "that agent comes from the inventory file or DNS SRV, not registration; remove it there",
-        ),
-        Deregistered::Unknown => error(StatusCode::NOT_FOUND, "not_found", "no agent of that name is registered"),
+    if let Err(e) = names::check_name(Kind::Agent, &name) {
+        return bad_request(&e.to_string());
     }
+    let mut bindings = r.lock();
+    match bindings.get(&name) {
+        Some(bound) if !proves(&headers, bound) => return forbidden("missing or wrong agent credential"),
+        Some(_) => {}
+        None if r.poller.knows(&name) => {
+            return error(
+                StatusCode::CONFLICT,
+                "not_registered",
+                "that agent comes from the inventory file or DNS SRV, not registration; remove it there",
+            )
+        }
+        None => return error(StatusCode::NOT_FOUND, "not_found", "no agent of that name is registered"),
+    }
+    bindings.remove(&name);
+    if r.poller.deregister(&name) == Deregistered::NotRegistered {
+        // Also in the inventory file or DNS SRV under that name: that source stays.
+        tracing::info!(agent = %name, "deregistered; its inventory entry stays");
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 #[cfg(test)]
