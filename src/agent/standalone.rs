@@ -107,6 +107,19 @@ impl Credential {
     }
 }
 
+/// The announcer task, stopped when the agent's server future is dropped without a
+/// graceful stop (an in-process agent whose task is aborted), so that no heartbeat
+/// outlives the agent it speaks for.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
 fn is_credential(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -139,19 +152,26 @@ pub async fn run(
                 .map_err(|e| StandaloneError::Client(e.to_string()))?;
             let endpoint = reg.advertise.clone().unwrap_or_else(|| format!("http://{addr}"));
             let credential = Credential::load(agent.config().state_file.as_deref().map(credential_file));
-            let task =
-                tokio::spawn(announce(http.clone(), Arc::clone(&agent), reg.clone(), endpoint, credential.clone()));
+            let task = AbortOnDrop(Some(tokio::spawn(announce(
+                http.clone(),
+                Arc::clone(&agent),
+                reg.clone(),
+                endpoint,
+                credential.clone(),
+            ))));
             Some((task, http, reg.url, agent.config().name.clone(), agent.config().token.clone(), credential))
         }
         None => None,
     };
     let leave = async move {
         shutdown.await;
-        if let Some((task, http, url, name, token, credential)) = announcer {
+        if let Some((mut task, http, url, name, token, credential)) = announcer {
             // Stopped first and waited for, so no heartbeat or registration in flight can
             // land after the deregistration and bring the agent back.
-            task.abort();
-            let _ = task.await;
+            if let Some(task) = task.0.take() {
+                task.abort();
+                let _ = task.await;
+            }
             deregister(&http, &url, &name, token.as_deref(), &credential).await;
         }
     };

@@ -376,6 +376,7 @@ mod tests {
         let t = poller.handle().snapshot();
         let a = t.agent("edge-9").unwrap();
         assert_eq!((a.region.as_str(), a.liveness), ("eu-west", Liveness::Healthy));
+        // The shared token alone no longer speaks for edge-9: it has its own credential.
         let resp = http
             .post(format!("{url}/v1/heartbeat"))
             .bearer_auth("tok")
@@ -383,7 +384,8 @@ mod tests {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 204);
+        assert_eq!(resp.status(), 403);
+        assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["code"], "forbidden");
         let _ = agent_stop.send(());
         agent.await.unwrap().unwrap();
         // Its graceful shutdown deregistered it: out of the model at once, not down.
@@ -400,6 +402,9 @@ mod tests {
         let body = serde_json::json!({"name": "edge-9", "endpoint": "http://127.0.0.1:9", "region": "eu-west"});
         let resp = http.post(format!("{url}/v1/register")).bearer_auth("tok").json(&body).send().await.unwrap();
         assert_eq!(resp.status(), 200);
+        let registered: Registered = resp.json().await.unwrap();
+        let credential = registered.credential.unwrap();
+        assert_eq!(credential.len(), 64);
         // Found by DNS SRV, which would bring it back: not for an agent to remove.
         poller.add_entry(InventoryEntry {
             endpoint: "http://127.0.0.1:10".into(),
@@ -415,6 +420,11 @@ mod tests {
         assert_eq!(resp.status(), 401);
         let resp = gone("edge-9").bearer_auth("wrong").send().await.unwrap();
         assert_eq!(resp.status(), 401);
+        // Any holder of the shared token is not the agent.
+        let resp = gone("edge-9").bearer_auth("tok").send().await.unwrap();
+        assert_eq!(resp.status(), 403);
+        let resp = gone("edge-9").bearer_auth("tok").header(CREDENTIAL_HEADER, "0".repeat(64)).send().await.unwrap();
+        assert_eq!(resp.status(), 403);
         assert_eq!(poller.inventory().len(), 2, "a refused request changes nothing");
         assert!(poller.handle().snapshot().agent("edge-9").is_some());
 
@@ -427,7 +437,7 @@ mod tests {
         assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["code"], "not_registered");
 
         let mut events = poller.events();
-        let resp = gone("edge-9").bearer_auth("tok").send().await.unwrap();
+        let resp = gone("edge-9").bearer_auth("tok").header(CREDENTIAL_HEADER, &credential).send().await.unwrap();
         assert_eq!(resp.status(), 204);
         let left = events.try_recv().unwrap();
         assert!(
@@ -446,9 +456,11 @@ mod tests {
         poller.refresh().await;
         assert_eq!(poller.handle().snapshot().agents().len(), 1, "and not polled again");
         assert_eq!(gone("edge-9").bearer_auth("tok").send().await.unwrap().status(), 404);
-        // It may come back by registering again.
+        // It may come back by registering again, with a credential of its own again.
         let resp = http.post(format!("{url}/v1/register")).bearer_auth("tok").json(&body).send().await.unwrap();
-        assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["new"], true);
+        let again: Registered = resp.json().await.unwrap();
+        assert!(again.new);
+        assert!(again.credential.is_some_and(|c| c != credential));
         assert_eq!(poller.inventory().len(), 2);
 
         let _ = stop.send(());
