@@ -96,8 +96,11 @@ pub struct Agent {
     faults: Mutex<Faults>,
     /// Bumped whenever the faults change, so parked (hung) requests look again.
     faults_changed: tokio::sync::watch::Sender<u64>,
+    /// Changes asked to be persisted so far (see `persist`).
+    changes: std::sync::atomic::AtomicU64,
     /// Held by the one writer of the state file at a time, from taking the snapshot to
-    /// the rename, so that the file only ever moves forward.
+    /// the rename, so that the file only ever moves forward; holds the number of
+    /// changes the file on disk includes.
     writer: Mutex<u64>,
 }
 
@@ -150,6 +153,7 @@ impl Agent {
             baseline,
             faults,
             faults_changed: tokio::sync::watch::Sender::new(0),
+            changes: std::sync::atomic::AtomicU64::new(0),
             writer: Mutex::new(0),
         });
         agent.persist();
@@ -260,11 +264,22 @@ impl Agent {
     /// temporary file of its own, flushed to disk, then renamed over the state file
     /// (and the directory flushed), so a reader or a restart after a kill at any moment
     /// finds either the previous state or the new one, whole.
+    ///
+    /// Callers return only once the file holds their change (the API answers after
+    /// that), but writers queued behind one another share one write: whoever takes
+    /// the lock writes everything changed so far, and those it covered just return.
     fn persist(&self) {
+        use std::sync::atomic::Ordering;
         let Some(path) = &self.config.state_file else { return };
-        // Poisoning cannot leave the counter meaningless: it only names temporaries.
-        let mut writes = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        *writes += 1;
+        // Counted after the change was made, so a snapshot taken after reading the
+        // count includes this change.
+        let mine = self.changes.fetch_add(1, Ordering::SeqCst) + 1;
+        // Poisoning cannot leave the count meaningless: at worst one more write.
+        let mut written = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if *written >= mine {
+            return;
+        }
+        let covers = self.changes.load(Ordering::SeqCst);
         // Taken under the writer lock, so a later write always carries a later state.
         let saved = {
             let rt = self.lock();
@@ -272,7 +287,10 @@ impl Agent {
         };
         let result = serde_json::to_vec_pretty(&saved)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| write_atomically(path, &bytes, *writes));
+            .and_then(|bytes| write_atomically(path, &bytes, covers));
+        if result.is_ok() {
+            *written = covers;
+        }
         if let Err(e) = result {
             tracing::error!(agent = %self.config.name, path = %path.display(), error = %e, "could not write the agent state file");
         }
