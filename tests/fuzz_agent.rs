@@ -21,9 +21,9 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "fuzz-s3cret";
-const AGENT_CASES: u32 = 1500;
-const REGISTRATION_CASES: u32 = 1500;
-const RAW_CASES: u32 = 300;
+const AGENT_CASES: u32 = 3000;
+const REGISTRATION_CASES: u32 = 3000;
+const RAW_CASES: u32 = 400;
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
@@ -224,6 +224,8 @@ async fn send(
 #[derive(Default)]
 struct Tally {
     inputs: AtomicUsize,
+    /// Status code -> answers, for the report.
+    statuses: Mutex<std::collections::BTreeMap<u16, usize>>,
     unclear: Mutex<Vec<String>>,
     mutations: Mutex<Vec<String>>,
 }
@@ -238,7 +240,8 @@ impl Tally {
 }
 
 /// A clear refusal: 4xx with an `ErrorBody`.
-fn clear_refusal(status: u16, body: &[u8]) -> bool {
+fn clear_refusal(tally: &Tally, status: u16, body: &[u8]) -> bool {
+    *tally.statuses.lock().unwrap().entry(status).or_default() += 1;
     (400..500).contains(&status) && serde_json::from_slice::<ErrorBody>(body).is_ok_and(|b| !b.code.is_empty())
 }
 
@@ -299,7 +302,7 @@ fn garbage_at_the_agent_and_the_registration_endpoint_is_refused_and_changes_not
             let url = format!("{agent_url}{}", case.path);
             let answer = rt.block_on(send(&http, case.method, &url, case.body.clone(), case.json, case.token, None));
             match answer {
-                Ok((status, body)) if clear_refusal(status, &body) => {}
+                Ok((status, body)) if clear_refusal(&tally, status, &body) => {}
                 other => tally.unclear(format!("{} {}: {other:?}", case.method, case.path)),
             }
             let now = agent.status();
@@ -328,7 +331,7 @@ fn garbage_at_the_agent_and_the_registration_endpoint_is_refused_and_changes_not
                 case.credential.as_deref(),
             ));
             match answer {
-                Ok((status, body)) if clear_refusal(status, &body) => {}
+                Ok((status, body)) if clear_refusal(&tally, status, &body) => {}
                 other => tally.unclear(format!("{} {} {:?}: {other:?}", case.method, case.path, String::from_utf8_lossy(&case.body))),
             }
             if poller.inventory() != inventory_before {
@@ -382,10 +385,11 @@ fn garbage_at_the_agent_and_the_registration_endpoint_is_refused_and_changes_not
     let unclear = tally.unclear.lock().unwrap().clone();
     let mutations = tally.mutations.lock().unwrap().clone();
     eprintln!(
-        "fuzz: {inputs} inputs in {:.1} s; {panics} panics; {} mutations; {} answers that were not a clear 4xx",
+        "fuzz: {inputs} inputs in {:.1} s; {panics} panics; {} mutations; {} answers that were not a clear 4xx; statuses {:?}",
         started.elapsed().as_secs_f64(),
         mutations.len(),
-        unclear.len()
+        unclear.len(),
+        tally.statuses.lock().unwrap()
     );
     assert_eq!(panics, 0);
     assert!(mutations.is_empty(), "{:#?}", &mutations[..mutations.len().min(5)]);
