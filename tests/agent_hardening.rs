@@ -530,8 +530,7 @@ async fn a_registered_name_belongs_to_its_agent_and_liveness_comes_from_polls() 
     // A rollout resolves edge-9 through the model: the real agent, nobody else.
     parley.poller.refresh().await;
     let model = parley.poller.handle().snapshot();
-    let named: Vec<&str> =
-        model.agents().iter().filter(|a| a.name == "edge-9").map(|a| a.endpoint.as_str()).collect();
+    let named: Vec<&str> = model.agents().iter().filter(|a| a.name == "edge-9").map(|a| a.endpoint.as_str()).collect();
     assert_eq!(named, [real_url.as_str()]);
 
     // Registering under a fresh name but reporting edge-9 does not get in either.
@@ -560,8 +559,10 @@ async fn a_registered_name_belongs_to_its_agent_and_liveness_comes_from_polls() 
     let died = Instant::now();
     let liveness = loop {
         for proof in [None, Some(credential.as_str())] {
-            let mut req =
-                http.post(format!("{}/v1/heartbeat", parley.url)).bearer_auth(TOKEN).json(&serde_json::json!({"name": "edge-9"}));
+            let mut req = http
+                .post(format!("{}/v1/heartbeat", parley.url))
+                .bearer_auth(TOKEN)
+                .json(&serde_json::json!({"name": "edge-9"}));
             if let Some(c) = proof {
                 req = req.header(CREDENTIAL_HEADER, c);
             }

@@ -31,9 +31,29 @@ static PANICS: AtomicUsize = AtomicUsize::new(0);
 fn nasty() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
-            "..", ".", "../../etc/passwd", "..\\..\\windows", "2.1.0/../..", "/", "%2e%2e", "a/b", "\0", "", " ",
-            "1..2", "-rf", "+1", "auth-filter\n", "AUTH-FILTER", "edge_7", "edge.7", "é", "🚀", "${jndi:x}",
-            "' OR 1=1 --", "<script>",
+            "..",
+            ".",
+            "../../etc/passwd",
+            "..\\..\\windows",
+            "2.1.0/../..",
+            "/",
+            "%2e%2e",
+            "a/b",
+            "\0",
+            "",
+            " ",
+            "1..2",
+            "-rf",
+            "+1",
+            "auth-filter\n",
+            "AUTH-FILTER",
+            "edge_7",
+            "edge.7",
+            "é",
+            "🚀",
+            "${jndi:x}",
+            "' OR 1=1 --",
+            "<script>",
         ])
         .prop_map(String::from),
         "[./\\\\a-zA-Z0-9%_ -]{0,24}",
@@ -80,7 +100,9 @@ struct AgentCase {
 }
 
 fn percent(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b == b'-' { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b == b'-' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 fn agent_case() -> impl Strategy<Value = AgentCase> {
@@ -105,8 +127,17 @@ fn agent_case() -> impl Strategy<Value = AgentCase> {
         json: false,
         token,
     });
-    let action = (nasty().prop_filter("not an action", |a| !["drain", "cordon", "uncordon", "restart"].contains(&a.as_str())), garbage_body())
-        .prop_map(|(a, body)| AgentCase { method: "POST", path: format!("/v1/actions/{}", percent(&a)), body, json: true, token: true });
+    let action = (
+        nasty().prop_filter("not an action", |a| !["drain", "cordon", "uncordon", "restart"].contains(&a.as_str())),
+        garbage_body(),
+    )
+        .prop_map(|(a, body)| AgentCase {
+            method: "POST",
+            path: format!("/v1/actions/{}", percent(&a)),
+            body,
+            json: true,
+            token: true,
+        });
     let unauthorised = garbage_body().prop_map(|body| AgentCase {
         method: "POST",
         path: "/v1/actions/drain".into(),
@@ -166,20 +197,23 @@ fn registration_case() -> impl Strategy<Value = RegistrationCase> {
         credential: None,
     });
     // The bound name from elsewhere, with or without a forged credential.
-    let impostor = (endpoint, prop::option::of("[0-9a-f]{64}|[ -~]{0,80}")).prop_map(|(endpoint, credential)| {
-        RegistrationCase {
+    let impostor =
+        (endpoint, prop::option::of("[0-9a-f]{64}|[ -~]{0,80}")).prop_map(|(endpoint, credential)| RegistrationCase {
             method: "POST",
             path: "/v1/register".into(),
             body: serde_json::to_vec(&serde_json::json!({"name": "edge-5", "endpoint": endpoint})).unwrap_or_default(),
             token: true,
             credential,
-        }
-    });
+        });
     let heartbeat = (prop_oneof![nasty(), Just("edge-5".to_string())], prop::option::of("[ -~]{0,80}"), garbage_body())
         .prop_map(|(name, credential, junk)| RegistrationCase {
             method: "POST",
             path: "/v1/heartbeat".into(),
-            body: if name.len() % 2 == 0 { serde_json::to_vec(&serde_json::json!({ "name": name })).unwrap_or_default() } else { junk },
+            body: if name.len() % 2 == 0 {
+                serde_json::to_vec(&serde_json::json!({ "name": name })).unwrap_or_default()
+            } else {
+                junk
+            },
             token: true,
             credential,
         });
@@ -276,7 +310,12 @@ fn garbage_at_the_agent_and_the_registration_endpoint_is_refused_and_changes_not
             Arc::new(Poller::new(Vec::new(), client, Arc::new(Catalog::embedded().unwrap()), PollerConfig::default()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let parley_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(registration::serve(listener, Arc::clone(&poller), Some(TOKEN.into()), std::future::pending::<()>()));
+        tokio::spawn(registration::serve(
+            listener,
+            Arc::clone(&poller),
+            Some(TOKEN.into()),
+            std::future::pending::<()>(),
+        ));
         let resp = reqwest::Client::new()
             .post(format!("{parley_url}/v1/register"))
             .bearer_auth(TOKEN)
@@ -332,7 +371,12 @@ fn garbage_at_the_agent_and_the_registration_endpoint_is_refused_and_changes_not
             ));
             match answer {
                 Ok((status, body)) if clear_refusal(&tally, status, &body) => {}
-                other => tally.unclear(format!("{} {} {:?}: {other:?}", case.method, case.path, String::from_utf8_lossy(&case.body))),
+                other => tally.unclear(format!(
+                    "{} {} {:?}: {other:?}",
+                    case.method,
+                    case.path,
+                    String::from_utf8_lossy(&case.body)
+                )),
             }
             if poller.inventory() != inventory_before {
                 tally.mutation(format!("registry changed by {case:?}"));

@@ -60,7 +60,8 @@ impl AgentClient {
     /// Installs `version` of `extension`, replacing any other version. Answers the
     /// agent's status after the install.
     pub async fn install(&self, endpoint: &str, extension: &str, version: &str) -> Result<AgentStatus, AgentError> {
-        let invalid = |e: names::InvalidName| AgentError::Invalid { endpoint: endpoint.to_string(), reason: e.to_string() };
+        let invalid =
+            |e: names::InvalidName| AgentError::Invalid { endpoint: endpoint.to_string(), reason: e.to_string() };
         names::check_name(Kind::Extension, extension).map_err(invalid)?;
         names::check_version(version).map_err(invalid)?;
         let body = InstallRequest { version: version.to_string() };

@@ -126,9 +126,8 @@ async fn bounded_body(State(limits): State<HttpLimits>, req: Request, next: Next
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is over {} bytes", limits.max_body))
-    };
+    let too_large =
+        || refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is over {} bytes", limits.max_body));
     if declared.is_some_and(|n| n > limits.max_body as u64) {
         return too_large();
     }

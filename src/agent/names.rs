@@ -108,14 +108,28 @@ mod tests {
             assert!(is_name(ok), "{ok}");
         }
         for bad in [
-            "", "-edge", "Edge-7", "edge_7", "edge.7", "..", "../x", "a/b", "a\\b", "edge 7", "é", "a\0", &"a".repeat(64),
+            "",
+            "-edge",
+            "Edge-7",
+            "edge_7",
+            "edge.7",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            "edge 7",
+            "é",
+            "a\0",
+            &"a".repeat(64),
         ] {
             assert!(!is_name(bad), "{bad:?}");
         }
         for ok in ["2.1.0", "2024.2", "0.3.0", "1.0.0-rc.1+build.5", "v2", &"1".repeat(64)] {
             assert!(is_version(ok), "{ok}");
         }
-        for bad in ["", "..", ".", "../../etc", "1..2", "2.1/0", ".1", "-1", "+1", "1 0", "1;rm", "1\n", &"1".repeat(65)] {
+        for bad in
+            ["", "..", ".", "../../etc", "1..2", "2.1/0", ".1", "-1", "+1", "1 0", "1;rm", "1\n", &"1".repeat(65)]
+        {
             assert!(!is_version(bad), "{bad:?}");
         }
         let err = check_version("..").unwrap_err();

@@ -199,7 +199,13 @@ async fn deregister(http: &reqwest::Client, url: &str, name: &str, token: Option
 /// the agent (Parley restarted) or cannot be reached. Never gives up: an agent
 /// outlives the Parley that polls it, and a name Parley refuses (bound to another
 /// endpoint that is alive) may be given to it once Parley has seen that one die.
-async fn announce(http: reqwest::Client, agent: Arc<Agent>, reg: Registration, endpoint: String, credential: Credential) {
+async fn announce(
+    http: reqwest::Client,
+    agent: Arc<Agent>,
+    reg: Registration,
+    endpoint: String,
+    credential: Credential,
+) {
     let base = reg.url.trim_end_matches('/').to_string();
     let token = agent.config().token.clone();
     let with_token = |req: reqwest::RequestBuilder| match &token {
@@ -224,7 +230,9 @@ async fn announce(http: reqwest::Client, agent: Arc<Agent>, reg: Registration, e
                         tracing::info!(url = %base, "registered with Parley");
                         registered = true;
                     }
-                    Err(e) => tracing::warn!(url = %base, error = %e, "Parley's registration answer is not the protocol"),
+                    Err(e) => {
+                        tracing::warn!(url = %base, error = %e, "Parley's registration answer is not the protocol")
+                    }
                 },
                 Ok(resp) => {
                     tracing::warn!(url = %base, status = resp.status().as_u16(), "Parley refused the registration")

@@ -233,7 +233,8 @@ async fn register(
             // A name the inventory file or DNS SRV already gives a live endpoint is that
             // agent's, not a newcomer's.
             let others = r.poller.endpoints_named(&req.name);
-            if let Some(other) = others.iter().find(|e| !e.eq_ignore_ascii_case(&endpoint) && !r.poller.proven_dead(e)) {
+            if let Some(other) = others.iter().find(|e| !e.eq_ignore_ascii_case(&endpoint) && !r.poller.proven_dead(e))
+            {
                 tracing::warn!(agent = %req.name, known = %other, claimed = %endpoint, "registration refused: the name is another live agent's");
                 return forbidden(&format!("{} is already known at another endpoint that is alive", req.name));
             }
