@@ -398,6 +398,10 @@ struct Parley {
 const DOWN_AFTER: Duration = Duration::from_millis(600);
 
 async fn parley() -> Parley {
+    parley_with(None).await
+}
+
+async fn parley_with(bindings_file: Option<std::path::PathBuf>) -> Parley {
     let config = PollerConfig {
         interval: Duration::from_millis(100),
         suspect_after: Duration::from_millis(300),
@@ -409,9 +413,18 @@ async fn parley() -> Parley {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(registration::serve(listener, Arc::clone(&poller), Some(TOKEN.into()), async move {
-        let _ = stopped.await;
-    }));
+    let options = registration::RegistrationOptions {
+        token: Some(TOKEN.into()),
+        bindings_file,
+        ..registration::RegistrationOptions::default()
+    };
+    let served = Arc::clone(&poller);
+    let task = tokio::spawn(async move {
+        registration::serve_with(listener, served, &options, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
     Parley { poller, url, stop: Some(stop), task }
 }
 
@@ -526,7 +539,7 @@ async fn a_registered_name_belongs_to_its_agent_and_liveness_comes_from_polls() 
         err.error,
         "edge-9 is registered from another endpoint that is alive; only that agent, with its credential, can re-register it"
     );
-    assert_eq!(parley.endpoints(), [real_url.clone()], "the impostor is not polled");
+    assert_eq!(parley.endpoints(), std::slice::from_ref(&real_url), "the impostor is not polled");
     // A rollout resolves edge-9 through the model: the real agent, nobody else.
     parley.poller.refresh().await;
     let model = parley.poller.handle().snapshot();
@@ -635,4 +648,68 @@ async fn a_graceful_stop_deregisters_with_the_agents_credential() {
     assert!(parley.endpoints().is_empty());
     assert!(parley.poller.handle().snapshot().agent("edge-9").is_none());
     parley.stop().await;
+}
+
+/// Parley restarts: the bindings come back from its data directory before anyone can
+/// register, the agent is polled at once, an impostor is still refused and the agent's
+/// credential still works. The file holds hashes, never a credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_survive_a_restart_of_parley() {
+    let dir = tempfile::tempdir().unwrap();
+    let bindings = dir.path().join("registrations.json");
+    let state = dir.path().join("edge-9.json");
+    let first = parley_with(Some(bindings.clone())).await;
+    let (addr, _stop, agent) = start_registered(&first, &state);
+    let url = addr.await.unwrap();
+    first.wait_for_endpoints(&[&url]).await;
+    let credential_file = standalone::credential_file(&state);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !credential_file.exists() {
+        assert!(Instant::now() < deadline, "no credential kept");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let credential = std::fs::read_to_string(&credential_file).unwrap();
+    first.stop().await;
+
+    let kept = std::fs::read_to_string(&bindings).unwrap();
+    assert!(!kept.contains(&credential), "{kept}");
+    let saved: serde_json::Value = serde_json::from_str(&kept).unwrap();
+    assert_eq!(saved["edge-9"]["endpoint"], url.as_str(), "{kept}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&bindings).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    let second = parley_with(Some(bindings.clone())).await;
+    assert_eq!(second.endpoints(), std::slice::from_ref(&url), "polled before it registers again");
+    assert_eq!(second.liveness("edge-9").await, Some(Liveness::Healthy));
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/v1/register", second.url))
+        .bearer_auth(TOKEN)
+        .json(&register_body("edge-9", "http://127.0.0.1:9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403, "an impostor right after the restart");
+    let resp = http
+        .post(format!("{}/v1/heartbeat", second.url))
+        .bearer_auth(TOKEN)
+        .header(CREDENTIAL_HEADER, &credential)
+        .json(&serde_json::json!({"name": "edge-9"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    agent.abort();
+    let _ = agent.await;
+    second.stop().await;
+
+    // A file that is not valid is set aside, not trusted in part.
+    std::fs::write(&bindings, "{\"../x\": {\"endpoint\": \"http://127.0.0.1:9\", \"credential\": \"00\"}}").unwrap();
+    let third = parley_with(Some(bindings.clone())).await;
+    assert!(third.endpoints().is_empty());
+    assert!(bindings.with_extension("json.bad").exists());
+    third.stop().await;
 }

@@ -275,7 +275,7 @@ async fn a_restarted_agent_moves_its_registration_and_an_impostor_process_is_ref
         poller.refresh().await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(endpoints(&poller), [first_url.clone()], "the impostor at {impostor_url} is not polled");
+    assert_eq!(endpoints(&poller), std::slice::from_ref(&first_url), "the impostor at {impostor_url} is not polled");
     let named = poller.handle().snapshot().agents().iter().filter(|a| a.name == "edge-401").count();
     assert_eq!(named, 1);
 

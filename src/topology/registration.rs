@@ -12,8 +12,14 @@
 //! deregistration need that credential in the `Parley-Agent-Credential` header. Without
 //! it a bound name is only given to a new endpoint once Parley's own polls have proven
 //! the bound one dead ([`Poller::proven_dead`]). Heartbeats never count as liveness.
+//!
+//! With a bindings file (Parley's `<data-dir>/registrations.json`) the bindings
+//! survive a restart of Parley: they are loaded, and their agents polled, before the
+//! endpoint answers anyone, so an impostor cannot take a name while its agent is
+//! still finding out that Parley restarted.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::JsonRejection;
@@ -67,10 +73,51 @@ pub struct Registered {
 }
 
 /// A name bound to the endpoint that registered it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Binding {
     endpoint: String,
     /// SHA-256 of the agent's credential.
+    #[serde(with = "hex32")]
     credential: [u8; 32],
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    zone: Option<String>,
+}
+
+impl Binding {
+    fn entry(&self, name: &str) -> InventoryEntry {
+        InventoryEntry {
+            endpoint: self.endpoint.clone(),
+            name: Some(name.to_string()),
+            region: self.region.clone(),
+            zone: self.zone.clone(),
+        }
+    }
+}
+
+/// `[u8; 32]` as 64 hex digits.
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        if text.len() != 64 {
+            return Err(serde::de::Error::custom("a credential hash is 64 hex digits"));
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = text
+                .get(2 * i..2 * i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| serde::de::Error::custom("a credential hash is 64 hex digits"))?;
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Clone)]
@@ -79,10 +126,76 @@ struct Registrar {
     token: Option<String>,
     /// Agent name -> binding. Taken before the poller's own lock, never the reverse.
     bindings: Arc<Mutex<HashMap<String, Binding>>>,
+    /// Where the bindings are kept across restarts of Parley, if anywhere.
+    file: Option<Arc<PathBuf>>,
 }
 
-/// The registration routes, feeding `poller`.
+/// How the registration endpoint runs.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrationOptions {
+    /// The fleet's shared bearer token; `None` admits anyone to a first registration.
+    pub token: Option<String>,
+    /// Keeps the bindings (names, endpoints, credential hashes) across restarts.
+    pub bindings_file: Option<PathBuf>,
+    pub limits: HttpLimits,
+}
+
+/// The registration routes, feeding `poller`, with bindings kept in memory only.
 pub fn router(poller: Arc<Poller>, token: Option<String>) -> Router {
+    routes(Registrar { poller, token, bindings: Arc::new(Mutex::new(HashMap::new())), file: None })
+}
+
+/// Loads the bindings of `file` (a missing file is an empty one) and has `poller` poll
+/// their agents. A file that cannot be read or parsed is reported and set aside
+/// (renamed `.bad`) rather than trusted in part: its agents register again.
+fn load_bindings(file: &std::path::Path, poller: &Poller) -> HashMap<String, Binding> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
+        Err(e) => {
+            tracing::error!(file = %file.display(), error = %e, "cannot read the registration bindings; agents must register again");
+            return HashMap::new();
+        }
+    };
+    let parsed: Result<BTreeMap<String, Binding>, String> =
+        serde_json::from_str(&text).map_err(|e| e.to_string()).and_then(|all: BTreeMap<String, Binding>| {
+            for (name, b) in &all {
+                names::check_name(Kind::Agent, name).map_err(|e| e.to_string())?;
+                normalise_endpoint(&b.endpoint).map_err(|e| format!("{name}: endpoint: {e}"))?;
+            }
+            Ok(all)
+        });
+    match parsed {
+        Ok(all) => {
+            for (name, b) in &all {
+                poller.register(b.entry(name));
+            }
+            tracing::info!(file = %file.display(), agents = all.len(), "registration bindings loaded");
+            all.into_iter().collect()
+        }
+        Err(why) => {
+            let aside = file.with_extension("json.bad");
+            tracing::error!(file = %file.display(), %why, aside = %aside.display(), "the registration bindings are not valid; set aside, agents must register again");
+            // If even the rename fails, the next write replaces the file.
+            let _ = std::fs::rename(file, &aside);
+            HashMap::new()
+        }
+    }
+}
+
+/// [`router`] under `options`: with a bindings file, bindings are loaded (and their
+/// agents polled) before this returns, and every change is written back.
+pub fn router_with(poller: Arc<Poller>, options: &RegistrationOptions) -> Router {
+    let bindings = options.bindings_file.as_deref().map(|f| load_bindings(f, &poller)).unwrap_or_default();
+    routes(Registrar {
+        poller,
+        token: options.token.clone(),
+        bindings: Arc::new(Mutex::new(bindings)),
+        file: options.bindings_file.clone().map(Arc::new),
+    })
+}
+
+fn routes(registrar: Registrar) -> Router {
     Router::new()
         .route("/v1/register", post(register))
         .route("/v1/heartbeat", post(heartbeat))
@@ -91,7 +204,7 @@ pub fn router(poller: Arc<Poller>, token: Option<String>) -> Router {
         .method_not_allowed_fallback(|| async {
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "that endpoint does not take that method")
         })
-        .with_state(Registrar { poller, token, bindings: Arc::new(Mutex::new(HashMap::new())) })
+        .with_state(registrar)
 }
 
 /// Serves the registration endpoint on `listener` until `shutdown` resolves, with the
@@ -102,18 +215,18 @@ pub async fn serve(
     token: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, poller, token, HttpLimits::default(), shutdown).await
+    let options = RegistrationOptions { token, ..RegistrationOptions::default() };
+    serve_with(listener, poller, &options, shutdown).await
 }
 
-/// [`serve`] under other limits.
+/// [`serve`] under `options` (a bindings file, other limits).
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     poller: Arc<Poller>,
-    token: Option<String>,
-    limits: HttpLimits,
+    options: &RegistrationOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_router(listener, router(poller, token), limits, shutdown).await
+    serve_router(listener, router_with(poller, options), options.limits, shutdown).await
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -156,6 +269,19 @@ impl Registrar {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Binding>> {
         // Plain data, each change made in one statement: a panic cannot leave it torn.
         self.bindings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `bindings` to the bindings file, if there is one. Called with the lock
+    /// held, so writes happen one at a time and in the order of the changes.
+    fn keep(&self, bindings: &HashMap<String, Binding>) {
+        let Some(file) = &self.file else { return };
+        let sorted: BTreeMap<&String, &Binding> = bindings.iter().collect();
+        let result = serde_json::to_vec_pretty(&sorted)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::agent::server::write_atomically(file, &bytes, 0));
+        if let Err(e) = result {
+            tracing::error!(file = %file.display(), error = %e, "cannot keep the registration bindings; a restart of Parley forgets them");
+        }
     }
 }
 
@@ -211,6 +337,8 @@ async fn register(
         Some(bound) if proves(&headers, bound) => {
             let moved = (!bound.endpoint.eq_ignore_ascii_case(&endpoint)).then(|| bound.endpoint.clone());
             bound.endpoint.clone_from(&endpoint);
+            bound.region.clone_from(&req.region);
+            bound.zone.clone_from(&req.zone);
             (None, moved)
         }
         Some(bound) if !r.poller.proven_dead(&bound.endpoint) => {
@@ -227,6 +355,8 @@ async fn register(
             let credential = new_credential();
             let moved = Some(std::mem::replace(&mut bound.endpoint, endpoint.clone()));
             bound.credential = hash(&credential);
+            bound.region.clone_from(&req.region);
+            bound.zone.clone_from(&req.zone);
             (Some(credential), moved)
         }
         None => {
@@ -239,7 +369,13 @@ async fn register(
                 return forbidden(&format!("{} is already known at another endpoint that is alive", req.name));
             }
             let credential = new_credential();
-            bindings.insert(req.name.clone(), Binding { endpoint: endpoint.clone(), credential: hash(&credential) });
+            let binding = Binding {
+                endpoint: endpoint.clone(),
+                credential: hash(&credential),
+                region: req.region.clone(),
+                zone: req.zone.clone(),
+            };
+            bindings.insert(req.name.clone(), binding);
             (Some(credential), None)
         }
     };
@@ -248,6 +384,7 @@ async fn register(
         r.poller.forget_registered(old);
     }
     let new = r.poller.register(entry);
+    r.keep(&bindings);
     drop(bindings);
     tracing::info!(agent = %req.name, %endpoint, new, moved_from = moved_from.as_deref().unwrap_or(""), "agent registered");
     Json(Registered { name: req.name, endpoint, new, credential }).into_response()
@@ -265,10 +402,8 @@ async fn heartbeat(
     if let Err(e) = names::check_name(Kind::Agent, &req.name) {
         return bad_request(&e.to_string());
     }
-    let proven = match r.lock().get(&req.name) {
-        None => None,
-        Some(bound) => Some(proves(&headers, bound)),
-    };
+    // The guard goes at the end of this statement, before the poller is asked.
+    let proven = r.lock().get(&req.name).map(|bound| proves(&headers, bound));
     match proven {
         Some(true) if r.poller.knows(&req.name) => StatusCode::NO_CONTENT.into_response(),
         Some(false) => forbidden("missing or wrong agent credential"),
@@ -301,6 +436,7 @@ async fn deregister(State(r): State<Registrar>, headers: HeaderMap, Path(name): 
         None => return error(StatusCode::NOT_FOUND, "not_found", "no agent of that name is registered"),
     }
     bindings.remove(&name);
+    r.keep(&bindings);
     if r.poller.deregister(&name) == Deregistered::NotRegistered {
         // Also in the inventory file or DNS SRV under that name: that source stays.
         tracing::info!(agent = %name, "deregistered; its inventory entry stays");
