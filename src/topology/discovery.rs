@@ -47,11 +47,13 @@ pub async fn start(
             bindings_file: Some(config.data_dir.join("registrations.json")),
             ..Default::default()
         };
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        // Called here, not in the task: the bindings are loaded before `start` returns.
+        let serving = super::registration::serve_with(listener, poller, &options, shutdown);
         tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = super::registration::serve_with(listener, poller, &options, shutdown).await {
+            if let Err(e) = serving.await {
                 tracing::error!(error = %e, "the registration endpoint stopped");
             }
         }));

@@ -209,24 +209,26 @@ fn routes(registrar: Registrar) -> Router {
 
 /// Serves the registration endpoint on `listener` until `shutdown` resolves, with the
 /// same header and body timeouts and connection cap as an agent ([`HttpLimits`]).
-pub async fn serve(
+pub fn serve(
     listener: tokio::net::TcpListener,
     poller: Arc<Poller>,
     token: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
     let options = RegistrationOptions { token, ..RegistrationOptions::default() };
-    serve_with(listener, poller, &options, shutdown).await
+    serve_with(listener, poller, &options, shutdown)
 }
 
-/// [`serve`] under `options` (a bindings file, other limits).
-pub async fn serve_with(
+/// [`serve`] under `options` (a bindings file, other limits). The bindings are loaded,
+/// and their agents added to `poller`, when this is called, before the future it
+/// answers accepts anyone.
+pub fn serve_with(
     listener: tokio::net::TcpListener,
     poller: Arc<Poller>,
     options: &RegistrationOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    serve_router(listener, router_with(poller, options), options.limits, shutdown).await
+) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
+    serve_router(listener, router_with(poller, options), options.limits, shutdown)
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
