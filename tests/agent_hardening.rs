@@ -232,6 +232,8 @@ fn start_agent(state: &Path) -> Result<(Proc, String), String> {
         .args(["--extensions", "auth-filter@2.0.3", "--listen", "127.0.0.1:0", "--state-file"])
         .arg(state)
         .env("PARLEY_AGENT_TOKEN", TOKEN)
+        // More workers than cores: writers that overlap, even on a small machine.
+        .env("TOKIO_WORKER_THREADS", "8")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -244,7 +246,7 @@ fn start_agent(state: &Path) -> Result<(Proc, String), String> {
     }
 }
 
-/// SIGKILL while eight clients install as fast as they can: the agent always starts
+/// SIGKILL while sixteen clients install as fast as they can: the agent always starts
 /// again on its state file, and reports a version that was really installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_while_writing_its_state_always_starts_again() {
@@ -253,6 +255,7 @@ async fn an_agent_killed_while_writing_its_state_always_starts_again() {
     let versions = ["1.0.0", "2.0.3", "2.1.0"];
     let kills = 12;
     let mut restarted = 0;
+    let mut torn_kills = 0;
     for round in 0..kills {
         let (proc, url) = start_agent(&state).unwrap_or_else(|said| panic!("round {round}: did not start: {said}"));
         restarted += usize::from(round > 0);
@@ -260,7 +263,7 @@ async fn an_agent_killed_while_writing_its_state_always_starts_again() {
         let installs = Arc::new(AtomicUsize::new(0));
         let killed = Arc::new(AtomicBool::new(false));
         let last_error = Arc::new(std::sync::Mutex::new(None::<AgentError>));
-        let writers: Vec<_> = (0..8)
+        let writers: Vec<_> = (0..16)
             .map(|w| {
                 let (c, url, installs) = (c.clone(), url.clone(), Arc::clone(&installs));
                 let (killed, last_error) = (Arc::clone(&killed), Arc::clone(&last_error));
@@ -288,9 +291,25 @@ async fn an_agent_killed_while_writing_its_state_always_starts_again() {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20 + 37 * round as u64)).await;
+        // The kill comes at a different moment each round, or at once if a reader ever
+        // catches the file torn: the worst moment for the restart that follows.
+        let kill_at = Instant::now() + Duration::from_millis(20 + 37 * round as u64);
+        let watched = state.clone();
+        let watcher = std::thread::spawn(move || {
+            let mut proc = proc;
+            let mut caught = false;
+            while Instant::now() < kill_at && !caught {
+                caught = std::fs::read(&watched)
+                    .map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).is_err())
+                    .unwrap_or(true);
+            }
+            let _ = proc.0.kill();
+            let _ = proc.0.wait();
+            caught
+        });
+        let caught_torn = tokio::task::spawn_blocking(move || watcher.join().unwrap()).await.unwrap();
         killed.store(true, Ordering::Relaxed);
-        drop(proc);
+        torn_kills += usize::from(caught_torn);
         for w in writers {
             w.await.unwrap();
         }
@@ -299,7 +318,11 @@ async fn an_agent_killed_while_writing_its_state_always_starts_again() {
     let status: AgentStatus = client().status(&url).await.unwrap();
     let installed = &status.extensions.iter().find(|e| e.name == "auth-filter").unwrap().version;
     assert!(versions.contains(&installed.as_str()), "{installed}");
-    eprintln!("{kills} kills mid-write; the agent started again {} of {kills} times", restarted + 1);
+    eprintln!(
+        "{kills} kills mid-write ({torn_kills} the moment a reader saw the file torn); the agent started again {} of {kills} times",
+        restarted + 1
+    );
+    assert_eq!(torn_kills, 0, "a reader saw the state file torn");
 }
 
 async fn read_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
