@@ -508,6 +508,8 @@ async fn serve_demo(config: &Config, inventory_out: Option<&std::path::Path>) ->
 
 async fn run_agent(config: &Config, args: &AgentArgs) -> anyhow::Result<bool> {
     use parley::agent::standalone;
+    // Before the name becomes part of the state file's path.
+    parley::agent::names::check_name(parley::agent::names::Kind::Agent, &args.name)?;
     let mut agent = parley::agent::server::AgentConfig::new(&args.name, &args.region, &args.zone);
     agent.labels = standalone::parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
     agent.capabilities = args.capabilities.iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();

@@ -222,6 +222,81 @@ async fn an_agent_stopped_with_sigterm_deregisters_while_a_killed_one_turns_down
     server.await.unwrap().unwrap();
 }
 
+/// Real `parley agent` processes and the registration endpoint: an agent killed and
+/// started again on another port (same data directory, so the same credential) moves
+/// its registration instead of leaving a twin, while a second process claiming its
+/// name from elsewhere is refused for as long as the agent answers Parley's polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_moves_its_registration_and_an_impostor_process_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = AgentClient::new(Duration::from_millis(250), Some(TOKEN.into())).unwrap();
+    let config = PollerConfig {
+        interval: Duration::from_millis(100),
+        suspect_after: Duration::from_millis(300),
+        down_after: Duration::from_millis(800),
+        ..PollerConfig::default()
+    };
+    let poller = Arc::new(Poller::new(Vec::new(), client, Arc::new(Catalog::embedded().unwrap()), config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(parley::topology::registration::serve(
+        listener,
+        Arc::clone(&poller),
+        Some(TOKEN.into()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let endpoints = |p: &Poller| p.inventory().iter().map(|e| e.endpoint.clone()).collect::<Vec<_>>();
+    let wait_for = |want: String| {
+        let poller = Arc::clone(&poller);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while endpoints(&poller) != [want.clone()] {
+                assert!(Instant::now() < deadline, "inventory {:?}, want [{want}]", endpoints(&poller));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let register = ["--register", url.as_str(), "--heartbeat-ms", "100"];
+    let data = dir.path().join("a");
+    let (first, first_url) = start_agent_with(&data, "edge-401", "eu-north", "127.0.0.1:0", &register);
+    wait_for(first_url.clone()).await;
+    poller.refresh().await;
+    assert_eq!(poller.handle().snapshot().agent("edge-401").unwrap().liveness, Liveness::Healthy);
+    let credential = std::fs::read_to_string(data.join("agents").join("edge-401.credential")).unwrap();
+    assert_eq!(credential.len(), 64);
+
+    // A second process with the same name, its own data directory and the token.
+    let (_impostor, impostor_url) =
+        start_agent_with(&dir.path().join("b"), "edge-401", "eu-north", "127.0.0.1:0", &register);
+    for _ in 0..10 {
+        poller.refresh().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(endpoints(&poller), std::slice::from_ref(&first_url), "the impostor at {impostor_url} is not polled");
+    let named = poller.handle().snapshot().agents().iter().filter(|a| a.name == "edge-401").count();
+    assert_eq!(named, 1);
+
+    // Killed and started again at once on a new port: the old endpoint is not yet
+    // proven dead, but the credential proves who it is.
+    signal(&first, "KILL");
+    drop(first);
+    let (_again, again_url) = start_agent_with(&data, "edge-401", "eu-north", "127.0.0.1:0", &register);
+    assert_ne!(again_url, first_url);
+    wait_for(again_url.clone()).await;
+    poller.refresh().await;
+    let model = poller.handle().snapshot();
+    let twins: Vec<&str> =
+        model.agents().iter().filter(|a| a.name == "edge-401").map(|a| a.endpoint.as_str()).collect();
+    assert_eq!(twins, [again_url.as_str()], "no stale twin");
+    assert_eq!(model.agent("edge-401").unwrap().liveness, Liveness::Healthy);
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
 #[test]
 fn a_deploy_into_a_partitioned_region_is_refused_with_the_reason_and_only_looks_as_alternatives() {
     let dir = tempfile::tempdir().unwrap();

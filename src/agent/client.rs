@@ -1,6 +1,7 @@
 //! Parley's side of the agent protocol: one shared HTTP client with keep-alive
 //! connections, a bearer token, and a timeout on every call, so that an agent that
-//! hangs costs one timeout and never a stuck rollout.
+//! hangs costs one timeout and never a stuck rollout. Extension names and versions
+//! are checked against [`super::names`] before they go into a URL or a body.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::names::{self, Kind};
 use super::protocol::{AgentAction, AgentStatus, ErrorBody, InstallRequest, Metrics};
 use super::AgentError;
 
@@ -58,6 +60,10 @@ impl AgentClient {
     /// Installs `version` of `extension`, replacing any other version. Answers the
     /// agent's status after the install.
     pub async fn install(&self, endpoint: &str, extension: &str, version: &str) -> Result<AgentStatus, AgentError> {
+        let invalid =
+            |e: names::InvalidName| AgentError::Invalid { endpoint: endpoint.to_string(), reason: e.to_string() };
+        names::check_name(Kind::Extension, extension).map_err(invalid)?;
+        names::check_version(version).map_err(invalid)?;
         let body = InstallRequest { version: version.to_string() };
         let path = format!("/v1/extensions/{extension}");
         self.call(Method::PUT, endpoint, &path, Some(&body)).await
@@ -65,6 +71,8 @@ impl AgentClient {
 
     /// Removes `extension`. Answers the agent's status after the removal.
     pub async fn remove(&self, endpoint: &str, extension: &str) -> Result<AgentStatus, AgentError> {
+        names::check_name(Kind::Extension, extension)
+            .map_err(|e| AgentError::Invalid { endpoint: endpoint.to_string(), reason: e.to_string() })?;
         let path = format!("/v1/extensions/{extension}");
         self.call::<(), _>(Method::DELETE, endpoint, &path, None).await
     }

@@ -5,6 +5,8 @@ pub mod checks;
 pub mod client;
 pub mod demo;
 pub mod faults;
+pub mod http;
+pub mod names;
 pub mod protocol;
 pub mod server;
 pub mod simulate;
@@ -25,6 +27,9 @@ pub enum AgentError {
     Unauthorized { endpoint: String },
     #[error("{endpoint} refused the request ({status}): {message}")]
     Refused { endpoint: String, status: u16, message: String },
+    /// Refused before anything was sent: the request would break the agent protocol.
+    #[error("not sent to {endpoint}: {reason}")]
+    Invalid { endpoint: String, reason: String },
     #[error("{endpoint} sent an answer that is not the agent protocol: {reason}")]
     BadResponse { endpoint: String, reason: String },
 }

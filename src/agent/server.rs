@@ -22,6 +22,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::faults::{Faults, Reachability};
+use super::http::HttpLimits;
+use super::names::{self, Kind};
 use super::protocol::{
     AgentAction, AgentStatus, ErrorBody, InstallRequest, InstalledExtension, Metrics, ServingState, PROTOCOL_VERSION,
 };
@@ -45,6 +47,8 @@ pub struct AgentConfig {
     /// How long draining and restarting take.
     pub transition_delay: Duration,
     pub faults: Faults,
+    /// Timeouts and the connection cap of its HTTP server.
+    pub http: HttpLimits,
 }
 
 impl AgentConfig {
@@ -61,6 +65,7 @@ impl AgentConfig {
             install_delay: Duration::from_millis(50),
             transition_delay: Duration::from_millis(200),
             faults: Faults::default(),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -91,12 +96,20 @@ pub struct Agent {
     faults: Mutex<Faults>,
     /// Bumped whenever the faults change, so parked (hung) requests look again.
     faults_changed: tokio::sync::watch::Sender<u64>,
+    /// Changes asked to be persisted so far (see `persist`).
+    changes: std::sync::atomic::AtomicU64,
+    /// Held by the one writer of the state file at a time, from taking the snapshot to
+    /// the rename, so that the file only ever moves forward; holds the number of
+    /// changes the file on disk includes.
+    writer: Mutex<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentStateError {
     #[error("agent state file {path}: {reason}")]
     StateFile { path: String, reason: String },
+    #[error("the agent cannot start: {0}")]
+    Invalid(#[from] names::InvalidName),
 }
 
 impl Agent {
@@ -104,16 +117,20 @@ impl Agent {
     /// cannot be read is an error rather than a silent reset: the agent would otherwise
     /// report versions it does not run.
     pub fn new(config: AgentConfig) -> Result<Arc<Agent>, AgentStateError> {
+        names::check_name(Kind::Agent, &config.name)?;
+        check_extensions(&config.extensions)?;
         let mut extensions = config.extensions.clone();
         let mut state = ServingState::Active;
         if let Some(path) = &config.state_file {
+            remove_stale_temporaries(path);
             match std::fs::read_to_string(path) {
                 Ok(text) => {
-                    let saved: PersistedState =
-                        serde_json::from_str(&text).map_err(|e| AgentStateError::StateFile {
-                            path: path.display().to_string(),
-                            reason: format!("not a valid state file ({e}); move it away to start fresh"),
-                        })?;
+                    let invalid = |reason: String| AgentStateError::StateFile {
+                        path: path.display().to_string(),
+                        reason: format!("not a valid state file ({reason}); move it away to start fresh"),
+                    };
+                    let saved: PersistedState = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+                    check_extensions(&saved.extensions).map_err(|e| invalid(e.to_string()))?;
                     extensions = saved.extensions;
                     // A restart finishes whatever transition was under way.
                     state = match saved.state {
@@ -136,6 +153,8 @@ impl Agent {
             baseline,
             faults,
             faults_changed: tokio::sync::watch::Sender::new(0),
+            changes: std::sync::atomic::AtomicU64::new(0),
+            writer: Mutex::new(0),
         });
         agent.persist();
         Ok(agent)
@@ -250,29 +269,46 @@ impl Agent {
         round_metrics(m)
     }
 
-    /// Writes the state file (atomically: temp file then rename), if the agent has one.
+    /// Writes the state file, if the agent has one: one writer at a time, each into a
+    /// temporary file of its own, flushed to disk, then renamed over the state file
+    /// (and the directory flushed), so a reader or a restart after a kill at any moment
+    /// finds either the previous state or the new one, whole.
+    ///
+    /// Callers return only once the file holds their change (the API answers after
+    /// that), but writers queued behind one another share one write: whoever takes
+    /// the lock writes everything changed so far, and those it covered just return.
     fn persist(&self) {
+        use std::sync::atomic::Ordering;
         let Some(path) = &self.config.state_file else { return };
+        // Counted after the change was made, so a snapshot taken after reading the
+        // count includes this change.
+        let mine = self.changes.fetch_add(1, Ordering::SeqCst) + 1;
+        // Poisoning cannot leave the count meaningless: at worst one more write.
+        let mut written = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if *written >= mine {
+            return;
+        }
+        let covers = self.changes.load(Ordering::SeqCst);
+        // Taken under the writer lock, so a later write always carries a later state.
         let saved = {
             let rt = self.lock();
             PersistedState { extensions: rt.extensions.clone(), state: rt.state }
         };
-        let result = serde_json::to_vec_pretty(&saved).map_err(std::io::Error::other).and_then(|bytes| {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, path)
-        });
+        let result = serde_json::to_vec_pretty(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| write_atomically(path, &bytes, covers));
+        if result.is_ok() {
+            *written = covers;
+        }
         if let Err(e) = result {
             tracing::error!(agent = %self.config.name, path = %path.display(), error = %e, "could not write the agent state file");
         }
     }
 
     async fn install(&self, extension: &str, version: &str) -> Result<AgentStatus, ApiError> {
-        if !is_plain_name(extension) || !is_plain_version(version) {
-            return Err(ApiError::bad_request(format!(
-                "`{extension}` `{version}` is not an extension name and version"
-            )));
-        }
+        names::check_name(Kind::Extension, extension)
+            .and_then(|()| names::check_version(version))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         if self.lock().state == ServingState::Restarting {
             return Err(ApiError::unavailable("the agent is restarting"));
         }
@@ -289,6 +325,7 @@ impl Agent {
     }
 
     fn remove(&self, extension: &str) -> Result<AgentStatus, ApiError> {
+        names::check_name(Kind::Extension, extension).map_err(|e| ApiError::bad_request(e.to_string()))?;
         {
             let mut rt = self.lock();
             // Like install: nothing changes under a restarting agent.
@@ -429,13 +466,15 @@ pub fn routes<S: AgentLookup>(prefix: &str) -> Router<S> {
         })
 }
 
-/// Serves the agent on `listener` until `shutdown` resolves.
+/// Serves the agent on `listener` under its configured [`HttpLimits`] until
+/// `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     agent: Arc<Agent>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(agent)).with_graceful_shutdown(shutdown).await
+    let limits = agent.config.http;
+    super::http::serve_router(listener, router(agent), limits, shutdown).await
 }
 
 /// The `{name}` or `{action}` segment of a path, whatever else the path captures.
@@ -566,12 +605,69 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn is_plain_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// Every extension name and version of `extensions` follows [`names`].
+fn check_extensions(extensions: &BTreeMap<String, String>) -> Result<(), names::InvalidName> {
+    extensions.iter().try_for_each(|(name, version)| {
+        names::check_name(Kind::Extension, name).and_then(|()| names::check_version(version))
+    })
 }
 
-fn is_plain_version(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+/// `.<file name>.<pid>.<n>.tmp` beside `path`: no two writers, in this process or in
+/// another one on the same file (an agent started twice by mistake), share one.
+fn temporary_for(path: &std::path::Path, n: u64) -> PathBuf {
+    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{file}.{}.{n}.tmp", std::process::id()))
+}
+
+/// Writes `bytes` to `path` through a temporary file of its own: written, flushed to
+/// disk, renamed over `path`, and the directory flushed so that the rename survives a
+/// power cut too. On failure the temporary is removed and `path` is untouched.
+pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8], n: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = temporary_for(path, n);
+    let written = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            // The state file and the registration credential beside it are the agent's
+            // own: nobody else on the host needs to read them.
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        // Nothing to do if it is already gone.
+        let _ = std::fs::remove_file(&tmp);
+        return written;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Directories cannot be opened for syncing everywhere; the rename has happened.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Removes temporaries of `path` that a killed writer left behind.
+fn remove_stale_temporaries(path: &std::path::Path) {
+    let (Some(dir), Some(file)) = (path.parent(), path.file_name()) else { return };
+    let dir = if dir.as_os_str().is_empty() { std::path::Path::new(".") } else { dir };
+    let prefix = format!(".{}.", file.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".tmp") {
+            // Another agent on the same file would be a mistake; its write fails loudly.
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn now_ms() -> u64 {

@@ -3,15 +3,18 @@
 //! restarted agent reports what it really has. Optionally it registers itself with
 //! Parley's registration endpoint, sends heartbeats, and deregisters when it is shut
 //! down gracefully, so Parley drops it rather than reporting it down
-//! (docs/discovery.md).
+//! (docs/discovery.md). The credential Parley issues at the first registration is
+//! kept (mode 0600) beside the state file and presented on every later call.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::server::{self, Agent, AgentConfig, AgentStateError};
+use crate::topology::registration::{Registered, CREDENTIAL_HEADER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StandaloneError {
@@ -55,6 +58,77 @@ struct HeartbeatBody<'a> {
     name: &'a str,
 }
 
+/// The agent's own credential for the registration endpoint: in memory, and in a file
+/// beside the state file when the agent has one, so a restarted agent is still itself.
+#[derive(Debug, Clone, Default)]
+struct Credential {
+    file: Option<PathBuf>,
+    value: Arc<Mutex<Option<String>>>,
+}
+
+impl Credential {
+    /// Loads the credential kept by an earlier run, if any. An unreadable or malformed
+    /// file is left alone and reported: the agent registers as if for the first time.
+    fn load(file: Option<PathBuf>) -> Credential {
+        let value = file.as_ref().and_then(|f| match std::fs::read_to_string(f) {
+            Ok(text) if is_credential(text.trim()) => Some(text.trim().to_string()),
+            Ok(_) => {
+                tracing::warn!(file = %f.display(), "the registration credential file is malformed; ignoring it");
+                None
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(file = %f.display(), error = %e, "cannot read the registration credential");
+                None
+            }
+        });
+        Credential { file, value: Arc::new(Mutex::new(value)) }
+    }
+
+    fn get(&self) -> Option<String> {
+        self.value.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, credential: String) {
+        if let Some(f) = &self.file {
+            if let Err(e) = server::write_atomically(f, credential.as_bytes(), 0) {
+                tracing::error!(file = %f.display(), error = %e, "cannot keep the registration credential; a restart will not be able to prove who it is");
+            }
+        }
+        *self.value.lock().unwrap_or_else(|p| p.into_inner()) = Some(credential);
+    }
+
+    /// Adds the credential header, when there is a credential.
+    fn attach(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.get() {
+            Some(c) => req.header(CREDENTIAL_HEADER, c),
+            None => req,
+        }
+    }
+}
+
+/// The announcer task, stopped when the agent's server future is dropped without a
+/// graceful stop (an in-process agent whose task is aborted), so that no heartbeat
+/// outlives the agent it speaks for.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
+fn is_credential(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Where the credential of an agent whose state is in `state_file` is kept.
+pub fn credential_file(state_file: &std::path::Path) -> PathBuf {
+    state_file.with_extension("credential")
+}
+
 /// Runs the agent until `shutdown` resolves; `ready` hears the bound address first
 /// (useful with port 0). A registered agent then deregisters (while it still serves,
 /// so no poll in between sees it gone), and in-flight requests finish before it returns.
@@ -77,19 +151,28 @@ pub async fn run(
                 .build()
                 .map_err(|e| StandaloneError::Client(e.to_string()))?;
             let endpoint = reg.advertise.clone().unwrap_or_else(|| format!("http://{addr}"));
-            let task = tokio::spawn(announce(http.clone(), Arc::clone(&agent), reg.clone(), endpoint));
-            Some((task, http, reg.url, agent.config().name.clone(), agent.config().token.clone()))
+            let credential = Credential::load(agent.config().state_file.as_deref().map(credential_file));
+            let task = AbortOnDrop(Some(tokio::spawn(announce(
+                http.clone(),
+                Arc::clone(&agent),
+                reg.clone(),
+                endpoint,
+                credential.clone(),
+            ))));
+            Some((task, http, reg.url, agent.config().name.clone(), agent.config().token.clone(), credential))
         }
         None => None,
     };
     let leave = async move {
         shutdown.await;
-        if let Some((task, http, url, name, token)) = announcer {
+        if let Some((mut task, http, url, name, token, credential)) = announcer {
             // Stopped first and waited for, so no heartbeat or registration in flight can
             // land after the deregistration and bring the agent back.
-            task.abort();
-            let _ = task.await;
-            deregister(&http, &url, &name, token.as_deref()).await;
+            if let Some(task) = task.0.take() {
+                task.abort();
+                let _ = task.await;
+            }
+            deregister(&http, &url, &name, token.as_deref(), &credential).await;
         }
     };
     server::serve(listener, agent, leave).await.map_err(StandaloneError::Serve)
@@ -97,9 +180,9 @@ pub async fn run(
 
 /// Tells Parley the agent is leaving. Best effort: if Parley cannot be reached, it
 /// will see the agent go down instead, which is what would happen without this.
-async fn deregister(http: &reqwest::Client, url: &str, name: &str, token: Option<&str>) {
+async fn deregister(http: &reqwest::Client, url: &str, name: &str, token: Option<&str>, credential: &Credential) {
     let base = url.trim_end_matches('/');
-    let mut req = http.delete(format!("{base}/v1/register/{name}"));
+    let mut req = credential.attach(http.delete(format!("{base}/v1/register/{name}")));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -114,13 +197,20 @@ async fn deregister(http: &reqwest::Client, url: &str, name: &str, token: Option
 
 /// Registers, then heartbeats; registers again whenever Parley says it does not know
 /// the agent (Parley restarted) or cannot be reached. Never gives up: an agent
-/// outlives the Parley that polls it.
-async fn announce(http: reqwest::Client, agent: Arc<Agent>, reg: Registration, endpoint: String) {
+/// outlives the Parley that polls it, and a name Parley refuses (bound to another
+/// endpoint that is alive) may be given to it once Parley has seen that one die.
+async fn announce(
+    http: reqwest::Client,
+    agent: Arc<Agent>,
+    reg: Registration,
+    endpoint: String,
+    credential: Credential,
+) {
     let base = reg.url.trim_end_matches('/').to_string();
     let token = agent.config().token.clone();
     let with_token = |req: reqwest::RequestBuilder| match &token {
-        Some(t) => req.bearer_auth(t),
-        None => req,
+        Some(t) => credential.attach(req.bearer_auth(t)),
+        None => credential.attach(req),
     };
     let config = agent.config().clone();
     let mut registered = false;
@@ -132,10 +222,18 @@ async fn announce(http: reqwest::Client, agent: Arc<Agent>, reg: Registration, e
             let body =
                 RegisterBody { name: &config.name, endpoint: &endpoint, region: &config.region, zone: &config.zone };
             match with_token(http.post(format!("{base}/v1/register"))).json(&body).send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    tracing::info!(url = %base, "registered with Parley");
-                    registered = true;
-                }
+                Ok(resp) if resp.status().is_success() => match resp.json::<Registered>().await {
+                    Ok(answer) => {
+                        if let Some(issued) = answer.credential {
+                            credential.set(issued);
+                        }
+                        tracing::info!(url = %base, "registered with Parley");
+                        registered = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(url = %base, error = %e, "Parley's registration answer is not the protocol")
+                    }
+                },
                 Ok(resp) => {
                     tracing::warn!(url = %base, status = resp.status().as_u16(), "Parley refused the registration")
                 }

@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use super::TopologyError;
+use crate::agent::names::{self, Kind};
 use crate::ops::{Version, VersionReq};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,11 +82,21 @@ impl Catalog {
         let file: CatalogFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         let mut extensions = Vec::with_capacity(file.extension.len());
         for ext in file.extension {
+            // Names reach agents' URLs and package paths: the one rule of `agent::names`.
+            names::check_name(Kind::Extension, &ext.name).map_err(|e| bad(e.to_string()))?;
+            if let Some(d) = ext.depends.iter().find(|d| !names::is_name(&d.name)) {
+                return Err(bad(format!(
+                    "extension `{}` depends on {}",
+                    ext.name,
+                    names::check_name(Kind::Extension, &d.name).err().map(|e| e.to_string()).unwrap_or_default()
+                )));
+            }
             if ext.versions.is_empty() {
                 return Err(bad(format!("extension `{}` lists no versions", ext.name)));
             }
             let mut versions = Vec::with_capacity(ext.versions.len());
             for v in &ext.versions {
+                names::check_version(v).map_err(|e| bad(format!("extension `{}`: {e}", ext.name)))?;
                 versions.push(v.parse::<Version>().map_err(|e| bad(format!("extension `{}`: {e}", ext.name)))?);
             }
             versions.sort();
@@ -208,5 +219,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("unknown `y`"), "{err}");
+        // Traversal and path separators never get into the catalog.
+        let err = Catalog::from_toml("[[extension]]\nname = \"../x\"\nversions = [\"1.0\"]\n", "c.toml").unwrap_err();
+        assert_eq!(
+            err,
+            TopologyError::Catalog {
+                origin: "c.toml".into(),
+                reason: "extension name `../x` is not valid: use 1-63 of a-z 0-9 -, starting with a letter or digit"
+                    .into()
+            }
+        );
+        let err = Catalog::from_toml(
+            "[[extension]]\nname = \"x\"\nversions = [\"1.0\"]\ndepends = [{ name = \"a/b\", version = \">= 1\" }]\n",
+            "c.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("depends on extension name `a/b` is not valid"), "{err}");
     }
 }

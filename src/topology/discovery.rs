@@ -41,12 +41,19 @@ pub async fn start(
         tracing::info!(%addr, "registration endpoint listening");
         let mut stop = stop.clone();
         let poller = Arc::clone(poller);
-        let token = config.agent_token.clone();
+        // Bindings (names, endpoints, credential hashes) outlive a restart of Parley.
+        let options = super::registration::RegistrationOptions {
+            token: config.agent_token.clone(),
+            bindings_file: Some(config.data_dir.join("registrations.json")),
+            ..Default::default()
+        };
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        // Called here, not in the task: the bindings are loaded before `start` returns.
+        let serving = super::registration::serve_with(listener, poller, &options, shutdown);
         tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = super::registration::serve(listener, poller, token, shutdown).await {
+            if let Err(e) = serving.await {
                 tracing::error!(error = %e, "the registration endpoint stopped");
             }
         }));

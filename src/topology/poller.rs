@@ -16,8 +16,8 @@
 //! The inventory can change at run time: [`Poller::add_entry`] (DNS SRV discovery) and
 //! [`Poller::register`] (the registration endpoint) add agents, [`Poller::deregister`]
 //! drops a registered agent that is leaving on purpose, so that it vanishes from the
-//! model instead of turning down. Heartbeats ([`Poller::heartbeat`]) count as
-//! evidence of life between polls.
+//! model instead of turning down. Liveness comes from the polls alone: a heartbeat
+//! ([`Poller::knows`]) only tells an agent whether Parley still has it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -131,7 +131,7 @@ pub struct RefreshStats {
 struct Slot {
     /// The agent as the model last showed it (last known data while it is silent).
     view: AgentView,
-    /// Monotonic time of the last answer or heartbeat, for the suspect/down clocks.
+    /// Monotonic time of the last answer, for the suspect/down clocks.
     answered_at: Option<Instant>,
     /// When its liveness changed lately (within the flap window).
     changes: VecDeque<Instant>,
@@ -143,6 +143,10 @@ struct Slot {
     /// Deregistered: out of the model at once, out of the inventory at the start of the
     /// next pass (see `Memory::entries`).
     removed: bool,
+    /// When the entry was added, and whether a pass has asked it since: what
+    /// [`Poller::proven_dead`] judges by.
+    added_at: Instant,
+    polled: bool,
 }
 
 impl Slot {
@@ -155,6 +159,8 @@ impl Slot {
             missed: false,
             registered: false,
             removed: false,
+            added_at: Instant::now(),
+            polled: false,
         }
     }
 }
@@ -363,25 +369,67 @@ impl Poller {
         Arc::clone(&memory.entries)
     }
 
-    /// Records a heartbeat from the agent called `name` (its reported name, or the
-    /// inventory's hint before it answered): it counts as an answer for the
-    /// suspect/down clocks. Answers false for a name the poller does not know.
-    pub fn heartbeat(&self, name: &str) -> bool {
+    /// Whether the poller knows an agent called `name` (its reported name, or the
+    /// inventory's hint before it answered). A heartbeat asks only this: liveness comes
+    /// from Parley's own polls, so a heartbeat, which anyone can send, never keeps an
+    /// agent that does not answer looking alive.
+    pub fn knows(&self, name: &str) -> bool {
+        !self.endpoints_named(name).is_empty()
+    }
+
+    /// The endpoints polled for an agent called `name` (reported or hinted).
+    pub fn endpoints_named(&self, name: &str) -> Vec<String> {
+        let memory = self.lock();
+        memory
+            .slots
+            .iter()
+            .zip(memory.entries.iter())
+            .filter(|(slot, entry)| !slot.removed && (slot.view.name == name || entry.name.as_deref() == Some(name)))
+            .map(|(_, entry)| entry.endpoint.clone())
+            .collect()
+    }
+
+    /// Whether Parley's own polls have shown the agent at `endpoint` dead: asked at
+    /// least once, down at the last pass, and silent (never answered, or not since)
+    /// for `down_after`. An endpoint that is not polled at all counts as dead too.
+    pub fn proven_dead(&self, endpoint: &str) -> bool {
         let now = Instant::now();
-        let mut memory = self.lock();
-        let Memory { entries, slots, .. } = &mut *memory;
-        let found = slots
-            .iter_mut()
-            .zip(entries.iter())
-            .find(|(slot, entry)| !slot.removed && (slot.view.name == name || entry.name.as_deref() == Some(name)));
+        let memory = self.lock();
+        let found = memory
+            .slots
+            .iter()
+            .zip(memory.entries.iter())
+            .find(|(slot, entry)| !slot.removed && entry.endpoint.eq_ignore_ascii_case(endpoint));
         match found {
+            None => true,
             Some((slot, _)) => {
-                slot.answered_at = Some(now);
-                slot.view.last_seen = Some(Utc::now());
-                true
+                let silent_since = slot.answered_at.unwrap_or(slot.added_at);
+                slot.polled
+                    && slot.view.liveness == Liveness::Down
+                    && now.saturating_duration_since(silent_since) >= self.config.down_after
             }
-            None => false,
         }
+    }
+
+    /// Stops polling the registered entry at `endpoint` without announcing anything:
+    /// the agent moved to another endpoint ([`Poller::register`]ed next), it did not
+    /// leave. Answers whether there was such an entry.
+    pub fn forget_registered(&self, endpoint: &str) -> bool {
+        let mut memory = self.lock();
+        let mut forgot = false;
+        let Memory { entries, slots, .. } = &mut *memory;
+        for (slot, entry) in slots.iter_mut().zip(entries.iter()) {
+            if !slot.removed && slot.registered && entry.endpoint.eq_ignore_ascii_case(endpoint) {
+                slot.removed = true;
+                forgot = true;
+            }
+        }
+        if forgot && memory.passes > 0 {
+            // As in `deregister`: under the memory lock, so no pass puts the twin back.
+            let refreshed = self.handle.snapshot().refreshed_at();
+            self.handle.replace(self.build(&memory, refreshed));
+        }
+        forgot
     }
 
     /// One full pass over the inventory; the new snapshot is in the handle when it returns.
@@ -475,6 +523,22 @@ impl Poller {
                 // Deregistered while this pass was asking it: it is gone, whatever it said.
                 continue;
             }
+            slot.polled = true;
+            // An agent that registered under one name and reports another would take
+            // that other agent's name in the model (and its rollouts): not an answer.
+            let result = match outcome.result {
+                Ok(status) if slot.registered && entry.name.as_deref().is_some_and(|n| n != status.name) => {
+                    Err(AgentError::BadResponse {
+                        endpoint: entry.endpoint.clone(),
+                        reason: format!(
+                            "registered as `{}` but reports the name `{}`",
+                            entry.name.as_deref().unwrap_or_default(),
+                            names_shown(&status.name)
+                        ),
+                    })
+                }
+                other => other,
+            };
 
             let previous = slot.view.liveness;
             // An answer after a missed poll is a bounce, and counts as a change even
@@ -483,7 +547,7 @@ impl Poller {
             let bounced = outcome.result.is_ok() && slot.missed;
             slot.missed = outcome.result.is_err();
             let mut why: Option<AgentError> = None;
-            let next = match outcome.result {
+            let next = match result {
                 Ok(status) => {
                     answered += 1;
                     let liveness = if self.config.thresholds.breaches(&status.metrics).is_empty() {
@@ -605,6 +669,11 @@ impl Poller {
         self.handle.replace(topology);
         (events, answered)
     }
+}
+
+/// At most 64 characters of a name an agent reported, for a log line.
+fn names_shown(name: &str) -> String {
+    name.chars().take(64).flat_map(char::escape_default).collect()
 }
 
 /// An answer in another protocol version is not something the model can trust.
