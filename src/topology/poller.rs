@@ -544,8 +544,8 @@ impl Poller {
             // An answer after a missed poll is a bounce, and counts as a change even
             // when liveness did not move: an agent down every other second never stays
             // silent long enough to turn suspect, yet it is anything but healthy.
-            let bounced = outcome.result.is_ok() && slot.missed;
-            slot.missed = outcome.result.is_err();
+            let bounced = result.is_ok() && slot.missed;
+            slot.missed = result.is_err();
             let mut why: Option<AgentError> = None;
             let next = match result {
                 Ok(status) => {
