@@ -559,6 +559,7 @@ pub(super) fn deployment(d: &DeploymentRecord) -> Reply {
     let follow: Vec<String> = match d.status {
         DeploymentStatus::Running | DeploymentStatus::Pending => vec![format!("pause {id}"), format!("abort {id}")],
         DeploymentStatus::Paused => vec![format!("resume {id}"), format!("abort {id}")],
+        DeploymentStatus::RollingBack => vec![format!("show deployment {id}"), "list deployments".into()],
         DeploymentStatus::Succeeded => vec![format!("roll back {id}"), "how healthy is the fleet?".into()],
         DeploymentStatus::Failed | DeploymentStatus::RolledBack | DeploymentStatus::Aborted => {
             vec![format!("retry {id}"), "list deployments".into()]

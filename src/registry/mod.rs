@@ -21,8 +21,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use deployments::QUEUED_BEHIND;
 pub use records::{
-    deployment_id_from_name, deployment_name, AuditEntry, AuditResult, DeploymentFilter, DeploymentRecord, EventRecord,
+    deployment_id_from_name, Admission, deployment_name, AuditEntry, AuditResult, DeploymentFilter, DeploymentRecord, EventRecord,
     NewDeployment, NewTarget, TargetJournal, TargetRecord, TargetState,
 };
 pub use report::{Report, TimelineDay};

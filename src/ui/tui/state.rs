@@ -559,6 +559,7 @@ pub fn deployment_actions(d: &DeploymentRecord) -> Vec<String> {
     match d.status {
         S::Pending | S::Running => vec![format!("pause {n}"), format!("abort {n}")],
         S::Paused => vec![format!("resume {n}"), format!("roll back {n}"), format!("abort {n}")],
+        S::RollingBack => vec![format!("show deployment {n}")],
         S::Succeeded => vec![format!("roll back {n}")],
         S::Failed | S::Aborted | S::RolledBack => vec![format!("retry {n}"), format!("show deployment {n}")],
     }
