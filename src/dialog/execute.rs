@@ -205,6 +205,13 @@ pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feas
     };
     match op {
         Operation::ShowDeployment { .. } => ok(),
+        _ if status == S::RollingBack => refuse(
+            format!(
+                "{id} is rolling back ({}); it ends by itself once its agents have answered.",
+                d.reason.as_deref().unwrap_or("returning its agents")
+            ),
+            vec![format!("show deployment {id}")],
+        ),
         Operation::Pause { .. } if status == S::Running || status == S::Pending => ok(),
         Operation::Pause { .. } if status == S::Paused => {
             refuse(format!("{id} is already paused."), vec![format!("resume {id}")])
