@@ -71,9 +71,7 @@ impl DriveLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let pid = file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse().ok());
-                return Err(Holder { path: self.path.clone(), pid });
+                return Err(Holder { path: self.path.clone(), pid: holder_pid(&mut file) });
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 tracing::error!(path = %self.path.display(), error = %e, "could not take the drive lock");
@@ -100,6 +98,21 @@ impl DriveLock {
     pub(crate) fn held(&self) -> bool {
         self.slot().is_some()
     }
+}
+
+/// The pid the holder wrote. A holder that took the lock an instant ago may not have
+/// written it yet: look again a few times, briefly.
+fn holder_pid(file: &mut File) -> Option<u32> {
+    for _ in 0..20 {
+        let mut text = String::new();
+        if file.seek(SeekFrom::Start(0)).is_ok() && file.read_to_string(&mut text).is_ok() {
+            if let Ok(pid) = text.trim().parse() {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    None
 }
 
 #[cfg(test)]
