@@ -312,10 +312,8 @@ async fn two_registries_on_one_file_admitting_the_same_agents_at_once_admit_one(
     let (a, b) = (Registry::open(&path).await.unwrap(), Registry::open(&path).await.unwrap());
     for round in 0..5 {
         let agents = ["edge-19", "edge-20", "edge-21"];
-        let (x, y) = tokio::join!(
-            a.admit_deployment(&new_deployment(&agents, DeploymentStatus::Running), false, &[]),
-            b.admit_deployment(&new_deployment(&agents, DeploymentStatus::Running), false, &[]),
-        );
+        let new = new_deployment(&agents, DeploymentStatus::Running);
+        let (x, y) = tokio::join!(a.admit_deployment(&new, false, &[]), b.admit_deployment(&new, false, &[]));
         let (x, y) = (x.unwrap(), y.unwrap());
         let created: Vec<&DeploymentRecord> = [&x, &y]
             .into_iter()
@@ -370,11 +368,21 @@ async fn the_rolling_back_migration_keeps_every_deployment_target_and_event() {
             migrator.migrations.iter().filter(|m| m.version < 3).cloned().collect(),
         );
         migrator.run(&pool).await.unwrap();
+        let scope = serde_json::to_string(&Scope::region("ap-south")).unwrap();
+        let strategy = serde_json::to_string(&Strategy::of(StrategyKind::Rolling)).unwrap();
+        for status in ["running", "failed"] {
+            sqlx::query(
+                "INSERT INTO deployments (extension, version, scope, strategy, status, actor_name, actor_frontend, \
+                 utterance, created_at, updated_at) VALUES ('a', '1', ?, ?, ?, 'x', 'y', 'z', 1, 1)",
+            )
+            .bind(&scope)
+            .bind(&strategy)
+            .bind(status)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
         for sql in [
-            "INSERT INTO deployments (extension, version, scope, strategy, status, actor_name, actor_frontend, \
-             utterance, created_at, updated_at) VALUES ('a', '1', '\"fleet\"', '{}', 'running', 'x', 'y', 'z', 1, 1)",
-            "INSERT INTO deployments (extension, version, scope, strategy, status, actor_name, actor_frontend, \
-             utterance, created_at, updated_at) VALUES ('a', '1', '\"fleet\"', '{}', 'failed', 'x', 'y', 'z', 1, 1)",
             "DELETE FROM deployments WHERE id = 2",
             "INSERT INTO deployment_targets (deployment_id, agent, endpoint, step, state) \
              VALUES (1, 'edge-1', 'http://e', 0, 'installed')",
