@@ -4,7 +4,7 @@
 //!
 //! Each moment runs twice: with the embedded demo fleet (which dies with Parley and
 //! comes back on new ports, its versions kept in the data directory) and with a
-//! separate `parley fleet demo` (which survives the kill). edge-19 answers 500 ms late
+//! separate `parley fleet demo` (which survives the kill). edge-19 answers 300 ms late
 //! (`slow`), so that installs, gates and rollbacks on it last long enough to be
 //! killed in the middle of.
 
@@ -18,9 +18,9 @@ use common::{demo_region, parley_bin, Chat};
 use serde_json::Value;
 
 /// A fault that keeps edge-19 (in the first batch) busy long enough to be killed in.
-const SLOW: &str = "slow:500/agent:edge-19";
+const SLOW: &str = "slow:300/agent:edge-19";
 /// And one that fails the second step's gate.
-const SPIKE: &str = "slow:500/agent:edge-19,error-spike:auth-filter@2.1.0/agent:edge-22";
+const SPIKE: &str = "slow:300/agent:edge-19,error-spike:auth-filter@2.1.0/agent:edge-22";
 const ROLLOUT: &str = "roll out auth-filter 2.1.0 to ap-south in batches of 3";
 
 struct Fleet(Child);
@@ -156,10 +156,15 @@ enum Moment {
 }
 
 fn kill_at(moment: Moment, separate: bool) {
-    let faults = if matches!(moment, Moment::AutomaticRollback) { SPIKE } else { SLOW };
+    let faults = match moment {
+        Moment::AutomaticRollback => SPIKE,
+        // Nothing to be caught in the middle of: no need to slow anything down.
+        Moment::BeforeConfirmation | Moment::RightAfterYes => "",
+        _ => SLOW,
+    };
     let run = Run::new(separate, faults);
     let all = demo_region("ap-south");
-    let mut first = run.chat("0.2");
+    let mut first = run.chat("0.1");
     match moment {
         Moment::BeforeConfirmation => {
             let t = first.say(ROLLOUT);
@@ -177,8 +182,8 @@ fn kill_at(moment: Moment, separate: bool) {
         Moment::MidGate => {
             first.say_confirmed(ROLLOUT);
             first.wait_for("d-1", |d| state_of(d, "edge-19") == "installed");
-            // The 0.2 s bake, then the gate waits 0.5 s on edge-19.
-            std::thread::sleep(Duration::from_millis(400));
+            // The 0.1 s bake, then the gate waits 0.3 s on edge-19.
+            std::thread::sleep(Duration::from_millis(200));
         }
         Moment::AutomaticRollback => {
             first.say_confirmed(ROLLOUT);
