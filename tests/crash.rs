@@ -219,7 +219,10 @@ fn kill_at(moment: Moment, separate: bool) {
             let d = second.say("show deployment d-1");
             let reason = d["details"]["reason"].as_str().unwrap().to_string();
             // What the agents were found running is said, and agrees with the journal.
-            assert!(reason.starts_with("interrupted at step") && reason.contains("Parley stopped; checked 12 agents: "), "{reason}");
+            assert!(
+                reason.starts_with("interrupted at step") && reason.contains("Parley stopped; checked 12 agents: "),
+                "{reason}"
+            );
             let t = second.say_confirmed("resume d-1");
             assert_eq!(t["deployment"], "d-1", "{t}");
             agree(&mut second, "succeeded", &all);
@@ -234,7 +237,10 @@ fn kill_at(moment: Moment, separate: bool) {
                 "Parley restarted and found 1 unfinished rollback: d-1 (auth-filter 2.1.0 to ap-south) was rolling back: {why}"
             );
             assert!(message.starts_with(&lead), "{notice}");
-            assert!(message.contains("Parley stopped while returning its agents and finishes it now (checked 12 agents"), "{notice}");
+            assert!(
+                message.contains("Parley stopped while returning its agents and finishes it now (checked 12 agents"),
+                "{notice}"
+            );
             assert!(!notice["follow_ups"].as_array().unwrap().iter().any(|f| f == "resume d-1"), "{notice}");
             let outcome = if matches!(moment, Moment::Abort) { "aborted" } else { "rolled_back" };
             let done = agree(&mut second, outcome, &[]);

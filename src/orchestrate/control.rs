@@ -457,9 +457,10 @@ impl Inner {
             let new = version.as_deref() == Some(rec.version.as_str());
             let old = version == t.previous_version;
             on_new += usize::from(new);
-            let runs = version.as_deref().map(|v| format!("{} {v}", rec.extension)).unwrap_or_else(|| {
-                format!("no {}", rec.extension)
-            });
+            let runs = version
+                .as_deref()
+                .map(|v| format!("{} {v}", rec.extension))
+                .unwrap_or_else(|| format!("no {}", rec.extension));
             // What the journal should say, when the agent contradicts it.
             let fix = match t.state {
                 TargetState::Installed if !new => Some(TargetState::Pending),
@@ -479,12 +480,8 @@ impl Inner {
                 None => agree += 1,
             }
         }
-        let mut parts = vec![format!(
-            "checked {} agents: {on_new} on {} {}",
-            rec.targets.len(),
-            rec.extension,
-            rec.version
-        )];
+        let mut parts =
+            vec![format!("checked {} agents: {on_new} on {} {}", rec.targets.len(), rec.extension, rec.version)];
         if corrected.is_empty() && silent.is_empty() {
             parts.push("all as journalled".to_string());
         } else {
@@ -526,7 +523,8 @@ impl Inner {
         outcome: DeploymentStatus,
         reason: &str,
     ) -> Result<(), OrchestrateError> {
-        let touched: Vec<&str> = rec.targets.iter().filter(|t| t.state.is_touched()).map(|t| t.agent.as_str()).collect();
+        let touched: Vec<&str> =
+            rec.targets.iter().filter(|t| t.state.is_touched()).map(|t| t.agent.as_str()).collect();
         self.journal(rec.id, "rollback_started", json!({ "reason": reason, "outcome": outcome, "agents": touched }))
             .await?;
         let noun = if touched.len() == 1 { "agent" } else { "agents" };

@@ -58,13 +58,8 @@ impl DriveLock {
             return Ok(false);
         }
         // Not truncated on open: the file may be another process's, pid and all.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.path)
-            .map_err(|e| {
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&self.path).map_err(|e| {
                 tracing::error!(path = %self.path.display(), error = %e, "could not open the drive lock");
                 Holder { path: self.path.clone(), pid: None }
             })?;

@@ -803,8 +803,17 @@ async fn a_rollback_a_kill_left_midway_is_finished_at_recovery_with_the_reason_i
     assert_eq!(rec.target("edge-20").unwrap().state, TargetState::RolledBack);
     assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.0.3")));
     let kinds: Vec<String> = orch.registry().events(rec.id).await.unwrap().into_iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, ["rollback_started", "reconciled", "rollback_resumed", "rollback_agent_started",
-        "rollback_agent_succeeded", "finished"]);
+    assert_eq!(
+        kinds,
+        [
+            "rollback_started",
+            "reconciled",
+            "rollback_resumed",
+            "rollback_agent_started",
+            "rollback_agent_succeeded",
+            "finished"
+        ]
+    );
     fleet.shutdown().await;
 }
 

@@ -5,7 +5,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::records::{
-    deployment_name, Admission, DeploymentFilter, DeploymentRecord, EventRecord, NewDeployment, TargetJournal, TargetRecord,
+    deployment_name, Admission, DeploymentFilter, DeploymentRecord, EventRecord, NewDeployment, TargetJournal,
+    TargetRecord,
 };
 use super::{from_millis, to_millis, Registry, RegistryError, TargetState};
 use crate::ops::DeploymentStatus;

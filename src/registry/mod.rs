@@ -23,8 +23,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use deployments::QUEUED_BEHIND;
 pub use records::{
-    deployment_id_from_name, Admission, deployment_name, AuditEntry, AuditResult, DeploymentFilter, DeploymentRecord, EventRecord,
-    NewDeployment, NewTarget, TargetJournal, TargetRecord, TargetState,
+    deployment_id_from_name, deployment_name, Admission, AuditEntry, AuditResult, DeploymentFilter, DeploymentRecord,
+    EventRecord, NewDeployment, NewTarget, TargetJournal, TargetRecord, TargetState,
 };
 pub use report::{Report, TimelineDay};
 pub use routing::{NewRoutingChange, RoutingChange};
@@ -166,7 +166,8 @@ async fn migration_lock(path: &Path) -> Result<std::fs::File, RegistryError> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "parley.db".into());
     let lock = path.with_file_name(format!("{name}.migrate.lock"));
     let error = |source| RegistryError::Lock { path: lock.clone(), source };
-    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock).map_err(error)?;
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock).map_err(error)?;
     // Blocks until the other process is done: off the async threads.
     tokio::task::spawn_blocking(move || file.lock().map(|()| file))
         .await

@@ -346,11 +346,10 @@ async fn a_rolling_back_deployment_is_unfinished_and_queues_what_overlaps_it() {
         .await
         .unwrap();
     let Admission::Queued { record, behind } = queued else { panic!("{queued:?}") };
-    assert_eq!((record.status, record.reason.as_deref(), behind.as_str()), (
-        DeploymentStatus::Pending,
-        Some("queued behind d-1"),
-        "d-1"
-    ));
+    assert_eq!(
+        (record.status, record.reason.as_deref(), behind.as_str()),
+        (DeploymentStatus::Pending, Some("queued behind d-1"), "d-1")
+    );
     let kinds: Vec<String> = reg.events(record.id).await.unwrap().into_iter().map(|e| e.kind).collect();
     assert_eq!(kinds, ["created", "planned", "queued"], "journalled with the deployment, in one transaction");
 }
@@ -361,12 +360,12 @@ async fn the_rolling_back_migration_keeps_every_deployment_target_and_event() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("parley.db");
     {
-        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true).foreign_keys(true);
+        let options =
+            sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true).foreign_keys(true);
         let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
         let mut migrator = sqlx::migrate!("./migrations");
-        migrator.migrations = std::borrow::Cow::Owned(
-            migrator.migrations.iter().filter(|m| m.version < 3).cloned().collect(),
-        );
+        migrator.migrations =
+            std::borrow::Cow::Owned(migrator.migrations.iter().filter(|m| m.version < 3).cloned().collect());
         migrator.run(&pool).await.unwrap();
         let scope = serde_json::to_string(&Scope::region("ap-south")).unwrap();
         let strategy = serde_json::to_string(&Strategy::of(StrategyKind::Rolling)).unwrap();
