@@ -143,6 +143,12 @@ impl Parley {
         };
         let orchestrator = Orchestrator::new(registry.clone(), client.clone(), settings);
         orchestrator.watch_fleet(poller.handle());
+        // Beside the registry it guards: one process drives that registry's rollouts.
+        let db = config.db_path();
+        orchestrator.lock_data_dir(&db.with_file_name(format!(
+            "{}.drive.lock",
+            db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "parley.db".into())
+        )));
         let interrupted = orchestrator.recover().await?;
         let refresher = spawn_refresher(&orchestrator, Arc::clone(&poller), stop.subscribe());
         let router = crate::routing::Router::open(

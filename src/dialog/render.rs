@@ -831,40 +831,65 @@ pub(super) fn report(since: &TimeSpec, until: Option<&TimeSpec>, r: &Report) -> 
 }
 
 /// The lead of the first reply after a restart; `None` when nothing was interrupted.
+/// Rollouts a restart left mid-way are paused; rollbacks it left mid-way are being
+/// finished, and say why they started and what the agents were found running.
 pub(super) fn restart_notice(interrupted: &[DeploymentRecord]) -> Option<super::RestartNotice> {
     if interrupted.is_empty() {
         return None;
     }
-    let lines: Vec<String> = interrupted
-        .iter()
-        .map(|d| {
-            let installed = d.targets.iter().filter(|t| t.state == TargetState::Installed).count();
-            format!(
-                "{} ({} {} to {}) stopped at step {} of {} with {installed} of {} agents on {}",
-                d.name,
-                d.extension,
-                d.version,
-                d.scope,
-                (d.current_step + 1).min(d.step_count.max(1)),
-                d.step_count.max(1),
-                d.targets.len(),
-                d.version
-            )
-        })
-        .collect();
-    let (noun, pronoun) = if interrupted.len() == 1 { ("deployment", "it is") } else { ("deployments", "they are") };
-    let message = format!(
-        "Parley restarted and found {} interrupted {noun}: {}; {pronoun} paused. Say \"resume d-N\" to carry on or \"roll back d-N\" to return the agents.",
-        interrupted.len(),
-        lines.join("; "),
-    );
-    let message = match interrupted {
-        [d] => message.replace("d-N", &d.name),
-        _ => message,
-    };
-    let follow_ups =
-        interrupted.iter().flat_map(|d| [format!("resume {}", d.name), format!("roll back {}", d.name)]).collect();
-    Some(super::RestartNotice { message, follow_ups })
+    let (rolling, paused): (Vec<&DeploymentRecord>, Vec<&DeploymentRecord>) =
+        interrupted.iter().partition(|d| d.status == DeploymentStatus::RollingBack);
+    let mut parts = Vec::new();
+    let mut follow_ups = Vec::new();
+    if !paused.is_empty() {
+        let lines: Vec<String> = paused
+            .iter()
+            .map(|d| {
+                let installed = d.targets.iter().filter(|t| t.state == TargetState::Installed).count();
+                format!(
+                    "{} ({} {} to {}) stopped at step {} of {} with {installed} of {} agents on {}",
+                    d.name,
+                    d.extension,
+                    d.version,
+                    d.scope,
+                    (d.current_step + 1).min(d.step_count.max(1)),
+                    d.step_count.max(1),
+                    d.targets.len(),
+                    d.version
+                )
+            })
+            .collect();
+        let (noun, pronoun) = if paused.len() == 1 { ("deployment", "it is") } else { ("deployments", "they are") };
+        let message = format!(
+            "Parley restarted and found {} interrupted {noun}: {}; {pronoun} paused. Say \"resume d-N\" to carry on or \"roll back d-N\" to return the agents.",
+            paused.len(),
+            lines.join("; "),
+        );
+        parts.push(match paused.as_slice() {
+            [d] => message.replace("d-N", &d.name),
+            _ => message,
+        });
+        follow_ups.extend(paused.iter().flat_map(|d| [format!("resume {}", d.name), format!("roll back {}", d.name)]));
+    }
+    if !rolling.is_empty() {
+        let lines: Vec<String> = rolling
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} ({} {} to {}) was rolling back: {}",
+                    d.name,
+                    d.extension,
+                    d.version,
+                    d.scope,
+                    d.reason.as_deref().unwrap_or("returning its agents")
+                )
+            })
+            .collect();
+        let noun = if rolling.len() == 1 { "rollback" } else { "rollbacks" };
+        parts.push(format!("Parley restarted and found {} unfinished {noun}: {}.", rolling.len(), lines.join("; ")));
+        follow_ups.extend(rolling.iter().map(|d| format!("show deployment {}", d.name)));
+    }
+    Some(super::RestartNotice { message: parts.join(" "), follow_ups })
 }
 
 #[cfg(test)]

@@ -307,6 +307,9 @@ pub enum DeploymentStatus {
     Pending,
     Running,
     Paused,
+    /// Returning its agents (after a failed gate or install, an abort, a rollback);
+    /// the final status is written only once the agents have answered.
+    RollingBack,
     Succeeded,
     Failed,
     Aborted,
@@ -314,10 +317,11 @@ pub enum DeploymentStatus {
 }
 
 impl DeploymentStatus {
-    pub const ALL: [DeploymentStatus; 7] = [
+    pub const ALL: [DeploymentStatus; 8] = [
         DeploymentStatus::Pending,
         DeploymentStatus::Running,
         DeploymentStatus::Paused,
+        DeploymentStatus::RollingBack,
         DeploymentStatus::Succeeded,
         DeploymentStatus::Failed,
         DeploymentStatus::Aborted,
@@ -329,6 +333,7 @@ impl DeploymentStatus {
             DeploymentStatus::Pending => "pending",
             DeploymentStatus::Running => "running",
             DeploymentStatus::Paused => "paused",
+            DeploymentStatus::RollingBack => "rolling_back",
             DeploymentStatus::Succeeded => "succeeded",
             DeploymentStatus::Failed => "failed",
             DeploymentStatus::Aborted => "aborted",
@@ -342,7 +347,13 @@ impl DeploymentStatus {
 
     /// A deployment in this state may still change agents.
     pub fn is_active(self) -> bool {
-        matches!(self, DeploymentStatus::Pending | DeploymentStatus::Running | DeploymentStatus::Paused)
+        matches!(
+            self,
+            DeploymentStatus::Pending
+                | DeploymentStatus::Running
+                | DeploymentStatus::Paused
+                | DeploymentStatus::RollingBack
+        )
     }
 }
 

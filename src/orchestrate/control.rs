@@ -15,7 +15,9 @@ use super::{plan_with, Control, DeployRequest, Inner, OrchestrateError, Orchestr
 use crate::agent::protocol::{AgentAction, AgentStatus};
 use crate::agent::AgentError;
 use crate::ops::{Actor, DeploymentStatus};
-use crate::registry::{DeploymentFilter, DeploymentRecord, NewDeployment, NewTarget, RegistryError, TargetState};
+use crate::registry::{
+    Admission, DeploymentFilter, DeploymentRecord, NewDeployment, NewTarget, RegistryError, TargetState,
+};
 
 impl Orchestrator {
     /// Journals the deployment (running) and its plan, starts the rollout in the
@@ -24,12 +26,7 @@ impl Orchestrator {
         let inner = &self.inner;
         let plan = plan_with(&req.strategy, &req.targets, &inner.settings, req.require_approval)?;
         let _transition = inner.transitions.lock().await;
-        let busy = inner.active_agents().await?;
-        let blocker = match check_overlap(plan.steps.iter().flat_map(|s| s.agents.iter()), &busy, None) {
-            Ok(()) => None,
-            Err(OrchestrateError::Overlap { deployment, .. }) if req.queue => Some(deployment),
-            Err(e) => return Err(e),
-        };
+        let _driving = inner.drive().await?;
 
         let mut targets = Vec::with_capacity(plan.agent_count());
         for (step, s) in plan.steps.iter().enumerate() {
@@ -44,38 +41,32 @@ impl Orchestrator {
                 }
             }
         }
+        let agents: Vec<&str> = targets.iter().map(|t| t.agent.as_str()).collect();
+        let created = json!({
+            "extension": req.extension, "version": req.version, "scope": req.scope,
+            "strategy": req.strategy, "by": req.actor.name, "frontend": req.actor.frontend,
+            "utterance": req.utterance, "agents": agents,
+            "require_approval": req.require_approval, "max_failures": req.max_failures,
+        });
+        let planned = json!({ "plan": plan, "steps": plan.describe(&inner.settings) });
         let new = NewDeployment {
             extension: req.extension.clone(),
             version: req.version.clone(),
             scope: req.scope.clone(),
             strategy: req.strategy.clone(),
-            status: if blocker.is_some() { DeploymentStatus::Pending } else { DeploymentStatus::Running },
+            status: DeploymentStatus::Running,
             actor: req.actor.clone(),
             utterance: req.utterance.clone(),
             step_count: u32::try_from(plan.steps.len()).unwrap_or(u32::MAX),
             targets,
         };
-        let record = inner.registry.create_deployment(&new).await?;
-        let id = record.id;
-        inner
-            .journal(
-                id,
-                "created",
-                json!({
-                    "extension": req.extension, "version": req.version, "scope": req.scope,
-                    "strategy": req.strategy, "by": req.actor.name, "frontend": req.actor.frontend,
-                    "utterance": req.utterance, "agents": record.agents().collect::<Vec<_>>(),
-                    "require_approval": req.require_approval, "max_failures": req.max_failures,
-                }),
-            )
-            .await?;
-        inner.journal(id, "planned", json!({ "plan": plan, "steps": plan.describe(&inner.settings) })).await?;
-        if let Some(blocker) = blocker {
-            let reason = format!("{QUEUED_BEHIND} {blocker}");
-            inner.journal(id, "queued", json!({ "behind": blocker })).await?;
-            inner.registry.set_status(id, DeploymentStatus::Pending, Some(&reason)).await?;
-            return inner.load(&record.name).await;
-        }
+        // The overlap check and the insert are one transaction: see `admit_deployment`.
+        let events = [("created", created), ("planned", planned)];
+        let record = match inner.registry.admit_deployment(&new, req.queue, &events).await? {
+            Admission::Overlap { agents, deployment } => return Err(OrchestrateError::Overlap { agents, deployment }),
+            Admission::Queued { record, .. } => return Ok(record),
+            Admission::Created(record) => record,
+        };
         inner.emit(RolloutEvent::Started {
             id: record.name.clone(),
             extension: record.extension.clone(),
@@ -83,7 +74,7 @@ impl Orchestrator {
             agents: record.targets.len(),
             steps: plan.steps.len(),
         });
-        inner.spawn(id, Job::Rollout { from_step: 0 });
+        inner.spawn(record.id, Job::Rollout { from_step: 0 });
         Ok(record)
     }
 
@@ -91,6 +82,7 @@ impl Orchestrator {
     pub async fn pause(&self, id: &str, actor: &Actor) -> Result<DeploymentRecord, OrchestrateError> {
         let inner = &self.inner;
         let _transition = inner.transitions.lock().await;
+        let _driving = inner.drive().await?;
         let rec = inner.load(id).await?;
         admitted(&rec, Ctl::Pause)?;
         let reason = format!("paused by {} at {}", actor.name, at_step(&rec));
@@ -107,6 +99,7 @@ impl Orchestrator {
     pub async fn resume(&self, id: &str, actor: &Actor) -> Result<DeploymentRecord, OrchestrateError> {
         let inner = &self.inner;
         let _transition = inner.transitions.lock().await;
+        let _driving = inner.drive().await?;
         let rec = inner.load(id).await?;
         admitted(&rec, Ctl::Resume)?;
         inner.journal(rec.id, "resumed", json!({ "by": actor.name, "frontend": actor.frontend })).await?;
@@ -125,6 +118,7 @@ impl Orchestrator {
     pub async fn promote(&self, id: &str, actor: &Actor) -> Result<DeploymentRecord, OrchestrateError> {
         let inner = &self.inner;
         let _transition = inner.transitions.lock().await;
+        let _driving = inner.drive().await?;
         let rec = inner.load(id).await?;
         admitted(&rec, Ctl::Promote)?;
         let what = rec.reason.clone().unwrap_or_default();
@@ -146,19 +140,16 @@ impl Orchestrator {
     }
 
     /// Stops the rollout and returns every agent it touched to its previous version.
+    /// The deployment is `rolling_back` until they have answered; only then `aborted`.
     pub async fn abort(&self, id: &str, actor: &Actor) -> Result<DeploymentRecord, OrchestrateError> {
         let inner = &self.inner;
         let _transition = inner.transitions.lock().await;
+        let _driving = inner.drive().await?;
         let rec = inner.load(id).await?;
         admitted(&rec, Ctl::Abort)?;
         let reason = format!("aborted by {} at {}", actor.name, at_step(&rec));
         inner.journal(rec.id, "abort_requested", json!({ "by": actor.name, "frontend": actor.frontend })).await?;
-        let progress = format!("{reason}; returning its agents to their previous versions");
-        inner.registry.set_status(rec.id, DeploymentStatus::Aborted, Some(&progress)).await?;
-        let control = Control::Abort { reason: reason.clone(), outcome: DeploymentStatus::Aborted };
-        if !inner.signal(rec.id, control) {
-            inner.spawn(rec.id, Job::Rollback { outcome: DeploymentStatus::Aborted, reason });
-        }
+        inner.stop_and_return(&rec, DeploymentStatus::Aborted, reason).await?;
         inner.load(id).await
     }
 
@@ -166,6 +157,7 @@ impl Orchestrator {
     pub async fn rollback(&self, id: &str, actor: &Actor) -> Result<DeploymentRecord, OrchestrateError> {
         let inner = &self.inner;
         let _transition = inner.transitions.lock().await;
+        let _driving = inner.drive().await?;
         let rec = inner.load(id).await?;
         let name = &rec.name;
         admitted(&rec, Ctl::Rollback)?;
@@ -174,12 +166,7 @@ impl Orchestrator {
             inner
                 .journal(rec.id, "switch_back_requested", json!({ "by": actor.name, "frontend": actor.frontend }))
                 .await?;
-            let progress = format!("{reason}; returning green to the previous version");
-            inner.registry.set_status(rec.id, DeploymentStatus::RolledBack, Some(&progress)).await?;
-            let control = Control::Abort { reason: reason.clone(), outcome: DeploymentStatus::RolledBack };
-            if !inner.signal(rec.id, control) {
-                inner.spawn(rec.id, Job::Rollback { outcome: DeploymentStatus::RolledBack, reason });
-            }
+            inner.stop_and_return(&rec, DeploymentStatus::RolledBack, reason).await?;
             return inner.load(id).await;
         }
         if interrupted(&rec) && !inner.has_task(rec.id) {
@@ -189,9 +176,7 @@ impl Orchestrator {
             inner
                 .journal(rec.id, "rollback_requested", json!({ "by": actor.name, "frontend": actor.frontend }))
                 .await?;
-            let progress = format!("{reason}; returning its agents to their previous versions");
-            inner.registry.set_status(rec.id, DeploymentStatus::RolledBack, Some(&progress)).await?;
-            inner.spawn(rec.id, Job::Rollback { outcome: DeploymentStatus::RolledBack, reason });
+            inner.stop_and_return(&rec, DeploymentStatus::RolledBack, reason).await?;
             return inner.load(id).await;
         }
         if inner.has_task(rec.id) {
@@ -214,10 +199,7 @@ impl Orchestrator {
         }
         let reason = format!("rolled back by {}", actor.name);
         inner.journal(rec.id, "rollback_requested", json!({ "by": actor.name, "frontend": actor.frontend })).await?;
-        let touched = rec.targets.iter().filter(|t| t.state.is_touched()).count();
-        let progress = format!("{reason}; returning {touched} agents to their previous versions");
-        inner.registry.set_status(rec.id, DeploymentStatus::RolledBack, Some(&progress)).await?;
-        inner.spawn(rec.id, Job::Rollback { outcome: DeploymentStatus::RolledBack, reason });
+        inner.stop_and_return(&rec, DeploymentStatus::RolledBack, reason).await?;
         inner.load(id).await
     }
 
@@ -225,6 +207,7 @@ impl Orchestrator {
     pub async fn retry(&self, id: &str, actor: &Actor) -> Result<DeploymentRecord, OrchestrateError> {
         let inner = &self.inner;
         let _transition = inner.transitions.lock().await;
+        let _driving = inner.drive().await?;
         let rec = inner.load(id).await?;
         let name = &rec.name;
         admitted(&rec, Ctl::Retry)?;
@@ -295,28 +278,209 @@ impl Orchestrator {
         }
     }
 
-    /// At start: deployments a stopped Parley left running or pending become paused,
-    /// saying where they stood. Answers them so the front-end can tell the operator;
-    /// `resume` continues one, `abort` returns its agents.
+    /// At start: takes the data directory's drive lock and, if no other process
+    /// drives, takes over what a stopped Parley left unfinished, after comparing each
+    /// deployment's journal with what its agents report (and correcting the journal
+    /// where they contradict it). A running rollout becomes paused, saying where it
+    /// stood and what was found: `resume` continues it, `roll back` returns its agents.
+    /// A rollback that was under way is finished, for the reason it started with.
+    /// Answers both kinds, so the front-end can tell the operator; nothing when
+    /// another live process drives this data directory (its rollouts are not ours).
     pub async fn recover(&self) -> Result<Vec<DeploymentRecord>, OrchestrateError> {
         let inner = &self.inner;
         let _transition = inner.transitions.lock().await;
+        let fresh = match inner.drive.get() {
+            None => true,
+            Some(lock) => match lock.acquire() {
+                Ok(fresh) => fresh,
+                Err(holder) => {
+                    tracing::info!(%holder, "another process drives this data directory; nothing to recover here");
+                    return Ok(Vec::new());
+                }
+            },
+        };
+        let _driving = super::Driving { inner };
+        if !fresh {
+            return Ok(Vec::new());
+        }
+        inner.take_over().await
+    }
+}
+
+impl Inner {
+    /// Takes over the unfinished deployments that have no task here; called with
+    /// `transitions` held, right after this process took the drive lock (so nobody
+    /// else runs them). See [`Orchestrator::recover`].
+    pub(super) async fn take_over(self: &Arc<Self>) -> Result<Vec<DeploymentRecord>, OrchestrateError> {
         let mut out = Vec::new();
-        for rec in inner.registry.active_deployments().await? {
-            if rec.status == DeploymentStatus::Paused || queued(&rec) || inner.has_task(rec.id) {
+        for mut rec in self.registry.active_deployments().await? {
+            if queued(&rec) || self.has_task(rec.id) {
                 continue;
             }
-            let reason = format!("{INTERRUPTED} {}: Parley stopped", at_step(&rec));
-            inner.journal(rec.id, "interrupted", json!({ "reason": reason, "was": rec.status })).await?;
-            inner.registry.set_status(rec.id, DeploymentStatus::Paused, Some(&reason)).await?;
-            inner.emit(RolloutEvent::Paused { id: rec.name.clone(), reason });
-            out.push(inner.load(&rec.name).await?);
+            self.resolve_endpoints(&mut rec);
+            let found = self.reconcile(&rec).await?;
+            match rec.status {
+                DeploymentStatus::RollingBack => {
+                    let (outcome, reason) = self.rollback_intent(&rec).await?;
+                    let progress = format!(
+                        "{reason}; Parley stopped while returning its agents and finishes it now ({})",
+                        found.summary
+                    );
+                    self.journal(
+                        rec.id,
+                        "rollback_resumed",
+                        json!({ "reason": reason, "outcome": outcome, "found": found.summary }),
+                    )
+                    .await?;
+                    self.registry.set_reason(rec.id, &progress).await?;
+                    self.spawn(rec.id, Job::Rollback { outcome, reason });
+                }
+                DeploymentStatus::Running | DeploymentStatus::Pending => {
+                    let rec = self.load(&rec.name).await?;
+                    let reason = format!("{INTERRUPTED} {}: Parley stopped; {}", at_step(&rec), found.summary);
+                    self.journal(rec.id, "interrupted", json!({ "reason": reason, "was": rec.status })).await?;
+                    self.registry.set_status(rec.id, DeploymentStatus::Paused, Some(&reason)).await?;
+                    self.emit(RolloutEvent::Paused { id: rec.name.clone(), reason });
+                }
+                // Held (for promote, by the operator): it waits for the operator as it did.
+                _ => continue,
+            }
+            out.push(self.load(&rec.name).await?);
         }
-        drop(_transition);
         // Blockers that finished while Parley was down release their queue now.
-        inner.start_queued(None).await?;
+        self.start_queued_locked(None).await?;
         Ok(out)
     }
+
+    /// Compares what the journal says of each target with what the agent reports now,
+    /// journals the findings (`reconciled`) and corrects the journal where the agent
+    /// contradicts it: the agents are the truth. An agent a kill caught mid-install
+    /// is installed or still pending, whichever it reports.
+    async fn reconcile(&self, rec: &DeploymentRecord) -> Result<Reconciled, OrchestrateError> {
+        let timeout = self.settings.install_timeout;
+        let reads = rec.targets.iter().map(|t| async move {
+            let status = tokio::time::timeout(timeout, self.client.status(&t.endpoint)).await;
+            let version = match status {
+                Ok(Ok(s)) => Ok(s.extensions.iter().find(|e| e.name == rec.extension).map(|e| e.version.clone())),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(AgentError::Timeout { endpoint: t.endpoint.clone() }.to_string()),
+            };
+            (t, version)
+        });
+        let mut agree = 0usize;
+        let mut on_new = 0usize;
+        let mut corrected = Vec::new();
+        let mut silent = Vec::new();
+        let mut entries = Vec::new();
+        for (t, version) in futures::future::join_all(reads).await {
+            let version = match version {
+                Ok(v) => v,
+                Err(error) => {
+                    silent.push(t.agent.clone());
+                    entries.push(json!({ "agent": t.agent, "journal": t.state, "error": error }));
+                    continue;
+                }
+            };
+            let new = version.as_deref() == Some(rec.version.as_str());
+            let old = version == t.previous_version;
+            on_new += usize::from(new);
+            let runs = version
+                .as_deref()
+                .map(|v| format!("{} {v}", rec.extension))
+                .unwrap_or_else(|| format!("no {}", rec.extension));
+            // What the journal should say, when the agent contradicts it.
+            let fix = match t.state {
+                TargetState::Installed if !new => Some(TargetState::Pending),
+                TargetState::Installing | TargetState::Pending | TargetState::RolledBack if new => {
+                    Some(TargetState::Installed)
+                }
+                TargetState::Installing if old => Some(TargetState::Pending),
+                _ => None,
+            };
+            entries.push(json!({ "agent": t.agent, "journal": t.state, "runs": version, "now": fix }));
+            match fix {
+                Some(state) => {
+                    let detail = format!("found running {runs} after a restart (journal said {})", t.state.as_str());
+                    self.registry.set_target_state(rec.id, &t.agent, state, Some(&detail)).await?;
+                    corrected.push(format!("{} was {} and runs {runs}", t.agent, t.state.as_str().replace('_', " ")));
+                }
+                None => agree += 1,
+            }
+        }
+        let mut parts =
+            vec![format!("checked {} agents: {on_new} on {} {}", rec.targets.len(), rec.extension, rec.version)];
+        if corrected.is_empty() && silent.is_empty() {
+            parts.push("all as journalled".to_string());
+        } else {
+            parts.push(format!("{agree} as journalled"));
+        }
+        if !corrected.is_empty() {
+            parts.push(format!("corrected {}", corrected.join(", ")));
+        }
+        if !silent.is_empty() {
+            parts.push(format!("no answer from {}", silent.join(", ")));
+        }
+        let summary = parts.join(", ");
+        self.journal(rec.id, "reconciled", json!({ "summary": summary, "agents": entries })).await?;
+        Ok(Reconciled { summary })
+    }
+
+    /// Why a rollback that is under way started and how it ends, as journalled.
+    async fn rollback_intent(&self, rec: &DeploymentRecord) -> Result<(DeploymentStatus, String), OrchestrateError> {
+        let event = self.registry.last_event(rec.id, "rollback_started").await?;
+        let outcome = event
+            .as_ref()
+            .and_then(|e| e.data["outcome"].as_str())
+            .and_then(DeploymentStatus::parse)
+            .unwrap_or(DeploymentStatus::RolledBack);
+        let reason = event
+            .as_ref()
+            .and_then(|e| e.data["reason"].as_str().map(str::to_string))
+            .or_else(|| rec.reason.clone())
+            .unwrap_or_else(|| "rolled back".to_string());
+        Ok((outcome, reason))
+    }
+
+    /// Marks the deployment `rolling_back` for `reason`, journalling how it is to end,
+    /// before any agent is touched: a Parley killed from here on finishes it at restart.
+    /// Called with `transitions` held.
+    pub(super) async fn begin_rollback(
+        &self,
+        rec: &DeploymentRecord,
+        outcome: DeploymentStatus,
+        reason: &str,
+    ) -> Result<(), OrchestrateError> {
+        let touched: Vec<&str> =
+            rec.targets.iter().filter(|t| t.state.is_touched()).map(|t| t.agent.as_str()).collect();
+        self.journal(rec.id, "rollback_started", json!({ "reason": reason, "outcome": outcome, "agents": touched }))
+            .await?;
+        let noun = if touched.len() == 1 { "agent" } else { "agents" };
+        let progress = format!("{reason}; returning {} {noun} to their previous versions", touched.len());
+        self.registry.set_status(rec.id, DeploymentStatus::RollingBack, Some(&progress)).await?;
+        Ok(())
+    }
+
+    /// The operator's abort, rollback or switch-back: journalled as under way, then
+    /// handed to the rollout task if one runs here (it stops at its next checkpoint),
+    /// else to a new rollback task. Called with `transitions` held.
+    async fn stop_and_return(
+        self: &Arc<Self>,
+        rec: &DeploymentRecord,
+        outcome: DeploymentStatus,
+        reason: String,
+    ) -> Result<(), OrchestrateError> {
+        self.begin_rollback(rec, outcome, &reason).await?;
+        let control = Control::Abort { reason: reason.clone(), outcome };
+        if !self.signal(rec.id, control) {
+            self.spawn(rec.id, Job::Rollback { outcome, reason });
+        }
+        Ok(())
+    }
+}
+
+/// What [`Inner::reconcile`] found, in a clause for the deployment's reason.
+struct Reconciled {
+    summary: String,
 }
 
 impl Inner {
@@ -325,6 +489,10 @@ impl Inner {
     /// `finishing`: a deployment whose task is ending and no longer blocks anything.
     pub(super) async fn start_queued(self: &Arc<Self>, finishing: Option<i64>) -> Result<(), OrchestrateError> {
         let _transition = self.transitions.lock().await;
+        self.start_queued_locked(finishing).await
+    }
+
+    async fn start_queued_locked(self: &Arc<Self>, finishing: Option<i64>) -> Result<(), OrchestrateError> {
         let active = self.registry.active_deployments().await?;
         if !active.iter().any(queued) {
             return Ok(());
@@ -372,6 +540,9 @@ impl Inner {
     /// of it may have changed them since it was queued, and a rollback must return
     /// them to what they ran just before this one.
     async fn refresh_previous(&self, rec: &DeploymentRecord) -> Result<(), OrchestrateError> {
+        let mut rec = rec.clone();
+        self.resolve_endpoints(&mut rec);
+        let rec = &rec;
         let timeout = self.settings.install_timeout;
         let reads = rec.targets.iter().map(|t| async move {
             let status = tokio::time::timeout(timeout, self.client.status(&t.endpoint)).await;
@@ -391,33 +562,26 @@ impl Inner {
     }
 
     pub(super) async fn load(&self, id: &str) -> Result<DeploymentRecord, OrchestrateError> {
-        self.registry.deployment_by_name(id).await?.ok_or_else(|| OrchestrateError::UnknownDeployment(id.to_string()))
+        let mut rec = self
+            .registry
+            .deployment_by_name(id)
+            .await?
+            .ok_or_else(|| OrchestrateError::UnknownDeployment(id.to_string()))?;
+        self.resolve_endpoints(&mut rec);
+        Ok(rec)
     }
 
     pub(super) async fn journal(&self, id: i64, kind: &str, data: serde_json::Value) -> Result<(), RegistryError> {
         self.registry.append_event(Some(id), kind, &data).await.map(|_| ())
     }
 
+    /// Agent name -> the unfinished deployment (rolling back included) that has it.
     async fn active_agents(&self) -> Result<HashMap<String, String>, RegistryError> {
         let mut map = HashMap::new();
         let active = self.registry.active_deployments().await?;
         for d in &active {
             for agent in d.agents() {
                 map.entry(agent.to_string()).or_insert_with(|| d.name.clone());
-            }
-        }
-        // A finished deployment whose rollback still runs is changing its agents too.
-        let running: Vec<i64> = self
-            .lock_tasks()
-            .iter()
-            .filter(|(id, t)| !*t.done.borrow() && !active.iter().any(|d| d.id == **id))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in running {
-            if let Some(d) = self.registry.deployment(id).await? {
-                for t in d.targets.iter().filter(|t| t.state.is_touched()) {
-                    map.entry(t.agent.clone()).or_insert_with(|| d.name.clone());
-                }
             }
         }
         Ok(map)
@@ -432,8 +596,13 @@ impl Inner {
         let inner = Arc::clone(self);
         tokio::spawn(async move {
             // Marks the task done even if it panics, so `wait` never hangs.
-            let _done = DoneGuard { inner: Arc::clone(&inner), id, generation, done: done_tx };
+            let done = DoneGuard { inner: Arc::clone(&inner), id, generation, done: done_tx };
             run::run_job(&inner, id, job, control_rx).await;
+            drop(done);
+            // Under `transitions`, so a control that took the lock for a task it is
+            // about to spawn never sees it let go in between.
+            let _transition = inner.transitions.lock().await;
+            inner.release_if_idle();
         });
     }
 }

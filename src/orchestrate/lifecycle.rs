@@ -105,6 +105,11 @@ pub enum Stage {
     AwaitingPromote {
         what: String,
     },
+    /// Returning its agents (a gate failure, an abort or a rollback); it ends by
+    /// itself once every touched agent has answered.
+    RollingBack {
+        why: String,
+    },
     Succeeded,
     Failed,
     RolledBack,
@@ -125,6 +130,9 @@ impl Stage {
             }
             DeploymentStatus::Paused if reason.starts_with(INTERRUPTED) => Stage::Interrupted,
             DeploymentStatus::Paused => Stage::Paused,
+            DeploymentStatus::RollingBack => Stage::RollingBack {
+                why: if reason.is_empty() { "returning its agents".to_string() } else { reason.to_string() },
+            },
             DeploymentStatus::Succeeded => Stage::Succeeded,
             DeploymentStatus::Failed => Stage::Failed,
             DeploymentStatus::RolledBack => Stage::RolledBack,
@@ -172,6 +180,10 @@ pub enum Refusal {
         status: DeploymentStatus,
     },
     NothingToRetry,
+    /// Any control but show while the deployment returns its agents.
+    RollingBack {
+        why: String,
+    },
 }
 
 impl Refusal {
@@ -208,6 +220,9 @@ impl Refusal {
             }
             Refusal::AlreadyReturned { .. } => format!("{name} was already rolled back; retry it to try again"),
             Refusal::NothingToRetry => format!("{name} succeeded; there is nothing to retry"),
+            Refusal::RollingBack { why } => {
+                format!("{name} is rolling back ({why}); it ends by itself once its agents have answered")
+            }
         }
     }
 }
@@ -218,6 +233,11 @@ pub fn admits(rec: &DeploymentRecord, control: Control) -> Result<(), Refusal> {
     let stage = Stage::of(rec);
     let status = rec.status;
     let finished = || Refusal::Finished { status };
+    if let S::RollingBack { why } = &stage {
+        if control != Control::Show {
+            return Err(Refusal::RollingBack { why: why.clone() });
+        }
+    }
     match control {
         Control::Show => Ok(()),
         Control::Pause => match stage {
@@ -267,6 +287,7 @@ pub fn offers(rec: &DeploymentRecord) -> Vec<Control> {
         Stage::Paused => &[C::Show, C::Rollback, C::Abort, C::Resume],
         Stage::Interrupted => &[C::Show, C::Rollback, C::Resume],
         Stage::AwaitingPromote { .. } => &[C::Show, C::Rollback, C::Abort, C::Promote],
+        Stage::RollingBack { .. } => &[C::Show],
         Stage::Succeeded => &[C::Show, C::Rollback],
         Stage::Failed => &[C::Show, C::Rollback, C::Retry],
         // A rollout that was returned (often by its own health gate) is retried only

@@ -9,6 +9,7 @@
 
 mod announce;
 mod control;
+mod driver;
 mod gate;
 pub mod lifecycle;
 mod plan;
@@ -30,6 +31,7 @@ use crate::topology::{HealthThresholds, TopologyHandle};
 
 pub use announce::{announce, event_deployment};
 pub use control::{interrupted, queued};
+pub use driver::Holder;
 pub use gate::{Baseline, GateBreach, GateLimits, GateOutcome, GateResult, GateSpec, Tolerance};
 pub use lifecycle::{switched_not_retired, QUEUED_BEHIND};
 pub(crate) use plan::{describe_duration, describe_gate};
@@ -62,6 +64,9 @@ pub struct RolloutSettings {
     pub default_batch_percent: u8,
     /// Bound on one install (or removal, or health read) on one agent.
     pub install_timeout: Duration,
+    /// How long a rollback keeps trying an agent that does not answer before it
+    /// gives up on it (and the deployment ends `failed`, naming it).
+    pub rollback_patience: Duration,
 }
 
 impl Default for RolloutSettings {
@@ -77,6 +82,7 @@ impl Default for RolloutSettings {
             blue_retire_after: Some(Duration::from_secs(3600)),
             default_batch_percent: 25,
             install_timeout: Duration::from_secs(30),
+            rollback_patience: Duration::from_secs(5),
         }
     }
 }
@@ -227,6 +233,9 @@ pub enum OrchestrateError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Agent(#[from] AgentError),
+    /// Another process drives the rollouts of this data directory.
+    #[error("{0} drives the rollouts of this data directory (lock {path}); say it there, or again once its rollouts have ended", path = .0.path.display())]
+    Driven(Holder),
 }
 
 fn agents_phrase(agents: &[String]) -> String {
@@ -272,8 +281,23 @@ pub(crate) struct Inner {
     /// both decide the outcome.
     transitions: tokio::sync::Mutex<()>,
     /// The live model of the fleet, for agents that are cordoned or down: they count
-    /// against a rolling deployment's max-unavailable. Unset: none is known to be.
+    /// against a rolling deployment's max-unavailable, and for where each agent answers
+    /// now. Unset: none is known to be down, and targets keep their recorded endpoints.
     fleet: OnceLock<TopologyHandle>,
+    /// The data directory's drive lock; unset (in-memory registries): this process is
+    /// the only one that can see the registry.
+    drive: OnceLock<driver::DriveLock>,
+}
+
+/// While a control holds the drive lock; lets it go at the end if it started no task.
+struct Driving<'a> {
+    inner: &'a Inner,
+}
+
+impl Drop for Driving<'_> {
+    fn drop(&mut self) {
+        self.inner.release_if_idle();
+    }
 }
 
 /// Runs rollouts. Cheap to clone; every clone drives the same tasks.
@@ -295,6 +319,7 @@ impl Orchestrator {
                 generation: std::sync::atomic::AtomicU64::new(0),
                 transitions: tokio::sync::Mutex::new(()),
                 fleet: OnceLock::new(),
+                drive: OnceLock::new(),
             }),
         }
     }
@@ -304,6 +329,13 @@ impl Orchestrator {
     /// start; a second call changes nothing.
     pub fn watch_fleet(&self, topology: TopologyHandle) {
         let _ = self.inner.fleet.set(topology);
+    }
+
+    /// Drives rollouts only while holding `path` (an OS file lock in the data
+    /// directory), so that two processes on one registry never drive the same
+    /// deployments. Set once, at start, before [`Orchestrator::recover`].
+    pub fn lock_data_dir(&self, path: &std::path::Path) {
+        let _ = self.inner.drive.set(driver::DriveLock::new(path));
     }
 
     pub fn settings(&self) -> &RolloutSettings {
@@ -386,6 +418,44 @@ impl Inner {
                 Some((name.to_string(), why.to_string()))
             })
             .collect()
+    }
+
+    /// Where each target answers now: agents are targets by name, and the live model
+    /// knows their current endpoint (the demo fleet comes back on new ports after a
+    /// restart; a real agent may register elsewhere). Agents it does not know keep the
+    /// recorded one.
+    fn resolve_endpoints(&self, rec: &mut crate::registry::DeploymentRecord) {
+        let Some(fleet) = self.fleet.get() else { return };
+        let topo = fleet.snapshot();
+        for t in &mut rec.targets {
+            if let Some(a) = topo.agent(&t.agent) {
+                if a.endpoint != t.endpoint {
+                    t.endpoint = a.endpoint.clone();
+                }
+            }
+        }
+    }
+
+    /// Takes the drive lock for this process. Taken just now: nobody else drives, so
+    /// what is unfinished and has no task here was left by a process that died, and is
+    /// taken over (see [`Orchestrator::recover`]). Call with `transitions` held.
+    async fn drive(self: &Arc<Self>) -> Result<Driving<'_>, OrchestrateError> {
+        let Some(lock) = self.drive.get() else { return Ok(Driving { inner: self }) };
+        let fresh = lock.acquire().map_err(OrchestrateError::Driven)?;
+        let driving = Driving { inner: self };
+        if fresh {
+            self.take_over().await?;
+        }
+        Ok(driving)
+    }
+
+    /// Lets the drive lock go once no task runs here, so another process may drive.
+    fn release_if_idle(&self) {
+        let Some(lock) = self.drive.get() else { return };
+        let busy = self.lock_tasks().values().any(|t| !*t.done.borrow());
+        if !busy && lock.held() {
+            lock.release();
+        }
     }
 
     fn has_task(&self, id: i64) -> bool {

@@ -53,8 +53,12 @@ pub(crate) async fn run_job(inner: &Arc<Inner>, id: i64, job: Job, control: watc
     }
 }
 
+/// The deployment, its targets at the endpoints where they answer now.
 async fn load(inner: &Inner, id: i64) -> Result<DeploymentRecord, OrchestrateError> {
-    inner.registry.deployment(id).await?.ok_or_else(|| OrchestrateError::UnknownDeployment(deployment_name(id)))
+    let mut rec =
+        inner.registry.deployment(id).await?.ok_or_else(|| OrchestrateError::UnknownDeployment(deployment_name(id)))?;
+    inner.resolve_endpoints(&mut rec);
+    Ok(rec)
 }
 
 /// Why a rollout stops early: the operator aborted (or switched a blue-green
@@ -595,21 +599,34 @@ async fn fail(inner: &Arc<Inner>, id: i64, reason: &str) -> Result<(), Orchestra
 
 /// Returns every touched agent to its previous version, then records `outcome`, or
 /// `failed` naming the agents that could not be returned and what they may still run.
+/// The deployment is `rolling_back` throughout (journalled with why and how it is to
+/// end before any agent is touched), and its final status is written only once every
+/// agent has answered: a Parley killed meanwhile finds the rollback unfinished and
+/// finishes it. A rollback already under way (an abort that reached the task, one
+/// resumed after a restart) keeps the reason and outcome it was journalled with.
 async fn rollback_and_finish(
     inner: &Arc<Inner>,
     id: i64,
     outcome: DeploymentStatus,
     reason: &str,
 ) -> Result<(), OrchestrateError> {
+    let (outcome, reason) = {
+        let _transition = inner.transitions.lock().await;
+        let rec = load(inner, id).await?;
+        if rec.status == DeploymentStatus::RollingBack {
+            let event = inner.registry.last_event(id, "rollback_started").await?;
+            let said = event.as_ref().map(|e| &e.data);
+            (
+                said.and_then(|d| d["outcome"].as_str()).and_then(DeploymentStatus::parse).unwrap_or(outcome),
+                said.and_then(|d| d["reason"].as_str()).unwrap_or(reason).to_string(),
+            )
+        } else {
+            inner.begin_rollback(&rec, outcome, reason).await?;
+            (outcome, reason.to_string())
+        }
+    };
     let rec = load(inner, id).await?;
     let touched: Vec<TargetRecord> = rec.targets.iter().filter(|t| t.state.is_touched()).cloned().collect();
-    inner
-        .journal(
-            id,
-            "rollback_started",
-            json!({ "reason": reason, "agents": touched.iter().map(|t| &t.agent).collect::<Vec<_>>() }),
-        )
-        .await?;
     let failures = rollback_agents(inner, &rec, &touched, false).await?;
     let (status, reason) = if failures.is_empty() {
         (outcome, format!("{reason}; {}", returned_summary(&rec, &touched)))
@@ -706,8 +723,48 @@ async fn rollback_agents(
     Ok(failures)
 }
 
-/// Puts one agent back as it was: the previous version, or no extension at all.
+/// Puts one agent back as it was, and reads it back to be sure. An agent that does
+/// not answer is tried again for a while (one that crashed or flaps may come back; an
+/// install that timed out may still land after the restore, and the read-back catches
+/// it), so that no agent that answers is left on the new version.
 async fn restore_one(inner: &Inner, t: &TargetRecord, extension: &str) -> Result<(), String> {
+    let deadline = Instant::now() + inner.settings.rollback_patience;
+    let mut pause = std::time::Duration::from_millis(200);
+    loop {
+        let error = match restore_once(inner, t, extension).await {
+            Ok(()) => match confirm(inner, t, extension).await {
+                Ok(()) => return Ok(()),
+                Err(Confirm::Differs(e)) | Err(Confirm::Silent(e)) => e,
+            },
+            Err(Confirm::Differs(e)) => return Err(e),
+            Err(Confirm::Silent(e)) => e,
+        };
+        if Instant::now() + pause > deadline {
+            return Err(error);
+        }
+        tracing::debug!(agent = %t.agent, %error, "returning the agent failed; trying again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(2));
+    }
+}
+
+/// Why returning an agent did not work: it answered and runs something else, or it
+/// did not answer (worth another try).
+enum Confirm {
+    Differs(String),
+    Silent(String),
+}
+
+fn classify(e: AgentError) -> Confirm {
+    match e {
+        AgentError::Timeout { .. } | AgentError::Unreachable { .. } => Confirm::Silent(e.to_string()),
+        // A refusal (the agent is restarting, say) may pass too.
+        AgentError::Refused { status, .. } if status >= 500 => Confirm::Silent(e.to_string()),
+        e => Confirm::Differs(e.to_string()),
+    }
+}
+
+async fn restore_once(inner: &Inner, t: &TargetRecord, extension: &str) -> Result<(), Confirm> {
     let timeout = inner.settings.install_timeout;
     let endpoint = t.endpoint.as_str();
     let call = async {
@@ -723,13 +780,29 @@ async fn restore_one(inner: &Inner, t: &TargetRecord, extension: &str) -> Result
     let status = tokio::time::timeout(timeout, call)
         .await
         .unwrap_or_else(|_| Err(AgentError::Timeout { endpoint: endpoint.to_string() }))
-        .map_err(|e| e.to_string())?;
+        .map_err(classify)?;
     let Some(status) = status else { return Ok(()) };
     let found = status.extensions.iter().find(|e| e.name == extension).map(|e| e.version.clone());
     if found == t.previous_version {
         Ok(())
     } else {
-        Err(format!("it reports {extension} {} afterwards", found.as_deref().unwrap_or("absent")))
+        Err(Confirm::Differs(format!("it reports {extension} {} afterwards", found.as_deref().unwrap_or("absent"))))
+    }
+}
+
+/// Reads the agent back after its restore: what it runs now is what is recorded.
+async fn confirm(inner: &Inner, t: &TargetRecord, extension: &str) -> Result<(), Confirm> {
+    let timeout = inner.settings.install_timeout;
+    let status = tokio::time::timeout(timeout, inner.client.status(&t.endpoint))
+        .await
+        .unwrap_or_else(|_| Err(AgentError::Timeout { endpoint: t.endpoint.clone() }))
+        .map_err(classify)?;
+    let found = status.extensions.iter().find(|e| e.name == extension).map(|e| e.version.clone());
+    if found == t.previous_version {
+        Ok(())
+    } else {
+        // Something landed after the restore (a late install): put it back again.
+        Err(Confirm::Silent(format!("it reports {extension} {} afterwards", found.as_deref().unwrap_or("absent"))))
     }
 }
 

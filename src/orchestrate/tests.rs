@@ -183,7 +183,13 @@ async fn a_failed_install_names_the_agent_and_rolls_back() {
 #[tokio::test]
 async fn an_agent_that_does_not_answer_fails_the_rollout_and_is_named() {
     let fleet = fleet("").await;
-    let orch = orchestrator(ms(5)).await;
+    let settings = RolloutSettings {
+        bake: ms(5),
+        install_timeout: Duration::from_secs(3),
+        rollback_patience: ms(300),
+        ..RolloutSettings::default()
+    };
+    let orch = Orchestrator::new(Registry::open_in_memory().await.unwrap(), client(), settings);
     let mut t = targets(&fleet, "ap-south")[..2].to_vec();
     // A port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -242,7 +248,9 @@ async fn abort_mid_rollout_returns_every_touched_agent() {
     orch.start(request(targets(&fleet, "ap-south"), StrategyKind::Rolling)).await.unwrap();
     next_matching(&mut rx, |e| matches!(e, RolloutEvent::StepStarted { step: 2, .. })).await;
     let aborted = orch.abort("d-1", &alice()).await.unwrap();
-    assert_eq!(aborted.status, DeploymentStatus::Aborted);
+    // Aborted only once the agents are back; until then it says it is returning them.
+    assert_eq!(aborted.status, DeploymentStatus::RollingBack);
+    assert!(aborted.reason.as_deref().unwrap().starts_with("aborted by alice at step 2 of 4; returning"));
     orch.wait("d-1").await;
     let rec = orch.registry().deployment_by_name("d-1").await.unwrap().unwrap();
     assert_eq!(rec.status, DeploymentStatus::Aborted);
@@ -266,7 +274,7 @@ async fn rollback_of_a_succeeded_deployment_restores_the_previous_version() {
     let e = orch.abort("d-1", &alice()).await.unwrap_err().to_string();
     assert_eq!(e, "d-1 already succeeded; roll it back instead");
     let rec = orch.rollback("d-1", &alice()).await.unwrap();
-    assert_eq!(rec.status, DeploymentStatus::RolledBack);
+    assert_eq!(rec.status, DeploymentStatus::RollingBack);
     orch.wait("d-1").await;
     let rec = orch.registry().deployment_by_name("d-1").await.unwrap().unwrap();
     assert_eq!(rec.status, DeploymentStatus::RolledBack);
@@ -311,7 +319,15 @@ async fn recover_pauses_what_a_killed_parley_left_running_and_resume_finishes_it
     let recovered = orch.recover().await.unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].status, DeploymentStatus::Paused);
-    assert_eq!(recovered[0].reason.as_deref(), Some("interrupted at step 2 of 3: Parley stopped"));
+    // The agents were read: edge-21, caught installing, still runs 2.0.3 and is pending again.
+    assert_eq!(
+        recovered[0].reason.as_deref(),
+        Some(
+            "interrupted at step 2 of 3: Parley stopped; checked 6 agents: 0 on auth-filter 2.1.0, 5 as journalled, \
+             corrected edge-21 was installing and runs auth-filter 2.0.3"
+        )
+    );
+    assert_eq!(recovered[0].target("edge-21").unwrap().state, TargetState::Pending);
     assert!(orch.recover().await.unwrap().is_empty(), "recovering twice changes nothing");
     assert_eq!(orch.active_agents().await.get("edge-19").map(String::as_str), Some("d-1"));
 
@@ -396,7 +412,7 @@ async fn blue_green_switches_and_switches_back_leaving_blue_untouched() {
     assert_eq!((of(&t[0].agent), of(&t[2].agent)), (on("2.1.0"), on("2.0.3")), "green new, blue old");
 
     let back = orch.rollback("d-1", &alice()).await.unwrap();
-    assert_eq!(back.status, DeploymentStatus::RolledBack);
+    assert_eq!(back.status, DeploymentStatus::RollingBack);
     orch.wait("d-1").await;
     let rec = status_of(&orch, "d-1").await;
     assert_eq!(rec.status, DeploymentStatus::RolledBack);
@@ -657,7 +673,7 @@ async fn blue_is_retired_exactly_when_the_configured_timer_elapses_and_not_befor
     next_event(&mut rx, paused_with("d-2", "to retire blue")).await;
     tokio::time::sleep(retire - Duration::from_secs(60)).await;
     let back = orch.rollback("d-2", &alice()).await.unwrap();
-    assert_eq!(back.status, DeploymentStatus::RolledBack);
+    assert_eq!(back.status, DeploymentStatus::RollingBack);
     orch.wait("d-2").await;
     let rec = status_of(&orch, "d-2").await;
     assert_eq!(rec.status, DeploymentStatus::RolledBack, "{:?}", rec.reason);
@@ -707,5 +723,194 @@ async fn a_canary_in_the_default_steps_with_five_minute_bakes_finishes_in_virtua
     assert_eq!(started.elapsed(), 6 * (Duration::from_secs(3) + bake), "half an hour, in virtual time");
     assert!(real.elapsed() < Duration::from_secs(10), "it took {:?} of real time", real.elapsed());
     assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.1.0")));
+    fleet.shutdown().await;
+}
+
+/// Gives one agent of the fleet `fault`, or none.
+fn set_fault(fleet: &DemoFleet, agent: &str, fault: Option<crate::agent::faults::Fault>) {
+    let a = fleet.agents().iter().find(|a| a.name() == agent).unwrap();
+    a.set_faults(crate::agent::faults::Faults(fault.into_iter().collect()));
+}
+
+/// A deployment as a killed Parley left it: `rows` of (agent, step, state), and the
+/// agents in `installed` already running 2.1.0.
+async fn left_behind(
+    fleet: &DemoFleet,
+    registry: &Registry,
+    status: DeploymentStatus,
+    rows: &[(usize, u32, TargetState)],
+    endpoint: impl Fn(&Target) -> String,
+) -> DeploymentRecord {
+    let t = targets(fleet, "ap-south");
+    let new = crate::registry::NewDeployment {
+        extension: "auth-filter".into(),
+        version: "2.1.0".into(),
+        scope: Scope::region("ap-south"),
+        strategy: Strategy { steps: None, batch_size: Some(2), ..Strategy::of(StrategyKind::Rolling) },
+        status,
+        actor: alice(),
+        utterance: "roll out auth-filter 2.1.0 to ap-south".into(),
+        step_count: 2,
+        targets: rows
+            .iter()
+            .map(|(i, step, _)| crate::registry::NewTarget {
+                agent: t[*i].agent.clone(),
+                endpoint: endpoint(&t[*i]),
+                previous_version: Some("2.0.3".into()),
+                step: *step,
+            })
+            .collect(),
+    };
+    let d = registry.create_deployment(&new).await.unwrap();
+    for (i, _, state) in rows {
+        registry.set_target_state(d.id, &t[*i].agent, *state, None).await.unwrap();
+        if *state == TargetState::Installed {
+            client().install(&t[*i].endpoint, "auth-filter", "2.1.0").await.unwrap();
+        }
+    }
+    registry.deployment(d.id).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_rollback_a_kill_left_midway_is_finished_at_recovery_with_the_reason_it_started_with() {
+    let fleet = fleet("").await;
+    let registry = Registry::open_in_memory().await.unwrap();
+    let rows = [(0, 0, TargetState::RolledBack), (1, 0, TargetState::Installed), (2, 1, TargetState::Pending)];
+    let d = left_behind(&fleet, &registry, DeploymentStatus::RollingBack, &rows, |t| t.endpoint.clone()).await;
+    let why = "health gate failed at step 1 of 2 (50%): error rate 9% > 1% on edge-20";
+    registry
+        .append_event(Some(d.id), "rollback_started", &serde_json::json!({ "reason": why, "outcome": "rolled_back" }))
+        .await
+        .unwrap();
+
+    let orch = Orchestrator::new(registry, client(), RolloutSettings { bake: ms(1), ..RolloutSettings::default() });
+    let recovered = orch.recover().await.unwrap();
+    assert_eq!(recovered.len(), 1);
+    // Not paused, not "interrupted", not offered for resume: the rollback goes on.
+    assert_eq!(recovered[0].status, DeploymentStatus::RollingBack);
+    let reason = recovered[0].reason.clone().unwrap();
+    assert_eq!(
+        reason,
+        format!(
+            "{why}; Parley stopped while returning its agents and finishes it now (checked 3 agents: 1 on \
+             auth-filter 2.1.0, all as journalled)"
+        )
+    );
+    orch.wait("d-1").await;
+    let rec = status_of(&orch, "d-1").await;
+    assert_eq!(rec.status, DeploymentStatus::RolledBack, "{:?}", rec.reason);
+    assert_eq!(rec.reason.as_deref(), Some(format!("{why}; 1 agent returned to auth-filter 2.0.3").as_str()));
+    assert_eq!(rec.target("edge-20").unwrap().state, TargetState::RolledBack);
+    assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.0.3")));
+    let kinds: Vec<String> = orch.registry().events(rec.id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "rollback_started",
+            "reconciled",
+            "rollback_resumed",
+            "rollback_agent_started",
+            "rollback_agent_succeeded",
+            "finished"
+        ]
+    );
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_abort_is_rolling_back_until_the_agents_answer_and_refuses_other_controls_meanwhile() {
+    let fleet = fleet("").await;
+    let orch = orchestrator(ms(1)).await;
+    let mut req = request(targets(&fleet, "ap-south")[..2].to_vec(), StrategyKind::Rolling);
+    req.require_approval = Some(true);
+    req.strategy.batch_size = Some(1);
+    orch.start(req).await.unwrap();
+    until(&orch, "d-1", |r| r.status == DeploymentStatus::Paused).await;
+    // Hold the agent so that the rollback cannot finish at once.
+    set_fault(&fleet, "edge-19", Some(crate::agent::faults::Fault::Hang));
+    let rec = orch.abort("d-1", &alice()).await.unwrap();
+    assert_eq!(rec.status, DeploymentStatus::RollingBack);
+    let started = orch.registry().last_event(rec.id, "rollback_started").await.unwrap().unwrap();
+    assert_eq!(started.data["outcome"], "aborted");
+    assert_eq!(started.data["reason"], "aborted by alice at step 1 of 2");
+    for e in [
+        orch.abort("d-1", &alice()).await.unwrap_err(),
+        orch.resume("d-1", &alice()).await.unwrap_err(),
+        orch.rollback("d-1", &alice()).await.unwrap_err(),
+    ] {
+        assert!(e.to_string().starts_with("d-1 is rolling back (aborted by alice at step 1 of 2; returning"), "{e}");
+    }
+    // Nothing new may take its agents while they are being returned.
+    let clash = orch.start(request(targets(&fleet, "ap-south")[..1].to_vec(), StrategyKind::Rolling)).await;
+    assert!(matches!(&clash, Err(OrchestrateError::Overlap { deployment, .. }) if deployment == "d-1"), "{clash:?}");
+    set_fault(&fleet, "edge-19", None);
+    orch.wait("d-1").await;
+    assert_eq!(status_of(&orch, "d-1").await.status, DeploymentStatus::Aborted);
+    assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.0.3")));
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn targets_are_reached_where_the_live_model_says_they_answer_now() {
+    let fleet = fleet("").await;
+    let registry = Registry::open_in_memory().await.unwrap();
+    // Recorded at endpoints nothing listens on any more, as after a restart of the
+    // embedded fleet.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let rows = [(0, 0, TargetState::Installed), (1, 0, TargetState::Installing), (2, 1, TargetState::Pending)];
+    left_behind(&fleet, &registry, DeploymentStatus::Running, &rows, |_| gone.clone()).await;
+    let orch = Orchestrator::new(registry, client(), RolloutSettings { bake: ms(1), ..RolloutSettings::default() });
+    let poller = Arc::new(crate::topology::poller::Poller::new(
+        fleet.inventory(),
+        client(),
+        Arc::new(crate::topology::Catalog::embedded().unwrap()),
+        crate::topology::poller::PollerConfig::default(),
+    ));
+    poller.refresh().await;
+    orch.watch_fleet(poller.handle());
+    let recovered = orch.recover().await.unwrap();
+    let reason = recovered[0].reason.clone().unwrap();
+    assert!(reason.ends_with("checked 3 agents: 1 on auth-filter 2.1.0, 2 as journalled, corrected edge-20 was installing and runs auth-filter 2.0.3"), "{reason}");
+    orch.resume("d-1", &alice()).await.unwrap();
+    orch.wait("d-1").await;
+    let rec = status_of(&orch, "d-1").await;
+    assert_eq!(rec.status, DeploymentStatus::Succeeded, "{:?}", rec.reason);
+    assert_eq!(versions(&fleet).await.iter().filter(|(_, v)| *v == on("2.1.0")).count(), 3);
+
+    // And back, at the same live endpoints.
+    orch.rollback("d-1", &alice()).await.unwrap();
+    orch.wait("d-1").await;
+    assert_eq!(status_of(&orch, "d-1").await.status, DeploymentStatus::RolledBack);
+    assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.0.3")));
+    fleet.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_agent_that_crashes_during_the_rollout_is_returned_once_it_answers_again() {
+    let fleet = fleet("").await;
+    let settings = RolloutSettings {
+        bake: ms(300),
+        install_timeout: Duration::from_secs(1),
+        rollback_patience: Duration::from_secs(5),
+        ..RolloutSettings::default()
+    };
+    let orch = Orchestrator::new(Registry::open_in_memory().await.unwrap(), client(), settings);
+    let mut rx = orch.subscribe();
+    let mut req = request(targets(&fleet, "ap-south")[..4].to_vec(), StrategyKind::Rolling);
+    req.strategy.batch_size = Some(2);
+    orch.start(req).await.unwrap();
+    // edge-19 installed 2.1.0, then crashes during the bake: its gate cannot be read.
+    next_matching(&mut rx, |e| matches!(e, RolloutEvent::AgentInstalled { agent, .. } if agent == "edge-19")).await;
+    set_fault(&fleet, "edge-19", Some(crate::agent::faults::Fault::Crash));
+    next_matching(&mut rx, |e| matches!(e, RolloutEvent::GateEvaluated { passed: false, .. })).await;
+    // It comes back while the rollback is trying it.
+    tokio::time::sleep(ms(600)).await;
+    set_fault(&fleet, "edge-19", None);
+    orch.wait("d-1").await;
+    let rec = status_of(&orch, "d-1").await;
+    assert_eq!(rec.status, DeploymentStatus::RolledBack, "{:?}", rec.reason);
+    assert!(versions(&fleet).await.iter().all(|(_, v)| *v == on("2.0.3")), "every agent back on the old version");
     fleet.shutdown().await;
 }

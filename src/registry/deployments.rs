@@ -5,10 +5,14 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::records::{
-    deployment_name, DeploymentFilter, DeploymentRecord, EventRecord, NewDeployment, TargetJournal, TargetRecord,
+    deployment_name, Admission, DeploymentFilter, DeploymentRecord, EventRecord, NewDeployment, TargetJournal,
+    TargetRecord,
 };
 use super::{from_millis, to_millis, Registry, RegistryError, TargetState};
 use crate::ops::DeploymentStatus;
+
+/// The start of the reason of a deployment waiting for an overlapping one to finish.
+pub const QUEUED_BEHIND: &str = "queued behind";
 
 const DEPLOYMENT_COLUMNS: &str = "id, extension, version, scope, strategy, status, reason, actor_name, \
      actor_frontend, utterance, current_step, step_count, created_at, updated_at, finished_at";
@@ -17,45 +21,68 @@ impl Registry {
     /// Records a new deployment with its targets, in one transaction.
     pub async fn create_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord, RegistryError> {
         let _hold = self.hold();
-        let now = to_millis(Utc::now());
-        let scope = json_text(&new.scope)?;
-        let strategy = json_text(&new.strategy)?;
-        let finished = (!new.status.is_active()).then_some(now);
         let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO deployments (extension, version, scope, strategy, status, actor_name, actor_frontend, \
-             utterance, current_step, step_count, created_at, updated_at, finished_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(&new.extension)
-        .bind(&new.version)
-        .bind(scope)
-        .bind(strategy)
-        .bind(new.status.as_str())
-        .bind(&new.actor.name)
-        .bind(&new.actor.frontend)
-        .bind(&new.utterance)
-        .bind(i64::from(new.step_count))
-        .bind(now)
-        .bind(now)
-        .bind(finished)
-        .fetch_one(&mut *tx)
-        .await?;
-        for t in &new.targets {
-            sqlx::query(
-                "INSERT INTO deployment_targets (deployment_id, agent, endpoint, previous_version, step, state) \
-                 VALUES (?, ?, ?, ?, ?, 'pending')",
-            )
-            .bind(id)
-            .bind(&t.agent)
-            .bind(&t.endpoint)
-            .bind(&t.previous_version)
-            .bind(i64::from(t.step))
-            .execute(&mut *tx)
-            .await?;
-        }
+        let id = insert_deployment(&mut tx, new, None).await?;
         tx.commit().await?;
         self.deployment(id).await?.ok_or_else(|| RegistryError::UnknownDeployment(deployment_name(id)))
+    }
+
+    /// Records a new deployment unless one of its agents belongs to an unfinished
+    /// deployment: checked and written in one `BEGIN IMMEDIATE` transaction, which
+    /// takes SQLite's write lock first, so two processes (or tasks) admitting at the
+    /// same instant cannot both see the agents free. With `queue`, an overlapping
+    /// deployment is recorded pending behind the oldest one it overlaps. `events` are
+    /// journalled in the same transaction (its `created` and `planned` events), so
+    /// a deployment never exists without its plan.
+    pub async fn admit_deployment(
+        &self,
+        new: &NewDeployment,
+        queue: bool,
+        events: &[(&str, serde_json::Value)],
+    ) -> Result<Admission, RegistryError> {
+        let _hold = self.hold();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
+            "SELECT t.agent, t.deployment_id FROM deployment_targets t JOIN deployments d ON d.id = t.deployment_id \
+             WHERE d.status IN ({ACTIVE}) ORDER BY d.id, t.rowid"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        let clash: Vec<(String, i64)> =
+            rows.into_iter().filter(|(agent, _)| new.targets.iter().any(|t| t.agent == *agent)).collect();
+        let blocker = clash.first().map(|(_, d)| *d);
+        if let (Some(blocker), false) = (blocker, queue) {
+            let mut agents: Vec<String> = Vec::new();
+            for (agent, d) in clash {
+                if d == blocker && !agents.contains(&agent) {
+                    agents.push(agent);
+                }
+            }
+            return Ok(Admission::Overlap { agents, deployment: deployment_name(blocker) });
+        }
+        let queued = blocker.map(|b| format!("{QUEUED_BEHIND} {}", deployment_name(b)));
+        let mut new = new.clone();
+        if queued.is_some() {
+            new.status = DeploymentStatus::Pending;
+        }
+        let id = insert_deployment(&mut tx, &new, queued.as_deref()).await?;
+        let at = to_millis(Utc::now());
+        let behind = blocker.map(|b| ("queued", serde_json::json!({ "behind": deployment_name(b) })));
+        for (kind, data) in events.iter().map(|(k, d)| (*k, d.clone())).chain(behind) {
+            sqlx::query("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?)")
+                .bind(id)
+                .bind(at)
+                .bind(kind)
+                .bind(data.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let record = self.deployment(id).await?.ok_or_else(|| RegistryError::UnknownDeployment(deployment_name(id)))?;
+        Ok(match blocker {
+            Some(b) => Admission::Queued { record, behind: deployment_name(b) },
+            None => Admission::Created(record),
+        })
     }
 
     /// Sets the status and its reason. A terminal status stamps `finished_at`; an
@@ -303,11 +330,12 @@ impl Registry {
         Ok(out)
     }
 
-    /// Deployments that may still change agents (pending, running, paused), oldest first.
+    /// Deployments that may still change agents (pending, running, paused, rolling
+    /// back), oldest first.
     pub async fn active_deployments(&self) -> Result<Vec<DeploymentRecord>, RegistryError> {
         let _hold = self.hold();
         let rows = sqlx::query(&format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status IN ('pending', 'running', 'paused') ORDER BY id"
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status IN ({ACTIVE}) ORDER BY id"
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -331,6 +359,54 @@ impl Registry {
         record.targets = rows.iter().map(target_from_row).collect::<Result<_, _>>()?;
         Ok(record)
     }
+}
+
+/// The statuses of a deployment that may still change its agents, for SQL.
+const ACTIVE: &str = "'pending', 'running', 'paused', 'rolling_back'";
+
+async fn insert_deployment(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    new: &NewDeployment,
+    reason: Option<&str>,
+) -> Result<i64, RegistryError> {
+    let now = to_millis(Utc::now());
+    let scope = json_text(&new.scope)?;
+    let strategy = json_text(&new.strategy)?;
+    let finished = (!new.status.is_active()).then_some(now);
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO deployments (extension, version, scope, strategy, status, reason, actor_name, actor_frontend, \
+         utterance, current_step, step_count, created_at, updated_at, finished_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&new.extension)
+    .bind(&new.version)
+    .bind(scope)
+    .bind(strategy)
+    .bind(new.status.as_str())
+    .bind(reason)
+    .bind(&new.actor.name)
+    .bind(&new.actor.frontend)
+    .bind(&new.utterance)
+    .bind(i64::from(new.step_count))
+    .bind(now)
+    .bind(now)
+    .bind(finished)
+    .fetch_one(&mut **tx)
+    .await?;
+    for t in &new.targets {
+        sqlx::query(
+            "INSERT INTO deployment_targets (deployment_id, agent, endpoint, previous_version, step, state) \
+             VALUES (?, ?, ?, ?, ?, 'pending')",
+        )
+        .bind(id)
+        .bind(&t.agent)
+        .bind(&t.endpoint)
+        .bind(&t.previous_version)
+        .bind(i64::from(t.step))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(id)
 }
 
 fn require_row(affected: u64, id: i64) -> Result<(), RegistryError> {

@@ -21,9 +21,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use deployments::QUEUED_BEHIND;
 pub use records::{
-    deployment_id_from_name, deployment_name, AuditEntry, AuditResult, DeploymentFilter, DeploymentRecord, EventRecord,
-    NewDeployment, NewTarget, TargetJournal, TargetRecord, TargetState,
+    deployment_id_from_name, deployment_name, Admission, AuditEntry, AuditResult, DeploymentFilter, DeploymentRecord,
+    EventRecord, NewDeployment, NewTarget, TargetJournal, TargetRecord, TargetState,
 };
 pub use report::{Report, TimelineDay};
 pub use routing::{NewRoutingChange, RoutingChange};
@@ -41,6 +42,8 @@ pub enum RegistryError {
     NotADatabase { path: PathBuf },
     #[error("the registry {path} is corrupt ({detail}); it was left untouched")]
     Corrupt { path: PathBuf, detail: String },
+    #[error("could not lock {path} to bring the registry up to date: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
     #[error("could not open the registry {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
     #[error("could not bring the registry {path} up to date: {source}")]
@@ -109,6 +112,9 @@ impl Registry {
             .map_err(|source| open_error(path, source))?;
         let registry = Registry { pool, hold_clock: false };
         registry.check_integrity(path).await?;
+        // Two processes opening a new registry at once would both create its tables
+        // (sqlx takes no lock on SQLite): one migrates at a time.
+        let _migrating = migration_lock(path).await?;
         sqlx::migrate!("./migrations")
             .run(&registry.pool)
             .await
@@ -152,6 +158,21 @@ impl Registry {
             Err(RegistryError::Corrupt { path: path.to_path_buf(), detail: problems.join("; ") })
         }
     }
+}
+
+/// An exclusive OS lock on `<registry>.migrate.lock`, held while migrations run;
+/// released when the file is dropped (or the process dies).
+async fn migration_lock(path: &Path) -> Result<std::fs::File, RegistryError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "parley.db".into());
+    let lock = path.with_file_name(format!("{name}.migrate.lock"));
+    let error = |source| RegistryError::Lock { path: lock.clone(), source };
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock).map_err(error)?;
+    // Blocks until the other process is done: off the async threads.
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(|e| error(std::io::Error::other(e)))?
+        .map_err(error)
 }
 
 fn check_header(path: &Path) -> Result<(), RegistryError> {

@@ -237,3 +237,14 @@ pub struct TargetJournal<'a> {
     pub state: TargetState,
     pub detail: Option<&'a str>,
 }
+
+/// How [`Registry::admit_deployment`](super::Registry::admit_deployment) took a new deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Recorded with the status it was given.
+    Created(DeploymentRecord),
+    /// Recorded pending, behind the unfinished deployment it overlaps.
+    Queued { record: DeploymentRecord, behind: String },
+    /// Not recorded: these agents belong to that unfinished deployment.
+    Overlap { agents: Vec<String>, deployment: String },
+}

@@ -304,3 +304,107 @@ async fn a_database_with_a_damaged_body_is_an_error_not_a_panic() {
     let err = Registry::open(&path).await.unwrap_err();
     assert!(err.to_string().contains(&path.display().to_string()), "{err}");
 }
+
+#[tokio::test]
+async fn two_registries_on_one_file_admitting_the_same_agents_at_once_admit_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("parley.db");
+    let (a, b) = (Registry::open(&path).await.unwrap(), Registry::open(&path).await.unwrap());
+    for round in 0..5 {
+        let agents = ["edge-19", "edge-20", "edge-21"];
+        let new = new_deployment(&agents, DeploymentStatus::Running);
+        let (x, y) = tokio::join!(a.admit_deployment(&new, false, &[]), b.admit_deployment(&new, false, &[]));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let created: Vec<&DeploymentRecord> = [&x, &y]
+            .into_iter()
+            .filter_map(|r| match r {
+                Admission::Created(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(created.len(), 1, "round {round}: {x:?} / {y:?}");
+        let refused = if matches!(x, Admission::Created(_)) { &y } else { &x };
+        assert_eq!(
+            refused,
+            &Admission::Overlap { agents: agents.map(String::from).to_vec(), deployment: created[0].name.clone() }
+        );
+        a.set_status(created[0].id, DeploymentStatus::Succeeded, None).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_rolling_back_deployment_is_unfinished_and_queues_what_overlaps_it() {
+    let reg = Registry::open_in_memory().await.unwrap();
+    let d = reg.create_deployment(&new_deployment(&["edge-1", "edge-2"], DeploymentStatus::Running)).await.unwrap();
+    reg.set_status(d.id, DeploymentStatus::RollingBack, Some("returning")).await.unwrap();
+    let got = reg.deployment(d.id).await.unwrap().unwrap();
+    assert_eq!((got.status, got.finished_at), (DeploymentStatus::RollingBack, None));
+    assert_eq!(reg.active_deployments().await.unwrap().len(), 1);
+    let events = [("created", serde_json::json!({})), ("planned", serde_json::json!({ "plan": null }))];
+    let queued = reg
+        .admit_deployment(&new_deployment(&["edge-2", "edge-3"], DeploymentStatus::Running), true, &events)
+        .await
+        .unwrap();
+    let Admission::Queued { record, behind } = queued else { panic!("{queued:?}") };
+    assert_eq!(
+        (record.status, record.reason.as_deref(), behind.as_str()),
+        (DeploymentStatus::Pending, Some("queued behind d-1"), "d-1")
+    );
+    let kinds: Vec<String> = reg.events(record.id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["created", "planned", "queued"], "journalled with the deployment, in one transaction");
+}
+
+#[tokio::test]
+async fn the_rolling_back_migration_keeps_every_deployment_target_and_event() {
+    // A registry as the previous release left it (migrations 1 and 2 only).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("parley.db");
+    {
+        let options =
+            sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true).foreign_keys(true);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.migrations =
+            std::borrow::Cow::Owned(migrator.migrations.iter().filter(|m| m.version < 3).cloned().collect());
+        migrator.run(&pool).await.unwrap();
+        let scope = serde_json::to_string(&Scope::region("ap-south")).unwrap();
+        let strategy = serde_json::to_string(&Strategy::of(StrategyKind::Rolling)).unwrap();
+        for status in ["running", "failed"] {
+            sqlx::query(
+                "INSERT INTO deployments (extension, version, scope, strategy, status, actor_name, actor_frontend, \
+                 utterance, created_at, updated_at) VALUES ('a', '1', ?, ?, ?, 'x', 'y', 'z', 1, 1)",
+            )
+            .bind(&scope)
+            .bind(&strategy)
+            .bind(status)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        for sql in [
+            "DELETE FROM deployments WHERE id = 2",
+            "INSERT INTO deployment_targets (deployment_id, agent, endpoint, step, state) \
+             VALUES (1, 'edge-1', 'http://e', 0, 'installed')",
+            "INSERT INTO events (deployment_id, at, kind, data) VALUES (1, 1, 'created', '{}')",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+    let reg = Registry::open(&path).await.unwrap();
+    let d = reg.deployment(1).await.unwrap().unwrap();
+    assert_eq!((d.status, d.targets.len()), (DeploymentStatus::Running, 1));
+    assert_eq!(reg.events(1).await.unwrap().len(), 1);
+    reg.set_status(1, DeploymentStatus::RollingBack, None).await.unwrap();
+    // Ids are never handed out twice, even the deleted d-2's.
+    let next = reg.create_deployment(&new_deployment(&["edge-9"], DeploymentStatus::Running)).await.unwrap();
+    assert_eq!(next.name, "d-3");
+    // Targets and events still belong to their deployment.
+    sqlx::query("DELETE FROM deployments WHERE id = 1").execute(&reg.pool).await.unwrap();
+    assert!(reg.events(1).await.unwrap().is_empty());
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deployment_targets WHERE deployment_id = 1")
+        .fetch_one(&reg.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}

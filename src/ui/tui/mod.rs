@@ -142,6 +142,11 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
     app.input.history = load_history(&history_file);
     app.sample_series();
     for d in parley.interrupted() {
+        if d.status == crate::ops::DeploymentStatus::RollingBack {
+            let why = d.reason.as_deref().unwrap_or("returning its agents");
+            app.notice(format!("{} was rolling back when Parley stopped; finishing it now: {why}", d.name));
+            continue;
+        }
         app.notice(format!(
             "{} was interrupted ({}); say \"resume {}\" or \"roll back {}\".",
             d.name,

@@ -91,7 +91,7 @@ fn region_color(h: RegionHealth) -> Color {
 fn deployment_color(s: DeploymentStatus) -> Color {
     match s {
         DeploymentStatus::Pending | DeploymentStatus::Running => Color::Cyan,
-        DeploymentStatus::Paused => Color::Yellow,
+        DeploymentStatus::Paused | DeploymentStatus::RollingBack => Color::Yellow,
         DeploymentStatus::Succeeded => Color::Green,
         DeploymentStatus::Failed | DeploymentStatus::Aborted | DeploymentStatus::RolledBack => Color::Red,
     }
