@@ -253,6 +253,9 @@ impl Session {
                 Outcome::NotUnderstood | Outcome::Failed => AuditResult::Failed,
                 Outcome::Refused => AuditResult::Refused,
                 Outcome::Infeasible => AuditResult::Infeasible,
+                // Nothing was carried out: the row must not read as if it had been.
+                Outcome::NeedsConfirmation | Outcome::NeedsInput => AuditResult::Asked,
+                Outcome::Cancelled => AuditResult::Cancelled,
                 _ => AuditResult::Ok,
             };
             let entry = AuditEntry::new(&self.actor, utterance, reply.operation.as_ref(), result, &reply.message);

@@ -166,10 +166,16 @@ pub struct DeploymentFilter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditResult {
+    /// Carried out (a question answered, or a change made).
     Ok,
     Refused,
     Infeasible,
     Failed,
+    /// Put to the operator, nothing carried out: a yes/no or a missing detail. The
+    /// operation recorded is the one that would run.
+    Asked,
+    /// A proposal withdrawn before it ran.
+    Cancelled,
 }
 
 impl AuditResult {
@@ -179,13 +185,22 @@ impl AuditResult {
             AuditResult::Refused => "refused",
             AuditResult::Infeasible => "infeasible",
             AuditResult::Failed => "failed",
+            AuditResult::Asked => "asked",
+            AuditResult::Cancelled => "cancelled",
         }
     }
 
     pub fn parse(s: &str) -> Option<AuditResult> {
-        [AuditResult::Ok, AuditResult::Refused, AuditResult::Infeasible, AuditResult::Failed]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            AuditResult::Ok,
+            AuditResult::Refused,
+            AuditResult::Infeasible,
+            AuditResult::Failed,
+            AuditResult::Asked,
+            AuditResult::Cancelled,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 
