@@ -9,6 +9,7 @@ use parley::app::Parley;
 use parley::config::Config;
 use parley::ops::{Actor, DeploymentStatus, Role, Scope, Strategy, StrategyKind};
 use parley::orchestrate::lifecycle::{self, Stage};
+use parley::orchestrate::{DeployRequest, Placement, Target, WAITING_FOR_PROMOTE};
 use parley::registry::{DeploymentRecord, NewDeployment, NewTarget, TargetState};
 use parley::reply::Outcome;
 
@@ -39,7 +40,10 @@ fn shape(status: DeploymentStatus, reason: Option<&'static str>, targets: &[(u32
     Shape { status, reason, kind: StrategyKind::Rolling, current_step: 0, step_count: 2, targets: targets.to_vec() }
 }
 
-/// One of every stage the lifecycle describes, and the blue-green switch.
+/// One of every stage the lifecycle describes, and the blue-green switch. Running and
+/// rolling back have no task behind them: the test must hold the drive lock throughout
+/// (see [`hold_the_drive_lock`]), or the first control to take it would rightly take
+/// them over as left by a dead Parley.
 fn every_stage() -> Vec<Shape> {
     use DeploymentStatus as D;
     use TargetState as T;
@@ -66,6 +70,7 @@ fn every_stage() -> Vec<Shape> {
         shape(D::Failed, Some("rollback incomplete: edge-1 unreachable"), &[(0, T::Failed)]),
         shape(D::RolledBack, Some("health gate failed at step 1 of 2"), &[(0, T::RolledBack)]),
         shape(D::Aborted, Some("aborted by alice at step 1 of 2"), &[(0, T::RolledBack)]),
+        shape(D::RollingBack, Some("aborted by alice at step 1 of 2"), &[(0, T::Installed)]),
     ]
 }
 
@@ -83,6 +88,60 @@ impl Agents {
     fn take(&mut self) -> (String, String, String) {
         self.0.pop().expect("enough demo agents for every deployment")
     }
+}
+
+/// Starts a real two-step rollout on two agents of `agents` (so no other deployment of
+/// the test uses them) that waits for promote after its first step, and waits until it
+/// does. Its task stays alive, so this process holds the data directory's drive lock
+/// until the rollout is aborted: as a live Parley would while the deployments the test
+/// fabricates are its own, and none is taken over as left by a dead one.
+async fn hold_the_drive_lock(parley: &Parley, agents: &mut Agents) -> DeploymentRecord {
+    let topo = parley.services().topology.snapshot();
+    let targets: Vec<Target> = (0..2)
+        .map(|_| {
+            let (name, _, _) = agents.take();
+            let a = topo.agent(&name).expect("a demo agent");
+            Target {
+                agent: name,
+                endpoint: a.endpoint.clone(),
+                previous: a.extensions.get("auth-filter").cloned(),
+                placement: Placement {
+                    region: a.region.clone(),
+                    zone: a.zone.clone(),
+                    labels: a.labels.clone(),
+                    capabilities: a.capabilities.clone(),
+                },
+            }
+        })
+        .collect();
+    let orchestrator = &parley.services().orchestrator;
+    let rec = orchestrator
+        .start(DeployRequest {
+            extension: "auth-filter".into(),
+            version: "2.1.0".into(),
+            scope: Scope::region(&targets[0].placement.region),
+            strategy: Strategy { batch_size: Some(1), ..Strategy::of(StrategyKind::Rolling) },
+            targets,
+            actor: alice(),
+            utterance: "roll out auth-filter 2.1.0 in batches of 1 with approval".into(),
+            require_approval: Some(true),
+            max_failures: None,
+            queue: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the rollout that holds the drive lock: {e}"));
+    assert_eq!(rec.step_count, 2);
+    // Settled: its task is held (or has ended, which the asserts below would catch).
+    orchestrator.wait_settled().await;
+    let held = parley.services().registry.deployment_by_name(&rec.name).await.unwrap().unwrap();
+    assert_eq!(held.status, DeploymentStatus::Paused, "{}: {:?}", held.name, held.reason);
+    assert!(
+        held.reason.as_deref().is_some_and(|r| r.starts_with(WAITING_FOR_PROMOTE)),
+        "{}: {:?}",
+        held.name,
+        held.reason
+    );
+    held
 }
 
 async fn create(parley: &Parley, agents: &mut Agents, s: &Shape) -> DeploymentRecord {
@@ -126,6 +185,7 @@ async fn every_follow_up_offered_for_every_state_is_carried_out_not_refused() {
     let dir = tempfile::tempdir().unwrap();
     let parley = Parley::start(&config(dir.path())).await.unwrap();
     let mut agents = Agents::of(&parley);
+    let holder = hold_the_drive_lock(&parley, &mut agents).await;
     let mut session = parley.session(alice());
     let mut tried = 0;
     for s in every_stage() {
@@ -160,6 +220,10 @@ async fn every_follow_up_offered_for_every_state_is_carried_out_not_refused() {
         }
     }
     assert!(tried >= 20, "only {tried} follow-ups were tried");
+    // Still held for promote: nothing took it over, and the lock was ours throughout.
+    let still = parley.services().registry.deployment_by_name(&holder.name).await.unwrap().unwrap();
+    assert_eq!((still.status, still.reason), (holder.status, holder.reason));
+    parley.services().orchestrator.abort(&holder.name, &alice()).await.unwrap();
     parley.services().orchestrator.wait_idle().await;
     parley.shutdown().await;
 }
