@@ -9,6 +9,7 @@ use super::{from_millis, to_millis, Registry, RegistryError};
 impl Registry {
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<(), RegistryError> {
         let _hold = self.hold();
+        let _write = self.write_lock().await;
         sqlx::query(
             "INSERT INTO audit (at, actor_name, actor_frontend, role, utterance, operation, result, message) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

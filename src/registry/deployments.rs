@@ -19,11 +19,17 @@ const DEPLOYMENT_COLUMNS: &str = "id, extension, version, scope, strategy, statu
 
 impl Registry {
     /// Records a new deployment with its targets, in one transaction.
+    ///
+    /// Every write takes [`Registry::write_lock`] first, and a transaction that writes
+    /// begins `IMMEDIATE` (it takes SQLite's write lock up front, where the busy
+    /// timeout applies, never upgrading a read it began with).
     pub async fn create_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord, RegistryError> {
         let _hold = self.hold();
-        let mut tx = self.pool.begin().await?;
+        let write = self.write_lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let id = insert_deployment(&mut tx, new, None).await?;
         tx.commit().await?;
+        drop(write);
         self.deployment(id).await?.ok_or_else(|| RegistryError::UnknownDeployment(deployment_name(id)))
     }
 
@@ -41,6 +47,9 @@ impl Registry {
         events: &[(&str, serde_json::Value)],
     ) -> Result<Admission, RegistryError> {
         let _hold = self.hold();
+        // In-process writers queue on the write lock; another process's admission
+        // waits on SQLite's (BEGIN IMMEDIATE, within the busy timeout).
+        let write = self.write_lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
             "SELECT t.agent, t.deployment_id FROM deployment_targets t JOIN deployments d ON d.id = t.deployment_id \
@@ -78,6 +87,7 @@ impl Registry {
                 .await?;
         }
         tx.commit().await?;
+        drop(write);
         let record = self.deployment(id).await?.ok_or_else(|| RegistryError::UnknownDeployment(deployment_name(id)))?;
         Ok(match blocker {
             Some(b) => Admission::Queued { record, behind: deployment_name(b) },
@@ -94,6 +104,7 @@ impl Registry {
         reason: Option<&str>,
     ) -> Result<(), RegistryError> {
         let _hold = self.hold();
+        let _write = self.write_lock().await;
         let now = to_millis(Utc::now());
         let finished = (!status.is_active()).then_some(now);
         let done =
@@ -111,6 +122,7 @@ impl Registry {
     /// Changes only the reason (progress of a rollback that runs after the status was set).
     pub async fn set_reason(&self, id: i64, reason: &str) -> Result<(), RegistryError> {
         let _hold = self.hold();
+        let _write = self.write_lock().await;
         let done = sqlx::query("UPDATE deployments SET reason = ?, updated_at = ? WHERE id = ?")
             .bind(reason)
             .bind(to_millis(Utc::now()))
@@ -122,6 +134,7 @@ impl Registry {
 
     pub async fn set_current_step(&self, id: i64, step: u32) -> Result<(), RegistryError> {
         let _hold = self.hold();
+        let _write = self.write_lock().await;
         let done = sqlx::query("UPDATE deployments SET current_step = ?, updated_at = ? WHERE id = ?")
             .bind(i64::from(step))
             .bind(to_millis(Utc::now()))
@@ -140,6 +153,7 @@ impl Registry {
         detail: Option<&str>,
     ) -> Result<(), RegistryError> {
         let _hold = self.hold();
+        let _write = self.write_lock().await;
         let done =
             sqlx::query("UPDATE deployment_targets SET state = ?, detail = ? WHERE deployment_id = ? AND agent = ?")
                 .bind(state.as_str())
@@ -158,6 +172,7 @@ impl Registry {
     /// learns it when it starts).
     pub async fn set_target_previous(&self, id: i64, agent: &str, previous: Option<&str>) -> Result<(), RegistryError> {
         let _hold = self.hold();
+        let _write = self.write_lock().await;
         sqlx::query("UPDATE deployment_targets SET previous_version = ? WHERE deployment_id = ? AND agent = ?")
             .bind(previous)
             .bind(id)
@@ -170,6 +185,7 @@ impl Registry {
     /// Puts every target that is not in `keep` back to pending (a retry starts over on them).
     pub async fn reset_targets(&self, id: i64, keep: TargetState) -> Result<(), RegistryError> {
         let _hold = self.hold();
+        let _write = self.write_lock().await;
         sqlx::query(
             "UPDATE deployment_targets SET state = 'pending', detail = NULL WHERE deployment_id = ? AND state != ?",
         )
@@ -188,6 +204,7 @@ impl Registry {
         data: &serde_json::Value,
     ) -> Result<i64, RegistryError> {
         let _hold = self.hold();
+        let _write = self.write_lock().await;
         let id =
             sqlx::query_scalar("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?) RETURNING id")
                 .bind(deployment)
@@ -204,7 +221,8 @@ impl Registry {
     /// would otherwise cost two thousand separate synchronous commits.
     pub async fn journal_targets(&self, id: i64, entries: &[TargetJournal<'_>]) -> Result<(), RegistryError> {
         let _hold = self.hold();
-        let mut tx = self.pool.begin().await?;
+        let _write = self.write_lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let at = to_millis(Utc::now());
         for e in entries {
             sqlx::query("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?)")

@@ -16,6 +16,7 @@ mod tests;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -56,10 +57,17 @@ pub enum RegistryError {
     UnknownDeployment(String),
 }
 
+/// How long a write waits for SQLite's write lock while another process holds it.
+/// Writers in one process never wait on it (see [`Registry::write_lock`]): this only
+/// bounds cross-process contention, so it is generous.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A handle on the registry. Cheap to clone (a connection pool inside).
 #[derive(Debug, Clone)]
 pub struct Registry {
     pool: SqlitePool,
+    /// Serialises this process's writes to the database file: see [`Registry::write_lock`].
+    writer: Arc<tokio::sync::Mutex<()>>,
     /// Hold tokio's clock while a query runs (in-memory registries: see [`ClockHold`]).
     hold_clock: bool,
 }
@@ -91,6 +99,10 @@ impl Registry {
     /// A file that is not a SQLite database, or is corrupt, is an error naming the path
     /// and is not modified.
     pub async fn open(path: &Path) -> Result<Registry, RegistryError> {
+        Registry::open_with(path, BUSY_TIMEOUT).await
+    }
+
+    async fn open_with(path: &Path, busy_timeout: Duration) -> Result<Registry, RegistryError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|source| RegistryError::CreateDir { path: dir.to_path_buf(), source })?;
@@ -104,21 +116,24 @@ impl Registry {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(busy_timeout);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .map_err(|source| open_error(path, source))?;
-        let registry = Registry { pool, hold_clock: false };
+        let registry = Registry { pool, writer: file_writer(path), hold_clock: false };
         registry.check_integrity(path).await?;
         // Two processes opening a new registry at once would both create its tables
         // (sqlx takes no lock on SQLite): one migrates at a time.
         let _migrating = migration_lock(path).await?;
-        sqlx::migrate!("./migrations")
-            .run(&registry.pool)
-            .await
-            .map_err(|source| RegistryError::Migrate { path: path.to_path_buf(), source })?;
+        {
+            let _write = registry.write_lock().await;
+            sqlx::migrate!("./migrations")
+                .run(&registry.pool)
+                .await
+                .map_err(|source| RegistryError::Migrate { path: path.to_path_buf(), source })?;
+        }
         Ok(registry)
     }
 
@@ -140,7 +155,22 @@ impl Registry {
             .await
             .map_err(|source| RegistryError::Open { path: path.clone(), source })?;
         sqlx::migrate!("./migrations").run(&pool).await.map_err(|source| RegistryError::Migrate { path, source })?;
-        Ok(Registry { pool, hold_clock: true })
+        Ok(Registry { pool, writer: Arc::default(), hold_clock: true })
+    }
+
+    /// Taken by every write, before its connection: one write at a time per database
+    /// file in this process, in arrival order (tokio's mutex is fair).
+    ///
+    /// SQLite has a single write lock per file, and a connection that finds it taken
+    /// polls for it (its busy handler sleeps up to 100 ms between tries) until the
+    /// busy timeout. Writers racing for it through the pool's several connections can
+    /// lose every poll: under a drain's hundreds of concurrent writes on a loaded
+    /// machine, with `synchronous = FULL` making each commit an fsync, one of them
+    /// outwaited the timeout and failed with `database is locked`. Queued here they
+    /// never contend for SQLite's lock, and the busy timeout is left to bound only
+    /// another process's writes. Reads take no lock (WAL).
+    async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
     }
 
     /// Held by every query: see [`ClockHold`].
@@ -158,6 +188,21 @@ impl Registry {
             Err(RegistryError::Corrupt { path: path.to_path_buf(), detail: problems.join("; ") })
         }
     }
+}
+
+/// The write lock shared by every [`Registry`] this process opened on the file at
+/// `path` (tests and tools open a second one beside Parley's).
+fn file_writer(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+    static WRITERS: Mutex<Vec<(PathBuf, Weak<tokio::sync::Mutex<()>>)>> = Mutex::new(Vec::new());
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut writers = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    writers.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(writer) = writers.iter().find(|(p, _)| *p == key).and_then(|(_, w)| w.upgrade()) {
+        return writer;
+    }
+    let writer = Arc::new(tokio::sync::Mutex::new(()));
+    writers.push((key, Arc::downgrade(&writer)));
+    writer
 }
 
 /// An exclusive OS lock on `<registry>.migrate.lock`, held while migrations run;

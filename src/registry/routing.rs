@@ -62,8 +62,9 @@ impl Registry {
     /// Journals `change` and makes its `after` the stored table; answers the new version.
     pub async fn record_routing_change(&self, change: &NewRoutingChange<'_>) -> Result<i64, RegistryError> {
         let _hold = self.hold();
+        let _write = self.write_lock().await;
         let json = |t: &RoutingTable| serde_json::to_string(t).map_err(|e| RegistryError::Data(e.to_string()));
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let id = sqlx::query(
             "INSERT INTO routing_changes (at, actor, frontend, kind, reason, before, after) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
