@@ -118,15 +118,15 @@ fn a_rollout_confirmation_shows_its_plan_as_a_table() {
     assert_eq!(t["needs_confirmation"], true, "{t}");
     let table = &t["table"];
     assert_eq!(table["title"], "Plan", "{t}");
-    assert_eq!(strings(&table["columns"]), ["Step", "Phase", "Agents", "Reached", "Bake", "Gate", "Then"]);
+    // A canary has no phase names, so the plan has no phase column.
+    assert_eq!(strings(&table["columns"]), ["Step", "Agents", "Reached", "Bake", "Gate", "Then"]);
     let gate = "error rate < 1%, p95 < 500 ms, cpu < 80%, memory < 85%";
     assert_eq!(
         table["rows"],
         json!([
-            ["1", "-", "3: edge-1, edge-2, edge-3", "3 of 12 (25%)", "50 ms", gate, "next step"],
+            ["1", "3: edge-1, edge-2, edge-3", "3 of 12 (25%)", "50 ms", gate, "next step"],
             [
                 "2",
-                "-",
                 "9: edge-4, edge-5, edge-6, core-1, core-2, core-3 and 3 more",
                 "12 of 12 (100%)",
                 "50 ms",
@@ -136,6 +136,13 @@ fn a_rollout_confirmation_shows_its_plan_as_a_table() {
         ]),
         "{t}"
     );
+    chat.say("no");
+    // Phases have names, and then the plan shows them.
+    let t = chat.say("progressive rollout of auth-filter 2.1 to eu-west by zone");
+    assert_eq!(t["needs_confirmation"], true, "{t}");
+    assert_eq!(strings(&t["table"]["columns"]), ["Step", "Phase", "Agents", "Reached", "Bake", "Gate", "Then"]);
+    let phases: Vec<&str> = t["table"]["rows"].as_array().unwrap().iter().map(|r| r[1].as_str().unwrap()).collect();
+    assert_eq!(phases, ["eu-west-a", "eu-west-b"], "{t}");
     chat.say("no");
     chat.finish();
 }

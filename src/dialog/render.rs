@@ -692,9 +692,16 @@ fn verb_of(control: Control) -> &'static str {
 }
 
 /// A rollout's plan as the confirmation shows it: one row per step with its agents,
-/// bake, gate and what it waits for after.
+/// bake, gate and what it waits for after. The phase column is there only when a
+/// step has a phase name (progressive rollouts), since a column of dashes says nothing.
 pub(super) fn plan_table(plan: &Plan, settings: &RolloutSettings) -> Table {
-    let mut t = Table::new("Plan", &["Step", "Phase", "Agents", "Reached", "Bake", "Gate", "Then"]);
+    let phased = plan.steps.iter().any(|s| s.name.is_some());
+    let columns: &[&str] = if phased {
+        &["Step", "Phase", "Agents", "Reached", "Bake", "Gate", "Then"]
+    } else {
+        &["Step", "Agents", "Reached", "Bake", "Gate", "Then"]
+    };
+    let mut t = Table::new("Plan", columns);
     let total = plan.agent_count();
     let mut reached = 0;
     let gate = crate::orchestrate::describe_gate(&settings.gate);
@@ -716,15 +723,18 @@ pub(super) fn plan_table(plan: &Plan, settings: &RolloutSettings) -> Table {
             None if i + 1 == plan.steps.len() => "done",
             None => "next step",
         };
-        t.push(vec![
-            (i + 1).to_string(),
-            s.name.clone().unwrap_or_else(|| "-".into()),
+        let mut row = vec![(i + 1).to_string()];
+        if phased {
+            row.push(s.name.clone().unwrap_or_else(|| "-".into()));
+        }
+        row.extend([
             agents,
             format!("{reached} of {total} ({}%)", s.cumulative_percent),
             if s.switch { "-".into() } else { bake.clone() },
             if s.switch { "-".into() } else { gate.clone() },
             then.to_string(),
         ]);
+        t.push(row);
     }
     t
 }
