@@ -77,6 +77,7 @@ fn status_color(s: AgentStatus) -> Color {
         AgentStatus::Suspect => Color::Magenta,
         AgentStatus::Down => Color::Red,
         AgentStatus::Cordoned => Color::Blue,
+        AgentStatus::Flapping => Color::LightRed,
     }
 }
 
@@ -377,6 +378,7 @@ fn counts_spans(c: &Counts) -> Vec<Span<'static>> {
         (c.suspect, AgentStatus::Suspect),
         (c.down, AgentStatus::Down),
         (c.cordoned, AgentStatus::Cordoned),
+        (c.flapping, AgentStatus::Flapping),
     ] {
         if n > 0 {
             out.push(Span::styled(format!("{n} {} ", status.as_str()), Style::new().fg(status_color(status))));
@@ -430,7 +432,7 @@ fn fleet_row_line(app: &App, row: &FleetRow, selected: bool, width: usize) -> Li
         }
         FleetRow::Agent(i) => {
             let Some(a) = app.topology.agents().get(*i) else { return Line::raw("") };
-            let status = AgentStatus::of(a.liveness, a.state);
+            let status = AgentStatus::of(a);
             let metrics = match a.reading(app.topology.as_of()) {
                 Reading::Live(m) => format!("err {:>4.1}%  p95 {:>4.0} ms", m.error_rate_pct, m.p95_ms),
                 Reading::NoTraffic { .. } => "no traffic".to_string(),
@@ -488,7 +490,7 @@ fn render_fleet(frame: &mut Frame, app: &App, area: Rect) {
         frame.render_widget(Paragraph::new(lines), list);
     }
     if let (Some(a), Some(d)) = (agent, detail) {
-        let status = AgentStatus::of(a.liveness, a.state);
+        let status = AgentStatus::of(a);
         let block = Block::new()
             .borders(Borders::TOP)
             .border_style(Style::new().fg(Color::DarkGray))

@@ -11,7 +11,7 @@ use crate::agent::protocol::ServingState;
 use crate::orchestrate::RolloutEvent;
 use crate::registry::DeploymentRecord;
 use crate::reply::Reply;
-use crate::topology::{HealthThresholds, Liveness, RegionHealth, Topology};
+use crate::topology::{AgentView, HealthThresholds, Liveness, RegionHealth, Topology};
 
 /// How many samples a region's sparkline keeps (one per topology tick).
 pub const SPARK_LEN: usize = 60;
@@ -159,6 +159,8 @@ pub struct Counts {
     pub down: usize,
     /// Reachable but not taking work (cordoned, draining, drained, restarting).
     pub cordoned: usize,
+    /// Answering and silent by turns: whatever the last poll caught, not healthy.
+    pub flapping: usize,
 }
 
 impl Counts {
@@ -169,15 +171,18 @@ impl Counts {
             AgentStatus::Suspect => self.suspect += 1,
             AgentStatus::Down => self.down += 1,
             AgentStatus::Cordoned => self.cordoned += 1,
+            AgentStatus::Flapping => self.flapping += 1,
         }
     }
 
     pub fn total(&self) -> usize {
-        self.healthy + self.degraded + self.suspect + self.down + self.cordoned
+        self.healthy + self.degraded + self.suspect + self.down + self.cordoned + self.flapping
     }
 }
 
-/// The one colour-worthy status of an agent: liveness first, then serving state.
+/// The one colour-worthy status of an agent: liveness first, then flapping (an agent
+/// that keeps dropping out is never shown healthy, whatever the last poll caught, as
+/// `AgentView::is_healthy` says for every reply), then serving state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentStatus {
     Healthy,
@@ -185,14 +190,16 @@ pub enum AgentStatus {
     Suspect,
     Down,
     Cordoned,
+    Flapping,
 }
 
 impl AgentStatus {
-    pub fn of(liveness: Liveness, state: ServingState) -> AgentStatus {
-        match liveness {
+    pub fn of(a: &AgentView) -> AgentStatus {
+        match a.liveness {
             Liveness::Down => AgentStatus::Down,
             Liveness::Suspect => AgentStatus::Suspect,
-            _ if state != ServingState::Active => AgentStatus::Cordoned,
+            _ if a.flapping.is_some() => AgentStatus::Flapping,
+            _ if a.state != ServingState::Active => AgentStatus::Cordoned,
             Liveness::Degraded => AgentStatus::Degraded,
             Liveness::Healthy => AgentStatus::Healthy,
         }
@@ -205,6 +212,7 @@ impl AgentStatus {
             AgentStatus::Suspect => "suspect",
             AgentStatus::Down => "down",
             AgentStatus::Cordoned => "cordoned",
+            AgentStatus::Flapping => "flapping",
         }
     }
 }
@@ -384,7 +392,7 @@ impl App {
             return true;
         }
         let Some(a) = self.topology.agents().get(i) else { return false };
-        let status = AgentStatus::of(a.liveness, a.state).as_str();
+        let status = AgentStatus::of(a).as_str();
         needle.split_whitespace().all(|word| {
             a.name.contains(word)
                 || a.region.contains(word)
@@ -429,13 +437,14 @@ impl App {
                 let mut counts = Counts::default();
                 for &i in members {
                     let a = &topo.agents()[i];
-                    counts.add(AgentStatus::of(a.liveness, a.state));
+                    counts.add(AgentStatus::of(a));
                 }
                 region_counts.healthy += counts.healthy;
                 region_counts.degraded += counts.degraded;
                 region_counts.suspect += counts.suspect;
                 region_counts.down += counts.down;
                 region_counts.cordoned += counts.cordoned;
+                region_counts.flapping += counts.flapping;
                 rows.push(FleetRow::Zone { name: zone.to_string(), counts });
                 for &i in members {
                     agent_rows.push(rows.len());

@@ -107,6 +107,27 @@ fn from_col(line: &str, from: usize) -> String {
 }
 
 #[test]
+fn a_flapping_agent_is_shown_flapping_in_the_fleet_pane_never_healthy() {
+    let t = demo_topology().unwrap();
+    let mut agents = t.agents().to_vec();
+    for a in agents.iter_mut().filter(|a| a.name == "edge-14") {
+        // The last poll caught it answering; it keeps dropping out all the same.
+        a.flapping = Some(crate::topology::Flapping { changes: 30, window: std::time::Duration::from_secs(60) });
+    }
+    let mut a = app();
+    a.set_topology(Arc::new(Topology::new(agents, t.catalog_arc(), None)));
+    a.focus = Pane::Fleet;
+    a.set_filter("eu-west-a");
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert_eq!(lines[3], "│  eu-west-a    5 healthy 1 flapping                                           │");
+    assert!(lines[5].starts_with("│    edge-14    flapping  "), "{}", lines[5]);
+    // The filter knows the word, as it knows "down".
+    a.set_filter("flapping");
+    let lines = buffer_to_lines(&a, 80, 24);
+    assert!(lines[4].starts_with("│    edge-14    flapping  "), "{}", lines[4]);
+}
+
+#[test]
 fn a_partitioned_region_in_the_fleet_pane_at_80x24() {
     let mut a = app();
     a.set_topology(Arc::new(partitioned("eu-west")));
