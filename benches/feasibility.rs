@@ -22,6 +22,7 @@ fn feasibility(c: &mut Criterion) {
         require_approval: None,
         max_failures: None,
         queue: false,
+        gate: Vec::new(),
     };
     let region = deploy("auth-filter", "2.1.0", Scope::region("eu-west"));
     let fleet = deploy("waf-rules", "2024.2", Scope::fleet());

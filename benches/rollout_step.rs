@@ -70,6 +70,7 @@ async fn run() {
             require_approval: None,
             max_failures: None,
             queue: false,
+            gate: Vec::new(),
         };
         let started = Instant::now();
         let rec = match orch.start(request).await {

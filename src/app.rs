@@ -46,6 +46,8 @@ pub enum StartError {
     Routing(#[from] crate::routing::RoutingError),
     #[error(transparent)]
     Discovery(#[from] crate::topology::discovery::DiscoveryError),
+    #[error(transparent)]
+    Metrics(#[from] crate::analysis::PromError),
 }
 
 /// Everything a dialog session needs, shared by all sessions.
@@ -143,6 +145,9 @@ impl Parley {
         };
         let orchestrator = Orchestrator::new(registry.clone(), client.clone(), settings);
         orchestrator.watch_fleet(poller.handle());
+        if let Some(metrics) = &config.metrics {
+            orchestrator.use_prometheus(crate::analysis::Prometheus::new(metrics.clone())?);
+        }
         // Beside the registry it guards: one process drives that registry's rollouts.
         let db = config.db_path();
         orchestrator.lock_data_dir(&db.with_file_name(format!(

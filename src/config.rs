@@ -36,6 +36,10 @@
 //! timeout_ms = 10000
 //! mode = "auto"                          # auto | json_schema | tools | plain
 //! prompts_dir = "prompts"                # replaces the built-in system prompt and examples
+//! [metrics]                              # omit to keep the built-in health gates
+//! prometheus = "http://127.0.0.1:9090"   # asked by the catalog's analysis templates
+//! token_env = "PARLEY_PROMETHEUS_TOKEN"  # bearer token, or username + password_env
+//! timeout_ms = 5000
 //! [slack]                                # `parley slack`; see `slack::config` for every key
 //! mode = "socket"
 //! [slack.users]
@@ -101,6 +105,9 @@ pub struct Config {
     pub slack: crate::slack::config::SlackSettings,
     /// The `[routing]` section.
     pub routing: crate::routing::RoutingSettings,
+    /// The `[metrics]` section: the Prometheus that analysis templates ask; `None`
+    /// keeps the built-in gates.
+    pub metrics: Option<crate::analysis::PrometheusConfig>,
 }
 
 /// How structured output is asked of the model.
@@ -160,6 +167,50 @@ struct FileConfig {
     slack: Option<crate::slack::config::SlackFile>,
     #[serde(default)]
     routing: RoutingFile,
+    metrics: Option<MetricsFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    prometheus: Option<String>,
+    /// Environment variable holding a bearer token.
+    token_env: Option<String>,
+    /// Basic auth: the user, with the password in `password_env`.
+    username: Option<String>,
+    password_env: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+impl MetricsFile {
+    fn resolve(self) -> Result<crate::analysis::PrometheusConfig, String> {
+        use crate::analysis::Auth;
+        let url = self.prometheus.unwrap_or_default().trim().trim_end_matches('/').to_string();
+        let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+            return Err("metrics.prometheus must be an http:// or https:// URL".into());
+        };
+        if rest.split('/').next().is_some_and(|host| host.contains('@')) {
+            // A password in the URL would end up in every error message.
+            return Err("metrics.prometheus must not carry credentials; use username and password_env, or token_env".into());
+        }
+        let secret = |var: &str| {
+            std::env::var(var).ok().filter(|v| !v.is_empty()).ok_or_else(|| format!("the environment variable {var} is not set"))
+        };
+        let auth = match (self.token_env, self.username, self.password_env) {
+            (Some(_), Some(_), _) => return Err("metrics: use token_env or username, not both".into()),
+            (Some(var), None, _) => Auth::Bearer(secret(&var).map_err(|e| format!("metrics.token_env: {e}"))?),
+            (None, Some(username), Some(var)) => {
+                Auth::Basic { username, password: secret(&var).map_err(|e| format!("metrics.password_env: {e}"))? }
+            }
+            (None, Some(_), None) => return Err("metrics.username needs password_env".into()),
+            (None, None, _) => Auth::None,
+        };
+        let timeout_ms = self.timeout_ms.unwrap_or(5000);
+        if !(100..=60_000).contains(&timeout_ms) {
+            return Err("metrics.timeout_ms must be between 100 and 60000".into());
+        }
+        Ok(crate::analysis::PrometheusConfig { url, auth, timeout: Duration::from_millis(timeout_ms) })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -298,7 +349,12 @@ impl Config {
             Some(section) => section.resolve(rel).map_err(|reason| bad(origin.as_deref(), &reason))?,
             None => crate::slack::config::SlackSettings::default(),
         };
+        let metrics = match file.metrics {
+            Some(m) => Some(m.resolve().map_err(|reason| bad(origin.as_deref(), &reason))?),
+            None => None,
+        };
         let config = Config {
+            metrics,
             data_dir,
             db: file.db.map(rel),
             intents_dir: file.intents_dir.map(rel),

@@ -728,6 +728,7 @@ mod tests {
             require_approval: None,
             max_failures: None,
             queue: false,
+            gate: Vec::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! `ui` -> `dialog::Session` -> `intent` -> `feasibility` -> `orchestrate` -> `Reply`.
 
 pub mod agent;
+pub mod analysis;
 pub mod app;
 pub mod config;
 pub mod dialog;

@@ -127,6 +127,7 @@ async fn hold_the_drive_lock(parley: &Parley, agents: &mut Agents) -> Deployment
             require_approval: Some(true),
             max_failures: None,
             queue: false,
+            gate: Vec::new(),
         })
         .await
         .unwrap_or_else(|e| panic!("the rollout that holds the drive lock: {e}"));

@@ -6,6 +6,7 @@ pub mod client;
 pub mod demo;
 pub mod faults;
 pub mod http;
+pub mod metrics;
 pub mod names;
 pub mod protocol;
 pub mod server;

@@ -102,6 +102,8 @@ pub struct Agent {
     /// the rename, so that the file only ever moves forward; holds the number of
     /// changes the file on disk includes.
     writer: Mutex<u64>,
+    /// The counters `GET /metrics` reports.
+    exporter: super::metrics::Exporter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +157,7 @@ impl Agent {
             faults_changed: tokio::sync::watch::Sender::new(0),
             changes: std::sync::atomic::AtomicU64::new(0),
             writer: Mutex::new(0),
+            exporter: super::metrics::Exporter::default(),
         });
         agent.persist();
         Ok(agent)
@@ -314,11 +317,13 @@ impl Agent {
         }
         tokio::time::sleep(self.config.install_delay).await;
         if self.faults().install_fails(extension, version) {
+            self.exporter.count_install(extension, version, false);
             return Err(ApiError::failed(format!(
                 "installing {extension} {version} failed: package verification error"
             )));
         }
         self.lock().extensions.insert(extension.to_string(), version.to_string());
+        self.exporter.count_install(extension, version, true);
         self.persist();
         tracing::info!(agent = %self.config.name, %extension, %version, "installed");
         Ok(self.status())
@@ -454,6 +459,7 @@ pub fn routes<S: AgentLookup>(prefix: &str) -> Router<S> {
         .route(&format!("{prefix}/v1/extensions"), get(extensions))
         .route(&format!("{prefix}/v1/extensions/{{name}}"), put(install).delete(remove))
         .route(&format!("{prefix}/v1/actions/{{action}}"), post(action))
+        .route(&format!("{prefix}/metrics"), get(metrics_text))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/agent-protocol.md".to_string()) })
         // Without this axum answers 405 with an empty body, breaking "every non-2xx
         // answer carries an ErrorBody".
@@ -495,7 +501,22 @@ async fn status(Target(agent): Target, headers: HeaderMap) -> Result<Json<AgentS
 
 async fn health(Target(agent): Target, headers: HeaderMap) -> Result<Json<Metrics>, ApiError> {
     guard(&agent, &headers).await?;
+    agent.exporter.count_probe();
     Ok(Json(agent.metrics()))
+}
+
+/// `GET /metrics` in the Prometheus text format (see [`super::metrics`]); behind the
+/// same token and faults as the rest of the protocol.
+async fn metrics_text(Target(agent): Target, headers: HeaderMap) -> Result<Response, ApiError> {
+    guard(&agent, &headers).await?;
+    let (extensions, state, m) = {
+        let rt = agent.lock();
+        (rt.extensions.clone(), rt.state, agent.metrics_for(&rt))
+    };
+    let c = &agent.config;
+    let who = super::metrics::Identity { agent: &c.name, region: &c.region, zone: &c.zone };
+    let body = agent.exporter.render(&who, &extensions, state, &m);
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
 }
 
 async fn extensions(Target(agent): Target, headers: HeaderMap) -> Result<Json<Vec<InstalledExtension>>, ApiError> {

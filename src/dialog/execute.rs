@@ -55,7 +55,7 @@ pub(super) async fn run(
             require_approval,
             max_failures,
             queue,
-            ..
+            gate,
         } => {
             let request = DeployRequest {
                 extension: ext.to_string(),
@@ -68,6 +68,7 @@ pub(super) async fn run(
                 require_approval: *require_approval,
                 max_failures: *max_failures,
                 queue: *queue,
+                gate: gate.clone(),
             };
             deploy(services, request, feasible).await
         }
@@ -87,7 +88,7 @@ pub(super) async fn run(
             control(services.orchestrator.promote(id, actor).await, "Promoted; carrying on:")
         }
         Operation::ShowDeployment { deployment: Some(id) } => match services.registry.deployment_by_name(id).await {
-            Ok(Some(d)) => render::deployment(&d),
+            Ok(Some(d)) => super::gates::with_gates(render::deployment(&d), &services.registry, &d).await,
             Ok(None) => Reply::new(Outcome::Infeasible, format!("There is no deployment {id}.")).feasible(false),
             Err(e) => Reply::new(Outcome::Failed, format!("The registry could not be read: {e}")),
         },
@@ -164,12 +165,22 @@ pub(super) fn preview(
 
 /// The plan of a deploy as the confirmation's table: what the operator says yes to.
 pub(super) fn plan_table(services: &Services, op: &Operation, feasible: &Feasible, topo: &Topology) -> Option<Table> {
-    let Operation::Deploy { extension: Some(ext), strategy, require_approval, .. } = op else { return None };
+    let Operation::Deploy { extension: Some(ext), strategy, require_approval, gate, .. } = op else { return None };
     let targets = targets(topo, ext, feasible);
     let strategy = strategy.clone().unwrap_or_else(default_strategy);
     let settings = services.orchestrator.settings();
     let plan = plan_with(&strategy, &targets, settings, *require_approval).ok()?;
-    Some(render::plan_table(&plan, settings))
+    let analysis = services.orchestrator.analysis_for(ext, gate).ok().flatten().map(|ts| {
+        let each: Vec<String> = ts
+            .iter()
+            .map(|t| match &t.failure {
+                Some(f) => format!("{} limit {}", t.description, f.limits(t.unit, t.threshold)),
+                None => t.description.clone(),
+            })
+            .collect();
+        format!("Prometheus: {}", each.join("; "))
+    });
+    Some(render::plan_table(&plan, settings, analysis))
 }
 
 /// Why a feasible deploy cannot be planned, in the operator's words; `None` when it can.
@@ -179,7 +190,10 @@ pub(super) fn plan_problem(
     feasible: &Feasible,
     topo: &Topology,
 ) -> Option<String> {
-    let Operation::Deploy { extension: Some(ext), strategy, require_approval, .. } = op else { return None };
+    let Operation::Deploy { extension: Some(ext), strategy, require_approval, gate, .. } = op else { return None };
+    if let Err(e) = services.orchestrator.analysis_for(ext, gate) {
+        return Some(format!("{}.", capitalise(&e.to_string())));
+    }
     let targets = targets(topo, ext, feasible);
     if targets.is_empty() {
         return None;
@@ -382,8 +396,17 @@ pub(super) fn troubled<'a>(agents: &[&'a AgentView]) -> Vec<&'a AgentView> {
 pub(super) fn queue_refused(op: Operation, refused: &mut Option<Operation>) -> Operation {
     match op {
         Operation::Deploy { extension: None, version: None, scope: None, queue: true, .. } => match refused.take() {
-            Some(Operation::Deploy { extension, version, scope, strategy, require_approval, max_failures, .. }) => {
-                Operation::Deploy { extension, version, scope, strategy, require_approval, max_failures, queue: true }
+            Some(Operation::Deploy { extension, version, scope, strategy, require_approval, max_failures, gate, .. }) => {
+                Operation::Deploy {
+                    extension,
+                    version,
+                    scope,
+                    strategy,
+                    require_approval,
+                    max_failures,
+                    queue: true,
+                    gate,
+                }
             }
             _ => op,
         },

@@ -18,6 +18,7 @@
 
 mod execute;
 mod follow;
+mod gates;
 mod render;
 mod undo;
 

@@ -694,7 +694,8 @@ fn verb_of(control: Control) -> &'static str {
 /// A rollout's plan as the confirmation shows it: one row per step with its agents,
 /// bake, gate and what it waits for after. The phase column is there only when a
 /// step has a phase name (progressive rollouts), since a column of dashes says nothing.
-pub(super) fn plan_table(plan: &Plan, settings: &RolloutSettings) -> Table {
+/// `gate`: the analysis templates in words, when they judge instead of the built-in gate.
+pub(super) fn plan_table(plan: &Plan, settings: &RolloutSettings, gate: Option<String>) -> Table {
     let phased = plan.steps.iter().any(|s| s.name.is_some());
     let columns: &[&str] = if phased {
         &["Step", "Phase", "Agents", "Reached", "Bake", "Gate", "Then"]
@@ -704,7 +705,7 @@ pub(super) fn plan_table(plan: &Plan, settings: &RolloutSettings) -> Table {
     let mut t = Table::new("Plan", columns);
     let total = plan.agent_count();
     let mut reached = 0;
-    let gate = crate::orchestrate::describe_gate(&settings.gate);
+    let gate = gate.unwrap_or_else(|| crate::orchestrate::describe_gate(&settings.gate));
     let bake = crate::orchestrate::describe_duration(settings.bake);
     for (i, s) in plan.steps.iter().enumerate() {
         reached += s.agents.len();

@@ -78,10 +78,12 @@ pub enum SlotKind {
     Flag,
     /// "with approval" (true) or "without approval" (false).
     Approval,
+    /// Analysis thresholds said with a rollout ("gated on p99 latency under 300 ms").
+    Gate,
 }
 
 impl SlotKind {
-    const ALL: [(&'static str, SlotKind); 16] = [
+    const ALL: [(&'static str, SlotKind); 17] = [
         ("scope", SlotKind::Scope),
         ("region", SlotKind::Region),
         ("agent", SlotKind::Agent),
@@ -98,6 +100,7 @@ impl SlotKind {
         ("count", SlotKind::Count),
         ("flag", SlotKind::Flag),
         ("approval", SlotKind::Approval),
+        ("gate", SlotKind::Gate),
     ];
 
     fn parse(s: &str) -> Option<SlotKind> {
@@ -119,6 +122,7 @@ impl SlotKind {
             SlotKind::Checks => json!(["security"]),
             SlotKind::Count => json!(2),
             SlotKind::Flag | SlotKind::Approval => json!(true),
+            SlotKind::Gate => json!([{"metric": "p99-latency", "threshold": 300, "unit": "ms"}]),
         }
     }
 }

@@ -135,6 +135,29 @@ pub fn read_slot(slot: &Slot, entities: &[Entity], claimed: &mut [bool], vocab: 
             }
         }
         SlotKind::Strategy => strategy(entities, claimed),
+        SlotKind::Gate => {
+            let mut gates = Vec::new();
+            for (i, e) in entities.iter().enumerate() {
+                if claimed[i] || e.kind != Kind::Gate {
+                    continue;
+                }
+                let Some(v) = &e.value else { continue };
+                let mut parts = v.splitn(3, ':');
+                let (Some(metric), Some(n), unit) = (parts.next(), parts.next(), parts.next()) else { continue };
+                let Ok(threshold) = n.parse::<u32>() else { continue };
+                claimed[i] = true;
+                let mut g = json!({ "metric": metric, "threshold": threshold });
+                if let Some(u) = unit.filter(|u| !u.is_empty()) {
+                    g["unit"] = json!(u);
+                }
+                gates.push(g);
+            }
+            if gates.is_empty() {
+                Read::Nothing
+            } else {
+                Read::Value(Value::Array(gates))
+            }
+        }
         SlotKind::ExtensionRef => {
             let Some(Some(name)) = take(entities, claimed, &[Kind::Extension, Kind::Name], &slot.markers, false) else {
                 return Read::Nothing;

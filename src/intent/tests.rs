@@ -389,6 +389,7 @@ fn answers_fill_one_slot() {
         require_approval: None,
         max_failures: None,
         queue: false,
+        gate: Vec::new(),
     };
     assert_eq!(g.parse_slot(&ext, "extension", "the model server", v), Some(json!("model-server")));
 }

@@ -46,6 +46,9 @@ pub enum Kind {
     Phases,
     /// "with approval" (`true`), "without approval" (`false`).
     Approval,
+    /// "p99 latency under 300 ms": an analysis template's threshold for this rollout;
+    /// the value is `NAME:NUMBER:UNIT` (`p99-latency:300:ms`, unit may be empty).
+    Gate,
     /// A pronoun ("it", "that", "the last one"): the dialog knows what it means.
     Ref,
     /// Looks like a name (hyphenated) but the fleet has nothing called that.
@@ -58,7 +61,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 27] = [
+    pub const ALL: [Kind; 28] = [
         Kind::Region,
         Kind::Zone,
         Kind::Agent,
@@ -83,6 +86,7 @@ impl Kind {
         Kind::GroupBy,
         Kind::Phases,
         Kind::Approval,
+        Kind::Gate,
         Kind::Ref,
         Kind::Name,
         Kind::Invalid,
@@ -114,6 +118,7 @@ impl Kind {
             Kind::GroupBy => "group",
             Kind::Phases => "phases",
             Kind::Approval => "approval",
+            Kind::Gate => "gate",
             Kind::Ref => "ref",
             Kind::Name => "name",
             Kind::Invalid => "invalid",
@@ -430,9 +435,56 @@ impl Vocabulary {
         out
     }
 
+    /// "p99 latency under 300 ms", "error ratio below 2%", "p99-latency < 300ms": a
+    /// catalog analysis template (by its description's words or its name), a bound
+    /// word, a whole number and an optional unit.
+    fn gate_requirement<'a>(&self, w: &dyn Fn(usize) -> &'a str, i: usize) -> Option<(String, usize)> {
+        let templates = self.catalog.analysis_templates();
+        let (name, mut at) = templates.iter().find_map(|t| {
+            if w(i) == t.name {
+                return Some((t.name.clone(), i + 1));
+            }
+            let words: Vec<&str> = t.description.split_whitespace().collect();
+            let fits = !words.is_empty() && words.iter().enumerate().all(|(k, word)| w(i + k) == *word);
+            fits.then(|| (t.name.clone(), i + words.len()))
+        })?;
+        at += match (w(at), w(at + 1)) {
+            ("under" | "below" | "<" | "within", _) => 1,
+            ("less" | "lower", "than") | ("at", "most") | ("no", "more" | "higher") => 2,
+            _ => return None,
+        };
+        if w(at) == "than" {
+            at += 1;
+        }
+        let said = w(at);
+        let (digits, glued) = said.split_at(said.find(|c: char| !c.is_ascii_digit()).unwrap_or(said.len()));
+        if digits.is_empty() || digits.len() > 9 {
+            return None;
+        }
+        let n: u32 = digits.parse().ok()?;
+        let unit_of = |u: &str| match u {
+            "ms" | "msec" | "millisecond" | "milliseconds" => Some("ms"),
+            "s" | "sec" | "secs" | "second" | "seconds" => Some("s"),
+            "%" | "percent" => Some("percent"),
+            _ => None,
+        };
+        let (unit, len) = if !glued.is_empty() {
+            (unit_of(glued)?, at + 1 - i)
+        } else {
+            match unit_of(w(at + 1)) {
+                Some(u) => (u, at + 2 - i),
+                None => ("", at + 1 - i),
+            }
+        };
+        Some((format!("{name}:{n}:{unit}"), len))
+    }
+
     fn recognise(&self, t: &[Token], i: usize, plain: &HashSet<String>) -> Option<(Kind, Option<String>, usize)> {
         let w = |k: usize| t.get(k).map(|x| x.text.as_str()).unwrap_or("");
         let num = |k: usize| if is_number(w(k)) { w(k).parse::<u64>().ok() } else { None };
+        if let Some((gate, len)) = self.gate_requirement(&w, i) {
+            return Some((Kind::Gate, Some(gate), len));
+        }
         if let Some((n, len)) = failure_budget(&w, &num, i) {
             return Some((Kind::Failures, Some(n.to_string()), len));
         }

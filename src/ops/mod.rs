@@ -8,6 +8,7 @@
 //! Slots the operator has not given yet are `None` (and omitted from the JSON); the
 //! intent layer reports them as `missing`, and the dialog asks for them.
 
+mod gate;
 mod scope;
 mod time;
 mod unavailable;
@@ -16,6 +17,7 @@ mod version;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use gate::{GateRequirement, GateUnit};
 pub use scope::{Scope, Selector, SelectorError};
 pub use time::{TimeSpec, TimeSpecError};
 pub use unavailable::{MaxUnavailable, MaxUnavailableError};
@@ -74,6 +76,10 @@ pub enum Operation {
         /// Overlapping an active rollout, wait for it instead of refusing.
         #[serde(default, skip_serializing_if = "is_false")]
         queue: bool,
+        /// The rollout's own analysis thresholds ("gated on p99 latency under
+        /// 300 ms"); absent: the catalog's templates as they are.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        gate: Vec<GateRequirement>,
     },
     Pause {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -405,6 +411,7 @@ impl Operation {
             require_approval: None,
             max_failures: None,
             queue: false,
+            gate: Vec::new(),
         }
     }
 
@@ -616,6 +623,7 @@ mod tests {
             require_approval: None,
             max_failures: None,
             queue: false,
+            gate: Vec::new(),
         };
         assert_eq!(
             op.to_json(),

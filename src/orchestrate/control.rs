@@ -25,6 +25,10 @@ impl Orchestrator {
     pub async fn start(&self, req: DeployRequest) -> Result<DeploymentRecord, OrchestrateError> {
         let inner = &self.inner;
         let plan = plan_with(&req.strategy, &req.targets, &inner.settings, req.require_approval)?;
+        // A threshold for a template that does not exist, or in the wrong unit, is
+        // refused before anything is journalled.
+        super::analysis_gate::resolve(inner, &req.extension, &req.gate)
+            .map_err(|e| OrchestrateError::InvalidPlan(e.to_string()))?;
         let _transition = inner.transitions.lock().await;
         let _driving = inner.drive().await?;
 
@@ -47,6 +51,7 @@ impl Orchestrator {
             "strategy": req.strategy, "by": req.actor.name, "frontend": req.actor.frontend,
             "utterance": req.utterance, "agents": agents,
             "require_approval": req.require_approval, "max_failures": req.max_failures,
+            "gate": req.gate,
         });
         let planned = json!({ "plan": plan, "steps": plan.describe(&inner.settings) });
         let new = NewDeployment {

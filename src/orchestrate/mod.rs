@@ -7,6 +7,7 @@
 //! front-end. Every transition is journalled before it is acted on, so a restarted
 //! Parley ([`Orchestrator::recover`]) knows where each rollout stood.
 
+mod analysis_gate;
 mod announce;
 mod control;
 mod driver;
@@ -149,6 +150,8 @@ pub struct DeployRequest {
     pub max_failures: Option<u32>,
     /// Overlapping an active rollout, queue behind it instead of refusing.
     pub queue: bool,
+    /// The rollout's own analysis thresholds ("gated on p99 latency under 300 ms").
+    pub gate: Vec<crate::ops::GateRequirement>,
 }
 
 impl RolloutSettings {
@@ -287,6 +290,8 @@ pub(crate) struct Inner {
     /// The data directory's drive lock; unset (in-memory registries): this process is
     /// the only one that can see the registry.
     drive: OnceLock<driver::DriveLock>,
+    /// The metrics system analysis templates ask (`[metrics]`); unset: built-in gates.
+    prometheus: OnceLock<crate::analysis::Prometheus>,
 }
 
 /// While a control holds the drive lock; lets it go at the end if it started no task.
@@ -320,6 +325,7 @@ impl Orchestrator {
                 transitions: tokio::sync::Mutex::new(()),
                 fleet: OnceLock::new(),
                 drive: OnceLock::new(),
+                prometheus: OnceLock::new(),
             }),
         }
     }
@@ -336,6 +342,22 @@ impl Orchestrator {
     /// deployments. Set once, at start, before [`Orchestrator::recover`].
     pub fn lock_data_dir(&self, path: &std::path::Path) {
         let _ = self.inner.drive.set(driver::DriveLock::new(path));
+    }
+
+    /// Gates the rollouts of extensions with analysis templates by queries to this
+    /// Prometheus. Set once, at start; a second call changes nothing.
+    pub fn use_prometheus(&self, prometheus: crate::analysis::Prometheus) {
+        let _ = self.inner.prometheus.set(prometheus);
+    }
+
+    /// The analysis templates a rollout of `extension` with `gate` would be judged
+    /// by; `None`: the built-in gate. An error says why the requirements cannot be met.
+    pub fn analysis_for(
+        &self,
+        extension: &str,
+        gate: &[crate::ops::GateRequirement],
+    ) -> Result<Option<Vec<crate::analysis::Template>>, crate::analysis::AnalysisError> {
+        analysis_gate::resolve(&self.inner, extension, gate)
     }
 
     pub fn settings(&self) -> &RolloutSettings {

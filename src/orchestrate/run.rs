@@ -8,6 +8,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::analysis_gate::Verdict;
 use super::gate::{self, Baseline, GateOutcome};
 use super::{Control, Inner, OrchestrateError, Plan, PlanStep, RolloutEvent, Wait, WAITING_FOR_PROMOTE};
 use crate::agent::AgentError;
@@ -106,6 +107,10 @@ async fn rollout(
     // The last baseline seen, for the steps after which no target is left on the old
     // version (the last step of a canary, blue's retirement).
     let mut last_baseline: Option<Baseline> = None;
+    // With `[metrics]` and templates for the extension, Prometheus judges instead;
+    // each template's last baseline value is carried over the same way.
+    let analysis = super::analysis_gate::templates(inner, id, &extension).await?;
+    let mut analysis_baselines = BTreeMap::new();
     for step in from_step..steps {
         let plan_step: Option<PlanStep> = plan.as_ref().and_then(|p| p.steps.get(step as usize).cloned());
         if let Some(stop) = checkpoint(&mut control).await {
@@ -186,52 +191,79 @@ async fn rollout(
             let reached: Vec<TargetRecord> =
                 rec.targets.iter().filter(|t| t.step <= step && t.state == TargetState::Installed).cloned().collect();
             let old: Vec<TargetRecord> = rec.targets.iter().filter(|t| t.step > step).cloned().collect();
-            let timeout = inner.settings.install_timeout;
-            let (upgraded, base) = futures::future::join(
-                gate::read_all(&inner.client, &reached, timeout),
-                gate::read_all(&inner.client, &old, timeout),
-            )
-            .await;
-            if let Some(b) = gate::baseline(&base) {
-                last_baseline = Some(b);
-            }
-            let result = gate::judge(&spec, &upgraded, last_baseline);
-            let unreachable: Vec<String> = result.unreachable.iter().map(|(a, _)| a.clone()).collect();
-            inner
-                .journal(
+            if let Some(templates) = analysis.as_deref() {
+                let sides = (extension.as_str(), version.as_str());
+                let verdict = super::analysis_gate::gate(
+                    inner,
                     id,
-                    "gate_evaluated",
-                    json!({ "step": step + 1, "passed": result.passed(), "outcome": result.outcome,
-                            "failed_kinds": result.failed_kinds(), "breaches": result.breaches,
-                            "unreachable": result.unreachable, "baseline": result.baseline,
-                            "counts": result.counts.iter().map(|(k, v)| (k.as_str(), *v)).collect::<BTreeMap<_, _>>() }),
+                    step,
+                    steps,
+                    plan_step.as_ref(),
+                    sides,
+                    (&reached[..], &old[..]),
+                    templates,
+                    &mut analysis_baselines,
+                    &mut control,
                 )
                 .await?;
-            inner.emit(RolloutEvent::GateEvaluated {
-                id: name.clone(),
-                step: step as usize + 1,
-                passed: result.passed(),
-                outcome: result.outcome,
-                breaches: result.breaches.clone(),
-                unreachable,
-            });
-            match result.outcome {
-                GateOutcome::Successful => {}
-                GateOutcome::Failed | GateOutcome::Error => {
-                    let what = if result.outcome == GateOutcome::Failed { "failed" } else { "could not be read" };
-                    let pct = plan_step.as_ref().map(|p| format!(" ({}%)", p.cumulative_percent)).unwrap_or_default();
-                    let reason =
-                        format!("health gate {what} at step {} of {steps}{pct}: {}", step + 1, result.describe());
-                    return fail(inner, id, &reason).await;
+                match verdict {
+                    Verdict::Continue => {}
+                    Verdict::Fail(reason) => return fail(inner, id, &reason).await,
+                    Verdict::Stop(stop) => return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await,
+                    Verdict::Hold(reason) => {
+                        if let Some(stop) = hold(inner, id, reason, None, &mut control).await? {
+                            return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await;
+                        }
+                    }
                 }
-                GateOutcome::Inconclusive => {
-                    let reason = format!(
-                        "gate inconclusive at step {} of {steps}: {}; resume to carry on or abort to roll back",
-                        step + 1,
-                        result.describe()
-                    );
-                    if let Some(stop) = hold(inner, id, reason, None, &mut control).await? {
-                        return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await;
+            } else {
+                let timeout = inner.settings.install_timeout;
+                let (upgraded, base) = futures::future::join(
+                    gate::read_all(&inner.client, &reached, timeout),
+                    gate::read_all(&inner.client, &old, timeout),
+                )
+                .await;
+                if let Some(b) = gate::baseline(&base) {
+                    last_baseline = Some(b);
+                }
+                let result = gate::judge(&spec, &upgraded, last_baseline);
+                let unreachable: Vec<String> = result.unreachable.iter().map(|(a, _)| a.clone()).collect();
+                inner
+                    .journal(
+                        id,
+                        "gate_evaluated",
+                        json!({ "step": step + 1, "passed": result.passed(), "outcome": result.outcome,
+                                "failed_kinds": result.failed_kinds(), "breaches": result.breaches,
+                                "unreachable": result.unreachable, "baseline": result.baseline,
+                                "counts": result.counts.iter().map(|(k, v)| (k.as_str(), *v)).collect::<BTreeMap<_, _>>() }),
+                    )
+                    .await?;
+                inner.emit(RolloutEvent::GateEvaluated {
+                    id: name.clone(),
+                    step: step as usize + 1,
+                    passed: result.passed(),
+                    outcome: result.outcome,
+                    breaches: result.breaches.clone(),
+                    unreachable,
+                });
+                match result.outcome {
+                    GateOutcome::Successful => {}
+                    GateOutcome::Failed | GateOutcome::Error => {
+                        let what = if result.outcome == GateOutcome::Failed { "failed" } else { "could not be read" };
+                        let pct = plan_step.as_ref().map(|p| format!(" ({}%)", p.cumulative_percent)).unwrap_or_default();
+                        let reason =
+                            format!("health gate {what} at step {} of {steps}{pct}: {}", step + 1, result.describe());
+                        return fail(inner, id, &reason).await;
+                    }
+                    GateOutcome::Inconclusive => {
+                        let reason = format!(
+                            "gate inconclusive at step {} of {steps}: {}; resume to carry on or abort to roll back",
+                            step + 1,
+                            result.describe()
+                        );
+                        if let Some(stop) = hold(inner, id, reason, None, &mut control).await? {
+                            return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await;
+                        }
                     }
                 }
             }
@@ -385,7 +417,7 @@ async fn checkpoint(control: &mut watch::Receiver<Control>) -> Option<Stop> {
 }
 
 /// Sleeps `bake`, pausing (and then baking again in full) or stopping on the operator's word.
-async fn bake(bake: std::time::Duration, control: &mut watch::Receiver<Control>) -> Option<Stop> {
+pub(super) async fn bake(bake: std::time::Duration, control: &mut watch::Receiver<Control>) -> Option<Stop> {
     loop {
         if let Some(stop) = checkpoint(control).await {
             return Some(stop);

@@ -70,6 +70,7 @@ fn request(targets: Vec<Target>, kind: StrategyKind) -> DeployRequest {
         require_approval: None,
         max_failures: None,
         queue: false,
+        gate: Vec::new(),
     }
 }
 

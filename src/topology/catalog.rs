@@ -11,6 +11,9 @@ use crate::ops::{Version, VersionReq};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Catalog {
     extensions: Vec<CatalogExtension>,
+    /// Analysis templates (`[[analysis]]`), by name; extensions list the ones that
+    /// gate their rollouts when a Prometheus is configured.
+    analysis: Vec<crate::analysis::Template>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +25,8 @@ pub struct CatalogExtension {
     /// Capabilities an agent must have to run it.
     pub requires: Vec<String>,
     pub depends: Vec<Dependency>,
+    /// Names of the analysis templates its rollouts are gated by (with `[metrics]`).
+    pub analysis: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +51,8 @@ pub enum VersionMatch {
 struct CatalogFile {
     #[serde(default)]
     extension: Vec<ExtensionFile>,
+    #[serde(default)]
+    analysis: Vec<crate::analysis::TemplateFile>,
 }
 
 #[derive(Deserialize)]
@@ -59,6 +66,8 @@ struct ExtensionFile {
     requires: Vec<String>,
     #[serde(default)]
     depends: Vec<DependencyFile>,
+    #[serde(default)]
+    analysis: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -80,8 +89,18 @@ impl Catalog {
     pub fn from_toml(text: &str, origin: &str) -> Result<Catalog, TopologyError> {
         let bad = |reason: String| TopologyError::Catalog { origin: origin.to_string(), reason };
         let file: CatalogFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let mut analysis: Vec<crate::analysis::Template> = Vec::with_capacity(file.analysis.len());
+        for t in file.analysis {
+            if analysis.iter().any(|a| a.name == t.name) {
+                return Err(bad(format!("analysis template `{}` is defined twice", t.name)));
+            }
+            analysis.push(crate::analysis::Template::from_file(t).map_err(|e| bad(e.to_string()))?);
+        }
         let mut extensions = Vec::with_capacity(file.extension.len());
         for ext in file.extension {
+            if let Some(missing) = ext.analysis.iter().find(|n| !analysis.iter().any(|a| a.name == **n)) {
+                return Err(bad(format!("extension `{}` names unknown analysis template `{missing}`", ext.name)));
+            }
             // Names reach agents' URLs and package paths: the one rule of `agent::names`.
             names::check_name(Kind::Extension, &ext.name).map_err(|e| bad(e.to_string()))?;
             if let Some(d) = ext.depends.iter().find(|d| !names::is_name(&d.name)) {
@@ -114,6 +133,7 @@ impl Catalog {
                 versions,
                 requires: ext.requires,
                 depends,
+                analysis: ext.analysis,
             });
         }
         for ext in &extensions {
@@ -123,11 +143,16 @@ impl Catalog {
                 }
             }
         }
-        Ok(Catalog { extensions })
+        Ok(Catalog { extensions, analysis })
     }
 
     pub fn extensions(&self) -> &[CatalogExtension] {
         &self.extensions
+    }
+
+    /// Every analysis template of the catalog.
+    pub fn analysis_templates(&self) -> &[crate::analysis::Template] {
+        &self.analysis
     }
 
     pub fn get(&self, name: &str) -> Option<&CatalogExtension> {
