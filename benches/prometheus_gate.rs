@@ -83,7 +83,8 @@ fn gate(c: &mut Criterion) {
     // Until every agent has been scraped twice, so that the queries have rates to sum.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let rates = rt.block_on(prom.query(r#"count(rate(parley_agent_requests_total{extension="auth-filter"}[30s]) > 0)"#));
+        let rates =
+            rt.block_on(prom.query(r#"count(rate(parley_agent_requests_total{extension="auth-filter"}[30s]) > 0)"#));
         if rates.ok().and_then(|s| s.first().map(|s| s.value)) == Some(12.0) {
             break;
         }

@@ -191,10 +191,15 @@ impl MetricsFile {
         };
         if rest.split('/').next().is_some_and(|host| host.contains('@')) {
             // A password in the URL would end up in every error message.
-            return Err("metrics.prometheus must not carry credentials; use username and password_env, or token_env".into());
+            return Err(
+                "metrics.prometheus must not carry credentials; use username and password_env, or token_env".into()
+            );
         }
         let secret = |var: &str| {
-            std::env::var(var).ok().filter(|v| !v.is_empty()).ok_or_else(|| format!("the environment variable {var} is not set"))
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("the environment variable {var} is not set"))
         };
         let auth = match (self.token_env, self.username, self.password_env) {
             (Some(_), Some(_), _) => return Err("metrics: use token_env or username, not both".into()),

@@ -87,7 +87,8 @@ impl PromServer {
             .iter()
             .map(|e| {
                 let rest = e.trim_start_matches("http://");
-                let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, String::new()));
+                let (host, path) =
+                    rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, String::new()));
                 serde_json::json!({ "targets": [host], "labels": { "__metrics_path__": format!("{path}/metrics") } })
             })
             .collect();
@@ -137,7 +138,8 @@ impl Drop for PromServer {
 /// The embedded catalog with its analysis templates measuring twice, a second apart,
 /// so that a gate takes seconds, not the shipped 20.
 fn fast_catalog(dir: &Path) -> PathBuf {
-    let text = include_str!("../assets/catalog.toml").replace("count = 3\ninterval = \"10s\"", "count = 2\ninterval = \"1s\"");
+    let text =
+        include_str!("../assets/catalog.toml").replace("count = 3\ninterval = \"10s\"", "count = 2\ninterval = \"1s\"");
     assert!(text.contains("count = 2\ninterval = \"1s\""), "the catalog's templates changed shape");
     let path = dir.join("catalog.toml");
     std::fs::write(&path, text).unwrap();
@@ -168,12 +170,8 @@ fn chat(dir: &Path, prom: &PromServer, faults: Option<&str>) -> Chat {
     assert_eq!(t["operation"]["op"], "show_health", "{t}");
     let inventory = std::fs::read_to_string(dir.join("state/demo-fleet/inventory.toml")).unwrap();
     let parsed: toml::Value = toml::from_str(&inventory).unwrap();
-    let endpoints: Vec<String> = parsed["agent"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["endpoint"].as_str().unwrap().to_string())
-        .collect();
+    let endpoints: Vec<String> =
+        parsed["agent"].as_array().unwrap().iter().map(|a| a["endpoint"].as_str().unwrap().to_string()).collect();
     assert_eq!(endpoints.len(), 48);
     prom.scrape(&endpoints);
     prom.eventually("every demo agent scraped", "count(up == 1)", |v| v == Some(48.0));
@@ -215,10 +213,7 @@ fn agents_metrics_pass_promtool_and_count_what_they_serve() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let answer = get().await.unwrap();
-        assert_eq!(
-            answer.headers()["content-type"].to_str().unwrap(),
-            "text/plain; version=0.0.4; charset=utf-8"
-        );
+        assert_eq!(answer.headers()["content-type"].to_str().unwrap(), "text/plain; version=0.0.4; charset=utf-8");
         let text = answer.text().await.unwrap();
         let unauthorised = http.get(&url).send().await.unwrap().status().as_u16();
         let _ = stop.send(());
@@ -227,19 +222,37 @@ fn agents_metrics_pass_promtool_and_count_what_they_serve() {
     });
     assert_eq!(unauthorised, 401, "metrics are behind the agent's token");
     let labels = r#"agent="edge-7",region="us-west",zone="us-west-a""#;
-    assert!(text.contains(&format!(
+    assert!(
+        text.contains(&format!(
         "parley_agent_installs_total{{{labels},extension=\"auth-filter\",version=\"2.1.0\",result=\"succeeded\"}} 1\n"
-    )), "{text}");
-    assert!(text.contains(&format!("parley_agent_extension_info{{{labels},extension=\"auth-filter\",version=\"2.1.0\"}} 1\n")), "{text}");
+    )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "parley_agent_extension_info{{{labels},extension=\"auth-filter\",version=\"2.1.0\"}} 1\n"
+        )),
+        "{text}"
+    );
     assert!(!text.contains("version=\"2.0.3\""), "the replaced version's series ended:\n{text}");
     let requests = text
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("parley_agent_requests_total{{{labels},extension=\"log-shipper\",version=\"1.4.2\"}} ")))
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "parley_agent_requests_total{{{labels},extension=\"log-shipper\",version=\"1.4.2\"}} "
+            ))
+        })
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no log-shipper requests in\n{text}"));
     // 100 requests a second over the 1.1 s between the two scrapes.
     assert!((100..=130).contains(&requests), "{requests} requests\n{text}");
-    for series in ["parley_agent_request_duration_seconds_bucket", "parley_agent_cpu_usage_ratio", "parley_agent_memory_usage_ratio", "parley_agent_serving", "parley_agent_health_probes_total"] {
+    for series in [
+        "parley_agent_request_duration_seconds_bucket",
+        "parley_agent_cpu_usage_ratio",
+        "parley_agent_memory_usage_ratio",
+        "parley_agent_serving",
+        "parley_agent_health_probes_total",
+    ] {
         assert!(text.contains(series), "{series} missing:\n{text}");
     }
 
@@ -280,7 +293,12 @@ fn the_provider_answers_instant_and_range_queries_and_names_what_went_wrong() {
     // A server that accepts and never answers: a timeout, in the configured time.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", silent.local_addr().unwrap());
-    let slow = Prometheus::new(PrometheusConfig { url: url.clone(), auth: Auth::Bearer("t0ken".into()), timeout: Duration::from_millis(300) }).unwrap();
+    let slow = Prometheus::new(PrometheusConfig {
+        url: url.clone(),
+        auth: Auth::Bearer("t0ken".into()),
+        timeout: Duration::from_millis(300),
+    })
+    .unwrap();
     let started = Instant::now();
     let e = rt.block_on(slow.query("up")).unwrap_err();
     assert_eq!(e, PromError::Timeout { url, ms: 300 });
@@ -295,7 +313,26 @@ fn a_canary_whose_new_version_raises_its_errors_fails_by_the_query_and_rolls_bac
     let prom = PromServer::start();
     let dir = tempfile::tempdir().unwrap();
     let mut chat = chat(dir.path(), &prom, Some("error-spike:auth-filter@2.1.0/region:eu-west"));
-    let t = chat.say_confirmed("roll out auth-filter 2.1 to eu-west as a canary, 25% then 100%");
+    // The operator's threshold replaces the template's 500 ms, and the plan says so.
+    let ask =
+        chat.say("roll out auth-filter 2.1 to eu-west as a canary, 25% then 100%, gated on p99 latency under 600 ms");
+    assert_eq!(
+        ask["operation"]["gate"],
+        serde_json::json!([{"metric": "p99-latency", "threshold": 600, "unit": "ms"}]),
+        "{ask}"
+    );
+    let gate_cell = ask["table"]["rows"][0]
+        .as_array()
+        .and_then(|r| r.get(4))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        gate_cell,
+        "Prometheus: error ratio limit 1% and 2x baseline + 0.5%; p99 latency limit 600 ms and 1.5x baseline",
+        "{ask}"
+    );
+    let t = chat.say("yes");
     assert_eq!(t["deployment"], "d-1", "{t}");
     let done = chat.wait_for_status("d-1", &["succeeded", "rolled_back", "failed", "paused"]);
     assert_eq!(done["details"]["status"], "rolled_back", "{done}");
@@ -303,7 +340,11 @@ fn a_canary_whose_new_version_raises_its_errors_fails_by_the_query_and_rolls_bac
     assert!(reason.starts_with("health gate failed at step 1 of 2 (25%): error ratio "), "{reason}");
     assert!(reason.contains(" vs baseline ") && reason.contains(", limit 1% and 2x baseline + 0.5%"), "{reason}");
     assert!(
-        reason.contains(r#"query: sum(rate(parley_agent_request_errors_total{extension="auth-filter",version="2.1.0",agent=~"core\-9|edge\-13|edge\-14"}[1m]))"#),
+        reason.contains(r#"query: sum(rate(parley_agent_request_errors_total{extension="auth-filter",version="2.1.0",agent=~"edge\\-13|edge\\-14|edge\\-15"}[1m]))"#),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("; p99 latency ") && reason.contains(", limit 600 ms and 1.5x baseline (1 of 1"),
         "{reason}"
     );
     assert!(reason.ends_with("3 agents returned to auth-filter 2.0.3"), "{reason}");
@@ -313,6 +354,14 @@ fn a_canary_whose_new_version_raises_its_errors_fails_by_the_query_and_rolls_bac
     assert_eq!(m["outcome"], "failed", "{done}");
     assert!(m["canary"].as_f64().unwrap() > 0.1, "{m}");
     assert!(m["baseline"].as_f64().unwrap() < 0.005, "{m}");
+    // "why did step 1 fail?" shows every measurement with its query.
+    let why = chat.say("why did step 1 fail?");
+    assert_eq!(why["operation"]["op"], "show_deployment", "{why}");
+    let text = why["message"].as_str().unwrap();
+    assert!(text.contains(&format!("Gate at step 1: failed (Prometheus {})", prom.url)), "{text}");
+    assert!(text.contains("  error ratio: failed (value > threshold and value > 2 * baseline + 0.005)"), "{text}");
+    assert!(text.contains("    query: sum(rate(parley_agent_request_errors_total{"), "{text}");
+    assert!(text.contains("    1. failed error ratio "), "{text}");
     chat.finish();
 }
 

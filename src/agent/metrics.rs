@@ -92,13 +92,7 @@ impl Exporter {
     }
 }
 
-fn advance(
-    st: &mut State,
-    extensions: &BTreeMap<String, String>,
-    state: ServingState,
-    m: &Metrics,
-    now: Instant,
-) {
+fn advance(st: &mut State, extensions: &BTreeMap<String, String>, state: ServingState, m: &Metrics, now: Instant) {
     let dt = st.last.map(|l| now.saturating_duration_since(l).as_secs_f64()).unwrap_or(0.0);
     st.last = Some(now);
     // Series of versions no longer installed end; new ones start at zero.
@@ -163,7 +157,8 @@ fn render(
     state: ServingState,
     m: &Metrics,
 ) -> String {
-    let base = format!("agent=\"{}\",region=\"{}\",zone=\"{}\"", escape(who.agent), escape(who.region), escape(who.zone));
+    let base =
+        format!("agent=\"{}\",region=\"{}\",zone=\"{}\"", escape(who.agent), escape(who.region), escape(who.zone));
     let ext_labels = |ext: &str, ver: &str| format!("{base},extension=\"{}\",version=\"{}\"", escape(ext), escape(ver));
     let mut out = String::with_capacity(4096);
 
@@ -208,7 +203,12 @@ fn render(
     }
     header(&mut out, "parley_agent_cpu_usage_ratio", "gauge", "CPU use as a share of the agent's allocation (0-1).");
     let _ = writeln!(out, "parley_agent_cpu_usage_ratio{{{base}}} {}", m.cpu_pct / 100.0);
-    header(&mut out, "parley_agent_memory_usage_ratio", "gauge", "Memory use as a share of the agent's allocation (0-1).");
+    header(
+        &mut out,
+        "parley_agent_memory_usage_ratio",
+        "gauge",
+        "Memory use as a share of the agent's allocation (0-1).",
+    );
     let _ = writeln!(out, "parley_agent_memory_usage_ratio{{{base}}} {}", m.mem_pct / 100.0);
     header(&mut out, "parley_agent_extension_info", "gauge", "Extension versions installed now (always 1).");
     for (ext, ver) in extensions {
@@ -228,7 +228,12 @@ fn render(
     for ((ext, ver, result), n) in &st.installs {
         let _ = writeln!(out, "parley_agent_installs_total{{{},result=\"{result}\"}} {n}", ext_labels(ext, ver));
     }
-    header(&mut out, "parley_agent_health_probes_total", "counter", "Health probes (GET /v1/health) the agent answered.");
+    header(
+        &mut out,
+        "parley_agent_health_probes_total",
+        "counter",
+        "Health probes (GET /v1/health) the agent answered.",
+    );
     let _ = writeln!(out, "parley_agent_health_probes_total{{{base}}} {}", st.probes);
     out
 }
@@ -257,7 +262,8 @@ mod tests {
         advance(&mut st, &exts, ServingState::Active, &m, t0);
         advance(&mut st, &exts, ServingState::Active, &m, t0 + Duration::from_secs(10));
         let text = render(&st, &who, &exts, ServingState::Active, &m);
-        let labels = "{agent=\"edge-1\",region=\"us-east\",zone=\"us-east-a\",extension=\"auth-filter\",version=\"2.0.3\"}";
+        let labels =
+            "{agent=\"edge-1\",region=\"us-east\",zone=\"us-east-a\",extension=\"auth-filter\",version=\"2.0.3\"}";
         assert_eq!(value(&text, &format!("parley_agent_requests_total{labels}")), 1000.0);
         assert_eq!(value(&text, &format!("parley_agent_request_errors_total{labels}")), 20.0);
         // 95% of requests at or under the p95: between the 0.15 s and 0.25 s buckets.
@@ -269,7 +275,10 @@ mod tests {
         };
         assert!(le("0.15") < 950.0 && le("0.25") > 950.0, "{text}");
         assert_eq!(le("+Inf"), 1000.0);
-        assert_eq!(value(&text, "parley_agent_cpu_usage_ratio{agent=\"edge-1\",region=\"us-east\",zone=\"us-east-a\"}"), 0.3);
+        assert_eq!(
+            value(&text, "parley_agent_cpu_usage_ratio{agent=\"edge-1\",region=\"us-east\",zone=\"us-east-a\"}"),
+            0.3
+        );
 
         exts.insert("auth-filter".to_string(), "2.1.0".to_string());
         advance(&mut st, &exts, ServingState::Active, &m, t0 + Duration::from_secs(11));

@@ -227,11 +227,13 @@ impl<'a> Run<'a> {
         let templates = self.templates;
         let (Some(t), Some(r)) = (templates.get(i), self.results.get(i)) else { return };
         let wants_baseline = [&t.failure, &t.success].iter().any(|c| c.as_ref().is_some_and(Condition::uses_baseline));
-        let baseline_query = if wants_baseline && !self.sides.baseline.is_empty() { r.baseline_query.clone() } else { None };
+        let baseline_query =
+            if wants_baseline && !self.sides.baseline.is_empty() { r.baseline_query.clone() } else { None };
         let canary_query = r.query.clone();
         let (canary, baseline) = match baseline_query {
             Some(q) => {
-                let (c, b) = futures::future::join(self.prometheus.query(&canary_query), self.prometheus.query(&q)).await;
+                let (c, b) =
+                    futures::future::join(self.prometheus.query(&canary_query), self.prometheus.query(&q)).await;
                 (c, Some(b))
             }
             None => (self.prometheus.query(&canary_query).await, None),
@@ -241,9 +243,11 @@ impl<'a> Run<'a> {
             None => Ok(carried),
             Some(Err(e)) => Err(e),
             Some(Ok(samples)) => {
-                let v = samples.iter().map(|s| s.value).filter(|v| v.is_finite()).fold(None, |m: Option<f64>, v| {
-                    Some(m.map_or(v, |m| m.max(v)))
-                });
+                let v = samples
+                    .iter()
+                    .map(|s| s.value)
+                    .filter(|v| v.is_finite())
+                    .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
                 if let Some(v) = v {
                     self.baselines.insert(t.name.clone(), v);
                 }
@@ -312,7 +316,12 @@ fn judge(
     let baseline = match baseline {
         Ok(b) => b,
         Err(e) => {
-            return measured(GateOutcome::Error, None, None, format!("{}: the baseline query failed: {e}", t.description))
+            return measured(
+                GateOutcome::Error,
+                None,
+                None,
+                format!("{}: the baseline query failed: {e}", t.description),
+            )
         }
     };
     let values: Vec<f64> = samples.iter().map(|s| s.value).filter(|v| v.is_finite()).collect();
@@ -403,7 +412,10 @@ mod tests {
         let m = judge(&t, Ok(sample(0.002)), Ok(Some(0.003)));
         assert_eq!(m.outcome, GateOutcome::Successful);
         let m = judge(&t, Ok(sample(0.041)), Ok(None));
-        assert_eq!((m.outcome, m.reason.as_str()), (GateOutcome::Inconclusive, "error ratio 4.1%, limit 1% and 2x baseline (no baseline to compare with)"));
+        assert_eq!(
+            (m.outcome, m.reason.as_str()),
+            (GateOutcome::Inconclusive, "error ratio 4.1%, limit 1% and 2x baseline (no baseline to compare with)")
+        );
     }
 
     #[test]
@@ -449,11 +461,17 @@ mod tests {
         let listed = vec!["error-ratio".to_string()];
         let req = GateRequirement { metric: "p99 latency".into(), threshold: 300, unit: Some(GateUnit::Ms) };
         let ts = templates_for(&library, &listed, std::slice::from_ref(&req)).unwrap();
-        assert_eq!(ts.iter().map(|t| (t.name.as_str(), t.threshold)).collect::<Vec<_>>(), [("error-ratio", Some(0.01)), ("p99-latency", Some(0.3))]);
+        assert_eq!(
+            ts.iter().map(|t| (t.name.as_str(), t.threshold)).collect::<Vec<_>>(),
+            [("error-ratio", Some(0.01)), ("p99-latency", Some(0.3))]
+        );
         let bad = GateRequirement { metric: "p99-latency".into(), threshold: 3, unit: Some(GateUnit::Percent) };
         assert!(templates_for(&library, &listed, &[bad]).unwrap_err().to_string().contains("measured in time"));
         let unknown = GateRequirement { metric: "p42".into(), threshold: 3, unit: None };
-        assert!(templates_for(&library, &listed, &[unknown]).unwrap_err().to_string().contains("no analysis template `p42`; the catalog has error-ratio, p99-latency"));
+        assert!(templates_for(&library, &listed, &[unknown])
+            .unwrap_err()
+            .to_string()
+            .contains("no analysis template `p42`; the catalog has error-ratio, p99-latency"));
     }
 
     #[test]

@@ -188,11 +188,8 @@ impl Prometheus {
     async fn call(&self, path: &str, params: &[(&str, String)]) -> Result<Data, PromError> {
         let url = format!("{}{path}", self.config.url);
         let body = serde_urlencoded::to_string(params).map_err(|e| PromError::Client(e.to_string()))?;
-        let mut request = self
-            .http
-            .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body);
+        let mut request =
+            self.http.post(&url).header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
         request = match &self.config.auth {
             Auth::None => request,
             Auth::Bearer(token) => request.bearer_auth(token),

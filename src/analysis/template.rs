@@ -169,7 +169,11 @@ const BARE: [&str; 2] = ["window", "interval"];
 
 /// Walks the query's lexical structure: calls `f(placeholder, in_double_quotes)` for
 /// each `{name}` and `out` for every other piece of text, in order.
-fn walk(query: &str, mut on_text: impl FnMut(&str), mut on_slot: impl FnMut(&str, Quote) -> Result<(), String>) -> Result<(), String> {
+fn walk(
+    query: &str,
+    mut on_text: impl FnMut(&str),
+    mut on_slot: impl FnMut(&str, Quote) -> Result<(), String>,
+) -> Result<(), String> {
     let bytes = query.as_bytes();
     let mut quote = Quote::None;
     let mut i = 0;
@@ -227,7 +231,9 @@ fn check_placeholders(query: &str) -> Result<(), String> {
         |name, quote| {
             if QUOTED.contains(&name) {
                 if quote != Quote::Double {
-                    return Err(format!("{{{name}}} may stand only inside a double-quoted string (\"...{{{name}}}...\")"));
+                    return Err(format!(
+                        "{{{name}}} may stand only inside a double-quoted string (\"...{{{name}}}...\")"
+                    ));
                 }
             } else if BARE.contains(&name) {
                 if quote != Quote::None {
@@ -285,10 +291,11 @@ fn alternation(names: &[String]) -> String {
 /// Prometheus's own duration form.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis().max(1);
-    if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
+    match ms {
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
     }
 }
 
@@ -531,9 +538,12 @@ fn parse_comparison(text: &str) -> Result<Comparison, String> {
             match f.trim() {
                 "threshold" if factor == Factor::One => factor = Factor::Threshold,
                 "baseline" if factor == Factor::One => factor = Factor::Baseline,
-                "threshold" | "baseline" => return Err(format!("`{text}`: at most one of threshold, baseline per term")),
+                "threshold" | "baseline" => {
+                    return Err(format!("`{text}`: at most one of threshold, baseline per term"))
+                }
                 n => {
-                    let x: f64 = n.parse().map_err(|_| format!("`{text}`: `{n}` is not a number, threshold or baseline"))?;
+                    let x: f64 =
+                        n.parse().map_err(|_| format!("`{text}`: `{n}` is not a number, threshold or baseline"))?;
                     if !x.is_finite() {
                         return Err(format!("`{text}`: `{n}` is not a finite number"));
                     }
@@ -603,8 +613,17 @@ mod tests {
         assert_eq!(c.holds(&Values { value: 0.4, baseline: None, threshold: Some(0.3) }), None);
         assert_eq!(c.holds(&Values { value: 0.2, baseline: None, threshold: Some(0.3) }), Some(true));
         assert_eq!(c.limits(Unit::Seconds, Some(0.3)), "under 300 ms or at most baseline");
-        assert_eq!(Condition::parse("value > baseline - 0.1").unwrap().holds(&Values { value: 0.15, baseline: Some(0.2), threshold: None }), Some(true));
-        for bad in ["value", "x > 1", "value > ", "value > 1 +", "value > nan", "value > baseline * threshold", "value = 1"] {
+        assert_eq!(
+            Condition::parse("value > baseline - 0.1").unwrap().holds(&Values {
+                value: 0.15,
+                baseline: Some(0.2),
+                threshold: None
+            }),
+            Some(true)
+        );
+        for bad in
+            ["value", "x > 1", "value > ", "value > 1 +", "value > nan", "value > baseline * threshold", "value = 1"]
+        {
             assert!(Condition::parse(bad).is_err(), "{bad}");
         }
     }
@@ -618,6 +637,8 @@ mod tests {
         assert!(parse_duration("48h").is_err());
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(format_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
     }
 
     #[test]

@@ -396,18 +396,25 @@ pub(super) fn troubled<'a>(agents: &[&'a AgentView]) -> Vec<&'a AgentView> {
 pub(super) fn queue_refused(op: Operation, refused: &mut Option<Operation>) -> Operation {
     match op {
         Operation::Deploy { extension: None, version: None, scope: None, queue: true, .. } => match refused.take() {
-            Some(Operation::Deploy { extension, version, scope, strategy, require_approval, max_failures, gate, .. }) => {
-                Operation::Deploy {
-                    extension,
-                    version,
-                    scope,
-                    strategy,
-                    require_approval,
-                    max_failures,
-                    queue: true,
-                    gate,
-                }
-            }
+            Some(Operation::Deploy {
+                extension,
+                version,
+                scope,
+                strategy,
+                require_approval,
+                max_failures,
+                gate,
+                ..
+            }) => Operation::Deploy {
+                extension,
+                version,
+                scope,
+                strategy,
+                require_approval,
+                max_failures,
+                queue: true,
+                gate,
+            },
             _ => op,
         },
         op => op,

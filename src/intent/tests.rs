@@ -886,3 +886,30 @@ fn an_answer_keeps_the_modifiers_said_with_it() {
     assert_eq!(g.answer(&deploy, &missing, "eu-west in batches of -3", v), None);
     assert_eq!(g.answer(&deploy, &missing, "whatever", v), None);
 }
+
+#[test]
+fn an_analysis_threshold_is_a_deploy_field_and_gate_questions_show_the_deployment() {
+    check_all(&[
+        (
+            "roll out auth-filter 2.1 to eu-west as a canary, gated on p99 latency under 300 ms",
+            json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": ["region:eu-west"],
+                   "strategy": {"kind": "canary"}, "gate": [{"metric": "p99-latency", "threshold": 300, "unit": "ms"}]}),
+        ),
+        (
+            "canary auth-filter 2.1 to eu-west 10% then 50% with error ratio below 2%",
+            json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": ["region:eu-west"],
+                   "strategy": {"kind": "canary", "steps": [10, 50]},
+                   "gate": [{"metric": "error-ratio", "threshold": 2, "unit": "percent"}]}),
+        ),
+        (
+            "roll out auth-filter 2.1 to eu-west with p99 latency less than 1s and error ratio under 1 percent",
+            json!({"op": "deploy", "extension": "auth-filter", "version": "2.1.0", "scope": ["region:eu-west"],
+                   "gate": [{"metric": "p99-latency", "threshold": 1, "unit": "s"},
+                            {"metric": "error-ratio", "threshold": 1, "unit": "percent"}]}),
+        ),
+        ("show the analysis of d-4", json!({"op": "show_deployment", "deployment": "d-4"})),
+        ("why did d-3 roll back?", json!({"op": "show_deployment", "deployment": "d-3"})),
+        ("why did step 2 fail?", json!({"op": "show_deployment"})),
+        ("show me the gates", json!({"op": "show_deployment"})),
+    ]);
+}

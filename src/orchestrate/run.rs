@@ -250,7 +250,8 @@ async fn rollout(
                     GateOutcome::Successful => {}
                     GateOutcome::Failed | GateOutcome::Error => {
                         let what = if result.outcome == GateOutcome::Failed { "failed" } else { "could not be read" };
-                        let pct = plan_step.as_ref().map(|p| format!(" ({}%)", p.cumulative_percent)).unwrap_or_default();
+                        let pct =
+                            plan_step.as_ref().map(|p| format!(" ({}%)", p.cumulative_percent)).unwrap_or_default();
                         let reason =
                             format!("health gate {what} at step {} of {steps}{pct}: {}", step + 1, result.describe());
                         return fail(inner, id, &reason).await;
