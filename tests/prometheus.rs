@@ -340,7 +340,7 @@ fn a_canary_whose_new_version_raises_its_errors_fails_by_the_query_and_rolls_bac
     assert!(reason.starts_with("health gate failed at step 1 of 2 (25%): error ratio "), "{reason}");
     assert!(reason.contains(" vs baseline ") && reason.contains(", limit 1% and 2x baseline + 0.5%"), "{reason}");
     assert!(
-        reason.contains(r#"query: sum(rate(parley_agent_request_errors_total{extension="auth-filter",version="2.1.0",agent=~"edge\\-13|edge\\-14|edge\\-15"}[1m]))"#),
+        reason.contains(r#"query: sum(rate(parley_agent_request_errors_total{extension="auth-filter",version="2.1.0",agent=~"edge-13|edge-14|edge-15"}[1m]))"#),
         "{reason}"
     );
     assert!(

@@ -268,11 +268,12 @@ pub fn escape_string(value: &str) -> String {
     out
 }
 
-/// A literal as an RE2 regular expression matching exactly it.
+/// A literal as an RE2 regular expression matching exactly it (`-` is literal outside
+/// a character class, so names read as they are).
 pub fn escape_regex(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
-        if "\\.+*?()|[]{}^$-".contains(c) {
+        if "\\.+*?()|[]{}^$".contains(c) {
             out.push('\\');
         }
         out.push(c);
@@ -581,7 +582,7 @@ mod tests {
         );
         assert_eq!(
             q,
-            r#"sum(rate(parley_agent_request_errors_total{extension="auth-filter",version="2.1.0",agent=~"edge\\-19|edge\\-20"}[30s]))"#
+            r#"sum(rate(parley_agent_request_errors_total{extension="auth-filter",version="2.1.0",agent=~"edge-19|edge-20"}[30s]))"#
         );
     }
 
@@ -695,7 +696,7 @@ mod tests {
                 '\\' => out.last_mut().unwrap().push(chars.next().unwrap()),
                 '|' => out.push(String::new()),
                 c => {
-                    assert!(!"\\.+*?()|[]{}^$-".contains(c), "unescaped {c:?} in {re}");
+                    assert!(!"\\.+*?()|[]{}^$".contains(c), "unescaped {c:?} in {re}");
                     out.last_mut().unwrap().push(c)
                 }
             }

@@ -146,7 +146,7 @@ pub(super) fn preview(
     topo: &Topology,
 ) -> Option<serde_json::Value> {
     match op {
-        Operation::Deploy { extension: Some(ext), version: Some(ver), strategy, require_approval, .. } => {
+        Operation::Deploy { extension: Some(ext), version: Some(ver), strategy, require_approval, gate, .. } => {
             let targets = targets(topo, ext, feasible);
             let strategy = strategy.clone().unwrap_or_else(default_strategy);
             let settings = services.orchestrator.settings();
@@ -154,7 +154,7 @@ pub(super) fn preview(
                 Ok(p) => Some(json!({
                     "extension": ext, "version": ver, "strategy": strategy,
                     "targets": feasible.targets, "already": feasible.already,
-                    "plan": p.describe(settings),
+                    "plan": services.orchestrator.describe_plan(&p, ext, gate),
                 })),
                 Err(e) => Some(json!({ "error": e.to_string() })),
             }
@@ -170,16 +170,7 @@ pub(super) fn plan_table(services: &Services, op: &Operation, feasible: &Feasibl
     let strategy = strategy.clone().unwrap_or_else(default_strategy);
     let settings = services.orchestrator.settings();
     let plan = plan_with(&strategy, &targets, settings, *require_approval).ok()?;
-    let analysis = services.orchestrator.analysis_for(ext, gate).ok().flatten().map(|ts| {
-        let each: Vec<String> = ts
-            .iter()
-            .map(|t| match &t.failure {
-                Some(f) => format!("{} limit {}", t.description, f.limits(t.unit, t.threshold)),
-                None => t.description.clone(),
-            })
-            .collect();
-        format!("Prometheus: {}", each.join("; "))
-    });
+    let analysis = services.orchestrator.describe_analysis(ext, gate);
     Some(render::plan_table(&plan, settings, analysis))
 }
 
@@ -261,7 +252,7 @@ async fn deploy(services: &Services, request: DeployRequest, feasible: &Feasible
         (request.extension.clone(), request.version.clone(), request.scope.clone(), request.strategy.clone());
     let settings = services.orchestrator.settings();
     let described = plan_with(&strategy, &request.targets, settings, request.require_approval)
-        .map(|p| p.describe(settings))
+        .map(|p| services.orchestrator.describe_plan(&p, &ext, &request.gate))
         .unwrap_or_default();
     let mut from: BTreeMap<String, usize> = BTreeMap::new();
     for t in &request.targets {

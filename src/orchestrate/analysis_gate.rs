@@ -59,6 +59,34 @@ pub(super) fn resolve(
     Ok((!templates.is_empty()).then_some(templates))
 }
 
+/// The gate in words, as plans show it: "Prometheus: error ratio limit 1% and 2x
+/// baseline + 0.5%; p99 latency limit 300 ms and 1.5x baseline".
+pub(super) fn describe(templates: &[Template]) -> String {
+    let each: Vec<String> = templates
+        .iter()
+        .map(|t| match (&t.failure, &t.success) {
+            (Some(f), _) => format!("{} limit {}", t.description, f.limits(t.unit, t.threshold)),
+            (None, Some(s)) => format!("{} needs {}", t.description, s.limits(t.unit, t.threshold)),
+            (None, None) => t.description.clone(),
+        })
+        .collect();
+    format!("Prometheus: {}", each.join("; "))
+}
+
+/// `plan`'s steps in words, their gate the analysis templates' where they judge.
+pub(super) fn describe_plan(
+    inner: &Inner,
+    plan: &super::Plan,
+    extension: &str,
+    requirements: &[GateRequirement],
+) -> Vec<String> {
+    let lines = plan.describe(&inner.settings);
+    let Ok(Some(templates)) = resolve(inner, extension, requirements) else { return lines };
+    let builtin = format!("gate: {}, against the agents not yet upgraded", super::describe_gate(&inner.settings.gate));
+    let analysis = format!("gate: {}", describe(&templates));
+    lines.into_iter().map(|l| l.replace(&builtin, &analysis)).collect()
+}
+
 /// The templates of deployment `id`, as [`resolve`] finds them now.
 pub(super) async fn templates(
     inner: &Inner,

@@ -53,7 +53,8 @@ impl Orchestrator {
             "require_approval": req.require_approval, "max_failures": req.max_failures,
             "gate": req.gate,
         });
-        let planned = json!({ "plan": plan, "steps": plan.describe(&inner.settings) });
+        let steps = super::analysis_gate::describe_plan(inner, &plan, &req.extension, &req.gate);
+        let planned = json!({ "plan": plan, "steps": steps });
         let new = NewDeployment {
             extension: req.extension.clone(),
             version: req.version.clone(),

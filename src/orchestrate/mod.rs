@@ -360,6 +360,18 @@ impl Orchestrator {
         analysis_gate::resolve(&self.inner, extension, gate)
     }
 
+    /// A plan's steps in words for a rollout of `extension` with `gate`: as
+    /// [`Plan::describe`], with the analysis templates as the gate where they judge.
+    pub fn describe_plan(&self, plan: &Plan, extension: &str, gate: &[crate::ops::GateRequirement]) -> Vec<String> {
+        analysis_gate::describe_plan(&self.inner, plan, extension, gate)
+    }
+
+    /// The analysis gate in words for a rollout of `extension` with `gate`; `None`:
+    /// the built-in gate judges.
+    pub fn describe_analysis(&self, extension: &str, gate: &[crate::ops::GateRequirement]) -> Option<String> {
+        self.analysis_for(extension, gate).ok().flatten().map(|ts| analysis_gate::describe(&ts))
+    }
+
     pub fn settings(&self) -> &RolloutSettings {
         &self.inner.settings
     }
