@@ -568,4 +568,52 @@ mod tests {
         let e = Config::load(Some(&path)).unwrap_err().to_string();
         assert!(e.contains("llm.base_url"), "{e}");
     }
+
+    #[test]
+    fn the_metrics_section_takes_a_url_and_optional_credentials_from_the_environment() {
+        use crate::analysis::Auth;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, format!("data_dir = \"state\"\n[metrics]\n{text}")).unwrap();
+            Config::load(Some(&path)).map(|c| c.metrics).map_err(|e| e.to_string())
+        };
+        let m = load("prometheus = \"http://127.0.0.1:9090/\"\n").unwrap().unwrap();
+        assert_eq!(
+            (m.url.as_str(), &m.auth, m.timeout),
+            ("http://127.0.0.1:9090", &Auth::None, Duration::from_secs(5))
+        );
+        // Names no other test uses, so that setting them races nobody.
+        std::env::set_var("PARLEY_TEST_PROM_TOKEN_19", "t0ken");
+        std::env::set_var("PARLEY_TEST_PROM_PASSWORD_19", "pa55");
+        let m =
+            load("prometheus = \"https://prom:9090\"\ntoken_env = \"PARLEY_TEST_PROM_TOKEN_19\"\ntimeout_ms = 750\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!((m.auth.clone(), m.timeout), (Auth::Bearer("t0ken".into()), Duration::from_millis(750)));
+        assert!(!format!("{m:?}").contains("t0ken"), "{m:?}");
+        let m = load(
+            "prometheus = \"http://p:9090\"\nusername = \"parley\"\npassword_env = \"PARLEY_TEST_PROM_PASSWORD_19\"\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(m.auth, Auth::Basic { username: "parley".into(), password: "pa55".into() });
+        assert!(!format!("{m:?}").contains("pa55"), "{m:?}");
+        for (text, says) in [
+            ("prometheus = \"localhost:9090\"\n", "metrics.prometheus must be an http:// or https:// URL"),
+            ("prometheus = \"http://u:pw@p:9090\"\n", "must not carry credentials"),
+            ("prometheus = \"http://p\"\nusername = \"u\"\n", "metrics.username needs password_env"),
+            (
+                "prometheus = \"http://p\"\ntoken_env = \"PARLEY_TEST_PROM_UNSET_19\"\n",
+                "metrics.token_env: the environment variable PARLEY_TEST_PROM_UNSET_19 is not set",
+            ),
+            ("prometheus = \"http://p\"\ntimeout_ms = 5\n", "metrics.timeout_ms must be between 100 and 60000"),
+        ] {
+            let e = load(text).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+            assert!(!e.contains("pw@"), "{e}");
+        }
+        std::fs::write(&path, "data_dir = \"state\"\n").unwrap();
+        assert!(Config::load(Some(&path)).unwrap().metrics.is_none());
+    }
 }

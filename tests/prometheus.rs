@@ -47,6 +47,11 @@ struct PromServer {
 
 impl PromServer {
     fn start() -> PromServer {
+        PromServer::start_with(None)
+    }
+
+    /// With `web` as Prometheus's `--web.config.file` (basic auth users), when given.
+    fn start_with(web: Option<&str>) -> PromServer {
         let dir = tempfile::tempdir().unwrap();
         let targets = dir.path().join("targets.json");
         std::fs::write(&targets, "[]").unwrap();
@@ -62,7 +67,13 @@ impl PromServer {
         .unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
+        let mut cmd = Command::new("prometheus");
+        if let Some(web) = web {
+            let path = dir.path().join("web.yml");
+            std::fs::write(&path, web).unwrap();
+            cmd.arg(format!("--web.config.file={}", path.display()));
+        }
+        let child = cmd
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -77,7 +88,9 @@ impl PromServer {
             assert!(Instant::now() < ready, "prometheus did not listen on {port}");
             std::thread::sleep(Duration::from_millis(100));
         }
-        server.eventually("prometheus ready", "vector(1)", |v| v == Some(1.0));
+        if web.is_none() {
+            server.eventually("prometheus ready", "vector(1)", |v| v == Some(1.0));
+        }
         server
     }
 
@@ -305,6 +318,37 @@ fn the_provider_answers_instant_and_range_queries_and_names_what_went_wrong() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(!format!("{e} {slow:?}").contains("t0ken"), "the token never shows");
     drop(silent);
+}
+
+#[test]
+fn basic_auth_reaches_a_protected_prometheus_and_wrong_credentials_are_named_without_the_secret() {
+    require!("prometheus");
+    // bcrypt of "s3cret-pass" (cost 4): Prometheus's own basic auth.
+    let web = "basic_auth_users:\n  parley: $2b$04$LFgn3OU0tCeL4l1jL.Gh5OTp8PmhrBSaGWiVfQIuX5fOBpbCpshmC\n";
+    let prom = PromServer::start_with(Some(web));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let with = |auth: Auth| {
+        Prometheus::new(PrometheusConfig { url: prom.url.clone(), auth, timeout: Duration::from_secs(5) }).unwrap()
+    };
+    let right = with(Auth::Basic { username: "parley".into(), password: "s3cret-pass".into() });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        match rt.block_on(right.query("vector(3)")) {
+            Ok(v) => break v,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "never answered: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    assert_eq!(answer.iter().map(|s| s.value).collect::<Vec<_>>(), [3.0]);
+    let wrong = with(Auth::Basic { username: "parley".into(), password: "guess".into() });
+    let e = rt.block_on(wrong.query("vector(3)")).unwrap_err();
+    assert_eq!(e, PromError::Unauthorized { url: prom.url.clone(), status: 401 });
+    assert_eq!(e.to_string(), format!("Prometheus at {} refused the credentials (401)", prom.url));
+    assert!(!format!("{e} {wrong:?} {right:?}").contains("s3cret-pass") && !format!("{wrong:?}").contains("guess"));
+    let none = rt.block_on(with(Auth::None).query("vector(3)")).unwrap_err();
+    assert_eq!(none, PromError::Unauthorized { url: prom.url.clone(), status: 401 });
 }
 
 #[test]

@@ -261,4 +261,28 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("depends on extension name `a/b` is not valid"), "{err}");
     }
+
+    #[test]
+    fn analysis_templates_are_checked_where_the_catalog_is_loaded() {
+        let c = Catalog::embedded().unwrap();
+        assert_eq!(c.get("auth-filter").unwrap().analysis, ["error-ratio", "p99-latency"]);
+        assert!(c.get("rate-limiter").unwrap().analysis.is_empty(), "the built-in gate stays the default");
+        let names: Vec<&str> = c.analysis_templates().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["error-ratio", "p99-latency"]);
+        let ext = "[[extension]]\nname = \"x\"\nversions = [\"1.0\"]\nanalysis = [\"e\"]\n";
+        let err = Catalog::from_toml(ext, "c.toml").unwrap_err().to_string();
+        assert!(err.contains("extension `x` names unknown analysis template `e`"), "{err}");
+        let template =
+            |query: &str| format!("{ext}[[analysis]]\nname = \"e\"\nquery = '{query}'\nfailure = \"value > 1\"\n");
+        assert!(Catalog::from_toml(&template(r#"up{version="{version}"}"#), "c.toml").is_ok());
+        let err = Catalog::from_toml(&template("up > {version}"), "c.toml").unwrap_err().to_string();
+        assert!(err.contains("analysis template `e`: {version} may stand only inside a double-quoted string"), "{err}");
+        let twice = format!("{}[[analysis]]\nname = \"e\"\nquery = 'up'\nfailure = \"value > 1\"\n", template("up"));
+        let err = Catalog::from_toml(&twice, "c.toml").unwrap_err().to_string();
+        assert!(err.contains("analysis template `e` is defined twice"), "{err}");
+        let err = Catalog::from_toml(&template("up").replace("value > 1", "value > threshold"), "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a condition uses `threshold`, but the template sets none"), "{err}");
+    }
 }
