@@ -231,6 +231,12 @@ fn agents_metrics_pass_promtool_and_count_what_they_serve() {
         let unauthorised = http.get(&url).send().await.unwrap().status().as_u16();
         let _ = stop.send(());
         let _ = task.await;
+        // The simulator serves each agent's metrics under its own path.
+        let sim = parley::agent::simulate::Simulator::start(parley::agent::simulate::SimOptions::new(2)).await.unwrap();
+        let sim_text =
+            http.get(format!("http://{}/a/edge-1/metrics", sim.addr())).send().await.unwrap().text().await.unwrap();
+        assert!(sim_text.contains(r#"parley_agent_extension_info{agent="edge-1",region="us-east""#), "{sim_text}");
+        sim.shutdown().await;
         (text, unauthorised)
     });
     assert_eq!(unauthorised, 401, "metrics are behind the agent's token");

@@ -492,13 +492,10 @@ fn split_words(text: &str, word: &str) -> Vec<String> {
         if w == word {
             out.push(String::new());
         } else {
-            let last = out.last_mut().map(|s| {
+            if let Some(s) = out.last_mut() {
                 if !s.is_empty() {
                     s.push(' ');
                 }
-                s
-            });
-            if let Some(s) = last {
                 s.push_str(w);
             }
         }
