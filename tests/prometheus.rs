@@ -412,6 +412,14 @@ fn a_canary_whose_new_version_raises_its_errors_fails_by_the_query_and_rolls_bac
     assert!(text.contains("  error ratio: failed (value > threshold and value > 2 * baseline + 0.005)"), "{text}");
     assert!(text.contains("    query: sum(rate(parley_agent_request_errors_total{"), "{text}");
     assert!(text.contains("    1. failed error ratio "), "{text}");
+    // The report names the metrics that stopped it.
+    let report = chat.say("deployment report for the last 30 days");
+    assert_eq!(
+        report["details"]["failed_gates_by_kind"],
+        serde_json::json!({"error ratio": 1, "p99 latency": 1}),
+        "{report}"
+    );
+    assert_eq!(report["details"]["gates_by_outcome"]["failed"], 1, "{report}");
     chat.finish();
 }
 
