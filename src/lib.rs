@@ -7,8 +7,10 @@
 pub mod agent;
 pub mod app;
 pub mod config;
+pub mod diagnose;
 pub mod dialog;
 pub mod feasibility;
+pub mod freeze;
 pub mod intent;
 pub mod llm;
 pub mod ops;

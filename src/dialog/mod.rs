@@ -19,7 +19,10 @@
 mod execute;
 mod follow;
 mod render;
+mod troubleshoot;
 mod undo;
+
+pub use troubleshoot::diagnosis_reply;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +52,8 @@ struct Context {
     queueable: Option<Operation>,
     /// The last thing acted on, of any kind, for "undo that".
     acted: Option<undo::Subject>,
+    /// The last troubleshooting question, for "and us-east?".
+    inquiry: Option<Operation>,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +270,7 @@ impl Session {
             self.audited = true;
         }
         self.vet_follow_ups(&mut reply).await;
+        troubleshoot::mark_frozen(&self.services, &mut reply).await;
         let notices = self.take_routing_notices();
         if !notices.is_empty() && !self.routing_live {
             reply.message = format!("{} {}", notices.join(" "), reply.message);
@@ -543,6 +549,7 @@ impl Session {
             Ok(op) => op,
             Err(reply) => return reply,
         };
+        let op = troubleshoot::follow_on(op, utterance, &mut self.context);
         let missing = self.services.grammar.missing(&op);
         if let Some(first) = missing.first() {
             let vocab = self.vocabulary();
@@ -753,6 +760,9 @@ impl Session {
     }
 
     async fn check(&self, op: &Operation, topo: &Topology) -> Result<Feasible, Infeasible> {
+        if let Some(checked) = troubleshoot::check(&self.services, op).await {
+            return checked;
+        }
         if let Some(Some(id)) = op.deployment_slot() {
             let record = self.deployment(id).await?;
             return execute::check_control(op, &record);
