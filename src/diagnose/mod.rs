@@ -599,7 +599,9 @@ fn focus_utterance(m: Metric, agent: &str) -> String {
 /// "4 s", "3 min", "2 h".
 pub fn duration_words(d: chrono::Duration) -> String {
     let s = d.num_seconds().max(0);
-    if s < 120 {
+    if d.num_milliseconds() < 1000 {
+        "under a second".to_string()
+    } else if s < 120 {
         format!("{s} s")
     } else if s < 7200 {
         format!("{} min", s / 60)
@@ -911,13 +913,15 @@ pub fn explain_deployment(f: &Facts, dep: &DeploymentRecord, events: &[EventReco
         dep.name,
         dep.extension,
         dep.version,
-        dep.scope,
+        crate::feasibility::scope_words(&dep.scope),
         dep.actor,
         dep.frontend,
         clock(dep.created_at),
         if dep.status.is_active() { "is ".to_string() } else { String::new() },
         match dep.status {
-            crate::ops::DeploymentStatus::Succeeded => format!("{status} after {} steps", dep.step_count),
+            crate::ops::DeploymentStatus::Succeeded => {
+                format!("{status} after {}", plural(dep.step_count as usize, "step", "steps"))
+            }
             _ => format!("{status} at {step}"),
         }
     );
