@@ -5,6 +5,8 @@
 //! changed" and "who drained" from the registry; the emergency stop holds two
 //! running rollouts and an automatic failback that was about to happen.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -285,6 +287,29 @@ async fn a_slow_zone_with_no_change_is_the_zone_and_no_deployment_is_blamed() {
     );
     assert!(r.follow_ups.iter().all(|f| !f.contains("roll back") && !f.contains("abort")), "{:?}", r.follow_ups);
     assert!(!r.message.contains("d-"), "{}", r.message);
+
+    // Slack shows the evidence as Block Kit fields, each with its source.
+    let message = parley::slack::blocks::reply_message(&r);
+    let fields: Vec<String> = message["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["fields"].as_array())
+        .flatten()
+        .map(|f| f["text"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        fields.contains(&"*It follows a place: 6 of the 6 agents in us-west-b are out of threshold; none in us-west-a is.*\nSource: topology".to_string()),
+        "{fields:#?}"
+    );
+    // The TUI draws each suspect's sparkline beside its peers' median.
+    let mut lines = Vec::new();
+    parley::ui::tui::render::explain_sparklines(&r, 100, &mut lines);
+    let text: Vec<String> =
+        lines.iter().map(|l| l.spans.iter().map(|s| s.content.to_string()).collect::<String>()).collect();
+    assert_eq!(text[1], "  p95 (full bar = threshold)");
+    assert!(text[2].starts_with(&format!("  {worst} ")) && text[2].contains("  vs  peers (median of 6) "), "{text:#?}");
+    assert_eq!(text.len(), 2 + 3, "three suspects drawn: {text:#?}");
     sim.shutdown().await;
     parley.shutdown().await;
 }
@@ -571,4 +596,26 @@ async fn the_emergency_stop_holds_two_rollouts_and_an_automatic_failback() {
     }
     sim.shutdown().await;
     parley.shutdown().await;
+}
+
+/// `chat --json` carries the evidence as structured `details`: the finding, each line
+/// with its source, what is unknown, the actions and the sparkline series.
+#[test]
+fn chat_json_carries_the_evidence_as_details() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chat = common::Chat::start(dir.path(), &["--demo-faults", "latency:600/agent:edge-14"]);
+    let turn = chat.eventually("what's wrong with edge-14?", |t| t["details"]["finding"]["kind"] == "outliers");
+    assert_eq!(turn["operation"], serde_json::json!({"op": "explain", "scope": ["agent:edge-14"]}));
+    assert_eq!(turn["outcome"], "answered");
+    let details = &turn["details"];
+    assert_eq!(details["subject"], "edge-14");
+    assert_eq!(details["suspects"], serde_json::json!(["edge-14"]));
+    let evidence = details["evidence"].as_array().unwrap();
+    assert!(evidence.iter().all(|e| e["source"].as_str().is_some_and(|s| !s.is_empty())), "{evidence:?}");
+    assert!(evidence[0]["text"].as_str().unwrap().starts_with("edge-14: p95 latency "), "{evidence:?}");
+    assert_eq!(evidence[0]["kind"], "metric");
+    assert!(details["unknown"].as_array().is_some_and(|u| !u.is_empty()));
+    assert!(details["series"].as_array().is_some_and(|s| s.iter().any(|x| x["label"] == "edge-14")));
+    assert_eq!(turn["follow_ups"][0], "show me the latency on edge-14");
+    chat.finish();
 }

@@ -303,8 +303,9 @@ pub fn explain_sparklines(r: &Reply, width: usize, lines: &mut Vec<Line<'static>
         return;
     }
     let metric = series.first().and_then(|s| s.get("metric")).and_then(|m| m.as_str()).unwrap_or("");
-    let n = width.saturating_sub(8).min(2 * SPARK_SHOWN * 3) / 2 / 3;
-    let n = n.clamp(4, 24);
+    // Two sparklines and two labels share the line: twice the fleet pane's samples
+    // when the chat is wide enough, as many otherwise.
+    let n = if width >= 100 { 2 * SPARK_SHOWN } else { SPARK_SHOWN };
     let peers = all.iter().find(|s| !s.1);
     lines.push(Line::raw(""));
     lines.push(Line::styled(format!("  {metric} (full bar = threshold)"), Style::new().add_modifier(Modifier::BOLD)));
