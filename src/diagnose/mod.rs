@@ -291,9 +291,8 @@ pub fn explain(f: &Facts, q: &Question) -> Diagnosis {
                     } else {
                         text.push_str(&format!(" since {}", clock(start)));
                     }
-                    match baseline(&samples, metric, start) {
-                        Some(b) => text.push_str(&format!("; its own baseline before that {}", show(metric, b))),
-                        None => {}
+                    if let Some(b) = baseline(&samples, metric, start) {
+                        text.push_str(&format!("; its own baseline before that {}", show(metric, b)));
                     }
                 }
                 None => text.push_str(" in its latest report"),
