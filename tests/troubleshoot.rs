@@ -514,7 +514,7 @@ async fn the_emergency_stop_holds_two_rollouts_and_an_automatic_failback() {
     assert_eq!(r.operation.as_ref().map(|o| o.name()), Some("freeze"));
     assert_eq!(
         r.message,
-        "Freeze the fleet. This needs confirmation because it pauses d-1 and d-2 (running), and holds the automatic failover and failback until \"unfreeze\". Proceed? (yes/no)"
+        "Freeze the fleet. This needs confirmation because it pauses d-1 and d-2 (running) and holds the automatic failover and failback until \"unfreeze\". Proceed? (yes/no)"
     );
     let r = ada.handle("yes").await;
     assert_eq!(r.outcome, Outcome::Done, "{}", r.message);

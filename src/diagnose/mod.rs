@@ -1007,8 +1007,7 @@ pub fn explain_deployment(f: &Facts, dep: &DeploymentRecord, events: &[EventReco
     }
     if failed_gate.is_none()
         && dep.targets.iter().all(|t| t.state != crate::registry::TargetState::Failed)
-        && !dep.status.is_active()
-        && dep.status != crate::ops::DeploymentStatus::Succeeded
+        && dep.status == crate::ops::DeploymentStatus::Failed
     {
         d.unknown
             .push("No failed health gate or install is journalled; the reason above is all that is recorded.".into());

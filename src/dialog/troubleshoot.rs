@@ -117,12 +117,11 @@ pub(super) async fn check(services: &Services, op: &Operation) -> Option<Result<
                 );
             }
             let what = match running.len() {
-                0 => "no rollout is running now, but none may start or move on".to_string(),
-                1 => format!("it pauses {} (running)", running[0]),
+                0 => "it stops every rollout from starting or moving on (none is running now)".to_string(),
                 _ => format!("it pauses {} (running)", and_list(&running)),
             };
             Some(Ok(Feasible {
-                risk: Some(format!("{what}, and holds the automatic failover and failback until \"unfreeze\"")),
+                risk: Some(format!("{what} and holds the automatic failover and failback until \"unfreeze\"")),
                 ..plain()
             }))
         }
