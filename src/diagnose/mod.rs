@@ -1014,3 +1014,170 @@ pub fn explain_deployment(f: &Facts, dep: &DeploymentRecord, events: &[EventReco
     }
     d
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{DeploymentStatus, Strategy, StrategyKind};
+    use crate::registry::{TargetRecord, TargetState};
+    use crate::topology::test_support::demo_topology;
+    use crate::topology::Liveness;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(secs)
+    }
+
+    /// The demo fleet measured at `secs`, changed by `f`.
+    fn snapshot(secs: i64, f: impl Fn(&mut AgentView)) -> Topology {
+        let t = demo_topology();
+        let mut agents = t.agents().to_vec();
+        for a in &mut agents {
+            a.reported_at = Some(at(secs));
+            a.last_seen = Some(at(secs));
+            f(a);
+        }
+        Topology::new(agents, t.catalog_arc(), Some(at(secs)))
+    }
+
+    fn deployment(agents: &[&str]) -> DeploymentRecord {
+        DeploymentRecord {
+            id: 1,
+            name: "d-1".into(),
+            extension: "auth-filter".into(),
+            version: "2.1.0".into(),
+            scope: Scope::region("eu-west"),
+            strategy: Strategy::of(StrategyKind::Rolling),
+            status: DeploymentStatus::Succeeded,
+            reason: None,
+            actor: "alice".into(),
+            frontend: "tui".into(),
+            utterance: "roll out auth-filter 2.1.0 to eu-west-b".into(),
+            current_step: 0,
+            step_count: 1,
+            created_at: at(14),
+            updated_at: at(16),
+            finished_at: Some(at(16)),
+            targets: agents
+                .iter()
+                .map(|a| TargetRecord {
+                    agent: a.to_string(),
+                    endpoint: String::new(),
+                    previous_version: Some("2.0.3".into()),
+                    step: 0,
+                    state: TargetState::Installed,
+                    detail: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_zone_on_a_new_version_is_blamed_on_its_rollout_and_the_place_is_not_ruled_out() {
+        let zone_b = ["edge-16", "edge-17", "edge-18", "core-11", "core-12", "gpu-6"];
+        let bad = |a: &mut AgentView, err: f64| {
+            if zone_b.contains(&a.name.as_str()) {
+                a.extensions.insert("auth-filter".into(), "2.1.0".into());
+                a.metrics.error_rate_pct = err;
+            }
+        };
+        let history = MetricHistory::new();
+        history.record(&snapshot(10, |a| bad(a, 0.2)));
+        history.record(&snapshot(20, |a| bad(a, 6.0)));
+        let topo = snapshot(30, |a| bad(a, 6.5));
+        history.record(&topo);
+        let step = Change {
+            at: at(15),
+            kind: ChangeKind::Step,
+            summary: "d-1 step 1 of 1 installed auth-filter 2.1.0 on edge-16".into(),
+            agents: zone_b.iter().map(|s| s.to_string()).collect(),
+            regions: Vec::new(),
+            deployment: Some("d-1".into()),
+            actor: "alice".into(),
+            frontend: "tui".into(),
+            source: "deployment journal d-1".into(),
+        };
+        let deployments = [deployment(&zone_b)];
+        let facts = Facts {
+            topo: &topo,
+            history: &history,
+            thresholds: HealthThresholds::default(),
+            changes: std::slice::from_ref(&step),
+            deployments: &deployments,
+            now: at(31),
+        };
+        let scope = Scope::region("eu-west");
+        let d = explain(&facts, &Question { scope: &scope, subject: "eu-west".into(), focus: None, compare: None });
+        assert_eq!(
+            d.finding,
+            Finding::Version {
+                extension: "auth-filter".into(),
+                version: "2.1.0".into(),
+                within: "eu-west".into(),
+                deployment: Some("d-1".into())
+            }
+        );
+        assert_eq!(
+            d.headline,
+            "eu-west is degraded since 00:00:20: the 6 agents out of threshold in eu-west are the ones on auth-filter 2.1.0 \
+             (error rate); d-1 brought it to them in step 1 of 1 at 00:00:15, started by alice through tui, 5 s before it began."
+        );
+        let texts: Vec<&str> = d.evidence.iter().map(|e| e.text.as_str()).collect();
+        assert!(texts.contains(
+            &"They are also all in eu-west-b, where no agent runs another version, so the place alone cannot be ruled out."
+        ));
+        assert!(texts.contains(
+            &"edge-16: error rate 6.5% (threshold 1.0%) since 00:00:20; its own baseline before that 0.20%; its peers in eu-west 0.10% (median of 6)"
+        ), "{texts:#?}");
+        assert_eq!(d.actions[..2], ["roll back d-1", "show deployment d-1"]);
+        assert_eq!(d.peers.len(), 6);
+    }
+
+    #[test]
+    fn an_outlier_is_an_outlier_and_what_a_silent_agent_measures_is_unknown() {
+        let f = |a: &mut AgentView| match a.name.as_str() {
+            "edge-14" => a.metrics.cpu_pct = 95.0,
+            "edge-13" => {
+                a.liveness = Liveness::Down;
+                a.liveness_since = at(25);
+                a.reported_at = Some(at(5));
+            }
+            _ => {}
+        };
+        let history = MetricHistory::new();
+        let topo = snapshot(30, f);
+        history.record(&topo);
+        let facts = Facts {
+            topo: &topo,
+            history: &history,
+            thresholds: HealthThresholds::default(),
+            changes: &[],
+            deployments: &[],
+            now: at(31),
+        };
+        let scope = Scope::region("eu-west");
+        let d = explain(&facts, &Question { scope: &scope, subject: "eu-west".into(), focus: None, compare: None });
+        assert_eq!(d.finding, Finding::Outliers);
+        assert_eq!(d.suspects, ["edge-14"]);
+        assert_eq!(
+            d.headline,
+            "eu-west is degraded: 1 agent is over the CPU threshold (edge-14), and nothing it shares with others explains it."
+        );
+        let texts: Vec<&str> = d.evidence.iter().map(|e| e.text.as_str()).collect();
+        assert!(texts.contains(&"edge-13 is down since 00:00:25; its last report was at 00:00:05"), "{texts:#?}");
+        assert!(d.unknown.contains(&"What edge-13 measures now is not known: it does not answer.".to_string()));
+        assert!(d.unknown.iter().any(|u| u.starts_with("The metric history begins at 00:00:30")));
+        assert_eq!(d.actions, ["show me the cpu on edge-14", "what changed on edge-14 today?", "drain edge-14"]);
+        // Only the CPU counts when the question is about memory.
+        let d = explain(
+            &facts,
+            &Question {
+                scope: &Scope::region("us-east"),
+                subject: "us-east".into(),
+                focus: Some(Metric::Memory),
+                compare: None,
+            },
+        );
+        assert_eq!(d.finding, Finding::Ordinary);
+        assert_eq!(d.evidence[0].text, "Memory 40%-40% (median 40%, threshold 85%).");
+    }
+}
