@@ -256,6 +256,11 @@ pub fn explain(f: &Facts, q: &Question) -> Diagnosis {
         history_since,
     };
 
+    if scoped.is_empty() {
+        d.headline = format!("No agent is in {}, so there is nothing to explain.", q.subject);
+        d.actions.push("show topology".into());
+        return d;
+    }
     if suspects.is_empty() && unreachable.is_empty() {
         ordinary(f, q, &scoped, &mut d);
         return d;
@@ -506,13 +511,22 @@ pub fn explain(f: &Facts, q: &Question) -> Diagnosis {
         (None, None) => {
             d.finding = Finding::Unreachable;
             let names: Vec<String> = unreachable.iter().map(|a| a.name.to_string()).collect();
-            d.headline = format!(
-                "{}: {} {} not answering or keep changing ({}); the rest is within its thresholds.",
-                q.subject,
-                plural(names.len(), "agent", "agents"),
-                if names.len() == 1 { "is" } else { "are" },
-                agent_words(&names)
-            );
+            d.headline = if names.len() == scoped.len() && names.len() > 1 {
+                format!(
+                    "{}: none of its {} agents answers (or they keep changing): {}.",
+                    q.subject,
+                    names.len(),
+                    agent_words(&names)
+                )
+            } else {
+                format!(
+                    "{}: {} {} not answering or keep changing ({}); the rest is within its thresholds.",
+                    q.subject,
+                    plural(names.len(), "agent", "agents"),
+                    if names.len() == 1 { "is" } else { "are" },
+                    agent_words(&names)
+                )
+            };
             d.suspects = names.clone();
             if let Some(w) = names.first() {
                 d.actions.push(format!("show agent {w}"));

@@ -67,8 +67,13 @@ pub(super) fn follow_on(op: Operation, utterance: &str, ctx: &mut super::Context
         }
         (op, _) => op,
     };
-    if matches!(op, Operation::Explain { .. } | Operation::Changes { .. } | Operation::Versions { .. }) {
-        ctx.inquiry = Some(op.clone());
+    match &op {
+        Operation::Explain { .. } | Operation::Changes { .. } | Operation::Versions { .. } => {
+            ctx.inquiry = Some(op.clone())
+        }
+        // Another question ends the investigation; steering the dialog does not.
+        op if op.effect() != crate::ops::Effect::Dialog => ctx.inquiry = None,
+        _ => {}
     }
     op
 }
