@@ -27,7 +27,7 @@ fn topology(catalog: &Arc<Catalog>, secs: i64, bad_from: i64) -> Topology {
         .map(|i| {
             let region = format!("region-{}", i % REGIONS);
             let zone = format!("{region}-{}", (i / REGIONS) % ZONES_PER_REGION);
-            let new = i % REGIONS == 0 && (i / REGIONS) % 7 == 0;
+            let new = i.is_multiple_of(REGIONS) && (i / REGIONS).is_multiple_of(7);
             let mut extensions = BTreeMap::new();
             extensions.insert("auth-filter".to_string(), if new { "2.1.0" } else { "2.0.3" }.to_string());
             extensions.insert("log-shipper".to_string(), "1.4.2".to_string());
