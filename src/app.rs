@@ -165,6 +165,7 @@ impl Parley {
         .await?;
         let mut discovery = discovery;
         discovery.push(router.spawn(poller.events(), stop.subscribe()));
+        discovery.push(crate::freeze::spawn_guard(registry.clone(), orchestrator.clone(), stop.subscribe()));
         if let Some(addr) = config.routing.listen {
             discovery.push(crate::routing::http::serve(router.clone(), addr, stop.subscribe()).await?);
         }

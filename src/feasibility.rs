@@ -83,6 +83,7 @@ pub fn check(op: &Operation, topo: &Topology, busy: &Busy) -> Result<Feasible, I
             known_extension(&e.name, topo)?;
             Ok(plain(Vec::new()))
         }
+        Operation::Versions { extension: Some(e), .. } => known_extension(e, topo).map(|_| plain(Vec::new())),
         _ => Ok(plain(Vec::new())),
     }
 }

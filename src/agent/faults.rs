@@ -4,7 +4,9 @@
 //! answer is delayed), `crash` (the agent stops serving: connections are refused or
 //! dropped), `hang` (requests are accepted and never answered), `partition:REGION`
 //! (every agent of the region hangs, as if the network to it were cut) and
-//! `flap:PERIOD_MS` (the agent is alternately up and crashed, PERIOD_MS each). A spec
+//! `flap:PERIOD_MS` (the agent is alternately up and crashed, PERIOD_MS each) and
+//! `latency:MS` (the p95 latency the agent reports rises by MS: a slow dependency,
+//! where `slow:` delays the agent's own answers). A spec
 //! is a comma-separated list; each fault may end in `/SELECTOR` (`/region:eu-west`,
 //! `/agent:edge-3`) to hit only some agents of a fleet.
 
@@ -38,6 +40,10 @@ pub enum Fault {
     Flap {
         period: Duration,
     },
+    /// The reported p95 latency is this many milliseconds higher.
+    Latency {
+        extra_ms: u32,
+    },
 }
 
 /// Whether an agent serves at all, given its faults and the time.
@@ -69,6 +75,14 @@ impl Faults {
             {
                 Some(Spike { error_rate_pct: *error_rate_pct, extra_p95_ms: 350.0 })
             }
+            _ => None,
+        })
+    }
+
+    /// What `latency:` adds to the reported p95 latency, in milliseconds.
+    pub fn extra_latency_ms(&self) -> Option<f64> {
+        self.0.iter().find_map(|f| match f {
+            Fault::Latency { extra_ms } => Some(f64::from(*extra_ms)),
             _ => None,
         })
     }
@@ -150,7 +164,7 @@ impl Faults {
 pub struct FaultSpec(pub Vec<(Fault, Option<Selector>)>);
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("fault `{fault}`: {reason} (expected error-spike:EXT@VERSION[=PCT], install-fail:EXT@VERSION, slow:MS, crash, hang, partition:REGION or flap:PERIOD_MS, optionally ending in /SELECTOR)")]
+#[error("fault `{fault}`: {reason} (expected error-spike:EXT@VERSION[=PCT], install-fail:EXT@VERSION, slow:MS, crash, hang, partition:REGION, flap:PERIOD_MS or latency:MS, optionally ending in /SELECTOR)")]
 pub struct FaultSpecError {
     pub fault: String,
     pub reason: String,
@@ -221,6 +235,13 @@ impl FaultSpec {
                     }
                     Fault::Flap { period: Duration::from_millis(ms) }
                 }
+                "latency" => {
+                    let ms = arg.trim_end_matches("ms").parse::<u32>().map_err(|_| err("expected milliseconds"))?;
+                    if ms > 600_000 {
+                        return Err(err("at most 600000 ms"));
+                    }
+                    Fault::Latency { extra_ms: ms }
+                }
                 _ => return Err(err("unknown fault kind")),
             };
             out.push((fault, selector));
@@ -266,6 +287,15 @@ mod tests {
     }
 
     #[test]
+    fn latency_raises_the_reported_p95_of_the_agents_it_selects() {
+        let spec = FaultSpec::parse("latency:400/zone:eu-west-b").unwrap();
+        let b = spec.for_agent(|s| *s == Selector::Zone("eu-west-b".into()));
+        assert_eq!(b.extra_latency_ms(), Some(400.0));
+        assert_eq!(b.response_delay(), None, "the agent itself answers at once");
+        assert_eq!(spec.for_agent(|_| false).extra_latency_ms(), None);
+    }
+
+    #[test]
     fn crash_hang_partition_and_flap_set_reachability() {
         let spec = FaultSpec::parse("partition:eu-west, flap:100/agent:edge-1, hang/agent:edge-2").unwrap();
         let eu = spec.for_agent(|_| false);
@@ -292,6 +322,8 @@ mod tests {
             ("partition:", "expected a region name"),
             ("flap:1", "between 10 ms"),
             ("crash:now", "takes no argument"),
+            ("latency:soon", "expected milliseconds"),
+            ("latency:700000", "at most 600000 ms"),
         ] {
             let e = FaultSpec::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

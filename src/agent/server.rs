@@ -257,9 +257,13 @@ impl Agent {
             error_rate_pct: (self.baseline.error_rate_pct * (1.0 + 0.2 * wobble)).max(0.0),
             p95_ms: (self.baseline.p95_ms * (1.0 + 0.1 * wobble)).max(1.0),
         };
-        if let Some(spike) = self.faults().error_spike(extensions) {
+        let faults = self.faults();
+        if let Some(spike) = faults.error_spike(extensions) {
             m.error_rate_pct += spike.error_rate_pct;
             m.p95_ms += spike.extra_p95_ms;
+        }
+        if let Some(extra) = faults.extra_latency_ms() {
+            m.p95_ms += extra;
         }
         if rt.state == ServingState::Drained {
             // A drained agent serves no requests: nothing can fail and there is no

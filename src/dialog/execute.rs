@@ -126,6 +126,7 @@ pub(super) async fn run(
             }
         }
         Operation::ShowRouting { .. } => show_routing(services).await,
+        op if super::troubleshoot::handles(op) => super::troubleshoot::run(services, actor, op, utterance).await,
         other => {
             Reply::new(Outcome::Infeasible, format!("Parley cannot carry out {} yet.", other.name().replace('_', " ")))
                 .feasible(false)

@@ -20,7 +20,10 @@ mod execute;
 mod follow;
 mod gates;
 mod render;
+mod troubleshoot;
 mod undo;
+
+pub use troubleshoot::diagnosis_reply;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +53,8 @@ struct Context {
     queueable: Option<Operation>,
     /// The last thing acted on, of any kind, for "undo that".
     acted: Option<undo::Subject>,
+    /// The last troubleshooting question, for "and us-east?".
+    inquiry: Option<Operation>,
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +271,7 @@ impl Session {
             self.audited = true;
         }
         self.vet_follow_ups(&mut reply).await;
+        troubleshoot::mark_frozen(&self.services, &mut reply).await;
         let notices = self.take_routing_notices();
         if !notices.is_empty() && !self.routing_live {
             reply.message = format!("{} {}", notices.join(" "), reply.message);
@@ -544,6 +550,7 @@ impl Session {
             Ok(op) => op,
             Err(reply) => return reply,
         };
+        let op = troubleshoot::follow_on(op, utterance, &mut self.context);
         let missing = self.services.grammar.missing(&op);
         if let Some(first) = missing.first() {
             let vocab = self.vocabulary();
@@ -754,6 +761,9 @@ impl Session {
     }
 
     async fn check(&self, op: &Operation, topo: &Topology) -> Result<Feasible, Infeasible> {
+        if let Some(checked) = troubleshoot::check(&self.services, op).await {
+            return checked;
+        }
         if let Some(Some(id)) = op.deployment_slot() {
             let record = self.deployment(id).await?;
             return execute::check_control(op, &record);

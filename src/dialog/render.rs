@@ -118,6 +118,7 @@ pub(super) fn summary(op: &Operation, f: &Feasible) -> String {
             1 => format!("Fail back {r} and return its 1 drained agent to service"),
             n => format!("Fail back {r} and return its {n} drained agents to service"),
         },
+        Operation::Freeze => "Freeze the fleet".to_string(),
         other => other.name().replace('_', " "),
     }
 }

@@ -335,13 +335,14 @@ impl Compiled {
 }
 
 /// The embedded grammar files, in a fixed order.
-pub const EMBEDDED: [(&str, &str); 6] = [
+pub const EMBEDDED: [(&str, &str); 7] = [
     ("intents/session.toml", include_str!("../../intents/session.toml")),
     ("intents/inspect.toml", include_str!("../../intents/inspect.toml")),
     ("intents/deploy.toml", include_str!("../../intents/deploy.toml")),
     ("intents/deployments.toml", include_str!("../../intents/deployments.toml")),
     ("intents/agents.toml", include_str!("../../intents/agents.toml")),
     ("intents/traffic.toml", include_str!("../../intents/traffic.toml")),
+    ("intents/troubleshoot.toml", include_str!("../../intents/troubleshoot.toml")),
 ];
 
 /// Reads every `*.toml` of a directory, sorted by name.

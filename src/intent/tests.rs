@@ -223,6 +223,26 @@ fn two_or_more_phrasings_for_every_op() {
         ("cancel", json!({"op":"cancel"})),
         ("never mind", json!({"op":"cancel"})),
         ("abort that question", json!({"op":"cancel"})),
+        // Troubleshooting (intents/troubleshoot.toml).
+        ("why is eu-west degraded?", json!({"op":"explain","scope":["region:eu-west"]})),
+        ("what's wrong with edge-14?", json!({"op":"explain","scope":["agent:edge-14"]})),
+        ("why did d-4 fail?", json!({"op":"explain","deployment":"d-4"})),
+        ("show me the errors on edge-14", json!({"op":"explain","scope":["agent:edge-14"],"metric":"error_rate"})),
+        ("compare with yesterday", json!({"op":"explain","compare":"1d"})),
+        ("what changed in the last hour?", json!({"op":"changes","since":"1h"})),
+        ("what changed on edge-14 today?", json!({"op":"changes","since":"24h","scope":["agent:edge-14"]})),
+        (
+            "which version of auth-filter is eu-west on?",
+            json!({"op":"versions","extension":"auth-filter","scope":["region:eu-west"]}),
+        ),
+        ("what's running on gpu-1?", json!({"op":"versions","scope":["agent:gpu-1"]})),
+        ("show the audit log for today", json!({"op":"show_audit","since":"24h"})),
+        ("who drained edge-7?", json!({"op":"show_audit","since":"30d","agent":"edge-7","action":"drain"})),
+        ("stop everything", json!({"op":"freeze"})),
+        ("freeze", json!({"op":"freeze"})),
+        ("freeze it", json!({"op":"pause"})),
+        ("unfreeze", json!({"op":"unfreeze"})),
+        ("lift the freeze", json!({"op":"unfreeze"})),
     ];
     check_all(&cases);
     // Every op of the contract is covered twice or more, by the grammar and here.

@@ -173,6 +173,91 @@ pub enum Operation {
     Help,
     Confirm,
     Cancel,
+    /// Why a scope, an agent or a deployment is unhealthy, from evidence: "why is
+    /// eu-west degraded?", "what's wrong with edge-14?", "why did d-4 fail?".
+    Explain {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment: Option<String>,
+        /// Look at one metric's history ("show me the errors on edge-14"): one of
+        /// [`Metric::NAMES`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metric: Option<String>,
+        /// Compare with the figures this long ago ("compare with yesterday": `1d`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compare: Option<TimeSpec>,
+    },
+    /// What changed over a span, on a scope: rollouts and their steps, rollbacks,
+    /// routing changes, drains, cordons and restarts, with who and from where.
+    Changes {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<TimeSpec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<TimeSpec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+    },
+    /// Which versions run where: per extension, how many agents of the scope run each.
+    Versions {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extension: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+    },
+    /// The audit log: who asked for what, through which front-end, and how it ended.
+    ShowAudit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<TimeSpec>,
+        /// Only rows about this agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+        /// Only rows of this operation (a contract name: `drain`, `deploy`, ...).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<String>,
+    },
+    /// Emergency stop: pause every running rollout and the automatic failover and
+    /// failback until `unfreeze`.
+    Freeze,
+    Unfreeze,
+}
+
+/// A metric Parley reads from every agent, for `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    ErrorRate,
+    P95,
+    Cpu,
+    Memory,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 4] = [Metric::ErrorRate, Metric::P95, Metric::Cpu, Metric::Memory];
+    /// The names the contract uses, in [`Metric::ALL`]'s order.
+    pub const NAMES: [&'static str; 4] = ["error_rate", "p95", "cpu", "memory"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::ErrorRate => "error_rate",
+            Metric::P95 => "p95",
+            Metric::Cpu => "cpu",
+            Metric::Memory => "memory",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// In a sentence: "error rate", "p95 latency".
+    pub fn words(self) -> &'static str {
+        match self {
+            Metric::ErrorRate => "error rate",
+            Metric::P95 => "p95 latency",
+            Metric::Cpu => "CPU",
+            Metric::Memory => "memory",
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -447,11 +532,17 @@ impl Operation {
             Operation::Help => "help",
             Operation::Confirm => "confirm",
             Operation::Cancel => "cancel",
+            Operation::Explain { .. } => "explain",
+            Operation::Changes { .. } => "changes",
+            Operation::Versions { .. } => "versions",
+            Operation::ShowAudit { .. } => "show_audit",
+            Operation::Freeze => "freeze",
+            Operation::Unfreeze => "unfreeze",
         }
     }
 
     /// Every operation name of the contract, in the contract's order.
-    pub const NAMES: [&'static str; 29] = [
+    pub const NAMES: [&'static str; 35] = [
         "show_topology",
         "show_health",
         "show_agent",
@@ -481,6 +572,12 @@ impl Operation {
         "help",
         "confirm",
         "cancel",
+        "explain",
+        "changes",
+        "versions",
+        "show_audit",
+        "freeze",
+        "unfreeze",
     ];
 
     /// Whether the operation reads, changes the fleet, or steers the dialog.
@@ -495,7 +592,11 @@ impl Operation {
             | Operation::ShowDeployment { .. }
             | Operation::ListDeployments { .. }
             | Operation::Report { .. }
-            | Operation::ShowRouting { .. } => Effect::Read,
+            | Operation::ShowRouting { .. }
+            | Operation::Explain { .. }
+            | Operation::Changes { .. }
+            | Operation::Versions { .. }
+            | Operation::ShowAudit { .. } => Effect::Read,
             Operation::Deploy { .. }
             | Operation::Pause { .. }
             | Operation::Resume { .. }
@@ -509,7 +610,9 @@ impl Operation {
             | Operation::Restart { .. }
             | Operation::Failover { .. }
             | Operation::Failback { .. }
-            | Operation::ShiftTraffic { .. } => Effect::Mutate,
+            | Operation::ShiftTraffic { .. }
+            | Operation::Freeze
+            | Operation::Unfreeze => Effect::Mutate,
             Operation::Watch { .. } | Operation::Unwatch | Operation::Help | Operation::Confirm | Operation::Cancel => {
                 Effect::Dialog
             }
@@ -522,7 +625,8 @@ impl Operation {
     }
 
     /// Operations that are risky whatever their scope (PRODUCT.md: failover, abort; a
-    /// failback moves a whole region's traffic as a failover does).
+    /// failback moves a whole region's traffic as a failover does; a freeze stops
+    /// every rollout and the automatic recovery at once).
     /// Scope-dependent risk (production, more than a quarter of a region) needs the
     /// topology and is decided by the feasibility check.
     pub fn always_risky(&self) -> bool {
@@ -532,6 +636,7 @@ impl Operation {
                 | Operation::Failback { .. }
                 | Operation::Abort { .. }
                 | Operation::ShiftTraffic { .. }
+                | Operation::Freeze
         )
     }
 
@@ -565,7 +670,8 @@ impl Operation {
             | Operation::Drain { agent }
             | Operation::Cordon { agent }
             | Operation::Uncordon { agent }
-            | Operation::Restart { agent } => Some(agent),
+            | Operation::Restart { agent }
+            | Operation::ShowAudit { agent, .. } => Some(agent),
             _ => None,
         }
     }
@@ -582,7 +688,10 @@ impl Operation {
             | Operation::ListDeployments { scope, .. }
             | Operation::Report { scope, .. }
             | Operation::ShowRouting { scope }
-            | Operation::Watch { scope, .. } => Some(scope),
+            | Operation::Watch { scope, .. }
+            | Operation::Explain { scope, .. }
+            | Operation::Changes { scope, .. }
+            | Operation::Versions { scope, .. } => Some(scope),
             _ => None,
         }
     }

@@ -42,6 +42,10 @@ impl TimeSpec {
         TimeSpec::Span { amount, unit: SpanUnit::Days }
     }
 
+    pub fn hours(amount: u32) -> TimeSpec {
+        TimeSpec::Span { amount, unit: SpanUnit::Hours }
+    }
+
     /// The instant this spec names, relative to `now`.
     pub fn resolve(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         match *self {

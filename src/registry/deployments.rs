@@ -484,7 +484,7 @@ fn target_from_row(row: &SqliteRow) -> Result<TargetRecord, RegistryError> {
     })
 }
 
-fn event_from_row(row: &SqliteRow) -> Result<EventRecord, RegistryError> {
+pub(super) fn event_from_row(row: &SqliteRow) -> Result<EventRecord, RegistryError> {
     let deployment: Option<i64> = row.try_get("deployment_id")?;
     let data: String = row.try_get("data")?;
     Ok(EventRecord {

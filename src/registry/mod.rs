@@ -7,6 +7,7 @@
 
 mod audit;
 mod deployments;
+mod inquiry;
 mod records;
 mod report;
 mod routing;
@@ -23,6 +24,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use deployments::QUEUED_BEHIND;
+pub use inquiry::{FreezeRecord, MAX_ROWS};
 pub use records::{
     deployment_id_from_name, deployment_name, Admission, AuditEntry, AuditResult, DeploymentFilter, DeploymentRecord,
     EventRecord, NewDeployment, NewTarget, TargetJournal, TargetRecord, TargetState,

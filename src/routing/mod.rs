@@ -257,6 +257,19 @@ impl Router {
         moved
     }
 
+    /// Whether an emergency stop is in force (any process may have recorded it): then
+    /// Parley changes no routing by itself. An unreadable registry counts as frozen,
+    /// since acting on a table nobody can journal would be worse.
+    async fn frozen(&self) -> bool {
+        match self.inner.registry.freeze().await {
+            Ok(f) => f.is_some(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the freeze; holding automatic routing changes");
+                true
+            }
+        }
+    }
+
     fn announce(&self, message: String) {
         tracing::info!(%message, "routing");
         let _ = self.inner.notices.send(message);
@@ -281,6 +294,12 @@ impl Router {
             return;
         }
         if to != RegionHealth::Partitioned {
+            return;
+        }
+        if self.frozen().await {
+            self.announce(format!(
+                "Failover target {region} is partitioned, and its traffic was not moved on: the fleet is frozen."
+            ));
             return;
         }
         let system = Actor::new("parley", "auto", crate::ops::Role::Admin);
@@ -357,6 +376,9 @@ impl Router {
                 }
                 Some(since) if !healthy => *since = None,
                 Some(since @ None) => *since = Some(Instant::now()),
+                // A freeze holds the failback; the region stays healthy-since, so it
+                // fails back as soon as the freeze is lifted.
+                Some(Some(t)) if t.elapsed() >= after && self.frozen().await => {}
                 Some(Some(t)) if t.elapsed() >= after => {
                     let system = Actor::new("parley", "auto", crate::ops::Role::Admin);
                     let reason = format!("automatic failback: healthy for {} s", after.as_secs());

@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod discovery;
+pub mod history;
 pub mod inventory;
 pub mod poller;
 pub mod registration;
@@ -711,15 +712,24 @@ impl Topology {
     }
 }
 
-/// The shared, swappable current snapshot.
+/// The shared, swappable current snapshot, and the metric history of the snapshots
+/// swapped in.
 #[derive(Debug, Clone)]
 pub struct TopologyHandle {
     current: Arc<RwLock<Arc<Topology>>>,
+    history: Arc<history::MetricHistory>,
 }
 
 impl TopologyHandle {
     pub fn new(initial: Topology) -> TopologyHandle {
-        TopologyHandle { current: Arc::new(RwLock::new(Arc::new(initial))) }
+        let history = Arc::new(history::MetricHistory::new());
+        history.record(&initial);
+        TopologyHandle { current: Arc::new(RwLock::new(Arc::new(initial))), history }
+    }
+
+    /// What the agents measured in the snapshots swapped in so far.
+    pub fn history(&self) -> &history::MetricHistory {
+        &self.history
     }
 
     /// The current snapshot; cheap, and never blocks for longer than a pointer copy.
@@ -733,6 +743,7 @@ impl TopologyHandle {
 
     /// Swaps in a new snapshot (the poller's job).
     pub fn replace(&self, next: Topology) {
+        self.history.record(&next);
         let next = Arc::new(next);
         match self.current.write() {
             Ok(mut guard) => *guard = next,

@@ -204,6 +204,9 @@ fn reply_lines(app: &App, r: &Reply, width: usize, last: bool, lines: &mut Vec<L
     for l in wrap(&r.message, width.saturating_sub(2)) {
         lines.push(Line::styled(format!("  {l}"), style));
     }
+    if matches!(r.operation, Some(Operation::Explain { .. })) {
+        explain_sparklines(r, width, lines);
+    }
     if let Some(table) = &r.table {
         lines.push(Line::raw(""));
         if matches!(r.operation, Some(Operation::Report { .. })) {
@@ -279,6 +282,58 @@ fn table_lines(table: &Table, width: usize, lines: &mut Vec<Line<'static>>) {
         });
         let style = colour.map(|c| Style::new().fg(c)).unwrap_or_default();
         lines.push(Line::styled(row_text(row), style));
+    }
+}
+
+/// An explanation's sparklines: each suspect agent beside its peers' median, on the
+/// same scale (the threshold is a full bar), so the difference is seen at a glance.
+pub fn explain_sparklines(r: &Reply, width: usize, lines: &mut Vec<Line<'static>>) {
+    let Some(series) = r.details.as_ref().and_then(|d| d.get("series")).and_then(|s| s.as_array()) else { return };
+    let parse = |s: &serde_json::Value| -> Option<(String, bool, f64, VecDeque<f64>)> {
+        let values: VecDeque<f64> = s.get("values")?.as_array()?.iter().filter_map(|v| v.as_f64()).collect();
+        Some((
+            s.get("label")?.as_str()?.to_string(),
+            s.get("suspect")?.as_bool()?,
+            s.get("threshold")?.as_f64()?,
+            values,
+        ))
+    };
+    let all: Vec<(String, bool, f64, VecDeque<f64>)> = series.iter().filter_map(parse).collect();
+    if all.is_empty() {
+        return;
+    }
+    let metric = series.first().and_then(|s| s.get("metric")).and_then(|m| m.as_str()).unwrap_or("");
+    // Two sparklines and two labels share the line: twice the fleet pane's samples
+    // when the chat is wide enough, as many otherwise.
+    let n = if width >= 100 { 2 * SPARK_SHOWN } else { SPARK_SHOWN };
+    let peers = all.iter().find(|s| !s.1);
+    lines.push(Line::raw(""));
+    lines.push(Line::styled(format!("  {metric} (full bar = threshold)"), Style::new().add_modifier(Modifier::BOLD)));
+    let label_w = all.iter().map(|s| s.0.chars().count()).max().unwrap_or(0).min(24);
+    let row = |s: &(String, bool, f64, VecDeque<f64>)| -> Vec<Span<'static>> {
+        let colour = if s.1 { Color::Red } else { Color::Green };
+        vec![
+            Span::raw(format!("{} ", pad(&s.0, label_w))),
+            Span::styled(sparkline(&s.3, s.2, n), Style::new().fg(colour)),
+        ]
+    };
+    let suspects: Vec<&(String, bool, f64, VecDeque<f64>)> = all.iter().filter(|s| s.1).collect();
+    if suspects.is_empty() {
+        for s in all.iter() {
+            let mut spans = vec![Span::raw("  ")];
+            spans.extend(row(s));
+            lines.push(Line::from(spans));
+        }
+        return;
+    }
+    for s in suspects {
+        let mut spans = vec![Span::raw("  ")];
+        spans.extend(row(s));
+        if let Some(p) = peers {
+            spans.push(Span::raw("  vs  "));
+            spans.extend(row(p));
+        }
+        lines.push(Line::from(spans));
     }
 }
 
