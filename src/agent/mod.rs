@@ -8,7 +8,9 @@ pub mod faults;
 pub mod http;
 pub mod names;
 pub mod protocol;
+pub mod real;
 pub mod server;
+pub mod service;
 pub mod simulate;
 pub mod standalone;
 
