@@ -37,7 +37,12 @@ fn artifact(dir: &Path, name: &str, version: &str, payload: usize, service: bool
     let ok = Command::new("tar").arg("czf").arg(&out).arg("-C").arg(&tree).arg(".").status().unwrap().success();
     assert!(ok);
     let bytes = std::fs::read(&out).unwrap();
-    let r = ArtifactRef { url: out.display().to_string(), sha256: sha256_hex(&bytes), size: Some(bytes.len() as u64), signature: None };
+    let r = ArtifactRef {
+        url: out.display().to_string(),
+        sha256: sha256_hex(&bytes),
+        size: Some(bytes.len() as u64),
+        signature: None,
+    };
     (out, r)
 }
 

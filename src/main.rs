@@ -353,10 +353,7 @@ fn config_from(cli: &Cli) -> anyhow::Result<Config> {
 }
 
 /// Logs go to a file in the data directory, never to the terminal the operator reads.
-fn init_logging(
-    config: &Config,
-    dir: Option<PathBuf>,
-) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
+fn init_logging(config: &Config, dir: Option<PathBuf>) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
     let dir = dir.unwrap_or_else(|| config.log_dir());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating the log directory {}", dir.display()))?;
     let appender = tracing_appender::rolling::never(&dir, "parley.log");
@@ -622,7 +619,11 @@ async fn bundle_command(command: &BundleCommand) -> anyhow::Result<bool> {
                 "wrote {}: {} artifacts{}{}",
                 out.display(),
                 made.artifacts,
-                if made.skipped > 0 { format!(", {} left out (the target has them)", made.skipped) } else { String::new() },
+                if made.skipped > 0 {
+                    format!(", {} left out (the target has them)", made.skipped)
+                } else {
+                    String::new()
+                },
                 if made.signed { ", signed" } else { "" }
             );
             Ok(true)
@@ -639,7 +640,11 @@ async fn bundle_command(command: &BundleCommand) -> anyhow::Result<bool> {
                 None => "unsigned",
             };
             if checked.problems.is_empty() {
-                println!("{} checks: {} artifacts, every file's SHA-256 matches, {sig}", file.display(), checked.artifacts);
+                println!(
+                    "{} checks: {} artifacts, every file's SHA-256 matches, {sig}",
+                    file.display(),
+                    checked.artifacts
+                );
             }
             Ok(checked.problems.is_empty())
         }
@@ -708,7 +713,9 @@ async fn run_agent(config: &Config, args: &AgentArgs) -> anyhow::Result<bool> {
         move |addr| {
             eprintln!("agent {name} listening on http://{addr}");
             if simulated {
-                eprintln!("agent {name} is simulated (installs are a delay, metrics synthesised); --dir DIR makes it real");
+                eprintln!(
+                    "agent {name} is simulated (installs are a delay, metrics synthesised); --dir DIR makes it real"
+                );
             }
         },
         standalone::terminated(),

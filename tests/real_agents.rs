@@ -195,7 +195,9 @@ fn a_canary_installs_real_versions_and_a_version_failing_its_probe_rolls_back_by
     let mut cmd = common::parley(&data);
     cmd.arg("--config").arg(&config).env("PARLEY_AGENT_TOKEN", TOKEN);
     let mut chat = common::Chat::start_command(cmd, &data);
-    chat.eventually("which agents run hello-svc 1.0.0?", |t| t["details"]["agents"].as_array().map(Vec::len) == Some(3));
+    chat.eventually("which agents run hello-svc 1.0.0?", |t| {
+        t["details"]["agents"].as_array().map(Vec::len) == Some(3)
+    });
 
     // 2.0.0: a clean canary.
     let t = chat.say_confirmed("canary hello-svc 2.0.0 to us-east");
@@ -484,22 +486,38 @@ fn an_agent_with_a_public_key_installs_only_what_the_key_signed() {
     let (_server, art, _) = artifacts(tmp.path());
     let prefix = tmp.path().join("release");
     let run = |args: &[&str]| {
-        let out = Command::new(common::parley_bin()).arg("--data-dir").arg(tmp.path().join("data")).args(args).output().unwrap();
+        let out = Command::new(common::parley_bin())
+            .arg("--data-dir")
+            .arg(tmp.path().join("data"))
+            .args(args)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     run(&["artifact", "keygen", prefix.to_str().unwrap()]);
     let unsigned = catalog(&art);
     let signed_path = art.join("catalog.toml");
-    let said = run(&["artifact", "sign", "--key", prefix.with_extension("key").to_str().unwrap(), signed_path.to_str().unwrap()]);
+    let said = run(&[
+        "artifact",
+        "sign",
+        "--key",
+        prefix.with_extension("key").to_str().unwrap(),
+        signed_path.to_str().unwrap(),
+    ]);
     assert_eq!(said.trim(), format!("signed 3 artifacts in {}", signed_path.display()));
     let signed = catalog(&art);
     assert!(signed.get("hello-svc").unwrap().artifacts["1.0.0"].signature.is_some());
 
     let dir = tmp.path().join("agent");
     let key = prefix.with_extension("pub");
-    let (agent, url) =
-        start_agent_with(&tmp.path().join("data"), &dir, "real-1", "us-east-a", &["--public-key", key.to_str().unwrap()]);
+    let (agent, url) = start_agent_with(
+        &tmp.path().join("data"),
+        &dir,
+        "real-1",
+        "us-east-a",
+        &["--public-key", key.to_str().unwrap()],
+    );
     rt().block_on(client(&signed).install(&url, "hello-svc", "1.0.0")).unwrap();
     let (_, _, _, port) = hello(&url).unwrap();
     let before = snapshot(&dir);

@@ -143,10 +143,9 @@ impl RealExtensions {
                 }
             }
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| InstallError::Io { context: "building the HTTP client".into(), source: std::io::Error::other(e) })?;
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().map_err(|e| {
+            InstallError::Io { context: "building the HTTP client".into(), source: std::io::Error::other(e) }
+        })?;
         let probes = reqwest::Client::builder().no_proxy().build().map_err(|e| InstallError::Io {
             context: "building the HTTP client".into(),
             source: std::io::Error::other(e),
@@ -177,7 +176,9 @@ impl RealExtensions {
                     Ok(a) => {
                         self.lock().insert(name, a);
                     }
-                    Err(why) => tracing::error!(extension = %name, %version, %why, "could not start the active version"),
+                    Err(why) => {
+                        tracing::error!(extension = %name, %version, %why, "could not start the active version")
+                    }
                 },
                 Err(e) => tracing::error!(extension = %name, %version, error = %e, "the active version's manifest"),
             }
@@ -359,11 +360,7 @@ impl RealExtensions {
                         format!("{name} is not active")
                     }
                 };
-                Err(InstallError::Step {
-                    what: format!("activating {name} {new}"),
-                    why,
-                    left,
-                })
+                Err(InstallError::Step { what: format!("activating {name} {new}"), why, left })
             }
         }
     }
@@ -384,7 +381,9 @@ impl RealExtensions {
         if hook {
             if let Some(cmd) = manifest.hooks.get(Hook::Activate) {
                 let log = self.hook_log(name, version, Hook::Activate);
-                run_hook(cmd, dir, manifest.hooks.timeout, port, &log).await.map_err(|w| format!("the activate hook {w}"))?;
+                run_hook(cmd, dir, manifest.hooks.timeout, port, &log)
+                    .await
+                    .map_err(|w| format!("the activate hook {w}"))?;
             }
         }
         let service = match (&manifest.service, port) {
@@ -526,12 +525,7 @@ impl RealExtensions {
             Some(r) if r.ok => ProbeState::Ok,
             Some(_) => ProbeState::Failing,
         };
-        Some(ExtensionHealth {
-            probe,
-            state,
-            pid: a.service.as_ref().and_then(Supervised::pid),
-            port,
-        })
+        Some(ExtensionHealth { probe, state, pid: a.service.as_ref().and_then(Supervised::pid), port })
     }
 }
 

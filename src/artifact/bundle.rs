@@ -124,7 +124,8 @@ pub async fn create(
         let bytes = std::fs::read(work.path().join(&rel)).map_err(|e| file_err(out)(e.to_string()))?;
         files.push(BundleFile { path: rel, sha256: sha256_hex(&bytes), size: bytes.len() as u64 });
     }
-    let manifest = toml::to_string(&BundleManifest { format: 1, file: files }).map_err(|e| file_err(out)(e.to_string()))?;
+    let manifest =
+        toml::to_string(&BundleManifest { format: 1, file: files }).map_err(|e| file_err(out)(e.to_string()))?;
     std::fs::write(work.path().join("bundle.toml"), &manifest).map_err(|e| file_err(out)(e.to_string()))?;
     if let Some(k) = key {
         std::fs::write(work.path().join("bundle.sig"), format!("{}\n", k.sign(&bundle_statement(manifest.as_bytes()))))
@@ -184,7 +185,8 @@ pub fn verify(bundle: &Path, key: Option<&PublicKey>) -> Result<Checked, BundleE
     super::unpack::unpack_tar_gz(bundle, dir.path())?;
     let root = dir.path();
     let mut problems = Vec::new();
-    let manifest_bytes = std::fs::read(root.join("bundle.toml")).map_err(|_| file_err(bundle)("it has no bundle.toml".into()))?;
+    let manifest_bytes =
+        std::fs::read(root.join("bundle.toml")).map_err(|_| file_err(bundle)("it has no bundle.toml".into()))?;
     let manifest: BundleManifest = toml::from_str(&String::from_utf8_lossy(&manifest_bytes))
         .map_err(|e| file_err(bundle)(format!("bundle.toml: {e}")))?;
     if manifest.format != 1 {
@@ -282,7 +284,8 @@ pub fn import(bundle: &Path, key: Option<&PublicKey>, into: &Path) -> Result<usi
     }
     let out = toml::to_string(&merged).map_err(|e| file_err(&target)(e.to_string()))?;
     // The merged catalog must load, or nothing is written.
-    crate::topology::Catalog::from_toml(&out, &target.display().to_string()).map_err(|e| file_err(&target)(e.to_string()))?;
+    crate::topology::Catalog::from_toml(&out, &target.display().to_string())
+        .map_err(|e| file_err(&target)(e.to_string()))?;
     crate::agent::server::write_atomically(&target, out.as_bytes(), 0).map_err(|e| file_err(&target)(e.to_string()))?;
     Ok(imported)
 }
@@ -292,11 +295,17 @@ fn merge_extension(into: &mut toml::Table, ext: &toml::Table) {
     let list = into.entry("extension").or_insert_with(|| toml::Value::Array(Vec::new()));
     let Some(list) = list.as_array_mut() else { return };
     let name = ext.get("name").and_then(toml::Value::as_str);
-    let Some(existing) = list.iter_mut().filter_map(toml::Value::as_table_mut).find(|e| e.get("name").and_then(toml::Value::as_str) == name) else {
+    let Some(existing) = list
+        .iter_mut()
+        .filter_map(toml::Value::as_table_mut)
+        .find(|e| e.get("name").and_then(toml::Value::as_str) == name)
+    else {
         list.push(toml::Value::Table(ext.clone()));
         return;
     };
-    if let (Some(toml::Value::Array(have)), Some(toml::Value::Array(new))) = (existing.get("versions").cloned(), ext.get("versions")) {
+    if let (Some(toml::Value::Array(have)), Some(toml::Value::Array(new))) =
+        (existing.get("versions").cloned(), ext.get("versions"))
+    {
         let mut all = have;
         for v in new {
             if !all.contains(v) {

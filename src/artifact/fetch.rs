@@ -78,12 +78,10 @@ pub async fn fetch(
                 .await
                 .map_err(|e| ArtifactError::Fetch { url: artifact.url.clone(), reason: e.to_string() })?
         }
-        Source::Http(u) => {
-            match tokio::time::timeout(limits.timeout, download(http, &u, part, limit)).await {
-                Ok(r) => r,
-                Err(_) => Err(ArtifactError::Timeout { url: u, secs: limits.timeout.as_secs() }),
-            }
-        }
+        Source::Http(u) => match tokio::time::timeout(limits.timeout, download(http, &u, part, limit)).await {
+            Ok(r) => r,
+            Err(_) => Err(ArtifactError::Timeout { url: u, secs: limits.timeout.as_secs() }),
+        },
     };
     let (size, sha256) = match fetched {
         Ok(done) => done,

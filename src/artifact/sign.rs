@@ -58,7 +58,9 @@ impl SignatureCheck for PublicKey {
             *byte = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
         }
         let sig = ed25519_dalek::Signature::from_bytes(&bytes);
-        self.0.verify(statement.as_bytes(), &sig).map_err(|_| "it was made by another key or for another artifact".into())
+        self.0
+            .verify(statement.as_bytes(), &sig)
+            .map_err(|_| "it was made by another key or for another artifact".into())
     }
 }
 

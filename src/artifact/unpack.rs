@@ -24,7 +24,7 @@ pub fn unpack_tar_gz(archive: &Path, into: &Path) -> Result<usize, ArtifactError
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let unsafe_entry = |why: &str| ArtifactError::UnsafeEntry { entry: shown.clone(), why: why.to_string() };
-        let rel = safe_relative(Path::new(&*String::from_utf8_lossy(&raw))).map_err(|why| unsafe_entry(why))?;
+        let rel = safe_relative(Path::new(&*String::from_utf8_lossy(&raw))).map_err(&unsafe_entry)?;
         let kind = entry.header().entry_type();
         match kind {
             tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Continuous => {}
@@ -33,7 +33,7 @@ pub fn unpack_tar_gz(archive: &Path, into: &Path) -> Result<usize, ArtifactError
                     .link_name()
                     .map_err(|e| ArtifactError::Archive(e.to_string()))?
                     .ok_or_else(|| unsafe_entry("is a link without a target"))?;
-                check_link_target(&target).map_err(|why| unsafe_entry(why))?;
+                check_link_target(&target).map_err(&unsafe_entry)?;
             }
             tar::EntryType::Link => return Err(unsafe_entry("is a hard link")),
             // PAX and GNU long-name headers are consumed by the tar crate itself.
@@ -41,7 +41,7 @@ pub fn unpack_tar_gz(archive: &Path, into: &Path) -> Result<usize, ArtifactError
             _ => return Err(unsafe_entry("is not a file, directory or relative link")),
         }
         let Some(rel) = rel else { continue };
-        no_link_on_the_way(into, &rel).map_err(|why| unsafe_entry(why))?;
+        no_link_on_the_way(into, &rel).map_err(&unsafe_entry)?;
         let dest = into.join(&rel);
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(ArtifactError::io(format!("creating {}", parent.display())))?;

@@ -118,11 +118,9 @@ impl Catalog {
             }
             let mut artifacts = std::collections::BTreeMap::new();
             for (v, artifact) in ext.artifacts {
-                let parsed = v
-                    .parse::<Version>()
-                    .ok()
-                    .filter(|p| versions.contains(p))
-                    .ok_or_else(|| bad(format!("extension `{}` has an artifact for `{v}`, which it does not list", ext.name)))?;
+                let parsed = v.parse::<Version>().ok().filter(|p| versions.contains(p)).ok_or_else(|| {
+                    bad(format!("extension `{}` has an artifact for `{v}`, which it does not list", ext.name))
+                })?;
                 artifact.check().map_err(|e| bad(format!("extension `{}` {v}: {e}", ext.name)))?;
                 artifacts.insert(parsed.to_string(), artifact);
             }
