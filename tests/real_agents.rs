@@ -542,3 +542,125 @@ fn an_agent_with_a_public_key_installs_only_what_the_key_signed() {
     assert_eq!(hello(&url).unwrap().0, "2.0.0");
     agent.stop();
 }
+
+/// Runs `parley` with `args`; answers (exit code, stdout).
+fn parley_out(data: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(common::parley_bin()).arg("--data-dir").arg(data).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn a_bundle_checks_completely_names_what_is_wrong_and_feeds_an_agent_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (server, art, _) = artifacts(tmp.path());
+    let catalog_file = art.join("catalog.toml");
+    let s = |p: &Path| p.display().to_string();
+    let prefix = tmp.path().join("release");
+    assert_eq!(parley_out(&data, &["artifact", "keygen", &s(&prefix)]).0, 0);
+    let (key, public) = (s(&prefix.with_extension("key")), s(&prefix.with_extension("pub")));
+
+    // Full and signed, fetched over HTTP from the catalog's URLs.
+    let full = tmp.path().join("full.bundle");
+    let (code, said) =
+        parley_out(&data, &["bundle", "create", "--catalog", &s(&catalog_file), "--key", &key, &s(&full)]);
+    assert_eq!((code, said.trim()), (0, format!("wrote {}: 3 artifacts, signed", full.display()).as_str()));
+    drop(server); // from here on there is no network source
+    let (code, said) = parley_out(&data, &["bundle", "verify", "--public-key", &public, &s(&full)]);
+    assert_eq!(
+        (code, said.trim()),
+        (
+            0,
+            format!("{} checks: 3 artifacts, every file's SHA-256 matches, signature verified", full.display())
+                .as_str()
+        )
+    );
+
+    // One byte changed in one artifact inside the bundle.
+    let x = tmp.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    assert!(Command::new("tar").arg("xzf").arg(&full).arg("-C").arg(&x).status().unwrap().success());
+    let inner = x.join("artifacts/hello-svc-2.0.0.tar.gz");
+    let mut bytes = std::fs::read(&inner).unwrap();
+    let listed = sha256_hex(&bytes);
+    bytes[10] ^= 0x40;
+    std::fs::write(&inner, &bytes).unwrap();
+    let bad = tmp.path().join("bad.bundle");
+    assert!(Command::new("tar").arg("czf").arg(&bad).arg("-C").arg(&x).arg(".").status().unwrap().success());
+    let (code, said) = parley_out(&data, &["bundle", "verify", "--public-key", &public, &s(&bad)]);
+    assert_eq!(code, 1, "{said}");
+    assert_eq!(
+        said.trim(),
+        format!(
+            "problem: artifacts/hello-svc-2.0.0.tar.gz has SHA-256 {}, bundle.toml says {listed}",
+            sha256_hex(&bytes)
+        )
+    );
+    let (code, said) = parley_out(&data, &["bundle", "import", "--into", &s(&tmp.path().join("never")), &s(&bad)]);
+    assert_eq!(code, 2, "{said}");
+    assert!(said.contains("the bundle does not check: artifacts/hello-svc-2.0.0.tar.gz has SHA-256"), "{said}");
+    assert!(!tmp.path().join("never/catalog.toml").exists());
+
+    // Unsigned under a public key.
+    let unsigned = tmp.path().join("unsigned.bundle");
+    assert_eq!(
+        parley_out(&data, &["bundle", "create", "--catalog", &s(&catalog_file), &s(&unsigned)]).0,
+        2,
+        "the artifact server is gone: nothing to fetch"
+    );
+    let offline = tmp.path().join("offline");
+    let (code, said) =
+        parley_out(&data, &["bundle", "import", "--public-key", &public, "--into", &s(&offline), &s(&full)]);
+    assert_eq!(
+        (code, said.trim()),
+        (
+            0,
+            format!(
+                "imported 3 artifacts into {}; use catalog = \"{}\"",
+                offline.display(),
+                offline.join("catalog.toml").display()
+            )
+            .as_str()
+        )
+    );
+    let (code, said) =
+        parley_out(&data, &["bundle", "create", "--catalog", &s(&offline.join("catalog.toml")), &s(&unsigned)]);
+    assert_eq!(code, 0, "{said}");
+    let (code, said) = parley_out(&data, &["bundle", "verify", "--public-key", &public, &s(&unsigned)]);
+    assert_eq!((code, said.trim()), (1, "problem: the bundle is not signed, and a public key was given"));
+
+    // Incremental: only what the target lacks.
+    let have = tmp.path().join("have.toml");
+    let text = std::fs::read_to_string(offline.join("catalog.toml")).unwrap();
+    let mut t: toml::Table = toml::from_str(&text).unwrap();
+    let ext = t.get_mut("extension").and_then(|e| e.as_array_mut()).unwrap()[0].as_table_mut().unwrap();
+    let arts = ext.get_mut("artifacts").and_then(|a| a.as_table_mut()).unwrap();
+    for v in ["2.0.0", "2.1.0"] {
+        arts.remove(v).unwrap();
+    }
+    std::fs::write(&have, toml::to_string(&t).unwrap()).unwrap();
+    let inc = tmp.path().join("inc.bundle");
+    let (code, said) = parley_out(
+        &data,
+        &["bundle", "create", "--catalog", &s(&offline.join("catalog.toml")), "--have", &s(&have), &s(&inc)],
+    );
+    assert_eq!(
+        (code, said.trim()),
+        (0, format!("wrote {}: 2 artifacts, 1 left out (the target has them)", inc.display()).as_str())
+    );
+    assert_eq!(parley_out(&data, &["bundle", "verify", &s(&inc)]).0, 0);
+
+    // The imported catalog is an artifact source an agent installs from, with no server.
+    let cat = catalog(&offline);
+    assert!(cat.get("hello-svc").unwrap().artifacts["2.0.0"].url.starts_with(&s(&offline)));
+    let dir = tmp.path().join("agent");
+    let (agent, url) = start_agent(&data, &dir, "real-1", "us-east-a");
+    rt().block_on(client(&cat).install(&url, "hello-svc", "2.0.0")).unwrap();
+    let (v, state, _, port) = hello(&url).unwrap();
+    assert_eq!((v.as_str(), state), ("2.0.0", ProbeState::Ok));
+    assert_eq!(probe(port.unwrap()), Some((200, "2.0.0".into())));
+    agent.stop();
+}
