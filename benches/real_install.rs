@@ -85,8 +85,18 @@ fn agent_rss() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Stopped however this ends, so no agent outlives the bench.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let child = Stop(child);
     let mut line = String::new();
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut err = std::io::BufReader::new(stderr);
     std::io::BufRead::read_line(&mut err, &mut line).unwrap();
     let url = line.trim().rsplit(' ').next().unwrap().to_string();
     let rss = |pid: u32| -> u64 {
@@ -94,7 +104,7 @@ fn agent_rss() {
         let l = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
         l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
     };
-    let before = rss(child.id());
+    let before = rss(child.0.id());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = reqwest::Client::new();
     let started = Instant::now();
@@ -107,15 +117,14 @@ fn agent_rss() {
     }
     let took = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
-    let after = rss(child.id());
+    let after = rss(child.0.id());
     println!(
         "agent resident memory: {:.1} MiB at start, {:.1} MiB with 20 installed extensions (services and probes running); 20 installs took {:.2} s",
         before as f64 / 1024.0,
         after as f64 / 1024.0,
         took.as_secs_f64()
     );
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
+    drop(child);
 }
 
 fn main() {

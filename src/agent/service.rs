@@ -131,11 +131,21 @@ impl Supervised {
         let pid = Arc::new(AtomicU32::new(0));
         let pid_for_task = Arc::clone(&pid);
         let log_for_task = log.clone();
+        // The first process is started here, not in the task, so its pid is known
+        // before `start` returns: a caller checking at once sees it running.
+        let mut first = Some(spawn_child(&argv, &dir, &log, port));
+        if let Some(Ok(c)) = &first {
+            pid.store(c.id().unwrap_or(0), Ordering::SeqCst);
+        }
         let task = tokio::spawn(async move {
             let mut backoff = BACKOFF_START;
             loop {
                 let started = Instant::now();
-                let mut child = match spawn_child(&argv, &dir, &log_for_task, port) {
+                let spawned = match first.take() {
+                    Some(r) => r,
+                    None => spawn_child(&argv, &dir, &log_for_task, port),
+                };
+                let mut child = match spawned {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(dir = %dir.display(), error = %e, "the service could not be started");
