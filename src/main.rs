@@ -713,9 +713,9 @@ async fn run_agent(config: &Config, args: &AgentArgs) -> anyhow::Result<bool> {
         move |addr| {
             eprintln!("agent {name} listening on http://{addr}");
             if simulated {
-                eprintln!(
-                    "agent {name} is simulated (installs are a delay, metrics synthesised); --dir DIR makes it real"
-                );
+                // In the log, not on stderr: scripts read the one line above and may
+                // close the pipe, and a later write there would fail.
+                tracing::warn!(agent = %name, "simulated agent: installs are a delay, metrics synthesised; --dir DIR makes it real");
             }
         },
         standalone::terminated(),
