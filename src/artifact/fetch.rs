@@ -80,7 +80,7 @@ pub async fn fetch(
         }
         Source::Http(u) => match tokio::time::timeout(limits.timeout, download(http, &u, part, limit)).await {
             Ok(r) => r,
-            Err(_) => Err(ArtifactError::Timeout { url: u, secs: limits.timeout.as_secs() }),
+            Err(_) => Err(ArtifactError::Timeout { url: u, ms: limits.timeout.as_millis() as u64 }),
         },
     };
     let (size, sha256) = match fetched {
@@ -196,4 +196,83 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A loopback HTTP server that serves `body`, honouring `Range: bytes=N-` with 206
+    /// and recording the ranges asked for; with `stall`, it sends headers and then
+    /// nothing.
+    async fn server(body: Vec<u8>, stall: bool) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/a.tar.gz", listener.local_addr().unwrap());
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let from = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("range: bytes=").or_else(|| l.strip_prefix("Range: bytes=")))
+                    .and_then(|r| r.trim_end_matches('-').parse::<usize>().ok());
+                seen.lock().unwrap().push(from.map(|f| format!("{f}-")).unwrap_or_default());
+                let (status, part) = match from {
+                    Some(f) => ("206 Partial Content", &body[f..]),
+                    None => ("200 OK", &body[..]),
+                };
+                let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", part.len());
+                let _ = sock.write_all(head.as_bytes()).await;
+                if stall {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                let _ = sock.write_all(part).await;
+            }
+        });
+        (url, asked)
+    }
+
+    #[tokio::test]
+    async fn a_partial_download_is_resumed_and_the_whole_is_verified() {
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (url, asked) = server(body.clone(), false).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let part = tmp.path().join("a.part");
+        // What an interrupted download left behind.
+        std::fs::write(&part, &body[..40_000]).unwrap();
+        let a = ArtifactRef {
+            url,
+            sha256: crate::artifact::sha256_hex(&body),
+            size: Some(body.len() as u64),
+            signature: None,
+        };
+        let got = fetch(&reqwest::Client::new(), &a, &part, FetchLimits::default()).await.unwrap();
+        assert_eq!((got.size, got.sha256.as_str()), (100_000, a.sha256.as_str()));
+        assert_eq!(std::fs::read(&part).unwrap(), body);
+        assert_eq!(*asked.lock().unwrap(), ["40000-"]);
+    }
+
+    #[tokio::test]
+    async fn a_download_over_the_limit_or_the_time_is_refused() {
+        let body = vec![7u8; 10_000];
+        let (url, _) = server(body.clone(), false).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let part = tmp.path().join("a.part");
+        let a =
+            ArtifactRef { url: url.clone(), sha256: crate::artifact::sha256_hex(&body), size: None, signature: None };
+        let limits = FetchLimits { max_bytes: 9_999, timeout: Duration::from_secs(5) };
+        let e = fetch(&reqwest::Client::new(), &a, &part, limits).await.unwrap_err();
+        assert_eq!(e.to_string(), format!("{url} is over the size limit of 9999 bytes"));
+        assert!(!part.exists());
+
+        let (url, _) = server(body, true).await;
+        let a = ArtifactRef { url: url.clone(), ..a };
+        let limits = FetchLimits { max_bytes: 1 << 20, timeout: Duration::from_millis(300) };
+        let e = fetch(&reqwest::Client::new(), &a, &part, limits).await.unwrap_err();
+        assert_eq!(e.to_string(), format!("{url} did not finish downloading within 300 ms"));
+    }
 }

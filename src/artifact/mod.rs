@@ -78,8 +78,8 @@ pub enum ArtifactError {
     BadReference(String),
     #[error("could not fetch {url}: {reason}")]
     Fetch { url: String, reason: String },
-    #[error("{url} took longer than {secs} s to download")]
-    Timeout { url: String, secs: u64 },
+    #[error("{url} did not finish downloading within {ms} ms")]
+    Timeout { url: String, ms: u64 },
     #[error("{url} is over the size limit of {limit} bytes")]
     TooLarge { url: String, limit: u64 },
     #[error("{url} is larger than the {want} bytes the catalog says")]
