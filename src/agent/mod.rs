@@ -7,6 +7,7 @@ pub mod demo;
 pub mod faults;
 pub mod http;
 pub mod names;
+pub mod prom;
 pub mod protocol;
 pub mod real;
 pub mod server;

@@ -95,6 +95,15 @@ struct Active {
     service: Option<Supervised>,
     window: Arc<ProbeWindow>,
     _prober: Option<service::AbortOnDrop>,
+    /// Error rate and p95 from the extension's own Prometheus endpoint, when it has one.
+    prom: Arc<Mutex<PromFigures>>,
+    _scraper: Option<service::AbortOnDrop>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PromFigures {
+    error_rate_pct: Option<f64>,
+    p95_ms: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -424,7 +433,22 @@ impl RealExtensions {
             .health
             .clone()
             .map(|h| service::spawn_prober(self.probes.clone(), h, dir.to_path_buf(), port, Arc::clone(&window)));
-        Ok(Active { version: version.into(), dir: dir.to_path_buf(), manifest, service, window, _prober: prober })
+        let prom = Arc::new(Mutex::new(PromFigures::default()));
+        let every = manifest.health.as_ref().map(|h| h.interval).unwrap_or(Duration::from_secs(1));
+        let scraper = manifest
+            .metrics
+            .clone()
+            .map(|spec| spawn_scraper(self.probes.clone(), spec, port, every, Arc::clone(&prom)));
+        Ok(Active {
+            version: version.into(),
+            dir: dir.to_path_buf(),
+            manifest,
+            service,
+            window,
+            _prober: prober,
+            prom,
+            _scraper: scraper,
+        })
     }
 
     async fn deactivate(&self, name: &str, a: &Active) -> Result<(), String> {
@@ -485,11 +509,13 @@ impl RealExtensions {
     /// memory of the service processes. A figure with nothing behind it is NaN
     /// (`null` on the wire: unknown).
     pub fn metrics(&self) -> Metrics {
-        let (results, pids) = {
+        let (results, pids, prom) = {
             let active = self.lock();
             let results: Vec<_> = active.values().flat_map(|a| a.window.snapshot()).collect();
             let pids: Vec<u32> = active.values().filter_map(|a| a.service.as_ref().and_then(Supervised::pid)).collect();
-            (results, pids)
+            let prom: Vec<PromFigures> =
+                active.values().map(|a| *a.prom.lock().unwrap_or_else(|p| p.into_inner())).collect();
+            (results, pids, prom)
         };
         let (error_rate_pct, p95_ms) = if results.is_empty() {
             (f64::NAN, f64::NAN)
@@ -500,6 +526,14 @@ impl RealExtensions {
             let idx = ((ms.len() as f64 * 0.95).ceil() as usize).clamp(1, ms.len()) - 1;
             (failed as f64 * 100.0 / results.len() as f64, ms[idx])
         };
+        // The service's own figures describe its real traffic, the probes its
+        // availability: the worse of the two counts.
+        let worst = |probe: f64, theirs: Option<f64>| match theirs {
+            Some(t) if probe.is_nan() || t > probe => t,
+            _ => probe,
+        };
+        let (error_rate_pct, p95_ms) =
+            prom.iter().fold((error_rate_pct, p95_ms), |(e, p), f| (worst(e, f.error_rate_pct), worst(p, f.p95_ms)));
         let usage = if pids.is_empty() { None } else { self.sampler.usage(&pids) };
         let r = |x: f64, scale: f64| (x * scale).round() / scale;
         Metrics {
@@ -527,6 +561,42 @@ impl RealExtensions {
         };
         Some(ExtensionHealth { probe, state, pid: a.service.as_ref().and_then(Supervised::pid), port })
     }
+}
+
+/// Scrapes the extension's Prometheus endpoint every `every`; after each scrape,
+/// `figures` holds the error rate and p95 since the scrape before.
+fn spawn_scraper(
+    http: reqwest::Client,
+    spec: crate::agent::prom::PromSpec,
+    port: Option<u16>,
+    every: Duration,
+    figures: Arc<Mutex<PromFigures>>,
+) -> service::AbortOnDrop {
+    let url = service::substitute(&spec.url, port);
+    service::AbortOnDrop::spawn(async move {
+        let mut last: Option<crate::agent::prom::Scrape> = None;
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let text = match http.get(&url).timeout(every.max(Duration::from_millis(500))).send().await {
+                Ok(r) if r.status().is_success() => r.text().await.ok(),
+                _ => None,
+            };
+            let Some(text) = text else {
+                // No answer: what it said before is no longer known.
+                *figures.lock().unwrap_or_else(|p| p.into_inner()) = PromFigures::default();
+                last = None;
+                continue;
+            };
+            let now = crate::agent::prom::parse(&text, &spec);
+            if let Some(before) = &last {
+                let (error_rate_pct, p95_ms) = crate::agent::prom::between(before, &now);
+                *figures.lock().unwrap_or_else(|p| p.into_inner()) = PromFigures { error_rate_pct, p95_ms };
+            }
+            last = Some(now);
+        }
+    })
 }
 
 /// The version `current` links to, when it is a version directory.

@@ -24,6 +24,12 @@
 //! # command = "sh check.sh"                       # ... or a command that must exit 0
 //! interval_ms = 1000
 //! timeout_ms = 1000
+//!
+//! [metrics]                                       # optional: the service's own Prometheus endpoint
+//! prometheus = "http://127.0.0.1:${PORT}/metrics"
+//! requests = "hello_requests_total"               # counter of requests
+//! errors = "hello_errors_total"                   # counter of failed requests
+//! latency = "hello_request_seconds"               # histogram of latency, seconds
 //! ```
 
 use std::time::Duration;
@@ -46,6 +52,8 @@ pub struct Manifest {
     pub hooks: Hooks,
     pub service: Option<Service>,
     pub health: Option<Health>,
+    /// The extension's own Prometheus endpoint, as a health source.
+    pub metrics: Option<crate::agent::prom::PromSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -124,6 +132,16 @@ struct File {
     hooks: HooksFile,
     service: Option<ServiceFile>,
     health: Option<HealthFile>,
+    metrics: Option<MetricsFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    prometheus: String,
+    requests: String,
+    errors: Option<String>,
+    latency: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -195,7 +213,20 @@ impl Manifest {
                 })
             }
         };
+        let metrics = match f.metrics {
+            Some(m) if !(m.prometheus.starts_with("http://") || m.prometheus.starts_with("https://")) => {
+                return Err(bad(format!("metrics.prometheus `{}` is not an http(s) URL", m.prometheus)))
+            }
+            Some(m) => Some(crate::agent::prom::PromSpec {
+                url: m.prometheus,
+                requests: m.requests,
+                errors: m.errors,
+                latency: m.latency,
+            }),
+            None => None,
+        };
         Ok(Manifest {
+            metrics,
             name: f.name,
             version: f.version,
             description: f.description,
