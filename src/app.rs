@@ -93,14 +93,15 @@ impl Parley {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| StartError::File { path: path.display().to_string(), reason: e.to_string() })?;
-                Catalog::from_toml(&text, &path.display().to_string())?
+                Catalog::from_toml(&text, &path.display().to_string())?.relative_to(path.parent())
             }
             None => Catalog::embedded()?,
         });
         // The poller keeps `poll_concurrency` requests in flight, so that many keep-alive
         // connections per host are worth keeping (many agents may share one address).
         let client =
-            AgentClient::with_idle_per_host(config.agent_timeout, config.agent_token.clone(), config.poll_concurrency)?;
+            AgentClient::with_idle_per_host(config.agent_timeout, config.agent_token.clone(), config.poll_concurrency)?
+                .with_artifacts(&catalog);
         let anonymous = AgentClient::new(config.agent_timeout, None)?;
 
         let (inventory, demo, advertised) = match &config.fleet {

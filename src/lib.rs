@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod analysis;
 pub mod app;
+pub mod artifact;
 pub mod config;
 pub mod diagnose;
 pub mod dialog;

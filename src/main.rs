@@ -86,6 +86,16 @@ enum Command {
     },
     /// Run one agent (the agent protocol server) until SIGTERM or Ctrl-C.
     Agent(Box<AgentArgs>),
+    /// Extension artifacts: signing keys and signed catalogs.
+    Artifact {
+        #[command(subcommand)]
+        command: ArtifactCommand,
+    },
+    /// Offline bundles: a catalog and its artifacts in one file (exit 0 only when all checks).
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
     /// Speak to the fleet: `--file cmd.wav`, `--listen` (microphone) or `--listen --input -` (raw PCM), and model tools.
     Voice(Box<VoiceArgs>),
 }
@@ -199,6 +209,72 @@ struct AgentArgs {
     /// Faults to simulate, as for `fleet simulate`.
     #[arg(long, default_value = "", value_name = "SPEC")]
     faults: String,
+    /// A real agent: installs verified extension artifacts and measures their health;
+    /// its state, extensions and logs live under DIR. Without it the agent simulates.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Largest artifact a real agent downloads, MiB.
+    #[arg(long, default_value_t = 512, value_name = "MIB", requires = "dir")]
+    max_artifact_mib: u64,
+    /// How long a real agent's artifact download may take, seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECS", requires = "dir")]
+    download_timeout_secs: u64,
+    /// How long activation waits for a new service to answer its health probe, ms.
+    #[arg(long, default_value_t = 5000, value_name = "MS", requires = "dir")]
+    start_timeout_ms: u64,
+    /// Install only artifacts signed by this Ed25519 public key (`parley artifact keygen`).
+    #[arg(long, value_name = "FILE", requires = "dir")]
+    public_key: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ArtifactCommand {
+    /// Make an Ed25519 key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub.
+    Keygen {
+        #[arg(value_name = "PREFIX")]
+        prefix: PathBuf,
+    },
+    /// Sign every artifact of a catalog file in place with a secret key.
+    Sign {
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        #[arg(value_name = "CATALOG")]
+        catalog: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Pack a catalog and its artifacts (fetched and verified) into OUT.
+    Create {
+        #[arg(long, value_name = "FILE")]
+        catalog: PathBuf,
+        /// The target's catalog: artifacts it already has are left out (incremental).
+        #[arg(long, value_name = "FILE")]
+        have: Option<PathBuf>,
+        /// Sign the bundle with this secret key (`parley artifact keygen`).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        #[arg(value_name = "OUT")]
+        out: PathBuf,
+    },
+    /// Check a bundle completely and name what is wrong.
+    Verify {
+        /// Require a signature by this public key.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Verify a bundle, then make it the artifact source in DIR (DIR/catalog.toml).
+    Import {
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        into: PathBuf,
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -277,8 +353,8 @@ fn config_from(cli: &Cli) -> anyhow::Result<Config> {
 }
 
 /// Logs go to a file in the data directory, never to the terminal the operator reads.
-fn init_logging(config: &Config) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
-    let dir = config.log_dir();
+fn init_logging(config: &Config, dir: Option<PathBuf>) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
+    let dir = dir.unwrap_or_else(|| config.log_dir());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating the log directory {}", dir.display()))?;
     let appender = tracing_appender::rolling::never(&dir, "parley.log");
     let (writer, guard) = tracing_appender::non_blocking(appender);
@@ -289,7 +365,12 @@ fn init_logging(config: &Config) -> anyhow::Result<tracing_appender::non_blockin
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let config = config_from(&cli)?;
-    let _log_guard = init_logging(&config)?;
+    let log_dir = match &cli.command {
+        // A real agent keeps everything, its log included, under its own directory.
+        Some(Command::Agent(a)) => a.dir.as_ref().map(|d| d.join("logs")),
+        _ => None,
+    };
+    let _log_guard = init_logging(&config, log_dir)?;
 
     match &cli.command {
         Some(Command::Fleet { command: FleetCommand::Demo { inventory_out } }) => {
@@ -299,6 +380,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             return simulate(&config, *agents, faults, inventory_out.as_deref(), *listen).await;
         }
         Some(Command::Agent(args)) => return run_agent(&config, args).await,
+        Some(Command::Artifact { command }) => return artifact_command(command),
+        Some(Command::Bundle { command }) => return bundle_command(command).await,
         Some(Command::Voice(args)) => {
             if let Some(VoiceCommand::Model { command }) = &args.command {
                 return voice_model(&config, command);
@@ -342,6 +425,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Some(Command::Slack) => run_slack(&parley, &config).await?,
         Some(Command::Voice(args)) => voice(&parley, &config, &args).await?,
         Some(Command::Fleet { .. } | Command::Agent(_) | Command::Llm { .. }) => true,
+        Some(Command::Artifact { .. } | Command::Bundle { .. }) => true,
     };
     parley.shutdown().await;
     Ok(result)
@@ -506,6 +590,76 @@ async fn serve_demo(config: &Config, inventory_out: Option<&std::path::Path>) ->
     Ok(true)
 }
 
+fn artifact_command(command: &ArtifactCommand) -> anyhow::Result<bool> {
+    use parley::artifact::sign::SecretKey;
+    match command {
+        ArtifactCommand::Keygen { prefix } => {
+            let key = SecretKey::generate();
+            let (secret, public) = (prefix.with_extension("key"), prefix.with_extension("pub"));
+            key.save(&secret, &public)?;
+            println!("secret key {} (keep it private), public key {}", secret.display(), public.display());
+        }
+        ArtifactCommand::Sign { key, catalog } => {
+            let n = parley::artifact::sign::sign_catalog(catalog, &SecretKey::load(key)?)?;
+            println!("signed {n} artifacts in {}", catalog.display());
+        }
+    }
+    Ok(true)
+}
+
+async fn bundle_command(command: &BundleCommand) -> anyhow::Result<bool> {
+    use parley::artifact::bundle;
+    use parley::artifact::sign::{PublicKey, SecretKey};
+    let public = |p: &Option<PathBuf>| p.as_deref().map(PublicKey::load).transpose();
+    match command {
+        BundleCommand::Create { catalog, have, key, out } => {
+            let key = key.as_deref().map(SecretKey::load).transpose()?;
+            let made = bundle::create(catalog, have.as_deref(), key.as_ref(), out).await?;
+            println!(
+                "wrote {}: {} artifacts{}{}",
+                out.display(),
+                made.artifacts,
+                if made.skipped > 0 {
+                    format!(", {} left out (the target has them)", made.skipped)
+                } else {
+                    String::new()
+                },
+                if made.signed { ", signed" } else { "" }
+            );
+            Ok(true)
+        }
+        BundleCommand::Verify { public_key, file } => {
+            let checked = bundle::verify(file, public(public_key)?.as_ref())?;
+            for p in &checked.problems {
+                println!("problem: {p}");
+            }
+            let sig = match checked.signature {
+                Some(true) => "signature verified",
+                Some(false) if checked.problems.is_empty() => "signed (not checked: no --public-key)",
+                Some(false) => "signature did not verify",
+                None => "unsigned",
+            };
+            if checked.problems.is_empty() {
+                println!(
+                    "{} checks: {} artifacts, every file's SHA-256 matches, {sig}",
+                    file.display(),
+                    checked.artifacts
+                );
+            }
+            Ok(checked.problems.is_empty())
+        }
+        BundleCommand::Import { public_key, into, file } => {
+            let n = bundle::import(file, public(public_key)?.as_ref(), into)?;
+            println!(
+                "imported {n} artifacts into {}; use catalog = \"{}\"",
+                into.display(),
+                bundle::catalog_in(into).display()
+            );
+            Ok(true)
+        }
+    }
+}
+
 async fn run_agent(config: &Config, args: &AgentArgs) -> anyhow::Result<bool> {
     use parley::agent::standalone;
     // Before the name becomes part of the state file's path.
@@ -515,9 +669,29 @@ async fn run_agent(config: &Config, args: &AgentArgs) -> anyhow::Result<bool> {
     agent.capabilities = args.capabilities.iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
     agent.extensions = standalone::parse_extensions(&args.extensions).map_err(anyhow::Error::msg)?;
     agent.token = args.token.clone().filter(|t| !t.is_empty());
-    agent.state_file = Some(
-        args.state_file.clone().unwrap_or_else(|| config.data_dir.join("agents").join(format!("{}.json", args.name))),
-    );
+    let real = match &args.dir {
+        Some(dir) => {
+            if !args.extensions.is_empty() || !args.faults.is_empty() {
+                anyhow::bail!("--extensions and --faults are for simulated agents; a real agent (--dir) installs artifacts through the agent protocol");
+            }
+            let mut options = parley::agent::real::RealOptions::new(dir.clone());
+            options.fetch.max_bytes = args.max_artifact_mib.saturating_mul(1024 * 1024);
+            options.fetch.timeout = Duration::from_secs(args.download_timeout_secs.max(1));
+            options.start_timeout = Duration::from_millis(args.start_timeout_ms);
+            if let Some(key) = &args.public_key {
+                options.signatures = Some(std::sync::Arc::new(parley::artifact::sign::PublicKey::load(key)?));
+            }
+            let (real, found) = parley::agent::real::RealExtensions::open(options)?;
+            agent.extensions = found;
+            agent.real = Some(real.clone());
+            Some(real)
+        }
+        None => None,
+    };
+    agent.state_file = Some(args.state_file.clone().unwrap_or_else(|| match &args.dir {
+        Some(dir) => dir.join("state.json"),
+        None => config.data_dir.join("agents").join(format!("{}.json", args.name)),
+    }));
     if let Some(dir) = agent.state_file.as_ref().and_then(|p| p.parent()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -529,12 +703,28 @@ async fn run_agent(config: &Config, args: &AgentArgs) -> anyhow::Result<bool> {
     });
     let options = standalone::StandaloneOptions { agent, listen: args.listen, register };
     let name = args.name.clone();
-    standalone::run(
+    if let Some(real) = &real {
+        // The active versions' services, started before the agent answers.
+        real.resume().await;
+    }
+    let simulated = real.is_none();
+    let served = standalone::run(
         options,
-        move |addr| eprintln!("agent {name} listening on http://{addr}"),
+        move |addr| {
+            eprintln!("agent {name} listening on http://{addr}");
+            if simulated {
+                // In the log, not on stderr: scripts read the one line above and may
+                // close the pipe, and a later write there would fail.
+                tracing::warn!(agent = %name, "simulated agent: installs are a delay, metrics synthesised; --dir DIR makes it real");
+            }
+        },
         standalone::terminated(),
     )
-    .await?;
+    .await;
+    if let Some(real) = &real {
+        real.shutdown().await;
+    }
+    served?;
     Ok(true)
 }
 

@@ -17,6 +17,9 @@ use super::AgentError;
 pub struct AgentClient {
     http: reqwest::Client,
     token: Option<String>,
+    /// The catalog's artifacts by (extension, version), sent with each install so a
+    /// real agent knows what to fetch and what it must hash to.
+    artifacts: std::sync::Arc<std::collections::BTreeMap<(String, String), crate::artifact::ArtifactRef>>,
 }
 
 /// Idle keep-alive connections kept per host by [`AgentClient::new`]: the poller's
@@ -46,7 +49,14 @@ impl AgentClient {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| AgentError::Client(e.to_string()))?;
-        Ok(AgentClient { http, token })
+        Ok(AgentClient { http, token, artifacts: Default::default() })
+    }
+
+    /// This client with the artifacts of `catalog`, sent with every install of a
+    /// version the catalog has an artifact for.
+    pub fn with_artifacts(mut self, catalog: &crate::topology::Catalog) -> AgentClient {
+        self.artifacts = std::sync::Arc::new(catalog.artifacts());
+        self
     }
 
     pub async fn status(&self, endpoint: &str) -> Result<AgentStatus, AgentError> {
@@ -64,7 +74,8 @@ impl AgentClient {
             |e: names::InvalidName| AgentError::Invalid { endpoint: endpoint.to_string(), reason: e.to_string() };
         names::check_name(Kind::Extension, extension).map_err(invalid)?;
         names::check_version(version).map_err(invalid)?;
-        let body = InstallRequest { version: version.to_string() };
+        let artifact = self.artifacts.get(&(extension.to_string(), version.to_string())).cloned();
+        let body = InstallRequest { version: version.to_string(), artifact };
         let path = format!("/v1/extensions/{extension}");
         self.call(Method::PUT, endpoint, &path, Some(&body)).await
     }

@@ -8,8 +8,11 @@ pub mod faults;
 pub mod http;
 pub mod metrics;
 pub mod names;
+pub mod prom;
 pub mod protocol;
+pub mod real;
 pub mod server;
+pub mod service;
 pub mod simulate;
 pub mod standalone;
 

@@ -25,7 +25,8 @@ use super::faults::{Faults, Reachability};
 use super::http::HttpLimits;
 use super::names::{self, Kind};
 use super::protocol::{
-    AgentAction, AgentStatus, ErrorBody, InstallRequest, InstalledExtension, Metrics, ServingState, PROTOCOL_VERSION,
+    AgentAction, AgentStatus, ErrorBody, HealthSource, InstallRequest, InstalledExtension, Metrics, ServingState,
+    PROTOCOL_VERSION,
 };
 
 /// Who the agent is and how it behaves.
@@ -49,6 +50,8 @@ pub struct AgentConfig {
     pub faults: Faults,
     /// Timeouts and the connection cap of its HTTP server.
     pub http: HttpLimits,
+    /// Real installs and measured health (`parley agent --dir`); `None`: simulated.
+    pub real: Option<Arc<super::real::RealExtensions>>,
 }
 
 impl AgentConfig {
@@ -66,6 +69,7 @@ impl AgentConfig {
             transition_delay: Duration::from_millis(200),
             faults: Faults::default(),
             http: HttpLimits::default(),
+            real: None,
         }
     }
 }
@@ -146,6 +150,10 @@ impl Agent {
                     return Err(AgentStateError::StateFile { path: path.display().to_string(), reason: e.to_string() })
                 }
             }
+        }
+        if config.real.is_some() {
+            // What is on disk is what runs: the `current` links win over the state file.
+            extensions = config.extensions.clone();
         }
         let baseline = baseline_for(&config.name);
         let faults = Mutex::new(config.faults.clone());
@@ -232,11 +240,19 @@ impl Agent {
             extensions: rt
                 .extensions
                 .iter()
-                .map(|(name, version)| InstalledExtension { name: name.clone(), version: version.clone() })
+                .map(|(name, version)| InstalledExtension {
+                    name: name.clone(),
+                    version: version.clone(),
+                    health: self.config.real.as_ref().and_then(|r| r.health_of(name)),
+                })
                 .collect(),
             state: rt.state,
             metrics: self.metrics_for(rt),
             started_at: rt.started_at,
+            health_source: Some(match self.config.real {
+                Some(_) => HealthSource::Measured,
+                None => HealthSource::Simulated,
+            }),
         }
     }
 
@@ -246,6 +262,9 @@ impl Agent {
     }
 
     fn metrics_for(&self, rt: &Runtime) -> Metrics {
+        if let Some(real) = &self.config.real {
+            return real.metrics();
+        }
         let extensions = &rt.extensions;
         // A slow drift (period of minutes) so sparklines move without tripping gates.
         let t = Utc::now().timestamp_millis() as f64 / 1000.0;
@@ -312,15 +331,27 @@ impl Agent {
         }
     }
 
-    async fn install(&self, extension: &str, version: &str) -> Result<AgentStatus, ApiError> {
+    async fn install(
+        &self,
+        extension: &str,
+        version: &str,
+        artifact: Option<&crate::artifact::ArtifactRef>,
+    ) -> Result<AgentStatus, ApiError> {
         names::check_name(Kind::Extension, extension)
             .and_then(|()| names::check_version(version))
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         if self.lock().state == ServingState::Restarting {
             return Err(ApiError::unavailable("the agent is restarting"));
         }
-        tokio::time::sleep(self.config.install_delay).await;
-        if self.faults().install_fails(extension, version) {
+        if let Some(real) = &self.config.real {
+            if let Err(e) = real.install(extension, version, artifact).await {
+                self.exporter.count_install(extension, version, false);
+                return Err(ApiError::failed(format!("installing {extension} {version} failed: {e}")));
+            }
+        } else {
+            tokio::time::sleep(self.config.install_delay).await;
+        }
+        if self.config.real.is_none() && self.faults().install_fails(extension, version) {
             self.exporter.count_install(extension, version, false);
             return Err(ApiError::failed(format!(
                 "installing {extension} {version} failed: package verification error"
@@ -537,7 +568,7 @@ async fn install(
     guard(&agent, &headers).await?;
     let Json(req) =
         body.map_err(|e| ApiError::bad_request(format!("the body must be {{\"version\": \"...\"}}: {e}")))?;
-    agent.install(&name, &req.version).await.map(Json)
+    agent.install(&name, &req.version, req.artifact.as_ref()).await.map(Json)
 }
 
 async fn remove(
@@ -546,6 +577,16 @@ async fn remove(
     Path(NamePath { name }): Path<NamePath>,
 ) -> Result<Json<AgentStatus>, ApiError> {
     guard(&agent, &headers).await?;
+    if let Some(real) = agent.config.real.clone() {
+        names::check_name(Kind::Extension, &name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if agent.lock().state == ServingState::Restarting {
+            return Err(ApiError::unavailable("the agent is restarting"));
+        }
+        real.remove(&name).await.map_err(|e| match e {
+            super::real::InstallError::NotInstalled { .. } => ApiError::not_found(e.to_string()),
+            e => ApiError::failed(format!("removing {name} failed: {e}")),
+        })?;
+    }
     agent.remove(&name).map(Json)
 }
 

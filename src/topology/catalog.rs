@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::TopologyError;
 use crate::agent::names::{self, Kind};
+use crate::artifact::ArtifactRef;
 use crate::ops::{Version, VersionReq};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +28,9 @@ pub struct CatalogExtension {
     pub depends: Vec<Dependency>,
     /// Names of the analysis templates its rollouts are gated by (with `[metrics]`).
     pub analysis: Vec<String>,
+    /// Version (as the catalog spells it after normalising) -> its artifact, for the
+    /// versions a real agent can install.
+    pub artifacts: std::collections::BTreeMap<String, ArtifactRef>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +72,10 @@ struct ExtensionFile {
     depends: Vec<DependencyFile>,
     #[serde(default)]
     analysis: Vec<String>,
+    /// `[extension.artifacts."1.0.0"]`: `url` (path, file://, http(s)://), `sha256`,
+    /// optional `size` and `signature`.
+    #[serde(default)]
+    artifacts: std::collections::BTreeMap<String, ArtifactRef>,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +135,14 @@ impl Catalog {
                     .map_err(|e| bad(format!("extension `{}` depends on `{}`: {e}", ext.name, d.name)))?;
                 depends.push(Dependency { name: d.name, req });
             }
+            let mut artifacts = std::collections::BTreeMap::new();
+            for (v, artifact) in ext.artifacts {
+                let parsed = v.parse::<Version>().ok().filter(|p| versions.contains(p)).ok_or_else(|| {
+                    bad(format!("extension `{}` has an artifact for `{v}`, which it does not list", ext.name))
+                })?;
+                artifact.check().map_err(|e| bad(format!("extension `{}` {v}: {e}", ext.name)))?;
+                artifacts.insert(parsed.to_string(), artifact);
+            }
             extensions.push(CatalogExtension {
                 name: ext.name,
                 description: ext.description,
@@ -134,6 +150,7 @@ impl Catalog {
                 requires: ext.requires,
                 depends,
                 analysis: ext.analysis,
+                artifacts,
             });
         }
         for ext in &extensions {
@@ -144,6 +161,28 @@ impl Catalog {
             }
         }
         Ok(Catalog { extensions, analysis })
+    }
+
+    /// Artifact paths that are relative made relative to `base` (the catalog file's
+    /// directory), so the catalog means the same files whatever the working directory.
+    pub fn relative_to(mut self, base: Option<&std::path::Path>) -> Catalog {
+        let Some(base) = base.filter(|b| !b.as_os_str().is_empty()) else { return self };
+        for ext in &mut self.extensions {
+            for a in ext.artifacts.values_mut() {
+                if !a.url.contains("://") && std::path::Path::new(&a.url).is_relative() {
+                    a.url = base.join(&a.url).display().to_string();
+                }
+            }
+        }
+        self
+    }
+
+    /// Every artifact by (extension, version).
+    pub fn artifacts(&self) -> std::collections::BTreeMap<(String, String), ArtifactRef> {
+        self.extensions
+            .iter()
+            .flat_map(|e| e.artifacts.iter().map(|(v, a)| ((e.name.clone(), v.clone()), a.clone())))
+            .collect()
     }
 
     pub fn extensions(&self) -> &[CatalogExtension] {
