@@ -160,6 +160,14 @@ impl Parley {
         .await?;
         let mut discovery = discovery;
         discovery.push(router.spawn(poller.events(), stop.subscribe()));
+        if !config.notify.is_empty() {
+            discovery.push(crate::notify::spawn(
+                config.notify.clone(),
+                orchestrator.subscribe(),
+                router.changes(),
+                stop.subscribe(),
+            ));
+        }
         if let Some(addr) = config.routing.listen {
             discovery.push(crate::routing::http::serve(router.clone(), addr, stop.subscribe()).await?);
         }

@@ -23,7 +23,9 @@
 //! [discovery]
 //! listen = "0.0.0.0:7070"                # registration endpoint for self-registering agents
 //! srv = "_parley._tcp.fleet.example"     # DNS SRV name listing agents
-//! srv_interval_ms = 30000
+//! srv_interval_ms = 30000               # sooner when the records' TTL runs out sooner
+//! nameservers = ["127.0.0.1:8600"]       # instead of /etc/resolv.conf's (its search domains stay)
+//! srv_grace_ms = 90000                   # an agent whose record is gone this long is dropped
 //! [routing]
 //! listen = "127.0.0.1:7080"              # GET /v1/routing for load balancers and agents
 //! auto_failback_secs = 300               # fail a recovered region back after this long healthy; omit: never
@@ -40,6 +42,9 @@
 //! mode = "socket"
 //! [slack.users]
 //! U012ALICE = "operator"
+//! [[notify]]                             # webhook targets; see `notify::config`
+//! url = "https://hooks.example.com/parley"
+//! secret_env = "PARLEY_NOTIFY_SECRET"    # HMAC-SHA256 key; `secret = ...` needs a 0600 file
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -95,12 +100,16 @@ pub struct Config {
     /// A DNS SRV name whose targets are agents, resolved periodically.
     pub discovery_srv: Option<String>,
     pub srv_interval: Duration,
+    /// Nameservers and the grace period of SRV discovery.
+    pub srv: crate::topology::discovery::SrvSettings,
     /// The language-model fallback; `None` keeps it off.
     pub llm: Option<LlmConfig>,
     /// The Slack bridge's settings (no secrets); defaults when there is no `[slack]`.
     pub slack: crate::slack::config::SlackSettings,
     /// The `[routing]` section.
     pub routing: crate::routing::RoutingSettings,
+    /// The `[[notify]]` webhook targets (none: no notifications).
+    pub notify: Vec<crate::notify::NotifyTarget>,
 }
 
 /// How structured output is asked of the model.
@@ -160,6 +169,8 @@ struct FileConfig {
     slack: Option<crate::slack::config::SlackFile>,
     #[serde(default)]
     routing: RoutingFile,
+    #[serde(default)]
+    notify: Vec<crate::notify::config::NotifyFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +188,8 @@ struct DiscoveryFile {
     listen: Option<String>,
     srv: Option<String>,
     srv_interval_ms: Option<u64>,
+    nameservers: Option<Vec<String>>,
+    srv_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -298,7 +311,10 @@ impl Config {
             Some(section) => section.resolve(rel).map_err(|reason| bad(origin.as_deref(), &reason))?,
             None => crate::slack::config::SlackSettings::default(),
         };
+        let notify = crate::notify::config::resolve(file.notify, origin.as_deref(), |k| std::env::var(k).ok())
+            .map_err(|reason| bad(origin.as_deref(), &reason))?;
         let config = Config {
+            notify,
             data_dir,
             db: file.db.map(rel),
             intents_dir: file.intents_dir.map(rel),
@@ -332,6 +348,17 @@ impl Config {
             },
             discovery_srv: file.discovery.srv.filter(|s| !s.trim().is_empty()),
             srv_interval: ms(file.discovery.srv_interval_ms, 30_000),
+            srv: crate::topology::discovery::SrvSettings {
+                nameservers: file
+                    .discovery
+                    .nameservers
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| crate::topology::discovery::SrvSettings::parse_nameserver(n))
+                    .collect::<Result<_, _>>()
+                    .map_err(|reason| bad(origin.as_deref(), &reason))?,
+                grace: file.discovery.srv_grace_ms.map(Duration::from_millis),
+            },
             llm,
             slack,
             routing: crate::routing::RoutingSettings {

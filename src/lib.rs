@@ -11,6 +11,7 @@ pub mod dialog;
 pub mod feasibility;
 pub mod intent;
 pub mod llm;
+pub mod notify;
 pub mod ops;
 pub mod orchestrate;
 pub mod registry;
