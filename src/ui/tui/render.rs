@@ -627,20 +627,30 @@ fn render_fleet(frame: &mut Frame, app: &App, area: Rect) {
     if app.fleet_rows.is_empty() {
         frame.render_widget(Paragraph::new("No agent matches the filter (c clears it)."), list);
     } else {
+        // The sorted table's column header stays on top however far it scrolls.
+        let header = app.fleet_rows.iter().position(|r| *r == FleetRow::Header);
+        let (mut lines, height) = match header {
+            Some(_) if height > 2 => {
+                (vec![fleet_row_line(app, &FleetRow::Header, false, list.width as usize)], height - 1)
+            }
+            _ => (Vec::new(), height),
+        };
         // Keep the selection in view, with context above it; only visible rows are built.
         let offset = match selected_row {
             Some(r) if r >= height / 2 => (r - height / 2).min(app.fleet_rows.len().saturating_sub(height)),
             _ => 0,
         };
         let focused = app.focus == Pane::Fleet;
-        let lines: Vec<Line> = app
-            .fleet_rows
-            .iter()
-            .enumerate()
-            .skip(offset)
-            .take(height)
-            .map(|(i, row)| fleet_row_line(app, row, focused && Some(i) == selected_row, list.width as usize))
-            .collect();
+        let pinned = !lines.is_empty();
+        lines.extend(
+            app.fleet_rows
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !pinned || Some(*i) != header)
+                .skip(offset)
+                .take(height)
+                .map(|(i, row)| fleet_row_line(app, row, focused && Some(i) == selected_row, list.width as usize)),
+        );
         frame.render_widget(Paragraph::new(lines), list);
     }
     if let (Some(a), Some(d)) = (agent, detail) {
@@ -1057,14 +1067,12 @@ fn render_completions(frame: &mut Frame, app: &App, input: Rect) {
             *last = Line::raw(format!("{last} … {hidden} more"));
         }
     }
-    let used = lines.iter().map(|l| l.width()).max().unwrap_or(10) as u16 + 2;
+    let title = format!(" {} matches · Tab ", app.completions.len());
+    let used = lines.iter().map(|l| l.width()).max().unwrap_or(10).max(title.chars().count()) as u16 + 2;
     let h = rows as u16 + 2;
     let popup = Rect { x: input.x + 1, y: input.y.saturating_sub(h), width: used.max(12).min(width), height: h };
     frame.render_widget(Clear, popup);
-    let block = Block::new()
-        .borders(Borders::ALL)
-        .border_style(Style::new().fg(Color::Cyan))
-        .title(format!(" {} matches · Tab ", app.completions.len()));
+    let block = Block::new().borders(Borders::ALL).border_style(Style::new().fg(Color::Cyan)).title(title);
     let inner = block.inner(popup);
     frame.render_widget(block, popup);
     frame.render_widget(Paragraph::new(lines), inner);

@@ -285,6 +285,13 @@ pub fn region_severity(h: RegionHealth) -> u8 {
     }
 }
 
+/// Names in natural order: edge-5 before edge-49, as an operator counts.
+fn natural(name: &str) -> (&str, u64, &str) {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (head, tail) = name.split_at(name.len() - digits);
+    (head, tail.parse().unwrap_or(0), name)
+}
+
 /// Numeric parts of a version, so 2.10.0 sorts after 2.9.1.
 fn version_key(v: &str) -> Vec<u64> {
     v.split(['.', '-', '+']).map(|p| p.parse::<u64>().unwrap_or(0)).collect()
@@ -599,13 +606,13 @@ impl App {
         let all = topo.agents();
         let focus = self.focus_extension.as_deref();
         let version = |i: usize| focus.and_then(|e| all[i].extensions.get(e)).map(|v| version_key(v));
-        let name = |i: usize| all[i].name.as_str();
+        let name = |i: usize| natural(all[i].name.as_str());
         match self.sort {
-            FleetSort::Grouped | FleetSort::Name => agents.sort_by(|&a, &b| name(a).cmp(name(b))),
+            FleetSort::Grouped | FleetSort::Name => agents.sort_by(|&a, &b| name(a).cmp(&name(b))),
             FleetSort::Health => agents.sort_by(|&a, &b| {
                 severity(AgentStatus::of(&all[a]))
                     .cmp(&severity(AgentStatus::of(&all[b])))
-                    .then_with(|| name(a).cmp(name(b)))
+                    .then_with(|| name(a).cmp(&name(b)))
             }),
             FleetSort::Region => agents.sort_by(|&a, &b| {
                 (all[a].region.as_str(), all[a].zone.as_str(), name(a)).cmp(&(
@@ -615,17 +622,17 @@ impl App {
                 ))
             }),
             FleetSort::Version => {
-                agents.sort_by(|&a, &b| version(a).cmp(&version(b)).then_with(|| name(a).cmp(name(b))))
+                agents.sort_by(|&a, &b| version(a).cmp(&version(b)).then_with(|| name(a).cmp(&name(b))))
             }
             FleetSort::ErrorRate => agents.sort_by(|&a, &b| {
                 all[b]
                     .metrics
                     .error_rate_pct
                     .total_cmp(&all[a].metrics.error_rate_pct)
-                    .then_with(|| name(a).cmp(name(b)))
+                    .then_with(|| name(a).cmp(&name(b)))
             }),
             FleetSort::Latency => agents.sort_by(|&a, &b| {
-                all[b].metrics.p95_ms.total_cmp(&all[a].metrics.p95_ms).then_with(|| name(a).cmp(name(b)))
+                all[b].metrics.p95_ms.total_cmp(&all[a].metrics.p95_ms).then_with(|| name(a).cmp(&name(b)))
             }),
         }
     }
