@@ -331,12 +331,15 @@ mod tests {
     use hickory_resolver::proto::rr::rdata::SRV;
     use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
+    /// Name -> SRV records (priority, weight, port, target).
+    type Zone = Arc<Mutex<std::collections::HashMap<String, Vec<(u16, u16, u16, String)>>>>;
+
     /// A DNS server on loopback UDP speaking the real protocol (messages encoded and
     /// decoded by hickory-proto): it answers SRV questions for the names in its zone
     /// with the records there now, NXDOMAIN for anything else, and counts questions.
     struct DnsServer {
         addr: SocketAddr,
-        zone: Arc<Mutex<std::collections::HashMap<String, Vec<(u16, u16, u16, String)>>>>,
+        zone: Zone,
         ttl: Arc<Mutex<u32>>,
         asked: Arc<Mutex<Vec<String>>>,
     }
@@ -345,7 +348,7 @@ mod tests {
         async fn start() -> DnsServer {
             let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let addr = socket.local_addr().unwrap();
-            let zone: Arc<Mutex<std::collections::HashMap<String, Vec<(u16, u16, u16, String)>>>> = Arc::default();
+            let zone: Zone = Arc::default();
             let ttl = Arc::new(Mutex::new(300));
             let asked: Arc<Mutex<Vec<String>>> = Arc::default();
             let (z, t, a) = (Arc::clone(&zone), Arc::clone(&ttl), Arc::clone(&asked));
