@@ -167,6 +167,14 @@ impl Parley {
         let mut discovery = discovery;
         discovery.push(router.spawn(poller.events(), stop.subscribe()));
         discovery.push(crate::freeze::spawn_guard(registry.clone(), orchestrator.clone(), stop.subscribe()));
+        if !config.notify.is_empty() {
+            discovery.push(crate::notify::spawn(
+                config.notify.clone(),
+                orchestrator.subscribe(),
+                router.changes(),
+                stop.subscribe(),
+            ));
+        }
         if let Some(addr) = config.routing.listen {
             discovery.push(crate::routing::http::serve(router.clone(), addr, stop.subscribe()).await?);
         }

@@ -23,7 +23,9 @@
 //! [discovery]
 //! listen = "0.0.0.0:7070"                # registration endpoint for self-registering agents
 //! srv = "_parley._tcp.fleet.example"     # DNS SRV name listing agents
-//! srv_interval_ms = 30000
+//! srv_interval_ms = 30000               # sooner when the records' TTL runs out sooner
+//! nameservers = ["127.0.0.1:8600"]       # instead of /etc/resolv.conf's (its search domains stay)
+//! srv_grace_ms = 90000                   # an agent whose record is gone this long is dropped
 //! [routing]
 //! listen = "127.0.0.1:7080"              # GET /v1/routing for load balancers and agents
 //! auto_failback_secs = 300               # fail a recovered region back after this long healthy; omit: never
@@ -44,6 +46,9 @@
 //! mode = "socket"
 //! [slack.users]
 //! U012ALICE = "operator"
+//! [[notify]]                             # webhook targets; see `notify::config`
+//! url = "https://hooks.example.com/parley"
+//! secret_env = "PARLEY_NOTIFY_SECRET"    # HMAC-SHA256 key; `secret = ...` needs a 0600 file
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -99,6 +104,8 @@ pub struct Config {
     /// A DNS SRV name whose targets are agents, resolved periodically.
     pub discovery_srv: Option<String>,
     pub srv_interval: Duration,
+    /// Nameservers and the grace period of SRV discovery.
+    pub srv: crate::topology::discovery::SrvSettings,
     /// The language-model fallback; `None` keeps it off.
     pub llm: Option<LlmConfig>,
     /// The Slack bridge's settings (no secrets); defaults when there is no `[slack]`.
@@ -108,6 +115,8 @@ pub struct Config {
     /// The `[metrics]` section: the Prometheus that analysis templates ask; `None`
     /// keeps the built-in gates.
     pub metrics: Option<crate::analysis::PrometheusConfig>,
+    /// The `[[notify]]` webhook targets (none: no notifications).
+    pub notify: Vec<crate::notify::NotifyTarget>,
 }
 
 /// How structured output is asked of the model.
@@ -168,6 +177,8 @@ struct FileConfig {
     #[serde(default)]
     routing: RoutingFile,
     metrics: Option<MetricsFile>,
+    #[serde(default)]
+    notify: Vec<crate::notify::config::NotifyFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,6 +244,8 @@ struct DiscoveryFile {
     listen: Option<String>,
     srv: Option<String>,
     srv_interval_ms: Option<u64>,
+    nameservers: Option<Vec<String>>,
+    srv_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -358,8 +371,11 @@ impl Config {
             Some(m) => Some(m.resolve().map_err(|reason| bad(origin.as_deref(), &reason))?),
             None => None,
         };
+        let notify = crate::notify::config::resolve(file.notify, origin.as_deref(), |k| std::env::var(k).ok())
+            .map_err(|reason| bad(origin.as_deref(), &reason))?;
         let config = Config {
             metrics,
+            notify,
             data_dir,
             db: file.db.map(rel),
             intents_dir: file.intents_dir.map(rel),
@@ -393,6 +409,17 @@ impl Config {
             },
             discovery_srv: file.discovery.srv.filter(|s| !s.trim().is_empty()),
             srv_interval: ms(file.discovery.srv_interval_ms, 30_000),
+            srv: crate::topology::discovery::SrvSettings {
+                nameservers: file
+                    .discovery
+                    .nameservers
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| crate::topology::discovery::SrvSettings::parse_nameserver(n))
+                    .collect::<Result<_, _>>()
+                    .map_err(|reason| bad(origin.as_deref(), &reason))?,
+                grace: file.discovery.srv_grace_ms.map(Duration::from_millis),
+            },
             llm,
             slack,
             routing: crate::routing::RoutingSettings {

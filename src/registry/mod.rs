@@ -5,7 +5,7 @@
 //! mode with `synchronous = FULL`, so a transition that was journalled survives
 //! Parley being killed the next instant; the orchestrator journals before it acts.
 
-mod audit;
+pub mod audit;
 mod deployments;
 mod inquiry;
 mod records;

@@ -95,6 +95,21 @@ struct Inner {
     /// Held across read-plan-journal-swap, so two changes never plan from one table.
     changes: tokio::sync::Mutex<()>,
     notices: broadcast::Sender<String>,
+    /// Every change made, typed, for subscribers such as webhook notifications.
+    applied: broadcast::Sender<RouteChange>,
+}
+
+/// A change of the routing table, as subscribers hear of it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RouteChange {
+    /// `failover`, `cascade`, `shift`, `failback` or `auto_failback`.
+    pub kind: String,
+    pub actor: String,
+    pub frontend: String,
+    pub reason: String,
+    pub version: i64,
+    /// Each region that sends traffic elsewhere, described as after the change.
+    pub routes: Vec<String>,
 }
 
 impl Router {
@@ -108,6 +123,7 @@ impl Router {
         let (table, version, updated_at) = registry.routing_table().await?;
         let table = table.with_regions(topology.snapshot().regions());
         let (notices, _) = broadcast::channel(64);
+        let (applied, _) = broadcast::channel(64);
         let inner = Inner {
             registry,
             topology,
@@ -116,6 +132,7 @@ impl Router {
             current: RwLock::new(Snapshot { table, version, updated_at }),
             changes: tokio::sync::Mutex::new(()),
             notices,
+            applied,
         };
         Ok(Router { inner: Arc::new(inner) })
     }
@@ -145,6 +162,11 @@ impl Router {
     /// Announcements of changes Parley made by itself (cascades, automatic failbacks).
     pub fn notices(&self) -> broadcast::Receiver<String> {
         self.inner.notices.subscribe()
+    }
+
+    /// Every change of the table from now on (a lagging receiver loses the oldest).
+    pub fn changes(&self) -> broadcast::Receiver<RouteChange> {
+        self.inner.applied.subscribe()
     }
 
     pub async fn history(&self, limit: u32) -> Result<Vec<RoutingChange>, RoutingError> {
@@ -178,6 +200,21 @@ impl Router {
             Ok(mut s) => *s = snap,
             Err(poisoned) => *poisoned.into_inner() = snap,
         }
+        let routes = after
+            .regions
+            .keys()
+            .filter(|src| after.weight(src, src) < 100)
+            .map(|src| format!("{src} -> {}", after.describe(src)))
+            .collect();
+        // No subscriber is fine: the registry journalled the change.
+        let _ = self.inner.applied.send(RouteChange {
+            kind: kind.to_string(),
+            actor: actor.name.clone(),
+            frontend: actor.frontend.clone(),
+            reason: reason.to_string(),
+            version,
+            routes,
+        });
         Ok(Applied { before, after, version })
     }
 

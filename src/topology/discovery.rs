@@ -3,11 +3,17 @@
 //! an SRV name is an agent at `http://target:port`). Both feed the same poller as the
 //! inventory file, in any combination (docs/discovery.md).
 //!
-//! The SRV lookup is a minimal DNS client (one question, SRV answers, name
-//! compression) rather than a resolver crate: it is all this needs, and it keeps the
-//! dependency tree and build time small. It asks over UDP and, when the answer comes
-//! back truncated (the TC bit: a large fleet does not fit in a datagram), asks again
-//! over TCP as RFC 1035 4.2.2 says, with each message behind a two-byte length.
+//! The SRV lookup goes through hickory-resolver configured as the system resolver
+//! is (/etc/resolv.conf: search domains, every nameserver, timeout, attempts, ndots),
+//! so `srv = "_parley._tcp"` finds `_parley._tcp.<search domain>` as `dig +search`
+//! would, a dead first nameserver falls over to the next, and answers are cached for
+//! their TTL. `[discovery] nameservers` replaces the nameservers only (for a
+//! Consul-style DNS on another port), keeping the rest of the system's configuration.
+//!
+//! An agent whose record disappears is not shown down for ever: once its record has
+//! been missing for `srv_grace_ms` (by default three lookups), it is dropped from the
+//! fleet ([`Poller::drop_discovered`]). A lookup that fails (no nameserver answers) is
+//! not taken for "no records": the agents already known are kept.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +32,8 @@ pub enum DiscoveryError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("DNS SRV lookup of {name}: {reason}")]
     Srv { name: String, reason: String },
+    #[error("the DNS resolver could not be configured: {0}")]
+    Resolver(String),
 }
 
 /// Starts what `config` asks for; the tasks end when `stop` turns true.
@@ -59,29 +67,18 @@ pub async fn start(
         }));
     }
     if let Some(name) = config.discovery_srv.clone() {
+        let resolver = SrvResolver::system(&config.srv.nameservers)?;
         let poller = Arc::clone(poller);
         let interval = config.srv_interval;
+        let grace = config.srv.grace.unwrap_or(interval * 3);
         let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
+            let mut members = SrvMembers::new(grace);
             loop {
+                let next = srv_pass(&resolver, &name, &mut members, &poller, interval).await;
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => return,
-                    _ = ticks.tick() => {}
-                }
-                let server = match system_nameserver() {
-                    Some(s) => s,
-                    None => {
-                        tracing::warn!("no nameserver in /etc/resolv.conf; SRV discovery waits");
-                        continue;
-                    }
-                };
-                match lookup_srv(&name, server, Duration::from_secs(3)).await {
-                    Ok(records) => {
-                        let added = srv_entries(&records).into_iter().filter(|e| poller.add_entry(e.clone())).count();
-                        tracing::info!(%name, records = records.len(), added, "SRV discovery");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "SRV discovery failed; keeping the agents already known"),
+                    _ = tokio::time::sleep(next) => {}
                 }
             }
         }));
@@ -115,319 +112,409 @@ pub fn srv_entries(records: &[SrvRecord]) -> Vec<InventoryEntry> {
     out
 }
 
-/// The first nameserver of /etc/resolv.conf.
-fn system_nameserver() -> Option<SocketAddr> {
-    let text = std::fs::read_to_string("/etc/resolv.conf").ok()?;
-    text.lines().find_map(|l| {
-        let ip = l.trim().strip_prefix("nameserver")?.trim();
-        ip.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
-    })
+/// The `[discovery]` keys for DNS beyond the name and interval.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SrvSettings {
+    /// Nameservers replacing those of /etc/resolv.conf (search domains and options
+    /// stay the system's); empty: the system's.
+    pub nameservers: Vec<SocketAddr>,
+    /// How long a record may be missing before its agent is dropped; `None`: three
+    /// SRV intervals.
+    pub grace: Option<Duration>,
 }
 
-/// Asks `server` for the SRV records of `name` over UDP, and over TCP when the UDP
-/// answer is truncated; `timeout` bounds the whole lookup.
-pub async fn lookup_srv(name: &str, server: SocketAddr, timeout: Duration) -> Result<Vec<SrvRecord>, DiscoveryError> {
-    let fail = |reason: String| DiscoveryError::Srv { name: name.to_string(), reason };
-    let late = || fail(format!("{server} did not answer within {timeout:?}"));
-    let deadline = tokio::time::Instant::now() + timeout;
-    let id = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(7)
-        & 0xffff) as u16;
-    let query = srv_query(name, id).map_err(|r| fail(r.to_string()))?;
-    let bind: SocketAddr =
-        if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
-    let socket = tokio::net::UdpSocket::bind(bind).await.map_err(|e| fail(e.to_string()))?;
-    // Connected, so datagrams from anyone but the server are not taken for its answer.
-    socket.connect(server).await.map_err(|e| fail(e.to_string()))?;
-    socket.send(&query).await.map_err(|e| fail(e.to_string()))?;
-    let mut buf = vec![0u8; 4096];
-    let n = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
-        Ok(Ok(n)) => n,
-        Ok(Err(e)) => return Err(fail(e.to_string())),
-        Err(_) => return Err(late()),
-    };
-    let answer = buf.get(..n).unwrap_or_default();
-    if !is_truncated(answer, id) {
-        return parse_srv_answer(answer, id).map_err(|r| fail(r.to_string()));
-    }
-    tracing::debug!(%server, "SRV answer truncated over UDP; asking over TCP");
-    let full = match tokio::time::timeout_at(deadline, query_tcp(server, &query)).await {
-        Ok(Ok(full)) => full,
-        Ok(Err(e)) => return Err(fail(format!("the UDP answer was truncated and TCP failed: {e}"))),
-        Err(_) => return Err(late()),
-    };
-    parse_srv_answer(&full, id).map_err(|r| fail(r.to_string()))
-}
-
-/// The TC bit of an answer to the query with `id`: the server cut it to fit a datagram.
-fn is_truncated(answer: &[u8], id: u16) -> bool {
-    u16_at(answer, 0) == Ok(id) && u16_at(answer, 2).is_ok_and(|flags| flags & FLAG_TC != 0)
-}
-
-/// One query over TCP: a two-byte big-endian length, then the message, both ways.
-async fn query_tcp(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let len = u16::try_from(query.len())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "query longer than 65535 bytes"))?;
-    let mut stream = tokio::net::TcpStream::connect(server).await?;
-    let mut framed = Vec::with_capacity(query.len() + 2);
-    framed.extend_from_slice(&len.to_be_bytes());
-    framed.extend_from_slice(query);
-    stream.write_all(&framed).await?;
-    let mut len = [0u8; 2];
-    stream.read_exact(&mut len).await?;
-    // At most 65535 bytes, by the width of the prefix: a hostile server cannot make
-    // this allocate more.
-    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut answer).await?;
-    Ok(answer)
-}
-
-const TYPE_SRV: u16 = 33;
-/// Header flag: the message was truncated to fit the transport.
-const FLAG_TC: u16 = 0x0200;
-
-/// A standard query, recursion desired, one question `name IN SRV`.
-pub fn srv_query(name: &str, id: u16) -> Result<Vec<u8>, &'static str> {
-    let mut q = Vec::with_capacity(name.len() + 18);
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.trim_end_matches('.').split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return Err("not a DNS name");
+impl SrvSettings {
+    /// `ip`, `ip:port` or `[ipv6]:port`; port 53 when none is given.
+    pub fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
+        let t = text.trim();
+        if let Ok(addr) = t.parse::<SocketAddr>() {
+            return Ok(addr);
         }
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&TYPE_SRV.to_be_bytes());
-    q.extend_from_slice(&1u16.to_be_bytes());
-    Ok(q)
-}
-
-fn u16_at(buf: &[u8], at: usize) -> Result<u16, &'static str> {
-    match buf.get(at..at + 2) {
-        Some(b) => Ok(u16::from_be_bytes([b[0], b[1]])),
-        None => Err("truncated answer"),
+        t.parse::<std::net::IpAddr>()
+            .map(|ip| SocketAddr::new(ip, 53))
+            .map_err(|_| format!("discovery.nameservers: `{text}` is not an address like 10.0.0.2 or 127.0.0.1:8600"))
     }
 }
 
-/// Reads a possibly compressed name at `at`; returns it and the offset after it.
-fn read_name(buf: &[u8], mut at: usize) -> Result<(String, usize), &'static str> {
-    let mut labels: Vec<String> = Vec::new();
-    let mut end = None;
-    // Bounded: a pointer loop in a hostile answer must not spin for ever.
-    for _ in 0..128 {
-        let len = *buf.get(at).ok_or("truncated name")?;
-        match len {
-            0 => {
-                return Ok((labels.join("."), end.unwrap_or(at + 1)));
+/// A resolver for SRV names, configured as the system's.
+#[derive(Clone)]
+pub struct SrvResolver {
+    resolver: hickory_resolver::TokioResolver,
+}
+
+/// One lookup's answer: the records and how long they may be cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvAnswer {
+    pub records: Vec<SrvRecord>,
+    /// Until the first record expires; zero when there are none.
+    pub ttl: Duration,
+}
+
+impl SrvResolver {
+    /// From /etc/resolv.conf, with `nameservers` (when any) in place of its own.
+    pub fn system(nameservers: &[SocketAddr]) -> Result<SrvResolver, DiscoveryError> {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        SrvResolver::from_resolv_conf(&text, nameservers)
+    }
+
+    /// From the text of a resolv.conf, with `nameservers` (when any) in place of its own.
+    pub fn from_resolv_conf(text: &str, nameservers: &[SocketAddr]) -> Result<SrvResolver, DiscoveryError> {
+        use hickory_resolver::config::{ConnectionConfig, NameServerConfig};
+        let fail = |reason: String| DiscoveryError::Resolver(reason);
+        // hickory refuses a resolv.conf without nameservers; the overrides supply them.
+        let text = if nameservers.is_empty() { text.to_string() } else { format!("{text}\nnameserver 127.0.0.1\n") };
+        let (mut config, options) =
+            hickory_resolver::system_conf::parse_resolv_conf(text.as_bytes()).map_err(|e| fail(e.to_string()))?;
+        if !nameservers.is_empty() {
+            config.name_servers = nameservers
+                .iter()
+                .map(|addr| {
+                    let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+                    ns.connections = vec![ConnectionConfig::udp(), ConnectionConfig::tcp()]
+                        .into_iter()
+                        .map(|mut c| {
+                            c.port = addr.port();
+                            c
+                        })
+                        .collect();
+                    ns
+                })
+                .collect();
+        }
+        let resolver = hickory_resolver::Resolver::builder_with_config(
+            config,
+            hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+        )
+        .with_options(options)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+        Ok(SrvResolver { resolver })
+    }
+
+    /// The SRV records of `name` (search domains applied as the system applies them).
+    /// No such name, or a name without SRV records, is an empty answer; no answer at
+    /// all is an error.
+    pub async fn lookup(&self, name: &str) -> Result<SrvAnswer, DiscoveryError> {
+        use hickory_resolver::proto::rr::RData;
+        let fail = |reason: String| DiscoveryError::Srv { name: name.to_string(), reason };
+        match self.resolver.srv_lookup(name).await {
+            Ok(lookup) => {
+                let records = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::SRV(srv) => Some(SrvRecord {
+                            priority: srv.priority,
+                            weight: srv.weight,
+                            port: srv.port,
+                            target: srv.target.to_utf8().trim_end_matches('.').to_string(),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                let ttl = lookup.valid_until().saturating_duration_since(std::time::Instant::now());
+                Ok(SrvAnswer { records, ttl })
             }
-            l if l & 0xc0 == 0xc0 => {
-                let ptr = usize::from(u16_at(buf, at)? & 0x3fff);
-                end.get_or_insert(at + 2);
-                at = ptr;
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => {
+                Ok(SrvAnswer { records: Vec::new(), ttl: Duration::ZERO })
             }
-            l if l & 0xc0 == 0 => {
-                let l = usize::from(l);
-                let label = buf.get(at + 1..at + 1 + l).ok_or("truncated label")?;
-                labels.push(String::from_utf8_lossy(label).into_owned());
-                at += 1 + l;
-            }
-            _ => return Err("bad label"),
+            Err(e) => Err(fail(e.to_string())),
         }
     }
-    Err("name compression loop")
 }
 
-/// The SRV records of an answer to the query with `id`.
-pub fn parse_srv_answer(buf: &[u8], id: u16) -> Result<Vec<SrvRecord>, &'static str> {
-    if u16_at(buf, 0)? != id {
-        return Err("the answer is for another query");
+/// The agents SRV discovery added, and when each was last in an answer.
+#[derive(Debug)]
+pub struct SrvMembers {
+    grace: Duration,
+    last_seen: std::collections::HashMap<String, std::time::Instant>,
+}
+
+/// What one answer changes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SrvChange {
+    /// In the answer and not known before.
+    pub added: Vec<InventoryEntry>,
+    /// Missing from every answer for longer than the grace period.
+    pub dropped: Vec<String>,
+}
+
+impl SrvMembers {
+    pub fn new(grace: Duration) -> SrvMembers {
+        SrvMembers { grace, last_seen: Default::default() }
     }
-    let flags = u16_at(buf, 2)?;
-    match flags & 0x000f {
-        0 => {}
-        3 => return Err("no such name (NXDOMAIN)"),
-        _ => return Err("the server failed the query"),
-    }
-    let questions = u16_at(buf, 4)?;
-    let answers = u16_at(buf, 6)?;
-    let mut at = 12;
-    for _ in 0..questions {
-        at = read_name(buf, at)?.1 + 4;
-    }
-    let mut out = Vec::new();
-    for _ in 0..answers {
-        let (_, after) = read_name(buf, at)?;
-        let rtype = u16_at(buf, after)?;
-        let rdlen = usize::from(u16_at(buf, after + 8)?);
-        let rdata = after + 10;
-        if buf.len() < rdata + rdlen {
-            return Err("truncated record");
+
+    /// Takes in an answer seen at `now`. `known` says whether the poller already had
+    /// an endpoint from elsewhere (the inventory file): those are not ours to drop.
+    pub fn observe(
+        &mut self,
+        entries: &[InventoryEntry],
+        now: std::time::Instant,
+        mut add: impl FnMut(&InventoryEntry) -> bool,
+    ) -> SrvChange {
+        let mut change = SrvChange::default();
+        for e in entries {
+            let key = e.endpoint.to_ascii_lowercase();
+            if let Some(seen) = self.last_seen.get_mut(&key) {
+                *seen = now;
+            } else if add(e) {
+                self.last_seen.insert(key, now);
+                change.added.push(e.clone());
+            }
         }
-        if rtype == TYPE_SRV {
-            let (target, _) = read_name(buf, rdata + 6)?;
-            out.push(SrvRecord {
-                priority: u16_at(buf, rdata)?,
-                weight: u16_at(buf, rdata + 2)?,
-                port: u16_at(buf, rdata + 4)?,
-                target,
-            });
+        let grace = self.grace;
+        let mut gone: Vec<String> = self
+            .last_seen
+            .iter()
+            .filter(|(_, seen)| now.saturating_duration_since(**seen) > grace)
+            .map(|(k, _)| k.clone())
+            .collect();
+        gone.sort();
+        for k in &gone {
+            self.last_seen.remove(k);
         }
-        at = rdata + rdlen;
+        change.dropped = gone;
+        change
     }
-    Ok(out)
+
+    pub fn len(&self) -> usize {
+        self.last_seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last_seen.is_empty()
+    }
+}
+
+/// One lookup and what it changes in the poller; answers how long to wait for the
+/// next: the interval, or sooner when the records expire sooner (at least a second).
+pub async fn srv_pass(
+    resolver: &SrvResolver,
+    name: &str,
+    members: &mut SrvMembers,
+    poller: &Poller,
+    interval: Duration,
+) -> Duration {
+    match resolver.lookup(name).await {
+        Ok(answer) => {
+            let entries = srv_entries(&answer.records);
+            let change = members.observe(&entries, std::time::Instant::now(), |e| poller.add_entry(e.clone()));
+            for endpoint in &change.dropped {
+                poller.drop_discovered(endpoint);
+            }
+            tracing::info!(
+                %name,
+                records = answer.records.len(),
+                added = change.added.len(),
+                dropped = change.dropped.len(),
+                "SRV discovery"
+            );
+            if answer.ttl.is_zero() {
+                interval
+            } else {
+                interval.min(answer.ttl).max(Duration::from_secs(1))
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "SRV discovery failed; keeping the agents already known");
+            interval
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
-    /// An answer as a DNS server would send it, with the target names compressed
-    /// against the question.
-    fn answer(id: u16, records: &[(u16, u16, u16, &str)]) -> Vec<u8> {
-        let mut buf = srv_query("_parley._tcp.fleet.example", id).unwrap();
-        buf[2] = 0x81;
-        buf[3] = 0x80;
-        buf[7] = records.len() as u8;
-        for (prio, weight, port, host) in records {
-            buf.extend_from_slice(&[0xc0, 12]); // the question's name
-            buf.extend_from_slice(&TYPE_SRV.to_be_bytes());
-            buf.extend_from_slice(&[0, 1, 0, 0, 0, 60]);
-            let mut rdata = Vec::new();
-            for v in [prio, weight, port] {
-                rdata.extend_from_slice(&v.to_be_bytes());
-            }
-            rdata.push(host.len() as u8);
-            rdata.extend_from_slice(host.as_bytes());
-            rdata.extend_from_slice(&[0xc0, 12 + 8 + 5]); // "...fleet.example" from the question
-            buf.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-            buf.extend_from_slice(&rdata);
+    use hickory_resolver::proto::op::{Message, ResponseCode};
+    use hickory_resolver::proto::rr::rdata::SRV;
+    use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+
+    /// Name -> SRV records (priority, weight, port, target).
+    type Zone = Arc<Mutex<std::collections::HashMap<String, Vec<(u16, u16, u16, String)>>>>;
+
+    /// A DNS server on loopback UDP speaking the real protocol (messages encoded and
+    /// decoded by hickory-proto): it answers SRV questions for the names in its zone
+    /// with the records there now, NXDOMAIN for anything else, and counts questions.
+    struct DnsServer {
+        addr: SocketAddr,
+        zone: Zone,
+        ttl: Arc<Mutex<u32>>,
+        asked: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl DnsServer {
+        async fn start() -> DnsServer {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = socket.local_addr().unwrap();
+            let zone: Zone = Arc::default();
+            let ttl = Arc::new(Mutex::new(300));
+            let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+            let (z, t, a) = (Arc::clone(&zone), Arc::clone(&ttl), Arc::clone(&asked));
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1500];
+                while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                    let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+                    let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+                    reply.metadata.recursion_desired = query.metadata.recursion_desired;
+                    reply.metadata.recursion_available = true;
+                    reply.metadata.authoritative = true;
+                    reply.add_queries(query.queries.clone());
+                    if let Some(q) = query.queries.first() {
+                        let name = q.name().to_ascii().to_ascii_lowercase();
+                        a.lock().unwrap().push(name.clone());
+                        let records = z.lock().unwrap().get(&name).cloned();
+                        let ttl = *t.lock().unwrap();
+                        match records {
+                            Some(records) if q.query_type() == RecordType::SRV => {
+                                for (prio, weight, port, target) in records {
+                                    let target = Name::from_ascii(&target).unwrap();
+                                    let rdata = RData::SRV(SRV::new(prio, weight, port, target));
+                                    reply.add_answer(Record::from_rdata(q.name().clone(), ttl, rdata));
+                                }
+                            }
+                            Some(_) => {}
+                            None => reply.metadata.response_code = ResponseCode::NXDomain,
+                        }
+                    }
+                    let _ = socket.send_to(&reply.to_vec().unwrap(), from).await;
+                }
+            });
+            DnsServer { addr, zone, ttl, asked }
         }
-        buf
+
+        fn set(&self, name: &str, records: &[(u16, u16, u16, &str)]) {
+            let records = records.iter().map(|(p, w, port, t)| (*p, *w, *port, t.to_string())).collect();
+            self.zone.lock().unwrap().insert(name.to_string(), records);
+        }
+
+        fn asked(&self) -> Vec<String> {
+            self.asked.lock().unwrap().clone()
+        }
+    }
+
+    /// A loopback UDP port nobody answers on (bound, then dropped).
+    fn dead_port() -> SocketAddr {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
     }
 
     #[test]
-    fn srv_answers_map_to_agents() {
-        let buf =
-            answer(42, &[(20, 5, 7070, "edge-2"), (10, 5, 7070, "edge-1"), (10, 5, 7070, "edge-1"), (10, 0, 0, "x")]);
-        let records = parse_srv_answer(&buf, 42).unwrap();
-        assert_eq!(records.len(), 4);
-        assert_eq!(records[1].target, "edge-1.fleet.example");
-        let entries = srv_entries(&records);
-        let endpoints: Vec<&str> = entries.iter().map(|e| e.endpoint.as_str()).collect();
+    fn srv_answers_map_to_agents_in_priority_order_without_duplicates() {
+        let r = |priority, weight, port, target: &str| SrvRecord { priority, weight, port, target: target.into() };
+        let records = [
+            r(20, 5, 7070, "edge-2.fleet.example"),
+            r(10, 5, 7070, "edge-1.fleet.example"),
+            r(10, 5, 7070, "edge-1.fleet.example"),
+            r(10, 0, 0, "x"),
+        ];
+        let endpoints: Vec<String> = srv_entries(&records).into_iter().map(|e| e.endpoint).collect();
         assert_eq!(endpoints, ["http://edge-1.fleet.example:7070", "http://edge-2.fleet.example:7070"]);
-        assert_eq!(parse_srv_answer(&buf, 41), Err("the answer is for another query"));
-        assert!(parse_srv_answer(&buf[..buf.len() - 3], 42).is_err());
-        let mut nx = buf.clone();
-        nx[3] = 0x83;
-        assert_eq!(parse_srv_answer(&nx, 42), Err("no such name (NXDOMAIN)"));
     }
 
     #[test]
-    fn hostile_answers_are_errors_not_hangs() {
-        let mut looped = srv_query("a.b", 1).unwrap();
-        looped[7] = 1;
-        looped.extend_from_slice(&[0xc0, looped.len() as u8]);
-        assert!(parse_srv_answer(&looped, 1).is_err());
-        assert!(parse_srv_answer(&[], 1).is_err());
-        assert!(srv_query("a..b", 1).is_err());
-    }
-
-    #[tokio::test]
-    async fn looks_up_srv_records_from_a_dns_server() {
-        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = server.local_addr().unwrap();
-        let responder = tokio::spawn(async move {
-            let mut buf = [0u8; 512];
-            let (_, from) = server.recv_from(&mut buf).await.unwrap();
-            let id = u16::from_be_bytes([buf[0], buf[1]]);
-            server.send_to(&answer(id, &[(10, 5, 7071, "core-1")]), from).await.unwrap();
-        });
-        let records = lookup_srv("_parley._tcp.fleet.example", addr, Duration::from_secs(2)).await.unwrap();
-        assert_eq!(records, [SrvRecord { priority: 10, weight: 5, port: 7071, target: "core-1.fleet.example".into() }]);
-        responder.await.unwrap();
-    }
-
-    /// A UDP socket and a TCP listener on the same loopback port, as a DNS server has.
-    async fn dns_sockets() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
-        for _ in 0..20 {
-            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let port = udp.local_addr().unwrap().port();
-            if let Ok(tcp) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-                return (udp, tcp);
-            }
-        }
-        panic!("no loopback port free for both UDP and TCP");
-    }
-
-    /// The header-only answer a server sends when the records do not fit a datagram.
-    fn truncated(query: &[u8]) -> Vec<u8> {
-        let mut t = query.to_vec();
-        t[2] = 0x83; // response, TC, recursion desired
-        t[3] = 0x80;
-        t
-    }
-
-    #[tokio::test]
-    async fn a_truncated_udp_answer_is_asked_again_over_tcp() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (udp, tcp) = dns_sockets().await;
-        let addr = udp.local_addr().unwrap();
-        // 40 agents: about 1.3 kB of answer, more than the 512 bytes of plain DNS over UDP.
-        let hosts: Vec<String> = (1..=40).map(|i| format!("edge-{i}")).collect();
-        let records: Vec<(u16, u16, u16, &str)> = hosts.iter().map(|h| (10, 5, 7070, h.as_str())).collect();
-        let full = answer(0, &records);
-        assert!(full.len() > 512, "{}", full.len());
-        let udp_side = tokio::spawn(async move {
-            let mut buf = [0u8; 512];
-            let (n, from) = udp.recv_from(&mut buf).await.unwrap();
-            udp.send_to(&truncated(&buf[..n]), from).await.unwrap();
-        });
-        let tcp_side = tokio::spawn(async move {
-            let (mut conn, _) = tcp.accept().await.unwrap();
-            let mut len = [0u8; 2];
-            conn.read_exact(&mut len).await.unwrap();
-            let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
-            conn.read_exact(&mut query).await.unwrap();
-            let mut reply = full.clone();
-            reply[..2].copy_from_slice(&query[..2]);
-            conn.write_all(&(reply.len() as u16).to_be_bytes()).await.unwrap();
-            conn.write_all(&reply).await.unwrap();
-            query
-        });
-        let got = lookup_srv("_parley._tcp.fleet.example", addr, Duration::from_secs(2)).await.unwrap();
-        udp_side.await.unwrap();
-        let query = tcp_side.await.unwrap();
-        assert_eq!(query[4..], srv_query("_parley._tcp.fleet.example", 0).unwrap()[4..], "the same question");
-        assert_eq!(got.len(), 40);
-        assert_eq!(got[0], SrvRecord { priority: 10, weight: 5, port: 7070, target: "edge-1.fleet.example".into() });
-        assert_eq!(got[39].target, "edge-40.fleet.example");
-        assert_eq!(srv_entries(&got).len(), 40);
-    }
-
-    #[tokio::test]
-    async fn a_truncated_answer_the_server_will_not_give_over_tcp_is_an_error_that_says_so() {
-        let (udp, tcp) = dns_sockets().await;
-        let addr = udp.local_addr().unwrap();
-        // The TCP side hangs up without an answer.
-        tokio::spawn(async move {
-            while let Ok((conn, _)) = tcp.accept().await {
-                drop(conn);
-            }
-        });
-        tokio::spawn(async move {
-            let mut buf = [0u8; 512];
-            let (n, from) = udp.recv_from(&mut buf).await.unwrap();
-            udp.send_to(&truncated(&buf[..n]), from).await.unwrap();
-        });
-        let err = lookup_srv("_parley._tcp.fleet.example", addr, Duration::from_secs(2)).await.unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.starts_with(
-                "DNS SRV lookup of _parley._tcp.fleet.example: the UDP answer was truncated and TCP failed: "
-            ),
-            "{text}"
+    fn nameservers_parse_with_or_without_a_port() {
+        assert_eq!(SrvSettings::parse_nameserver("10.0.0.2").unwrap(), "10.0.0.2:53".parse().unwrap());
+        assert_eq!(SrvSettings::parse_nameserver("127.0.0.1:8600").unwrap(), "127.0.0.1:8600".parse().unwrap());
+        assert_eq!(SrvSettings::parse_nameserver("[::1]:5353").unwrap(), "[::1]:5353".parse().unwrap());
+        assert_eq!(
+            SrvSettings::parse_nameserver("dns.example").unwrap_err(),
+            "discovery.nameservers: `dns.example` is not an address like 10.0.0.2 or 127.0.0.1:8600"
         );
+    }
+
+    #[tokio::test]
+    async fn search_domains_and_every_nameserver_are_used_as_the_system_does() {
+        let dns = DnsServer::start().await;
+        dns.set(
+            "_parley._tcp.fleet.test.",
+            &[(10, 5, 7071, "core-1.fleet.test."), (20, 5, 7072, "core-2.fleet.test.")],
+        );
+        // The first nameserver is dead; the second answers. The short name is found
+        // through the search domain, as `dig +search` finds it.
+        let conf = "search other.test fleet.test\noptions timeout:1 attempts:2\n";
+        let resolver = SrvResolver::from_resolv_conf(conf, &[dead_port(), dns.addr]).unwrap();
+        let answer = resolver.lookup("_parley._tcp").await.unwrap();
+        assert_eq!(
+            answer.records,
+            [
+                SrvRecord { priority: 10, weight: 5, port: 7071, target: "core-1.fleet.test".into() },
+                SrvRecord { priority: 20, weight: 5, port: 7072, target: "core-2.fleet.test".into() },
+            ]
+        );
+        assert!(answer.ttl > Duration::from_secs(290) && answer.ttl <= Duration::from_secs(300), "{:?}", answer.ttl);
+        let asked = dns.asked();
+        assert!(asked.contains(&"_parley._tcp.other.test.".to_string()), "{asked:?}");
+        assert_eq!(asked.last().map(String::as_str), Some("_parley._tcp.fleet.test."), "{asked:?}");
+
+        // Within the TTL the answer comes from the cache: the server is not asked again.
+        let before = dns.asked().len();
+        dns.set("_parley._tcp.fleet.test.", &[]);
+        assert_eq!(resolver.lookup("_parley._tcp.fleet.test.").await.unwrap().records.len(), 2);
+        assert_eq!(dns.asked().len(), before);
+
+        // A name that does not exist is an empty answer, not an error.
+        let none = resolver.lookup("_nothing._tcp.fleet.test.").await.unwrap();
+        assert_eq!(none, SrvAnswer { records: Vec::new(), ttl: Duration::ZERO });
+    }
+
+    #[tokio::test]
+    async fn no_nameserver_answering_is_an_error_within_the_configured_timeout() {
+        let resolver = SrvResolver::from_resolv_conf("options timeout:1 attempts:1\n", &[dead_port()]).unwrap();
+        let started = std::time::Instant::now();
+        let err = resolver.lookup("_parley._tcp.fleet.test.").await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+        assert!(err.to_string().starts_with("DNS SRV lookup of _parley._tcp.fleet.test.: "), "{err}");
+    }
+
+    #[tokio::test]
+    async fn agents_whose_records_disappear_are_dropped_after_the_grace_period() {
+        use crate::agent::AgentClient;
+        use crate::topology::poller::PollerConfig;
+        use crate::topology::Catalog;
+        let dns = DnsServer::start().await;
+        *dns.ttl.lock().unwrap() = 1;
+        let name = "_parley._tcp.fleet.test.";
+        dns.set(name, &[(10, 5, 7071, "edge-1.fleet.test."), (10, 5, 7072, "edge-2.fleet.test.")]);
+        let resolver = SrvResolver::from_resolv_conf("options timeout:1\n", &[dns.addr]).unwrap();
+        let client = AgentClient::new(Duration::from_millis(200), None).unwrap();
+        // edge-9 comes from the inventory file: SRV discovery never drops it.
+        let file_entry =
+            InventoryEntry { endpoint: "http://edge-9.fleet.test:7079".into(), name: None, region: None, zone: None };
+        let poller =
+            Poller::new(vec![file_entry], client, Arc::new(Catalog::embedded().unwrap()), PollerConfig::default());
+        let mut events = poller.events();
+        let endpoints = |p: &Poller| p.inventory().iter().map(|e| e.endpoint.clone()).collect::<Vec<_>>();
+        let mut members = SrvMembers::new(Duration::from_millis(1500));
+        let interval = Duration::from_secs(30);
+
+        let next = srv_pass(&resolver, name, &mut members, &poller, interval).await;
+        assert_eq!(next, Duration::from_secs(1), "the next lookup is when the records expire");
+        assert_eq!(
+            endpoints(&poller),
+            ["http://edge-9.fleet.test:7079", "http://edge-1.fleet.test:7071", "http://edge-2.fleet.test:7072"]
+        );
+        // edge-2's record goes, and so does edge-9's (which was never SRV's to drop).
+        dns.set(name, &[(10, 5, 7071, "edge-1.fleet.test.")]);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        srv_pass(&resolver, name, &mut members, &poller, interval).await;
+        assert_eq!(endpoints(&poller).len(), 3, "within the grace period edge-2 stays");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        srv_pass(&resolver, name, &mut members, &poller, interval).await;
+        assert_eq!(endpoints(&poller), ["http://edge-9.fleet.test:7079", "http://edge-1.fleet.test:7071"]);
+        assert_eq!(members.len(), 1);
+        let left = events.try_recv().unwrap();
+        assert!(matches!(left, crate::topology::poller::TopologyEvent::Left { .. }), "{left:?}");
+
+        // A lookup that fails (the server gone) drops nobody, however long it lasts.
+        let silent = SrvResolver::from_resolv_conf("options timeout:1 attempts:1\n", &[dead_port()]).unwrap();
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        srv_pass(&silent, name, &mut members, &poller, interval).await;
+        assert_eq!(endpoints(&poller).len(), 2);
+        // And the record coming back brings the agent back.
+        dns.set(name, &[(10, 5, 7071, "edge-1.fleet.test."), (10, 5, 7072, "edge-2.fleet.test.")]);
+        srv_pass(&resolver, name, &mut members, &poller, interval).await;
+        assert_eq!(endpoints(&poller).len(), 3);
     }
 }

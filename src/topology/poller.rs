@@ -432,6 +432,40 @@ impl Poller {
         forgot
     }
 
+    /// Stops polling the agent at `endpoint`, which discovery (DNS SRV) added and whose
+    /// record has been gone for its grace period: it left the fleet, it is not down.
+    /// Announced as [`TopologyEvent::Left`]. Registered agents are not touched (they
+    /// leave by deregistering). Answers whether there was such an entry.
+    pub fn drop_discovered(&self, endpoint: &str) -> bool {
+        let mut memory = self.lock();
+        let Memory { entries, slots, .. } = &mut *memory;
+        let mut left = Vec::new();
+        for (slot, entry) in slots.iter_mut().zip(entries.iter()) {
+            if !slot.removed && !slot.registered && entry.endpoint.eq_ignore_ascii_case(endpoint) {
+                slot.removed = true;
+                left.push(TopologyEvent::Left {
+                    agent: slot.view.name.to_string(),
+                    region: slot.view.region.clone(),
+                    at: Utc::now(),
+                });
+            }
+        }
+        if left.is_empty() {
+            return false;
+        }
+        // As in `deregister`: under the memory lock, so no pass puts it back.
+        if memory.passes > 0 {
+            let refreshed = self.handle.snapshot().refreshed_at();
+            self.handle.replace(self.build(&memory, refreshed));
+        }
+        drop(memory);
+        tracing::info!(%endpoint, "agent dropped: its DNS SRV record is gone");
+        for event in left {
+            let _ = self.events.send(event);
+        }
+        true
+    }
+
     /// One full pass over the inventory; the new snapshot is in the handle when it returns.
     pub async fn refresh(&self) -> RefreshStats {
         let _pass = self.pass.lock().await;

@@ -2,6 +2,7 @@
 //! `dialog::Session`.
 
 pub mod ask;
+pub mod audit;
 pub mod json;
 pub mod out;
 pub mod repl;

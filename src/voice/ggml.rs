@@ -23,7 +23,7 @@ pub enum GgmlError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct HParams {
     pub n_vocab: i32,
     pub n_audio_ctx: i32,

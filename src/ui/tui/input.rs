@@ -40,9 +40,23 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Action {
         return Action::Quit;
     }
     if app.show_help {
-        // Any key closes help, so nobody is stuck behind it.
-        app.show_help = false;
+        // Up/Down/PgUp/PgDn scroll a help taller than the screen; any other key
+        // closes it, so nobody is stuck behind it.
+        match key.code {
+            KeyCode::Up | KeyCode::Char('k') => app.help_scroll = app.help_scroll.saturating_sub(1),
+            KeyCode::Down | KeyCode::Char('j') => app.help_scroll = app.help_scroll.saturating_add(1),
+            KeyCode::PageUp => app.help_scroll = app.help_scroll.saturating_sub(PAGE),
+            KeyCode::PageDown => app.help_scroll = app.help_scroll.saturating_add(PAGE),
+            _ => {
+                app.show_help = false;
+                app.help_scroll = 0;
+            }
+        }
         return Action::None;
+    }
+    // The completion popup lasts until the next key; Tab again completes afresh.
+    if key.code != KeyCode::Tab {
+        app.completions.clear();
     }
     if app.confirm.is_some() {
         return confirm_key(app, key);
@@ -231,6 +245,10 @@ fn tab(app: &mut App) {
     }
     let matches: Vec<&String> = app.words.iter().filter(|w| w.starts_with(&prefix)).collect();
     let Some(first) = matches.first() else { return };
+    // More than one: the popup lists them, as the REPL does, while the line takes
+    // their common prefix.
+    let popup: Vec<String> =
+        if matches.len() > 1 { matches.iter().map(|m| m.to_string()).collect() } else { Vec::new() };
     // Complete to the longest common prefix, so `edge-1` then Tab offers no guess.
     let mut common: String = first.to_string();
     for m in &matches[1..] {
@@ -248,6 +266,7 @@ fn tab(app: &mut App) {
     text.push_str(&tail);
     input.text = text;
     input.cursor = cursor;
+    app.completions = popup;
 }
 
 fn fleet_key(app: &mut App, key: KeyEvent) -> Action {
@@ -270,6 +289,8 @@ fn fleet_key(app: &mut App, key: KeyEvent) -> Action {
         KeyCode::Char('q') => return Action::Quit,
         KeyCode::Char('/') => app.editing_filter = true,
         KeyCode::Char('c') => app.set_filter(""),
+        KeyCode::Char('s') => app.cycle_sort(),
+        KeyCode::Char('f') => app.toggle_follow(),
         KeyCode::Char('?') => app.show_help = true,
         KeyCode::Up | KeyCode::Char('k') => app.move_agent_selection(-1),
         KeyCode::Down | KeyCode::Char('j') => app.move_agent_selection(1),

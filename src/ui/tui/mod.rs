@@ -158,7 +158,7 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
 
     let mut session = parley.session(actor);
     session.announce_routing_live();
-    app.words = session.vocabulary().words();
+    app.set_words(session.vocabulary().words());
     let (say_tx, mut say_rx) = mpsc::channel::<String>(16);
     let (answer_tx, mut answer_rx) = mpsc::channel::<Answer>(16);
     let session_task = tokio::spawn(async move {
@@ -269,7 +269,7 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
             },
             answer = answer_rx.recv() => {
                 if let Some(a) = answer {
-                    app.words = a.words;
+                    app.set_words(a.words);
                     app.on_reply(a.reply, a.confirmation);
                     let _ = ask_tx.try_send(());
                 }

@@ -13,10 +13,12 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
 use super::state::{
-    deployment_actions, AgentStatus, App, Button, Confirm, Counts, FleetRow, LogEntry, Pane, RegionSeries, Talk,
+    deployment_actions, AgentStatus, App, Button, Confirm, Counts, FleetRow, FleetSort, LogEntry, Pane, RegionSeries,
+    Talk,
 };
 use crate::ops::{DeploymentStatus, Operation};
 use crate::registry::{DeploymentRecord, TargetState};
+
 use crate::reply::{Outcome, Reply, Table};
 use crate::topology::{age_words, Reading, RegionHealth};
 pub use crate::ui::text::wrap;
@@ -39,7 +41,12 @@ pub fn render(frame: &mut Frame, app: &App) {
     render_title(frame, app, title);
     if area.width >= WIDE_COLS && area.height >= WIDE_ROWS {
         let [left, right] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body);
-        let [fleet, deploys] = Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(right);
+        // The deployments pane takes what its content needs (at most 45%); the fleet
+        // table, which always has more to show on a big fleet, takes the rest.
+        let wanted = deployments_height(app, right.width.saturating_sub(2) as usize) as u16 + 2;
+        let most = right.height * 45 / 100;
+        let deploys_h = wanted.clamp(5.min(most), most.max(3));
+        let [fleet, deploys] = Layout::vertical([Constraint::Min(8), Constraint::Length(deploys_h)]).areas(right);
         render_chat(frame, app, left);
         render_fleet(frame, app, fleet);
         render_deployments(frame, app, deploys);
@@ -62,11 +69,12 @@ pub fn render(frame: &mut Frame, app: &App) {
         }
     }
     render_input(frame, app, input);
+    render_completions(frame, app, input);
     if app.confirm.is_some() {
         render_confirm(frame, app, area);
     }
     if app.show_help {
-        render_help(frame, area);
+        render_help(frame, app, area);
     }
 }
 
@@ -114,6 +122,18 @@ fn render_title(frame: &mut Frame, app: &App, area: Rect) {
             if running > 0 { format!(", {running} rolling out") } else { String::new() }
         )),
     ];
+    // A partitioned region is the first thing an operator must see, not a count.
+    for (region, health) in app.troubled_regions() {
+        spans.push(Span::styled(
+            format!(" {region} {} ", health.as_str().to_uppercase()),
+            Style::new().fg(Color::Black).bg(region_color(health)).add_modifier(Modifier::BOLD),
+        ));
+        spans.push(Span::raw(" "));
+    }
+    // The pane keys with their names when they fit, else the keys alone: a
+    // partitioned region in the header matters more than the words "Chat" and "Fleet".
+    let used: usize = spans.iter().map(|s| s.width()).sum();
+    let long = used + 50 <= area.width as usize;
     for (key, name, pane) in
         [("F2", "Chat", Pane::Chat), ("F3", "Fleet", Pane::Fleet), ("F4", "Deploys", Pane::Deployments)]
     {
@@ -122,7 +142,8 @@ fn render_title(frame: &mut Frame, app: &App, area: Rect) {
         } else {
             Style::new().fg(Color::Gray)
         };
-        spans.push(Span::styled(format!(" {key} {name} "), style));
+        let label = if long { format!(" {key} {name} ") } else { format!(" {key} ") };
+        spans.push(Span::styled(label, style));
     }
     match app.talk {
         Talk::Idle => {}
@@ -131,7 +152,7 @@ fn render_title(frame: &mut Frame, app: &App, area: Rect) {
             spans.push(Span::styled(" transcribing… ", Style::new().fg(Color::Black).bg(Color::Yellow)))
         }
     }
-    spans.push(Span::styled("  ? help  ^C quit", Style::new().fg(Color::DarkGray)));
+    spans.push(Span::styled(if long { "  ? help  ^C quit" } else { " ? help" }, Style::new().fg(Color::DarkGray)));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
@@ -210,7 +231,10 @@ fn reply_lines(app: &App, r: &Reply, width: usize, last: bool, lines: &mut Vec<L
     if let Some(table) = &r.table {
         lines.push(Line::raw(""));
         if matches!(r.operation, Some(Operation::Report { .. })) {
-            bar_chart_lines(table, width, lines);
+            // Rollouts per day by outcome; the counts by status when there is no timeline.
+            if !timeline_chart_lines(r.details.as_ref(), width, lines) {
+                bar_chart_lines(table, width, lines);
+            }
         } else {
             table_lines(table, width, lines);
         }
@@ -335,6 +359,78 @@ pub fn explain_sparklines(r: &Reply, width: usize, lines: &mut Vec<Line<'static>
         }
         lines.push(Line::from(spans));
     }
+}
+
+fn outcome_colour(status: &str) -> Color {
+    match status {
+        "succeeded" => Color::Green,
+        "running" | "pending" => Color::Cyan,
+        "paused" | "rolling_back" => Color::Yellow,
+        _ => Color::Red,
+    }
+}
+
+/// The order outcomes stack in a day's bar, and their key.
+const OUTCOMES: [(&str, char); 8] = [
+    ("succeeded", '█'),
+    ("rolled_back", '▓'),
+    ("failed", '▒'),
+    ("aborted", '░'),
+    ("running", '█'),
+    ("pending", '█'),
+    ("paused", '█'),
+    ("rolling_back", '▓'),
+];
+
+/// A report's timeline as a bar chart: one bar per day, as long as that day's
+/// rollouts, in segments by outcome (succeeded green, rolled back and failed red,
+/// in progress cyan), with a key. False when the reply has no timeline.
+fn timeline_chart_lines(details: Option<&serde_json::Value>, width: usize, lines: &mut Vec<Line<'static>>) -> bool {
+    let Some(days) = details.and_then(|d| d.get("timeline")).and_then(|t| t.as_array()) else { return false };
+    if days.is_empty() {
+        return false;
+    }
+    let max = days.iter().filter_map(|d| d["total"].as_u64()).max().unwrap_or(0).max(1);
+    // "  12-01 " then the bar then " 12".
+    let bar_w = width.saturating_sub(14).clamp(1, 60) as u64;
+    lines.push(Line::styled("  Rollouts per day by outcome", Style::new().add_modifier(Modifier::BOLD)));
+    let mut seen: Vec<&str> = Vec::new();
+    for day in days {
+        let date = day["date"].as_str().unwrap_or("");
+        let label = date.get(5..).unwrap_or(date).to_string();
+        let total = day["total"].as_u64().unwrap_or(0);
+        let mut spans = vec![Span::raw(format!("  {label} "))];
+        let mut used = 0u64;
+        for (status, glyph) in OUTCOMES {
+            let n = day["by_status"].get(status).and_then(|v| v.as_u64()).unwrap_or(0);
+            if n == 0 {
+                continue;
+            }
+            if !seen.contains(&status) {
+                seen.push(status);
+            }
+            // At least one cell per outcome that happened, so a single rollback shows.
+            let cells = ((n * bar_w) as f64 / max as f64).round().max(1.0) as u64;
+            used += cells;
+            spans.push(Span::styled(glyph.to_string().repeat(cells as usize), Style::new().fg(outcome_colour(status))));
+        }
+        let _ = used;
+        spans.push(Span::raw(if total > 0 { format!(" {total}") } else { String::new() }));
+        lines.push(Line::from(spans));
+    }
+    let key: Vec<Span> = OUTCOMES
+        .iter()
+        .filter(|(s, _)| seen.contains(s))
+        .flat_map(|(s, g)| {
+            [Span::styled(format!("{g}"), Style::new().fg(outcome_colour(s))), Span::raw(format!(" {s}  "))]
+        })
+        .collect();
+    if !key.is_empty() {
+        let mut spans = vec![Span::raw("  ")];
+        spans.extend(key);
+        lines.push(Line::from(spans));
+    }
+    true
 }
 
 /// A report's counts as horizontal bars: reading proportions beats reading numbers.
@@ -485,33 +581,91 @@ fn fleet_row_line(app: &App, row: &FleetRow, selected: bool, width: usize) -> Li
             spans.extend(counts_spans(counts));
             Line::from(spans)
         }
+        FleetRow::Header => {
+            let version = app.focus_extension.as_deref().map(|e| pad(e, VERSION_W)).unwrap_or_default();
+            let text = format!(
+                "  {} {} {} {version} {:>6} {:>7}",
+                pad("NAME", 10),
+                pad("REGION", 12),
+                pad("HEALTH", 9),
+                "ERR%",
+                "P95 ms"
+            );
+            Line::styled(cut(&text, width), Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED))
+        }
         FleetRow::Agent(i) => {
             let Some(a) = app.topology.agents().get(*i) else { return Line::raw("") };
             let status = AgentStatus::of(a);
+            let target = app.target_state(&a.name);
+            let marker = match target {
+                None => "  ",
+                Some(TargetState::Installed) => "✓ ",
+                Some(TargetState::Installing) => "▶ ",
+                Some(TargetState::Pending) => "· ",
+                Some(_) => "✗ ",
+            };
+            let mut style = Style::new().fg(status_color(status));
+            if target.is_some() {
+                style = style.add_modifier(Modifier::BOLD).bg(Color::Rgb(20, 30, 60));
+            }
+            if selected {
+                style = style.add_modifier(Modifier::REVERSED);
+            }
+            if app.sort != FleetSort::Grouped {
+                let version = app
+                    .focus_extension
+                    .as_deref()
+                    .map(|e| pad(a.extensions.get(e).map(String::as_str).unwrap_or("-"), VERSION_W))
+                    .unwrap_or_default();
+                let (err, p95) = match a.reading(app.topology.as_of()) {
+                    Reading::Live(m) => (format!("{:.1}", m.error_rate_pct), format!("{:.0}", m.p95_ms)),
+                    _ => ("-".to_string(), "-".to_string()),
+                };
+                let text = format!(
+                    "{marker}{} {} {} {version} {err:>6} {p95:>7}",
+                    pad(&a.name, 10),
+                    pad(&a.region, 12),
+                    pad(status.as_str(), 9)
+                );
+                return Line::styled(cut(&text, width), style);
+            }
             let metrics = match a.reading(app.topology.as_of()) {
                 Reading::Live(m) => format!("err {:>4.1}%  p95 {:>4.0} ms", m.error_rate_pct, m.p95_ms),
                 Reading::NoTraffic { .. } => "no traffic".to_string(),
                 Reading::Stale { age, .. } => format!("no answer · stale {}", age_words(age)),
                 Reading::Never => "no answer · never measured".to_string(),
             };
-            let text = format!("    {} {} {metrics}", pad(&a.name, 10), pad(status.as_str(), 9));
-            let mut style = Style::new().fg(status_color(status));
-            if selected {
-                style = style.add_modifier(Modifier::REVERSED);
-            }
+            let version = match app.focus_extension.as_deref() {
+                Some(e) => format!("{} ", pad(a.extensions.get(e).map(String::as_str).unwrap_or("-"), VERSION_W)),
+                None => String::new(),
+            };
+            let text = format!("  {marker}{} {} {version}{metrics}", pad(&a.name, 10), pad(status.as_str(), 9));
             Line::styled(cut(&text, width), style)
         }
     }
 }
 
+/// The version column is this wide.
+const VERSION_W: usize = 9;
+
 fn render_fleet(frame: &mut Frame, app: &App, area: Rect) {
-    let title = if app.editing_filter {
+    let shown = app.agent_rows.len();
+    let mut title = if app.editing_filter {
         format!(" Fleet · filter: {}▏ ", app.fleet_filter)
     } else if app.fleet_filter.is_empty() {
         " Fleet · / filter ".to_string()
     } else {
         format!(" Fleet · filter: {} ", app.fleet_filter)
     };
+    title.push_str(&format!("· {shown} shown · s sort: {} ", app.sort.as_str()));
+    if app.follow {
+        if let Some(d) = app.active_deployment() {
+            title.push_str(&format!("· following {} (f stops) ", d.name));
+        }
+    } else if app.active_deployment().is_some() {
+        title.push_str("· f follow rollout ");
+    }
+    let title = cut(&title, area.width.saturating_sub(2) as usize);
     let block = pane_block(title, app.focus == Pane::Fleet);
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -528,20 +682,30 @@ fn render_fleet(frame: &mut Frame, app: &App, area: Rect) {
     if app.fleet_rows.is_empty() {
         frame.render_widget(Paragraph::new("No agent matches the filter (c clears it)."), list);
     } else {
+        // The sorted table's column header stays on top however far it scrolls.
+        let header = app.fleet_rows.iter().position(|r| *r == FleetRow::Header);
+        let (mut lines, height) = match header {
+            Some(_) if height > 2 => {
+                (vec![fleet_row_line(app, &FleetRow::Header, false, list.width as usize)], height - 1)
+            }
+            _ => (Vec::new(), height),
+        };
         // Keep the selection in view, with context above it; only visible rows are built.
         let offset = match selected_row {
             Some(r) if r >= height / 2 => (r - height / 2).min(app.fleet_rows.len().saturating_sub(height)),
             _ => 0,
         };
         let focused = app.focus == Pane::Fleet;
-        let lines: Vec<Line> = app
-            .fleet_rows
-            .iter()
-            .enumerate()
-            .skip(offset)
-            .take(height)
-            .map(|(i, row)| fleet_row_line(app, row, focused && Some(i) == selected_row, list.width as usize))
-            .collect();
+        let pinned = !lines.is_empty();
+        lines.extend(
+            app.fleet_rows
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !pinned || Some(*i) != header)
+                .skip(offset)
+                .take(height)
+                .map(|(i, row)| fleet_row_line(app, row, focused && Some(i) == selected_row, list.width as usize)),
+        );
         frame.render_widget(Paragraph::new(lines), list);
     }
     if let (Some(a), Some(d)) = (agent, detail) {
@@ -706,6 +870,25 @@ fn deployment_lines(app: &App, d: &DeploymentRecord, selected: bool, width: usiz
     lines
 }
 
+/// Lines the deployments pane would show, all of it, at `width`.
+fn deployments_height(app: &App, width: usize) -> usize {
+    let ordered = app.ordered_deployments();
+    if ordered.is_empty() {
+        return 1;
+    }
+    ordered
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            if d.status.is_active() || i == app.selected_deployment || i == 0 {
+                deployment_lines(app, d, false, width).len()
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
 fn render_deployments(frame: &mut Frame, app: &App, area: Rect) {
     let block = pane_block(" Deployments ".to_string(), app.focus == Pane::Deployments);
     let inner = block.inner(area);
@@ -826,36 +1009,126 @@ fn render_confirm(frame: &mut Frame, app: &App, area: Rect) {
 
 const HELP: &[(&str, &str)] = &[
     ("Enter", "send what you typed"),
-    ("Tab", "complete a name; on an empty line, cycle follow-ups"),
+    (
+        "Tab",
+        "complete a name, region, extension or version (a popup lists several); on an empty line, cycle follow-ups",
+    ),
     ("1-9 Enter, Alt-1..9", "send that follow-up"),
     ("Up / Down", "history (kept between sessions)"),
     ("Ctrl-A/E/W/U", "start, end, delete word, clear line"),
     ("PgUp / PgDn", "scroll the chat"),
     ("F2 F3 F4, Shift-Tab", "chat, fleet, deployments pane"),
     ("F5", "push to talk: speak, then pause or F5 again"),
-    ("Fleet: / j k c Enter", "filter, move, clear filter, ask about agent"),
+    ("Fleet: /", "filter: names, regions, states (down), extensions and versions (/rate-limiter 1.1)"),
+    ("Fleet: s", "sort: grouped, health, name, region, version, error rate, latency"),
+    ("Fleet: f", "follow the running rollout: its agents only, the selection on the one installing"),
+    ("Fleet: j k c Enter", "move, clear filter, ask about the agent"),
     ("Deploys: j k p r o a b t", "move, pause, resume, promote, abort, roll back, retry"),
     ("y / n alone, ←→ Enter", "answer a confirmation; typing goes to input"),
     ("Esc", "leave a pane or dialog"),
     ("Ctrl-C, q, exit", "quit (q outside the chat)"),
 ];
 
-fn render_help(frame: &mut Frame, area: Rect) {
-    let popup = centred(area, 76, HELP.len() as u16 + 4);
+/// What Parley can do, one example each.
+const SAY: &[(&str, &str)] = &[
+    ("health", "how healthy is eu-west?"),
+    ("find", "which agents run auth-filter 2.0.3?"),
+    ("agent", "show agent edge-7"),
+    ("rolling", "roll out auth-filter 2.1.0 to ap-south"),
+    ("canary", "canary auth-filter 2.1.0 to ap-south"),
+    ("blue-green", "roll out auth-filter 2.1.0 to ap-south as blue-green"),
+    ("progressive", "progressive rollout of auth-filter 2.1 to eu-west by zone"),
+    ("promote", "promote d-1"),
+    ("queue", "queue it (after an overlapping rollout is refused)"),
+    ("pause/resume", "pause d-1 · resume d-1"),
+    ("abort/roll back", "abort d-1 · roll back d-1 · retry d-1"),
+    ("failover", "fail over eu-west to us-east"),
+    ("failback", "fail back eu-west"),
+    ("routing", "shift 20% of eu-west's traffic to us-east · show routing"),
+    ("watch", "watch eu-west · stop watching"),
+    ("drain/cordon", "drain edge-7 · cordon edge-7 · restart edge-7"),
+    ("analysis", "deployment report for the last 30 days · show deployment d-1"),
+    ("audit", "parley audit --since 7d (shell)"),
+];
+
+/// The help's lines for a popup `width` wide: every key and example, wrapped, never cut.
+fn help_lines(width: usize) -> Vec<Line<'static>> {
+    let key_w = HELP.iter().chain(SAY).map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let text_w = width.saturating_sub(key_w + 3).max(10);
+    let mut lines = Vec::new();
+    let section = |title: &str, rows: &[(&str, &str)], lines: &mut Vec<Line<'static>>| {
+        lines.push(Line::styled(format!(" {title}"), Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)));
+        for (k, v) in rows {
+            for (i, part) in wrap(v, text_w).into_iter().enumerate() {
+                let key = if i == 0 { pad(k, key_w) } else { " ".repeat(key_w) };
+                lines.push(Line::from(vec![
+                    Span::styled(format!(" {key} "), Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)),
+                    Span::raw(part),
+                ]));
+            }
+        }
+    };
+    section("Keys", HELP, &mut lines);
+    lines.push(Line::raw(""));
+    section("Say, for example", SAY, &mut lines);
+    lines
+}
+
+/// How far the help can scroll on a screen of `area`.
+fn help_layout(area: Rect, scroll: usize) -> (Rect, Vec<Line<'static>>, usize) {
+    let width = area.width.saturating_sub(2).min(96);
+    let lines = help_lines(width.saturating_sub(2) as usize);
+    let height = (lines.len() as u16 + 2).min(area.height);
+    let shown = height.saturating_sub(2) as usize;
+    let top = scroll.min(lines.len().saturating_sub(shown));
+    (centred(area, width, height), lines, top)
+}
+
+fn render_help(frame: &mut Frame, app: &App, area: Rect) {
+    let (popup, lines, top) = help_layout(area, app.help_scroll);
     frame.render_widget(Clear, popup);
-    let block =
-        Block::new().borders(Borders::ALL).border_style(Style::new().fg(Color::Cyan)).title(" Keys · any key closes ");
+    let shown = popup.height.saturating_sub(2) as usize;
+    let below = lines.len().saturating_sub(top + shown);
+    let mut block =
+        Block::new().borders(Borders::ALL).border_style(Style::new().fg(Color::Cyan)).title(" Help · any key closes ");
+    if top > 0 || below > 0 {
+        block = block.title_bottom(Line::from(format!(" ↑↓ scroll · {top} above, {below} below ")).right_aligned());
+    }
     let inner = block.inner(popup);
     frame.render_widget(block, popup);
-    let key_w = HELP.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
-    let lines: Vec<Line> = HELP
-        .iter()
-        .map(|(k, v)| {
-            Line::from(vec![
-                Span::styled(format!(" {} ", pad(k, key_w)), Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)),
-                Span::raw(cut(v, (inner.width as usize).saturating_sub(key_w + 3))),
-            ])
+    frame.render_widget(Paragraph::new(lines.into_iter().skip(top).take(shown).collect::<Vec<_>>()), inner);
+}
+
+/// The Tab popup: candidates above the input line, as many columns as fit.
+fn render_completions(frame: &mut Frame, app: &App, input: Rect) {
+    if app.completions.is_empty() {
+        return;
+    }
+    let cell = app.completions.iter().map(|c| c.chars().count()).max().unwrap_or(1) + 2;
+    let width = input.width.saturating_sub(4).max(10);
+    let per_row = ((width as usize - 2) / cell).max(1);
+    let rows_needed = app.completions.len().div_ceil(per_row);
+    let max_rows = input.y.saturating_sub(2).clamp(1, 10) as usize;
+    let rows = rows_needed.min(max_rows);
+    let mut lines: Vec<Line> = (0..rows)
+        .map(|r| {
+            let text: String = app.completions.iter().skip(r * per_row).take(per_row).map(|c| pad(c, cell)).collect();
+            Line::raw(format!(" {}", text.trim_end()))
         })
         .collect();
+    let hidden = app.completions.len().saturating_sub(rows * per_row);
+    if hidden > 0 {
+        if let Some(last) = lines.last_mut() {
+            *last = Line::raw(format!("{last} … {hidden} more"));
+        }
+    }
+    let title = format!(" {} matches · Tab ", app.completions.len());
+    let used = lines.iter().map(|l| l.width()).max().unwrap_or(10).max(title.chars().count()) as u16 + 2;
+    let h = rows as u16 + 2;
+    let popup = Rect { x: input.x + 1, y: input.y.saturating_sub(h), width: used.max(12).min(width), height: h };
+    frame.render_widget(Clear, popup);
+    let block = Block::new().borders(Borders::ALL).border_style(Style::new().fg(Color::Cyan)).title(title);
+    let inner = block.inner(popup);
+    frame.render_widget(block, popup);
     frame.render_widget(Paragraph::new(lines), inner);
 }

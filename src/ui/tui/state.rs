@@ -217,6 +217,98 @@ impl AgentStatus {
     }
 }
 
+/// How the fleet pane orders agents: grouped by region and zone (the default), or as
+/// one table sorted by a column (`s` cycles), k9s-style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FleetSort {
+    #[default]
+    Grouped,
+    /// Worst first: down, suspect, flapping, degraded, cordoned, healthy.
+    Health,
+    Name,
+    Region,
+    /// By the version of the extension in focus, oldest first.
+    Version,
+    /// Highest error rate first.
+    ErrorRate,
+    /// Highest p95 latency first.
+    Latency,
+}
+
+impl FleetSort {
+    pub const ALL: [FleetSort; 7] = [
+        FleetSort::Grouped,
+        FleetSort::Health,
+        FleetSort::Name,
+        FleetSort::Region,
+        FleetSort::Version,
+        FleetSort::ErrorRate,
+        FleetSort::Latency,
+    ];
+
+    pub fn next(self) -> FleetSort {
+        let i = FleetSort::ALL.iter().position(|s| *s == self).unwrap_or(0);
+        FleetSort::ALL[(i + 1) % FleetSort::ALL.len()]
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetSort::Grouped => "grouped",
+            FleetSort::Health => "health",
+            FleetSort::Name => "name",
+            FleetSort::Region => "region",
+            FleetSort::Version => "version",
+            FleetSort::ErrorRate => "error rate",
+            FleetSort::Latency => "latency",
+        }
+    }
+}
+
+/// How bad a status is, for sorting worst first.
+fn severity(s: AgentStatus) -> u8 {
+    match s {
+        AgentStatus::Down => 0,
+        AgentStatus::Suspect => 1,
+        AgentStatus::Flapping => 2,
+        AgentStatus::Degraded => 3,
+        AgentStatus::Cordoned => 4,
+        AgentStatus::Healthy => 5,
+    }
+}
+
+/// Regions that need a look first: partitioned, then degraded, then healthy.
+pub fn region_severity(h: RegionHealth) -> u8 {
+    match h {
+        RegionHealth::Partitioned => 0,
+        RegionHealth::Degraded => 1,
+        RegionHealth::Healthy => 2,
+    }
+}
+
+/// Names in natural order: edge-5 before edge-49, as an operator counts.
+fn natural(name: &str) -> (&str, u64, &str) {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (head, tail) = name.split_at(name.len() - digits);
+    (head, tail.parse().unwrap_or(0), name)
+}
+
+/// Numeric parts of a version, so 2.10.0 sorts after 2.9.1.
+fn version_key(v: &str) -> Vec<u64> {
+    v.split(['.', '-', '+']).map(|p| p.parse::<u64>().unwrap_or(0)).collect()
+}
+
+/// Whether `version` is `prefix` or within it: `1.1` takes 1.1 and 1.1.4, not 1.10.
+pub fn version_within(version: &str, prefix: &str) -> bool {
+    let prefix = prefix.strip_prefix('v').unwrap_or(prefix);
+    version == prefix || version.strip_prefix(prefix).is_some_and(|rest| rest.starts_with(['.', '-', '+']))
+}
+
+/// Whether a filter word reads as a version (`2.`, `1.1`, `v2`).
+fn looks_like_version(word: &str) -> bool {
+    let w = word.strip_prefix('v').unwrap_or(word);
+    w.chars().next().is_some_and(|c| c.is_ascii_digit()) && w.chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
 /// One row of the fleet pane.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FleetRow {
@@ -231,6 +323,8 @@ pub enum FleetRow {
     },
     /// An index into the topology's agents.
     Agent(usize),
+    /// The column header of the sorted table.
+    Header,
 }
 
 /// Per-region history of the worst error rate and p95 latency, for sparklines.
@@ -311,6 +405,17 @@ pub struct App {
     pub agent_rows: Vec<usize>,
     pub selected_agent: Option<String>,
     pub series: HashMap<String, RegionSeries>,
+    pub sort: FleetSort,
+    /// The extension whose version column the fleet table shows: named in the filter,
+    /// else the one the running rollout installs.
+    pub focus_extension: Option<String>,
+    /// `f`: only the agents of the running rollout, the selection on the one being
+    /// installed now.
+    pub follow: bool,
+    /// Tab found several candidates: shown as a popup above the input line.
+    pub completions: Vec<String>,
+    /// Lines the help overlay is scrolled down.
+    pub help_scroll: usize,
 
     /// Newest first, as the registry lists them.
     pub deployments: Vec<DeploymentRecord>,
@@ -351,6 +456,11 @@ impl App {
             agent_rows: Vec::new(),
             selected_agent: None,
             series: HashMap::new(),
+            sort: FleetSort::Grouped,
+            focus_extension: None,
+            follow: false,
+            completions: Vec::new(),
+            help_scroll: 0,
             deployments: Vec::new(),
             selected_deployment: 0,
             gates: HashMap::new(),
@@ -387,13 +497,30 @@ impl App {
         self.rebuild_fleet_rows();
     }
 
-    fn agent_matches(&self, i: usize, needle: &str) -> bool {
+    /// `only`: the agents of the followed rollout, when following.
+    fn agent_matches(
+        &self,
+        i: usize,
+        needle: &str,
+        only: Option<&HashMap<&str, crate::registry::TargetState>>,
+    ) -> bool {
+        let Some(a) = self.topology.agents().get(i) else { return false };
+        if only.is_some_and(|o| !o.contains_key(a.name.as_str())) {
+            return false;
+        }
         if needle.is_empty() {
             return true;
         }
-        let Some(a) = self.topology.agents().get(i) else { return false };
         let status = AgentStatus::of(a).as_str();
+        let focus = self.focus_extension.as_deref();
         needle.split_whitespace().all(|word| {
+            if looks_like_version(word) {
+                // `rate-limiter 1.1`: the version of the extension named; alone, any.
+                return match focus {
+                    Some(ext) => a.extensions.get(ext).is_some_and(|v| version_within(v, word)),
+                    None => a.extensions.values().any(|v| version_within(v, word)),
+                };
+            }
             a.name.contains(word)
                 || a.region.contains(word)
                 || a.zone.contains(word)
@@ -404,15 +531,131 @@ impl App {
         })
     }
 
+    /// The extension a filter names exactly (`/rate-limiter 1.1`), if any.
+    fn filter_extension(&self) -> Option<String> {
+        let needle = self.fleet_filter.trim().to_lowercase();
+        needle.split_whitespace().find(|w| self.topology.catalog().get(w).is_some()).map(str::to_string)
+    }
+
+    /// The running (or paused) rollout the fleet pane follows: the newest active one.
+    pub fn active_deployment(&self) -> Option<&DeploymentRecord> {
+        self.deployments.iter().find(|d| d.status.is_active())
+    }
+
+    /// The state in the active rollout of the agent called `name`, if it is one of its targets.
+    pub fn target_state(&self, name: &str) -> Option<crate::registry::TargetState> {
+        self.active_deployment().and_then(|d| d.target(name)).map(|t| t.state)
+    }
+
+    /// Agents of the active rollout and their state in it.
+    pub fn active_targets(&self) -> HashMap<&str, crate::registry::TargetState> {
+        self.active_deployment()
+            .map(|d| d.targets.iter().map(|t| (t.agent.as_str(), t.state)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The completion words: the session's vocabulary (names and grammar words) and
+    /// every version the catalog knows, so `2.` completes too.
+    pub fn set_words(&mut self, mut words: Vec<String>) {
+        for ext in self.topology.catalog().extensions() {
+            words.extend(ext.versions.iter().map(|v| v.to_string()));
+        }
+        words.sort();
+        words.dedup();
+        self.words = words;
+    }
+
+    /// `s`: the next sort order.
+    pub fn cycle_sort(&mut self) {
+        self.sort = self.sort.next();
+        self.rebuild_fleet_rows();
+    }
+
+    /// `f`: follow the running rollout, or stop following.
+    pub fn toggle_follow(&mut self) {
+        self.follow = !self.follow && self.active_deployment().is_some();
+        self.rebuild_fleet_rows();
+        self.follow_selection();
+    }
+
+    /// While following, the selection sits on the agent being installed (or the next
+    /// one to be), so the detail below the table is the rollout's latest.
+    pub fn follow_selection(&mut self) {
+        use crate::registry::TargetState;
+        if !self.follow {
+            return;
+        }
+        let Some(d) = self.active_deployment() else { return };
+        let pick = d
+            .targets
+            .iter()
+            .find(|t| t.state == TargetState::Installing)
+            .or_else(|| d.targets.iter().find(|t| t.state == TargetState::Pending))
+            .or_else(|| d.targets.iter().rev().find(|t| t.state == TargetState::Installed))
+            .map(|t| t.agent.clone());
+        if let Some(name) = pick {
+            if self.selected_row_of(&name).is_some() {
+                self.selected_agent = Some(name);
+            }
+        }
+    }
+
+    /// The agents of the pane, ordered by the sort column.
+    fn sort_agents(&self, agents: &mut [usize]) {
+        let topo = &self.topology;
+        let all = topo.agents();
+        let focus = self.focus_extension.as_deref();
+        let version = |i: usize| focus.and_then(|e| all[i].extensions.get(e)).map(|v| version_key(v));
+        let name = |i: usize| natural(all[i].name.as_str());
+        match self.sort {
+            FleetSort::Grouped | FleetSort::Name => agents.sort_by(|&a, &b| name(a).cmp(&name(b))),
+            FleetSort::Health => agents.sort_by(|&a, &b| {
+                severity(AgentStatus::of(&all[a]))
+                    .cmp(&severity(AgentStatus::of(&all[b])))
+                    .then_with(|| name(a).cmp(&name(b)))
+            }),
+            FleetSort::Region => agents.sort_by(|&a, &b| {
+                (all[a].region.as_str(), all[a].zone.as_str(), name(a)).cmp(&(
+                    all[b].region.as_str(),
+                    all[b].zone.as_str(),
+                    name(b),
+                ))
+            }),
+            FleetSort::Version => {
+                agents.sort_by(|&a, &b| version(a).cmp(&version(b)).then_with(|| name(a).cmp(&name(b))))
+            }
+            FleetSort::ErrorRate => agents.sort_by(|&a, &b| {
+                all[b]
+                    .metrics
+                    .error_rate_pct
+                    .total_cmp(&all[a].metrics.error_rate_pct)
+                    .then_with(|| name(a).cmp(&name(b)))
+            }),
+            FleetSort::Latency => agents.sort_by(|&a, &b| {
+                all[b].metrics.p95_ms.total_cmp(&all[a].metrics.p95_ms).then_with(|| name(a).cmp(&name(b)))
+            }),
+        }
+    }
+
     /// Groups agents by region and zone, keeping the filter's matches. Regions and
     /// zones keep fleet order; zone counts are over the matching agents.
     pub fn rebuild_fleet_rows(&mut self) {
+        self.focus_extension =
+            self.filter_extension().or_else(|| self.active_deployment().map(|d| d.extension.clone()));
+        if self.follow && self.active_deployment().is_none() {
+            self.follow = false;
+        }
+        if self.sort != FleetSort::Grouped {
+            return self.rebuild_table_rows();
+        }
         let needle = self.fleet_filter.trim().to_lowercase();
         let topo = Arc::clone(&self.topology);
+        let targets = self.active_targets();
+        let only = self.follow.then_some(&targets);
         let mut by_zone: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut zones_of_region: HashMap<&str, Vec<&str>> = HashMap::new();
         for (i, a) in topo.agents().iter().enumerate() {
-            if !self.agent_matches(i, &needle) {
+            if !self.agent_matches(i, &needle, only) {
                 continue;
             }
             let zones = zones_of_region.entry(a.region.as_str()).or_default();
@@ -423,7 +666,10 @@ impl App {
         }
         let mut rows = Vec::new();
         let mut agent_rows = Vec::new();
-        for region in topo.regions() {
+        // Partitioned and degraded regions first: what needs a look is at the top.
+        let mut regions: Vec<&String> = topo.regions().iter().collect();
+        regions.sort_by_key(|r| region_severity(topo.region_health(r)));
+        for region in regions {
             let Some(zones) = zones_of_region.get(region.as_str()) else { continue };
             let mut region_counts = Counts::default();
             let region_pos = rows.len();
@@ -461,6 +707,60 @@ impl App {
         if !still_there {
             self.selected_agent = self.first_agent_name();
         }
+    }
+
+    /// The sorted table: a count line per region (worst first), the column header,
+    /// then every matching agent in the sort order.
+    fn rebuild_table_rows(&mut self) {
+        let needle = self.fleet_filter.trim().to_lowercase();
+        let topo = Arc::clone(&self.topology);
+        let targets = self.active_targets();
+        let only = self.follow.then_some(&targets);
+        let mut agents: Vec<usize> =
+            (0..topo.agents().len()).filter(|&i| self.agent_matches(i, &needle, only)).collect();
+        let mut counts: HashMap<&str, Counts> = HashMap::new();
+        for &i in &agents {
+            let a = &topo.agents()[i];
+            counts.entry(a.region.as_str()).or_default().add(AgentStatus::of(a));
+        }
+        let mut regions: Vec<&String> = topo.regions().iter().filter(|r| counts.contains_key(r.as_str())).collect();
+        regions.sort_by_key(|r| region_severity(topo.region_health(r)));
+        let mut rows: Vec<FleetRow> = regions
+            .iter()
+            .map(|r| FleetRow::Region {
+                name: r.to_string(),
+                health: topo.region_health(r),
+                counts: counts.get(r.as_str()).copied().unwrap_or_default(),
+            })
+            .collect();
+        self.sort_agents(&mut agents);
+        if !agents.is_empty() {
+            rows.push(FleetRow::Header);
+        }
+        let mut agent_rows = Vec::with_capacity(agents.len());
+        for i in agents {
+            agent_rows.push(rows.len());
+            rows.push(FleetRow::Agent(i));
+        }
+        self.fleet_rows = rows;
+        self.agent_rows = agent_rows;
+        let still_there = self.selected_agent.as_ref().is_some_and(|name| self.selected_row_of(name).is_some());
+        if !still_there {
+            self.selected_agent = self.first_agent_name();
+        }
+    }
+
+    /// The header's warning: regions that are partitioned or degraded, worst first.
+    pub fn troubled_regions(&self) -> Vec<(String, RegionHealth)> {
+        let mut out: Vec<(String, RegionHealth)> = self
+            .topology
+            .regions()
+            .iter()
+            .map(|r| (r.clone(), self.topology.region_health(r)))
+            .filter(|(_, h)| *h != RegionHealth::Healthy)
+            .collect();
+        out.sort_by_key(|(r, h)| (region_severity(*h), r.clone()));
+        out
     }
 
     fn first_agent_name(&self) -> Option<String> {
@@ -588,6 +888,9 @@ impl App {
     pub fn set_deployments(&mut self, deployments: Vec<DeploymentRecord>) {
         self.deployments = deployments;
         self.selected_deployment = self.selected_deployment.min(self.deployments.len().saturating_sub(1));
+        // The version column and the rollout's rows follow what is rolling out now.
+        self.rebuild_fleet_rows();
+        self.follow_selection();
     }
 
     /// Deployments in the order the pane shows them: active ones first, then recent.

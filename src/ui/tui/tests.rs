@@ -136,8 +136,9 @@ fn a_partitioned_region_in_the_fleet_pane_at_80x24() {
     a.focus = Pane::Fleet;
     a.set_filter("eu-west");
     let lines = buffer_to_lines(&a, 80, 24);
-    assert_eq!(lines[0], " Parley  48 agents, 4 regions  F2 Chat  F3 Fleet  F4 Deploys   ? help  ^C quit");
-    assert_eq!(lines[1], "┌ Fleet · filter: eu-west ─────────────────────────────────────────────────────┐");
+    // The header says the region is partitioned; the pane keys shrink to make room.
+    assert_eq!(lines[0], " Parley  48 agents, 4 regions  eu-west PARTITIONED   F2  F3  F4  ? help");
+    assert_eq!(lines[1], "┌ Fleet · filter: eu-west · 12 shown · s sort: grouped ────────────────────────┐");
     // Nothing answers: no sparklines that would look calm, and stale values said so.
     assert_eq!(lines[2], "│eu-west   partitioned   12 no answer · metrics stale 42 s                     │");
     assert_eq!(lines[3], "│  eu-west-a    6 down                                                         │");
@@ -162,10 +163,21 @@ fn a_partitioned_region_in_the_fleet_pane_at_80x24() {
 
     // Healthy regions are filtered out; clearing the filter brings them back, green.
     a.set_filter("");
+    // The partitioned region comes first; the healthy ones follow in fleet order.
+    let regions: Vec<&str> = a
+        .fleet_rows
+        .iter()
+        .filter_map(|r| match r {
+            super::state::FleetRow::Region { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(regions, ["eu-west", "us-east", "us-west", "ap-south"]);
     a.selected_agent = Some("edge-1".into());
     let lines = buffer_to_lines(&a, 80, 24);
-    assert_eq!(lines[2], "│us-east   healthy       12 err ▂▂       p95 ▃▃                                │");
-    assert_eq!(lines[3], "│  us-east-a    6 healthy                                                      │");
+    let us_east = lines.iter().position(|l| l.starts_with("│us-east ")).unwrap();
+    assert_eq!(lines[us_east], "│us-east   healthy       12 err ▂▂       p95 ▃▃                                │");
+    assert_eq!(lines[us_east + 1], "│  us-east-a    6 healthy                                                      │");
 }
 
 #[test]
@@ -232,7 +244,11 @@ fn a_rollout_mid_canary_at_120x40() {
         " Parley  48 agents, 4 regions, 1 rolling out  F2 Chat  F3 Fleet  F4 Deploys   ? help  ^C quit"
     );
     assert_eq!(from_col(&lines[2], 0), "│  » d-3: step 1 passed its health gate                          ││us-east   healthy       12 err          p95         │");
-    let pane: Vec<String> = lines[21..28].iter().map(|l| from_col(l, 65)).collect();
+    // The deployments pane is as tall as what it shows; the fleet table gets the rest.
+    let top = lines.iter().position(|l| l.contains("┌ Deployments")).unwrap();
+    assert_eq!(top, 29, "{lines:#?}");
+    assert!(lines[top + 7].contains("└──"), "the pane ends after its content: {lines:#?}");
+    let pane: Vec<String> = lines[top..top + 7].iter().map(|l| from_col(l, 65)).collect();
     assert_eq!(
         pane,
         [
@@ -526,9 +542,37 @@ fn help_opens_with_question_mark_on_an_empty_line_and_any_key_closes_it() {
     handle_key(&mut a, key(KeyCode::Char('?')));
     assert!(a.show_help);
     let lines = buffer_to_lines(&a, 80, 24);
-    assert_eq!(lines[3], "│\"┌ Keys · any key closes ───────────────────────────────────────────────────┐ │");
-    assert_eq!(lines[4], "│ │ Enter                    send what you typed                             │ │");
-    assert_eq!(lines[11], "│ │ F5                       push to talk: speak, then pause or F5 again     │ │");
+    assert_eq!(lines[0], " ┌ Help · any key closes ─────────────────────────────────────────────────────┐");
+    assert_eq!(lines[1], "┌│ Keys                                                                       │┐");
+    assert_eq!(lines[2], "││ Enter                    send what you typed                               ││");
+    // Longer text wraps under itself rather than being cut.
+    assert_eq!(lines[3], "││ Tab                      complete a name, region, extension or version (a  ││");
+    assert_eq!(lines[4], "││                          popup lists several); on an empty line, cycle     ││");
+    assert!(lines[23].ends_with("↑↓ scroll · 0 above, 26 below ┘┘"), "{}", lines[23]);
+    assert!(!lines.iter().any(|l| l.contains('…')), "nothing cut: {lines:#?}");
+    // Down scrolls to the examples, one per thing Parley does.
+    for _ in 0..40 {
+        handle_key(&mut a, key(KeyCode::Down));
+    }
+    assert!(a.show_help);
+    let text = buffer_to_lines(&a, 80, 24).join("\n");
+    for example in [
+        "fail over eu-west to us-east",
+        "fail back eu-west",
+        "shift 20% of eu-west's traffic",
+        "promote d-1",
+        "progressive rollout of auth-filter",
+        "blue-green",
+        "watch eu-west",
+        "queue it",
+        "deployment report for the last 30 days",
+    ] {
+        assert!(text.contains(example), "{example}:\n{text}");
+    }
+    assert!(text.contains(" below ") && text.contains(" 0 below "), "{text}");
+    // At 250x70 it all fits: no scrolling hint.
+    let big = buffer_to_lines(&a, 250, 70).join("\n");
+    assert!(big.contains("Say, for example") && big.contains("fail over eu-west") && !big.contains("↑↓ scroll"));
     handle_key(&mut a, key(KeyCode::Char('x')));
     assert!(!a.show_help);
     assert_eq!(a.input.text, "");

@@ -1,0 +1,169 @@
+//! The TUI on a big fleet, through tmux: 2,000 simulated agents, a rollout followed
+//! in the fleet table, the table filtered by version and sorted, at 250x70, 220x60
+//! and 80x24.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::tmux::Tmux;
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_rollout_on_two_thousand_agents_followed_filtered_by_version_and_sorted_in_tmux() {
+    assert!(
+        Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success()),
+        "tmux is not installed: this end-to-end test drives the TUI through tmux (scripts/deps installs it)."
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_parley");
+    let inventory = dir.path().join("fleet.toml");
+    let _sim = Child(
+        Command::new(bin)
+            .arg("--data-dir")
+            .arg(dir.path().join("sim"))
+            .args(["fleet", "simulate", "--agents", "2000", "--inventory-out"])
+            .arg(&inventory)
+            .env_remove("PARLEY_AGENT_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !inventory.exists() {
+        assert!(Instant::now() < deadline, "the simulator never wrote its inventory");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+
+    let script = format!(
+        "{bin} --data-dir {data} --fleet {inv} --bake-secs 1.5; sleep 60",
+        data = dir.path().join("parley").display(),
+        inv = inventory.display(),
+    );
+    let tmux = Tmux::new("parley-fleet");
+    let out = tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "tui",
+        "-x",
+        "250",
+        "-y",
+        "70",
+        "env",
+        "-u",
+        "PARLEY_AGENT_TOKEN",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
+    tmux.wait_for("the TUI on 2000 agents", Duration::from_secs(90), |s| {
+        s.contains("2000 agents, 4 regions") && s.contains("2000 shown")
+    });
+
+    // A rollout to one zone of us-east: 250 agents in 4 steps, each baking 1.5 s.
+    tmux.send(&["roll out rate-limiter 1.1.0 to us-east-a", "Enter"]);
+    tmux.wait_for("the confirmation", Duration::from_secs(20), |s| s.contains("┌ Confirm "));
+    tmux.send(&["y"]);
+    tmux.wait_for("the rollout to start", Duration::from_secs(20), |s| s.contains("1 rolling out"));
+
+    // Followed in the fleet pane: only its agents, marked by their state in it.
+    tmux.send(&["F3"]);
+    tmux.send(&["f"]);
+    let screen = tmux.wait_for("the followed rollout", Duration::from_secs(10), |s| {
+        s.contains("250 shown") && s.contains("following d-1")
+    });
+    let marked = screen.lines().filter(|l| l.contains("✓ ") || l.contains("▶ ") || l.contains("· edge-")).count();
+    assert!(marked > 0, "rollout rows are marked:\n{screen}");
+    assert!(!screen.contains("us-west-a "), "only the rollout's agents:\n{screen}");
+    tmux.wait_for("the rollout to succeed", Duration::from_secs(90), |s| {
+        s.contains("d-1 rate-limiter 1.1.0 → us-east-a succeeded")
+    });
+    // Once it has ended there is nothing to follow: the whole fleet again.
+    tmux.wait_for("the whole fleet", Duration::from_secs(10), |s| s.contains("2000 shown"));
+
+    // Filtered by version: exactly the 250 agents now on rate-limiter 1.1.
+    tmux.send(&["/"]);
+    tmux.send(&["-l", "rate-limiter 1.1"]);
+    tmux.send(&["Enter"]);
+    let screen = tmux.wait_for("the version filter", Duration::from_secs(10), |s| {
+        s.contains("filter: rate-limiter 1.1 · 250 shown")
+    });
+    assert!(screen.lines().any(|l| l.contains("healthy") && l.contains("1.1.0")), "the version column:\n{screen}");
+    assert!(!screen.contains("healthy   1.0.0"), "no agent on 1.0.0 is shown:\n{screen}");
+    // 1.0 is everyone else.
+    tmux.send(&["c", "/"]);
+    tmux.send(&["-l", "rate-limiter 1.0"]);
+    tmux.send(&["Enter"]);
+    tmux.wait_for("the others", Duration::from_secs(10), |s| s.contains("filter: rate-limiter 1.0 · 1750 shown"));
+
+    // Sorted: the table with its header, by health then by name.
+    tmux.send(&["c", "s"]);
+    let screen = tmux.wait_for("the sorted table", Duration::from_secs(10), |s| s.contains("s sort: health"));
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("NAME") && l.contains("REGION") && l.contains("HEALTH") && l.contains("P95 ms")),
+        "{screen}"
+    );
+    tmux.send(&["s"]);
+    let screen = tmux.wait_for("sorted by name", Duration::from_secs(10), |s| s.contains("s sort: name"));
+    let names: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.contains("healthy"))
+        .filter_map(|l| {
+            let cell = l.split('│').nth(3)?;
+            let word = cell.split_whitespace().next()?;
+            (word.starts_with("core-") || word.starts_with("edge-") || word.starts_with("gpu-")).then_some(word)
+        })
+        .collect();
+    assert!(names.len() >= 20, "the table uses the height at 250x70:\n{screen}");
+    // In natural order: edge-5 before edge-49.
+    let key = |n: &&str| {
+        let (head, num) = n.rsplit_once('-').unwrap();
+        (head.to_string(), num.parse::<u64>().unwrap())
+    };
+    let mut sorted = names.clone();
+    sorted.sort_by_key(key);
+    assert_eq!(names, sorted, "{screen}");
+
+    // 220x60: the fleet table, not an empty deployments pane, takes the height.
+    tmux.cmd(&["resize-window", "-t", "tui", "-x", "220", "-y", "60"]);
+    let screen =
+        tmux.wait_for("220x60", Duration::from_secs(10), |s| s.lines().count() >= 59 && s.contains("s sort: name"));
+    let deploys = screen.lines().position(|l| l.contains("┌ Deployments")).unwrap_or(0);
+    assert!(deploys >= 40, "the deployments pane starts low, after a tall fleet table (row {deploys}):\n{screen}");
+
+    // 80x24: one pane at a time, header, table and input all there.
+    tmux.cmd(&["resize-window", "-t", "tui", "-x", "80", "-y", "24"]);
+    let screen =
+        tmux.wait_for("80x24", Duration::from_secs(10), |s| s.contains("2000 agents") && s.contains("s sort: name"));
+    assert!(screen.lines().all(|l| l.chars().count() <= 80), "{screen}");
+    assert!(screen.contains("NAME"), "{screen}");
+    tmux.send(&["F2"]);
+    tmux.send(&["-l", "roll out auth"]);
+    tmux.send(&["Tab"]);
+    // Several candidates (the name and its spelling without the hyphen): a popup lists them.
+    let screen = tmux.wait_for("the completion popup", Duration::from_secs(10), |s| s.contains("2 matches · Tab"));
+    assert!(screen.contains("auth-filter  authfilter"), "{screen}");
+    tmux.send(&["C-u"]);
+    // Any other key closes the popup.
+    tmux.wait_for("the popup to close", Duration::from_secs(10), |s| !s.contains("matches · Tab"));
+    tmux.send(&["-l", "roll out auth-filter 2."]);
+    tmux.send(&["Tab"]);
+    let screen = tmux.wait_for("the popup", Duration::from_secs(10), |s| s.contains("matches · Tab"));
+    assert!(screen.contains("2.0.3") && screen.contains("2.1.0"), "{screen}");
+    tmux.send(&["C-c"]);
+}
