@@ -34,11 +34,15 @@ pub struct Infeasible {
     pub reasons: Vec<String>,
     /// Utterances that would work instead.
     pub alternatives: Vec<String>,
+    /// A rollout refused only because its agents belong to an unfinished deployment:
+    /// "queue it" (offered among the alternatives) runs it behind that one.
+    #[serde(skip)]
+    pub queueable: bool,
 }
 
 impl Infeasible {
-    fn new(reason: impl Into<String>) -> Infeasible {
-        Infeasible { reasons: vec![reason.into()], alternatives: Vec::new() }
+    pub fn new(reason: impl Into<String>) -> Infeasible {
+        Infeasible { reasons: vec![reason.into()], alternatives: Vec::new(), queueable: false }
     }
 
     fn or(mut self, alternative: impl Into<String>) -> Infeasible {
@@ -576,7 +580,7 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
     }
 
     if !reasons.is_empty() {
-        return Err(Infeasible { reasons, alternatives });
+        return Err(Infeasible { reasons, alternatives, queueable: !held.is_empty() });
     }
 
     let column = topo.extension_column(ext);

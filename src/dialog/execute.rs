@@ -14,7 +14,7 @@ use crate::app::Services;
 use crate::feasibility::{scope_words, Feasible, Infeasible};
 use crate::ops::{Actor, Check, DeploymentStatus, Operation, Scope, Strategy, StrategyKind, TimeSpec};
 use crate::orchestrate::lifecycle::{self, Control};
-use crate::orchestrate::{plan_with, DeployRequest, Placement, Target, QUEUED_BEHIND};
+use crate::orchestrate::{plan_with, DeployRequest, Placement, Target};
 use crate::registry::{DeploymentFilter, DeploymentRecord};
 use crate::reply::{Outcome, Reply, Table};
 use crate::topology::{AgentName, AgentView, Topology};
@@ -204,7 +204,7 @@ fn capitalise(s: &str) -> String {
 pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feasible, Infeasible> {
     let Some(control) = Control::of(op) else {
         let why = format!("{} is not a deployment control.", op.name().replace('_', " "));
-        return Err(Infeasible { reasons: vec![why], alternatives: Vec::new() });
+        return Err(Infeasible::new(why));
     };
     match lifecycle::admits(d, control) {
         Ok(()) => Ok(Feasible {
@@ -213,8 +213,8 @@ pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feas
             risk: None,
         }),
         Err(refusal) => Err(Infeasible {
-            reasons: vec![format!("{}.", refusal.reason(&d.name))],
             alternatives: lifecycle::offers(d).into_iter().map(|c| c.utterance(&d.name)).collect(),
+            ..Infeasible::new(format!("{}.", refusal.reason(&d.name)))
         }),
     }
 }
@@ -256,8 +256,8 @@ async fn deploy(services: &Services, request: DeployRequest, feasible: &Feasible
     let from_text: Vec<String> = from.iter().map(|(v, n)| format!("{v} ({n})")).collect();
     let budget = request.max_failures;
     match services.orchestrator.start(request).await {
-        Ok(d) if crate::orchestrate::queued(&d) => {
-            let behind = d.reason.as_deref().unwrap_or_default().trim_start_matches(QUEUED_BEHIND).trim().to_string();
+        Ok(d) if lifecycle::queued_behind(&d).is_some() => {
+            let behind = lifecycle::queued_behind(&d).unwrap_or_default().to_string();
             Reply::new(
                 Outcome::Started,
                 format!(

@@ -580,8 +580,7 @@ impl Session {
         let feasible = match self.check(&op, &topo).await {
             Ok(f) => f,
             Err(inf) => {
-                if matches!(op, Operation::Deploy { .. }) && inf.alternatives.iter().any(|a| a == feasibility::QUEUE_IT)
-                {
+                if matches!(op, Operation::Deploy { .. }) && inf.queueable {
                     self.context.queueable = Some(op.clone());
                 }
                 let reply = render::infeasible(&op, &inf);
@@ -776,7 +775,7 @@ impl Session {
         // A rollout that cannot be planned (phases that leave agents out, a limit for
         // another strategy) is refused now, not after the operator confirmed it.
         if let Some(why) = execute::plan_problem(&self.services, op, &feasible, topo) {
-            return Err(Infeasible { reasons: vec![why], alternatives: Vec::new() });
+            return Err(Infeasible::new(why));
         }
         Ok(feasible)
     }
@@ -786,23 +785,17 @@ impl Session {
             Ok(Some(d)) => Ok(d),
             Ok(None) => {
                 let latest = self.services.registry.latest_deployment().await.ok().flatten();
-                let mut inf = Infeasible {
-                    reasons: vec![match &latest {
-                        Some(l) => format!("There is no deployment {id}; the latest is {}.", l.name),
-                        None => format!("There is no deployment {id}; there are no deployments yet."),
-                    }],
-                    alternatives: Vec::new(),
-                };
+                let mut inf = Infeasible::new(match &latest {
+                    Some(l) => format!("There is no deployment {id}; the latest is {}.", l.name),
+                    None => format!("There is no deployment {id}; there are no deployments yet."),
+                });
                 if let Some(l) = latest {
                     inf.alternatives.push(format!("show deployment {}", l.name));
                 }
                 inf.alternatives.push("list deployments".to_string());
                 Err(inf)
             }
-            Err(e) => Err(Infeasible {
-                reasons: vec![format!("The registry could not be read: {e}")],
-                alternatives: Vec::new(),
-            }),
+            Err(e) => Err(Infeasible::new(format!("The registry could not be read: {e}"))),
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::lifecycle::{self, Control as Ctl, Stage, INTERRUPTED, QUEUED_BEHIND};
+use super::lifecycle::{self, Control as Ctl, Hold, Stage, INTERRUPTED, QUEUED_BEHIND};
 use super::run::{self, Job};
 use super::{plan_with, Control, DeployRequest, Inner, OrchestrateError, Orchestrator, RolloutEvent, Task};
 use crate::agent::protocol::{AgentAction, AgentStatus};
@@ -89,7 +89,7 @@ impl Orchestrator {
         inner
             .journal(rec.id, "paused", json!({ "by": actor.name, "frontend": actor.frontend, "reason": reason }))
             .await?;
-        inner.registry.set_status(rec.id, DeploymentStatus::Paused, Some(&reason)).await?;
+        inner.registry.set_held(rec.id, DeploymentStatus::Paused, &Hold::Paused, &reason).await?;
         inner.signal(rec.id, Control::Pause);
         inner.emit(RolloutEvent::Paused { id: rec.name.clone(), reason });
         inner.load(id).await
@@ -339,7 +339,7 @@ impl Inner {
                     let rec = self.load(&rec.name).await?;
                     let reason = format!("{INTERRUPTED} {}: Parley stopped; {}", at_step(&rec), found.summary);
                     self.journal(rec.id, "interrupted", json!({ "reason": reason, "was": rec.status })).await?;
-                    self.registry.set_status(rec.id, DeploymentStatus::Paused, Some(&reason)).await?;
+                    self.registry.set_held(rec.id, DeploymentStatus::Paused, &Hold::Interrupted, &reason).await?;
                     self.emit(RolloutEvent::Paused { id: rec.name.clone(), reason });
                 }
                 // Held (for promote, by the operator): it waits for the operator as it did.
@@ -524,10 +524,11 @@ impl Inner {
                     self.spawn(rec.id, Job::Rollout { from_step: 0 });
                 }
                 Err(OrchestrateError::Overlap { deployment, .. }) => {
-                    let reason = format!("{QUEUED_BEHIND} {deployment}");
-                    if rec.reason.as_deref() != Some(reason.as_str()) {
+                    let hold = Hold::Queued { behind: deployment.clone() };
+                    if rec.hold.as_ref() != Some(&hold) {
+                        let reason = format!("{QUEUED_BEHIND} {deployment}");
                         self.journal(rec.id, "queued", json!({ "behind": deployment })).await?;
-                        self.registry.set_reason(rec.id, &reason).await?;
+                        self.registry.set_held(rec.id, DeploymentStatus::Pending, &hold, &reason).await?;
                     }
                 }
                 Err(e) => return Err(e),

@@ -12,10 +12,10 @@ use super::gate::{self, Baseline, GateOutcome};
 use super::{Control, Inner, OrchestrateError, Plan, PlanStep, RolloutEvent, Wait, WAITING_FOR_PROMOTE};
 use crate::agent::AgentError;
 use crate::ops::DeploymentStatus;
-use crate::registry::{deployment_name, DeploymentRecord, TargetJournal, TargetRecord, TargetState};
+use crate::registry::{deployment_name, DeploymentRecord, Hold, TargetJournal, TargetRecord, TargetState};
 
-/// The start of a target's detail when its install failed, so that the failure
-/// budget can count them across steps.
+/// The start of a target's detail when its install failed (words for people: the
+/// failure budget counts failures from the journal, see [`failed_installs`]).
 const INSTALL_FAILED: &str = "install failed: ";
 
 pub(crate) enum Job {
@@ -154,13 +154,7 @@ async fn rollout(
                 Some(slots) => install_limited(inner, id, &extension, &version, &batch, slots).await?,
             };
             if !failures.is_empty() {
-                let total = load(inner, id)
-                    .await?
-                    .targets
-                    .iter()
-                    .filter(|t| t.detail.as_deref().is_some_and(|d| d.starts_with(INSTALL_FAILED)))
-                    .count()
-                    .max(failures.len());
+                let total = failed_installs(inner, id).await?.max(failures.len());
                 if failures.len() > per_step || total > overall {
                     let reason = format!(
                         "install failed at step {} of {steps}: {} (failure budget: {per_step} per step, {overall} in all; {} failed in this step, {total} in all)",
@@ -230,7 +224,7 @@ async fn rollout(
                         step + 1,
                         result.describe()
                     );
-                    if let Some(stop) = hold(inner, id, reason, None, &mut control).await? {
+                    if let Some(stop) = hold(inner, id, Hold::Inconclusive, reason, None, &mut control).await? {
                         return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await;
                     }
                 }
@@ -239,7 +233,7 @@ async fn rollout(
         if let Some(wait) = plan_step.as_ref().and_then(|p| p.wait) {
             if step + 1 < steps {
                 let (reason, timer) = wait_reason(&rec, plan.as_ref(), step, wait, &inner.settings);
-                if let Some(stop) = hold(inner, id, reason, timer, &mut control).await? {
+                if let Some(stop) = hold(inner, id, Hold::Promote, reason, timer, &mut control).await? {
                     return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await;
                 }
             }
@@ -327,11 +321,13 @@ fn wait_reason(
     }
 }
 
-/// Holds the deployment (paused, with `reason`) until the operator resumes or
-/// promotes it, or until `timer`. Answers the stop if the operator aborted instead.
+/// Holds the deployment (paused, with `why` and the `reason` that says it) until the
+/// operator resumes or promotes it, or until `timer`. Answers the stop if the
+/// operator aborted instead.
 async fn hold(
     inner: &Arc<Inner>,
     id: i64,
+    why: Hold,
     reason: String,
     timer: Option<std::time::Duration>,
     control: &mut watch::Receiver<Control>,
@@ -342,7 +338,7 @@ async fn hold(
             return Ok(Some(Stop { outcome: *outcome, reason: reason.clone() }));
         }
         inner.journal(id, "held", json!({ "reason": reason })).await?;
-        inner.registry.set_status(id, DeploymentStatus::Paused, Some(&reason)).await?;
+        inner.registry.set_held(id, DeploymentStatus::Paused, &why, &reason).await?;
         inner.signal(id, Control::Pause);
         inner.emit(RolloutEvent::Paused { id: deployment_name(id), reason });
     }
@@ -445,7 +441,7 @@ async fn unavailable_slots(
             out.iter().map(|(a, why)| format!("{a} {why}")).collect::<Vec<_>>().join(", "),
             if out.len() == 1 { "it is" } else { "they are" },
         );
-        if let Some(stop) = hold(inner, id, reason, None, control).await? {
+        if let Some(stop) = hold(inner, id, Hold::Unavailable, reason, None, control).await? {
             return Ok(Err(stop));
         }
     }
@@ -525,17 +521,11 @@ async fn install_batch(
                 detail: None,
             }),
             Err((state, error)) => {
-                failures.push((
-                    t.agent.clone(),
-                    format!("{}: {error}", t.agent),
-                    format!("{INSTALL_FAILED}{error}"),
-                    *state,
-                ));
+                failures.push((t.agent.clone(), error.clone(), format!("{INSTALL_FAILED}{error}"), *state));
             }
         }
     }
-    for (agent, _, detail, state) in &failures {
-        let error = detail.strip_prefix(INSTALL_FAILED).unwrap_or(detail);
+    for (agent, error, detail, state) in &failures {
         outcomes.push(TargetJournal {
             agent,
             kind: "install_failed",
@@ -558,7 +548,31 @@ async fn install_batch(
             }
         }
     }
-    Ok(failures.into_iter().map(|(agent, line, _, _)| (agent, line)).collect())
+    Ok(failures
+        .into_iter()
+        .map(|(agent, error, _, _)| {
+            let line = format!("{agent}: {error}");
+            (agent, line)
+        })
+        .collect())
+}
+
+/// How many agents failed to install in this run of the rollout (since its last
+/// retry), as the journal says: those whose latest install ended `install_failed`.
+async fn failed_installs(inner: &Inner, id: i64) -> Result<usize, OrchestrateError> {
+    let mut failed: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    for e in inner.registry.events(id).await? {
+        match e.kind.as_str() {
+            "retry" => failed.clear(),
+            "install_failed" | "install_succeeded" => {
+                if let Some(agent) = e.data["agent"].as_str() {
+                    failed.insert(agent.to_string(), e.kind == "install_failed");
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(failed.values().filter(|f| **f).count())
 }
 
 /// One install, bounded, and checked against what the agent then reports: an agent

@@ -25,7 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use deployments::QUEUED_BEHIND;
 pub use records::{
     deployment_id_from_name, deployment_name, Admission, AuditEntry, AuditResult, DeploymentFilter, DeploymentRecord,
-    EventRecord, NewDeployment, NewTarget, TargetJournal, TargetRecord, TargetState,
+    EventRecord, Hold, NewDeployment, NewTarget, TargetJournal, TargetRecord, TargetState,
 };
 pub use report::{Report, TimelineDay};
 pub use routing::{NewRoutingChange, RoutingChange};
