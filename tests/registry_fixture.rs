@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use parley::ops::DeploymentStatus as D;
+use parley::orchestrate::journal::Event;
 use parley::orchestrate::lifecycle::{self, Control as C, Stage};
 use parley::registry::{DeploymentFilter, Hold, Registry, TargetState as T};
 
@@ -96,7 +97,25 @@ async fn an_old_registry_migrates_with_its_holds_parsed_once_and_shows_the_same_
             "held"
         ]
     );
-    assert_eq!(reg.recent_events(1000).await.unwrap().len(), 55);
+    let log = reg.recent_events(1000).await.unwrap();
+    assert_eq!(log.len(), 55);
+    // Every event the old release's orchestrator journalled (d-1 to d-5; d-6 to d-9
+    // were written by hand) reads back as a typed event, and the settings a rollout
+    // was started with come from its `created` event.
+    let real = ["d-1", "d-2", "d-3", "d-4", "d-5"];
+    let unread: Vec<&str> = log
+        .iter()
+        .filter(|e| e.deployment.as_deref().is_some_and(|d| real.contains(&d)) && Event::of(e).is_none())
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(log.iter().filter(|e| e.deployment.as_deref().is_some_and(|d| real.contains(&d))).count(), 51);
+    assert!(unread.is_empty(), "{unread:?}");
+    let events = reg.events(d2.id).await.unwrap();
+    let Some(Event::Created { max_failures, require_approval, agents, .. }) = Event::of(&events[0]) else {
+        panic!("{:?}", events[0])
+    };
+    assert_eq!((max_failures, require_approval, agents.len()), (Some(1), Some(true), 4));
+    assert!(matches!(Event::of(&events[1]), Some(Event::Planned { plan: Some(p), .. }) if p.steps.len() == 2));
     // Ids keep counting from where the old registry stopped.
     drop(reg);
     let again = Registry::open(&path).await.unwrap();

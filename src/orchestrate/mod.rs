@@ -11,6 +11,7 @@ mod announce;
 mod control;
 mod driver;
 mod gate;
+pub mod journal;
 pub mod lifecycle;
 mod plan;
 mod run;

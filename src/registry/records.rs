@@ -20,7 +20,7 @@ pub fn deployment_id_from_name(name: &str) -> Option<i64> {
 }
 
 /// Where one agent stands in a deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetState {
     Pending,
