@@ -16,6 +16,7 @@ pub mod orchestrate;
 pub mod registry;
 pub mod reply;
 pub mod routing;
+pub mod services;
 pub mod slack;
 pub mod topology;
 pub mod ui;

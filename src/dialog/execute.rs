@@ -10,13 +10,13 @@ use serde_json::json;
 use super::render;
 use crate::agent::checks::run_checks;
 use crate::agent::protocol::AgentAction;
-use crate::app::Services;
 use crate::feasibility::{scope_words, Feasible, Infeasible};
 use crate::ops::{Actor, Check, DeploymentStatus, Operation, Scope, Strategy, StrategyKind, TimeSpec};
 use crate::orchestrate::lifecycle::{self, Control};
 use crate::orchestrate::{plan_with, DeployRequest, Placement, Target};
 use crate::registry::{DeploymentFilter, DeploymentRecord};
 use crate::reply::{Outcome, Reply, Table};
+use crate::services::Services;
 use crate::topology::{AgentName, AgentView, Topology};
 
 /// Executes `op`, already checked (and confirmed where needed).
@@ -359,22 +359,6 @@ async fn list_deployments(
         Ok(list) => render::deployments(&list, status, since),
         Err(e) => Reply::new(Outcome::Failed, format!("The registry could not be read: {e}")),
     }
-}
-
-/// Names of agents in a list, for messages.
-pub(super) fn name_list(agents: &[&AgentView]) -> String {
-    let mut names: Vec<String> = agents.iter().take(8).map(|a| a.name.to_string()).collect();
-    if agents.len() > 8 {
-        names.push(format!("{} more", agents.len() - 8));
-    }
-    names.join(", ")
-}
-
-/// Unreachable agents first, then degraded: the ones an operator wants to see.
-pub(super) fn troubled<'a>(agents: &[&'a AgentView]) -> Vec<&'a AgentView> {
-    let mut out: Vec<&AgentView> = agents.iter().copied().filter(|a| !a.is_healthy()).collect();
-    out.sort_by_key(|a| std::cmp::Reverse(a.liveness));
-    out
 }
 
 /// "queue it": the deploy refused last for overlapping an active rollout, now queued.

@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::app::Services;
 use crate::feasibility::{self, Feasible, Infeasible};
 use crate::intent::{with_slot, Vocabulary};
 use crate::llm::LlmError;
@@ -34,6 +33,7 @@ use crate::ops::{Actor, Effect, Operation, Role, Scope};
 use crate::orchestrate::lifecycle::{self, Control};
 use crate::registry::{AuditEntry, AuditResult, DeploymentRecord};
 use crate::reply::{Outcome, Proposal, Reply};
+use crate::services::Services;
 use crate::topology::Topology;
 
 /// How long a risky operation waits for its yes/no.

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::execute::{name_list, troubled};
 use crate::agent::checks::CheckResult;
 use crate::feasibility::{scope_words, Feasible, Infeasible};
 use crate::ops::{Check, DeploymentStatus, ExtensionRef, Operation, Scope, TimeSpec};
@@ -900,6 +899,22 @@ pub(super) fn restart_notice(interrupted: &[DeploymentRecord]) -> Option<super::
         follow_ups.extend(rolling.iter().map(|d| format!("show deployment {}", d.name)));
     }
     Some(super::RestartNotice { message: parts.join(" "), follow_ups })
+}
+
+/// Names of agents in a list, for messages.
+fn name_list(agents: &[&AgentView]) -> String {
+    let mut names: Vec<String> = agents.iter().take(8).map(|a| a.name.to_string()).collect();
+    if agents.len() > 8 {
+        names.push(format!("{} more", agents.len() - 8));
+    }
+    names.join(", ")
+}
+
+/// Unreachable agents first, then degraded: the ones an operator wants to see.
+fn troubled<'a>(agents: &[&'a AgentView]) -> Vec<&'a AgentView> {
+    let mut out: Vec<&AgentView> = agents.iter().copied().filter(|a| !a.is_healthy()).collect();
+    out.sort_by_key(|a| std::cmp::Reverse(a.liveness));
+    out
 }
 
 #[cfg(test)]
