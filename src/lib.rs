@@ -21,3 +21,4 @@ pub mod slack;
 pub mod topology;
 pub mod ui;
 pub mod voice;
+pub mod words;

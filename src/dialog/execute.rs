@@ -264,7 +264,7 @@ async fn deploy(services: &Services, request: DeployRequest, feasible: &Feasible
                     "Queued {}: {ext} {ver} on {} agent{} in {} waits for {behind} and starts by itself when it finishes.",
                     d.name,
                     d.targets.len(),
-                    if d.targets.len() == 1 { "" } else { "s" },
+                    crate::words::s(d.targets.len()),
                     scope_words(&scope),
                 ),
             )
@@ -279,12 +279,12 @@ async fn deploy(services: &Services, request: DeployRequest, feasible: &Feasible
                 d.name,
                 from_text.join(", "),
                 d.targets.len(),
-                if d.targets.len() == 1 { "" } else { "s" },
+                crate::words::s(d.targets.len()),
                 scope_words(&scope),
                 // "rolling in batches of 4, at most 2 agents unavailable at once, in 3 steps"
                 if how.contains(',') { "," } else { "" },
                 described.len(),
-                if described.len() == 1 { "" } else { "s" },
+                crate::words::s(described.len()),
             );
             if !feasible.already.is_empty() {
                 message.push_str(&format!(" {} already run {ver} and are left alone.", feasible.already.len()));
@@ -292,7 +292,7 @@ async fn deploy(services: &Services, request: DeployRequest, feasible: &Feasible
             if let Some(n) = budget {
                 message.push_str(&format!(
                     " It stops and rolls back if more than {n} agent{} fail to install.",
-                    if n == 1 { "" } else { "s" }
+                    crate::words::s(n)
                 ));
             }
             let mut table = Table::new(format!("{} plan", d.name), &["Step"]);
@@ -396,7 +396,7 @@ async fn failover(services: &Services, actor: &Actor, from: &str, to: Option<&st
     let targets: Vec<&str> = applied.after.routes(from).iter().map(|r| r.region.as_str()).collect();
     let drained = match (moved.ok.len(), moved.failed.len()) {
         (0, 0) => format!("none of its {size} agents answers, so none was drained"),
-        (n, _) if n == size => format!("its {n} agent{} drained", if n == 1 { "" } else { "s" }),
+        (n, _) if n == size => format!("its {n} agent{} drained", crate::words::s(n)),
         (n, _) => format!("{n} of its {size} agents drained"),
     };
     let mut message = format!(

@@ -481,7 +481,7 @@ impl Inner {
             rec.targets.iter().filter(|t| t.state.is_touched()).map(|t| t.agent.clone()).collect();
         let started = Event::RollbackStarted { reason: reason.to_string(), outcome, agents: touched.clone() };
         self.journal(rec.id, started).await?;
-        let noun = if touched.len() == 1 { "agent" } else { "agents" };
+        let noun = crate::words::noun(touched.len(), "agent");
         let progress = format!("{reason}; returning {} {noun} to their previous versions", touched.len());
         self.registry.set_status(rec.id, DeploymentStatus::RollingBack, Some(&progress)).await?;
         Ok(())

@@ -240,12 +240,7 @@ pub enum OrchestrateError {
 }
 
 fn agents_phrase(agents: &[String]) -> String {
-    const SHOWN: usize = 5;
-    let mut s = agents.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
-    if agents.len() > SHOWN {
-        s.push_str(&format!(" and {} more", agents.len() - SHOWN));
-    }
-    s + if agents.len() == 1 { " is" } else { " are" }
+    format!("{} {}", crate::words::and_more(agents, 5), crate::words::is_are(agents.len()))
 }
 
 /// What the operator asked a running rollout task to do.

@@ -673,7 +673,7 @@ fn returned_summary(rec: &DeploymentRecord, touched: &[TargetRecord]) -> String 
         [] => "no agent had been changed".to_string(),
         [first, rest @ ..] => {
             let n = touched.len();
-            let noun = if n == 1 { "agent" } else { "agents" };
+            let noun = crate::words::noun(n, "agent");
             if rest.iter().all(|t| t.previous_version == first.previous_version) {
                 match &first.previous_version {
                     Some(v) => format!("{n} {noun} returned to {} {v}", rec.extension),
