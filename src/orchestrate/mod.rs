@@ -111,15 +111,7 @@ pub struct Placement {
 impl Placement {
     /// Whether `agent`, placed here, is one of the agents `sel` names.
     pub fn matches(&self, agent: &str, sel: &Selector) -> bool {
-        match sel {
-            Selector::Fleet => true,
-            Selector::Region(r) => self.region == *r,
-            Selector::Zone(z) => self.zone == *z,
-            Selector::Agent(a) => agent == a,
-            Selector::Env(e) => self.labels.get("env") == Some(e),
-            Selector::Capability(c) => self.capabilities.contains(c),
-            Selector::Tier(t) => self.labels.get("tier") == Some(t),
-        }
+        sel.selects(agent, &self.region, &self.zone, &self.labels, &self.capabilities)
     }
 
     /// The agent's value of a placement key: `zone`, `region`, or a label key.
