@@ -82,6 +82,7 @@ fn deployment() -> DeploymentRecord {
         scope: Scope::region("region-0"),
         strategy: Strategy { steps: Some(vec![20, 40, 60, 80, 100]), ..Strategy::of(StrategyKind::Progressive) },
         status: DeploymentStatus::Running,
+        hold: None,
         reason: None,
         actor: "bench".into(),
         frontend: "tui".into(),

@@ -18,9 +18,10 @@ use crate::intent::Grammar;
 use crate::ops::Actor;
 use crate::orchestrate::{Orchestrator, RolloutSettings};
 use crate::registry::{DeploymentRecord, Registry};
+pub use crate::services::Services;
 use crate::topology::inventory::{Inventory, InventoryEntry};
 use crate::topology::poller::{Poller, PollerConfig};
-use crate::topology::{Catalog, HealthThresholds, TopologyHandle};
+use crate::topology::{Catalog, HealthThresholds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -48,23 +49,6 @@ pub enum StartError {
     Discovery(#[from] crate::topology::discovery::DiscoveryError),
     #[error(transparent)]
     Metrics(#[from] crate::analysis::PromError),
-}
-
-/// Everything a dialog session needs, shared by all sessions.
-pub struct Services {
-    pub grammar: Grammar,
-    pub topology: TopologyHandle,
-    pub poller: Arc<Poller>,
-    pub registry: Registry,
-    pub orchestrator: Orchestrator,
-    pub client: AgentClient,
-    /// A client without the token, for the security check.
-    pub anonymous: AgentClient,
-    pub thresholds: HealthThresholds,
-    /// The language-model fallback, when `[llm]` is configured.
-    pub llm: Option<crate::llm::Llm>,
-    /// The routing table between regions.
-    pub router: crate::routing::Router,
 }
 
 /// A running Parley.

@@ -316,17 +316,20 @@ impl Config {
         };
         let token_env = file.fleet.token_env.unwrap_or_else(|| "PARLEY_AGENT_TOKEN".to_string());
         let agent_token = std::env::var(&token_env).ok().filter(|t| !t.is_empty());
-        let bake_secs = file.rollout.bake_secs.unwrap_or(2.0);
+        // The orchestrator owns its defaults; the file only overrides them.
+        let rollout = crate::orchestrate::RolloutSettings::default();
+        let bake_secs = file.rollout.bake_secs.unwrap_or(rollout.bake.as_secs_f64());
         if !(0.0..=3600.0).contains(&bake_secs) {
             return Err(bad(origin.as_deref(), "rollout.bake_secs must be between 0 and 3600"));
         }
-        let batch_percent = file.rollout.batch_percent.unwrap_or(25);
+        let batch_percent = file.rollout.batch_percent.unwrap_or(rollout.default_batch_percent);
         if !(1..=100).contains(&batch_percent) {
             return Err(bad(origin.as_deref(), "rollout.batch_percent must be between 1 and 100"));
         }
         // A standby kept for up to 30 days; longer is almost surely a typo, and a
         // number that big would not fit a timer anyway.
-        let blue_green_retire = match file.rollout.blue_green_retire_secs.unwrap_or(3600.0) {
+        let retire_default = rollout.blue_retire_after.map_or(0.0, |d| d.as_secs_f64());
+        let blue_green_retire = match file.rollout.blue_green_retire_secs.unwrap_or(retire_default) {
             0.0 => None,
             s if s.is_finite() && s > 0.0 && s <= 30.0 * 86_400.0 => Some(Duration::from_secs_f64(s)),
             _ => {
@@ -388,8 +391,8 @@ impl Config {
             agent_timeout: ms(file.fleet.timeout_ms, 2000),
             bake: Duration::from_secs_f64(bake_secs),
             batch_percent,
-            max_failed_per_step: file.rollout.max_failed_per_step.unwrap_or(0),
-            max_failed_total: file.rollout.max_failed_total.unwrap_or(0),
+            max_failed_per_step: file.rollout.max_failed_per_step.unwrap_or(rollout.max_failed_per_step),
+            max_failed_total: file.rollout.max_failed_total.unwrap_or(rollout.max_failed_total),
             blue_green_retire,
             poll_interval: ms(file.poll.interval_ms, 1000),
             suspect_after: ms(file.poll.suspect_after_ms, 2000),
@@ -517,6 +520,23 @@ mod tests {
         assert_eq!(c.fleet, FleetSource::Inventory(dir.path().join("fleet.toml")));
         assert_eq!(c.bake, Duration::from_millis(500));
         assert_eq!(c.db_path(), dir.path().join("state").join("parley.db"));
+    }
+
+    #[test]
+    fn a_file_without_rollout_settings_runs_rollouts_as_the_orchestrator_defaults_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.toml");
+        std::fs::write(&path, "data_dir = \"state\"\n").unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        let d = crate::orchestrate::RolloutSettings::default();
+        assert_eq!(
+            (c.bake, c.batch_percent, c.max_failed_per_step, c.max_failed_total, c.blue_green_retire),
+            (d.bake, d.default_batch_percent, d.max_failed_per_step, d.max_failed_total, d.blue_retire_after)
+        );
+        assert_eq!(
+            (c.bake, c.batch_percent, c.blue_green_retire),
+            (Duration::from_secs(2), 25, Some(Duration::from_secs(3600)))
+        );
     }
 
     #[test]

@@ -34,11 +34,15 @@ pub struct Infeasible {
     pub reasons: Vec<String>,
     /// Utterances that would work instead.
     pub alternatives: Vec<String>,
+    /// A rollout refused only because its agents belong to an unfinished deployment:
+    /// "queue it" (offered among the alternatives) runs it behind that one.
+    #[serde(skip)]
+    pub queueable: bool,
 }
 
 impl Infeasible {
-    fn new(reason: impl Into<String>) -> Infeasible {
-        Infeasible { reasons: vec![reason.into()], alternatives: Vec::new() }
+    pub fn new(reason: impl Into<String>) -> Infeasible {
+        Infeasible { reasons: vec![reason.into()], alternatives: Vec::new(), queueable: false }
     }
 
     fn or(mut self, alternative: impl Into<String>) -> Infeasible {
@@ -413,15 +417,8 @@ fn check_scope_names(scope: &Scope, topo: &Topology) -> Result<(), Infeasible> {
 }
 
 fn names(agents: &[&AgentView]) -> String {
-    const SHOWN: usize = 6;
-    let mut out: Vec<&str> = agents.iter().take(SHOWN).map(|a| a.name.as_str()).collect();
-    let more = agents.len().saturating_sub(SHOWN);
-    let mut s = out.join(", ");
-    if more > 0 {
-        s.push_str(&format!(" and {more} more"));
-    }
-    out.clear();
-    s
+    let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+    crate::words::and_more(&names, 6)
 }
 
 fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Busy) -> Result<Feasible, Infeasible> {
@@ -577,7 +574,7 @@ fn check_deploy(ext: &str, ver: &str, scope: &Scope, topo: &Topology, busy: &Bus
     }
 
     if !reasons.is_empty() {
-        return Err(Infeasible { reasons, alternatives });
+        return Err(Infeasible { reasons, alternatives, queueable: !held.is_empty() });
     }
 
     let column = topo.extension_column(ext);
@@ -682,7 +679,7 @@ fn risk_of(targets: impl Iterator<Item = (Option<usize>, bool)>, topo: &Topology
         }
     }
     if prod > 0 {
-        why.push(format!("it touches {prod} production agent{}", if prod == 1 { "" } else { "s" }));
+        why.push(format!("it touches {prod} production agent{}", crate::words::s(prod)));
     }
     for (region, hit) in topo.regions().iter().zip(hits) {
         let total = topo.region_size(region);

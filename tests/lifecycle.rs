@@ -10,7 +10,7 @@ use parley::config::Config;
 use parley::ops::{Actor, DeploymentStatus, Role, Scope, Strategy, StrategyKind};
 use parley::orchestrate::lifecycle::{self, Stage};
 use parley::orchestrate::{DeployRequest, Placement, Target, WAITING_FOR_PROMOTE};
-use parley::registry::{DeploymentRecord, NewDeployment, NewTarget, TargetState};
+use parley::registry::{DeploymentRecord, Hold, NewDeployment, NewTarget, TargetState};
 use parley::reply::Outcome;
 
 fn config(dir: &Path) -> Config {
@@ -28,6 +28,7 @@ fn alice() -> Actor {
 #[derive(Clone)]
 struct Shape {
     status: DeploymentStatus,
+    hold: Option<Hold>,
     reason: Option<&'static str>,
     kind: StrategyKind,
     current_step: u32,
@@ -36,8 +37,21 @@ struct Shape {
     targets: Vec<(u32, TargetState)>,
 }
 
-fn shape(status: DeploymentStatus, reason: Option<&'static str>, targets: &[(u32, TargetState)]) -> Shape {
-    Shape { status, reason, kind: StrategyKind::Rolling, current_step: 0, step_count: 2, targets: targets.to_vec() }
+fn shape(
+    status: DeploymentStatus,
+    hold: Option<Hold>,
+    reason: Option<&'static str>,
+    targets: &[(u32, TargetState)],
+) -> Shape {
+    Shape {
+        status,
+        hold,
+        reason,
+        kind: StrategyKind::Rolling,
+        current_step: 0,
+        step_count: 2,
+        targets: targets.to_vec(),
+    }
 }
 
 /// One of every stage the lifecycle describes, and the blue-green switch. Running and
@@ -49,6 +63,7 @@ fn every_stage() -> Vec<Shape> {
     use TargetState as T;
     let switched = Shape {
         status: D::Paused,
+        hold: Some(Hold::Promote),
         reason: Some("waiting for promote to retire blue: green is live"),
         kind: StrategyKind::BlueGreen,
         current_step: 1,
@@ -56,21 +71,32 @@ fn every_stage() -> Vec<Shape> {
         targets: vec![(0, T::Installed), (2, T::Pending)],
     };
     vec![
-        shape(D::Pending, Some("queued behind d-999"), &[(0, T::Pending)]),
-        shape(D::Running, None, &[(0, T::Installed)]),
-        shape(D::Paused, Some("paused by alice at step 1 of 2"), &[(0, T::Installed)]),
-        shape(D::Paused, Some("interrupted at step 1 of 2: Parley stopped"), &[(0, T::Installed)]),
+        shape(
+            D::Pending,
+            Some(Hold::Queued { behind: "d-999".into() }),
+            Some("queued behind d-999"),
+            &[(0, T::Pending)],
+        ),
+        shape(D::Running, None, None, &[(0, T::Installed)]),
+        shape(D::Paused, Some(Hold::Paused), Some("paused by alice at step 1 of 2"), &[(0, T::Installed)]),
         shape(
             D::Paused,
+            Some(Hold::Interrupted),
+            Some("interrupted at step 1 of 2: Parley stopped"),
+            &[(0, T::Installed)],
+        ),
+        shape(
+            D::Paused,
+            Some(Hold::Promote),
             Some("waiting for promote: step 1 of 2 passed its gate; promote starts step 2"),
             &[(0, T::Installed)],
         ),
         switched,
-        shape(D::Succeeded, None, &[(0, T::Installed)]),
-        shape(D::Failed, Some("rollback incomplete: edge-1 unreachable"), &[(0, T::Failed)]),
-        shape(D::RolledBack, Some("health gate failed at step 1 of 2"), &[(0, T::RolledBack)]),
-        shape(D::Aborted, Some("aborted by alice at step 1 of 2"), &[(0, T::RolledBack)]),
-        shape(D::RollingBack, Some("aborted by alice at step 1 of 2"), &[(0, T::Installed)]),
+        shape(D::Succeeded, None, None, &[(0, T::Installed)]),
+        shape(D::Failed, None, Some("rollback incomplete: edge-1 unreachable"), &[(0, T::Failed)]),
+        shape(D::RolledBack, None, Some("health gate failed at step 1 of 2"), &[(0, T::RolledBack)]),
+        shape(D::Aborted, None, Some("aborted by alice at step 1 of 2"), &[(0, T::RolledBack)]),
+        shape(D::RollingBack, None, Some("aborted by alice at step 1 of 2"), &[(0, T::Installed)]),
     ]
 }
 
@@ -170,7 +196,11 @@ async fn create(parley: &Parley, agents: &mut Agents, s: &Shape) -> DeploymentRe
         targets,
     };
     let rec = registry.create_deployment(&new).await.unwrap_or_else(|e| panic!("create: {e}"));
-    registry.set_status(rec.id, s.status, s.reason).await.unwrap_or_else(|e| panic!("{}: status: {e}", rec.name));
+    let written = match (&s.hold, s.reason) {
+        (Some(hold), Some(reason)) => registry.set_held(rec.id, s.status, hold, reason).await,
+        _ => registry.set_status(rec.id, s.status, s.reason).await,
+    };
+    written.unwrap_or_else(|e| panic!("{}: status: {e}", rec.name));
     registry.set_current_step(rec.id, s.current_step).await.unwrap_or_else(|e| panic!("{}: step: {e}", rec.name));
     for (name, (_, state)) in names.iter().zip(&s.targets) {
         registry
@@ -269,7 +299,7 @@ async fn paused_in_ap_south(parley: &Parley, installed: usize) -> DeploymentReco
             .collect(),
     };
     let rec = registry.create_deployment(&new).await.unwrap();
-    registry.set_status(rec.id, DeploymentStatus::Paused, Some("paused by alice at step 1 of 1")).await.unwrap();
+    registry.set_held(rec.id, DeploymentStatus::Paused, &Hold::Paused, "paused by alice at step 1 of 1").await.unwrap();
     for (agent, _) in region.iter().take(installed) {
         registry.set_target_state(rec.id, agent, TargetState::Installed, None).await.unwrap();
     }

@@ -158,15 +158,7 @@ impl DemoFleet {
 }
 
 pub(crate) fn member_matches(m: &FleetMember, sel: &Selector) -> bool {
-    match sel {
-        Selector::Fleet => true,
-        Selector::Region(r) => m.region == *r,
-        Selector::Zone(z) => m.zone == *z,
-        Selector::Agent(a) => m.name == *a,
-        Selector::Env(e) => m.labels.get("env") == Some(e),
-        Selector::Tier(t) => m.labels.get("tier") == Some(t),
-        Selector::Capability(c) => m.capabilities.contains(c),
-    }
+    sel.selects(&m.name, &m.region, &m.zone, &m.labels, &m.capabilities)
 }
 
 #[cfg(test)]

@@ -1062,6 +1062,7 @@ mod tests {
             scope: Scope::region("eu-west"),
             strategy: Strategy::of(StrategyKind::Rolling),
             status: DeploymentStatus::Succeeded,
+            hold: None,
             reason: None,
             actor: "alice".into(),
             frontend: "tui".into(),

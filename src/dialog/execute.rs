@@ -10,13 +10,13 @@ use serde_json::json;
 use super::render;
 use crate::agent::checks::run_checks;
 use crate::agent::protocol::AgentAction;
-use crate::app::Services;
 use crate::feasibility::{scope_words, Feasible, Infeasible};
 use crate::ops::{Actor, Check, DeploymentStatus, Operation, Scope, Strategy, StrategyKind, TimeSpec};
 use crate::orchestrate::lifecycle::{self, Control};
-use crate::orchestrate::{plan_with, DeployRequest, Placement, Target, QUEUED_BEHIND};
+use crate::orchestrate::{plan_with, DeployRequest, Placement, Target};
 use crate::registry::{DeploymentFilter, DeploymentRecord};
 use crate::reply::{Outcome, Reply, Table};
+use crate::services::Services;
 use crate::topology::{AgentName, AgentView, Topology};
 
 /// Executes `op`, already checked (and confirmed where needed).
@@ -210,7 +210,7 @@ fn capitalise(s: &str) -> String {
 pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feasible, Infeasible> {
     let Some(control) = Control::of(op) else {
         let why = format!("{} is not a deployment control.", op.name().replace('_', " "));
-        return Err(Infeasible { reasons: vec![why], alternatives: Vec::new() });
+        return Err(Infeasible::new(why));
     };
     match lifecycle::admits(d, control) {
         Ok(()) => Ok(Feasible {
@@ -219,8 +219,8 @@ pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feas
             risk: None,
         }),
         Err(refusal) => Err(Infeasible {
-            reasons: vec![format!("{}.", refusal.reason(&d.name))],
             alternatives: lifecycle::offers(d).into_iter().map(|c| c.utterance(&d.name)).collect(),
+            ..Infeasible::new(format!("{}.", refusal.reason(&d.name)))
         }),
     }
 }
@@ -262,15 +262,15 @@ async fn deploy(services: &Services, request: DeployRequest, feasible: &Feasible
     let from_text: Vec<String> = from.iter().map(|(v, n)| format!("{v} ({n})")).collect();
     let budget = request.max_failures;
     match services.orchestrator.start(request).await {
-        Ok(d) if crate::orchestrate::queued(&d) => {
-            let behind = d.reason.as_deref().unwrap_or_default().trim_start_matches(QUEUED_BEHIND).trim().to_string();
+        Ok(d) if lifecycle::queued_behind(&d).is_some() => {
+            let behind = lifecycle::queued_behind(&d).unwrap_or_default().to_string();
             Reply::new(
                 Outcome::Started,
                 format!(
                     "Queued {}: {ext} {ver} on {} agent{} in {} waits for {behind} and starts by itself when it finishes.",
                     d.name,
                     d.targets.len(),
-                    if d.targets.len() == 1 { "" } else { "s" },
+                    crate::words::s(d.targets.len()),
                     scope_words(&scope),
                 ),
             )
@@ -285,12 +285,12 @@ async fn deploy(services: &Services, request: DeployRequest, feasible: &Feasible
                 d.name,
                 from_text.join(", "),
                 d.targets.len(),
-                if d.targets.len() == 1 { "" } else { "s" },
+                crate::words::s(d.targets.len()),
                 scope_words(&scope),
                 // "rolling in batches of 4, at most 2 agents unavailable at once, in 3 steps"
                 if how.contains(',') { "," } else { "" },
                 described.len(),
-                if described.len() == 1 { "" } else { "s" },
+                crate::words::s(described.len()),
             );
             if !feasible.already.is_empty() {
                 message.push_str(&format!(" {} already run {ver} and are left alone.", feasible.already.len()));
@@ -298,7 +298,7 @@ async fn deploy(services: &Services, request: DeployRequest, feasible: &Feasible
             if let Some(n) = budget {
                 message.push_str(&format!(
                     " It stops and rolls back if more than {n} agent{} fail to install.",
-                    if n == 1 { "" } else { "s" }
+                    crate::words::s(n)
                 ));
             }
             let mut table = Table::new(format!("{} plan", d.name), &["Step"]);
@@ -367,22 +367,6 @@ async fn list_deployments(
     }
 }
 
-/// Names of agents in a list, for messages.
-pub(super) fn name_list(agents: &[&AgentView]) -> String {
-    let mut names: Vec<String> = agents.iter().take(8).map(|a| a.name.to_string()).collect();
-    if agents.len() > 8 {
-        names.push(format!("{} more", agents.len() - 8));
-    }
-    names.join(", ")
-}
-
-/// Unreachable agents first, then degraded: the ones an operator wants to see.
-pub(super) fn troubled<'a>(agents: &[&'a AgentView]) -> Vec<&'a AgentView> {
-    let mut out: Vec<&AgentView> = agents.iter().copied().filter(|a| !a.is_healthy()).collect();
-    out.sort_by_key(|a| std::cmp::Reverse(a.liveness));
-    out
-}
-
 /// "queue it": the deploy refused last for overlapping an active rollout, now queued.
 /// Any other operation passes unchanged.
 pub(super) fn queue_refused(op: Operation, refused: &mut Option<Operation>) -> Operation {
@@ -434,7 +418,7 @@ async fn failover(services: &Services, actor: &Actor, from: &str, to: Option<&st
     let targets: Vec<&str> = applied.after.routes(from).iter().map(|r| r.region.as_str()).collect();
     let drained = match (moved.ok.len(), moved.failed.len()) {
         (0, 0) => format!("none of its {size} agents answers, so none was drained"),
-        (n, _) if n == size => format!("its {n} agent{} drained", if n == 1 { "" } else { "s" }),
+        (n, _) if n == size => format!("its {n} agent{} drained", crate::words::s(n)),
         (n, _) => format!("{n} of its {size} agents drained"),
     };
     let mut message = format!(

@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::app::Services;
 use crate::feasibility::{self, Feasible, Infeasible};
 use crate::intent::{with_slot, Vocabulary};
 use crate::llm::LlmError;
@@ -38,6 +37,7 @@ use crate::ops::{Actor, Effect, Operation, Role, Scope};
 use crate::orchestrate::lifecycle::{self, Control};
 use crate::registry::{AuditEntry, AuditResult, DeploymentRecord};
 use crate::reply::{Outcome, Proposal, Reply};
+use crate::services::Services;
 use crate::topology::Topology;
 
 /// How long a risky operation waits for its yes/no.
@@ -588,8 +588,7 @@ impl Session {
         let feasible = match self.check(&op, &topo).await {
             Ok(f) => f,
             Err(inf) => {
-                if matches!(op, Operation::Deploy { .. }) && inf.alternatives.iter().any(|a| a == feasibility::QUEUE_IT)
-                {
+                if matches!(op, Operation::Deploy { .. }) && inf.queueable {
                     self.context.queueable = Some(op.clone());
                 }
                 let reply = render::infeasible(&op, &inf);
@@ -787,7 +786,7 @@ impl Session {
         // A rollout that cannot be planned (phases that leave agents out, a limit for
         // another strategy) is refused now, not after the operator confirmed it.
         if let Some(why) = execute::plan_problem(&self.services, op, &feasible, topo) {
-            return Err(Infeasible { reasons: vec![why], alternatives: Vec::new() });
+            return Err(Infeasible::new(why));
         }
         Ok(feasible)
     }
@@ -797,23 +796,17 @@ impl Session {
             Ok(Some(d)) => Ok(d),
             Ok(None) => {
                 let latest = self.services.registry.latest_deployment().await.ok().flatten();
-                let mut inf = Infeasible {
-                    reasons: vec![match &latest {
-                        Some(l) => format!("There is no deployment {id}; the latest is {}.", l.name),
-                        None => format!("There is no deployment {id}; there are no deployments yet."),
-                    }],
-                    alternatives: Vec::new(),
-                };
+                let mut inf = Infeasible::new(match &latest {
+                    Some(l) => format!("There is no deployment {id}; the latest is {}.", l.name),
+                    None => format!("There is no deployment {id}; there are no deployments yet."),
+                });
                 if let Some(l) = latest {
                     inf.alternatives.push(format!("show deployment {}", l.name));
                 }
                 inf.alternatives.push("list deployments".to_string());
                 Err(inf)
             }
-            Err(e) => Err(Infeasible {
-                reasons: vec![format!("The registry could not be read: {e}")],
-                alternatives: Vec::new(),
-            }),
+            Err(e) => Err(Infeasible::new(format!("The registry could not be read: {e}"))),
         }
     }
 

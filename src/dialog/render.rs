@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::execute::{name_list, troubled};
 use crate::agent::checks::CheckResult;
 use crate::feasibility::{scope_words, Feasible, Infeasible};
 use crate::ops::{Check, DeploymentStatus, ExtensionRef, Operation, Scope, TimeSpec};
@@ -86,7 +85,7 @@ pub(super) fn summary(op: &Operation, f: &Feasible) -> String {
             format!(
                 "Roll out {e} {v} to {} agent{} in {} ({how})",
                 f.targets.len(),
-                if f.targets.len() == 1 { "" } else { "s" },
+                crate::words::s(f.targets.len()),
                 scope_words(s)
             )
         }
@@ -177,9 +176,9 @@ pub(super) fn topology(topo: &Topology, scope: &Scope) -> Reply {
     let message = format!(
         "{} agent{} in {} region{} ({}); {} healthy{}.",
         agents.len(),
-        if agents.len() == 1 { "" } else { "s" },
+        crate::words::s(agents.len()),
         region_count,
-        if region_count == 1 { "" } else { "s" },
+        crate::words::s(region_count),
         topo.regions()
             .iter()
             .filter(|r| agents.iter().any(|a| &a.region == *r))
@@ -271,7 +270,7 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
         "{}: {} agent{}, {} healthy",
         scope_words(scope),
         agents.len(),
-        if agents.len() == 1 { "" } else { "s" },
+        crate::words::s(agents.len()),
         count(&agents, Liveness::Healthy)
     );
     let flappers: Vec<&str> = agents.iter().filter(|a| a.flapping.is_some()).map(|a| a.name.as_str()).collect();
@@ -360,7 +359,7 @@ pub(super) fn flapping_sentence(name: &str, f: &crate::topology::Flapping) -> St
     format!(
         "{name} is flapping: {} state change{} in the last {}; alerts for it are held back.",
         f.changes,
-        if f.changes == 1 { "" } else { "s" },
+        crate::words::s(f.changes),
         span_words(f.window)
     )
 }
@@ -470,7 +469,7 @@ pub(super) fn found(topo: &Topology, scope: &Scope, ext: Option<&ExtensionRef>) 
         format!(
             "Found {} agent{} in {scope}{what}: {}.",
             agents.len(),
-            if agents.len() == 1 { "" } else { "s" },
+            crate::words::s(agents.len()),
             name_list(&agents)
         )
     };
@@ -513,7 +512,7 @@ pub(super) fn extensions(topo: &Topology, scope: &Scope) -> Reply {
         "{} across {} agent{} in {}: {}.",
         if names.len() == 1 { "1 extension version" } else { "Extension versions" },
         agents.len(),
-        if agents.len() == 1 { "" } else { "s" },
+        crate::words::s(agents.len()),
         scope_words(scope),
         names.join(", ")
     );
@@ -539,10 +538,10 @@ pub(super) fn checks(scope: &Scope, checks: &[Check], agents: usize, results: &[
     let mut message = format!(
         "{} check{} ({}) on {} agent{} in {}: {passed} passed, {} failed",
         results.len(),
-        if results.len() == 1 { "" } else { "s" },
+        crate::words::s(results.len()),
         kinds.join(", "),
         agents,
-        if agents == 1 { "" } else { "s" },
+        crate::words::s(agents),
         scope_words(scope),
         failed.len()
     );
@@ -650,7 +649,7 @@ pub(super) fn control_summary(op: &Operation, d: &DeploymentRecord) -> Option<St
             .into_iter()
             .enumerate()
             .map(|(i, (v, n))| match i {
-                0 => format!("{n} agent{} to {}", if n == 1 { "" } else { "s" }, to(v)),
+                0 => format!("{n} agent{} to {}", crate::words::s(n), to(v)),
                 _ => format!("{n} to {}", to(v)),
             })
             .collect();
@@ -669,12 +668,12 @@ pub(super) fn control_summary(op: &Operation, d: &DeploymentRecord) -> Option<St
         Control::Resume | Control::Promote | Control::Retry if changed == 0 => format!(
             "{} {name}: all {total} agent{} already run {ext} {ver}, so no agent changes",
             verb_of(control),
-            if total == 1 { "" } else { "s" }
+            crate::words::s(total)
         ),
         Control::Resume | Control::Promote | Control::Retry => format!(
             "{} {name}: install {ext} {ver} on the {changed} of {total} agent{} that do not run it yet",
             verb_of(control),
-            if total == 1 { "" } else { "s" }
+            crate::words::s(total)
         ),
         Control::Show | Control::Pause => return None,
     })
@@ -710,14 +709,10 @@ pub(super) fn plan_table(plan: &Plan, settings: &RolloutSettings, gate: Option<S
     let bake = crate::orchestrate::describe_duration(settings.bake);
     for (i, s) in plan.steps.iter().enumerate() {
         reached += s.agents.len();
-        let shown: Vec<&str> = s.agents.iter().take(6).map(String::as_str).collect();
-        let more = s.agents.len().saturating_sub(shown.len());
         let agents = if s.switch {
             "none (marks green live)".to_string()
-        } else if more > 0 {
-            format!("{}: {} and {more} more", s.agents.len(), shown.join(", "))
         } else {
-            format!("{}: {}", s.agents.len(), shown.join(", "))
+            format!("{}: {}", s.agents.len(), crate::words::and_more(&s.agents, 6))
         };
         let then = match s.wait {
             Some(crate::orchestrate::Wait::Promote) => "wait for promote",
@@ -781,7 +776,7 @@ pub(super) fn deployments(
         format!(
             "{} deployment{}{filter}: {}{}.",
             list.len(),
-            if list.len() == 1 { "" } else { "s" },
+            crate::words::s(list.len()),
             names.join(", "),
             if list.len() > 5 { ", ..." } else { "" }
         )
@@ -803,7 +798,7 @@ pub(super) fn report(since: &TimeSpec, until: Option<&TimeSpec>, r: &Report) -> 
     let mut message = format!(
         "{} deployment{} {window}: success rate {}, rollback rate {}, median duration {}, p95 {}.",
         r.total,
-        if r.total == 1 { "" } else { "s" },
+        crate::words::s(r.total),
         pct(r.success_rate),
         pct(r.rollback_rate),
         secs(r.median_duration_secs),
@@ -816,7 +811,7 @@ pub(super) fn report(since: &TimeSpec, until: Option<&TimeSpec>, r: &Report) -> 
         // Most frequent first: the kind an operator should look at.
         kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let by_kind: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        message.push_str(&format!(" {evaluated} health gate{} evaluated, ", if evaluated == 1 { "" } else { "s" }));
+        message.push_str(&format!(" {evaluated} health gate{} evaluated, ", crate::words::s(evaluated)));
         if by_kind.is_empty() {
             message.push_str("all passed.");
         } else {
@@ -902,6 +897,22 @@ pub(super) fn restart_notice(interrupted: &[DeploymentRecord]) -> Option<super::
         follow_ups.extend(rolling.iter().map(|d| format!("show deployment {}", d.name)));
     }
     Some(super::RestartNotice { message: parts.join(" "), follow_ups })
+}
+
+/// Names of agents in a list, for messages.
+fn name_list(agents: &[&AgentView]) -> String {
+    let mut names: Vec<String> = agents.iter().take(8).map(|a| a.name.to_string()).collect();
+    if agents.len() > 8 {
+        names.push(format!("{} more", agents.len() - 8));
+    }
+    names.join(", ")
+}
+
+/// Unreachable agents first, then degraded: the ones an operator wants to see.
+fn troubled<'a>(agents: &[&'a AgentView]) -> Vec<&'a AgentView> {
+    let mut out: Vec<&AgentView> = agents.iter().copied().filter(|a| !a.is_healthy()).collect();
+    out.sort_by_key(|a| std::cmp::Reverse(a.liveness));
+    out
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::app::Services;
+use crate::services::Services;
 use crate::diagnose::changes::{self, agent_words, AuditQuery, Change, ChangesQuery};
 use crate::diagnose::{self, clock, Diagnosis, Facts, Question, LEAD};
 use crate::feasibility::{scope_words, Feasible, Infeasible};
@@ -83,7 +83,7 @@ pub(super) fn follow_on(op: Operation, utterance: &str, ctx: &mut super::Context
 pub(super) async fn check(services: &Services, op: &Operation) -> Option<Result<Feasible, Infeasible>> {
     let plain = || Feasible { targets: Vec::new(), already: Vec::new(), risk: None };
     let refuse =
-        |reason: String, alternatives: Vec<String>| Some(Err(Infeasible { reasons: vec![reason], alternatives }));
+        |reason: String, alternatives: Vec<String>| Some(Err(Infeasible { reasons: vec![reason], alternatives, queueable: false }));
     let frozen = match services.registry.freeze().await {
         Ok(f) => f,
         Err(e) => return refuse(format!("The registry could not be read: {e}."), Vec::new()),

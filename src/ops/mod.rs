@@ -327,7 +327,7 @@ impl Strategy {
         }
         match self.max_unavailable {
             Some(MaxUnavailable::Agents(n)) => {
-                out.push_str(&format!(", at most {n} agent{} unavailable at once", if n == 1 { "" } else { "s" }))
+                out.push_str(&format!(", at most {n} agent{} unavailable at once", crate::words::s(n)))
             }
             Some(MaxUnavailable::Percent(p)) => {
                 out.push_str(&format!(", at most {p}% of the agents unavailable at once"))

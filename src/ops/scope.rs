@@ -35,6 +35,27 @@ impl Selector {
         }
     }
 
+    /// Whether an agent placed so is one this selector names. The one rule that the
+    /// live model, the orchestrator's placements and the demo fleet all apply.
+    pub fn selects(
+        &self,
+        name: &str,
+        region: &str,
+        zone: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+        capabilities: &[String],
+    ) -> bool {
+        match self {
+            Selector::Fleet => true,
+            Selector::Region(r) => region == r,
+            Selector::Zone(z) => zone == z,
+            Selector::Agent(a) => name == a,
+            Selector::Env(e) => labels.get("env") == Some(e),
+            Selector::Tier(t) => labels.get("tier") == Some(t),
+            Selector::Capability(c) => capabilities.iter().any(|have| have == c),
+        }
+    }
+
     /// The name part, `None` for `fleet`.
     pub fn value(&self) -> Option<&str> {
         match self {

@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::gate::{GateBreach, GateOutcome};
+use super::journal::Event;
 use super::run::Stop;
 use super::{Control, Inner, OrchestrateError, PlanStep, RolloutEvent};
 use crate::analysis::{self, GateRequirement, Sides, Template};
@@ -31,8 +31,11 @@ pub(super) enum Verdict {
 /// The requirements said with the rollout ("gated on p99 latency under 300 ms"), as
 /// journalled in its `created` event.
 async fn requirements(inner: &Inner, id: i64) -> Result<Vec<GateRequirement>, OrchestrateError> {
-    let said = inner.registry.last_event(id, "created").await?.map(|e| e.data["gate"].clone());
-    Ok(said.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default())
+    let created = inner.registry.last_event(id, super::journal::kind::CREATED).await?;
+    Ok(match created.as_ref().and_then(Event::of) {
+        Some(Event::Created { gate, .. }) => gate,
+        _ => Vec::new(),
+    })
 }
 
 /// The templates that gate a rollout of `extension` with `requirements`: `None` when
@@ -189,14 +192,22 @@ pub(super) async fn gate(
             })
         })
         .collect();
-    let counts: BTreeMap<&str, usize> = result.counts().iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let counts: BTreeMap<String, usize> = result.counts().iter().map(|(k, v)| (k.as_str().to_string(), *v)).collect();
     inner
         .journal(
             id,
-            "gate_evaluated",
-            json!({ "step": step + 1, "passed": result.passed(), "outcome": result.outcome,
-                    "failed_kinds": result.failed_kinds(), "breaches": breaches, "unreachable": [],
-                    "baseline": null, "counts": counts, "analysis": result, "source": prometheus.url() }),
+            Event::GateEvaluated {
+                step: step + 1,
+                passed: result.passed(),
+                outcome: result.outcome,
+                failed_kinds: result.failed_kinds(),
+                breaches: breaches.clone(),
+                unreachable: Vec::new(),
+                baseline: None,
+                counts,
+                analysis: Some(result.clone()),
+                source: Some(prometheus.url().to_string()),
+            },
         )
         .await?;
     inner.emit(RolloutEvent::GateEvaluated {

@@ -10,7 +10,7 @@ pub fn announce(event: &RolloutEvent) -> Option<String> {
             format!("{id}: rolling out {extension} {version} to {agents} agents in {steps} steps")
         }
         RolloutEvent::StepStarted { id, step, of, agents } => {
-            format!("{id}: step {step} of {of} on {} agent{}", agents.len(), if agents.len() == 1 { "" } else { "s" })
+            format!("{id}: step {step} of {of} on {} agent{}", agents.len(), crate::words::s(agents.len()))
         }
         RolloutEvent::AgentInstalled { .. } => return None,
         RolloutEvent::AgentFailed { id, agent, error } => format!("{id}: {agent} failed: {error}"),

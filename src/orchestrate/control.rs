@@ -6,10 +6,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use serde_json::json;
 use tokio::sync::watch;
 
-use super::lifecycle::{self, Control as Ctl, Stage, INTERRUPTED, QUEUED_BEHIND};
+use super::journal::{self, Event, Found};
+use super::lifecycle::{self, Control as Ctl, Hold, Stage, INTERRUPTED, QUEUED_BEHIND};
 use super::run::{self, Job};
 use super::{plan_with, Control, DeployRequest, Inner, OrchestrateError, Orchestrator, RolloutEvent, Task};
 use crate::agent::protocol::{AgentAction, AgentStatus};
@@ -45,16 +45,21 @@ impl Orchestrator {
                 }
             }
         }
-        let agents: Vec<&str> = targets.iter().map(|t| t.agent.as_str()).collect();
-        let created = json!({
-            "extension": req.extension, "version": req.version, "scope": req.scope,
-            "strategy": req.strategy, "by": req.actor.name, "frontend": req.actor.frontend,
-            "utterance": req.utterance, "agents": agents,
-            "require_approval": req.require_approval, "max_failures": req.max_failures,
-            "gate": req.gate,
-        });
+        let created = Event::Created {
+            extension: req.extension.clone(),
+            version: req.version.clone(),
+            scope: req.scope.clone(),
+            strategy: req.strategy.clone(),
+            by: req.actor.name.clone(),
+            frontend: req.actor.frontend.clone(),
+            utterance: req.utterance.clone(),
+            agents: targets.iter().map(|t| t.agent.clone()).collect(),
+            require_approval: req.require_approval,
+            max_failures: req.max_failures,
+            gate: req.gate.clone(),
+        };
         let steps = super::analysis_gate::describe_plan(inner, &plan, &req.extension, &req.gate);
-        let planned = json!({ "plan": plan, "steps": steps });
+        let planned = Event::Planned { steps, plan: Some(plan.clone()) };
         let new = NewDeployment {
             extension: req.extension.clone(),
             version: req.version.clone(),
@@ -67,7 +72,8 @@ impl Orchestrator {
             targets,
         };
         // The overlap check and the insert are one transaction: see `admit_deployment`.
-        let events = [("created", created), ("planned", planned)];
+        let rows = [created.to_row(), planned.to_row()];
+        let events: Vec<(&str, serde_json::Value)> = rows.iter().map(|(k, d)| (k.as_str(), d.clone())).collect();
         let record = match inner.registry.admit_deployment(&new, req.queue, &events).await? {
             Admission::Overlap { agents, deployment } => return Err(OrchestrateError::Overlap { agents, deployment }),
             Admission::Queued { record, .. } => return Ok(record),
@@ -93,9 +99,12 @@ impl Orchestrator {
         admitted(&rec, Ctl::Pause)?;
         let reason = format!("paused by {} at {}", actor.name, at_step(&rec));
         inner
-            .journal(rec.id, "paused", json!({ "by": actor.name, "frontend": actor.frontend, "reason": reason }))
+            .journal(
+                rec.id,
+                Event::Paused { by: actor.name.clone(), frontend: actor.frontend.clone(), reason: reason.clone() },
+            )
             .await?;
-        inner.registry.set_status(rec.id, DeploymentStatus::Paused, Some(&reason)).await?;
+        inner.registry.set_held(rec.id, DeploymentStatus::Paused, &Hold::Paused, &reason).await?;
         inner.signal(rec.id, Control::Pause);
         inner.emit(RolloutEvent::Paused { id: rec.name.clone(), reason });
         inner.load(id).await
@@ -108,7 +117,7 @@ impl Orchestrator {
         let _driving = inner.drive().await?;
         let rec = inner.load(id).await?;
         admitted(&rec, Ctl::Resume)?;
-        inner.journal(rec.id, "resumed", json!({ "by": actor.name, "frontend": actor.frontend })).await?;
+        inner.journal(rec.id, Event::Resumed { by: actor.name.clone(), frontend: actor.frontend.clone() }).await?;
         inner.registry.set_status(rec.id, DeploymentStatus::Running, None).await?;
         if !inner.signal(rec.id, Control::Run) {
             // No task in this process (Parley restarted): installs are idempotent, so
@@ -131,8 +140,12 @@ impl Orchestrator {
         inner
             .journal(
                 rec.id,
-                "promoted",
-                json!({ "by": actor.name, "frontend": actor.frontend, "step": rec.current_step + 1, "waited": what }),
+                Event::Promoted {
+                    by: actor.name.clone(),
+                    frontend: actor.frontend.clone(),
+                    step: rec.current_step + 1,
+                    waited: what,
+                },
             )
             .await?;
         inner.registry.set_status(rec.id, DeploymentStatus::Running, None).await?;
@@ -154,7 +167,9 @@ impl Orchestrator {
         let rec = inner.load(id).await?;
         admitted(&rec, Ctl::Abort)?;
         let reason = format!("aborted by {} at {}", actor.name, at_step(&rec));
-        inner.journal(rec.id, "abort_requested", json!({ "by": actor.name, "frontend": actor.frontend })).await?;
+        inner
+            .journal(rec.id, Event::AbortRequested { by: actor.name.clone(), frontend: actor.frontend.clone() })
+            .await?;
         inner.stop_and_return(&rec, DeploymentStatus::Aborted, reason).await?;
         inner.load(id).await
     }
@@ -170,7 +185,10 @@ impl Orchestrator {
         if lifecycle::switched_not_retired(&rec) {
             let reason = format!("switched back to blue by {}", actor.name);
             inner
-                .journal(rec.id, "switch_back_requested", json!({ "by": actor.name, "frontend": actor.frontend }))
+                .journal(
+                    rec.id,
+                    Event::SwitchBackRequested { by: actor.name.clone(), frontend: actor.frontend.clone() },
+                )
                 .await?;
             inner.stop_and_return(&rec, DeploymentStatus::RolledBack, reason).await?;
             return inner.load(id).await;
@@ -180,7 +198,7 @@ impl Orchestrator {
             // stop it for good and return the agents it touched.
             let reason = format!("rolled back by {} after it was interrupted at {}", actor.name, at_step(&rec));
             inner
-                .journal(rec.id, "rollback_requested", json!({ "by": actor.name, "frontend": actor.frontend }))
+                .journal(rec.id, Event::RollbackRequested { by: actor.name.clone(), frontend: actor.frontend.clone() })
                 .await?;
             inner.stop_and_return(&rec, DeploymentStatus::RolledBack, reason).await?;
             return inner.load(id).await;
@@ -204,7 +222,9 @@ impl Orchestrator {
             )));
         }
         let reason = format!("rolled back by {}", actor.name);
-        inner.journal(rec.id, "rollback_requested", json!({ "by": actor.name, "frontend": actor.frontend })).await?;
+        inner
+            .journal(rec.id, Event::RollbackRequested { by: actor.name.clone(), frontend: actor.frontend.clone() })
+            .await?;
         inner.stop_and_return(&rec, DeploymentStatus::RolledBack, reason).await?;
         inner.load(id).await
     }
@@ -227,8 +247,11 @@ impl Orchestrator {
         inner
             .journal(
                 rec.id,
-                "retry",
-                json!({ "by": actor.name, "frontend": actor.frontend, "from_step": rec.current_step + 1 }),
+                Event::Retry {
+                    by: actor.name.clone(),
+                    frontend: actor.frontend.clone(),
+                    from_step: rec.current_step + 1,
+                },
             )
             .await?;
         inner.registry.reset_targets(rec.id, TargetState::Installed).await?;
@@ -253,20 +276,33 @@ impl Orchestrator {
         actor: &Actor,
     ) -> Result<AgentStatus, OrchestrateError> {
         let inner = &self.inner;
-        let base = json!({ "agent": agent, "action": action.as_str(), "by": actor.name, "frontend": actor.frontend });
-        inner.registry.append_event(None, "agent_action_started", &base).await?;
+        let started = Event::AgentActionStarted {
+            agent: agent.to_string(),
+            action: action.as_str().to_string(),
+            by: actor.name.clone(),
+            frontend: actor.frontend.clone(),
+        };
+        inner.record(None, &started).await?;
         let answer = tokio::time::timeout(inner.settings.install_timeout, inner.client.action(endpoint, action))
             .await
             .unwrap_or_else(|_| Err(AgentError::Timeout { endpoint: endpoint.to_string() }));
         match answer {
             Ok(status) => {
-                let data = json!({ "agent": agent, "action": action.as_str(), "state": status.state.as_str() });
-                inner.registry.append_event(None, "agent_action_succeeded", &data).await?;
+                let done = Event::AgentActionSucceeded {
+                    agent: agent.to_string(),
+                    action: action.as_str().to_string(),
+                    state: status.state.as_str().to_string(),
+                };
+                inner.record(None, &done).await?;
                 Ok(status)
             }
             Err(e) => {
-                let data = json!({ "agent": agent, "action": action.as_str(), "error": e.to_string() });
-                inner.registry.append_event(None, "agent_action_failed", &data).await?;
+                let failed = Event::AgentActionFailed {
+                    agent: agent.to_string(),
+                    action: action.as_str().to_string(),
+                    error: e.to_string(),
+                };
+                inner.record(None, &failed).await?;
                 Err(e.into())
             }
         }
@@ -334,8 +370,7 @@ impl Inner {
                     );
                     self.journal(
                         rec.id,
-                        "rollback_resumed",
-                        json!({ "reason": reason, "outcome": outcome, "found": found.summary }),
+                        Event::RollbackResumed { reason: reason.clone(), outcome, found: found.summary.clone() },
                     )
                     .await?;
                     self.registry.set_reason(rec.id, &progress).await?;
@@ -344,8 +379,8 @@ impl Inner {
                 DeploymentStatus::Running | DeploymentStatus::Pending => {
                     let rec = self.load(&rec.name).await?;
                     let reason = format!("{INTERRUPTED} {}: Parley stopped; {}", at_step(&rec), found.summary);
-                    self.journal(rec.id, "interrupted", json!({ "reason": reason, "was": rec.status })).await?;
-                    self.registry.set_status(rec.id, DeploymentStatus::Paused, Some(&reason)).await?;
+                    self.journal(rec.id, Event::Interrupted { reason: reason.clone(), was: rec.status }).await?;
+                    self.registry.set_held(rec.id, DeploymentStatus::Paused, &Hold::Interrupted, &reason).await?;
                     self.emit(RolloutEvent::Paused { id: rec.name.clone(), reason });
                 }
                 // Held (for promote, by the operator): it waits for the operator as it did.
@@ -383,7 +418,7 @@ impl Inner {
                 Ok(v) => v,
                 Err(error) => {
                     silent.push(t.agent.clone());
-                    entries.push(json!({ "agent": t.agent, "journal": t.state, "error": error }));
+                    entries.push(Found::Silent { agent: t.agent.clone(), journal: t.state, error });
                     continue;
                 }
             };
@@ -403,7 +438,7 @@ impl Inner {
                 TargetState::Installing if old => Some(TargetState::Pending),
                 _ => None,
             };
-            entries.push(json!({ "agent": t.agent, "journal": t.state, "runs": version, "now": fix }));
+            entries.push(Found::Answered { agent: t.agent.clone(), journal: t.state, runs: version.clone(), now: fix });
             match fix {
                 Some(state) => {
                     let detail = format!("found running {runs} after a restart (journal said {})", t.state.as_str());
@@ -427,24 +462,16 @@ impl Inner {
             parts.push(format!("no answer from {}", silent.join(", ")));
         }
         let summary = parts.join(", ");
-        self.journal(rec.id, "reconciled", json!({ "summary": summary, "agents": entries })).await?;
+        self.journal(rec.id, Event::Reconciled { summary: summary.clone(), agents: entries }).await?;
         Ok(Reconciled { summary })
     }
 
     /// Why a rollback that is under way started and how it ends, as journalled.
     async fn rollback_intent(&self, rec: &DeploymentRecord) -> Result<(DeploymentStatus, String), OrchestrateError> {
-        let event = self.registry.last_event(rec.id, "rollback_started").await?;
-        let outcome = event
-            .as_ref()
-            .and_then(|e| e.data["outcome"].as_str())
-            .and_then(DeploymentStatus::parse)
-            .unwrap_or(DeploymentStatus::RolledBack);
-        let reason = event
-            .as_ref()
-            .and_then(|e| e.data["reason"].as_str().map(str::to_string))
-            .or_else(|| rec.reason.clone())
-            .unwrap_or_else(|| "rolled back".to_string());
-        Ok((outcome, reason))
+        Ok(match self.rollback_started(rec.id).await? {
+            Some((outcome, reason)) => (outcome, reason),
+            None => (DeploymentStatus::RolledBack, rec.reason.clone().unwrap_or_else(|| "rolled back".to_string())),
+        })
     }
 
     /// Marks the deployment `rolling_back` for `reason`, journalling how it is to end,
@@ -456,11 +483,11 @@ impl Inner {
         outcome: DeploymentStatus,
         reason: &str,
     ) -> Result<(), OrchestrateError> {
-        let touched: Vec<&str> =
-            rec.targets.iter().filter(|t| t.state.is_touched()).map(|t| t.agent.as_str()).collect();
-        self.journal(rec.id, "rollback_started", json!({ "reason": reason, "outcome": outcome, "agents": touched }))
-            .await?;
-        let noun = if touched.len() == 1 { "agent" } else { "agents" };
+        let touched: Vec<String> =
+            rec.targets.iter().filter(|t| t.state.is_touched()).map(|t| t.agent.clone()).collect();
+        let started = Event::RollbackStarted { reason: reason.to_string(), outcome, agents: touched.clone() };
+        self.journal(rec.id, started).await?;
+        let noun = crate::words::noun(touched.len(), "agent");
         let progress = format!("{reason}; returning {} {noun} to their previous versions", touched.len());
         self.registry.set_status(rec.id, DeploymentStatus::RollingBack, Some(&progress)).await?;
         Ok(())
@@ -518,7 +545,7 @@ impl Inner {
             match check_overlap(rec.agents().map(str::to_string).collect::<Vec<_>>().iter(), &ahead, own) {
                 Ok(()) => {
                     self.refresh_previous(rec).await?;
-                    self.journal(rec.id, "dequeued", json!({ "was": rec.reason })).await?;
+                    self.journal(rec.id, Event::Dequeued { was: rec.reason.clone() }).await?;
                     self.registry.set_status(rec.id, DeploymentStatus::Running, None).await?;
                     self.emit(RolloutEvent::Started {
                         id: rec.name.clone(),
@@ -530,10 +557,11 @@ impl Inner {
                     self.spawn(rec.id, Job::Rollout { from_step: 0 });
                 }
                 Err(OrchestrateError::Overlap { deployment, .. }) => {
-                    let reason = format!("{QUEUED_BEHIND} {deployment}");
-                    if rec.reason.as_deref() != Some(reason.as_str()) {
-                        self.journal(rec.id, "queued", json!({ "behind": deployment })).await?;
-                        self.registry.set_reason(rec.id, &reason).await?;
+                    let hold = Hold::Queued { behind: deployment.clone() };
+                    if rec.hold.as_ref() != Some(&hold) {
+                        let reason = format!("{QUEUED_BEHIND} {deployment}");
+                        self.journal(rec.id, Event::Queued { behind: deployment.clone() }).await?;
+                        self.registry.set_held(rec.id, DeploymentStatus::Pending, &hold, &reason).await?;
                     }
                 }
                 Err(e) => return Err(e),
@@ -577,8 +605,29 @@ impl Inner {
         Ok(rec)
     }
 
-    pub(super) async fn journal(&self, id: i64, kind: &str, data: serde_json::Value) -> Result<(), RegistryError> {
-        self.registry.append_event(Some(id), kind, &data).await.map(|_| ())
+    /// Journals `event` for deployment `id`.
+    pub(super) async fn journal(&self, id: i64, event: Event) -> Result<(), RegistryError> {
+        self.record(Some(id), &event).await
+    }
+
+    /// Appends `event` to the log, for a deployment or (agent actions) for none.
+    pub(super) async fn record(&self, deployment: Option<i64>, event: &Event) -> Result<(), RegistryError> {
+        let (kind, data) = event.to_row();
+        self.registry.append_event(deployment, &kind, &data).await.map(|_| ())
+    }
+
+    /// The latest event of `kind` for deployment `id`, typed; `None` when there is
+    /// none (or it does not read as that kind).
+    pub(super) async fn last(&self, id: i64, kind: &str) -> Result<Option<Event>, RegistryError> {
+        Ok(self.registry.last_event(id, kind).await?.as_ref().and_then(Event::of))
+    }
+
+    /// How the rollback under way is to end and why, as its `rollback_started` said.
+    pub(super) async fn rollback_started(&self, id: i64) -> Result<Option<(DeploymentStatus, String)>, RegistryError> {
+        Ok(match self.last(id, journal::kind::ROLLBACK_STARTED).await? {
+            Some(Event::RollbackStarted { outcome, reason, .. }) => Some((outcome, reason)),
+            _ => None,
+        })
     }
 
     /// Agent name -> the unfinished deployment (rolling back included) that has it.

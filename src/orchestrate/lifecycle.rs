@@ -9,13 +9,10 @@
 
 use crate::ops::{DeploymentStatus, Operation, StrategyKind};
 use crate::registry::{DeploymentRecord, TargetRecord, TargetState};
+pub use crate::registry::{Hold, QUEUED_BEHIND};
 
-use super::WAITING_FOR_PROMOTE;
-
-/// The start of the reason of a deployment waiting for an overlapping one to finish.
-pub const QUEUED_BEHIND: &str = "queued behind";
-
-/// The start of the reason of a deployment that `Orchestrator::recover` paused.
+/// How the reason of a deployment that `Orchestrator::recover` paused starts (words
+/// for people: the state is [`Hold::Interrupted`]).
 pub(super) const INTERRUPTED: &str = "interrupted at";
 
 /// What an operator can do to one deployment.
@@ -117,27 +114,33 @@ pub enum Stage {
 }
 
 impl Stage {
-    /// Reads the record once; the reason's wording is consulted only here.
+    /// Reads the record's status and hold; the reason is only ever words to show.
     pub fn of(rec: &DeploymentRecord) -> Stage {
         let reason = rec.reason.as_deref().unwrap_or("");
-        match rec.status {
-            DeploymentStatus::Pending if reason.starts_with(QUEUED_BEHIND) => {
-                Stage::Queued { behind: reason.trim_start_matches(QUEUED_BEHIND).trim().to_string() }
-            }
-            DeploymentStatus::Pending | DeploymentStatus::Running => Stage::Running,
-            DeploymentStatus::Paused if reason.starts_with(WAITING_FOR_PROMOTE) => {
-                Stage::AwaitingPromote { what: reason.to_string() }
-            }
-            DeploymentStatus::Paused if reason.starts_with(INTERRUPTED) => Stage::Interrupted,
-            DeploymentStatus::Paused => Stage::Paused,
-            DeploymentStatus::RollingBack => Stage::RollingBack {
+        match (rec.status, &rec.hold) {
+            (DeploymentStatus::Pending, Some(Hold::Queued { behind })) => Stage::Queued { behind: behind.clone() },
+            (DeploymentStatus::Pending | DeploymentStatus::Running, _) => Stage::Running,
+            (DeploymentStatus::Paused, Some(Hold::Promote)) => Stage::AwaitingPromote {
+                what: if reason.is_empty() { "waiting for promote".to_string() } else { reason.to_string() },
+            },
+            (DeploymentStatus::Paused, Some(Hold::Interrupted)) => Stage::Interrupted,
+            (DeploymentStatus::Paused, _) => Stage::Paused,
+            (DeploymentStatus::RollingBack, _) => Stage::RollingBack {
                 why: if reason.is_empty() { "returning its agents".to_string() } else { reason.to_string() },
             },
-            DeploymentStatus::Succeeded => Stage::Succeeded,
-            DeploymentStatus::Failed => Stage::Failed,
-            DeploymentStatus::RolledBack => Stage::RolledBack,
-            DeploymentStatus::Aborted => Stage::Aborted,
+            (DeploymentStatus::Succeeded, _) => Stage::Succeeded,
+            (DeploymentStatus::Failed, _) => Stage::Failed,
+            (DeploymentStatus::RolledBack, _) => Stage::RolledBack,
+            (DeploymentStatus::Aborted, _) => Stage::Aborted,
         }
+    }
+}
+
+/// The deployment a queued one waits for; `None` when it is not queued.
+pub fn queued_behind(rec: &DeploymentRecord) -> Option<&str> {
+    match (rec.status, &rec.hold) {
+        (DeploymentStatus::Pending, Some(Hold::Queued { behind })) => Some(behind),
+        _ => None,
     }
 }
 
@@ -337,6 +340,15 @@ mod tests {
     use crate::ops::{Scope, Strategy};
 
     fn rec(status: DeploymentStatus, reason: Option<&str>, states: &[TargetState]) -> DeploymentRecord {
+        held(status, None, reason, states)
+    }
+
+    fn held(
+        status: DeploymentStatus,
+        hold: Option<Hold>,
+        reason: Option<&str>,
+        states: &[TargetState],
+    ) -> DeploymentRecord {
         DeploymentRecord {
             id: 3,
             name: "d-3".into(),
@@ -345,6 +357,7 @@ mod tests {
             scope: Scope::region("ap-south"),
             strategy: Strategy::of(StrategyKind::Rolling),
             status,
+            hold,
             reason: reason.map(str::to_string),
             actor: "alice".into(),
             frontend: "test".into(),
@@ -373,16 +386,31 @@ mod tests {
     fn every_stage() -> Vec<DeploymentRecord> {
         use DeploymentStatus as D;
         use TargetState as T;
-        let mut switched = rec(D::Paused, Some("waiting for promote to retire blue"), &[T::Installed, T::Pending]);
+        let mut switched = held(
+            D::Paused,
+            Some(Hold::Promote),
+            Some("waiting for promote to retire blue"),
+            &[T::Installed, T::Pending],
+        );
         switched.strategy = Strategy::of(StrategyKind::BlueGreen);
         switched.current_step = 1;
         switched.targets[1].step = 2;
         vec![
-            rec(D::Pending, Some("queued behind d-1"), &[T::Pending]),
+            held(D::Pending, Some(Hold::Queued { behind: "d-1".into() }), Some("queued behind d-1"), &[T::Pending]),
             rec(D::Running, None, &[T::Installed, T::Pending]),
-            rec(D::Paused, Some("paused by alice at step 1 of 2"), &[T::Installed, T::Pending]),
-            rec(D::Paused, Some("interrupted at step 1 of 2: Parley stopped"), &[T::Installed, T::Pending]),
-            rec(D::Paused, Some("waiting for promote before step 2 of 2"), &[T::Installed, T::Pending]),
+            held(D::Paused, Some(Hold::Paused), Some("paused by alice at step 1 of 2"), &[T::Installed, T::Pending]),
+            held(
+                D::Paused,
+                Some(Hold::Interrupted),
+                Some("interrupted at step 1 of 2: Parley stopped"),
+                &[T::Installed, T::Pending],
+            ),
+            held(
+                D::Paused,
+                Some(Hold::Promote),
+                Some("waiting for promote before step 2 of 2"),
+                &[T::Installed, T::Pending],
+            ),
             switched,
             rec(D::Succeeded, None, &[T::Installed, T::Installed]),
             rec(D::Failed, Some("rollback incomplete"), &[T::Failed, T::Pending]),

@@ -12,6 +12,7 @@ mod announce;
 mod control;
 mod driver;
 mod gate;
+pub mod journal;
 pub mod lifecycle;
 mod plan;
 mod run;
@@ -111,15 +112,7 @@ pub struct Placement {
 impl Placement {
     /// Whether `agent`, placed here, is one of the agents `sel` names.
     pub fn matches(&self, agent: &str, sel: &Selector) -> bool {
-        match sel {
-            Selector::Fleet => true,
-            Selector::Region(r) => self.region == *r,
-            Selector::Zone(z) => self.zone == *z,
-            Selector::Agent(a) => agent == a,
-            Selector::Env(e) => self.labels.get("env") == Some(e),
-            Selector::Capability(c) => self.capabilities.contains(c),
-            Selector::Tier(t) => self.labels.get("tier") == Some(t),
-        }
+        sel.selects(agent, &self.region, &self.zone, &self.labels, &self.capabilities)
     }
 
     /// The agent's value of a placement key: `zone`, `region`, or a label key.
@@ -242,12 +235,7 @@ pub enum OrchestrateError {
 }
 
 fn agents_phrase(agents: &[String]) -> String {
-    const SHOWN: usize = 5;
-    let mut s = agents.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
-    if agents.len() > SHOWN {
-        s.push_str(&format!(" and {} more", agents.len() - SHOWN));
-    }
-    s + if agents.len() == 1 { " is" } else { " are" }
+    format!("{} {}", crate::words::and_more(agents, 5), crate::words::is_are(agents.len()))
 }
 
 /// What the operator asked a running rollout task to do.

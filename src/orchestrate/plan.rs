@@ -14,7 +14,6 @@
 //!   max-unavailable of them out of service at once.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -82,11 +81,11 @@ impl Plan {
                         i + 1
                     )
                 } else {
-                    let noun = if s.agents.len() == 1 { "agent" } else { "agents" };
+                    let noun = crate::words::noun(s.agents.len(), "agent");
                     let limit = match self.max_unavailable {
                         Some(m) => format!(
                             "; at most {m} agent{} unavailable at once",
-                            if m == 1 { "" } else { "s" }
+                            crate::words::s(m)
                         ),
                         None => String::new(),
                     };
@@ -358,25 +357,14 @@ fn env_rank(env: &str) -> u8 {
 
 /// "edge-1 is" / "edge-1, edge-2 and 3 more are".
 fn some_agents(agents: &[&str]) -> String {
-    const SHOWN: usize = 5;
-    let mut s = agents.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
-    if agents.len() > SHOWN {
-        s.push_str(&format!(" and {} more", agents.len() - SHOWN));
-    }
-    s + if agents.len() == 1 { " is" } else { " are" }
+    format!("{} {}", crate::words::and_more(agents, 5), crate::words::is_are(agents.len()))
 }
 
 pub(crate) fn describe_gate(g: &HealthThresholds) -> String {
     format!("error rate < {}%, p95 < {} ms, cpu < {}%, memory < {}%", g.error_rate_pct, g.p95_ms, g.cpu_pct, g.mem_pct)
 }
 
-pub(crate) fn describe_duration(d: Duration) -> String {
-    if d.as_millis().is_multiple_of(1000) {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{} ms", d.as_millis())
-    }
-}
+pub(crate) use crate::words::duration as describe_duration;
 
 #[cfg(test)]
 mod tests {

@@ -4,19 +4,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::analysis_gate::Verdict;
 use super::gate::{self, Baseline, GateOutcome};
+use super::journal::{self, Event};
 use super::{Control, Inner, OrchestrateError, Plan, PlanStep, RolloutEvent, Wait, WAITING_FOR_PROMOTE};
 use crate::agent::AgentError;
 use crate::ops::DeploymentStatus;
-use crate::registry::{deployment_name, DeploymentRecord, TargetJournal, TargetRecord, TargetState};
+use crate::registry::{deployment_name, DeploymentRecord, Hold, TargetJournal, TargetRecord, TargetState};
 
-/// The start of a target's detail when its install failed, so that the failure
-/// budget can count them across steps.
+/// The start of a target's detail when its install failed (words for people: the
+/// failure budget counts failures from the journal, see [`failed_installs`]).
 const INSTALL_FAILED: &str = "install failed: ";
 
 pub(crate) enum Job {
@@ -74,12 +74,10 @@ pub(crate) struct Stop {
 /// journalled in its `created` event, or the settings'. The operator's number is for
 /// the whole rollout, so it is the per-step limit too.
 async fn budget(inner: &Inner, id: i64) -> Result<(usize, usize), OrchestrateError> {
-    let said = inner
-        .registry
-        .last_event(id, "created")
-        .await?
-        .and_then(|e| e.data["max_failures"].as_u64())
-        .and_then(|n| usize::try_from(n).ok());
+    let said = match inner.last(id, journal::kind::CREATED).await? {
+        Some(Event::Created { max_failures, .. }) => max_failures.and_then(|n| usize::try_from(n).ok()),
+        _ => None,
+    };
     Ok(match said {
         Some(n) => (n, n),
         None => (inner.settings.max_failed_per_step, inner.settings.max_failed_total),
@@ -88,8 +86,10 @@ async fn budget(inner: &Inner, id: i64) -> Result<(usize, usize), OrchestrateErr
 
 /// The plan the rollout was started with, as journalled in its `planned` event.
 async fn planned(inner: &Inner, id: i64) -> Result<Option<Plan>, OrchestrateError> {
-    let Some(event) = inner.registry.last_event(id, "planned").await? else { return Ok(None) };
-    Ok(serde_json::from_value::<Plan>(event.data["plan"].clone()).ok())
+    Ok(match inner.last(id, journal::kind::PLANNED).await? {
+        Some(Event::Planned { plan, .. }) => plan,
+        _ => None,
+    })
 }
 
 async fn rollout(
@@ -120,9 +120,7 @@ async fn rollout(
         let rec = load(inner, id).await?;
         let added: Vec<String> = rec.targets.iter().filter(|t| t.step == step).map(|t| t.agent.clone()).collect();
         let phase = plan_step.as_ref().and_then(|p| p.name.clone());
-        inner
-            .journal(id, "step_started", json!({ "step": step + 1, "of": steps, "agents": added, "phase": phase }))
-            .await?;
+        inner.journal(id, Event::StepStarted { step: step + 1, of: steps, agents: added.clone(), phase }).await?;
         inner.emit(RolloutEvent::StepStarted {
             id: name.clone(),
             step: step as usize + 1,
@@ -134,7 +132,7 @@ async fn rollout(
             // green is live and blue is the standby.
             let green = rec.targets.iter().filter(|t| t.step < step).count();
             let blue = rec.targets.iter().filter(|t| t.step > step).count();
-            inner.journal(id, "switched", json!({ "green": green, "blue": blue })).await?;
+            inner.journal(id, Event::Switched { green, blue }).await?;
         } else {
             // This step's agents, and agents of earlier steps a crash or retry left
             // mid-way; agents that failed within the budget stay as they are.
@@ -159,13 +157,7 @@ async fn rollout(
                 Some(slots) => install_limited(inner, id, &extension, &version, &batch, slots).await?,
             };
             if !failures.is_empty() {
-                let total = load(inner, id)
-                    .await?
-                    .targets
-                    .iter()
-                    .filter(|t| t.detail.as_deref().is_some_and(|d| d.starts_with(INSTALL_FAILED)))
-                    .count()
-                    .max(failures.len());
+                let total = failed_installs(inner, id).await?.max(failures.len());
                 if failures.len() > per_step || total > overall {
                     let reason = format!(
                         "install failed at step {} of {steps}: {} (failure budget: {per_step} per step, {overall} in all; {} failed in this step, {total} in all)",
@@ -176,7 +168,8 @@ async fn rollout(
                     return fail(inner, id, &reason).await;
                 }
                 let agents: Vec<&str> = failures.iter().map(|(a, _)| a.as_str()).collect();
-                inner.journal(id, "failure_within_budget", json!({ "step": step + 1, "agents": agents })).await?;
+                let within = agents.iter().map(|a| a.to_string()).collect();
+                inner.journal(id, Event::FailureWithinBudget { step: step + 1, agents: within }).await?;
                 // An agent whose install failed may hold anything: put it back now so
                 // that it runs a version the registry knows.
                 let rec = load(inner, id).await?;
@@ -211,7 +204,7 @@ async fn rollout(
                     Verdict::Fail(reason) => return fail(inner, id, &reason).await,
                     Verdict::Stop(stop) => return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await,
                     Verdict::Hold(reason) => {
-                        if let Some(stop) = hold(inner, id, reason, None, &mut control).await? {
+                        if let Some(stop) = hold(inner, id, Hold::Inconclusive, reason, None, &mut control).await? {
                             return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await;
                         }
                     }
@@ -231,11 +224,22 @@ async fn rollout(
                 inner
                     .journal(
                         id,
-                        "gate_evaluated",
-                        json!({ "step": step + 1, "passed": result.passed(), "outcome": result.outcome,
-                                "failed_kinds": result.failed_kinds(), "breaches": result.breaches,
-                                "unreachable": result.unreachable, "baseline": result.baseline,
-                                "counts": result.counts.iter().map(|(k, v)| (k.as_str(), *v)).collect::<BTreeMap<_, _>>() }),
+                        Event::GateEvaluated {
+                            step: step + 1,
+                            passed: result.passed(),
+                            outcome: result.outcome,
+                            failed_kinds: result.failed_kinds(),
+                            breaches: result.breaches.clone(),
+                            unreachable: result.unreachable.clone(),
+                            baseline: result.baseline,
+                            counts: result
+                                .counts
+                                .iter()
+                                .map(|(k, v)| (k.as_str().to_string(), *v))
+                                .collect::<BTreeMap<_, _>>(),
+                            analysis: None,
+                            source: None,
+                        },
                     )
                     .await?;
                 inner.emit(RolloutEvent::GateEvaluated {
@@ -262,7 +266,7 @@ async fn rollout(
                             step + 1,
                             result.describe()
                         );
-                        if let Some(stop) = hold(inner, id, reason, None, &mut control).await? {
+                        if let Some(stop) = hold(inner, id, Hold::Inconclusive, reason, None, &mut control).await? {
                             return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await;
                         }
                     }
@@ -272,7 +276,7 @@ async fn rollout(
         if let Some(wait) = plan_step.as_ref().and_then(|p| p.wait) {
             if step + 1 < steps {
                 let (reason, timer) = wait_reason(&rec, plan.as_ref(), step, wait, &inner.settings);
-                if let Some(stop) = hold(inner, id, reason, timer, &mut control).await? {
+                if let Some(stop) = hold(inner, id, Hold::Promote, reason, timer, &mut control).await? {
                     return rollback_and_finish(inner, id, stop.outcome, &stop.reason).await;
                 }
             }
@@ -305,7 +309,7 @@ async fn rollout(
     if !failed.is_empty() {
         reason.push_str(&format!("; failed within the failure budget: {}", failed.join(", ")));
     }
-    inner.journal(id, "succeeded", json!({ "reason": reason })).await?;
+    inner.journal(id, Event::Succeeded { reason: reason.clone() }).await?;
     inner.registry.set_status(id, DeploymentStatus::Succeeded, Some(&reason)).await?;
     inner.emit(RolloutEvent::Finished { id: name, status: DeploymentStatus::Succeeded, reason });
     Ok(())
@@ -360,11 +364,13 @@ fn wait_reason(
     }
 }
 
-/// Holds the deployment (paused, with `reason`) until the operator resumes or
-/// promotes it, or until `timer`. Answers the stop if the operator aborted instead.
+/// Holds the deployment (paused, with `why` and the `reason` that says it) until the
+/// operator resumes or promotes it, or until `timer`. Answers the stop if the
+/// operator aborted instead.
 async fn hold(
     inner: &Arc<Inner>,
     id: i64,
+    why: Hold,
     reason: String,
     timer: Option<std::time::Duration>,
     control: &mut watch::Receiver<Control>,
@@ -374,8 +380,8 @@ async fn hold(
         if let Control::Abort { reason, outcome } = &*control.borrow() {
             return Ok(Some(Stop { outcome: *outcome, reason: reason.clone() }));
         }
-        inner.journal(id, "held", json!({ "reason": reason })).await?;
-        inner.registry.set_status(id, DeploymentStatus::Paused, Some(&reason)).await?;
+        inner.journal(id, Event::Held { reason: reason.clone() }).await?;
+        inner.registry.set_held(id, DeploymentStatus::Paused, &why, &reason).await?;
         inner.signal(id, Control::Pause);
         inner.emit(RolloutEvent::Paused { id: deployment_name(id), reason });
     }
@@ -388,7 +394,7 @@ async fn hold(
             if let Control::Abort { reason, outcome } = &*control.borrow() {
                 return Ok(Some(Stop { outcome: *outcome, reason: reason.clone() }));
             }
-            inner.journal(id, "hold_timer_elapsed", json!({ "after_secs": timer.as_secs_f64() })).await?;
+            inner.journal(id, Event::HoldTimerElapsed { after_secs: timer.as_secs_f64() }).await?;
             inner.registry.set_status(id, DeploymentStatus::Running, None).await?;
             inner.signal(id, Control::Run);
             inner.emit(RolloutEvent::Resumed { id: deployment_name(id) });
@@ -463,9 +469,7 @@ async fn unavailable_slots(
         if free > 0 || serving == 0 {
             if !out.is_empty() {
                 let agents: Vec<String> = out.iter().map(|(a, why)| format!("{a} ({why})")).collect();
-                inner
-                    .journal(id, "unavailable_counted", json!({ "step": step + 1, "agents": agents, "slots": free }))
-                    .await?;
+                inner.journal(id, Event::UnavailableCounted { step: step + 1, agents, slots: free }).await?;
             }
             return Ok(Ok(Slots { free, out: out.into_iter().map(|(a, _)| a).collect() }));
         }
@@ -478,7 +482,7 @@ async fn unavailable_slots(
             out.iter().map(|(a, why)| format!("{a} {why}")).collect::<Vec<_>>().join(", "),
             if out.len() == 1 { "it is" } else { "they are" },
         );
-        if let Some(stop) = hold(inner, id, reason, None, control).await? {
+        if let Some(stop) = hold(inner, id, Hold::Unavailable, reason, None, control).await? {
             return Ok(Err(stop));
         }
     }
@@ -532,12 +536,24 @@ async fn install_batch(
     batch: &[TargetRecord],
 ) -> Result<Vec<(String, String)>, OrchestrateError> {
     // Journalled before any install is sent, as one transaction for the whole step.
+    let rows: Vec<(String, serde_json::Value)> = batch
+        .iter()
+        .map(|t| {
+            Event::InstallStarted {
+                agent: t.agent.clone(),
+                version: version.to_string(),
+                previous: t.previous_version.clone(),
+            }
+            .to_row()
+        })
+        .collect();
     let started: Vec<TargetJournal<'_>> = batch
         .iter()
-        .map(|t| TargetJournal {
+        .zip(&rows)
+        .map(|(t, (kind, data))| TargetJournal {
             agent: &t.agent,
-            kind: "install_started",
-            data: json!({ "agent": t.agent, "version": version, "previous": t.previous_version }),
+            kind,
+            data: data.clone(),
             state: TargetState::Installing,
             detail: None,
         })
@@ -547,35 +563,29 @@ async fn install_batch(
     let results = futures::future::join_all(calls).await;
     let name = deployment_name(id);
     let mut failures = Vec::new();
-    let mut outcomes = Vec::with_capacity(results.len());
+    let mut succeeded = Vec::new();
     for (t, result) in &results {
         match result {
-            Ok(()) => outcomes.push(TargetJournal {
-                agent: &t.agent,
-                kind: "install_succeeded",
-                data: json!({ "agent": t.agent, "version": version }),
-                state: TargetState::Installed,
-                detail: None,
-            }),
+            Ok(()) => succeeded.push(&t.agent),
             Err((state, error)) => {
-                failures.push((
-                    t.agent.clone(),
-                    format!("{}: {error}", t.agent),
-                    format!("{INSTALL_FAILED}{error}"),
-                    *state,
-                ));
+                failures.push((t.agent.clone(), error.clone(), format!("{INSTALL_FAILED}{error}"), *state));
             }
         }
     }
-    for (agent, _, detail, state) in &failures {
-        let error = detail.strip_prefix(INSTALL_FAILED).unwrap_or(detail);
-        outcomes.push(TargetJournal {
-            agent,
-            kind: "install_failed",
-            data: json!({ "agent": agent, "error": error }),
-            state: *state,
-            detail: Some(detail),
-        });
+    let ok_rows: Vec<(String, serde_json::Value)> = succeeded
+        .iter()
+        .map(|agent| Event::InstallSucceeded { agent: agent.to_string(), version: version.to_string() }.to_row())
+        .collect();
+    let failed_rows: Vec<(String, serde_json::Value)> = failures
+        .iter()
+        .map(|(agent, error, _, _)| Event::InstallFailed { agent: agent.clone(), error: error.clone() }.to_row())
+        .collect();
+    let mut outcomes = Vec::with_capacity(results.len());
+    for (agent, (kind, data)) in succeeded.iter().zip(&ok_rows) {
+        outcomes.push(TargetJournal { agent, kind, data: data.clone(), state: TargetState::Installed, detail: None });
+    }
+    for ((agent, _, detail, state), (kind, data)) in failures.iter().zip(&failed_rows) {
+        outcomes.push(TargetJournal { agent, kind, data: data.clone(), state: *state, detail: Some(detail) });
     }
     // Results are journalled before anyone is told about them.
     inner.registry.journal_targets(id, &outcomes).await?;
@@ -591,7 +601,32 @@ async fn install_batch(
             }
         }
     }
-    Ok(failures.into_iter().map(|(agent, line, _, _)| (agent, line)).collect())
+    Ok(failures
+        .into_iter()
+        .map(|(agent, error, _, _)| {
+            let line = format!("{agent}: {error}");
+            (agent, line)
+        })
+        .collect())
+}
+
+/// How many agents failed to install in this run of the rollout (since its last
+/// retry), as the journal says: those whose latest install ended `install_failed`.
+async fn failed_installs(inner: &Inner, id: i64) -> Result<usize, OrchestrateError> {
+    let mut failed: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    for e in inner.registry.events(id).await? {
+        match Event::of(&e) {
+            Some(Event::Retry { .. }) => failed.clear(),
+            Some(Event::InstallFailed { agent, .. }) => {
+                failed.insert(agent, true);
+            }
+            Some(Event::InstallSucceeded { agent, .. }) => {
+                failed.insert(agent, false);
+            }
+            _ => {}
+        }
+    }
+    Ok(failed.values().filter(|f| **f).count())
 }
 
 /// One install, bounded, and checked against what the agent then reports: an agent
@@ -626,7 +661,7 @@ async fn install_one(
 }
 
 async fn fail(inner: &Arc<Inner>, id: i64, reason: &str) -> Result<(), OrchestrateError> {
-    inner.journal(id, "rollout_failed", json!({ "reason": reason })).await?;
+    inner.journal(id, Event::RolloutFailed { reason: reason.to_string() }).await?;
     rollback_and_finish(inner, id, DeploymentStatus::RolledBack, reason).await
 }
 
@@ -647,12 +682,7 @@ async fn rollback_and_finish(
         let _transition = inner.transitions.lock().await;
         let rec = load(inner, id).await?;
         if rec.status == DeploymentStatus::RollingBack {
-            let event = inner.registry.last_event(id, "rollback_started").await?;
-            let said = event.as_ref().map(|e| &e.data);
-            (
-                said.and_then(|d| d["outcome"].as_str()).and_then(DeploymentStatus::parse).unwrap_or(outcome),
-                said.and_then(|d| d["reason"].as_str()).unwrap_or(reason).to_string(),
-            )
+            inner.rollback_started(id).await?.unwrap_or_else(|| (outcome, reason.to_string()))
         } else {
             inner.begin_rollback(&rec, outcome, reason).await?;
             (outcome, reason.to_string())
@@ -667,7 +697,7 @@ async fn rollback_and_finish(
         (DeploymentStatus::Failed, format!("{reason}; rollback incomplete: {}", failures.join("; ")))
     };
     let _transition = inner.transitions.lock().await;
-    inner.journal(id, "finished", json!({ "status": status, "reason": reason })).await?;
+    inner.journal(id, Event::Finished { status, reason: reason.clone() }).await?;
     inner.registry.set_status(id, status, Some(&reason)).await?;
     inner.emit(RolloutEvent::Finished { id: rec.name.clone(), status, reason });
     Ok(())
@@ -678,7 +708,7 @@ fn returned_summary(rec: &DeploymentRecord, touched: &[TargetRecord]) -> String 
         [] => "no agent had been changed".to_string(),
         [first, rest @ ..] => {
             let n = touched.len();
-            let noun = if n == 1 { "agent" } else { "agents" };
+            let noun = crate::words::noun(n, "agent");
             if rest.iter().all(|t| t.previous_version == first.previous_version) {
                 match &first.previous_version {
                     Some(v) => format!("{n} {noun} returned to {} {v}", rec.extension),
@@ -700,7 +730,9 @@ async fn rollback_agents(
     after_failure: bool,
 ) -> Result<Vec<String>, OrchestrateError> {
     for t in touched {
-        inner.journal(rec.id, "rollback_agent_started", json!({ "agent": t.agent, "to": t.previous_version })).await?;
+        inner
+            .journal(rec.id, Event::RollbackAgentStarted { agent: t.agent.clone(), to: t.previous_version.clone() })
+            .await?;
     }
     let calls = touched.iter().map(|t| async move { (t, restore_one(inner, t, &rec.extension).await) });
     let results = futures::future::join_all(calls).await;
@@ -709,7 +741,7 @@ async fn rollback_agents(
         let to = t.previous_version.clone();
         match result {
             Ok(()) => {
-                inner.journal(rec.id, "rollback_agent_succeeded", json!({ "agent": t.agent, "to": to })).await?;
+                inner.journal(rec.id, Event::RollbackAgentSucceeded { agent: t.agent.clone(), to: to.clone() }).await?;
                 let mut detail = format!("returned to {}", to.as_deref().unwrap_or("not installed"));
                 if after_failure {
                     detail = format!("{}; {detail}", t.detail.as_deref().unwrap_or(INSTALL_FAILED));
@@ -725,7 +757,10 @@ async fn rollback_agents(
             }
             Err(error) => {
                 inner
-                    .journal(rec.id, "rollback_agent_failed", json!({ "agent": t.agent, "to": to, "error": error }))
+                    .journal(
+                        rec.id,
+                        Event::RollbackAgentFailed { agent: t.agent.clone(), to: to.clone(), error: error.clone() },
+                    )
                     .await?;
                 let left_on = match t.state {
                     TargetState::Installed => format!("{} still runs {} {}", t.agent, rec.extension, rec.version),

@@ -370,7 +370,7 @@ async fn until(orch: &Orchestrator, id: &str, f: impl Fn(&DeploymentRecord) -> b
 }
 
 fn waiting(rec: &DeploymentRecord) -> bool {
-    rec.status == DeploymentStatus::Paused && rec.reason.as_deref().unwrap_or("").starts_with(WAITING_FOR_PROMOTE)
+    rec.status == DeploymentStatus::Paused && rec.hold == Some(crate::registry::Hold::Promote)
 }
 
 #[tokio::test]

@@ -5,16 +5,16 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::records::{
-    deployment_name, Admission, DeploymentFilter, DeploymentRecord, EventRecord, NewDeployment, TargetJournal,
+    deployment_name, Admission, DeploymentFilter, DeploymentRecord, EventRecord, Hold, NewDeployment, TargetJournal,
     TargetRecord,
 };
 use super::{from_millis, to_millis, Registry, RegistryError, TargetState};
 use crate::ops::DeploymentStatus;
 
-/// The start of the reason of a deployment waiting for an overlapping one to finish.
+/// How the reason of a queued deployment starts, for people (the state is its [`Hold`]).
 pub const QUEUED_BEHIND: &str = "queued behind";
 
-const DEPLOYMENT_COLUMNS: &str = "id, extension, version, scope, strategy, status, reason, actor_name, \
+const DEPLOYMENT_COLUMNS: &str = "id, extension, version, scope, strategy, status, hold, reason, actor_name, \
      actor_frontend, utterance, current_step, step_count, created_at, updated_at, finished_at";
 
 impl Registry {
@@ -69,12 +69,15 @@ impl Registry {
             }
             return Ok(Admission::Overlap { agents, deployment: deployment_name(blocker) });
         }
-        let queued = blocker.map(|b| format!("{QUEUED_BEHIND} {}", deployment_name(b)));
+        let queued = blocker.map(|b| {
+            let behind = deployment_name(b);
+            (format!("{QUEUED_BEHIND} {behind}"), Hold::Queued { behind })
+        });
         let mut new = new.clone();
         if queued.is_some() {
             new.status = DeploymentStatus::Pending;
         }
-        let id = insert_deployment(&mut tx, &new, queued.as_deref()).await?;
+        let id = insert_deployment(&mut tx, &new, queued.as_ref()).await?;
         let at = to_millis(Utc::now());
         let behind = blocker.map(|b| ("queued", serde_json::json!({ "behind": deployment_name(b) })));
         for (kind, data) in events.iter().map(|(k, d)| (*k, d.clone())).chain(behind) {
@@ -95,27 +98,53 @@ impl Registry {
         })
     }
 
-    /// Sets the status and its reason. A terminal status stamps `finished_at`; an
-    /// active one clears it (a retried or resumed deployment is not finished).
+    /// Sets the status and its reason, and lifts any hold. A terminal status stamps
+    /// `finished_at`; an active one clears it (a retried or resumed deployment is not
+    /// finished).
     pub async fn set_status(
         &self,
         id: i64,
         status: DeploymentStatus,
         reason: Option<&str>,
     ) -> Result<(), RegistryError> {
-        let _hold = self.hold();
+        self.write_status(id, status, None, reason).await
+    }
+
+    /// Holds the deployment: `status` (pending or paused) with why it waits, and
+    /// the reason that says so to people.
+    pub async fn set_held(
+        &self,
+        id: i64,
+        status: DeploymentStatus,
+        hold: &Hold,
+        reason: &str,
+    ) -> Result<(), RegistryError> {
+        self.write_status(id, status, Some(hold), Some(reason)).await
+    }
+
+    async fn write_status(
+        &self,
+        id: i64,
+        status: DeploymentStatus,
+        hold: Option<&Hold>,
+        reason: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        let _clock = self.hold();
+        let hold = hold.map(json_text).transpose()?;
         let _write = self.write_lock().await;
         let now = to_millis(Utc::now());
         let finished = (!status.is_active()).then_some(now);
-        let done =
-            sqlx::query("UPDATE deployments SET status = ?, reason = ?, updated_at = ?, finished_at = ? WHERE id = ?")
-                .bind(status.as_str())
-                .bind(reason)
-                .bind(now)
-                .bind(finished)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(
+            "UPDATE deployments SET status = ?, hold = ?, reason = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(hold)
+        .bind(reason)
+        .bind(now)
+        .bind(finished)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         require_row(done.rows_affected(), id)
     }
 
@@ -385,22 +414,27 @@ const ACTIVE: &str = "'pending', 'running', 'paused', 'rolling_back'";
 async fn insert_deployment(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     new: &NewDeployment,
-    reason: Option<&str>,
+    queued: Option<&(String, Hold)>,
 ) -> Result<i64, RegistryError> {
+    let (reason, hold) = match queued {
+        Some((reason, hold)) => (Some(reason.as_str()), Some(json_text(hold)?)),
+        None => (None, None),
+    };
     let now = to_millis(Utc::now());
     let scope = json_text(&new.scope)?;
     let strategy = json_text(&new.strategy)?;
     let finished = (!new.status.is_active()).then_some(now);
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO deployments (extension, version, scope, strategy, status, reason, actor_name, actor_frontend, \
-         utterance, current_step, step_count, created_at, updated_at, finished_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO deployments (extension, version, scope, strategy, status, hold, reason, actor_name, \
+         actor_frontend, utterance, current_step, step_count, created_at, updated_at, finished_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&new.extension)
     .bind(&new.version)
     .bind(scope)
     .bind(strategy)
     .bind(new.status.as_str())
+    .bind(hold)
     .bind(reason)
     .bind(&new.actor.name)
     .bind(&new.actor.frontend)
@@ -449,6 +483,7 @@ fn deployment_from_row(row: &SqliteRow) -> Result<DeploymentRecord, RegistryErro
     let scope: String = row.try_get("scope")?;
     let strategy: String = row.try_get("strategy")?;
     let status: String = row.try_get("status")?;
+    let hold: Option<String> = row.try_get("hold")?;
     let finished: Option<i64> = row.try_get("finished_at")?;
     Ok(DeploymentRecord {
         id,
@@ -458,6 +493,9 @@ fn deployment_from_row(row: &SqliteRow) -> Result<DeploymentRecord, RegistryErro
         strategy: serde_json::from_str(&strategy).map_err(|e| RegistryError::Data(format!("{name} strategy: {e}")))?,
         status: DeploymentStatus::parse(&status)
             .ok_or_else(|| RegistryError::Data(format!("{name} status `{status}`")))?,
+        hold: hold
+            .map(|h| serde_json::from_str(&h).map_err(|e| RegistryError::Data(format!("{name} hold `{h}`: {e}"))))
+            .transpose()?,
         reason: row.try_get("reason")?,
         actor: row.try_get("actor_name")?,
         frontend: row.try_get("actor_frontend")?,

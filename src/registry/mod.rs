@@ -27,7 +27,7 @@ pub use deployments::QUEUED_BEHIND;
 pub use inquiry::{FreezeRecord, MAX_ROWS};
 pub use records::{
     deployment_id_from_name, deployment_name, Admission, AuditEntry, AuditResult, DeploymentFilter, DeploymentRecord,
-    EventRecord, NewDeployment, NewTarget, TargetJournal, TargetRecord, TargetState,
+    EventRecord, Hold, NewDeployment, NewTarget, TargetJournal, TargetRecord, TargetState,
 };
 pub use report::{Report, TimelineDay};
 pub use routing::{NewRoutingChange, RoutingChange};

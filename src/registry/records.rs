@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ops::{Actor, DeploymentStatus, Operation, Role, Scope, Strategy};
 
@@ -20,7 +20,7 @@ pub fn deployment_id_from_name(name: &str) -> Option<i64> {
 }
 
 /// Where one agent stands in a deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetState {
     Pending,
@@ -65,6 +65,28 @@ impl TargetState {
     }
 }
 
+/// Why a pending or paused deployment waits: the state the lifecycle decides on,
+/// stored in its own column. The deployment's `reason` says the same for people and
+/// is never read back to decide anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Hold {
+    /// Pending until the unfinished deployment `behind` (`d-<id>`) that shares
+    /// agents with it finishes.
+    Queued { behind: String },
+    /// Paused by an operator.
+    Paused,
+    /// Paused by a health gate that could not decide: resume or abort.
+    Inconclusive,
+    /// Held before a step because as many of its agents as may be unavailable at
+    /// once already are: resume once they are back, or abort.
+    Unavailable,
+    /// Held until "promote": the next phase, a blue-green switch or blue's retirement.
+    Promote,
+    /// Paused because a previous Parley stopped mid-way.
+    Interrupted,
+}
+
 /// One agent of a deployment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetRecord {
@@ -89,6 +111,9 @@ pub struct DeploymentRecord {
     pub scope: Scope,
     pub strategy: Strategy,
     pub status: DeploymentStatus,
+    /// Why it waits, while it is pending or paused for a reason the lifecycle knows.
+    pub hold: Option<Hold>,
+    /// What happened, for people only: nothing decides on its wording.
     pub reason: Option<String>,
     pub actor: String,
     pub frontend: String,

@@ -477,3 +477,71 @@ async fn sixty_four_concurrent_writers_on_one_file_never_fail_for_contention() {
     assert!(d.targets.iter().all(|t| t.state == TargetState::Installed), "{:?}", d.targets);
     eprintln!("64 writers x 4 rounds in {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn the_hold_migration_reads_each_reason_once_and_leaves_the_rest_unheld() {
+    // A registry as the release before typed holds left it (migrations 1 to 4).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("parley.db");
+    let rows = [
+        ("pending", "queued behind d-12"),
+        ("pending", "Queued behind d-3 (typed by hand)"),
+        (
+            "paused",
+            "held before installing step 2 of 3: 1 already unavailable (edge-4 down) and at most 1 may be at once",
+        ),
+        ("paused", "waiting for promote to retire blue: green (2 agents) is live"),
+        ("paused", "something an older release wrote"),
+        ("running", "waiting for promote"),
+        ("succeeded", "queued behind d-1"),
+    ];
+    {
+        let options =
+            sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true).foreign_keys(true);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.migrations =
+            std::borrow::Cow::Owned(migrator.migrations.iter().filter(|m| m.version < 5).cloned().collect());
+        migrator.run(&pool).await.unwrap();
+        let scope = serde_json::to_string(&Scope::region("ap-south")).unwrap();
+        let strategy = serde_json::to_string(&Strategy::of(StrategyKind::Rolling)).unwrap();
+        for (status, reason) in rows {
+            sqlx::query(
+                "INSERT INTO deployments (extension, version, scope, strategy, status, reason, actor_name, \
+                 actor_frontend, utterance, created_at, updated_at) VALUES ('a', '1', ?, ?, ?, ?, 'x', 'y', 'z', 1, 1)",
+            )
+            .bind(&scope)
+            .bind(&strategy)
+            .bind(status)
+            .bind(reason)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    }
+    let reg = Registry::open(&path).await.unwrap();
+    let mut holds = Vec::new();
+    for id in 1..=7 {
+        let d = reg.deployment(id).await.unwrap().unwrap();
+        assert_eq!(d.reason.as_deref(), Some(rows[(id - 1) as usize].1), "the reason is kept, for people");
+        holds.push(d.hold);
+    }
+    assert_eq!(
+        holds,
+        [
+            Some(Hold::Queued { behind: "d-12".into() }),
+            None,
+            Some(Hold::Unavailable),
+            Some(Hold::Promote),
+            Some(Hold::Paused),
+            None,
+            None,
+        ]
+    );
+    // From now on the hold is written with the status, and lifted with it.
+    reg.set_held(1, DeploymentStatus::Paused, &Hold::Inconclusive, "gate inconclusive").await.unwrap();
+    assert_eq!(reg.deployment(1).await.unwrap().unwrap().hold, Some(Hold::Inconclusive));
+    reg.set_status(1, DeploymentStatus::Running, None).await.unwrap();
+    assert_eq!(reg.deployment(1).await.unwrap().unwrap().hold, None);
+}

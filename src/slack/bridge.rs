@@ -406,7 +406,7 @@ impl Bridge {
             let headline = match &p.finished {
                 Some((status, _)) => status.to_string(),
                 None => {
-                    format!("in progress, {} agent{} installed", p.installed, if p.installed == 1 { "" } else { "s" })
+                    format!("in progress, {} agent{} installed", p.installed, crate::words::s(p.installed))
                 }
             };
             let message = blocks::progress_message(&id, &headline, &p.lines);

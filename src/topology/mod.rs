@@ -265,15 +265,7 @@ impl AgentView {
     }
 
     pub fn matches(&self, sel: &Selector) -> bool {
-        match sel {
-            Selector::Fleet => true,
-            Selector::Region(r) => self.region == *r,
-            Selector::Zone(z) => self.zone == *z,
-            Selector::Agent(a) => self.name == *a,
-            Selector::Env(e) => self.env() == Some(e.as_str()),
-            Selector::Capability(c) => self.has_capability(c),
-            Selector::Tier(t) => self.tier() == Some(t.as_str()),
-        }
+        sel.selects(&self.name, &self.region, &self.zone, &self.labels, &self.capabilities)
     }
 
     pub fn matches_scope(&self, scope: &Scope) -> bool {

@@ -16,7 +16,7 @@ use super::render::render;
 use super::state::{App, Button, Pane};
 use crate::ops::{DeploymentStatus, Operation, Scope, Strategy, StrategyKind};
 use crate::orchestrate::RolloutEvent;
-use crate::registry::{DeploymentRecord, TargetRecord, TargetState};
+use crate::registry::{DeploymentRecord, Hold, TargetRecord, TargetState};
 use crate::reply::{Outcome, Reply, Table};
 use crate::topology::demo::demo_topology;
 use crate::topology::{HealthThresholds, Liveness, Topology};
@@ -78,6 +78,7 @@ fn canary_mid_way() -> DeploymentRecord {
         scope: Scope::region("eu-west"),
         strategy: Strategy { steps: Some(vec![10, 100]), batch_size: None, ..Strategy::of(StrategyKind::Canary) },
         status: DeploymentStatus::Running,
+        hold: None,
         reason: None,
         actor: "alice".into(),
         frontend: "tui".into(),
@@ -303,6 +304,7 @@ fn a_rollout_waiting_for_approval_offers_promote_not_resume() {
     let mut a = app();
     let mut d = canary_mid_way();
     d.status = DeploymentStatus::Paused;
+    d.hold = Some(Hold::Promote);
     d.reason = Some("waiting for promote: canary (step 1 of 2) passed its gate; promote starts step 2".into());
     a.set_deployments(vec![d]);
     a.focus = Pane::Deployments;
