@@ -72,8 +72,13 @@ fn score(cases: &[Case]) -> (usize, usize, String) {
             exact += 1;
         } else {
             let show = |v: &Option<Value>| v.as_ref().map_or("nothing".to_string(), Value::to_string);
-            misses += &format!("  {:?}{}\n     got  {}\n     want {}\n", c.said,
-                c.after.as_ref().map(|a| format!(" (after {a:?})")).unwrap_or_default(), show(&got), show(&c.want));
+            misses += &format!(
+                "  {:?}{}\n     got  {}\n     want {}\n",
+                c.said,
+                c.after.as_ref().map(|a| format!(" (after {a:?})")).unwrap_or_default(),
+                show(&got),
+                show(&c.want)
+            );
         }
     }
     (exact, cases.len(), misses)

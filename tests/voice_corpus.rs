@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use parley::voice::frontend::CONFIRM_BELOW;
+use parley::voice::frontend::{AGREEMENT_FLOOR, CONFIRM_BELOW};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_parley");
@@ -193,7 +193,9 @@ fn synthesise(cache: &Path, clip: &Clip) -> PathBuf {
         }
         Engine::Flite => {
             let stretch = if fast { "0.8" } else { "1.0" };
-            sh(Command::new("flite").args(["-voice", voice, "--setf", &format!("duration_stretch={stretch}"), "-t", &said, "-o"]).arg(&tmp));
+            sh(Command::new("flite")
+                .args(["-voice", voice, "--setf", &format!("duration_stretch={stretch}"), "-t", &said, "-o"])
+                .arg(&tmp));
         }
         Engine::Festival => {
             let stretch = if fast { "0.8" } else { "1.0" };
@@ -229,11 +231,16 @@ fn synthesise(cache: &Path, clip: &Clip) -> PathBuf {
 }
 
 /// `parley parse --json` of every text, in one go per text.
-fn typed(texts: &[String]) -> BTreeMap<String, Value> {
+fn typed(texts: &[String], data: &Path) -> BTreeMap<String, Value> {
     texts
         .iter()
         .map(|t| {
-            let out = Command::new(BIN).args(["parse", "--json", t]).output().expect("parley parse");
+            let out = Command::new(BIN)
+                .arg("--data-dir")
+                .arg(data)
+                .args(["parse", "--json", t])
+                .output()
+                .expect("parley parse");
             let v: Value = serde_json::from_slice(&out.stdout).expect("parse JSON");
             assert!(!v["operation"].is_null(), "the typed form of {t:?} must parse");
             (t.clone(), v["operation"].clone())
@@ -249,6 +256,8 @@ struct Heard {
     /// The session read the operation back (a risky one) before acting.
     read_back: bool,
     confidence: f64,
+    /// The second, unconstrained decoding meant the same operation.
+    agrees: bool,
     heard: String,
     seconds: f64,
 }
@@ -265,12 +274,12 @@ fn run(clips: &[Clip]) -> Vec<Heard> {
         t.dedup();
         t
     };
-    let want = typed(&texts);
     let data = tempfile::tempdir().expect("tempdir");
+    let want = typed(&texts, &data.path().join("parse"));
     let out = Command::new(BIN)
         .arg("--data-dir")
         .arg(data.path())
-        .args(["--bake-secs", "0", "voice", "--json", "--confirm-below", "0", "--model"])
+        .args(["--bake-secs", "0", "voice", "--json", "--confirm-below", "0", "--second-pass", "always", "--model"])
         .arg(&model)
         .arg("--file")
         .args(&files)
@@ -293,6 +302,7 @@ fn run(clips: &[Clip]) -> Vec<Heard> {
                 mutation: MUTATIONS.contains(&op),
                 read_back: got.iter().any(|l| l["needs_confirmation"] == true),
                 confidence: got.first().and_then(|l| l["confidence"].as_f64()).unwrap_or(0.0),
+                agrees: got.first().is_some_and(|l| l["second_pass"]["agrees"] == true),
                 heard: got.iter().map(|l| l["heard"].as_str().unwrap_or("")).collect::<Vec<_>>().join(" | "),
                 seconds: got.iter().filter_map(|l| l["transcribe_seconds"].as_f64()).sum(),
             }
@@ -300,8 +310,21 @@ fn run(clips: &[Clip]) -> Vec<Heard> {
         .collect()
 }
 
+/// Whether the front-end acts on a turn at `threshold`, as `frontend` decides it: sure
+/// enough, or unsure but confirmed by the second pass above [`AGREEMENT_FLOOR`].
+fn acts(h: &Heard, threshold: f64) -> bool {
+    h.confidence >= threshold || (h.agrees && h.confidence >= f64::from(AGREEMENT_FLOOR).min(threshold))
+}
+
 /// (wrong mutations acted on without read-back, right transcripts held) at `threshold`.
 fn gate(results: &[Heard], threshold: f64) -> (usize, usize) {
+    let acted_wrong = results.iter().filter(|h| !h.right && h.mutation && acts(h, threshold) && !h.read_back).count();
+    let right_held = results.iter().filter(|h| h.right && !acts(h, threshold)).count();
+    (acted_wrong, right_held)
+}
+
+/// The same without the second pass: the gate on confidence alone.
+fn gate_alone(results: &[Heard], threshold: f64) -> (usize, usize) {
     let acted_wrong =
         results.iter().filter(|h| !h.right && h.mutation && h.confidence >= threshold && !h.read_back).count();
     let right_held = results.iter().filter(|h| h.right && h.confidence < threshold).count();
@@ -329,10 +352,15 @@ fn report(results: &[Heard]) -> String {
     }
     let right = results.iter().filter(|h| h.right).count();
     out += &format!("all {right}/{} exact ({:.1}%)\n", results.len(), right as f64 * 100.0 / results.len() as f64);
-    out += "threshold  wrong-mutations-acted  right-held\n";
-    for t in [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7] {
+    out += "threshold  wrong-mutations-acted  right-held          (confidence alone: acted, held)\n";
+    for t in [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8] {
         let (w, r) = gate(results, t);
-        out += &format!("{t:9.2}  {w:21}  {r:4}/{right} ({:.1}%)\n", r as f64 * 100.0 / right.max(1) as f64);
+        let (w1, r1) = gate_alone(results, t);
+        out += &format!(
+            "{t:9.2}  {w:21}  {r:4}/{right} ({:4.1}%)   {w1:3} {r1:4} ({:4.1}%)\n",
+            r as f64 * 100.0 / right.max(1) as f64,
+            r1 as f64 * 100.0 / right.max(1) as f64
+        );
     }
     let mut secs: Vec<f64> = results.iter().map(|h| h.seconds).collect();
     secs.sort_by(f64::total_cmp);
@@ -340,13 +368,14 @@ fn report(results: &[Heard]) -> String {
     for h in results.iter().filter(|h| !h.right) {
         let (engine, voice) = VOICES[h.clip.voice];
         out += &format!(
-            "MISS {:?} [{}/{voice} {} {}] heard {:?} conf {:.3}{}\n",
+            "MISS {:?} [{}/{voice} {} {}] heard {:?} conf {:.3} agrees {}{}\n",
             h.clip.text,
             engine.name(),
             RATES[h.clip.rate],
             NOISES[h.clip.noise],
             h.heard,
             h.confidence,
+            h.agrees,
             if h.mutation { " (mutation)" } else { "" }
         );
     }
@@ -365,7 +394,10 @@ fn assert_targets(results: &[Heard]) {
     let (acted_wrong, right_held) = gate(results, f64::from(CONFIRM_BELOW));
     assert_eq!(acted_wrong, 0, "wrong mutations acted on without read-back at {CONFIRM_BELOW}\n{text}");
     let right = results.iter().filter(|h| h.right).count();
-    assert!(right_held * 10 <= right, "{right_held}/{right} right transcripts held at {CONFIRM_BELOW} (at most 10%)\n{text}");
+    assert!(
+        right_held * 10 <= right,
+        "{right_held}/{right} right transcripts held at {CONFIRM_BELOW} (at most 10%)\n{text}"
+    );
 }
 
 #[test]

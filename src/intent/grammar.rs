@@ -203,11 +203,15 @@ pub fn compile(files: &[(String, String)]) -> Result<Compiled, IntentError> {
         let parsed: FileDef =
             toml::from_str(text).map_err(|e| IntentError::File { file: file.clone(), reason: flat(&e.to_string()) })?;
         for r in &parsed.rewrite {
-            let means: Vec<String> = phrase(&r.means).split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect();
+            let means: Vec<String> =
+                phrase(&r.means).split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect();
             for said in &r.say {
                 let said: Vec<String> = phrase(said).split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect();
                 if said.is_empty() {
-                    return Err(IntentError::File { file: file.clone(), reason: format!("rewrite of {:?}: nothing to replace", r.means) });
+                    return Err(IntentError::File {
+                        file: file.clone(),
+                        reason: format!("rewrite of {:?}: nothing to replace", r.means),
+                    });
                 }
                 rewrites.push((said, means.clone()));
             }
@@ -223,7 +227,10 @@ pub fn compile(files: &[(String, String)]) -> Result<Compiled, IntentError> {
             }
             for pattern in def.patterns.iter().map(PatternDef::text) {
                 words.extend(
-                    pattern.split(|c: char| !c.is_ascii_alphabetic()).filter(|w| w.len() > 1).map(str::to_ascii_lowercase),
+                    pattern
+                        .split(|c: char| !c.is_ascii_alphabetic())
+                        .filter(|w| w.len() > 1)
+                        .map(str::to_ascii_lowercase),
                 );
             }
             let intent = compile_intent(file, def)?;

@@ -253,7 +253,9 @@ impl Grammar {
         let mut op = previous.clone();
         for (slot, value) in said {
             let value = match (&value, op.to_json().get(&slot)) {
-                (Value::Array(new), Some(Value::Array(old))) if intent.slot(&slot).is_some_and(|s| s.kind == SlotKind::Scope) => {
+                (Value::Array(new), Some(Value::Array(old)))
+                    if intent.slot(&slot).is_some_and(|s| s.kind == SlotKind::Scope) =>
+                {
                     json!(merge_scope(old, new))
                 }
                 _ => value,
@@ -264,7 +266,14 @@ impl Grammar {
             }
         }
         let missing = self.missing(&op);
-        Parse { operation: Some(op), missing, references: Vec::new(), truncated: parse.truncated, rejected: None, bare: false }
+        Parse {
+            operation: Some(op),
+            missing,
+            references: Vec::new(),
+            truncated: parse.truncated,
+            rejected: None,
+            bare: false,
+        }
     }
 
     /// The words of an utterance as the grammar reads them: normalised, shorthand
@@ -280,7 +289,11 @@ impl Grammar {
     fn repair_typos(&self, mut tokens: Vec<Token>, vocab: &Vocabulary) -> Vec<Token> {
         for t in tokens.iter_mut() {
             let w = t.text.as_str();
-            if w.len() < 5 || !w.bytes().all(|b| b.is_ascii_lowercase()) || self.compiled.words.contains(w) || vocab.knows(w) {
+            if w.len() < 5
+                || !w.bytes().all(|b| b.is_ascii_lowercase())
+                || self.compiled.words.contains(w)
+                || vocab.knows(w)
+            {
                 continue;
             }
             let fix = self.compiled.verbs.iter().find(|v| one_slip(w, v));
@@ -399,9 +412,9 @@ fn one_slip(a: &str, b: &str) -> bool {
 /// Words that open or close a follow-up ("and", "what about", "too"), and words
 /// that stand for "the same things" in one ("ones", "agents").
 const FOLLOW_UP_WORDS: &[&str] = &[
-    "and", "what", "about", "how", "same", "for", "in", "on", "at", "with", "also", "the", "then", "ok", "okay",
-    "too", "as", "well", "ones", "one", "agents", "nodes", "boxes", "hosts", "now", "there", "of", "thing",
-    "since", "from", "until", "over", "during", "last",
+    "and", "what", "about", "how", "same", "for", "in", "on", "at", "with", "also", "the", "then", "ok", "okay", "too",
+    "as", "well", "ones", "one", "agents", "nodes", "boxes", "hosts", "now", "there", "of", "thing", "since", "from",
+    "until", "over", "during", "last",
 ];
 
 /// A follow-up: only values, opened by a follow-up word ("and us-east?", "same for

@@ -14,12 +14,78 @@
 /// ("watch", "tail", "restart", "make", "ping") are left out: a flag or a path still gives
 /// those lines away.
 const SHELL_ONLY: &[&str] = &[
-    "kubectl", "k9s", "docker", "podman", "sudo", "systemctl", "journalctl", "ssh", "scp", "rsync", "curl", "wget",
-    "cat", "grep", "egrep", "rg", "ls", "cd", "git", "helm", "terraform", "ansible", "ansible-playbook", "ps",
-    "htop", "echo", "export", "chmod", "chown", "mkdir", "rm", "mv", "cp", "vim", "vi", "nano", "less", "head",
-    "awk", "sed", "jq", "cargo", "npm", "pip", "python", "python3", "bash", "sh", "zsh", "apt", "apt-get", "yum",
-    "dnf", "brew", "nc", "dig", "nslookup", "traceroute", "netstat", "ss", "tcpdump", "psql", "sqlite3",
-    "mysql", "redis-cli", "aws", "gcloud", "az", "tar", "unzip", "openssl", "crontab",
+    "kubectl",
+    "k9s",
+    "docker",
+    "podman",
+    "sudo",
+    "systemctl",
+    "journalctl",
+    "ssh",
+    "scp",
+    "rsync",
+    "curl",
+    "wget",
+    "cat",
+    "grep",
+    "egrep",
+    "rg",
+    "ls",
+    "cd",
+    "git",
+    "helm",
+    "terraform",
+    "ansible",
+    "ansible-playbook",
+    "ps",
+    "htop",
+    "echo",
+    "export",
+    "chmod",
+    "chown",
+    "mkdir",
+    "rm",
+    "mv",
+    "cp",
+    "vim",
+    "vi",
+    "nano",
+    "less",
+    "head",
+    "awk",
+    "sed",
+    "jq",
+    "cargo",
+    "npm",
+    "pip",
+    "python",
+    "python3",
+    "bash",
+    "sh",
+    "zsh",
+    "apt",
+    "apt-get",
+    "yum",
+    "dnf",
+    "brew",
+    "nc",
+    "dig",
+    "nslookup",
+    "traceroute",
+    "netstat",
+    "ss",
+    "tcpdump",
+    "psql",
+    "sqlite3",
+    "mysql",
+    "redis-cli",
+    "aws",
+    "gcloud",
+    "az",
+    "tar",
+    "unzip",
+    "openssl",
+    "crontab",
 ];
 
 const LOG_LEVELS: &[&str] = &["ERROR", "WARN", "WARNING", "INFO", "DEBUG", "TRACE", "FATAL", "CRITICAL", "ERR"];
@@ -158,7 +224,10 @@ fn is_field(w: &str) -> bool {
 fn is_source_location(w: &str) -> bool {
     let Some((file, line)) = w.split_once(':') else { return false };
     file.contains('.')
-        && file.rsplit('.').next().is_some_and(|ext| (1..=4).contains(&ext.len()) && ext.chars().all(|c| c.is_ascii_alphabetic()))
+        && file
+            .rsplit('.')
+            .next()
+            .is_some_and(|ext| (1..=4).contains(&ext.len()) && ext.chars().all(|c| c.is_ascii_alphabetic()))
         && line.split(':').next().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 

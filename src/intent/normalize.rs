@@ -485,9 +485,14 @@ mod tests {
         assert_eq!(canonical("Restart-edge-five."), "restart edge 5");
         assert_eq!(canonical("Drain, Edge 7."), "drain edge 7");
         assert_eq!(canonical("Deploy AuthFilter two point one to EU-West."), "deploy auth filter 2.1 to eu west");
-        assert_eq!(canonical("Shift ten percent of traffic from US East, to US West."), "shift 10 % of traffic from us east to us west");
-        assert_eq!(canonical("Roll out rate-limiter 1.1 as a canary: twenty-five, then fifty."),
-            "roll out rate limiter 1.1 as a canary 25 then 50");
+        assert_eq!(
+            canonical("Shift ten percent of traffic from US East, to US West."),
+            "shift 10 % of traffic from us east to us west"
+        );
+        assert_eq!(
+            canonical("Roll out rate-limiter 1.1 as a canary: twenty-five, then fifty."),
+            "roll out rate limiter 1.1 as a canary 25 then 50"
+        );
         assert_eq!(canonical("DRAIN EDGE-9"), "drain edge 9");
         assert_eq!(canonical("Yes."), "yes");
         // Canonical text is a fixed point.

@@ -826,7 +826,17 @@ fn steps_without_units(out: &mut [Entity]) {
         let small = out[k].value.as_deref().and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| (1..=100).contains(&n));
         if out[k].kind == Kind::Number && small && listing {
             out[k].kind = Kind::Percent;
-        } else if !matches!(out[k].kind, Kind::Region | Kind::Zone | Kind::Env | Kind::Fleet | Kind::Extension | Kind::Version | Kind::Capability | Kind::Tier) {
+        } else if !matches!(
+            out[k].kind,
+            Kind::Region
+                | Kind::Zone
+                | Kind::Env
+                | Kind::Fleet
+                | Kind::Extension
+                | Kind::Version
+                | Kind::Capability
+                | Kind::Tier
+        ) {
             listing = false;
         }
     }

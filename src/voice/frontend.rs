@@ -211,8 +211,8 @@ impl Turns<'_> {
     ) -> Result<(), VoiceError> {
         let t = transcriber.clone();
         let constrained = self.grammar.is_some();
-        let (samples, prompt_owned, grammar) = (samples.to_vec(), prompt.to_string(), self.grammar.clone());
-        let heard = tokio::task::spawn_blocking(move || t.transcribe(&samples, &prompt_owned, grammar.as_deref()))
+        let (audio, prompt_owned, grammar) = (samples.to_vec(), prompt.to_string(), self.grammar.clone());
+        let heard = tokio::task::spawn_blocking(move || t.transcribe(&audio, &prompt_owned, grammar.as_deref()))
             .await
             .map_err(|e| VoiceError::Usage(format!("transcription stopped: {e}")))??;
         // Under the grammar every word is already one Parley knows; the resolver's
