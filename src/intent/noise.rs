@@ -110,7 +110,7 @@ fn is_sql(words: &[&str]) -> bool {
     let has = |s: &str| w.iter().any(|x| x == s);
     let has_call = words.iter().any(|x| x.contains("(*)") || x.to_ascii_lowercase().starts_with("count("));
     match w.first().map(String::as_str) {
-        Some("select") => has("from") || has_call || words.iter().any(|x| *x == "*"),
+        Some("select") => has("from") || has_call || words.contains(&"*"),
         Some("insert") => w.get(1).is_some_and(|x| x == "into"),
         Some("delete") => w.get(1).is_some_and(|x| x == "from"),
         Some("update") => has("set") && words.iter().any(|x| x.contains('=')),
@@ -151,8 +151,8 @@ fn is_path(w: &str) -> bool {
     // "kind/name": letters on both sides of the slash ("w/" alone is chat shorthand).
     match w.split_once('/') {
         Some((a, b)) => {
-            a.len() > 2
-                && b.len() > 1
+            a.len() > 3
+                && b.len() > 2
                 && a.chars().all(|c| c.is_ascii_lowercase())
                 && b.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         }

@@ -818,16 +818,16 @@ fn steps_without_units(out: &mut [Entity]) {
     };
     let Some(first) = out.iter().position(steps) else { return };
     let mut listing = false;
-    for k in first..out.len() {
-        if steps(&out[k]) {
+    for e in out.iter_mut().skip(first) {
+        if steps(e) {
             listing = true;
             continue;
         }
-        let small = out[k].value.as_deref().and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| (1..=100).contains(&n));
-        if out[k].kind == Kind::Number && small && listing {
-            out[k].kind = Kind::Percent;
+        let small = e.value.as_deref().and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| (1..=100).contains(&n));
+        if e.kind == Kind::Number && small && listing {
+            e.kind = Kind::Percent;
         } else if !matches!(
-            out[k].kind,
+            e.kind,
             Kind::Region
                 | Kind::Zone
                 | Kind::Env
