@@ -44,7 +44,6 @@ impl Engine {
         }
     }
 }
-}
 
 /// (engine, voice)
 const VOICES: [(Engine, &str); 7] = [
