@@ -1,5 +1,6 @@
-//! Voice benchmarks: Whisper model load time and the transcription time of a
-//! 3-second spoken command, for every installed model (tiny.en, base) in
+//! Voice benchmarks: Whisper model load time, and the whole path of a 4-second
+//! spoken command to its typed operation (constrained transcription, the shared
+//! normaliser, the intent parser), for every installed model (tiny.en, base) in
 //! `$PARLEY_MODEL_CACHE/models` (default ~/.cache/parley-models/models).
 //! Speech is synthesised with espeak-ng. Run: `cargo bench --features whisper --bench voice`
 //! (add `cuda` to the features for the GPU build).
@@ -22,7 +23,7 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/parley-models"));
     let wav = std::env::temp_dir().join(format!("parley-bench-{}.wav", std::process::id()));
-    let text = "roll out auth filter two point one to eu west as a canary";
+    let text = "roll out auth filter two point one to E U west as a canary, ten percent then fifty percent";
     let ok =
         Command::new("espeak-ng").arg("-w").arg(&wav).args(["-s", "160", text]).status().is_ok_and(|s| s.success());
     if !ok {
@@ -40,7 +41,12 @@ fn main() {
         eprintln!("the embedded demo fleet did not load");
         return;
     };
-    let prompt = resolve::initial_prompt(&Vocabulary::from_topology(&topo));
+    let vocab = Vocabulary::from_topology(&topo);
+    let prompt = resolve::initial_prompt(&vocab);
+    let Ok(parser) = parley::intent::Grammar::embedded() else {
+        eprintln!("the embedded grammar did not load");
+        return;
+    };
     let grammar = match SpokenGrammar::embedded().and_then(|g| Matcher::compile(&g, &Slots::from_topology(&topo))) {
         Ok(m) => m,
         Err(e) => {
@@ -67,15 +73,18 @@ fn main() {
         };
         let mut runs = Vec::new();
         let mut heard = String::new();
+        let mut op = None;
         for _ in 0..transcribe_runs {
             let t = Instant::now();
             if let Ok(tr) = model.transcribe(&samples, &prompt, Some(&grammar)) {
-                heard = tr.text;
+                heard = resolve::normalise(&tr.text);
+                op = parser.parse(&heard, &vocab).operation;
             }
             runs.push(t.elapsed().as_secs_f64());
         }
+        println!("{name}: operation {}", op.map(|o| o.to_json().to_string()).unwrap_or_else(|| "none".into()));
         println!(
-            "{name}: load median {:.3} s; transcribe median {:.3} s (min {:.3}) of {transcribe_runs}; heard {heard:?}",
+            "{name}: load median {:.3} s; command to operation median {:.3} s (min {:.3}) of {transcribe_runs}; heard {heard:?}",
             median(loads),
             median(runs.clone()),
             runs.iter().copied().fold(f64::INFINITY, f64::min)

@@ -163,9 +163,20 @@ struct VoiceArgs {
     /// Beam width for decoding; 1 is greedy (faster, a little less accurate).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=8))]
     beam: i32,
+    /// When a second decoding without the grammar checks what was heard: for unsure
+    /// transcripts only (default), for every one (to measure), or never.
+    #[arg(long, value_enum, default_value_t = SecondPassArg::WhenUnsure)]
+    second_pass: SecondPassArg,
     /// A model name installed in <data-dir>/models (tiny.en, base) or a ggml file.
     #[arg(long, default_value = "tiny.en", value_name = "NAME|FILE")]
     model: String,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SecondPassArg {
+    WhenUnsure,
+    Always,
+    Never,
 }
 
 #[derive(Subcommand)]
@@ -550,6 +561,11 @@ async fn voice(parley: &Parley, config: &Config, args: &VoiceArgs) -> anyhow::Re
         grammar,
         beam: args.beam,
         confirm_below: args.confirm_below,
+        second_pass: match args.second_pass {
+            SecondPassArg::WhenUnsure => frontend::SecondPass::WhenUnsure,
+            SecondPassArg::Always => frontend::SecondPass::Always,
+            SecondPassArg::Never => frontend::SecondPass::Never,
+        },
     };
     Ok(frontend::run(parley, input, &options).await?)
 }

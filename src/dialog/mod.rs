@@ -55,6 +55,8 @@ struct Context {
     acted: Option<undo::Subject>,
     /// The last troubleshooting question, for "and us-east?".
     inquiry: Option<Operation>,
+    /// The last operation carried out, for follow-ups ("and us-east?").
+    last: Option<Operation>,
 }
 
 #[derive(Debug, Clone)]
@@ -291,7 +293,10 @@ impl Session {
                 .with_follow_ups(["help", "how healthy is the fleet?"]);
         }
         let vocab = self.vocabulary();
-        let parse = self.services.grammar.parse(text, &vocab);
+        // A follow-up ("and us-east?") repeats the last operation with what it names,
+        // unless a question is waiting for its answer.
+        let previous = self.context.last.as_ref().filter(|_| self.pending.is_none());
+        let parse = self.services.grammar.parse_after(previous, text, &vocab);
         if let Some(rejected) = &parse.rejected {
             return self.rejected(rejected, &vocab);
         }
@@ -694,6 +699,7 @@ impl Session {
 
     /// Updates the context from an executed turn.
     fn remember(&mut self, op: &Operation, reply: &Reply) {
+        self.context.last = Some(op.clone());
         let acted = op.mutates() && !reply.outcome.is_failure();
         if acted || matches!(op, Operation::ShowDeployment { .. }) {
             if let Some(subject) = undo::Subject::of(op, reply.deployment.as_deref()) {

@@ -19,6 +19,26 @@ use crate::ops::Operation;
 struct FileDef {
     #[serde(default)]
     intent: Vec<IntentDef>,
+    #[serde(default)]
+    rewrite: Vec<RewriteDef>,
+}
+
+/// Words said one way and meant another ("hows" -> "how", "stop sending traffic
+/// to" -> "move all traffic away from"), replaced before anything is recognised.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewriteDef {
+    say: Vec<String>,
+    #[serde(rename = "as")]
+    means: String,
+}
+
+/// A pattern, alone or with a priority of its own (over its intent's).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PatternDef {
+    Plain(String),
+    Ranked { re: String, priority: i32 },
 }
 
 #[derive(Deserialize)]
@@ -29,7 +49,7 @@ struct IntentDef {
     priority: i32,
     #[serde(default)]
     verbs: Vec<String>,
-    patterns: Vec<String>,
+    patterns: Vec<PatternDef>,
     #[serde(default)]
     required: Vec<String>,
     #[serde(default)]
@@ -142,6 +162,8 @@ pub struct Intent {
     pub op: String,
     pub priority: i32,
     pub patterns: Vec<Regex>,
+    /// Each pattern's priority: its own, or the intent's.
+    pub ranks: Vec<i32>,
     pub required: Vec<String>,
     pub pronoun: Option<String>,
     /// Matches only an utterance of plain words (`plain = true` in the file).
@@ -165,6 +187,12 @@ pub struct Compiled {
     owners: Vec<(usize, usize)>,
     /// Hyphenated words from verbs ("fail-over"): not unknown names.
     pub plain_phrases: HashSet<String>,
+    /// Every word the patterns and verbs spell out: never taken for a typo.
+    pub words: HashSet<String>,
+    /// One-word verbs of five letters or more, longest first: what a typo is read as.
+    pub verbs: Vec<String>,
+    /// (said, meant) token sequences, longest said first.
+    pub rewrites: Vec<(Vec<String>, Vec<String>)>,
 }
 
 pub fn compile(files: &[(String, String)]) -> Result<Compiled, IntentError> {
@@ -172,12 +200,42 @@ pub fn compile(files: &[(String, String)]) -> Result<Compiled, IntentError> {
     let mut sources = Vec::new();
     let mut owners = Vec::new();
     let mut plain_phrases = HashSet::new();
+    let mut words = HashSet::new();
+    let mut verbs: Vec<String> = Vec::new();
+    let mut rewrites: Vec<(Vec<String>, Vec<String>)> = Vec::new();
     for (file, text) in files {
         let parsed: FileDef =
             toml::from_str(text).map_err(|e| IntentError::File { file: file.clone(), reason: flat(&e.to_string()) })?;
+        for r in &parsed.rewrite {
+            let means: Vec<String> =
+                phrase(&r.means).split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect();
+            for said in &r.say {
+                let said: Vec<String> = phrase(said).split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect();
+                if said.is_empty() {
+                    return Err(IntentError::File {
+                        file: file.clone(),
+                        reason: format!("rewrite of {:?}: nothing to replace", r.means),
+                    });
+                }
+                rewrites.push((said, means.clone()));
+            }
+        }
         for def in parsed.intent {
             for v in &def.verbs {
-                plain_phrases.insert(phrase(v));
+                let p = phrase(v);
+                if p.len() >= 5 && p.bytes().all(|b| b.is_ascii_lowercase()) && !verbs.contains(&p) {
+                    verbs.push(p.clone());
+                }
+                words.extend(p.split(' ').map(str::to_string));
+                plain_phrases.insert(p);
+            }
+            for pattern in def.patterns.iter().map(PatternDef::text) {
+                words.extend(
+                    pattern
+                        .split(|c: char| !c.is_ascii_alphabetic())
+                        .filter(|w| w.len() > 1)
+                        .map(str::to_ascii_lowercase),
+                );
             }
             let intent = compile_intent(file, def)?;
             for (p, re) in intent.patterns.iter().enumerate() {
@@ -189,7 +247,48 @@ pub fn compile(files: &[(String, String)]) -> Result<Compiled, IntentError> {
     }
     let set = RegexSet::new(&sources)
         .map_err(|e| IntentError::File { file: "intents".into(), reason: flat(&e.to_string()) })?;
-    Ok(Compiled { intents, set, owners, plain_phrases })
+    verbs.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    rewrites.sort_by_key(|(said, _)| std::cmp::Reverse(said.len()));
+    Ok(Compiled { intents, set, owners, plain_phrases, words, verbs, rewrites })
+}
+
+impl PatternDef {
+    fn text(&self) -> &str {
+        match self {
+            PatternDef::Plain(s) => s,
+            PatternDef::Ranked { re, .. } => re,
+        }
+    }
+}
+
+impl Compiled {
+    /// The tokens with every rewrite applied (longest said first, left to right).
+    pub fn rewrite(&self, tokens: Vec<super::normalize::Token>) -> Vec<super::normalize::Token> {
+        if self.rewrites.is_empty() {
+            return tokens;
+        }
+        let mut out = Vec::with_capacity(tokens.len());
+        let mut i = 0;
+        // Each word put in is a chunk of its own (from the top of the range, which
+        // the tokenizer never reaches): words, not parts of one hyphenated name.
+        let mut chunk = u32::MAX;
+        'next: while i < tokens.len() {
+            for (said, means) in &self.rewrites {
+                let end = i + said.len();
+                if end <= tokens.len() && tokens[i..end].iter().zip(said).all(|(t, w)| t.text == *w) {
+                    for m in means {
+                        out.push(super::normalize::Token { text: m.clone(), chunk });
+                        chunk -= 1;
+                    }
+                    i = end;
+                    continue 'next;
+                }
+            }
+            out.push(tokens[i].clone());
+            i += 1;
+        }
+        out
+    }
 }
 
 /// TOML and regex errors come over several lines with carets; one line reads better
@@ -215,7 +314,13 @@ fn compile_intent(file: &str, def: IntentDef) -> Result<Intent, IntentError> {
     verbs.sort_by_key(|v| std::cmp::Reverse(v.len()));
     let verb_alt = format!("(?:{})", verbs.iter().map(|v| regex::escape(v)).collect::<Vec<_>>().join("|"));
     let mut patterns = Vec::new();
-    for p in &def.patterns {
+    let mut ranks = Vec::new();
+    for def_p in &def.patterns {
+        let p = def_p.text();
+        ranks.push(match def_p {
+            PatternDef::Ranked { priority, .. } => *priority,
+            PatternDef::Plain(_) => def.priority,
+        });
         if p.contains("{verb}") && verbs.is_empty() {
             return Err(err("patterns", format!("`{p}` uses {{verb}} but the intent has no verbs")));
         }
@@ -265,6 +370,7 @@ fn compile_intent(file: &str, def: IntentDef) -> Result<Intent, IntentError> {
         op: def.op,
         priority: def.priority,
         patterns,
+        ranks,
         required: def.required,
         pronoun: def.pronoun,
         plain: def.plain,
@@ -316,14 +422,13 @@ impl Compiled {
                 continue;
             }
             let len = intent.patterns[p].find(skeleton).map(|m| m.len()).unwrap_or(0);
+            let rank = intent.ranks.get(p).copied().unwrap_or(intent.priority);
             let better = match best {
                 None => true,
-                Some((bp, bl, bi)) => {
-                    (intent.priority, len) > (bp, bl) || ((intent.priority, len) == (bp, bl) && i < bi)
-                }
+                Some((bp, bl, bi)) => (rank, len) > (bp, bl) || ((rank, len) == (bp, bl) && i < bi),
             };
             if better {
-                best = Some((intent.priority, len, i));
+                best = Some((rank, len, i));
             }
         }
         best.map(|(_, _, i)| &self.intents[i])

@@ -11,6 +11,7 @@
 //! feasibility check, not this module, tells the operator, with [`suggest`]ions.
 
 mod grammar;
+mod noise;
 pub(crate) mod normalize;
 mod slots;
 mod vocab;
@@ -25,7 +26,8 @@ use serde_json::{json, Value};
 
 use crate::ops::{Operation, Scope};
 pub use grammar::SlotKind;
-pub use normalize::MAX_INPUT_BYTES;
+pub use noise::is_not_a_request;
+pub use normalize::{canonical, MAX_INPUT_BYTES};
 pub use vocab::{suggest, Vocabulary};
 
 use normalize::Token;
@@ -182,7 +184,10 @@ impl Grammar {
 
     pub fn parse(&self, utterance: &str, vocab: &Vocabulary) -> Parse {
         let (text, truncated) = normalize::truncate(utterance);
-        let tokens = strip_fillers(normalize::tokenize(text));
+        if noise::is_not_a_request(text) {
+            return Parse::nothing(truncated, false);
+        }
+        let tokens = self.tokens(text, vocab);
         let entities = vocab.scan(&tokens, &self.compiled.plain_phrases);
         if let Some(bad) = entities.iter().find(|e| e.kind == Kind::Invalid) {
             return Parse::refused(truncated, Rejected::number(bad.value.as_deref().unwrap_or_default()));
@@ -218,6 +223,85 @@ impl Grammar {
             .cloned()
             .collect();
         Parse { operation: Some(op), missing, references: filled.references, truncated, rejected: None, bare }
+    }
+
+    /// An utterance said right after `previous` was understood: a follow-up that only
+    /// names something else ("and us-east?", "what about staging", "same for
+    /// ap-south", "and edge-8 too") is `previous` with those values in place of its
+    /// own; anything else is parsed as itself. Places replace places and traits
+    /// (gpu, edge) replace traits, so "and the gpu ones?" after "how healthy is
+    /// eu-west" asks about eu-west's gpu agents.
+    pub fn parse_after(&self, previous: Option<&Operation>, utterance: &str, vocab: &Vocabulary) -> Parse {
+        let parse = self.parse(utterance, vocab);
+        let Some(previous) = previous.filter(|p| !matches!(p, Operation::Confirm | Operation::Cancel)) else {
+            return parse;
+        };
+        if parse.rejected.is_some() || (parse.operation.is_some() && !parse.bare) {
+            return parse;
+        }
+        let (text, _) = normalize::truncate(utterance);
+        let tokens = self.tokens(text, vocab);
+        let entities = vocab.scan(&tokens, &self.compiled.plain_phrases);
+        if !is_follow_up(&skeleton(&tokens, &entities)) {
+            return parse;
+        }
+        let Some(intent) = self.compiled.intent(previous.name()) else { return parse };
+        let said = slots::fill_said(intent, &entities, vocab);
+        if said.is_empty() {
+            return parse;
+        }
+        let mut op = previous.clone();
+        for (slot, value) in said {
+            let value = match (&value, op.to_json().get(&slot)) {
+                (Value::Array(new), Some(Value::Array(old)))
+                    if intent.slot(&slot).is_some_and(|s| s.kind == SlotKind::Scope) =>
+                {
+                    json!(merge_scope(old, new))
+                }
+                _ => value,
+            };
+            match with_slot(&op, &slot, value) {
+                Ok(next) => op = next,
+                Err(_) => return parse,
+            }
+        }
+        let missing = self.missing(&op);
+        Parse {
+            operation: Some(op),
+            missing,
+            references: Vec::new(),
+            truncated: parse.truncated,
+            rejected: None,
+            bare: false,
+        }
+    }
+
+    /// The words of an utterance as the grammar reads them: normalised, shorthand
+    /// rewritten, fillers dropped, typos of command words repaired.
+    fn tokens(&self, text: &str, vocab: &Vocabulary) -> Vec<Token> {
+        self.repair_typos(strip_fillers(self.compiled.rewrite(normalize::tokenize(text))), vocab)
+    }
+
+    /// Command words mistyped by one swapped, missing or extra letter ("depoly",
+    /// "resatrt", "cordn") are read as the word meant. Only words of five letters or
+    /// more that neither the fleet nor the grammar knows are touched, and only towards
+    /// a verb of the grammar, never by changing a letter ("strain" stays "strain").
+    fn repair_typos(&self, mut tokens: Vec<Token>, vocab: &Vocabulary) -> Vec<Token> {
+        for t in tokens.iter_mut() {
+            let w = t.text.as_str();
+            if w.len() < 5
+                || !w.bytes().all(|b| b.is_ascii_lowercase())
+                || self.compiled.words.contains(w)
+                || vocab.knows(w)
+            {
+                continue;
+            }
+            let fix = self.compiled.verbs.iter().find(|v| one_slip(w, v));
+            if let Some(v) = fix {
+                t.text = v.clone();
+            }
+        }
+        tokens
     }
 
     /// The operator answered a question for `slot` of a pending `op`: parse just that
@@ -267,7 +351,7 @@ impl Grammar {
     /// The entities of an answer; `None` when it holds a number that must be refused.
     fn answer_entities(&self, answer: &str, vocab: &Vocabulary) -> Option<Vec<Entity>> {
         let (text, _) = normalize::truncate(answer);
-        let tokens = strip_fillers(normalize::tokenize(text));
+        let tokens = self.tokens(text, vocab);
         let entities = vocab.scan(&tokens, &self.compiled.plain_phrases);
         (!entities.iter().any(|e| e.kind == Kind::Invalid)).then_some(entities)
     }
@@ -308,10 +392,87 @@ pub fn with_slot(op: &Operation, slot: &str, value: Value) -> Result<Operation, 
     Operation::from_json(json).map_err(|e| err(e.to_string()))
 }
 
+/// Whether `a` is `b` with two neighbouring letters swapped, or one letter more or
+/// less: the slips of fast typing. A different letter in place of another is not
+/// one of them; it makes other words too often ("brain", "strain").
+fn one_slip(a: &str, b: &str) -> bool {
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    if x.len() == y.len() {
+        let diff: Vec<usize> = (0..x.len()).filter(|&i| x[i] != y[i]).collect();
+        return diff.len() == 2 && diff[1] == diff[0] + 1 && x[diff[0]] == y[diff[1]] && x[diff[1]] == y[diff[0]];
+    }
+    let (long, short) = if x.len() > y.len() { (x, y) } else { (y, x) };
+    if long.len() != short.len() + 1 {
+        return false;
+    }
+    let cut = (0..short.len()).find(|&i| long[i] != short[i]).unwrap_or(short.len());
+    long[cut + 1..] == short[cut..]
+}
+
+/// Words that open or close a follow-up ("and", "what about", "too"), and words
+/// that stand for "the same things" in one ("ones", "agents").
+const FOLLOW_UP_WORDS: &[&str] = &[
+    "and", "what", "about", "how", "same", "for", "in", "on", "at", "with", "also", "the", "then", "ok", "okay", "too",
+    "as", "well", "ones", "one", "agents", "nodes", "boxes", "hosts", "now", "there", "of", "thing", "since", "from",
+    "until", "over", "during", "last",
+];
+
+/// A follow-up: only values, opened by a follow-up word ("and us-east?", "same for
+/// ap-south") — a lone name is an answer or a request of its own.
+fn is_follow_up(skeleton: &str) -> bool {
+    let words: Vec<&str> = skeleton.split(' ').filter(|w| !w.is_empty()).collect();
+    let opened = matches!(words.first(), Some(&("and" | "what" | "how" | "same" | "also")))
+        || matches!(words.last(), Some(&("too" | "also")));
+    opened
+        && words.iter().any(|w| w.starts_with('{'))
+        && words.iter().all(|w| w.starts_with('{') || FOLLOW_UP_WORDS.contains(w))
+        && !words.iter().any(|w| matches!(*w, "{ref}" | "{invalid}"))
+}
+
+/// A scope said in a follow-up over the one before: places (fleet, region, zone,
+/// agent, env) replace places, each trait (capability, tier) its own kind.
+fn merge_scope(old: &[Value], new: &[Value]) -> Vec<Value> {
+    let kind = |v: &Value| v.as_str().map(|s| s.split(':').next().unwrap_or(s).to_string()).unwrap_or_default();
+    let place = |k: &str| matches!(k, "fleet" | "region" | "zone" | "agent" | "env");
+    let new_places = new.iter().any(|v| place(&kind(v)));
+    let mut out: Vec<Value> = old
+        .iter()
+        .filter(|v| {
+            let k = kind(v);
+            if place(&k) {
+                !new_places
+            } else {
+                !new.iter().any(|n| kind(n) == k)
+            }
+        })
+        .cloned()
+        .collect();
+    out.extend(new.iter().cloned());
+    // The contract's selector order, as a scope said in one sentence has it.
+    let rank = |v: &Value| match kind(v).as_str() {
+        "region" => 0,
+        "zone" => 1,
+        "agent" => 2,
+        "env" => 3,
+        "capability" => 4,
+        "tier" => 5,
+        _ => 6,
+    };
+    out.sort_by_key(rank);
+    out.dedup();
+    if out.len() > 1 {
+        out.retain(|v| v != "fleet");
+    }
+    if out.is_empty() {
+        out.push(json!("fleet"));
+    }
+    out
+}
+
 /// Politeness and wake words carry no meaning for the grammar.
 fn strip_fillers(tokens: Vec<Token>) -> Vec<Token> {
     let mut out: Vec<Token> =
-        tokens.into_iter().filter(|t| !matches!(t.text.as_str(), "please" | "pls" | "kindly")).collect();
+        tokens.into_iter().filter(|t| !matches!(t.text.as_str(), "please" | "pls" | "plz" | "kindly")).collect();
     loop {
         let first = out.first().map(|t| t.text.as_str());
         let second = out.get(1).map(|t| t.text.as_str());
@@ -319,6 +480,13 @@ fn strip_fillers(tokens: Vec<Token>) -> Vec<Token> {
             (Some("hey" | "hi"), Some("parley")) => 2,
             (Some("can" | "could" | "would" | "will"), Some("you")) => 2,
             (Some("parley"), _) => 1,
+            // "ok resume d-5", "so what's up with core-2": a leading filler, when
+            // something follows it ("ok" alone is a confirmation).
+            (Some("ok" | "okay" | "so" | "alright" | "um" | "uh" | "hmm" | "oh"), Some(next))
+                if !matches!(next, "thanks" | "thank" | "yes" | "sure" | "go" | "do" | "now" | "i" | "then") =>
+            {
+                1
+            }
             _ => 0,
         };
         if drop == 0 {

@@ -132,9 +132,11 @@ pub fn is_plain(input: &str) -> bool {
     })
 }
 
-/// Splits and normalises an utterance (already truncated).
+/// Splits and normalises an utterance (already truncated). Typed text and Whisper's
+/// transcripts go through here alike, so that "Restart-edge-five.", "AuthFilter",
+/// "EU-West" and "restart edge 5" are the same words to everything after.
 pub fn tokenize(input: &str) -> Vec<Token> {
-    let lower = input.to_lowercase();
+    let lower = split_camel(input).to_lowercase();
     let lower = join_thousands(&lower);
     let mut raw: Vec<Token> = Vec::new();
     let separators = |c: char| c.is_whitespace() || matches!(c, ',' | ';' | '?' | '!' | '"' | '(' | ')' | '[' | ']');
@@ -142,7 +144,8 @@ pub fn tokenize(input: &str) -> Vec<Token> {
         if raw.len() >= MAX_TOKENS {
             break;
         }
-        let chunk_id = chunk_no as u32;
+        // Room for the words an apostrophe parts a chunk into (below).
+        let chunk_id = u32::try_from(chunk_no).unwrap_or(u32::MAX / 64).saturating_mul(64);
         let noise = |ch: char| !ch.is_alphanumeric() && ch != '%';
         let mut c = chunk.trim_matches(noise);
         // A minus sign before a number is kept ("-50%" is not "50%"), so that the
@@ -173,7 +176,13 @@ pub fn tokenize(input: &str) -> Vec<Token> {
             mark_negative(&mut raw, first_token, negative);
             continue;
         }
-        for piece in c.split(|ch: char| !(ch.is_alphanumeric() || ch == '.' || ch == '%')) {
+        // An apostrophe inside a word parts it into words of their own ("don't" is
+        // "don t"), never one hyphenated name.
+        let pieces = c.split(['\'', '\u{2019}']).enumerate().flat_map(|(k, part)| {
+            part.split(|ch: char| !(ch.is_alphanumeric() || ch == '.' || ch == '%')).map(move |p| (k, p))
+        });
+        for (k, piece) in pieces {
+            let chunk_id = chunk_id.saturating_add(k.min(63) as u32);
             if piece.is_empty() {
                 continue;
             }
@@ -201,6 +210,34 @@ pub fn tokenize(input: &str) -> Vec<Token> {
     raw.truncate(MAX_TOKENS);
     let raw = percent_words(raw);
     number_words(raw)
+}
+
+/// "AuthFilter" -> "Auth-Filter", "rateLimiter" -> "rate-Limiter": a capital inside
+/// a word starts a new one (transcribers and chat clients glue names so). The hyphen
+/// keeps the parts in one chunk, as a typed "auth-filter" would be. All-capital words
+/// ("DRAIN", "EU") and a capital after a digit ("2B") are left alone.
+fn split_camel(input: &str) -> std::borrow::Cow<'_, str> {
+    let b = input.as_bytes();
+    let at = |i: usize| (1..b.len()).contains(&i) && b[i].is_ascii_uppercase() && b[i - 1].is_ascii_lowercase();
+    if !(1..b.len()).any(at) {
+        return std::borrow::Cow::Borrowed(input);
+    }
+    let mut out = String::with_capacity(input.len() + 8);
+    for (i, ch) in input.char_indices() {
+        if at(i) {
+            out.push('-');
+        }
+        out.push(ch);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The utterance as the parser's words, space-separated: what a transcript is
+/// turned into before anything else looks at it (the voice front-end's `heard`).
+/// Tokenising it again gives the same tokens.
+pub fn canonical(input: &str) -> String {
+    let (text, _) = truncate(input);
+    tokenize(text).into_iter().map(|t| t.text).collect::<Vec<_>>().join(" ")
 }
 
 /// Puts the minus sign back on the first token of a chunk that had one.
@@ -439,6 +476,28 @@ mod tests {
         let long = "yes ".repeat(11);
         for noisy in ["", "k\u{fffd}", "\u{fffd}yes", "yes?", "y.e.s", "yes 2", "'yes'", "yes\u{0}", long.as_str()] {
             assert!(!is_plain(noisy), "{noisy:?}");
+        }
+    }
+
+    #[test]
+    fn transcripts_spell_alike_whatever_whisper_wrote() {
+        // Hyphen-joined words, capitals inside words, number words, stray punctuation.
+        assert_eq!(canonical("Restart-edge-five."), "restart edge 5");
+        assert_eq!(canonical("Drain, Edge 7."), "drain edge 7");
+        assert_eq!(canonical("Deploy AuthFilter two point one to EU-West."), "deploy auth filter 2.1 to eu west");
+        assert_eq!(
+            canonical("Shift ten percent of traffic from US East, to US West."),
+            "shift 10 % of traffic from us east to us west"
+        );
+        assert_eq!(
+            canonical("Roll out rate-limiter 1.1 as a canary: twenty-five, then fifty."),
+            "roll out rate limiter 1.1 as a canary 25 then 50"
+        );
+        assert_eq!(canonical("DRAIN EDGE-9"), "drain edge 9");
+        assert_eq!(canonical("Yes."), "yes");
+        // Canonical text is a fixed point.
+        for s in ["Restart-edge-five.", "send -50% of it", "v2.1.0 since 2026-11-01."] {
+            assert_eq!(canonical(&canonical(s)), canonical(s), "{s:?}");
         }
     }
 

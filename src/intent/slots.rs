@@ -61,6 +61,21 @@ pub fn fill(intent: &Intent, entities: &[Entity], vocab: &Vocabulary) -> Filled 
     Filled { values, references }
 }
 
+/// The slots an utterance fills with values it says, in the intent's order: no
+/// defaults, no references (what a follow-up changes).
+pub fn fill_said(intent: &Intent, entities: &[Entity], vocab: &Vocabulary) -> Vec<(String, Value)> {
+    let mut claimed = vec![false; entities.len()];
+    let mut order: Vec<&Slot> = intent.slots.iter().collect();
+    order.sort_by_key(|s| s.markers.is_empty());
+    let mut out = Vec::new();
+    for slot in order {
+        if let Read::Value(v) = read_slot(slot, entities, &mut claimed, vocab) {
+            out.push((slot.name.clone(), v));
+        }
+    }
+    out
+}
+
 pub enum Read {
     Value(Value),
     Reference,

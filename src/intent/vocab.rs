@@ -170,6 +170,8 @@ pub struct Vocabulary {
     /// ("zones" -> `zone`, "environment" -> `env`, and the fleet's label keys).
     group_words: HashMap<String, String>,
     catalog: Arc<Catalog>,
+    /// The day "since monday" counts back from (UTC today unless set).
+    today: chrono::NaiveDate,
 }
 
 /// Fixed words: (phrase, kind, value). Values `None` are references.
@@ -231,6 +233,10 @@ const FIXED: &[(&str, Kind, Option<&str>)] = &[
     ("failing", Kind::Status, Some("failed")),
     ("aborted", Kind::Status, Some("aborted")),
     ("rolled back", Kind::Status, Some("rolled_back")),
+    ("rollbacks", Kind::Status, Some("rolled_back")),
+    ("roll backs", Kind::Status, Some("rolled_back")),
+    ("failures", Kind::Status, Some("failed")),
+    ("aborts", Kind::Status, Some("aborted")),
     ("connectivity", Kind::Check, Some("connectivity")),
     ("network", Kind::Check, Some("connectivity")),
     ("reachability", Kind::Check, Some("connectivity")),
@@ -248,6 +254,14 @@ const FIXED: &[(&str, Kind, Option<&str>)] = &[
     ("this week", Kind::Time, Some("7d")),
     ("this month", Kind::Time, Some("30d")),
     ("this year", Kind::Time, Some("365d")),
+    ("half", Kind::Percent, Some("50")),
+    ("a half", Kind::Percent, Some("50")),
+    ("a quarter", Kind::Percent, Some("25")),
+    ("a third", Kind::Percent, Some("33")),
+    ("three quarters", Kind::Percent, Some("75")),
+    ("weekly", Kind::Time, Some("7d")),
+    ("monthly", Kind::Time, Some("30d")),
+    ("daily", Kind::Time, Some("24h")),
     ("latest", Kind::Version, Some("latest")),
     ("the latest", Kind::Version, Some("latest")),
     ("newest", Kind::Version, Some("latest")),
@@ -296,6 +310,7 @@ impl Vocabulary {
             extensions: t.catalog().extensions().iter().map(|e| e.name.clone()).collect(),
             group_words: HashMap::new(),
             catalog: t.catalog_arc(),
+            today: chrono::Utc::now().date_naive(),
         };
         let mut keys: Vec<String> = vec!["zone".into(), "region".into()];
         keys.extend(t.label_keys());
@@ -355,6 +370,30 @@ impl Vocabulary {
         v
     }
 
+    /// The same vocabulary with weekdays ("since monday") counted back from `today`.
+    pub fn with_today(mut self, today: chrono::NaiveDate) -> Vocabulary {
+        self.today = today;
+        self
+    }
+
+    /// "monday" -> the latest Monday on or before today, as a date.
+    fn weekday(&self, word: &str) -> Option<String> {
+        use chrono::Datelike as _;
+        const DAYS: [&[&str]; 7] = [
+            &["monday", "mon"],
+            &["tuesday", "tue", "tues"],
+            &["wednesday", "wed"],
+            &["thursday", "thu", "thurs"],
+            &["friday", "fri"],
+            &["saturday", "sat"],
+            &["sunday", "sun"],
+        ];
+        let day = DAYS.iter().position(|names| names.contains(&word))? as i64;
+        let back = (i64::from(self.today.weekday().num_days_from_monday()) - day).rem_euclid(7);
+        let date = self.today.checked_sub_signed(chrono::Duration::days(back))?;
+        Some(date.format("%Y-%m-%d").to_string())
+    }
+
     /// A fleet name under its spelled-out and run-together forms ("eu west", "euwest").
     fn add_name(&mut self, name: &str, kind: Kind) {
         self.add(name, kind, Some(name));
@@ -369,6 +408,14 @@ impl Vocabulary {
         }
         self.max_phrase = self.max_phrase.max(key.split(' ').count());
         self.dict.entry(key).or_insert((kind, value.map(str::to_string)));
+    }
+
+    /// Whether a single normalised word is, or is part of, a name or fixed word of
+    /// this vocabulary ("router" of "geo router").
+    pub fn knows(&self, word: &str) -> bool {
+        self.dict.contains_key(word)
+            || self.agent_prefixes.contains(word)
+            || self.dict.keys().any(|k| k.split(' ').any(|w| w == word))
     }
 
     /// Region names, for did-you-mean with [`suggest`].
@@ -432,6 +479,7 @@ impl Vocabulary {
                 out[k].kind = Kind::Version;
             }
         }
+        steps_without_units(&mut out);
         out
     }
 
@@ -582,6 +630,15 @@ impl Vocabulary {
         if is_date(word) {
             return Some((Kind::Time, Some(word.to_string()), 1));
         }
+        // "since monday", "since last friday": a weekday is a date only after a word
+        // that starts a period ("mon" alone is no date).
+        let since = |k: usize| k > 0 && matches!(w(k - 1), "since" | "from" | "after");
+        if since(i) {
+            let (day, len) = if word == "last" { (w(i + 1), 2) } else { (word, 1) };
+            if let Some(date) = self.weekday(day) {
+                return Some((Kind::Time, Some(date), len));
+            }
+        }
         if let Some(n) = num(i) {
             if w(i + 1) == "%" && n <= 100 {
                 // "25% at a time", "25% per batch": a rolling batch, not a canary step.
@@ -629,7 +686,13 @@ impl Vocabulary {
         // A hyphenated chunk nobody knows ("mars-north", "auth-filtr"): kept as said.
         let chunk = t[i].chunk;
         let len = t[i..].iter().take_while(|x| x.chunk == chunk).count();
-        if len > 1 && (i == 0 || t[i - 1].chunk != chunk) {
+        // A chunk that holds a known name or word after its first token ("restart-
+        // edge-5", as Whisper writes "Restart edge five") is words run together, not
+        // a name: each is read on its own.
+        let known_inside = (i + 1..i + len).any(|j| {
+            self.lookup(t, j).is_some() || (self.agent_prefixes.contains(t[j].text.as_str()) && j + 1 < i + len)
+        });
+        if len > 1 && (i == 0 || t[i - 1].chunk != chunk) && !known_inside {
             let parts: Vec<&str> = t[i..i + len].iter().map(|x| x.text.as_str()).collect();
             if parts.iter().all(|p| p.chars().all(|c| c.is_alphanumeric())) && !plain.contains(&parts.join(" ")) {
                 return Some((Kind::Name, Some(parts.join("-")), len));
@@ -794,6 +857,41 @@ fn counts_here<'a>(w: &dyn Fn(usize) -> &'a str, i: usize) -> bool {
     ) || (w(i + 1) == "at" && w(i + 2) == "a" && w(i + 3) == "time")
         || (w(i + 1) == "per" && w(i + 2) == "batch");
     after_words || before_words
+}
+
+/// "canary at 5%, then 20, then 60", "progressive 2 10 40": numbers that follow a
+/// step strategy or a step share are shares too, as people list them without
+/// repeating the unit. Only a run of bare numbers up to 100 counts, each after the
+/// strategy or a share with nothing but list words between ("then", "and", "at").
+fn steps_without_units(out: &mut [Entity]) {
+    let steps = |e: &Entity| {
+        e.kind == Kind::Percent
+            || (e.kind == Kind::Strategy && matches!(e.value.as_deref(), Some("canary" | "progressive")))
+    };
+    let Some(first) = out.iter().position(steps) else { return };
+    let mut listing = false;
+    for e in out.iter_mut().skip(first) {
+        if steps(e) {
+            listing = true;
+            continue;
+        }
+        let small = e.value.as_deref().and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| (1..=100).contains(&n));
+        if e.kind == Kind::Number && small && listing {
+            e.kind = Kind::Percent;
+        } else if !matches!(
+            e.kind,
+            Kind::Region
+                | Kind::Zone
+                | Kind::Env
+                | Kind::Fleet
+                | Kind::Extension
+                | Kind::Version
+                | Kind::Capability
+                | Kind::Tier
+        ) {
+            listing = false;
+        }
+    }
 }
 
 /// `d-<digits>` without leading zeros ("d007" is d-7).

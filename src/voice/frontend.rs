@@ -21,6 +21,22 @@ use crate::ops::Actor;
 /// Below this the transcript is read back before anything runs.
 pub const CONFIRM_BELOW: f32 = 0.55;
 
+/// A transcript below [`CONFIRM_BELOW`] still acts when a second, unconstrained
+/// decoding of the same audio means the same operation, unless its confidence is
+/// under this floor (see README, "Confidence").
+pub const AGREEMENT_FLOOR: f32 = 0.25;
+
+/// When the second, unconstrained pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondPass {
+    /// Only for a transcript the grammar-constrained pass was unsure of: the usual
+    /// case costs one pass.
+    WhenUnsure,
+    /// For every utterance (to measure the gate).
+    Always,
+    Never,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum VoiceError {
     #[error(transparent)]
@@ -54,6 +70,8 @@ pub struct VoiceOptions {
     pub beam: i32,
     /// Transcripts heard with less confidence are held for a "yes" ([`CONFIRM_BELOW`] by default).
     pub confirm_below: f32,
+    /// When a second, free decoding checks the grammar-constrained one.
+    pub second_pass: SecondPass,
 }
 
 /// Runs every utterance of the input through the session; true when all went well.
@@ -193,8 +211,8 @@ impl Turns<'_> {
     ) -> Result<(), VoiceError> {
         let t = transcriber.clone();
         let constrained = self.grammar.is_some();
-        let (samples, prompt_owned, grammar) = (samples.to_vec(), prompt.to_string(), self.grammar.clone());
-        let heard = tokio::task::spawn_blocking(move || t.transcribe(&samples, &prompt_owned, grammar.as_deref()))
+        let (audio, prompt_owned, grammar) = (samples.to_vec(), prompt.to_string(), self.grammar.clone());
+        let heard = tokio::task::spawn_blocking(move || t.transcribe(&audio, &prompt_owned, grammar.as_deref()))
             .await
             .map_err(|e| VoiceError::Usage(format!("transcription stopped: {e}")))??;
         // Under the grammar every word is already one Parley knows; the resolver's
@@ -212,13 +230,40 @@ impl Turns<'_> {
         // What the words mean, whatever the session then does with them: reported
         // with every turn so a mishearing can be judged (and measured).
         let understood = self.parley.services().grammar.parse(&text, &self.grammar_vocab).operation;
-        let confident = heard.confidence >= options.confirm_below;
+        // The grammar lets Whisper write only commands, so the constrained pass always
+        // finds one; whether the audio supports it is asked again without the
+        // grammar. The same operation from free decoding is evidence of its own; a
+        // different one (or none: speech outside the grammar) leaves it unsure.
+        let unsure = heard.confidence < options.confirm_below;
+        let second = constrained
+            && understood.is_some()
+            && match options.second_pass {
+                SecondPass::Always => true,
+                SecondPass::WhenUnsure => unsure,
+                SecondPass::Never => false,
+            };
+        let free = if second {
+            let t = transcriber.clone();
+            let (samples, prompt_owned) = (samples.to_vec(), prompt.to_string());
+            let free = tokio::task::spawn_blocking(move || t.transcribe(&samples, &prompt_owned, None))
+                .await
+                .map_err(|e| VoiceError::Usage(format!("transcription stopped: {e}")))??;
+            let free_text = resolver.resolve(&free.text);
+            let agrees = self.parley.services().grammar.parse(&free_text, &self.grammar_vocab).operation == understood;
+            Some((free.text, agrees, free.seconds))
+        } else {
+            None
+        };
+        let agrees = free.as_ref().is_some_and(|(_, a, _)| *a);
+        let confident = !unsure || (agrees && heard.confidence >= AGREEMENT_FLOOR.min(options.confirm_below));
         let confirmation =
             matches!(text.as_str(), "yes" | "yeah" | "yes please" | "confirm" | "go ahead" | "okay" | "sure" | "do it");
         let cancellation = matches!(text.as_str(), "no" | "cancel" | "nope" | "never mind");
+        let second_json = free.as_ref().map(|(t, a, secs)| json!({"transcript": t, "agrees": a, "seconds": secs}));
         let held = |message: String| {
             json!({"operation": null, "proposed": understood, "understood": understood, "needs_confirmation": true,
-                "message": message, "transcript": heard.text, "heard": text, "confidence": heard.confidence})
+                "message": message, "transcript": heard.text, "heard": text, "confidence": heard.confidence,
+                "second_pass": second_json, "transcribe_seconds": heard.seconds})
         };
         let reply = if cancellation && self.pending.take().is_some() {
             // Cancelling is safe however unsure the hearing: it only drops what was held.
@@ -259,6 +304,7 @@ impl Turns<'_> {
             obj.insert("understood".into(), json!(understood));
             obj.insert("confidence".into(), json!(heard.confidence));
             obj.insert("transcribe_seconds".into(), json!(heard.seconds));
+            obj.insert("second_pass".into(), json!(second_json));
         }
         self.emit(out, options, speaker)
     }

@@ -162,36 +162,16 @@ impl Resolver {
 }
 
 /// The transcript as the parser's words: lowercase, punctuation dropped, names
-/// split at hyphens, versions and percentages kept ("2.1.0", "10%").
+/// split at hyphens, capitals inside words split, number words as digits, versions
+/// and percentages kept ("2.1.0", "10 %"). The one normaliser of typed and spoken
+/// input ([`crate::intent::canonical`]), so that Whisper's "Restart-edge-five." and
+/// a typed "restart edge 5" are the same words.
 pub fn normalise(transcript: &str) -> String {
-    words(transcript).join(" ")
+    crate::intent::canonical(transcript)
 }
 
 fn words(transcript: &str) -> Vec<String> {
-    {
-        let mut out = Vec::new();
-        // Whisper glues what it misheard with hyphens ("core-free"); the intent parser
-        // splits names at hyphens anyway, so parts are resolved one by one.
-        for raw in transcript.split(|c: char| c.is_whitespace() || c == '-') {
-            let word: String = raw
-                .chars()
-                .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '%' || *c == '.')
-                .collect::<String>()
-                .trim_end_matches('.')
-                .to_lowercase();
-            // "u.s." -> "us", but "2.1.0" stays a version.
-            let word = if word.chars().any(|c| c.is_ascii_alphabetic()) && word.contains('.') {
-                word.replace('.', "")
-            } else {
-                word
-            };
-            if word.is_empty() {
-                continue;
-            }
-            out.push(word);
-        }
-        out
-    }
+    normalise(transcript).split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect()
 }
 
 impl Resolver {
