@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::services::Services;
 use crate::diagnose::changes::{self, agent_words, AuditQuery, Change, ChangesQuery};
 use crate::diagnose::{self, clock, Diagnosis, Facts, Question, LEAD};
 use crate::feasibility::{scope_words, Feasible, Infeasible};
 use crate::ops::{Actor, Metric, Operation, Scope, TimeSpec};
 use crate::registry::{AuditResult, DeploymentRecord};
 use crate::reply::{Outcome, Reply, Table};
+use crate::services::Services;
 use crate::topology::Topology;
 
 /// Whether `op` is one of this family's.
@@ -82,8 +82,9 @@ pub(super) fn follow_on(op: Operation, utterance: &str, ctx: &mut super::Context
 /// rollout forward. `None`: nothing to say here, the usual checks apply.
 pub(super) async fn check(services: &Services, op: &Operation) -> Option<Result<Feasible, Infeasible>> {
     let plain = || Feasible { targets: Vec::new(), already: Vec::new(), risk: None };
-    let refuse =
-        |reason: String, alternatives: Vec<String>| Some(Err(Infeasible { reasons: vec![reason], alternatives, queueable: false }));
+    let refuse = |reason: String, alternatives: Vec<String>| {
+        Some(Err(Infeasible { reasons: vec![reason], alternatives, queueable: false }))
+    };
     let frozen = match services.registry.freeze().await {
         Ok(f) => f,
         Err(e) => return refuse(format!("The registry could not be read: {e}."), Vec::new()),
