@@ -236,13 +236,21 @@ impl Grammar {
         let Some(previous) = previous.filter(|p| !matches!(p, Operation::Confirm | Operation::Cancel)) else {
             return parse;
         };
-        if parse.rejected.is_some() || (parse.operation.is_some() && !parse.bare) {
+        if parse.rejected.is_some() {
             return parse;
         }
         let (text, _) = normalize::truncate(utterance);
         let tokens = self.tokens(text, vocab);
         let entities = vocab.scan(&tokens, &self.compiled.plain_phrases);
-        if !is_follow_up(&skeleton(&tokens, &entities)) {
+        let shape = skeleton(&tokens, &entities);
+        // An elliptical "and us-east?" asks the last question again, even where a
+        // pattern of its own reads it (explain's, for when nothing was asked before);
+        // any other sentence that parses whole means what it says.
+        let elliptical = ["and ", "what about ", "how about "].iter().any(|p| shape.starts_with(p));
+        if parse.operation.is_some() && !parse.bare && !elliptical {
+            return parse;
+        }
+        if !is_follow_up(&shape) {
             return parse;
         }
         let Some(intent) = self.compiled.intent(previous.name()) else { return parse };

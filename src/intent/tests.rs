@@ -928,7 +928,7 @@ fn an_analysis_threshold_is_a_deploy_field_and_gate_questions_show_the_deploymen
                             {"metric": "error-ratio", "threshold": 1, "unit": "percent"}]}),
         ),
         ("show the analysis of d-4", json!({"op": "show_deployment", "deployment": "d-4"})),
-        ("why did d-3 roll back?", json!({"op": "show_deployment", "deployment": "d-3"})),
+        ("why did d-3 roll back?", json!({"op": "explain", "deployment": "d-3"})),
         ("why did step 2 fail?", json!({"op": "show_deployment"})),
         ("show me the gates", json!({"op": "show_deployment"})),
     ]);
