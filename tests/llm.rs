@@ -142,7 +142,7 @@ fn model_answer(utterance: &str) -> Option<Value> {
     let u = utterance.to_lowercase();
     Some(if u.contains("load balancer pool") {
         json!({"operation": {"op": "drain", "agent": "edge-7"}, "missing": []})
-    } else if u.contains("on fire") {
+    } else if u.contains("having a bad day") {
         json!({"operation": {"op": "show_health", "scope": ["region:eu-west"]}, "missing": []})
     } else if u.contains("box in the corner") {
         json!({"operation": {"op": "drain", "agent": "edge-99"}, "missing": []})
@@ -203,7 +203,7 @@ fn json_schema_mode_paraphrases_hallucinations_and_injection() {
     assert!(!last.to_string().contains("sk-secret-test-key"));
 
     // A read operation from the model runs like a grammar one, marked as the model's.
-    let t = chat.say("is anything on fire over in europe west");
+    let t = chat.say("is europe west having a bad day");
     assert_eq!(t["operation"], json!({"op": "show_health", "scope": ["region:eu-west"]}), "{t}");
     assert_eq!(t["needs_confirmation"], false);
     assert_eq!(t["understood_by"], "llm");
@@ -290,7 +290,7 @@ fn tools_mode_when_the_server_refuses_response_format() {
     chat.say("no");
     let n = fake.requests.lock().unwrap().len();
     // The mode is remembered: the next question goes straight to tools.
-    let t = chat.say("is anything on fire over in europe west");
+    let t = chat.say("is europe west having a bad day");
     assert_eq!(t["operation"]["op"], "show_health", "{t}");
     assert_eq!(fake.requests.lock().unwrap().len(), n + 1);
     chat.finish();

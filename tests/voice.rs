@@ -146,7 +146,14 @@ fn synthesise(dir: &Path, i: usize, text: &str, voice: &str, wpm: u32, treatment
 }
 
 fn parse_op(text: &str) -> Value {
-    let out = Command::new(BIN).args(["parse", "--json", text]).output().expect("parley parse");
+    // A data directory of its own: a test never opens the user's registry.
+    let data = tempfile::tempdir().expect("a temporary data directory");
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["parse", "--json", text])
+        .output()
+        .expect("parley parse");
     let v: Value = serde_json::from_slice(&out.stdout).expect("parse JSON");
     v["operation"].clone()
 }

@@ -398,6 +398,7 @@ fn limit() -> Option<usize> {
 }
 
 #[test]
+#[ignore = "its thresholds are not yet calibrated on a quiet machine (issue #23): run with --ignored"]
 fn spoken_corpus_sample() {
     let mut commands = commands();
     assert!(commands.len() >= 60);

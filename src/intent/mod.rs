@@ -489,9 +489,26 @@ fn strip_fillers(tokens: Vec<Token>) -> Vec<Token> {
             (Some("can" | "could" | "would" | "will"), Some("you")) => 2,
             (Some("parley"), _) => 1,
             // "ok resume d-5", "so what's up with core-2": a leading filler, when
-            // something follows it ("ok" alone is a confirmation).
+            // something follows it ("ok" alone is a confirmation). Never before another
+            // answer word: "ok ok ok ok" is a stuck key, not one "ok" (a confirmation).
             (Some("ok" | "okay" | "so" | "alright" | "um" | "uh" | "hmm" | "oh"), Some(next))
-                if !matches!(next, "thanks" | "thank" | "yes" | "sure" | "go" | "do" | "now" | "i" | "then") =>
+                if !matches!(
+                    next,
+                    "thanks"
+                        | "thank"
+                        | "yes"
+                        | "sure"
+                        | "go"
+                        | "do"
+                        | "now"
+                        | "i"
+                        | "then"
+                        | "ok"
+                        | "okay"
+                        | "alright"
+                        | "yeah"
+                        | "yep"
+                ) =>
             {
                 1
             }

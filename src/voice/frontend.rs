@@ -255,9 +255,12 @@ impl Turns<'_> {
             None
         };
         let agrees = free.as_ref().is_some_and(|(_, a, _)| *a);
-        let confident = !unsure || (agrees && heard.confidence >= AGREEMENT_FLOOR.min(options.confirm_below));
         let confirmation =
             matches!(text.as_str(), "yes" | "yeah" | "yes please" | "confirm" | "go ahead" | "okay" | "sure" | "do it");
+        // An unsure "yes" never confirms, whatever a second pass heard: agreement on
+        // one short word is no evidence that the operator said it.
+        let confident =
+            !unsure || (agrees && !confirmation && heard.confidence >= AGREEMENT_FLOOR.min(options.confirm_below));
         let cancellation = matches!(text.as_str(), "no" | "cancel" | "nope" | "never mind");
         let second_json = free.as_ref().map(|(t, a, secs)| json!({"transcript": t, "agrees": a, "seconds": secs}));
         let held = |message: String| {
