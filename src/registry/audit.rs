@@ -91,25 +91,25 @@ impl Registry {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let role: String = row.try_get("role")?;
-                let result: String = row.try_get("result")?;
-                let operation: Option<String> = row.try_get("operation")?;
-                Ok(AuditEntry {
-                    at: from_millis(row.try_get("at")?)?,
-                    actor: row.try_get("actor_name")?,
-                    frontend: row.try_get("actor_frontend")?,
-                    role: parse_role(&role).ok_or_else(|| RegistryError::Data(format!("audit role `{role}`")))?,
-                    utterance: row.try_get("utterance")?,
-                    operation: operation.map(|o| serde_json::from_str(&o).unwrap_or(serde_json::Value::String(o))),
-                    result: AuditResult::parse(&result)
-                        .ok_or_else(|| RegistryError::Data(format!("audit result `{result}`")))?,
-                    message: row.try_get("message")?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_entry).collect()
     }
+}
+
+/// One row of the audit table: the one mapping every audit query shares.
+pub(super) fn audit_entry(row: &sqlx::sqlite::SqliteRow) -> Result<AuditEntry, RegistryError> {
+    let role: String = row.try_get("role")?;
+    let result: String = row.try_get("result")?;
+    let operation: Option<String> = row.try_get("operation")?;
+    Ok(AuditEntry {
+        at: from_millis(row.try_get("at")?)?,
+        actor: row.try_get("actor_name")?,
+        frontend: row.try_get("actor_frontend")?,
+        role: parse_role(&role).ok_or_else(|| RegistryError::Data(format!("audit role `{role}`")))?,
+        utterance: row.try_get("utterance")?,
+        operation: operation.map(|o| serde_json::from_str(&o).unwrap_or(serde_json::Value::String(o))),
+        result: AuditResult::parse(&result).ok_or_else(|| RegistryError::Data(format!("audit result `{result}`")))?,
+        message: row.try_get("message")?,
+    })
 }
 
 #[cfg(test)]

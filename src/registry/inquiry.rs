@@ -5,8 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
+use super::audit::audit_entry;
 use super::deployments::event_from_row;
-use super::records::{parse_role, AuditEntry, AuditResult, EventRecord};
+use super::records::{AuditEntry, EventRecord};
 use super::{from_millis, to_millis, Registry, RegistryError};
 use crate::ops::Actor;
 
@@ -60,24 +61,7 @@ impl Registry {
         .bind(i64::from(limit.min(MAX_ROWS)))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let role: String = row.try_get("role")?;
-                let result: String = row.try_get("result")?;
-                let operation: Option<String> = row.try_get("operation")?;
-                Ok(AuditEntry {
-                    at: from_millis(row.try_get("at")?)?,
-                    actor: row.try_get("actor_name")?,
-                    frontend: row.try_get("actor_frontend")?,
-                    role: parse_role(&role).ok_or_else(|| RegistryError::Data(format!("audit role `{role}`")))?,
-                    utterance: row.try_get("utterance")?,
-                    operation: operation.map(|o| serde_json::from_str(&o).unwrap_or(serde_json::Value::String(o))),
-                    result: AuditResult::parse(&result)
-                        .ok_or_else(|| RegistryError::Data(format!("audit result `{result}`")))?,
-                    message: row.try_get("message")?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_entry).collect()
     }
 
     /// The emergency stop in force, if any.
