@@ -125,6 +125,21 @@ fn failover_refusal_cascade_and_failback_against_the_simulator() {
     let (_, body) = http(&routing, "GET", "/v1/routing/agents/edge-1", "");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["serving"], true, "{body}");
 
+    // Once the poller has read the drained agents (their CPU is now an idle footprint),
+    // eu-west's traffic must still weigh what it did while it served: what fits next may
+    // not depend on whether a poll came in between.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for agent in &drained {
+        loop {
+            let seen = chat.say(&format!("show agent {agent}"));
+            if seen["details"]["state"] == "drained" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{agent} never polled as drained: {seen}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     // us-east now carries two regions: a third does not fit, and no other production
     // region is left. Staging has the room, but only by name.
     let refused = chat.say("fail over us-west to us-east");

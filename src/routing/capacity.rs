@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::table::RoutingTable;
+use crate::agent::protocol::ServingState;
 use crate::topology::{RegionHealth, Topology};
 
 /// Utilisation a target may reach after a move.
@@ -38,8 +39,12 @@ impl Default for Limits {
 pub struct RegionLoad {
     /// Agents in the region (reachable or not): the capacity that serves its share.
     pub agents: usize,
-    /// Mean CPU % of the region's own traffic on its own agents.
+    /// Mean CPU % of the region's own traffic on its own agents, measured on the
+    /// reachable agents that serve (a drained agent's CPU is its idle footprint, not
+    /// traffic); the fleet's mean when none does.
     pub demand_cpu: f64,
+    /// Reachable agents that serve traffic: those `demand_cpu` was measured on.
+    pub serving: usize,
     /// Mean memory % of its reachable agents.
     pub mem: f64,
     pub health: RegionHealth,
@@ -62,7 +67,7 @@ impl Capacity {
         for a in topo.agents() {
             let e = sums.entry(a.region.clone()).or_default();
             e.0 += 1;
-            if a.liveness.is_reachable() {
+            if a.liveness.is_reachable() && a.state != ServingState::Drained {
                 e.1 += 1;
                 e.2 += a.metrics.cpu_pct;
                 e.3 += a.metrics.mem_pct;
@@ -79,7 +84,7 @@ impl Capacity {
                 let (demand_cpu, mem) =
                     if up > 0 { (cpu / up as f64, mem / up as f64) } else { (fleet_cpu, fleet_mem) };
                 let health = topo.region_health(&region);
-                (region, RegionLoad { agents: n, demand_cpu, mem, health })
+                (region, RegionLoad { agents: n, demand_cpu, serving: up, mem, health })
             })
             .collect();
         let envs =
@@ -175,5 +180,22 @@ mod tests {
             super::super::table::failover(&t, "eu-west", &[super::super::table::Route::new("us-east", 100)]).unwrap();
         assert!(cap.headroom_pct(&t, "us-west", "us-east") < 100);
         assert_eq!(cap.headroom_pct(&t, "us-west", "eu-west"), 0, "an evacuated region takes nothing");
+    }
+
+    #[test]
+    fn drained_agents_idle_cpu_is_not_taken_for_their_regions_demand() {
+        let mut agents = demo_topology().agents().to_vec();
+        for a in agents.iter_mut().filter(|a| a.region == "eu-west") {
+            a.state = ServingState::Drained;
+            a.metrics.cpu_pct = 3.0;
+        }
+        let topo = Topology::new(agents, demo_topology().catalog_arc(), None);
+        let cap = Capacity::from_topology(&topo, Limits::default());
+        let eu = cap.loads["eu-west"];
+        assert_eq!((eu.agents, eu.serving), (12, 0));
+        let serving: Vec<f64> =
+            topo.agents().iter().filter(|a| a.region != "eu-west").map(|a| a.metrics.cpu_pct).collect();
+        let mean = serving.iter().sum::<f64>() / serving.len() as f64;
+        assert!((eu.demand_cpu - mean).abs() < 1e-9, "{} vs the serving agents' mean {mean}", eu.demand_cpu);
     }
 }

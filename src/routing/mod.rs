@@ -13,7 +13,7 @@ pub mod http;
 pub mod plan;
 pub mod table;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,11 @@ struct Inner {
     notices: broadcast::Sender<String>,
     /// Every change made, typed, for subscribers such as webhook notifications.
     applied: broadcast::Sender<RouteChange>,
+    /// Each region's CPU demand as last measured while it served its own traffic. Once
+    /// a region is failed over its agents idle, so their CPU no longer says what its
+    /// traffic costs; without this, whether a second failover fits would depend on
+    /// whether the poller had read the drained agents yet.
+    demand: std::sync::Mutex<BTreeMap<String, f64>>,
 }
 
 /// A change of the routing table, as subscribers hear of it.
@@ -133,6 +138,7 @@ impl Router {
             changes: tokio::sync::Mutex::new(()),
             notices,
             applied,
+            demand: std::sync::Mutex::new(BTreeMap::new()),
         };
         Ok(Router { inner: Arc::new(inner) })
     }
@@ -155,8 +161,25 @@ impl Router {
         self.snapshot().table
     }
 
+    /// The loads of `topo` under the configured limits, a failed-over region keeping the
+    /// demand it had while it served (see `Inner::demand`).
     pub fn capacity(&self, topo: &Topology) -> Capacity {
-        Capacity::from_topology(topo, self.inner.settings.limits)
+        let mut cap = Capacity::from_topology(topo, self.inner.settings.limits);
+        let table = self.table();
+        let mut demand = match self.inner.demand.lock() {
+            Ok(d) => d,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (region, load) in cap.loads.iter_mut() {
+            if table.serves_itself(region) {
+                if load.serving > 0 {
+                    demand.insert(region.clone(), load.demand_cpu);
+                }
+            } else if let Some(d) = demand.get(region) {
+                load.demand_cpu = *d;
+            }
+        }
+        cap
     }
 
     /// Announcements of changes Parley made by itself (cascades, automatic failbacks).
