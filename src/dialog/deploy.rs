@@ -78,7 +78,7 @@ async fn record(services: &Services, id: &str) -> Result<DeploymentRecord, Infea
 /// and says what to offer instead. The targets are the agents the control changes.
 pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feasible, Infeasible> {
     let Some(control) = Control::of(op) else {
-        let why = format!("{} is not a deployment control.", op.name().replace('_', " "));
+        let why = format!("{} is not a deployment control.", crate::words::spaced(op.name()));
         return Err(Infeasible::new(why));
     };
     match lifecycle::admits(d, control) {

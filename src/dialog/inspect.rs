@@ -558,11 +558,8 @@ fn report(since: &TimeSpec, until: Option<&TimeSpec>, r: &Report) -> Reply {
 
 /// Names of agents in a list, for messages.
 fn name_list(agents: &[&AgentView]) -> String {
-    let mut names: Vec<String> = agents.iter().take(8).map(|a| a.name.to_string()).collect();
-    if agents.len() > 8 {
-        names.push(format!("{} more", agents.len() - 8));
-    }
-    names.join(", ")
+    let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+    crate::words::and_more(&names, 8)
 }
 
 /// Unreachable agents first, then degraded: the ones an operator wants to see.

@@ -384,7 +384,7 @@ impl Session {
                 if parse.operation == Some(Operation::Cancel) {
                     return Reply::new(
                         Outcome::Cancelled,
-                        format!("Dropped the unfinished {} request.", op.name().replace('_', " ")),
+                        format!("Dropped the unfinished {} request.", crate::words::spaced(op.name())),
                     )
                     .with_operation(Some(Operation::Cancel));
                 }
@@ -672,7 +672,7 @@ impl Session {
                 Outcome::Refused,
                 format!(
                     "{} needs the {} role{because}; {} is {} {}.",
-                    op.name().replace('_', " "),
+                    crate::words::spaced(op.name()),
                     needed.as_str(),
                     self.actor.name,
                     if self.actor.role == Role::Viewer { "a" } else { "an" },
@@ -806,7 +806,7 @@ fn llm_failure(e: &LlmError, text: &str) -> Reply {
     let mut follow_ups = vec!["help".to_string()];
     let message = match e {
         LlmError::UnknownOp { name, suggestions } => {
-            follow_ups = suggestions.iter().map(|s| s.replace('_', " ")).chain(follow_ups).collect();
+            follow_ups = suggestions.iter().map(|s| crate::words::spaced(s)).chain(follow_ups).collect();
             let hint = match suggestions.as_slice() {
                 [] => String::new(),
                 s => format!(" Did you mean {}?", s.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" or ")),

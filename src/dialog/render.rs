@@ -108,7 +108,8 @@ pub(super) fn restart_notice(interrupted: &[DeploymentRecord]) -> Option<super::
                 )
             })
             .collect();
-        let (noun, pronoun) = if paused.len() == 1 { ("deployment", "it is") } else { ("deployments", "they are") };
+        let (noun, pronoun) =
+            (crate::words::noun(paused.len(), "deployment"), crate::words::either(paused.len(), "it is", "they are"));
         let message = format!(
             "Parley restarted and found {} interrupted {noun}: {}; {pronoun} paused. Say \"resume d-N\" to carry on or \"roll back d-N\" to return the agents.",
             paused.len(),
@@ -134,7 +135,7 @@ pub(super) fn restart_notice(interrupted: &[DeploymentRecord]) -> Option<super::
                 )
             })
             .collect();
-        let noun = if rolling.len() == 1 { "rollback" } else { "rollbacks" };
+        let noun = crate::words::noun(rolling.len(), "rollback");
         parts.push(format!("Parley restarted and found {} unfinished {noun}: {}.", rolling.len(), lines.join("; ")));
         follow_ups.extend(rolling.iter().map(|d| format!("show deployment {}", d.name)));
     }

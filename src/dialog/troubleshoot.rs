@@ -353,12 +353,7 @@ async fn changes_reply(
             .last()
             .map(|c| format!(" The latest, at {}: {}, by {} through {}.", clock(c.at), c.summary, c.actor, c.frontend))
             .unwrap_or_default();
-        format!(
-            "{} change{}{place} {span} ({}).{last}",
-            list.len(),
-            if list.len() == 1 { "" } else { "s" },
-            counts.join(", ")
-        )
+        format!("{} change{}{place} {span} ({}).{last}", list.len(), crate::words::s(list.len()), counts.join(", "))
     };
     let mut table = Table::new(format!("Changes{place} {span}"), &["Time", "Change", "Who", "From", "Source"]);
     for c in &list {
@@ -519,7 +514,7 @@ async fn audit_reply(
         }
         (None, Some(a)) if rows.is_empty() => format!("No request about {a} {span}."),
         (None, Some(a)) => {
-            format!("{} request{} about {a} {span}.", rows.len(), if rows.len() == 1 { "" } else { "s" })
+            format!("{} about {a} {span}.", crate::words::count(rows.len(), "request"))
         }
         (None, None) if rows.is_empty() => format!("The audit log has no entries {span}."),
         (None, None) => {
@@ -534,7 +529,7 @@ async fn audit_reply(
             format!(
                 "The audit log {span}: {} entr{} from {}; {changed} changed the fleet.",
                 rows.len(),
-                if rows.len() == 1 { "y" } else { "ies" },
+                crate::words::either(rows.len(), "y", "ies"),
                 people.into_iter().collect::<Vec<_>>().join(", ")
             )
         }
