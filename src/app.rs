@@ -85,7 +85,8 @@ impl Parley {
         // connections per host are worth keeping (many agents may share one address).
         let client =
             AgentClient::with_idle_per_host(config.agent_timeout, config.agent_token.clone(), config.poll_concurrency)?
-                .with_artifacts(&catalog);
+                .with_artifacts(&catalog)
+                .with_install_timeout(config.install_timeout);
         let anonymous = AgentClient::new(config.agent_timeout, None)?;
 
         let (inventory, demo, advertised) = match &config.fleet {
@@ -122,7 +123,7 @@ impl Parley {
             bake: config.bake,
             gate: thresholds,
             default_batch_percent: config.batch_percent,
-            install_timeout: config.agent_timeout,
+            install_timeout: config.install_timeout,
             max_failed_per_step: config.max_failed_per_step,
             max_failed_total: config.max_failed_total,
             blue_retire_after: config.blue_green_retire,

@@ -34,6 +34,9 @@ const MAX_BUTTONS: usize = 5;
 /// is the notification and screen-reader fallback.
 pub fn reply_message(reply: &Reply) -> Value {
     let mut blocks = vec![section(&reply.message)];
+    if let Some(note) = reply.simulation_note() {
+        blocks.push(context(&note));
+    }
     if let Some(table) = &reply.table {
         blocks.extend(table_blocks(table));
     }

@@ -46,6 +46,11 @@ pub fn render_width(reply: &Reply, width: usize) -> String {
     for line in wrap(&reply.message, width) {
         push_line(&mut out, &line);
     }
+    if let Some(note) = reply.simulation_note() {
+        for line in wrap(&note, width) {
+            push_line(&mut out, &line);
+        }
+    }
     if let Some(table) = &reply.table {
         out.push('\n');
         out.push_str(&render_table(table, width));
