@@ -344,7 +344,7 @@ fn variant(art: &Path, version: &str, edit: &str) -> PathBuf {
     std::fs::create_dir_all(&tree).unwrap();
     let out = art.join(format!("hello-svc-{version}.tar.gz"));
     let script = format!(
-        "set -e; tar xzf {src} -C {tree}; cd {tree}; sed -i 's/^version = .*/version = \"{version}\"/' extension.toml; {edit}; tar czf {out} .",
+        "set -e; tar xzf {src} -C {tree}; cd {tree}; sed -i 's/^version = .*/version = \"{version}\"/' extension.toml; sed -i 's/1.0.0/{version}/' config.json; {edit}; tar czf {out} .",
         src = art.join("hello-svc-1.0.0.tar.gz").display(),
         tree = tree.display(),
         out = out.display(),
@@ -776,7 +776,8 @@ fn installs_have_their_own_timeout_longer_than_the_call_timeout_and_one_past_it_
     assert_eq!(rt().block_on(c.status(&url)).unwrap().extensions[0].version, "5.0.0");
     // The agent finishes what it began (a dropped request cuts nothing off half-way).
     let deadline = Instant::now() + Duration::from_secs(15);
-    while hello(&url).map(|h| h.0) != Some("6.0.0".into()) {
+    let version = || status(&url).extensions.iter().find(|e| e.name == "hello-svc").map(|e| e.version.clone());
+    while version().as_deref() != Some("6.0.0") {
         assert!(Instant::now() < deadline, "the install did not finish on the agent");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -868,6 +869,12 @@ fn a_real_agent_exports_only_what_it_measures() {
     let (code, e) = put(&url, "8.0.0", &file_ref(&loud));
     assert_eq!(code, 200, "{}", e.error);
     let port = hello(&url).unwrap().3.unwrap();
+    // Its probe (`true`) passes before python listens: wait for the port.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "8.0.0 never listened on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     rt().block_on(async {
         let http = reqwest::Client::new();
         for path in ["/", "/", "/", "/", "/", "/health", "/health"] {
@@ -905,7 +912,12 @@ fn a_real_agent_exports_only_what_it_measures() {
         sample(&own, "hello_request_seconds_sum"),
         "{text}"
     );
-    assert!(!text.contains("version=\"7.0.0\""), "the old version's series end:\n{text}");
+    let old: Vec<&str> = text.lines().filter(|l| l.contains("version=\"7.0.0\"")).collect();
+    assert_eq!(
+        old,
+        [format!("parley_agent_installs_total{{{who},extension=\"hello-svc\",version=\"7.0.0\",result=\"succeeded\"}} 1")],
+        "the old version's series end but its install count:\n{text}"
+    );
     promtool(&text);
     agent.stop();
 }
@@ -914,7 +926,7 @@ fn a_real_agent_exports_only_what_it_measures() {
 /// with the open ZipFile `z`) to add entries.
 fn zip_tree(src: Option<&Path>, out: &Path, extra: &str) {
     let py = format!(
-        "import os, zipfile\nz = zipfile.ZipFile('{out}', 'w', zipfile.ZIP_DEFLATED)\nsrc = {src}\nif src:\n    for root, dirs, files in os.walk(src):\n        for f in sorted(files):\n            p = os.path.join(root, f)\n            z.write(p, os.path.relpath(p, src))\n{extra}\nz.close()\n",
+        "import os, zipfile\nz = zipfile.ZipFile('{out}', 'w', zipfile.ZIP_DEFLATED, strict_timestamps=False)\nsrc = {src}\nif src:\n    for root, dirs, files in os.walk(src):\n        for f in sorted(files):\n            p = os.path.join(root, f)\n            z.write(p, os.path.relpath(p, src))\n{extra}\nz.close()\n",
         out = out.display(),
         src = src.map(|s| format!("'{}'", s.display())).unwrap_or_else(|| "None".into()),
     );
