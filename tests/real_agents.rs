@@ -915,7 +915,9 @@ fn a_real_agent_exports_only_what_it_measures() {
     let old: Vec<&str> = text.lines().filter(|l| l.contains("version=\"7.0.0\"")).collect();
     assert_eq!(
         old,
-        [format!("parley_agent_installs_total{{{who},extension=\"hello-svc\",version=\"7.0.0\",result=\"succeeded\"}} 1")],
+        [format!(
+            "parley_agent_installs_total{{{who},extension=\"hello-svc\",version=\"7.0.0\",result=\"succeeded\"}} 1"
+        )],
         "the old version's series end but its install count:\n{text}"
     );
     promtool(&text);

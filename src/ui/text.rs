@@ -188,6 +188,16 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_about_a_simulated_fleet_says_so_under_its_message() {
+        let mut r = Reply::new(Outcome::Answered, "eu-west: 12 agents, 12 healthy.").with_follow_ups(["help"]);
+        r.simulated = Some(crate::topology::Simulation { agents: 3, of: 5 });
+        assert_eq!(
+            render_width(&r, 80),
+            "eu-west: 12 agents, 12 healthy.\nSimulated: 3 of 5 agents; their installs and health are simulated.\n\n  [1] help\n"
+        );
+    }
+
+    #[test]
     fn messages_and_follow_ups_wrap_at_sixty_columns() {
         let r = Reply::new(
             Outcome::Infeasible,
