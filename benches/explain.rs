@@ -51,6 +51,7 @@ fn topology(catalog: &Arc<Catalog>, secs: i64, bad_from: i64) -> Topology {
                 last_seen: Some(at),
                 reported_at: Some(at),
                 flapping: None,
+                health_source: None,
             }
         })
         .collect();

@@ -57,6 +57,7 @@ fn topology() -> Topology {
                 last_seen: None,
                 reported_at: Some(DateTime::<Utc>::UNIX_EPOCH),
                 flapping: None,
+                health_source: None,
             }
         })
         .collect();

@@ -85,7 +85,8 @@ impl Parley {
         // connections per host are worth keeping (many agents may share one address).
         let client =
             AgentClient::with_idle_per_host(config.agent_timeout, config.agent_token.clone(), config.poll.concurrency)?
-                .with_artifacts(&catalog);
+                .with_artifacts(&catalog)
+                .with_install_timeout(config.install_timeout);
         let anonymous = AgentClient::new(config.agent_timeout, None)?;
 
         let (inventory, demo, advertised) = match &config.fleet {
@@ -112,7 +113,7 @@ impl Parley {
 
         let registry = Registry::open(&config.db_path()).await?;
         let settings =
-            RolloutSettings { gate: thresholds, install_timeout: config.agent_timeout, ..config.rollout.clone() };
+            RolloutSettings { gate: thresholds, install_timeout: config.install_timeout, ..config.rollout.clone() };
         let orchestrator = Orchestrator::new(registry.clone(), client.clone(), settings);
         orchestrator.watch_fleet(poller.handle());
         if let Some(metrics) = &config.metrics {

@@ -7,6 +7,8 @@
 //! [fleet]
 //! inventory = "/etc/parley/fleet.toml"   # omit to run the embedded demo fleet
 //! token_env = "PARLEY_AGENT_TOKEN"       # environment variable holding the agents' bearer token
+//! timeout_ms = 2000                      # bound on every status, health and action call
+//! install_timeout_ms = 600000            # bound on one install or removal (download, hooks, start)
 //! [rollout]
 //! bake_secs = 2
 //! max_failed_per_step = 0   # agents that may fail to install in one step
@@ -62,6 +64,12 @@ use crate::routing::RoutingSettings;
 use crate::topology::discovery::{DiscoverySettings, SrvSettings};
 use crate::topology::poller::PollerConfig;
 
+/// A real install downloads, verifies, unpacks, runs hooks and starts a service: ten
+/// minutes covers a large artifact on a slow link, and a hung agent still ends.
+pub const DEFAULT_INSTALL_TIMEOUT_MS: u64 = 600_000;
+/// A day: longer is almost surely a typo.
+const MAX_INSTALL_TIMEOUT_MS: u64 = 86_400_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config file {path}: {reason}")]
@@ -91,7 +99,11 @@ pub struct Config {
     pub fleet: FleetSource,
     /// Bearer token for the agents.
     pub agent_token: Option<String>,
+    /// Bound on every status, health and action call to an agent.
     pub agent_timeout: Duration,
+    /// Bound on one install or removal on one agent (`[fleet] install_timeout_ms`): a
+    /// real agent downloads, unpacks, runs hooks and starts a service in that time.
+    pub install_timeout: Duration,
     /// The `[rollout]` section: the orchestrator's own settings.
     pub rollout: crate::orchestrate::RolloutSettings,
     /// The `[poll]` section: the poller's own settings.
@@ -219,6 +231,7 @@ struct FleetFile {
     inventory: Option<PathBuf>,
     token_env: Option<String>,
     timeout_ms: Option<u64>,
+    install_timeout_ms: Option<u64>,
     demo_faults: Option<String>,
 }
 
@@ -398,6 +411,10 @@ impl Config {
         let token_env = file.fleet.token_env.unwrap_or_else(|| "PARLEY_AGENT_TOKEN".to_string());
         let agent_token = std::env::var(&token_env).ok().filter(|t| !t.is_empty());
         let at = |reason: String| bad(origin.as_deref(), &reason);
+        let install_timeout_ms = file.fleet.install_timeout_ms.unwrap_or(DEFAULT_INSTALL_TIMEOUT_MS);
+        if !(1000..=MAX_INSTALL_TIMEOUT_MS).contains(&install_timeout_ms) {
+            return Err(at("fleet.install_timeout_ms must be between 1000 (1 s) and 86400000 (24 hours)".into()));
+        }
         let rollout = file.rollout.resolve().map_err(at)?;
         let poll = file.poll.resolve().map_err(at)?;
         let discovery = file.discovery.resolve().map_err(at)?;
@@ -426,6 +443,7 @@ impl Config {
             },
             agent_token,
             agent_timeout: Duration::from_millis(file.fleet.timeout_ms.unwrap_or(2000)),
+            install_timeout: Duration::from_millis(install_timeout_ms),
             rollout,
             poll,
             discovery,
@@ -518,6 +536,29 @@ mod tests {
             (c.rollout.bake, c.rollout.default_batch_percent, c.rollout.blue_retire_after),
             (Duration::from_secs(2), 25, Some(Duration::from_secs(3600)))
         );
+    }
+
+    #[test]
+    fn installs_have_their_own_bound_ten_minutes_unless_the_file_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parley.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, format!("data_dir = \"state\"\n{text}")).unwrap();
+            Config::load(Some(&path)).map_err(|e| e.to_string())
+        };
+        let c = load("").unwrap();
+        assert_eq!((c.agent_timeout, c.install_timeout), (Duration::from_secs(2), Duration::from_secs(600)));
+        let c = load("[fleet]\ntimeout_ms = 500\ninstall_timeout_ms = 90000\n").unwrap();
+        assert_eq!((c.agent_timeout, c.install_timeout), (Duration::from_millis(500), Duration::from_secs(90)));
+        for bad in ["999", "86400001"] {
+            assert_eq!(
+                load(&format!("[fleet]\ninstall_timeout_ms = {bad}\n")).unwrap_err(),
+                format!(
+                    "config file {}: fleet.install_timeout_ms must be between 1000 (1 s) and 86400000 (24 hours)",
+                    path.display()
+                )
+            );
+        }
     }
 
     #[test]

@@ -111,6 +111,10 @@ pub struct Reply {
     /// `"llm"` when the language model, not the grammar, understood the utterance.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub understood_by: Option<&'static str>,
+    /// Set when the reply is about health, installs or rollouts on agents that are a
+    /// simulation (the demo fleet, `fleet simulate`); front-ends show its note once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulated: Option<crate::topology::Simulation>,
 }
 
 impl Reply {
@@ -128,6 +132,7 @@ impl Reply {
             table: None,
             outcome,
             understood_by: None,
+            simulated: None,
         }
     }
 
@@ -158,6 +163,11 @@ impl Reply {
     pub fn with_deployment(mut self, id: impl Into<String>) -> Reply {
         self.deployment = Some(id.into());
         self
+    }
+
+    /// The line to show under the message: that what it reports is simulated.
+    pub fn simulation_note(&self) -> Option<String> {
+        self.simulated.map(|s| s.note())
     }
 
     pub fn feasible(mut self, feasible: bool) -> Reply {

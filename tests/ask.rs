@@ -354,3 +354,31 @@ fn a_long_table_and_its_rule_fit_the_terminal() {
     assert_eq!(lines[1], "  Agent    Step  Previous  State      Detail");
     assert_eq!(lines[2], "  -------  ----  --------  ---------  ------");
 }
+
+/// The demo fleet is a simulation, and replies about its health, installs and
+/// rollouts say so once; replies about nothing on the agents (help, a cancellation)
+/// do not. (A real agent's replies never do: tests/real_agents.rs.)
+#[test]
+fn replies_about_the_demo_fleet_say_once_that_it_is_simulated() {
+    let dir = tempfile::tempdir().unwrap();
+    let note = "Simulated fleet: installs and health are simulated.";
+    let out = parley(dir.path()).args(["ask", "how healthy is eu west?"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("eu-west: 12 agents, 12 healthy."), "{text}");
+    assert_eq!(lines.iter().filter(|l| **l == note).count(), 1, "{text}");
+
+    let mut chat = common::Chat::start(dir.path(), &[]);
+    let t = chat.say("how healthy is eu west?");
+    assert_eq!(t["simulated"], serde_json::json!({"agents": 48, "of": 48}), "{t}");
+    assert!(!t["message"].as_str().unwrap().contains(note), "the note is beside the message, not in it: {t}");
+    let t = chat.say("roll out auth-filter 2.1.0 to ap-south");
+    assert_eq!(t["outcome"], "needs_confirmation", "{t}");
+    assert_eq!(t["simulated"]["agents"], 48, "{t}");
+    let t = chat.say("no");
+    assert_eq!((t["outcome"].as_str(), t.get("simulated")), (Some("cancelled"), None), "{t}");
+    let t = chat.say("help");
+    assert_eq!(t.get("simulated"), None, "{t}");
+    chat.finish();
+}

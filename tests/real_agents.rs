@@ -149,6 +149,41 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// The process group of `pid`, from /proc.
+fn pgrp(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name: state, ppid, pgrp.
+    stat.rsplit(')').next()?.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Live (not zombie) processes in process group `group`.
+fn in_group(group: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| pgrp(*pid) == Some(group) && alive(*pid))
+        .collect()
+}
+
+/// Writes `art/NAME.toml`, a catalog of hello-svc with `versions` (version, artifact
+/// file), and returns its path and the catalog.
+fn catalog_with(art: &Path, name: &str, versions: &[(&str, &Path)]) -> (PathBuf, Catalog) {
+    let list: Vec<String> = versions.iter().map(|(v, _)| format!("\"{v}\"")).collect();
+    let mut text = format!("[[extension]]\nname = \"hello-svc\"\nversions = [{}]\n", list.join(", "));
+    for (v, file) in versions {
+        let r = file_ref(file);
+        text.push_str(&format!(
+            "\n[extension.artifacts.\"{v}\"]\nurl = \"{}\"\nsha256 = \"{}\"\nsize = {}\n",
+            r.url,
+            r.sha256,
+            r.size.unwrap()
+        ));
+    }
+    let path = art.join(format!("{name}.toml"));
+    std::fs::write(&path, &text).unwrap();
+    (path.clone(), Catalog::from_toml(&text, "catalog").unwrap())
+}
+
 #[test]
 fn a_canary_installs_real_versions_and_a_version_failing_its_probe_rolls_back_by_itself() {
     let tmp = tempfile::tempdir().unwrap();
@@ -185,7 +220,7 @@ fn a_canary_installs_real_versions_and_a_version_failing_its_probe_rolls_back_by
     std::fs::write(
         &config,
         format!(
-            "catalog = \"{}\"\n[fleet]\ninventory = \"{}\"\ntimeout_ms = 15000\n",
+            "catalog = \"{}\"\n[fleet]\ninventory = \"{}\"\n",
             art.join("catalog.toml").display(),
             inventory.display()
         ),
@@ -309,7 +344,7 @@ fn variant(art: &Path, version: &str, edit: &str) -> PathBuf {
     std::fs::create_dir_all(&tree).unwrap();
     let out = art.join(format!("hello-svc-{version}.tar.gz"));
     let script = format!(
-        "set -e; tar xzf {src} -C {tree}; cd {tree}; sed -i 's/^version = .*/version = \"{version}\"/' extension.toml; {edit}; tar czf {out} .",
+        "set -e; tar xzf {src} -C {tree}; cd {tree}; sed -i 's/^version = .*/version = \"{version}\"/' extension.toml; sed -i 's/1.0.0/{version}/' config.json; {edit}; tar czf {out} .",
         src = art.join("hello-svc-1.0.0.tar.gz").display(),
         tree = tree.display(),
         out = out.display(),
@@ -441,7 +476,8 @@ fn an_agent_killed_in_the_middle_of_an_install_restarts_with_one_active_version(
     let (_, _, old_pid, _) = hello(&url).unwrap();
 
     // 4.0.0's install hook takes its time: the agent is killed while it runs.
-    let slow = variant(&art, "4.0.0", "echo 'touch hook-started; sleep 20' > hooks/install.sh");
+    // The hook's shell forks `sleep`: a grandchild of what the agent spawned.
+    let slow = variant(&art, "4.0.0", "echo 'echo $$ > hook.pid; touch hook-started; sleep 20' > hooks/install.sh");
     let r = file_ref(&slow);
     let u = url.clone();
     let installing = std::thread::spawn(move || put(&u, "4.0.0", &r));
@@ -451,8 +487,17 @@ fn an_agent_killed_in_the_middle_of_an_install_restarts_with_one_active_version(
         assert!(Instant::now() < deadline, "the install never reached its hook");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let hook_pid: u32 = std::fs::read_to_string(staging.join("hook.pid")).unwrap().trim().parse().unwrap();
+    let group = pgrp(hook_pid).unwrap();
+    assert!(in_group(group).len() >= 2, "the hook's shell and its sleep: {:?}", in_group(group));
     drop(agent); // SIGKILL
     let _ = installing.join();
+    // The hook, and what it started, die with the agent.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !in_group(group).is_empty() {
+        assert!(Instant::now() < deadline, "the hook's processes {:?} outlived their agent", in_group(group));
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(staging.exists(), "killed mid-unpack: the staging directory is still there");
     // The service dies with its agent.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -662,5 +707,293 @@ fn a_bundle_checks_completely_names_what_is_wrong_and_feeds_an_agent_offline() {
     let (v, state, _, port) = hello(&url).unwrap();
     assert_eq!((v.as_str(), state), ("2.0.0", ProbeState::Ok));
     assert_eq!(probe(port.unwrap()), Some((200, "2.0.0".into())));
+    agent.stop();
+}
+
+#[test]
+fn installs_have_their_own_timeout_longer_than_the_call_timeout_and_one_past_it_fails_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, art, _) = artifacts(tmp.path());
+    let one = art.join("hello-svc-1.0.0.tar.gz");
+    // 5.0.0's install hook takes 3 s, 6.0.0's 7 s (its hooks may take 10).
+    let slow = variant(&art, "5.0.0", "echo 'sleep 3' > hooks/install.sh");
+    let slower = variant(&art, "6.0.0", "echo 'sleep 7' > hooks/install.sh");
+    let (catalog_file, cat) = catalog_with(&art, "slow", &[("1.0.0", &one), ("5.0.0", &slow), ("6.0.0", &slower)]);
+    let dir = tmp.path().join("agent");
+    let (agent, url) = start_agent(&tmp.path().join("data"), &dir, "real-1", "us-east-a");
+    rt().block_on(client(&cat).install(&url, "hello-svc", "1.0.0")).unwrap();
+
+    // Through chat: calls to agents time out after 1 s, the 3 s install does not.
+    let inventory = tmp.path().join("fleet.toml");
+    std::fs::write(&inventory, format!("[[agent]]\nendpoint = \"{url}\"\n")).unwrap();
+    let config = tmp.path().join("parley.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "catalog = \"{}\"\n[fleet]\ninventory = \"{}\"\ntimeout_ms = 1000\n",
+            catalog_file.display(),
+            inventory.display()
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("parley");
+    let mut cmd = common::parley(&data);
+    cmd.arg("--config").arg(&config).env("PARLEY_AGENT_TOKEN", TOKEN);
+    let mut chat = common::Chat::start_command(cmd, &data);
+    let t = chat.eventually("which agents run hello-svc 1.0.0?", |t| {
+        t["details"]["agents"].as_array().map(Vec::len) == Some(1)
+    });
+    // A real agent's replies are not labelled as a simulation.
+    assert_eq!(t.get("simulated"), None, "{t}");
+    assert!(!t["message"].as_str().unwrap().contains("imulated"), "{t}");
+    let started = Instant::now();
+    let t = chat.say_confirmed("canary hello-svc 5.0.0 to us-east");
+    assert_eq!(t["deployment"], "d-1", "{t}");
+    let done = chat.wait_for_status("d-1", &["succeeded", "rolled_back", "failed"]);
+    assert_eq!(done["details"]["status"], "succeeded", "{done}");
+    assert_eq!(done.get("simulated"), None, "{done}");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    chat.finish();
+    assert_eq!(current(&dir), "5.0.0");
+    assert_eq!(hello(&url).unwrap().1, ProbeState::Ok);
+
+    // Straight through the client: a 5 s install bound, and a 7 s hook.
+    let c = AgentClient::new(Duration::from_secs(1), Some(TOKEN.into()))
+        .unwrap()
+        .with_artifacts(&cat)
+        .with_install_timeout(Duration::from_secs(5));
+    let started = Instant::now();
+    let e = rt().block_on(c.install(&url, "hello-svc", "6.0.0")).unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{url} did not finish installing hello-svc 6.0.0 within 5 s (the install timeout, [fleet] install_timeout_ms)"
+        )
+    );
+    assert!(took >= Duration::from_secs(5) && took < Duration::from_secs(7), "{took:?}");
+    // Status reads keep the short timeout and answer meanwhile.
+    assert_eq!(rt().block_on(c.status(&url)).unwrap().extensions[0].version, "5.0.0");
+    // The agent finishes what it began (a dropped request cuts nothing off half-way).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let version = || status(&url).extensions.iter().find(|e| e.name == "hello-svc").map(|e| e.version.clone());
+    while version().as_deref() != Some("6.0.0") {
+        assert!(Instant::now() < deadline, "the install did not finish on the agent");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, state, _, port) = hello(&url).unwrap();
+    assert_eq!(state, ProbeState::Ok);
+    assert_eq!(probe(port.unwrap()), Some((200, "6.0.0".into())));
+    assert_eq!(current(&dir), "6.0.0");
+    agent.stop();
+}
+
+/// The agent's `GET /metrics`.
+fn scrape(url: &str) -> String {
+    rt().block_on(async {
+        let resp = reqwest::Client::new().get(format!("{url}/metrics")).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    })
+}
+
+/// The value of the sample `series` (name and labels exactly), if there is one.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `promtool check metrics` on `text`, where promtool is installed.
+fn promtool(text: &str) {
+    use std::io::Write;
+    let Ok(mut check) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("SKIPPED: promtool is not installed (apt-get install prometheus)");
+        return;
+    };
+    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
+}
+
+#[test]
+fn a_real_agent_exports_only_what_it_measures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, art, _) = artifacts(tmp.path());
+    let dir = tmp.path().join("agent");
+    let (agent, url) = start_agent(&tmp.path().join("data"), &dir, "real-1", "us-east-a");
+    let who = "agent=\"real-1\",region=\"us-east\",zone=\"us-east-a\"";
+    let traffic = ["parley_agent_requests_total", "parley_agent_request_errors_total", "parley_agent_request_duration"];
+
+    // Nothing installed: nothing to measure but the agent's own answers.
+    let text = scrape(&url);
+    for series in traffic.iter().chain(&["parley_agent_cpu_usage_ratio", "parley_agent_memory_usage_ratio"]) {
+        assert!(!text.contains(series), "{series} with nothing measured:\n{text}");
+    }
+    assert_eq!(sample(&text, &format!("parley_agent_serving{{{who},state=\"active\"}}")), Some(1.0), "{text}");
+    promtool(&text);
+
+    // A service without a metrics endpoint: its probe and /proc, no traffic series.
+    let quiet = variant(&art, "7.0.0", "sed -i '/^\\[metrics\\]/,$d' extension.toml");
+    let (code, e) = put(&url, "7.0.0", &file_ref(&quiet));
+    assert_eq!(code, 200, "{}", e.error);
+    let ext = format!("{who},extension=\"hello-svc\",version=\"7.0.0\"");
+    let text = scrape(&url);
+    for series in traffic {
+        assert!(!text.contains(series), "{series} without an endpoint to read it from:\n{text}");
+    }
+    assert_eq!(sample(&text, &format!("parley_agent_extension_probe_up{{{ext}}}")), Some(1.0), "{text}");
+    assert_eq!(sample(&text, &format!("parley_agent_extension_info{{{ext}}}")), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, &format!("parley_agent_installs_total{{{ext},result=\"succeeded\"}}")),
+        Some(1.0),
+        "{text}"
+    );
+    let memory = sample(&text, &format!("parley_agent_memory_usage_ratio{{{who}}}")).unwrap();
+    assert!(memory > 0.0 && memory < 1.0, "{text}");
+    assert!(sample(&text, &format!("parley_agent_cpu_usage_ratio{{{who}}}")).is_some(), "{text}");
+    promtool(&text);
+
+    // A service with one: what it counts, exactly. Its probe is a command, so only
+    // the requests below reach it; its /health answers 500 (config.json unhealthy).
+    let loud = variant(
+        &art,
+        "8.0.0",
+        "sed -i 's|^http = .*|command = \"true\"|' extension.toml; sed -i 's/true}/false}/' config.json",
+    );
+    let (code, e) = put(&url, "8.0.0", &file_ref(&loud));
+    assert_eq!(code, 200, "{}", e.error);
+    let port = hello(&url).unwrap().3.unwrap();
+    // Its probe (`true`) passes before python listens: wait for the port.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "8.0.0 never listened on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rt().block_on(async {
+        let http = reqwest::Client::new();
+        for path in ["/", "/", "/", "/", "/", "/health", "/health"] {
+            http.get(format!("http://127.0.0.1:{port}{path}")).send().await.unwrap();
+        }
+    });
+    let ext = format!("{who},extension=\"hello-svc\",version=\"8.0.0\"");
+    let requests = format!("parley_agent_requests_total{{{ext}}}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape(&url);
+        if sample(&text, &requests) == Some(7.0) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the agent never read 7 requests:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(sample(&text, &format!("parley_agent_request_errors_total{{{ext}}}")), Some(2.0), "{text}");
+    // Bucket by bucket, what the service itself says.
+    let own = rt().block_on(async {
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap()
+    });
+    let mut buckets = 0;
+    for le in ["0.005", "0.01", "0.05", "0.1", "0.5", "1.0", "+Inf"] {
+        let theirs = sample(&own, &format!("hello_request_seconds_bucket{{le=\"{le}\"}}")).unwrap();
+        let le = if le == "1.0" { "1" } else { le };
+        let ours = sample(&text, &format!("parley_agent_request_duration_seconds_bucket{{{ext},le=\"{le}\"}}"));
+        assert_eq!(ours, Some(theirs), "le {le}:\n{text}\n{own}");
+        buckets += 1;
+    }
+    assert_eq!(buckets, 7);
+    assert_eq!(sample(&text, &format!("parley_agent_request_duration_seconds_count{{{ext}}}")), Some(7.0));
+    assert_eq!(
+        sample(&text, &format!("parley_agent_request_duration_seconds_sum{{{ext}}}")),
+        sample(&own, "hello_request_seconds_sum"),
+        "{text}"
+    );
+    let old: Vec<&str> = text.lines().filter(|l| l.contains("version=\"7.0.0\"")).collect();
+    assert_eq!(
+        old,
+        [format!(
+            "parley_agent_installs_total{{{who},extension=\"hello-svc\",version=\"7.0.0\",result=\"succeeded\"}} 1"
+        )],
+        "the old version's series end but its install count:\n{text}"
+    );
+    promtool(&text);
+    agent.stop();
+}
+
+/// Zips the tree `src` into `out` with python's zipfile, then runs `extra` (python,
+/// with the open ZipFile `z`) to add entries.
+fn zip_tree(src: Option<&Path>, out: &Path, extra: &str) {
+    let py = format!(
+        "import os, zipfile\nz = zipfile.ZipFile('{out}', 'w', zipfile.ZIP_DEFLATED, strict_timestamps=False)\nsrc = {src}\nif src:\n    for root, dirs, files in os.walk(src):\n        for f in sorted(files):\n            p = os.path.join(root, f)\n            z.write(p, os.path.relpath(p, src))\n{extra}\nz.close()\n",
+        out = out.display(),
+        src = src.map(|s| format!("'{}'", s.display())).unwrap_or_else(|| "None".into()),
+    );
+    let ran = Command::new("python3").arg("-c").arg(&py).output().unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+}
+
+#[test]
+fn a_zip_artifact_installs_and_serves_and_escaping_zips_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, art, _) = artifacts(tmp.path());
+    let cat = catalog(&art);
+    let dir = tmp.path().join("agent");
+    let (agent, url) = start_agent(&tmp.path().join("data"), &dir, "real-1", "us-east-a");
+    rt().block_on(client(&cat).install(&url, "hello-svc", "1.0.0")).unwrap();
+
+    variant(&art, "9.0.0", "true");
+    let zipped = art.join("hello-svc-9.0.0.zip");
+    zip_tree(Some(&art.join("tree-9.0.0")), &zipped, "");
+    let (code, e) = put(&url, "9.0.0", &file_ref(&zipped));
+    assert_eq!(code, 200, "{}", e.error);
+    let (v, state, pid, port) = hello(&url).unwrap();
+    assert_eq!((v.as_str(), state), ("9.0.0", ProbeState::Ok));
+    assert_eq!(probe(port.unwrap()), Some((200, "9.0.0".into())));
+    assert_eq!(current(&dir), "9.0.0");
+    assert!(dir.join("extensions/hello-svc/9.0.0/server.py").is_file());
+
+    let before = snapshot(&dir);
+    let reported = status(&url).extensions;
+    let manifest = "z.writestr('extension.toml', 'name = \"hello-svc\"\\nversion = \"6.6.7\"\\n')";
+    let refused = |name: &str, extra: &str, says: &str| {
+        let evil = art.join(name);
+        zip_tree(None, &evil, &format!("{manifest}\n{extra}"));
+        let (code, e) = put(&url, "6.6.7", &file_ref(&evil));
+        assert_eq!(code, 500);
+        assert_eq!(e.error, format!("installing hello-svc 6.6.7 failed: {says}"));
+        assert_eq!(snapshot(&dir), before, "disk changed after {name}");
+        assert_eq!(status(&url).extensions, reported);
+        assert_eq!(probe(port.unwrap()), Some((200, "9.0.0".into())));
+        assert_eq!(hello(&url).unwrap().2, pid);
+    };
+    refused(
+        "climbs.zip",
+        "z.writestr('../escaped.txt', 'out')",
+        "archive entry `../escaped.txt` climbs out with `..`; the archive is refused",
+    );
+    assert!(!dir.join("extensions/hello-svc/escaped.txt").exists());
+    assert!(!dir.join("extensions/escaped.txt").exists());
+    let link = |target: &str| {
+        format!("i = zipfile.ZipInfo('data')\ni.create_system = 3\ni.external_attr = 0o120777 << 16\nz.writestr(i, '{target}')")
+    };
+    refused(
+        "link-out.zip",
+        &link("../../../etc"),
+        "archive entry `data` is a link that climbs out with `..`; the archive is refused",
+    );
+    refused(
+        "link-abs.zip",
+        &link("/etc"),
+        "archive entry `data` is a link to an absolute path; the archive is refused",
+    );
+    refused(
+        "absolute.zip",
+        "z.writestr('/tmp/parley-absolute.txt', 'out')",
+        "archive entry `/tmp/parley-absolute.txt` is an absolute path; the archive is refused",
+    );
     agent.stop();
 }

@@ -17,6 +17,9 @@ use super::AgentError;
 pub struct AgentClient {
     http: reqwest::Client,
     token: Option<String>,
+    /// Bound on an install or removal, which on a real agent downloads, runs hooks and
+    /// starts a service; every other call keeps the client's short timeout.
+    install_timeout: Duration,
     /// The catalog's artifacts by (extension, version), sent with each install so a
     /// real agent knows what to fetch and what it must hash to.
     artifacts: std::sync::Arc<std::collections::BTreeMap<(String, String), crate::artifact::ArtifactRef>>,
@@ -49,7 +52,19 @@ impl AgentClient {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| AgentError::Client(e.to_string()))?;
-        Ok(AgentClient { http, token, artifacts: Default::default() })
+        Ok(AgentClient { http, token, install_timeout: timeout, artifacts: Default::default() })
+    }
+
+    /// This client bounding installs and removals by `timeout` instead of the timeout
+    /// of every other call (`[fleet] install_timeout_ms`).
+    pub fn with_install_timeout(mut self, timeout: Duration) -> AgentClient {
+        self.install_timeout = timeout;
+        self
+    }
+
+    /// The bound on one install or removal.
+    pub fn install_timeout(&self) -> Duration {
+        self.install_timeout
     }
 
     /// This client with the artifacts of `catalog`, sent with every install of a
@@ -77,7 +92,8 @@ impl AgentClient {
         let artifact = self.artifacts.get(&(extension.to_string(), version.to_string())).cloned();
         let body = InstallRequest { version: version.to_string(), artifact };
         let path = format!("/v1/extensions/{extension}");
-        self.call(Method::PUT, endpoint, &path, Some(&body)).await
+        let what = format!("installing {extension} {version}");
+        self.call_bounded(Method::PUT, endpoint, &path, Some(&body), Some(what)).await
     }
 
     /// Removes `extension`. Answers the agent's status after the removal.
@@ -85,7 +101,8 @@ impl AgentClient {
         names::check_name(Kind::Extension, extension)
             .map_err(|e| AgentError::Invalid { endpoint: endpoint.to_string(), reason: e.to_string() })?;
         let path = format!("/v1/extensions/{extension}");
-        self.call::<(), _>(Method::DELETE, endpoint, &path, None).await
+        let what = format!("removing {extension}");
+        self.call_bounded::<(), _>(Method::DELETE, endpoint, &path, None, Some(what)).await
     }
 
     pub async fn action(&self, endpoint: &str, action: AgentAction) -> Result<AgentStatus, AgentError> {
@@ -100,26 +117,47 @@ impl AgentClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, AgentError> {
+        self.call_bounded(method, endpoint, path, body, None).await
+    }
+
+    /// A call; `install` names an install or removal, bounded by the install timeout
+    /// instead of the client's.
+    async fn call_bounded<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        endpoint: &str,
+        path: &str,
+        body: Option<&B>,
+        install: Option<String>,
+    ) -> Result<T, AgentError> {
         let url = format!("{}{}", endpoint.trim_end_matches('/'), path);
         let mut req = self.http.request(method, &url);
+        if install.is_some() {
+            req = req.timeout(self.install_timeout);
+        }
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req.send().await.map_err(|e| {
-            if e.is_timeout() {
-                AgentError::Timeout { endpoint: endpoint.to_string() }
-            } else {
-                AgentError::Unreachable { endpoint: endpoint.to_string(), reason: root_cause(&e) }
+        let timed_out = |install: Option<String>| match install {
+            Some(what) => {
+                AgentError::InstallTimeout { endpoint: endpoint.to_string(), what, limit: self.install_timeout }
             }
-        })?;
+            None => AgentError::Timeout { endpoint: endpoint.to_string() },
+        };
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) if e.is_timeout() => return Err(timed_out(install)),
+            Err(e) => return Err(AgentError::Unreachable { endpoint: endpoint.to_string(), reason: root_cause(&e) }),
+        };
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| AgentError::Unreachable { endpoint: endpoint.to_string(), reason: root_cause(&e) })?;
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) if e.is_timeout() => return Err(timed_out(install)),
+            Err(e) => return Err(AgentError::Unreachable { endpoint: endpoint.to_string(), reason: root_cause(&e) }),
+        };
         if !status.is_success() {
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|b| b.error)

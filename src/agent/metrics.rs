@@ -12,6 +12,13 @@
 //! rate and the error and latency counters grow as the agent's reported error rate and
 //! p95 say (an exponential latency distribution with that p95), integrated over the
 //! time since the last scrape. They say so in the HELP lines.
+//!
+//! A real agent (`parley agent --dir`) exports only what it measures
+//! ([`Exporter::render_measured`]): the extension's own request, error and latency
+//! series as its Prometheus endpoint last reported them (none when the manifest names
+//! no endpoint), the extension processes' CPU and memory from `/proc`, its health
+//! probes' results, and installs by result. A family with nothing measured behind it
+//! is left out, not filled with zeros.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -91,6 +98,220 @@ impl Exporter {
         render(&st, who, extensions, state, m)
     }
 }
+
+impl Exporter {
+    /// A real agent's series: only what it measured (see the module's comment). `m`
+    /// is its reported health, whose CPU and memory come from `/proc` (NaN: unknown).
+    pub fn render_measured(
+        &self,
+        who: &Identity<'_>,
+        extensions: &BTreeMap<String, String>,
+        state: ServingState,
+        m: &Metrics,
+        measured: &[super::real::Measured],
+    ) -> String {
+        let st = self.lock();
+        render_measured(&st, who, extensions, state, m, measured)
+    }
+}
+
+/// A number as the exposition format writes it (`+Inf` for an unbounded bucket).
+fn number(x: f64) -> String {
+    if x == f64::INFINITY {
+        "+Inf".into()
+    } else {
+        format!("{x}")
+    }
+}
+
+fn render_measured(
+    st: &State,
+    who: &Identity<'_>,
+    extensions: &BTreeMap<String, String>,
+    state: ServingState,
+    m: &Metrics,
+    measured: &[super::real::Measured],
+) -> String {
+    let base =
+        format!("agent=\"{}\",region=\"{}\",zone=\"{}\"", escape(who.agent), escape(who.region), escape(who.zone));
+    let ext_labels = |ext: &str, ver: &str| format!("{base},extension=\"{}\",version=\"{}\"", escape(ext), escape(ver));
+    let mut out = String::with_capacity(2048);
+    // A family is written only when it has a sample: its HELP and TYPE come with it.
+    let family = |out: &mut String, name: &str, kind: &str, help: &str, samples: Vec<String>| {
+        if samples.is_empty() {
+            return;
+        }
+        header(out, name, kind, help);
+        for line in samples {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    };
+    let scraped: Vec<(String, &super::prom::Scrape)> =
+        measured.iter().filter_map(|x| Some((ext_labels(&x.name, &x.version), x.scrape.as_ref()?))).collect();
+
+    family(
+        &mut out,
+        "parley_agent_requests_total",
+        "counter",
+        "Requests this extension version served, as its own Prometheus endpoint counts them (last scrape).",
+        scraped
+            .iter()
+            .filter(|(_, s)| s.requests_seen)
+            .map(|(l, s)| format!("parley_agent_requests_total{{{l}}} {}", number(s.requests)))
+            .collect(),
+    );
+    family(
+        &mut out,
+        "parley_agent_request_errors_total",
+        "counter",
+        "Requests this extension version failed, as its own Prometheus endpoint counts them (last scrape).",
+        scraped
+            .iter()
+            .filter(|(_, s)| s.errors_seen)
+            .map(|(l, s)| format!("parley_agent_request_errors_total{{{l}}} {}", number(s.errors)))
+            .collect(),
+    );
+    let mut histogram = Vec::new();
+    for (labels, s) in &scraped {
+        // Only a whole histogram: one without its +Inf bucket is not one.
+        let Some(total) = s.buckets.iter().find(|(le, _)| le.0 == f64::INFINITY).map(|(_, n)| *n) else { continue };
+        for (le, n) in &s.buckets {
+            histogram.push(format!(
+                "parley_agent_request_duration_seconds_bucket{{{labels},le=\"{}\"}} {}",
+                number(le.0),
+                number(*n)
+            ));
+        }
+        if let Some(sum) = s.latency_sum {
+            histogram.push(format!("parley_agent_request_duration_seconds_sum{{{labels}}} {}", number(sum)));
+        }
+        histogram.push(format!(
+            "parley_agent_request_duration_seconds_count{{{labels}}} {}",
+            number(s.latency_count.unwrap_or(total))
+        ));
+    }
+    family(
+        &mut out,
+        "parley_agent_request_duration_seconds",
+        "histogram",
+        "Request latency of this extension version, from its own Prometheus endpoint (last scrape).",
+        histogram,
+    );
+    let known = |x: f64| (!x.is_nan()).then_some(x);
+    family(
+        &mut out,
+        "parley_agent_cpu_usage_ratio",
+        "gauge",
+        "CPU use of the extension processes, as a share of the host's CPU (0-1, from /proc).",
+        known(m.cpu_pct).map(|c| format!("parley_agent_cpu_usage_ratio{{{base}}} {}", c / 100.0)).into_iter().collect(),
+    );
+    family(
+        &mut out,
+        "parley_agent_memory_usage_ratio",
+        "gauge",
+        "Resident memory of the extension processes, as a share of the host's memory (0-1, from /proc).",
+        known(m.mem_pct)
+            .map(|c| format!("parley_agent_memory_usage_ratio{{{base}}} {}", c / 100.0))
+            .into_iter()
+            .collect(),
+    );
+    family(
+        &mut out,
+        "parley_agent_extension_probe_up",
+        "gauge",
+        "1 when the extension version's last health probe passed, 0 when it failed.",
+        measured
+            .iter()
+            .filter_map(|x| {
+                x.last_probe.map(|(ok, _)| {
+                    format!("parley_agent_extension_probe_up{{{}}} {}", ext_labels(&x.name, &x.version), u8::from(ok))
+                })
+            })
+            .collect(),
+    );
+    family(
+        &mut out,
+        "parley_agent_extension_probe_duration_seconds",
+        "gauge",
+        "How long the extension version's last health probe took.",
+        measured
+            .iter()
+            .filter_map(|x| {
+                x.last_probe.map(|(_, secs)| {
+                    format!(
+                        "parley_agent_extension_probe_duration_seconds{{{}}} {}",
+                        ext_labels(&x.name, &x.version),
+                        number(secs)
+                    )
+                })
+            })
+            .collect(),
+    );
+    family(
+        &mut out,
+        "parley_agent_extension_probes_total",
+        "counter",
+        "Health probes of the extension version since it was activated, by result.",
+        measured
+            .iter()
+            .filter(|x| x.probes != (0, 0))
+            .flat_map(|x| {
+                let labels = ext_labels(&x.name, &x.version);
+                [("passed", x.probes.0), ("failed", x.probes.1)]
+                    .map(|(r, n)| format!("parley_agent_extension_probes_total{{{labels},result=\"{r}\"}} {n}"))
+            })
+            .collect(),
+    );
+    family(
+        &mut out,
+        "parley_agent_extension_info",
+        "gauge",
+        "Extension versions installed now (always 1).",
+        extensions
+            .iter()
+            .map(|(ext, ver)| format!("parley_agent_extension_info{{{}}} 1", ext_labels(ext, ver)))
+            .collect(),
+    );
+    family(
+        &mut out,
+        "parley_agent_serving",
+        "gauge",
+        "1 for the serving state the agent is in, 0 for the others.",
+        SERVING_STATES
+            .iter()
+            .map(|s| format!("parley_agent_serving{{{base},state=\"{}\"}} {}", s.as_str(), u8::from(*s == state)))
+            .collect(),
+    );
+    family(
+        &mut out,
+        "parley_agent_installs_total",
+        "counter",
+        "Install requests by extension version and result.",
+        st.installs
+            .iter()
+            .map(|((ext, ver, result), n)| {
+                format!("parley_agent_installs_total{{{},result=\"{result}\"}} {n}", ext_labels(ext, ver))
+            })
+            .collect(),
+    );
+    family(
+        &mut out,
+        "parley_agent_health_probes_total",
+        "counter",
+        "Health probes (GET /v1/health) the agent answered.",
+        vec![format!("parley_agent_health_probes_total{{{base}}} {}", st.probes)],
+    );
+    out
+}
+
+const SERVING_STATES: [ServingState; 5] = [
+    ServingState::Active,
+    ServingState::Cordoned,
+    ServingState::Draining,
+    ServingState::Drained,
+    ServingState::Restarting,
+];
 
 fn advance(st: &mut State, extensions: &BTreeMap<String, String>, state: ServingState, m: &Metrics, now: Instant) {
     let dt = st.last.map(|l| now.saturating_duration_since(l).as_secs_f64()).unwrap_or(0.0);

@@ -25,6 +25,10 @@ pub enum AgentError {
     Client(String),
     #[error("{endpoint} did not answer in time")]
     Timeout { endpoint: String },
+    /// An install or removal ran past `[fleet] install_timeout_ms`: the agent answers,
+    /// but did not finish in time (a real agent still finishes or undoes what it began).
+    #[error("{endpoint} did not finish {what} within {} (the install timeout, [fleet] install_timeout_ms)", crate::words::duration(*limit))]
+    InstallTimeout { endpoint: String, what: String, limit: std::time::Duration },
     #[error("{endpoint} is unreachable: {reason}")]
     Unreachable { endpoint: String, reason: String },
     #[error("{endpoint} refused the request: bad or missing token")]

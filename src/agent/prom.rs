@@ -24,6 +24,13 @@ pub struct Scrape {
     pub requests: f64,
     pub errors: f64,
     pub buckets: BTreeMap<OrdF64, f64>,
+    /// Whether the endpoint had the requests and errors series at all: a series it
+    /// does not have is not exported as zero.
+    pub requests_seen: bool,
+    pub errors_seen: bool,
+    /// The histogram's `_sum` (seconds) and `_count`, when it has them.
+    pub latency_sum: Option<f64>,
+    pub latency_count: Option<f64>,
 }
 
 /// `le` bounds in order (`+Inf` last).
@@ -50,6 +57,8 @@ impl Ord for OrdF64 {
 pub fn parse(text: &str, spec: &PromSpec) -> Scrape {
     let mut s = Scrape::default();
     let bucket = spec.latency.as_ref().map(|l| format!("{l}_bucket"));
+    let sum = spec.latency.as_ref().map(|l| format!("{l}_sum"));
+    let count = spec.latency.as_ref().map(|l| format!("{l}_count"));
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let (series, rest) = match line.find('{') {
             Some(i) => (&line[..i], &line[i..]),
@@ -66,8 +75,14 @@ pub fn parse(text: &str, spec: &PromSpec) -> Scrape {
         let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else { continue };
         if series == spec.requests {
             s.requests += v;
+            s.requests_seen = true;
         } else if Some(series) == spec.errors.as_deref() {
             s.errors += v;
+            s.errors_seen = true;
+        } else if Some(series) == sum.as_deref() {
+            *s.latency_sum.get_or_insert(0.0) += v;
+        } else if Some(series) == count.as_deref() {
+            *s.latency_count.get_or_insert(0.0) += v;
         } else if Some(series) == bucket.as_deref() {
             let le = labels.split(',').find_map(|kv| kv.trim().strip_prefix("le=")).map(|q| q.trim_matches('"'));
             let le = match le {
@@ -127,7 +142,8 @@ mod tests {
             "# TYPE hello_requests_total counter\nhello_requests_total{path=\"/\"} 100\nhello_requests_total{path=\"/health\"} 50\nhello_errors_total 3\nhello_request_seconds_bucket{le=\"0.01\"} 140\nhello_request_seconds_bucket{le=\"0.1\"} 149\nhello_request_seconds_bucket{le=\"+Inf\"} 150\n",
             &spec(),
         );
-        assert_eq!((a.requests, a.errors), (150.0, 3.0));
+        assert_eq!((a.requests, a.errors, a.requests_seen, a.errors_seen), (150.0, 3.0, true, true));
+        assert_eq!((a.latency_sum, a.latency_count), (None, None));
         let b = parse(
             "hello_requests_total{path=\"/\"} 180\nhello_requests_total{path=\"/health\"} 70\nhello_errors_total 13 1700000000000\nhello_request_seconds_bucket{le=\"0.01\"} 180\nhello_request_seconds_bucket{le=\"0.1\"} 240\nhello_request_seconds_bucket{le=\"+Inf\"} 250\n",
             &spec(),

@@ -100,10 +100,29 @@ struct Active {
     _scraper: Option<service::AbortOnDrop>,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct PromFigures {
     error_rate_pct: Option<f64>,
     p95_ms: Option<f64>,
+    /// The last scrape as read (counter totals and buckets); `None` while the
+    /// endpoint does not answer.
+    last: Option<crate::agent::prom::Scrape>,
+}
+
+/// What a real agent measures of one active version, for `GET /metrics`: nothing in
+/// it is derived from anything but a probe, `/proc` or the extension's own endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    pub name: String,
+    pub version: String,
+    /// The last probe's result and how long it took, seconds; `None`: no probe yet
+    /// (or the manifest names none).
+    pub last_probe: Option<(bool, f64)>,
+    /// Probes since activation: (passed, failed).
+    pub probes: (u64, u64),
+    /// The extension's own endpoint as last read, when the manifest names one and it
+    /// answers.
+    pub scrape: Option<crate::agent::prom::Scrape>,
 }
 
 #[derive(Debug)]
@@ -285,7 +304,7 @@ impl RealExtensions {
         sha256: &str,
     ) -> Result<(), InstallError> {
         let (archive, into) = (archive.to_path_buf(), staging.to_path_buf());
-        tokio::task::spawn_blocking(move || unpack::unpack_tar_gz(&archive, &into))
+        tokio::task::spawn_blocking(move || unpack::unpack(&archive, &into))
             .await
             .map_err(|e| ArtifactError::Archive(e.to_string()))??;
         let manifest = Manifest::load(staging)?;
@@ -514,7 +533,7 @@ impl RealExtensions {
             let results: Vec<_> = active.values().flat_map(|a| a.window.snapshot()).collect();
             let pids: Vec<u32> = active.values().filter_map(|a| a.service.as_ref().and_then(Supervised::pid)).collect();
             let prom: Vec<PromFigures> =
-                active.values().map(|a| *a.prom.lock().unwrap_or_else(|p| p.into_inner())).collect();
+                active.values().map(|a| a.prom.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
             (results, pids, prom)
         };
         let (error_rate_pct, p95_ms) = if results.is_empty() {
@@ -542,6 +561,20 @@ impl RealExtensions {
             error_rate_pct: r(error_rate_pct, 100.0),
             p95_ms: r(p95_ms, 1.0),
         }
+    }
+
+    /// What is measured of each active version, for `GET /metrics`.
+    pub fn measured(&self) -> Vec<Measured> {
+        self.lock()
+            .iter()
+            .map(|(name, a)| Measured {
+                name: name.clone(),
+                version: a.version.clone(),
+                last_probe: a.window.snapshot().last().map(|r| (r.ok, r.ms / 1000.0)),
+                probes: a.window.totals(),
+                scrape: a.prom.lock().unwrap_or_else(|p| p.into_inner()).last.clone(),
+            })
+            .collect()
     }
 
     /// Per extension: where its health comes from and what it says now.
@@ -590,9 +623,12 @@ fn spawn_scraper(
                 continue;
             };
             let now = crate::agent::prom::parse(&text, &spec);
-            if let Some(before) = &last {
-                let (error_rate_pct, p95_ms) = crate::agent::prom::between(before, &now);
-                *figures.lock().unwrap_or_else(|p| p.into_inner()) = PromFigures { error_rate_pct, p95_ms };
+            {
+                let mut f = figures.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(before) = &last {
+                    (f.error_rate_pct, f.p95_ms) = crate::agent::prom::between(before, &now);
+                }
+                f.last = Some(now.clone());
             }
             last = Some(now);
         }
@@ -652,8 +688,8 @@ async fn run_hook(cmd: &str, dir: &Path, timeout: Duration, port: Option<u16>, l
     let mut c = tokio::process::Command::new("sh");
     c.arg("-c").arg(cmd).current_dir(dir).kill_on_drop(true);
     c.stdin(std::process::Stdio::null()).stdout(out).stderr(err);
-    #[cfg(unix)]
-    c.process_group(0);
+    // In its own process group, gone with the agent even when the agent is SIGKILLed.
+    service::die_with_agent(&mut c);
     if let Some(p) = port {
         c.env("PORT", p.to_string());
     }
@@ -671,12 +707,8 @@ async fn run_hook(cmd: &str, dir: &Path, timeout: Duration, port: Option<u16>, l
         }
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => {
-            #[cfg(unix)]
-            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                unsafe {
-                    libc::kill(-pid, libc::SIGKILL);
-                }
-            }
+            // The hook and everything it started.
+            service::kill_group(pid);
             let _ = child.kill().await;
             Err(format!("did not finish within {} s", timeout.as_secs()))
         }

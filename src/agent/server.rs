@@ -550,7 +550,11 @@ async fn metrics_text(Target(agent): Target, headers: HeaderMap) -> Result<Respo
     };
     let c = &agent.config;
     let who = super::metrics::Identity { agent: &c.name, region: &c.region, zone: &c.zone };
-    let body = agent.exporter.render(&who, &extensions, state, &m);
+    let body = match &c.real {
+        // A real agent exports what it measures, never traffic it did not see.
+        Some(real) => agent.exporter.render_measured(&who, &extensions, state, &m, &real.measured()),
+        None => agent.exporter.render(&who, &extensions, state, &m),
+    };
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
 }
 
@@ -568,7 +572,11 @@ async fn install(
     guard(&agent, &headers).await?;
     let Json(req) =
         body.map_err(|e| ApiError::bad_request(format!("the body must be {{\"version\": \"...\"}}: {e}")))?;
-    agent.install(&name, &req.version, req.artifact.as_ref()).await.map(Json)
+    // Its own task: a client that stops waiting (its install timeout) drops this
+    // handler, and an install cut off half-way would leave the agent reporting one
+    // version while another is linked. The install finishes, or undoes itself.
+    let task = tokio::spawn(async move { agent.install(&name, &req.version, req.artifact.as_ref()).await });
+    task.await.map_err(|e| ApiError::failed(format!("the install stopped: {e}")))?.map(Json)
 }
 
 async fn remove(
@@ -577,17 +585,20 @@ async fn remove(
     Path(NamePath { name }): Path<NamePath>,
 ) -> Result<Json<AgentStatus>, ApiError> {
     guard(&agent, &headers).await?;
-    if let Some(real) = agent.config.real.clone() {
-        names::check_name(Kind::Extension, &name).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        if agent.lock().state == ServingState::Restarting {
-            return Err(ApiError::unavailable("the agent is restarting"));
-        }
+    let Some(real) = agent.config.real.clone() else { return agent.remove(&name).map(Json) };
+    names::check_name(Kind::Extension, &name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if agent.lock().state == ServingState::Restarting {
+        return Err(ApiError::unavailable("the agent is restarting"));
+    }
+    // As for installs: a client that stops waiting does not cut a removal off half-way.
+    let task = tokio::spawn(async move {
         real.remove(&name).await.map_err(|e| match e {
             super::real::InstallError::NotInstalled { .. } => ApiError::not_found(e.to_string()),
             e => ApiError::failed(format!("removing {name} failed: {e}")),
         })?;
-    }
-    agent.remove(&name).map(Json)
+        agent.remove(&name)
+    });
+    task.await.map_err(|e| ApiError::failed(format!("the removal stopped: {e}")))?.map(Json)
 }
 
 async fn action(

@@ -25,15 +25,30 @@ pub struct ProbeResult {
 #[derive(Debug, Default)]
 pub struct ProbeWindow {
     results: Mutex<VecDeque<ProbeResult>>,
+    /// Every probe since the version was activated: (passed, failed).
+    totals: Mutex<(u64, u64)>,
 }
 
 impl ProbeWindow {
     pub fn push(&self, r: ProbeResult) {
+        {
+            let mut t = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+            if r.ok {
+                t.0 += 1;
+            } else {
+                t.1 += 1;
+            }
+        }
         let mut q = self.results.lock().unwrap_or_else(|p| p.into_inner());
         if q.len() == PROBE_WINDOW {
             q.pop_front();
         }
         q.push_back(r);
+    }
+
+    /// Probes since activation that passed and that failed.
+    pub fn totals(&self) -> (u64, u64) {
+        *self.totals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn snapshot(&self) -> Vec<ProbeResult> {
@@ -60,7 +75,23 @@ pub async fn probe_once(http: &reqwest::Client, health: &Health, dir: &Path, por
             if let Some(p) = port {
                 c.env("PORT", p.to_string());
             }
-            matches!(tokio::time::timeout(health.timeout, c.status()).await, Ok(Ok(s)) if s.success())
+            die_with_agent(&mut c);
+            match c.spawn() {
+                Ok(mut child) => {
+                    let pid = child.id();
+                    match tokio::time::timeout(health.timeout, child.wait()).await {
+                        Ok(Ok(s)) => s.success(),
+                        Ok(Err(_)) => false,
+                        Err(_) => {
+                            // Past its timeout: the probe and whatever it started.
+                            kill_group(pid);
+                            let _ = child.wait().await;
+                            false
+                        }
+                    }
+                }
+                Err(_) => false,
+            }
         }
     };
     ProbeResult { ok, ms: started.elapsed().as_secs_f64() * 1000.0 }
@@ -234,6 +265,98 @@ fn spawn_child(argv: &[String], dir: &Path, log: &Path, port: u16) -> std::io::R
         });
     }
     cmd.spawn()
+}
+
+/// Makes `cmd` (a hook, a probe command: a shell that may start processes of its own)
+/// end, with everything it started, when the agent dies, even by SIGKILL.
+///
+/// `PR_SET_PDEATHSIG` alone reaches only the process it is set on, not what that shell
+/// forks, so the spawned process is a guard: in its own process group, it forks the
+/// command (which dies with the guard), waits for it and exits as it did; when the
+/// agent goes first (the guard's parent changes) it kills the whole group, itself
+/// included. A caller's timeout kills the group too: `kill(-pid)` with the pid the
+/// agent sees, which is the group's id.
+pub fn die_with_agent(cmd: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let agent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs between fork and exec and calls only
+        // async-signal-safe functions (setpgid, fork, prctl, waitpid, getppid, kill,
+        // close, nanosleep, _exit); it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setpgid(0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let command = libc::fork();
+                if command < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if command == 0 {
+                    // The command: it goes on to exec, and dies with its guard.
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    return Ok(());
+                }
+                guard(command, agent)
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    cmd.process_group(0);
+}
+
+/// The guard's life (see [`die_with_agent`]); never returns.
+#[cfg(target_os = "linux")]
+fn guard(command: libc::pid_t, agent: libc::pid_t) -> ! {
+    // SAFETY: only async-signal-safe calls, in the child of a fork.
+    unsafe {
+        // Its copies of the agent's descriptors closed, the spawn's exec-status pipe
+        // among them (the agent then sees the spawn succeed); stdio stays for the log.
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+            for fd in 3..4096 {
+                libc::close(fd);
+            }
+        }
+        let mut nap_ms = 1;
+        loop {
+            let mut status = 0;
+            let r = libc::waitpid(command, &mut status, libc::WNOHANG);
+            if r == command {
+                if libc::WIFEXITED(status) {
+                    libc::_exit(libc::WEXITSTATUS(status));
+                }
+                // Killed by a signal: end by the same one, so the agent sees it.
+                let sig = libc::WTERMSIG(status);
+                libc::signal(sig, libc::SIG_DFL);
+                libc::kill(libc::getpid(), sig);
+                libc::_exit(128 + sig);
+            }
+            if r < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+            if libc::getppid() != agent {
+                // The agent is gone: everything in the group goes, the guard last.
+                libc::kill(0, libc::SIGKILL);
+                libc::_exit(137);
+            }
+            let nap = libc::timespec { tv_sec: 0, tv_nsec: nap_ms * 1_000_000 };
+            libc::nanosleep(&nap, std::ptr::null_mut());
+            nap_ms = (nap_ms * 2).min(50);
+        }
+    }
+}
+
+/// Kills the process group `pid` leads (a command started by [`die_with_agent`]).
+pub fn kill_group(pid: Option<u32>) {
+    #[cfg(unix)]
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0) {
+        // SAFETY: a plain syscall; a group already gone is ESRCH, which is fine.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
 }
 
 async fn terminate(child: &mut tokio::process::Child, pid: u32) {

@@ -278,6 +278,15 @@ impl Session {
         }
         self.vet_follow_ups(&mut reply).await;
         troubleshoot::mark_frozen(&self.services, &mut reply).await;
+        // What it reports of a simulated fleet is simulated: the fleet model knows
+        // which agents are, and every front-end shows the note.
+        let reports = matches!(
+            reply.outcome,
+            Outcome::Answered | Outcome::NeedsConfirmation | Outcome::Started | Outcome::Done | Outcome::Failed
+        );
+        if reports && reply.operation.as_ref().is_some_and(Operation::reports_on_agents) {
+            reply.simulated = self.services.topology.snapshot().simulation();
+        }
         let notices = self.take_routing_notices();
         if !notices.is_empty() && !self.routing_live {
             reply.message = format!("{} {}", notices.join(" "), reply.message);

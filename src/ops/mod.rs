@@ -522,6 +522,50 @@ impl Operation {
         }
     }
 
+    /// Whether a reply to it reports on the agents themselves: their health, what
+    /// they run, installs, rollouts, agent actions and traffic. Such a reply on a
+    /// simulated fleet says that it is one (see `topology::Simulation`). Every
+    /// operation is named, so a new one needs a decision.
+    pub fn reports_on_agents(&self) -> bool {
+        match self {
+            Operation::ShowTopology { .. }
+            | Operation::ShowHealth { .. }
+            | Operation::ShowAgent { .. }
+            | Operation::FindAgents { .. }
+            | Operation::ListExtensions { .. }
+            | Operation::RunHealthCheck { .. }
+            | Operation::Deploy { .. }
+            | Operation::Pause { .. }
+            | Operation::Resume { .. }
+            | Operation::Promote { .. }
+            | Operation::Abort { .. }
+            | Operation::Rollback { .. }
+            | Operation::Retry { .. }
+            | Operation::ShowDeployment { .. }
+            | Operation::ListDeployments { .. }
+            | Operation::Report { .. }
+            | Operation::Drain { .. }
+            | Operation::Cordon { .. }
+            | Operation::Uncordon { .. }
+            | Operation::Restart { .. }
+            | Operation::Failover { .. }
+            | Operation::Failback { .. }
+            | Operation::ShiftTraffic { .. }
+            | Operation::ShowRouting { .. }
+            | Operation::Watch { .. }
+            | Operation::Explain { .. }
+            | Operation::Changes { .. } => true,
+            Operation::Unwatch
+            | Operation::Help
+            | Operation::Confirm
+            | Operation::Cancel
+            | Operation::Versions { .. }
+            | Operation::ShowAudit { .. }
+            | Operation::Freeze
+            | Operation::Unfreeze => false,
+        }
+    }
+
     /// The contract's name of the operation (`"deploy"`, `"show_health"`, ...).
     pub fn name(&self) -> &'static str {
         match self {

@@ -638,9 +638,14 @@ async fn install_one(
     version: &str,
 ) -> Result<(), (TargetState, String)> {
     let timeout = inner.settings.install_timeout;
-    let answer = tokio::time::timeout(timeout, inner.client.install(endpoint, extension, version))
-        .await
-        .unwrap_or_else(|_| Err(AgentError::Timeout { endpoint: endpoint.to_string() }));
+    let answer =
+        tokio::time::timeout(timeout, inner.client.install(endpoint, extension, version)).await.unwrap_or_else(|_| {
+            Err(AgentError::InstallTimeout {
+                endpoint: endpoint.to_string(),
+                what: format!("installing {extension} {version}"),
+                limit: timeout,
+            })
+        });
     match answer {
         Ok(status) => {
             let found = status.extensions.iter().find(|e| e.name == extension).map(|e| e.version.as_str());
@@ -825,7 +830,10 @@ enum Confirm {
 
 fn classify(e: AgentError) -> Confirm {
     match e {
-        AgentError::Timeout { .. } | AgentError::Unreachable { .. } => Confirm::Silent(e.to_string()),
+        // An install that ran out of time may still finish on the agent: try again.
+        AgentError::Timeout { .. } | AgentError::InstallTimeout { .. } | AgentError::Unreachable { .. } => {
+            Confirm::Silent(e.to_string())
+        }
         // A refusal (the agent is restarting, say) may pass too.
         AgentError::Refused { status, .. } if status >= 500 => Confirm::Silent(e.to_string()),
         e => Confirm::Differs(e.to_string()),

@@ -34,6 +34,10 @@ const MAX_BUTTONS: usize = 5;
 /// is the notification and screen-reader fallback.
 pub fn reply_message(reply: &Reply) -> Value {
     let mut blocks = vec![section(&reply.message)];
+    if let Some(note) = reply.simulation_note() {
+        // No block id: the waiting line's id is the one a closed proposal looks for.
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": text::escape(&note)}]}));
+    }
     if let Some(table) = &reply.table {
         blocks.extend(table_blocks(table));
     }
@@ -181,6 +185,16 @@ fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::reply::Outcome;
+
+    #[test]
+    fn a_reply_about_a_simulated_fleet_carries_the_note_as_context() {
+        let mut reply = Reply::new(Outcome::Answered, "us-east: 12 of 12 healthy");
+        reply.simulated = Some(crate::topology::Simulation { agents: 48, of: 48 });
+        let m = reply_message(&reply);
+        assert_eq!(m["text"], "us-east: 12 of 12 healthy");
+        assert_eq!(m["blocks"][1]["type"], "context");
+        assert_eq!(m["blocks"][1]["elements"][0]["text"], "Simulated fleet: installs and health are simulated.");
+    }
 
     #[test]
     fn a_table_becomes_fields_and_follow_ups_become_buttons() {

@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::agent::protocol::{Metrics, ServingState};
+use crate::agent::protocol::{HealthSource, Metrics, ServingState};
 use crate::ops::{Scope, Selector};
 pub use catalog::{Catalog, CatalogExtension, Dependency, VersionMatch};
 
@@ -236,6 +236,33 @@ pub struct AgentView {
     /// whichever state the last pass happened to catch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flapping: Option<Flapping>,
+    /// Where the agent says its health comes from: `simulated` (the demo fleet, `fleet
+    /// simulate`) or `measured` (a real agent); `None`: it has not said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_source: Option<HealthSource>,
+}
+
+/// How much of the fleet is a simulation: agents whose installs are a delay and whose
+/// health is synthesised. [`Topology::simulation`] is the one owner of the rule;
+/// every reply about health, installs or rollouts asks it, and every front-end shows
+/// [`Simulation::note`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Simulation {
+    /// Agents that report their health as simulated ...
+    pub agents: usize,
+    /// ... of this many in the fleet.
+    pub of: usize,
+}
+
+impl Simulation {
+    /// The line every front-end shows once under such a reply.
+    pub fn note(&self) -> String {
+        if self.agents == self.of {
+            "Simulated fleet: installs and health are simulated.".to_string()
+        } else {
+            format!("Simulated: {} of {} agents; their installs and health are simulated.", self.agents, self.of)
+        }
+    }
 }
 
 /// How much a flapping agent has been changing.
@@ -503,6 +530,13 @@ struct RegionStats {
 }
 
 impl Topology {
+    /// How much of the fleet reports simulated health; `None` when no agent does (a
+    /// fleet of real agents, or of agents that do not say).
+    pub fn simulation(&self) -> Option<Simulation> {
+        let agents = self.agents.iter().filter(|a| a.health_source == Some(HealthSource::Simulated)).count();
+        (agents > 0).then_some(Simulation { agents, of: self.agents.len() })
+    }
+
     /// Builds a snapshot. Regions and zones keep the order in which agents list them.
     pub fn new(agents: Vec<AgentView>, catalog: Arc<Catalog>, refreshed_at: Option<DateTime<Utc>>) -> Topology {
         let mut index = HashMap::with_capacity(agents.len());
@@ -775,6 +809,7 @@ pub mod demo {
             last_seen: Some(DateTime::<Utc>::UNIX_EPOCH),
             reported_at: Some(DateTime::<Utc>::UNIX_EPOCH),
             flapping: None,
+            health_source: None,
         }
     }
 

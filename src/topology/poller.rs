@@ -741,6 +741,7 @@ fn unseen_view(entry: &InventoryEntry, now: DateTime<Utc>) -> AgentView {
         last_seen: None,
         reported_at: None,
         flapping: None,
+        health_source: None,
     }
 }
 
@@ -767,6 +768,7 @@ fn update_view(view: &mut AgentView, entry: &InventoryEntry, status: AgentStatus
     view.extensions = status.extensions.into_iter().map(|e| (e.name, e.version)).collect();
     view.metrics = status.metrics;
     view.state = status.state;
+    view.health_source = status.health_source;
 }
 
 /// Names reported by more than one endpoint, sorted. The model keeps every such agent

@@ -46,6 +46,11 @@ pub fn render_width(reply: &Reply, width: usize) -> String {
     for line in wrap(&reply.message, width) {
         push_line(&mut out, &line);
     }
+    if let Some(note) = reply.simulation_note() {
+        for line in wrap(&note, width) {
+            push_line(&mut out, &line);
+        }
+    }
     if let Some(table) = &reply.table {
         out.push('\n');
         out.push_str(&render_table(table, width));
@@ -179,6 +184,16 @@ mod tests {
         assert_eq!(
             render_width(&r, 80),
             "ok\n\n  Health\n  Agent   CPU %\n  ------  -----\n  edge-1  31\n  gpu-12  7\n\n  [1] show agent edge-1\n"
+        );
+    }
+
+    #[test]
+    fn a_reply_about_a_simulated_fleet_says_so_under_its_message() {
+        let mut r = Reply::new(Outcome::Answered, "eu-west: 12 agents, 12 healthy.").with_follow_ups(["help"]);
+        r.simulated = Some(crate::topology::Simulation { agents: 3, of: 5 });
+        assert_eq!(
+            render_width(&r, 80),
+            "eu-west: 12 agents, 12 healthy.\nSimulated: 3 of 5 agents; their installs and health are simulated.\n\n  [1] help\n"
         );
     }
 

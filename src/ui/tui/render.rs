@@ -225,6 +225,11 @@ fn reply_lines(app: &App, r: &Reply, width: usize, last: bool, lines: &mut Vec<L
     for l in wrap(&r.message, width.saturating_sub(2)) {
         lines.push(Line::styled(format!("  {l}"), style));
     }
+    if let Some(note) = r.simulation_note() {
+        for l in wrap(&note, width.saturating_sub(2)) {
+            lines.push(Line::styled(format!("  {l}"), Style::new().fg(Color::DarkGray)));
+        }
+    }
     if matches!(r.operation, Some(Operation::Explain { .. })) {
         explain_sparklines(r, width, lines);
     }
