@@ -82,12 +82,15 @@ fn start_agent(data: &Path, dir: &Path, name: &str, zone: &str) -> (Proc, String
     start_agent_with(data, dir, name, zone, &[])
 }
 
+/// The start timeout is generous: on a loaded machine python can take seconds to
+/// answer, and an install answers once the new service passed its first probe (or
+/// the start timeout ran out).
 fn start_agent_with(data: &Path, dir: &Path, name: &str, zone: &str, extra: &[&str]) -> (Proc, String) {
     let mut child = Command::new(common::parley_bin())
         .arg("--data-dir")
         .arg(data)
         .args(["agent", "--name", name, "--region", "us-east", "--zone", zone])
-        .args(["--labels", "env=staging,tier=edge", "--listen", "127.0.0.1:0", "--start-timeout-ms", "2000"])
+        .args(["--labels", "env=staging,tier=edge", "--listen", "127.0.0.1:0", "--start-timeout-ms", "8000"])
         .arg("--dir")
         .arg(dir)
         .args(extra)
