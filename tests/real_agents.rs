@@ -82,12 +82,15 @@ fn start_agent(data: &Path, dir: &Path, name: &str, zone: &str) -> (Proc, String
     start_agent_with(data, dir, name, zone, &[])
 }
 
+/// The start timeout is generous: on a loaded machine python can take seconds to
+/// answer, and an install answers once the new service passed its first probe (or
+/// the start timeout ran out).
 fn start_agent_with(data: &Path, dir: &Path, name: &str, zone: &str, extra: &[&str]) -> (Proc, String) {
     let mut child = Command::new(common::parley_bin())
         .arg("--data-dir")
         .arg(data)
         .args(["agent", "--name", name, "--region", "us-east", "--zone", zone])
-        .args(["--labels", "env=staging,tier=edge", "--listen", "127.0.0.1:0", "--start-timeout-ms", "2000"])
+        .args(["--labels", "env=staging,tier=edge", "--listen", "127.0.0.1:0", "--start-timeout-ms", "8000"])
         .arg("--dir")
         .arg(dir)
         .args(extra)
@@ -518,6 +521,13 @@ fn an_agent_killed_in_the_middle_of_an_install_restarts_with_one_active_version(
         .into_iter()
         .collect();
     assert_eq!(left, ["1.0.0", "current"], "staging cleaned, only the active version");
+    // Its service was started again at restart; on a loaded machine python may take
+    // longer than the start timeout to answer, and until then the probe says failing.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while hello(&url).unwrap().1 != ProbeState::Ok {
+        assert!(Instant::now() < deadline, "1.0.0 never answered its probe after the restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (v, state, pid, port) = hello(&url).unwrap();
     assert_eq!((v.as_str(), state), ("1.0.0", ProbeState::Ok));
     assert_ne!(pid, old_pid);
