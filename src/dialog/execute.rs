@@ -30,13 +30,25 @@ pub(super) async fn run(
     let topo = services.topology.snapshot();
     let reply = match op {
         Operation::ShowTopology { scope } => render::topology(&topo, scope.as_ref().unwrap_or(&Scope::fleet())),
-        Operation::ShowHealth { scope } => render::health(&topo, scope.as_ref().unwrap_or(&Scope::fleet())),
+        Operation::ShowHealth { scope } => {
+            let scope = scope.clone().unwrap_or_else(Scope::fleet);
+            let full = crate::digest::full_table_utterance(&scope, None);
+            crate::digest::summarise(render::health(&topo, &scope), &topo, &full, false)
+        }
         Operation::ShowAgent { agent: Some(name) } => match topo.agent(name) {
             Some(a) => render::agent(a, &topo),
             None => Reply::new(Outcome::Infeasible, format!("There is no agent {name}.")),
         },
-        Operation::FindAgents { scope, extension } => {
-            render::found(&topo, scope.as_ref().unwrap_or(&Scope::fleet()), extension.as_ref())
+        Operation::FindAgents { scope, extension, all } => {
+            let scope = scope.clone().unwrap_or_else(Scope::fleet);
+            let reply = render::found(&topo, &scope, extension.as_ref());
+            match all {
+                true => reply,
+                false => {
+                    let full = crate::digest::full_table_utterance(&scope, extension.as_ref());
+                    crate::digest::summarise(reply, &topo, &full, true)
+                }
+            }
         }
         Operation::ListExtensions { scope } => render::extensions(&topo, scope.as_ref().unwrap_or(&Scope::fleet())),
         Operation::RunHealthCheck { scope, checks } => {

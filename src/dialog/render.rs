@@ -14,25 +14,11 @@ use crate::registry::{DeploymentRecord, Report, TargetState};
 use crate::reply::{Outcome, Reply, Table};
 use crate::topology::{AgentView, Liveness, RegionHealth, Topology};
 
-const EXAMPLES: [&str; 12] = [
-    "how healthy is eu-west?",
-    "show topology",
-    "which agents in eu-west have a gpu?",
-    "show agent edge-7",
-    "list extensions in us-east",
-    "run a connectivity check on ap-south",
-    "roll out auth-filter 2.1 to ap-south",
-    "roll out auth-filter 2.1 to eu-west as a canary, 10% then 50%",
-    "pause it / resume it / roll it back / abort d-2",
-    "list deployments since 7d",
-    "deployment report for the last 30 days",
-    "drain edge-7 / cordon edge-7 / uncordon edge-7 / restart edge-7",
-];
-
 pub(super) fn help() -> Reply {
-    let mut table = Table::new("Things to say", &["Example"]);
-    for e in EXAMPLES {
-        table.push(vec![e.to_string()]);
+    // The one list of what Parley does (crate::help), as the TUI's overlay shows it.
+    let mut table = Table::new("Things to say", &["What", "Example"]);
+    for e in crate::help::EXAMPLES {
+        table.push(vec![e.topic.to_string(), e.say.to_string()]);
     }
     Reply::new(
         Outcome::Answered,
@@ -284,7 +270,7 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
         if !these.is_empty() {
             let named: Vec<String> = these
                 .iter()
-                .take(6)
+                .take(crate::digest::NAMED)
                 .map(|a| match l {
                     Liveness::Degraded => {
                         let why: Vec<String> = crate::topology::HealthThresholds::default()
@@ -297,7 +283,9 @@ pub(super) fn health(topo: &Topology, scope: &Scope) -> Reply {
                     _ => format!("{} (since {})", a.name, a.liveness_since.format("%H:%M:%S")),
                 })
                 .collect();
-            message.push_str(&format!(", {} {}: {}", these.len(), l.as_str(), named.join(", ")));
+            let more = these.len() - named.len();
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            message.push_str(&format!(", {} {}: {}{more}", these.len(), l.as_str(), named.join(", ")));
         }
     }
     let cordoned = not_serving(&agents);

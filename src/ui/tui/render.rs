@@ -45,7 +45,7 @@ pub fn render(frame: &mut Frame, app: &App) {
         // table, which always has more to show on a big fleet, takes the rest.
         let wanted = deployments_height(app, right.width.saturating_sub(2) as usize) as u16 + 2;
         let most = right.height * 45 / 100;
-        let deploys_h = wanted.clamp(5.min(most), most.max(3));
+        let deploys_h = wanted.clamp(3.min(most), most.max(3));
         let [fleet, deploys] = Layout::vertical([Constraint::Min(8), Constraint::Length(deploys_h)]).areas(right);
         render_chat(frame, app, left);
         render_fleet(frame, app, fleet);
@@ -1029,31 +1029,11 @@ const HELP: &[(&str, &str)] = &[
     ("Ctrl-C, q, exit", "quit (q outside the chat)"),
 ];
 
-/// What Parley can do, one example each.
-const SAY: &[(&str, &str)] = &[
-    ("health", "how healthy is eu-west?"),
-    ("find", "which agents run auth-filter 2.0.3?"),
-    ("agent", "show agent edge-7"),
-    ("rolling", "roll out auth-filter 2.1.0 to ap-south"),
-    ("canary", "canary auth-filter 2.1.0 to ap-south"),
-    ("blue-green", "roll out auth-filter 2.1.0 to ap-south as blue-green"),
-    ("progressive", "progressive rollout of auth-filter 2.1 to eu-west by zone"),
-    ("promote", "promote d-1"),
-    ("queue", "queue it (after an overlapping rollout is refused)"),
-    ("pause/resume", "pause d-1 · resume d-1"),
-    ("abort/roll back", "abort d-1 · roll back d-1 · retry d-1"),
-    ("failover", "fail over eu-west to us-east"),
-    ("failback", "fail back eu-west"),
-    ("routing", "shift 20% of eu-west's traffic to us-east · show routing"),
-    ("watch", "watch eu-west · stop watching"),
-    ("drain/cordon", "drain edge-7 · cordon edge-7 · restart edge-7"),
-    ("analysis", "deployment report for the last 30 days · show deployment d-1"),
-    ("audit", "parley audit --since 7d (shell)"),
-];
-
 /// The help's lines for a popup `width` wide: every key and example, wrapped, never cut.
 fn help_lines(width: usize) -> Vec<Line<'static>> {
-    let key_w = HELP.iter().chain(SAY).map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    // What Parley can do, one example each: the list the `help` reply shows too.
+    let say: Vec<(&str, &str)> = crate::help::EXAMPLES.iter().map(|e| (e.topic, e.say)).collect();
+    let key_w = HELP.iter().chain(&say).map(|(k, _)| k.chars().count()).max().unwrap_or(0);
     let text_w = width.saturating_sub(key_w + 3).max(10);
     let mut lines = Vec::new();
     let section = |title: &str, rows: &[(&str, &str)], lines: &mut Vec<Line<'static>>| {
@@ -1070,7 +1050,7 @@ fn help_lines(width: usize) -> Vec<Line<'static>> {
     };
     section("Keys", HELP, &mut lines);
     lines.push(Line::raw(""));
-    section("Say, for example", SAY, &mut lines);
+    section("Say, for example", &say, &mut lines);
     lines
 }
 
@@ -1082,6 +1062,13 @@ fn help_layout(area: Rect, scroll: usize) -> (Rect, Vec<Line<'static>>, usize) {
     let shown = height.saturating_sub(2) as usize;
     let top = scroll.min(lines.len().saturating_sub(shown));
     (centred(area, width, height), lines, top)
+}
+
+/// Keeps the help's scroll within its text for a screen of `area`, so that Up after
+/// many Downs moves at once (the event loop calls it before drawing).
+pub fn fit_help_scroll(app: &mut App, area: Rect) {
+    let (_, _, top) = help_layout(area, app.help_scroll);
+    app.help_scroll = top;
 }
 
 fn render_help(frame: &mut Frame, app: &App, area: Rect) {

@@ -1,0 +1,158 @@
+//! Big answers, summarised: when an answer about agents is too big to read as a table,
+//! and what it holds instead. This module is the one owner of that rule; the session
+//! applies it to a reply before any front-end sees it, so the text of `ask` and the
+//! REPL, the TUI, Slack and `chat --json` all show the same summary.
+//!
+//! A summary keeps: the counts by health, the unhealthy agents by name (at most
+//! [`NAMED`], then "and N more"), a table of those agents only, and, as its first
+//! follow-up, a sentence the parser reads as the full table ("list all agents in
+//! us-east", `find_agents` with `all`). `chat --json` still carries every agent in
+//! `details` (the data is not the screen), and `details.summary` says what the table
+//! left out.
+
+use serde_json::json;
+
+use crate::ops::{ExtensionRef, Scope, Selector};
+use crate::reply::Reply;
+use crate::topology::{AgentView, Liveness, Topology};
+
+/// An answer with more agent rows than this is summarised. A region of the demo fleet
+/// (12) or the whole of it (48) stays a table, as does a screenful.
+pub const MOST_ROWS: usize = 50;
+
+/// Unhealthy agents named in the message, and kept in the table, at most.
+pub const NAMED: usize = 10;
+
+/// Whether an answer of `rows` agent rows is big.
+pub fn is_big(rows: usize) -> bool {
+    rows > MOST_ROWS
+}
+
+/// How an agent counts: healthy, flapping (whatever the last poll caught) or its liveness.
+fn health(a: &AgentView) -> Option<Liveness> {
+    if a.flapping.is_some() {
+        None
+    } else {
+        Some(a.liveness)
+    }
+}
+
+fn word(h: Option<Liveness>) -> &'static str {
+    h.map(Liveness::as_str).unwrap_or("flapping")
+}
+
+/// Counts by health in a fixed order, the zero ones left out: `[("healthy", 470), ("down", 30)]`.
+pub fn counts(agents: &[&AgentView]) -> Vec<(&'static str, usize)> {
+    [Some(Liveness::Healthy), None, Some(Liveness::Degraded), Some(Liveness::Suspect), Some(Liveness::Down)]
+        .into_iter()
+        .map(|h| (word(h), agents.iter().filter(|a| health(a) == h).count()))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// The agents that are not healthy, worst first (down, suspect, degraded, flapping),
+/// in the order given within each.
+pub fn unhealthy<'a>(agents: &[&'a AgentView]) -> Vec<&'a AgentView> {
+    let rank = |a: &AgentView| match health(a) {
+        Some(Liveness::Down) => 0,
+        Some(Liveness::Suspect) => 1,
+        Some(Liveness::Degraded) => 2,
+        None => 3,
+        Some(Liveness::Healthy) => 4,
+    };
+    let mut out: Vec<&AgentView> = agents.iter().copied().filter(|a| rank(a) < 4).collect();
+    out.sort_by_key(|a| rank(a));
+    out
+}
+
+/// The sentence that asks for every row of `scope` (and `extension`): one the parser
+/// reads as `find_agents` with `all` and the same filters.
+pub fn full_table_utterance(scope: &Scope, extension: Option<&ExtensionRef>) -> String {
+    let mut traits = Vec::new();
+    let mut places = Vec::new();
+    for s in &scope.0 {
+        match s {
+            Selector::Fleet => {}
+            Selector::Capability(c) => traits.push(c.clone()),
+            Selector::Tier(t) => traits.push(t.clone()),
+            Selector::Env(e) => traits.push(e.clone()),
+            Selector::Region(r) | Selector::Zone(r) | Selector::Agent(r) => places.push(r.clone()),
+        }
+    }
+    let mut out = String::from("list all ");
+    for t in traits {
+        out.push_str(&t);
+        out.push(' ');
+    }
+    out.push_str("agents");
+    if !places.is_empty() {
+        out.push_str(" in ");
+        out.push_str(&places.join(" "));
+    }
+    if let Some(e) = extension {
+        out.push_str(" running ");
+        out.push_str(&e.name);
+        if let Some(v) = &e.version {
+            out.push(' ');
+            out.push_str(v);
+        }
+    }
+    out
+}
+
+/// `reply`, whose table has a row per agent (its name in the first cell; `topo` says
+/// how each is), summarised when it is big: the table keeps the unhealthy agents
+/// named, the message gains the counts (when `say_counts`; a health answer says them
+/// already) and the names, and the first follow-up is `full`. A small answer, or one
+/// whose rows are no agents, is returned as it is.
+pub fn summarise(mut reply: Reply, topo: &Topology, full: &str, say_counts: bool) -> Reply {
+    let agents: Vec<&AgentView> = match &reply.table {
+        Some(t) => t.rows.iter().filter_map(|r| topo.agent(r.first()?)).collect(),
+        None => return reply,
+    };
+    if !is_big(agents.len()) {
+        return reply;
+    }
+    let agents = agents.as_slice();
+    let total = agents.len();
+    let bad = unhealthy(agents);
+    let named: Vec<String> = bad.iter().map(|a| format!("{} ({})", a.name, word(health(a)))).collect();
+    let counted = counts(agents);
+    let mut message = reply.message.trim_end().to_string();
+    if say_counts {
+        let parts: Vec<String> = counted.iter().map(|(w, n)| format!("{n} {w}")).collect();
+        message.push_str(&format!(" Of the {total}: {}.", parts.join(", ")));
+    }
+    let shown = bad.len().min(NAMED);
+    if bad.is_empty() {
+        message.push_str(&format!(" All {total} are healthy, so no table; say \"{full}\" for every row."));
+    } else {
+        message.push_str(&format!(
+            " Not healthy: {}. The table shows {}; say \"{full}\" for all {total}.",
+            crate::words::and_more(&named, NAMED),
+            if shown == bad.len() { "them".to_string() } else { format!("the first {shown}") },
+        ));
+    }
+    reply.message = message;
+    if let Some(table) = reply.table.as_mut() {
+        let keep: Vec<&str> = bad.iter().take(NAMED).map(|a| a.name.as_str()).collect();
+        table.rows.retain(|r| r.first().is_some_and(|n| keep.contains(&n.as_str())));
+        table.title = format!("{}: {} of {total} (not healthy)", table.title, table.rows.len());
+    }
+    reply.follow_ups.retain(|f| f != full);
+    reply.follow_ups.insert(0, full.to_string());
+    let summary = json!({
+        "total": total,
+        "counts": counted.iter().map(|(w, n)| (w.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "unhealthy": bad.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        "rows_shown": reply.table.as_ref().map(|t| t.rows.len()).unwrap_or(0),
+        "full": full,
+    });
+    match reply.details.as_mut().and_then(|d| d.as_object_mut()) {
+        Some(obj) => {
+            obj.insert("summary".into(), summary);
+        }
+        None => reply.details = Some(json!({ "summary": summary })),
+    }
+    reply
+}
