@@ -100,12 +100,21 @@ pub fn full_table_utterance(scope: &Scope, extension: Option<&ExtensionRef>) -> 
     out
 }
 
+/// What a reply's message already says of its agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Said {
+    /// Nothing of their health (a search): the summary adds the counts and names.
+    Nothing,
+    /// The counts by health and the unhealthy by name, bounded (a health answer).
+    CountsAndNames,
+}
+
 /// `reply`, whose table has a row per agent (its name in the first cell; `topo` says
-/// how each is), summarised when it is big: the table keeps the unhealthy agents
-/// named, the message gains the counts (when `say_counts`; a health answer says them
-/// already) and the names, and the first follow-up is `full`. A small answer, or one
-/// whose rows are no agents, is returned as it is.
-pub fn summarise(mut reply: Reply, topo: &Topology, full: &str, say_counts: bool) -> Reply {
+/// how each is), summarised when it is big: the table keeps the first [`NAMED`]
+/// unhealthy agents, the message gains the counts and those names unless it `said`
+/// them, and what the table shows, and the first follow-up is `full`. A small
+/// answer, or one whose rows are no agents, is returned as it is.
+pub fn summarise(mut reply: Reply, topo: &Topology, full: &str, said: Said) -> Reply {
     let agents: Vec<&AgentView> = match &reply.table {
         Some(t) => t.rows.iter().filter_map(|r| topo.agent(r.first()?)).collect(),
         None => return reply,
@@ -119,21 +128,28 @@ pub fn summarise(mut reply: Reply, topo: &Topology, full: &str, say_counts: bool
     let named: Vec<String> = bad.iter().map(|a| format!("{} ({})", a.name, word(health(a)))).collect();
     let counted = counts(agents);
     let mut message = reply.message.trim_end().to_string();
-    if say_counts {
+    let shown = bad.len().min(NAMED);
+    if said == Said::Nothing {
         let parts: Vec<String> = counted.iter().map(|(w, n)| format!("{n} {w}")).collect();
         message.push_str(&format!(" Of the {total}: {}.", parts.join(", ")));
+        if !bad.is_empty() {
+            message.push_str(&format!(" Not healthy: {}.", crate::words::and_more(&named, NAMED)));
+        }
     }
-    let shown = bad.len().min(NAMED);
     if bad.is_empty() {
         message.push_str(&format!(" All {total} are healthy, so no table; say \"{full}\" for every row."));
     } else {
-        message.push_str(&format!(
-            " Not healthy: {}. The table shows {}; say \"{full}\" for all {total}.",
-            crate::words::and_more(&named, NAMED),
-            if shown == bad.len() { "them".to_string() } else { format!("the first {shown}") },
-        ));
+        let which = if shown == bad.len() {
+            format!("the {shown} not healthy")
+        } else {
+            format!("the first {shown} of the {} not healthy", bad.len())
+        };
+        message.push_str(&format!(" The table shows {which}; say \"{full}\" for all {total}."));
     }
     reply.message = message;
+    if bad.is_empty() {
+        reply.table = None;
+    }
     if let Some(table) = reply.table.as_mut() {
         let keep: Vec<&str> = bad.iter().take(NAMED).map(|a| a.name.as_str()).collect();
         table.rows.retain(|r| r.first().is_some_and(|n| keep.contains(&n.as_str())));
@@ -155,4 +171,41 @@ pub fn summarise(mut reply: Reply, topo: &Topology, full: &str, say_counts: bool
         None => reply.details = Some(json!({ "summary": summary })),
     }
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intent::{Grammar, Vocabulary};
+    use crate::ops::Operation;
+    use crate::topology::test_support::demo_topology;
+
+    #[test]
+    fn the_full_table_offered_parses_to_every_row_of_the_same_agents() {
+        let grammar = Grammar::embedded().unwrap();
+        let vocab = Vocabulary::from_topology(&demo_topology());
+        let ext = |name: &str, version: Option<&str>| ExtensionRef {
+            name: name.to_string(),
+            version: version.map(str::to_string),
+        };
+        for (scope, extension) in [
+            (Scope::region("us-east"), None),
+            (Scope::fleet(), None),
+            (Scope(vec![Selector::Zone("eu-west-b".into())]), None),
+            (Scope(vec![Selector::Region("us-east".into()), Selector::Capability("gpu".into())]), None),
+            (Scope(vec![Selector::Region("ap-south".into()), Selector::Tier("core".into())]), None),
+            (Scope::region("us-east"), Some(ext("auth-filter", None))),
+            (Scope::region("eu-west"), Some(ext("rate-limiter", Some("1.0.0")))),
+        ] {
+            let said = full_table_utterance(&scope, extension.as_ref());
+            let parsed = grammar.parse(&said, &vocab).operation;
+            assert_eq!(parsed, Some(Operation::FindAgents { scope: Some(scope), extension, all: true }), "{said:?}");
+        }
+    }
+
+    #[test]
+    fn a_demo_region_or_the_whole_demo_fleet_is_no_big_answer() {
+        assert!(!is_big(12) && !is_big(48) && !is_big(MOST_ROWS));
+        assert!(is_big(MOST_ROWS + 1) && is_big(500));
+    }
 }

@@ -33,7 +33,7 @@ pub(super) async fn run(
         Operation::ShowHealth { scope } => {
             let scope = scope.clone().unwrap_or_else(Scope::fleet);
             let full = crate::digest::full_table_utterance(&scope, None);
-            crate::digest::summarise(render::health(&topo, &scope), &topo, &full, false)
+            crate::digest::summarise(render::health(&topo, &scope), &topo, &full, crate::digest::Said::CountsAndNames)
         }
         Operation::ShowAgent { agent: Some(name) } => match topo.agent(name) {
             Some(a) => render::agent(a, &topo),
@@ -46,7 +46,7 @@ pub(super) async fn run(
                 true => reply,
                 false => {
                     let full = crate::digest::full_table_utterance(&scope, extension.as_ref());
-                    crate::digest::summarise(reply, &topo, &full, true)
+                    crate::digest::summarise(reply, &topo, &full, crate::digest::Said::Nothing)
                 }
             }
         }
