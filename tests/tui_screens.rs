@@ -93,7 +93,7 @@ fn help_confirmation_fleet_and_deployments_at_80x24() {
         tmux.send(&["Down"]);
     }
     let screen = tmux.wait_for("the plan's end", Duration::from_secs(10), |s| s.contains(", 0 below ┘"));
-    assert!(screen.contains("12 of 12 (100%)"), "the last step of the plan:\n{screen}");
+    assert!(screen.contains("   4    3: core-16,") && screen.contains("done"), "the last step of the plan:\n{screen}");
     tmux.send(&["y"]);
     tmux.wait_for("the rollout to end", Duration::from_secs(60), |s| {
         s.contains("succeeded") && !s.contains("┌ Confirm")
@@ -115,7 +115,13 @@ fn help_confirmation_fleet_and_deployments_at_80x24() {
     assert!(screen.contains("48 shown · s sort: grouped"), "{screen}");
     assert!(screen.lines().any(|l| l.contains("us-east") && l.contains("healthy") && l.contains("12")), "{screen}");
     assert!(screen.lines().any(|l| l.contains("edge-1 ") && l.contains("healthy")), "{screen}");
-    assert!(screen.contains("─ edge-1 "), "the selected agent's details:\n{screen}");
+    assert!(screen.contains("│ edge-1 ──"), "the selected agent's details:\n{screen}");
+    // The details take the rows they need; the list every other row, none left blank.
+    let lines: Vec<&str> = screen.lines().collect();
+    let top = lines.iter().position(|l| l.starts_with("┌ Fleet")).unwrap();
+    let bottom = lines.iter().position(|l| l.starts_with("└")).unwrap();
+    let blank = (top + 1..bottom).filter(|&i| lines[i].trim_matches(['│', ' ']).is_empty()).count();
+    assert_eq!(blank, 0, "no empty rows in the fleet pane:\n{screen}");
     assert!(screen.contains("us-east / us-east-a · production · tier edge"), "{screen}");
     tmux.send(&["C-c"]);
 }

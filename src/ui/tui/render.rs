@@ -671,9 +671,12 @@ fn render_fleet(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(block, area);
     let selected_row = app.selected_fleet_row();
     let agent = app.selected_agent.as_deref().and_then(|n| app.topology.agent(n));
-    let (list, detail) = match agent {
-        Some(_) if inner.height >= 14 => {
-            let [l, d] = Layout::vertical([Constraint::Min(4), Constraint::Length(7)]).areas(inner);
+    // The selected agent's details take the rows they need (a border and their lines),
+    // the list every other row.
+    let detail_lines = agent.map(|a| agent_detail_lines(app, a, inner.width as usize));
+    let (list, detail) = match &detail_lines {
+        Some(d) if inner.height >= 14 => {
+            let [l, d] = Layout::vertical([Constraint::Min(4), Constraint::Length(d.len() as u16 + 1)]).areas(inner);
             (l, Some(d))
         }
         _ => (inner, None),
@@ -708,56 +711,61 @@ fn render_fleet(frame: &mut Frame, app: &App, area: Rect) {
         );
         frame.render_widget(Paragraph::new(lines), list);
     }
-    if let (Some(a), Some(d)) = (agent, detail) {
-        let status = AgentStatus::of(a);
+    if let (Some(a), Some(d), Some(lines)) = (agent, detail, detail_lines) {
         let block = Block::new()
             .borders(Borders::TOP)
             .border_style(Style::new().fg(Color::DarkGray))
             .title(format!(" {} ", a.name));
         let inner = block.inner(d);
         frame.render_widget(block, d);
-        let w = inner.width as usize;
-        let mut lines = vec![
-            Line::raw(cut(
-                &format!("{} / {} · {} · tier {}", a.region, a.zone, a.env().unwrap_or("-"), a.tier().unwrap_or("-")),
-                w,
-            )),
-            Line::from(vec![
-                Span::styled(status.as_str(), Style::new().fg(status_color(status)).add_modifier(Modifier::BOLD)),
-                Span::raw(cut(
-                    &format!(
-                        " · {} · {}",
-                        a.serving().describe(app.topology.as_of()),
-                        match a.reading(app.topology.as_of()) {
-                            Reading::Live(m) => format!(
-                                "cpu {:.0}% mem {:.0}% err {:.2}% p95 {:.0} ms",
-                                m.cpu_pct, m.mem_pct, m.error_rate_pct, m.p95_ms
-                            ),
-                            Reading::NoTraffic { cpu_pct, mem_pct } => {
-                                format!("cpu {cpu_pct:.0}% mem {mem_pct:.0}% · no traffic")
-                            }
-                            // The age is that of the last report, told just before.
-                            Reading::Stale { .. } => "no live metrics".to_string(),
-                            Reading::Never => "never measured".to_string(),
-                        }
-                    ),
-                    w.saturating_sub(status.as_str().len()),
-                )),
-            ]),
-            Line::raw(cut(
-                &format!(
-                    "capabilities: {}",
-                    if a.capabilities.is_empty() { "-".to_string() } else { a.capabilities.join(", ") }
-                ),
-                w,
-            )),
-        ];
-        let exts: Vec<String> = a.extensions.iter().map(|(n, v)| format!("{n} {v}")).collect();
-        for l in wrap(&format!("extensions: {}", exts.join(", ")), w) {
-            lines.push(Line::raw(l));
-        }
         frame.render_widget(Paragraph::new(lines), inner);
     }
+}
+
+/// The selected agent's details, `w` columns wide: where it is, how it is, what it
+/// can do and what it runs.
+fn agent_detail_lines(app: &App, a: &crate::topology::AgentView, w: usize) -> Vec<Line<'static>> {
+    let status = AgentStatus::of(a);
+    let mut lines = vec![
+        Line::raw(cut(
+            &format!("{} / {} · {} · tier {}", a.region, a.zone, a.env().unwrap_or("-"), a.tier().unwrap_or("-")),
+            w,
+        )),
+        Line::from(vec![
+            Span::styled(status.as_str(), Style::new().fg(status_color(status)).add_modifier(Modifier::BOLD)),
+            Span::raw(cut(
+                &format!(
+                    " · {} · {}",
+                    a.serving().describe(app.topology.as_of()),
+                    match a.reading(app.topology.as_of()) {
+                        Reading::Live(m) => format!(
+                            "cpu {:.0}% mem {:.0}% err {:.2}% p95 {:.0} ms",
+                            m.cpu_pct, m.mem_pct, m.error_rate_pct, m.p95_ms
+                        ),
+                        Reading::NoTraffic { cpu_pct, mem_pct } => {
+                            format!("cpu {cpu_pct:.0}% mem {mem_pct:.0}% · no traffic")
+                        }
+                        // The age is that of the last report, told just before.
+                        Reading::Stale { .. } => "no live metrics".to_string(),
+                        Reading::Never => "never measured".to_string(),
+                    }
+                ),
+                w.saturating_sub(status.as_str().len()),
+            )),
+        ]),
+        Line::raw(cut(
+            &format!(
+                "capabilities: {}",
+                if a.capabilities.is_empty() { "-".to_string() } else { a.capabilities.join(", ") }
+            ),
+            w,
+        )),
+    ];
+    let exts: Vec<String> = a.extensions.iter().map(|(n, v)| format!("{n} {v}")).collect();
+    for l in wrap(&format!("extensions: {}", exts.join(", ")), w) {
+        lines.push(Line::raw(l));
+    }
+    lines
 }
 
 /// Per step: (agents installed, agents in the step).
@@ -1056,7 +1064,7 @@ fn help_lines(width: usize) -> Vec<Line<'static>> {
 
 /// How far the help can scroll on a screen of `area`.
 fn help_layout(area: Rect, scroll: usize) -> (Rect, Vec<Line<'static>>, usize) {
-    let width = area.width.saturating_sub(2).min(96);
+    let width = area.width.saturating_sub(2).min(120);
     let lines = help_lines(width.saturating_sub(2) as usize);
     let height = (lines.len() as u16 + 2).min(area.height);
     let shown = height.saturating_sub(2) as usize;
