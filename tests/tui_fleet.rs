@@ -141,8 +141,12 @@ fn a_rollout_on_two_thousand_agents_followed_filtered_by_version_and_sorted_in_t
 
     // 220x60: the fleet table, not an empty deployments pane, takes the height.
     tmux.cmd(&["resize-window", "-t", "tui", "-x", "220", "-y", "60"]);
-    let screen =
-        tmux.wait_for("220x60", Duration::from_secs(10), |s| s.lines().count() >= 59 && s.contains("s sort: name"));
+    let screen = tmux.wait_for("220x60", Duration::from_secs(10), |s| {
+        // Redrawn at the new size: the fleet pane starts after the chat's 121 columns.
+        s.lines().count() == 60
+            && s.contains("s sort: name")
+            && s.lines().nth(1).is_some_and(|l| l.chars().skip(121).collect::<String>().starts_with("┌ Fleet"))
+    });
     let deploys = screen.lines().position(|l| l.contains("┌ Deployments")).unwrap_or(0);
     assert!(deploys >= 40, "the deployments pane starts low, after a tall fleet table (row {deploys}):\n{screen}");
     // Exactly: the right pane (after the chat's 121 columns) is the fleet pane, its
@@ -167,7 +171,7 @@ fn a_rollout_on_two_thousand_agents_followed_filtered_by_version_and_sorted_in_t
     let end = (deploys + 1..right.len()).find(|&i| right[i].starts_with("└")).unwrap();
     let empty = (deploys + 1..end).filter(|&i| right[i].trim_matches(['│', ' ']).is_empty()).count();
     assert_eq!(empty, 0, "the deployments pane is as tall as what it shows:\n{screen}");
-    assert_eq!(end, 55, "the input box follows it:\n{screen}");
+    assert_eq!(end, 56, "the input box follows it:\n{screen}");
 
     // 80x24: one pane at a time, header, table and input all there.
     tmux.cmd(&["resize-window", "-t", "tui", "-x", "80", "-y", "24"]);
