@@ -209,3 +209,106 @@ mod tests {
         assert!(is_big(MOST_ROWS + 1) && is_big(500));
     }
 }
+
+#[cfg(test)]
+mod front_ends {
+    use super::*;
+    use crate::reply::{Outcome, Table};
+    use crate::topology::test_support::demo_topology;
+    use crate::topology::AgentName;
+
+    /// 120 agents like edge-1, every tenth down; a reply listing them all.
+    fn big() -> (Topology, Reply) {
+        let t = demo_topology();
+        let base = t.agents()[0].clone();
+        let agents = (1..=120)
+            .map(|i| {
+                let mut a = base.clone();
+                a.name = AgentName::new(&format!("edge-{i}"));
+                if i % 10 == 0 {
+                    a.liveness = Liveness::Down;
+                }
+                a
+            })
+            .collect();
+        let topo = Topology::new(agents, t.catalog_arc(), t.refreshed_at());
+        let mut table = Table::new("Agents", &["Agent", "Health"]);
+        for a in topo.agents() {
+            table.push(vec![a.name.to_string(), a.health_word().to_string()]);
+        }
+        let reply = Reply::new(Outcome::Answered, "Found 120 agents.")
+            .with_table(table)
+            .with_follow_ups(["show agent edge-10"]);
+        (topo, reply)
+    }
+
+    #[test]
+    fn text_slack_and_json_show_the_same_summary() {
+        let (topo, reply) = big();
+        let r = summarise(reply, &topo, "list all agents in us-east", Said::Nothing);
+        assert_eq!(
+            r.message,
+            "Found 120 agents. Of the 120: 108 healthy, 12 down. Not healthy: edge-10 (down), edge-20 (down), \
+             edge-30 (down), edge-40 (down), edge-50 (down), edge-60 (down), edge-70 (down), edge-80 (down), \
+             edge-90 (down), edge-100 (down) and 2 more. The table shows the first 10 of the 12 not healthy; \
+             say \"list all agents in us-east\" for all 120."
+        );
+        assert_eq!(r.follow_ups, ["list all agents in us-east", "show agent edge-10"]);
+        let table = r.table.as_ref().unwrap();
+        assert_eq!(table.title, "Agents: 10 of 120 (not healthy)");
+        let names: Vec<&str> = table.rows.iter().map(|row| row[0].as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "edge-10", "edge-20", "edge-30", "edge-40", "edge-50", "edge-60", "edge-70", "edge-80", "edge-90",
+                "edge-100"
+            ]
+        );
+
+        // Text (ask, the REPL): those ten rows and the offer.
+        let text = crate::ui::text::render(&r);
+        assert_eq!(text.lines().filter(|l| l.starts_with("  edge-") && l.ends_with("  down")).count(), 10, "{text}");
+        assert!(text.contains("[1] list all agents in us-east"), "{text}");
+        // Slack: ten rows as fields, the offer as the first button.
+        let slack = crate::slack::blocks::reply_message(&r);
+        let fields: usize = slack["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b.get("fields").and_then(|f| f.as_array()).map(Vec::len))
+            .sum();
+        assert_eq!(fields, 10, "{slack}");
+        assert!(slack.to_string().contains("list all agents in us-east"), "{slack}");
+        // chat --json: the summary in details.
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["details"]["summary"]["counts"], serde_json::json!({"healthy": 108, "down": 12}));
+        assert_eq!(json["details"]["summary"]["rows_shown"], 10);
+    }
+
+    #[test]
+    fn all_healthy_is_said_without_an_empty_table_and_small_answers_are_kept() {
+        let (topo, reply) = big();
+        let healthy: Vec<crate::topology::AgentView> = topo
+            .agents()
+            .iter()
+            .cloned()
+            .map(|mut a| {
+                a.liveness = Liveness::Healthy;
+                a
+            })
+            .collect();
+        let topo = Topology::new(healthy, topo.catalog_arc(), topo.refreshed_at());
+        let r = summarise(reply.clone(), &topo, "list all agents", Said::CountsAndNames);
+        assert_eq!(
+            r.message,
+            "Found 120 agents. All 120 are healthy, so no table; say \"list all agents\" for every row."
+        );
+        assert!(r.table.is_none());
+        // 50 rows: no summary at all.
+        let mut small = reply;
+        if let Some(t) = small.table.as_mut() {
+            t.rows.truncate(MOST_ROWS);
+        }
+        assert_eq!(summarise(small.clone(), &topo, "list all agents", Said::Nothing), small);
+    }
+}
