@@ -113,7 +113,7 @@ fn the_report_draws_rollouts_per_day_by_outcome_in_tmux() {
 
     let inside: Vec<String> = screen
         .lines()
-        .map(|l| l.trim_start_matches('│').trim_end_matches(|c| c == '│' || c == ' ').to_string())
+        .map(|l| l.trim_start_matches('│').trim_end_matches(['│', ' ']).to_string())
         .collect();
     let start = inside.iter().position(|l| l == "  Rollouts per day by outcome").unwrap();
     assert_eq!(inside[start..start + want.len()], want[..], "{screen}");
