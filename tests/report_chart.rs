@@ -111,10 +111,8 @@ fn the_report_draws_rollouts_per_day_by_outcome_in_tmux() {
     }
     want.push("  █ succeeded  ▓ rolled_back  ▒ failed  ░ aborted".to_string());
 
-    let inside: Vec<String> = screen
-        .lines()
-        .map(|l| l.trim_start_matches('│').trim_end_matches(['│', ' ']).to_string())
-        .collect();
+    let inside: Vec<String> =
+        screen.lines().map(|l| l.trim_start_matches('│').trim_end_matches(['│', ' ']).to_string()).collect();
     let start = inside.iter().position(|l| l == "  Rollouts per day by outcome").unwrap();
     assert_eq!(inside[start..start + want.len()], want[..], "{screen}");
     // The message says the same numbers the bars draw.
