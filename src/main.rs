@@ -482,10 +482,16 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             ui::ask::ask(&parley, Actor::local("ask"), &words.join(" "), &options).await?
         }
         // Exactly what `ask` does, without its flags: a risky operation is only proposed.
-        Some(Command::Utterance(words)) => {
-            let options = ui::ask::AskOptions { yes: false, json: false };
-            ui::ask::ask(&parley, Actor::local("ask"), &words.join(" "), &options).await?
-        }
+        Some(Command::Utterance(words)) => match mistyped_command(&parley, &words) {
+            Some(meant) => {
+                parley.shutdown().await;
+                anyhow::bail!("unknown command '{}'; did you mean '{meant}'?", words.join(" "));
+            }
+            None => {
+                let options = ui::ask::AskOptions { yes: false, json: false };
+                ui::ask::ask(&parley, Actor::local("ask"), &words.join(" "), &options).await?
+            }
+        },
         Some(Command::Parse { json: _, words }) => {
             ui::out::Out::new().write(&format!("{}\n", ui::json::parse(&parley, &words.join(" "))))?;
             true
@@ -509,6 +515,42 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     };
     parley.shutdown().await;
     Ok(result)
+}
+
+/// One-word sentences an operator may mean by a lone word; offered only when the
+/// grammar reads them (`parley status` asks about the fleet's health).
+const ONE_WORD_ASKS: [&str; 10] =
+    ["status", "health", "topology", "deployments", "help", "report", "routing", "changes", "versions", "freeze"];
+
+/// A lone word that the grammar does not read and that is a slip or two from a
+/// command ("stauts", "complitions"): the command meant. A mistyped subcommand is then
+/// refused with a suggestion, instead of being asked and answered "not understood";
+/// real sentences (more than one word, or a word the grammar reads) are asked.
+fn mistyped_command(parley: &Parley, words: &[String]) -> Option<String> {
+    let [word] = words else { return None };
+    let word = word.trim().to_lowercase();
+    if word.is_empty() || !word.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
+        return None;
+    }
+    let services = parley.services();
+    let vocab = parley::intent::Vocabulary::from_topology(&services.topology.snapshot());
+    let reads = |w: &str| services.grammar.parse(w, &vocab).operation.is_some();
+    if reads(&word) {
+        return None;
+    }
+    let mut candidates: Vec<String> = Cli::command()
+        .get_subcommands()
+        .flat_map(|c| std::iter::once(c.get_name().to_string()).chain(c.get_all_aliases().map(str::to_string)))
+        .collect();
+    candidates.extend(ONE_WORD_ASKS.iter().filter(|w| reads(w)).map(|w| w.to_string()));
+    // One slip in a short word, two in a longer one: "tu" is "tui", "fleat" is "fleet".
+    let allowed = if word.chars().count() <= 4 { 1 } else { 2 };
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(&word, &c), c))
+        .filter(|(d, c)| *d > 0 && *d <= allowed && *d < c.chars().count())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
 }
 
 /// `parley slack`: runs the bridge until Ctrl-C or SIGTERM.

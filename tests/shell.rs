@@ -206,6 +206,45 @@ fn words_that_are_no_subcommand_are_asked() {
 }
 
 #[test]
+fn a_mistyped_subcommand_is_refused_with_a_suggestion_while_sentences_are_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = parley(dir.path()).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A lone word a slip from a command: refused, exit 2, nothing asked.
+    for (typo, meant) in
+        [("stauts", "status"), ("complitions", "completions"), ("fleat", "fleet"), ("audti", "audit"), ("tu", "tui")]
+    {
+        let (code, out, err) = run(&[typo]);
+        assert_eq!(code, Some(2), "{typo}: {out}{err}");
+        assert_eq!(err, format!("error: unknown command '{typo}'; did you mean '{meant}'?\n"), "{typo}");
+        assert_eq!(out, "", "{typo} was not asked");
+    }
+    // Under a subcommand, clap's own refusal: exit 2, never asked.
+    let (code, out, err) = run(&["fleet", "lsit"]);
+    assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
+    assert!(err.starts_with("error: unrecognized subcommand 'lsit'"), "{err}");
+    // The word meant is itself a sentence: `parley status` asks how the fleet is.
+    let (code, out, _) = run(&["status"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("the whole fleet: 48 agents, 48 healthy."), "{out}");
+    // Real sentences, and single words close to nothing, are still asked.
+    let (code, out, _) = run(&["how healthy is eu-west?"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("eu-west: 12 agents, 12 healthy."), "{out}");
+    let (code, out, _) = run(&["healthy"]);
+    assert_eq!(code, Some(0), "a word the grammar reads is a question: {out}");
+    let (code, out, _) = run(&["xyzzy"]);
+    assert_eq!(code, Some(1));
+    assert!(out.starts_with("I didn't understand \"xyzzy\"."), "{out}");
+}
+
+#[test]
 fn audit_shows_who_did_what_from_which_front_end() {
     let dir = tempfile::tempdir().unwrap();
     let out = parley(dir.path()).args(["ask", "how healthy is eu west?"]).env("USER", "alice").output().unwrap();

@@ -141,10 +141,37 @@ fn a_rollout_on_two_thousand_agents_followed_filtered_by_version_and_sorted_in_t
 
     // 220x60: the fleet table, not an empty deployments pane, takes the height.
     tmux.cmd(&["resize-window", "-t", "tui", "-x", "220", "-y", "60"]);
-    let screen =
-        tmux.wait_for("220x60", Duration::from_secs(10), |s| s.lines().count() >= 59 && s.contains("s sort: name"));
+    let screen = tmux.wait_for("220x60", Duration::from_secs(10), |s| {
+        // Redrawn at the new size: the fleet pane starts after the chat's 121 columns.
+        s.lines().count() == 60
+            && s.contains("s sort: name")
+            && s.lines().nth(1).is_some_and(|l| l.chars().skip(121).collect::<String>().starts_with("┌ Fleet"))
+    });
     let deploys = screen.lines().position(|l| l.contains("┌ Deployments")).unwrap_or(0);
     assert!(deploys >= 40, "the deployments pane starts low, after a tall fleet table (row {deploys}):\n{screen}");
+    // Exactly: the right pane (after the chat's 121 columns) is the fleet pane, its
+    // table (header, then an agent on every row down to the selected agent's details,
+    // which take the rows they need), then the deployments pane, as tall as what it
+    // shows. No row of either is left empty.
+    let right: Vec<String> = screen.lines().map(|l| l.chars().skip(121).collect()).collect();
+    let top = right.iter().position(|l| l.starts_with("┌ Fleet")).unwrap();
+    let bottom = right.iter().position(|l| l.starts_with("└")).unwrap();
+    assert_eq!(bottom + 1, deploys, "{screen}");
+    assert!(right[top + 1].contains("NAME") && right[top + 1].contains("HEALTH"), "{screen}");
+    let detail = (top + 2..bottom).find(|&i| right[i].starts_with("│ ") && right[i].contains(" ──")).unwrap();
+    let agent_rows = (top + 2..detail)
+        .filter(|&i| {
+            let cell = right[i].trim_start_matches('│').trim_start_matches([' ', '✓', '▶', '·']);
+            ["edge-", "core-", "gpu-"].iter().any(|p| cell.starts_with(p))
+        })
+        .count();
+    assert_eq!(agent_rows, detail - top - 2, "an agent on every row of the table:\n{screen}");
+    assert!(agent_rows >= 35, "{agent_rows} rows at 220x60:\n{screen}");
+    assert_eq!(bottom - detail - 1, 4, "the details take their four lines and no more:\n{screen}");
+    let end = (deploys + 1..right.len()).find(|&i| right[i].starts_with("└")).unwrap();
+    let empty = (deploys + 1..end).filter(|&i| right[i].trim_matches(['│', ' ']).is_empty()).count();
+    assert_eq!(empty, 0, "the deployments pane is as tall as what it shows:\n{screen}");
+    assert_eq!(end, 56, "the input box follows it:\n{screen}");
 
     // 80x24: one pane at a time, header, table and input all there.
     tmux.cmd(&["resize-window", "-t", "tui", "-x", "80", "-y", "24"]);

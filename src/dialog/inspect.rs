@@ -28,13 +28,26 @@ pub(super) fn check(op: &Operation, topo: &Topology) -> Result<Feasible, Infeasi
 pub(super) async fn run(services: &Services, op: &Operation, topo: &Topology) -> Reply {
     match op {
         Operation::ShowTopology { scope } => topology(topo, scope.as_ref().unwrap_or(&Scope::fleet())),
-        Operation::ShowHealth { scope } => health(topo, scope.as_ref().unwrap_or(&Scope::fleet())),
+        // Big answers are summarised by the one rule of crate::digest.
+        Operation::ShowHealth { scope } => {
+            let scope = scope.clone().unwrap_or_else(Scope::fleet);
+            let full = crate::digest::full_table_utterance(&scope, None);
+            crate::digest::summarise(health(topo, &scope), topo, &full, crate::digest::Said::CountsAndNames)
+        }
         Operation::ShowAgent { agent: Some(name) } => match topo.agent(name) {
             Some(a) => agent(a, topo),
             None => Reply::new(Outcome::Infeasible, format!("There is no agent {name}.")),
         },
-        Operation::FindAgents { scope, extension } => {
-            found(topo, scope.as_ref().unwrap_or(&Scope::fleet()), extension.as_ref())
+        Operation::FindAgents { scope, extension, all } => {
+            let scope = scope.clone().unwrap_or_else(Scope::fleet);
+            let reply = found(topo, &scope, extension.as_ref());
+            match all {
+                true => reply,
+                false => {
+                    let full = crate::digest::full_table_utterance(&scope, extension.as_ref());
+                    crate::digest::summarise(reply, topo, &full, crate::digest::Said::Nothing)
+                }
+            }
         }
         Operation::ListExtensions { scope } => extensions(topo, scope.as_ref().unwrap_or(&Scope::fleet())),
         Operation::RunHealthCheck { scope, checks: which } => {
@@ -220,7 +233,7 @@ fn health(topo: &Topology, scope: &Scope) -> Reply {
         if !these.is_empty() {
             let named: Vec<String> = these
                 .iter()
-                .take(6)
+                .take(crate::digest::NAMED)
                 .map(|a| match l {
                     Liveness::Degraded => {
                         let why: Vec<String> = crate::topology::HealthThresholds::default()
@@ -233,7 +246,9 @@ fn health(topo: &Topology, scope: &Scope) -> Reply {
                     _ => format!("{} (since {})", a.name, a.liveness_since.format("%H:%M:%S")),
                 })
                 .collect();
-            message.push_str(&format!(", {} {}: {}", these.len(), l.as_str(), named.join(", ")));
+            let more = these.len() - named.len();
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            message.push_str(&format!(", {} {}: {}{more}", these.len(), l.as_str(), named.join(", ")));
         }
     }
     let cordoned = not_serving(&agents);

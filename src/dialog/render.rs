@@ -9,25 +9,11 @@ use crate::ops::{DeploymentStatus, Operation, Scope};
 use crate::registry::{DeploymentRecord, TargetState};
 use crate::reply::{Outcome, Reply, Table};
 
-const EXAMPLES: [&str; 12] = [
-    "how healthy is eu-west?",
-    "show topology",
-    "which agents in eu-west have a gpu?",
-    "show agent edge-7",
-    "list extensions in us-east",
-    "run a connectivity check on ap-south",
-    "roll out auth-filter 2.1 to ap-south",
-    "roll out auth-filter 2.1 to eu-west as a canary, 10% then 50%",
-    "pause it / resume it / roll it back / abort d-2",
-    "list deployments since 7d",
-    "deployment report for the last 30 days",
-    "drain edge-7 / cordon edge-7 / uncordon edge-7 / restart edge-7",
-];
-
 pub(super) fn help() -> Reply {
-    let mut table = Table::new("Things to say", &["Example"]);
-    for e in EXAMPLES {
-        table.push(vec![e.to_string()]);
+    // The one list of what Parley does (crate::help), as the TUI's overlay shows it.
+    let mut table = Table::new("Things to say", &["What", "Example"]);
+    for e in crate::help::EXAMPLES {
+        table.push(vec![e.topic.to_string(), e.say.to_string()]);
     }
     Reply::new(
         Outcome::Answered,

@@ -44,6 +44,10 @@ pub enum Operation {
         scope: Option<Scope>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         extension: Option<ExtensionRef>,
+        /// Every row however many ("list all agents in us-east"); without it a big
+        /// answer is summarised (`crate::digest`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        all: bool,
     },
     ListExtensions {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -202,6 +202,7 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
     let result: io::Result<()> = loop {
         if let Ok(size) = terminal.size() {
             render::fit_confirm_scroll(&mut app, ratatui::layout::Rect::new(0, 0, size.width, size.height));
+            render::fit_help_scroll(&mut app, ratatui::layout::Rect::new(0, 0, size.width, size.height));
         }
         if let Err(e) = terminal.draw(|f| render::render(f, &app)) {
             break Err(e);

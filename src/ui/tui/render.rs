@@ -45,7 +45,7 @@ pub fn render(frame: &mut Frame, app: &App) {
         // table, which always has more to show on a big fleet, takes the rest.
         let wanted = deployments_height(app, right.width.saturating_sub(2) as usize) as u16 + 2;
         let most = right.height * 45 / 100;
-        let deploys_h = wanted.clamp(5.min(most), most.max(3));
+        let deploys_h = wanted.clamp(3.min(most), most.max(3));
         let [fleet, deploys] = Layout::vertical([Constraint::Min(8), Constraint::Length(deploys_h)]).areas(right);
         render_chat(frame, app, left);
         render_fleet(frame, app, fleet);
@@ -676,9 +676,12 @@ fn render_fleet(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(block, area);
     let selected_row = app.selected_fleet_row();
     let agent = app.selected_agent.as_deref().and_then(|n| app.topology.agent(n));
-    let (list, detail) = match agent {
-        Some(_) if inner.height >= 14 => {
-            let [l, d] = Layout::vertical([Constraint::Min(4), Constraint::Length(7)]).areas(inner);
+    // The selected agent's details take the rows they need (a border and their lines),
+    // the list every other row.
+    let detail_lines = agent.map(|a| agent_detail_lines(app, a, inner.width as usize));
+    let (list, detail) = match &detail_lines {
+        Some(d) if inner.height >= 14 => {
+            let [l, d] = Layout::vertical([Constraint::Min(4), Constraint::Length(d.len() as u16 + 1)]).areas(inner);
             (l, Some(d))
         }
         _ => (inner, None),
@@ -713,56 +716,61 @@ fn render_fleet(frame: &mut Frame, app: &App, area: Rect) {
         );
         frame.render_widget(Paragraph::new(lines), list);
     }
-    if let (Some(a), Some(d)) = (agent, detail) {
-        let status = AgentStatus::of(a);
+    if let (Some(a), Some(d), Some(lines)) = (agent, detail, detail_lines) {
         let block = Block::new()
             .borders(Borders::TOP)
             .border_style(Style::new().fg(Color::DarkGray))
             .title(format!(" {} ", a.name));
         let inner = block.inner(d);
         frame.render_widget(block, d);
-        let w = inner.width as usize;
-        let mut lines = vec![
-            Line::raw(cut(
-                &format!("{} / {} · {} · tier {}", a.region, a.zone, a.env().unwrap_or("-"), a.tier().unwrap_or("-")),
-                w,
-            )),
-            Line::from(vec![
-                Span::styled(status.as_str(), Style::new().fg(status_color(status)).add_modifier(Modifier::BOLD)),
-                Span::raw(cut(
-                    &format!(
-                        " · {} · {}",
-                        a.serving().describe(app.topology.as_of()),
-                        match a.reading(app.topology.as_of()) {
-                            Reading::Live(m) => format!(
-                                "cpu {:.0}% mem {:.0}% err {:.2}% p95 {:.0} ms",
-                                m.cpu_pct, m.mem_pct, m.error_rate_pct, m.p95_ms
-                            ),
-                            Reading::NoTraffic { cpu_pct, mem_pct } => {
-                                format!("cpu {cpu_pct:.0}% mem {mem_pct:.0}% · no traffic")
-                            }
-                            // The age is that of the last report, told just before.
-                            Reading::Stale { .. } => "no live metrics".to_string(),
-                            Reading::Never => "never measured".to_string(),
-                        }
-                    ),
-                    w.saturating_sub(status.as_str().len()),
-                )),
-            ]),
-            Line::raw(cut(
-                &format!(
-                    "capabilities: {}",
-                    if a.capabilities.is_empty() { "-".to_string() } else { a.capabilities.join(", ") }
-                ),
-                w,
-            )),
-        ];
-        let exts: Vec<String> = a.extensions.iter().map(|(n, v)| format!("{n} {v}")).collect();
-        for l in wrap(&format!("extensions: {}", exts.join(", ")), w) {
-            lines.push(Line::raw(l));
-        }
         frame.render_widget(Paragraph::new(lines), inner);
     }
+}
+
+/// The selected agent's details, `w` columns wide: where it is, how it is, what it
+/// can do and what it runs.
+fn agent_detail_lines(app: &App, a: &crate::topology::AgentView, w: usize) -> Vec<Line<'static>> {
+    let status = AgentStatus::of(a);
+    let mut lines = vec![
+        Line::raw(cut(
+            &format!("{} / {} · {} · tier {}", a.region, a.zone, a.env().unwrap_or("-"), a.tier().unwrap_or("-")),
+            w,
+        )),
+        Line::from(vec![
+            Span::styled(status.as_str(), Style::new().fg(status_color(status)).add_modifier(Modifier::BOLD)),
+            Span::raw(cut(
+                &format!(
+                    " · {} · {}",
+                    a.serving().describe(app.topology.as_of()),
+                    match a.reading(app.topology.as_of()) {
+                        Reading::Live(m) => format!(
+                            "cpu {:.0}% mem {:.0}% err {:.2}% p95 {:.0} ms",
+                            m.cpu_pct, m.mem_pct, m.error_rate_pct, m.p95_ms
+                        ),
+                        Reading::NoTraffic { cpu_pct, mem_pct } => {
+                            format!("cpu {cpu_pct:.0}% mem {mem_pct:.0}% · no traffic")
+                        }
+                        // The age is that of the last report, told just before.
+                        Reading::Stale { .. } => "no live metrics".to_string(),
+                        Reading::Never => "never measured".to_string(),
+                    }
+                ),
+                w.saturating_sub(status.as_str().len()),
+            )),
+        ]),
+        Line::raw(cut(
+            &format!(
+                "capabilities: {}",
+                if a.capabilities.is_empty() { "-".to_string() } else { a.capabilities.join(", ") }
+            ),
+            w,
+        )),
+    ];
+    let exts: Vec<String> = a.extensions.iter().map(|(n, v)| format!("{n} {v}")).collect();
+    for l in wrap(&format!("extensions: {}", exts.join(", ")), w) {
+        lines.push(Line::raw(l));
+    }
+    lines
 }
 
 /// Per step: (agents installed, agents in the step).
@@ -1034,31 +1042,11 @@ const HELP: &[(&str, &str)] = &[
     ("Ctrl-C, q, exit", "quit (q outside the chat)"),
 ];
 
-/// What Parley can do, one example each.
-const SAY: &[(&str, &str)] = &[
-    ("health", "how healthy is eu-west?"),
-    ("find", "which agents run auth-filter 2.0.3?"),
-    ("agent", "show agent edge-7"),
-    ("rolling", "roll out auth-filter 2.1.0 to ap-south"),
-    ("canary", "canary auth-filter 2.1.0 to ap-south"),
-    ("blue-green", "roll out auth-filter 2.1.0 to ap-south as blue-green"),
-    ("progressive", "progressive rollout of auth-filter 2.1 to eu-west by zone"),
-    ("promote", "promote d-1"),
-    ("queue", "queue it (after an overlapping rollout is refused)"),
-    ("pause/resume", "pause d-1 · resume d-1"),
-    ("abort/roll back", "abort d-1 · roll back d-1 · retry d-1"),
-    ("failover", "fail over eu-west to us-east"),
-    ("failback", "fail back eu-west"),
-    ("routing", "shift 20% of eu-west's traffic to us-east · show routing"),
-    ("watch", "watch eu-west · stop watching"),
-    ("drain/cordon", "drain edge-7 · cordon edge-7 · restart edge-7"),
-    ("analysis", "deployment report for the last 30 days · show deployment d-1"),
-    ("audit", "parley audit --since 7d (shell)"),
-];
-
 /// The help's lines for a popup `width` wide: every key and example, wrapped, never cut.
 fn help_lines(width: usize) -> Vec<Line<'static>> {
-    let key_w = HELP.iter().chain(SAY).map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    // What Parley can do, one example each: the list the `help` reply shows too.
+    let say: Vec<(&str, &str)> = crate::help::EXAMPLES.iter().map(|e| (e.topic, e.say)).collect();
+    let key_w = HELP.iter().chain(&say).map(|(k, _)| k.chars().count()).max().unwrap_or(0);
     let text_w = width.saturating_sub(key_w + 3).max(10);
     let mut lines = Vec::new();
     let section = |title: &str, rows: &[(&str, &str)], lines: &mut Vec<Line<'static>>| {
@@ -1075,18 +1063,25 @@ fn help_lines(width: usize) -> Vec<Line<'static>> {
     };
     section("Keys", HELP, &mut lines);
     lines.push(Line::raw(""));
-    section("Say, for example", SAY, &mut lines);
+    section("Say, for example", &say, &mut lines);
     lines
 }
 
 /// How far the help can scroll on a screen of `area`.
 fn help_layout(area: Rect, scroll: usize) -> (Rect, Vec<Line<'static>>, usize) {
-    let width = area.width.saturating_sub(2).min(96);
+    let width = area.width.saturating_sub(2).min(120);
     let lines = help_lines(width.saturating_sub(2) as usize);
     let height = (lines.len() as u16 + 2).min(area.height);
     let shown = height.saturating_sub(2) as usize;
     let top = scroll.min(lines.len().saturating_sub(shown));
     (centred(area, width, height), lines, top)
+}
+
+/// Keeps the help's scroll within its text for a screen of `area`, so that Up after
+/// many Downs moves at once (the event loop calls it before drawing).
+pub fn fit_help_scroll(app: &mut App, area: Rect) {
+    let (_, _, top) = help_layout(area, app.help_scroll);
+    app.help_scroll = top;
 }
 
 fn render_help(frame: &mut Frame, app: &App, area: Rect) {

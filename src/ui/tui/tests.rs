@@ -146,11 +146,14 @@ fn a_partitioned_region_in_the_fleet_pane_at_80x24() {
     assert_eq!(lines[4], "│    edge-13    down      no answer · stale 42 s                               │");
     assert_eq!(lines[9], "│    gpu-5      down      no answer · stale 42 s                               │");
     assert_eq!(lines[10], "│  eu-west-b    6 down                                                         │");
-    assert_eq!(lines[13], "│ edge-13 ─────────────────────────────────────────────────────────────────────│");
-    assert_eq!(lines[14], "│eu-west / eu-west-a · production · tier edge                                  │");
+    assert_eq!(lines[14], "│    core-11    down      no answer · stale 42 s                               │");
+    // The details take the four lines they need; the list has the rest.
+    assert_eq!(lines[15], "│ edge-13 ─────────────────────────────────────────────────────────────────────│");
+    assert_eq!(lines[16], "│eu-west / eu-west-a · production · tier edge                                  │");
     // Its last report is history, not its state: the words `AgentView::serving` owns.
-    assert_eq!(lines[15], "│down · serving state unknown (last reported active 42 s ago) · no live metrics│");
-    assert_eq!(lines[17], "│extensions: auth-filter 2.0.3, log-shipper 1.4.2, rate-limiter 1.0.0          │");
+    assert_eq!(lines[17], "│down · serving state unknown (last reported active 42 s ago) · no live metrics│");
+    assert_eq!(lines[19], "│extensions: auth-filter 2.0.3, log-shipper 1.4.2, rate-limiter 1.0.0          │");
+    assert_eq!(lines[20], "└──────────────────────────────────────────────────────────────────────────────┘");
     assert_eq!(lines[22], "│›                                                                             │");
 
     // Colours carry the health: the region word and its down agents are red.
@@ -197,7 +200,7 @@ fn a_drained_region_shows_no_traffic_rather_than_calm_metrics() {
     let lines = buffer_to_lines(&a, 80, 24);
     assert_eq!(lines[2], "│eu-west   healthy       12 no traffic to measure                              │");
     assert_eq!(lines[4], "│    edge-13    cordoned  no traffic                                           │");
-    assert_eq!(lines[15], "│cordoned · drained · cpu 3% mem 40% · no traffic                              │");
+    assert_eq!(lines[17], "│cordoned · drained · cpu 3% mem 40% · no traffic                              │");
 }
 
 #[test]
@@ -550,28 +553,25 @@ fn help_opens_with_question_mark_on_an_empty_line_and_any_key_closes_it() {
     // Longer text wraps under itself rather than being cut.
     assert_eq!(lines[3], "││ Tab                      complete a name, region, extension or version (a  ││");
     assert_eq!(lines[4], "││                          popup lists several); on an empty line, cycle     ││");
-    assert!(lines[23].ends_with("↑↓ scroll · 0 above, 26 below ┘┘"), "{}", lines[23]);
+    assert!(lines[23].ends_with("↑↓ scroll · 0 above, 47 below ┘┘"), "{}", lines[23]);
     assert!(!lines.iter().any(|l| l.contains('…')), "nothing cut: {lines:#?}");
-    // Down scrolls to the examples, one per thing Parley does.
-    for _ in 0..40 {
+    // Down scrolls through the examples, one per thing Parley does: every one of them
+    // is on some screen, whole, and the last screen says nothing is below.
+    let mut seen = String::new();
+    for _ in 0..60 {
+        seen.push_str(&buffer_to_lines(&a, 80, 24).join("\n"));
         handle_key(&mut a, key(KeyCode::Down));
+        super::render::fit_help_scroll(&mut a, ratatui::layout::Rect::new(0, 0, 80, 24));
     }
     assert!(a.show_help);
-    let text = buffer_to_lines(&a, 80, 24).join("\n");
-    for example in [
-        "fail over eu-west to us-east",
-        "fail back eu-west",
-        "shift 20% of eu-west's traffic",
-        "promote d-1",
-        "progressive rollout of auth-filter",
-        "blue-green",
-        "watch eu-west",
-        "queue it",
-        "deployment report for the last 30 days",
-    ] {
-        assert!(text.contains(example), "{example}:\n{text}");
+    for e in crate::help::EXAMPLES {
+        // Wrapped under itself where it is long: its start on the topic's line.
+        let start = &e.say[..e.say.len().min(25)];
+        assert!(seen.lines().any(|l| l.contains(&format!(" {} ", e.topic)) && l.contains(start)), "{e:?}");
     }
-    assert!(text.contains(" below ") && text.contains(" 0 below "), "{text}");
+    let text = buffer_to_lines(&a, 80, 24).join("\n");
+    assert!(text.contains(" 47 above, 0 below "), "{text}");
+    assert_eq!(a.help_scroll, 47, "the scroll stops at the end");
     // At 250x70 it all fits: no scrolling hint.
     let big = buffer_to_lines(&a, 250, 70).join("\n");
     assert!(big.contains("Say, for example") && big.contains("fail over eu-west") && !big.contains("↑↓ scroll"));
