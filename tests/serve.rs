@@ -243,7 +243,7 @@ fn a_rollout_started_from_one_client_is_paused_from_another_and_followed_to_succ
     assert_eq!(installed(&still), installed(&held), "agents were installed while paused");
 
     // Client 3 (alice again, a new process mid-way) resumes it and follows it to the end.
-    let resumer = run_ask(dir.path(), &alice, &["--json", "resume d-1"]);
+    let resumer = run_ask(dir.path(), &alice, &["--yes", "--json", "resume d-1"]);
     assert_eq!(resumer.status.code(), Some(0), "{}{}", stdout(&resumer), stderr(&resumer));
     let end = one_json(&resumer);
     assert_eq!(end["operation"]["op"], "show_deployment");
@@ -292,7 +292,7 @@ fn a_rollout_started_from_one_client_is_paused_from_another_and_followed_to_succ
     // The journal, as scripts read it.
     let (_, journal) = server.get("/v1/deployments/d-1/journal");
     let kinds: Vec<&str> = journal["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
-    for kind in ["created", "planned", "paused", "resumed", "finished"] {
+    for kind in ["created", "planned", "paused", "resumed", "succeeded"] {
         assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
     }
     assert!(!kinds.contains(&"interrupted"), "{kinds:?}");
@@ -352,9 +352,12 @@ fn killing_an_ask_client_mid_rollout_leaves_the_rollout_running_on_the_server() 
 
     for id in ["d-1", "d-2"] {
         server.wait_status(id, &["succeeded"], Duration::from_secs(90));
-        let shown = run_ask(dir.path(), &[], &[&format!("show deployment {id}")]);
+        let shown = run_ask(dir.path(), &[], &["--json", &format!("show deployment {id}")]);
         assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
-        assert!(stdout(&shown).contains(", succeeded after "), "{}", stdout(&shown));
+        let shown = one_json(&shown);
+        assert_eq!(shown["details"]["status"], "succeeded");
+        let message = shown["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{id}: ")) && message.contains(", succeeded after "), "{message}");
     }
     let (_, d1) = server.get("/v1/deployments/d-1/journal");
     let kinds: Vec<&str> = d1["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
@@ -476,5 +479,5 @@ fn an_orderly_stop_suspends_a_rollout_and_the_next_start_carries_it_on() {
     let suspended = events.iter().find(|e| e["kind"] == "paused").expect("suspended");
     assert_eq!(suspended["data"]["by"], "parley serve");
     assert!(suspended["data"]["reason"].as_str().unwrap().starts_with("suspended at step "), "{suspended}");
-    assert!(kinds.contains(&"resumed") && kinds.contains(&"finished"), "{kinds:?}");
+    assert!(kinds.contains(&"resumed") && kinds.last() == Some(&"succeeded"), "{kinds:?}");
 }
