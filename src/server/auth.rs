@@ -154,12 +154,12 @@ pub struct Caller {
 impl Caller {
     /// Refuses a caller whose granted role is below `needed`, naming the role. For
     /// the server's own controls (stopping it), which change no agent and so stay
-    /// the admin's even on a read-only server.
-    pub fn require_granted(&self, needed: Role, what: &str) -> Result<(), Response> {
+    /// the admin's even on a read-only server. `Some`: the refusal to answer with.
+    pub fn refuse_below(&self, needed: Role, what: &str) -> Option<Response> {
         if self.granted >= needed {
-            return Ok(());
+            return None;
         }
-        Err(error(
+        Some(error(
             StatusCode::FORBIDDEN,
             "forbidden",
             &format!("{what} needs the {} role; {} is {}", needed.as_str(), self.name, article_role(self.granted)),

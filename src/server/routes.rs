@@ -272,7 +272,7 @@ async fn status(State(state): State<Arc<ServerState>>) -> Response {
 }
 
 async fn stop(State(state): State<Arc<ServerState>>, Extension(caller): Extension<Caller>) -> Response {
-    if let Err(refused) = caller.require_granted(Role::Admin, "stopping the server") {
+    if let Some(refused) = caller.refuse_below(Role::Admin, "stopping the server") {
         return refused;
     }
     let entry = crate::registry::AuditEntry::new(

@@ -161,7 +161,8 @@ async fn follow(client: &Client, id: &str, quiet: bool) -> Result<Followed, Clie
             }
             // Events were lost: the record says whether the end was among them.
             Some("lagged") => {
-                if ended(&client.deployment(id).await?) {
+                let now = client.deployment(id).await?;
+                if ended(&now) {
                     break Followed::Ended;
                 }
             }
