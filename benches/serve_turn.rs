@@ -26,7 +26,7 @@ fn config(dir: &std::path::Path) -> Config {
     };
     config.data_dir = dir.to_path_buf();
     config.db = None;
-    config.bake = Duration::ZERO;
+    config.rollout.bake = Duration::ZERO;
     config
 }
 
@@ -35,7 +35,12 @@ async fn start_server(config: Config) -> (Client, tokio::task::JoinHandle<()>) {
     let socket = parley::server::socket_path(&config.data_dir);
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
-        let options = parley::server::ServeOptions { listen: None, tokens: None, read_only: false, grace: Duration::from_secs(5) };
+        let options = parley::server::ServeOptions {
+            listen: None,
+            tokens: None,
+            read_only: false,
+            grace: Duration::from_secs(5),
+        };
         if let Err(e) = parley::server::serve(&config, &options, |_| {
             let _ = ready_tx.send(());
         })
@@ -96,7 +101,7 @@ async fn fan_out(agents: usize, subscribers: usize) {
     }
     let mut config = config(dir.path());
     config.fleet = FleetSource::Inventory(inventory);
-    config.poll_concurrency = 256;
+    config.poll.concurrency = 256;
     let (client, server) = start_server(config).await;
 
     let counted = Arc::new(std::sync::Mutex::new(Vec::new()));
