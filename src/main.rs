@@ -43,6 +43,11 @@ struct Cli {
     /// Seconds each rollout step bakes before its health gate.
     #[arg(long, global = true, value_name = "SECS")]
     bake_secs: Option<f64>,
+    /// A `parley serve` to be a client of: `unix:PATH` or `http://HOST:PORT` (token in
+    /// PARLEY_TOKEN). Without it, `ask` and `chat` use the data directory's server when
+    /// its socket answers, and work in-process otherwise.
+    #[arg(long, global = true, value_name = "URL", env = "PARLEY_SERVER")]
+    server: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -80,6 +85,9 @@ enum Command {
     },
     /// Bridge Slack to Parley (Socket Mode by default; see `[slack]` in the config).
     Slack,
+    /// The control plane: one process owning the fleet, rollouts, routing and the
+    /// registry, serving clients on <data-dir>/parley.sock (and TCP with --listen).
+    Serve(ServeArgs),
     /// Language-model fallback tools.
     Llm {
         #[command(subcommand)]
@@ -126,6 +134,36 @@ enum Command {
     Utterance(Vec<String>),
     /// Speak to the fleet: `--file cmd.wav`, `--listen` (microphone) or `--listen --input -` (raw PCM), and model tools.
     Voice(Box<VoiceArgs>),
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ServeArgs {
+    #[command(subcommand)]
+    command: Option<ServeCommand>,
+    /// Also listen on this TCP address (needs --tokens), e.g. `0.0.0.0:7878`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Bearer tokens for TCP clients: `TOKEN USER ROLE` per line, mode 0600.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// Refuse every change (a safe screen for a wall display).
+    #[arg(long)]
+    read_only: bool,
+    /// On stop, how long running steps may take to reach their next batch.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    grace_secs: f64,
+}
+
+#[derive(Subcommand)]
+enum ServeCommand {
+    /// Uptime, clients, running rollouts and listen addresses of the local server.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the local server in order: running rollouts carry on at its next start.
+    Stop,
 }
 
 #[derive(clap::Args)]
@@ -373,6 +411,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
+        // Ctrl-C while `ask` followed a server's rollout: it said so already.
+        Err(e) if e.is::<Detached>() => ExitCode::from(130),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -461,6 +501,24 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Some(Command::Llm { command: LlmCommand::Check { json } }) = &cli.command {
         return llm_check(&config, *json).await;
     }
+    if let Some(Command::Serve(args)) = &cli.command {
+        return serve_command(&config, args, cli.server.as_deref()).await;
+    }
+    // `ask` and `chat` are clients of a server when one is selected or answers on the
+    // data directory's socket; everything else (and they, without one) runs in-process.
+    match &cli.command {
+        Some(Command::Ask { .. } | Command::Utterance(_) | Command::Chat { .. }) => {
+            let selected = parley::client::Client::select(cli.server.as_deref(), &config.data_dir).await?;
+            if let Some(client) = selected {
+                return client_command(&client, cli.command).await;
+            }
+        }
+        Some(Command::Parse { .. }) | None => {}
+        Some(_) if cli.server.is_none() => {}
+        Some(_) => anyhow::bail!(
+            "only `ask` and `chat` are clients of a Parley server so far; this command runs in-process: leave out --server and PARLEY_SERVER"
+        ),
+    }
 
     let parley = Parley::start(&config).await.context("starting Parley")?;
     let result = match cli.command {
@@ -509,6 +567,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             | Command::Llm { .. }
             | Command::Audit { .. }
             | Command::Completions { .. }
+            | Command::Serve(_)
             | Command::Man,
         ) => true,
         Some(Command::Artifact { .. } | Command::Bundle { .. }) => true,
@@ -551,6 +610,128 @@ fn mistyped_command(parley: &Parley, words: &[String]) -> Option<String> {
         .filter(|(d, c)| *d > 0 && *d <= allowed && *d < c.chars().count())
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
+}
+
+/// `ask` detached from a rollout the server carries on (exit 130).
+#[derive(Debug, thiserror::Error)]
+#[error("detached")]
+struct Detached;
+
+/// `ask` and `chat` against a server.
+async fn client_command(client: &parley::client::Client, command: Option<Command>) -> anyhow::Result<bool> {
+    use parley::ui::remote::{self, AskEnd};
+    let (words, options) = match command {
+        Some(Command::Ask { yes, json, words }) => (words, ui::ask::AskOptions { yes, json }),
+        Some(Command::Utterance(words)) => (words, ui::ask::AskOptions { yes: false, json: false }),
+        Some(Command::Chat { json }) => {
+            remote::chat(client, json).await?;
+            return Ok(true);
+        }
+        _ => return Ok(true),
+    };
+    match remote::ask(client, &words.join(" "), &options).await? {
+        AskEnd::Succeeded => Ok(true),
+        AskEnd::Failed => Ok(false),
+        AskEnd::Detached => Err(Detached.into()),
+    }
+}
+
+/// `parley serve [status|stop]`.
+async fn serve_command(config: &Config, args: &ServeArgs, server: Option<&str>) -> anyhow::Result<bool> {
+    use parley::client::Client;
+    let local = || {
+        anyhow::anyhow!(
+            "no Parley server answers on {}; start one with `parley serve`",
+            parley::server::socket_path(&config.data_dir).display()
+        )
+    };
+    match &args.command {
+        None => {
+            anyhow::ensure!((0.0..=3600.0).contains(&args.grace_secs), "--grace-secs must be between 0 and 3600");
+            let options = parley::server::ServeOptions {
+                listen: args.listen,
+                tokens: args.tokens.clone(),
+                read_only: args.read_only,
+                grace: Duration::from_secs_f64(args.grace_secs),
+            };
+            parley::server::serve(config, &options, |addresses| {
+                eprintln!("parley serve: listening on {}", addresses.join(" and "));
+            })
+            .await?;
+            eprintln!("parley serve: stopped");
+            Ok(true)
+        }
+        Some(ServeCommand::Status { json }) => {
+            let client = Client::select(server, &config.data_dir).await?.ok_or_else(local)?;
+            let status = client.get_json("/v1/status").await?;
+            if *json {
+                println!("{status}");
+            } else {
+                print!("{}", serve_status_text(&status));
+            }
+            Ok(true)
+        }
+        Some(ServeCommand::Stop) => {
+            let client = Client::select(server, &config.data_dir).await?.ok_or_else(local)?;
+            client.request(axum::http::Method::POST, "/v1/stop", None).await?;
+            eprintln!("Stopping the Parley server at {} ...", client.url());
+            // Until it no longer answers: running steps reach their next batch first.
+            let deadline =
+                std::time::Instant::now() + Duration::from_secs_f64(args.grace_secs) + Duration::from_secs(30);
+            let socket = match client.url() {
+                parley::client::ServerUrl::Unix(path) => Some(path.clone()),
+                parley::client::ServerUrl::Http(_) => None,
+            };
+            // Until it no longer answers and (locally) its socket is gone with the process.
+            while client.get("/healthz").await.is_ok() || socket.as_ref().is_some_and(|p| p.exists()) {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "the server at {} is still stopping",
+                    client.url()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            println!("Stopped; running rollouts carry on when it starts again.");
+            Ok(true)
+        }
+    }
+}
+
+fn serve_status_text(s: &serde_json::Value) -> String {
+    let uptime = s["uptime_secs"].as_u64().unwrap_or(0);
+    let listen: Vec<&str> =
+        s["listen"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+    let sessions = s["clients"]["sessions"].as_u64().unwrap_or(0) as usize;
+    let subscribers = s["clients"]["subscribers"].as_u64().unwrap_or(0) as usize;
+    let rollouts: Vec<String> = s["rollouts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    format!(
+                        "{} {} (step {} of {})",
+                        r["deployment"].as_str().unwrap_or("?"),
+                        r["status"].as_str().unwrap_or("?"),
+                        r["step"],
+                        r["steps"]
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "parley serve {}, pid {}, up {}m {:02}s{}\nlistening on {}\nclients: {} session{}, {} subscribed to events\nrollouts: {}\n",
+        s["version"].as_str().unwrap_or("?"),
+        s["pid"],
+        uptime / 60,
+        uptime % 60,
+        if s["read_only"] == true { ", read-only" } else { "" },
+        listen.join(", "),
+        sessions,
+        parley::words::s(sessions),
+        subscribers,
+        if rollouts.is_empty() { "none active".to_string() } else { rollouts.join(", ") },
+    )
 }
 
 /// `parley slack`: runs the bridge until Ctrl-C or SIGTERM.

@@ -2,12 +2,12 @@
 //! `chat --json` as JSON, Slack as Block Kit, voice as speech.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ops::Operation;
 
 /// What became of a turn. Front-ends use it for exit codes and colours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// A question was answered or a read op ran.
@@ -40,7 +40,7 @@ impl Outcome {
 }
 
 /// A table for people: a title, column headers and rows of cells.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Table {
     pub title: String,
     pub columns: Vec<String>,
@@ -59,7 +59,7 @@ impl Table {
 
 /// A risky operation held for yes/no, as a front-end binds its answer to it: a
 /// Slack button carries `id`, so an old button cannot answer a newer proposal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
     /// Unique to this proposal (random, so not reused after a restart).
     pub id: String,
@@ -83,8 +83,9 @@ impl Proposal {
     }
 }
 
-/// One turn's answer. Its JSON form is what `parley chat --json` prints per turn.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One turn's answer. Its JSON form is what `parley chat --json` prints per turn, and
+/// what a `parley serve` client reads back (hence `Deserialize`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
     /// The operation understood this turn (null when nothing was).
     pub operation: Option<Operation>,
@@ -109,12 +110,18 @@ pub struct Reply {
     pub table: Option<Table>,
     pub outcome: Outcome,
     /// `"llm"` when the language model, not the grammar, understood the utterance.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default, deserialize_with = "understood_by")]
     pub understood_by: Option<&'static str>,
     /// Set when the reply is about health, installs or rollouts on agents that are a
     /// simulation (the demo fleet, `fleet simulate`); front-ends show its note once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulated: Option<crate::topology::Simulation>,
+}
+
+/// Only the names the dialog writes are read back; anything else is as good as absent.
+fn understood_by<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'static str>, D::Error> {
+    let name: Option<String> = Option::deserialize(d)?;
+    Ok(name.filter(|n| n == "llm").map(|_| "llm"))
 }
 
 impl Reply {

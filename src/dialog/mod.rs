@@ -256,6 +256,21 @@ impl Session {
         self.finish_turn(utterance, reply).await
     }
 
+    /// Answers a typed operation (what the server's API takes beside words), as if it
+    /// had been said: slots, roles, feasibility and confirmation alike; "confirm" and
+    /// "cancel" answer the proposal that is waiting.
+    pub async fn handle_operation(&mut self, op: Operation) -> Reply {
+        match op {
+            Operation::Confirm => return self.handle("yes").await,
+            Operation::Cancel => return self.handle("no").await,
+            _ => {}
+        }
+        self.audited = false;
+        let utterance = format!("({})", op.name().replace('_', " "));
+        let reply = self.proceed(op, Vec::new(), &utterance, false).await;
+        self.finish_turn(&utterance, reply).await
+    }
+
     /// What every turn ends with: announcements, and the turn's audit row when
     /// nothing more specific was written.
     async fn finish_turn(&mut self, utterance: &str, mut reply: Reply) -> Reply {

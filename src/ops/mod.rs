@@ -475,6 +475,11 @@ impl Role {
             Role::Admin => "admin",
         }
     }
+
+    /// The role a word names (`viewer`, `operator`, `admin`): tokens files, the registry.
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Viewer, Role::Operator, Role::Admin].into_iter().find(|r| r.as_str() == s)
+    }
 }
 
 /// What kind of effect an operation has. Decided here, from the type, and nowhere else.

@@ -16,6 +16,7 @@ pub mod journal;
 pub mod lifecycle;
 mod plan;
 mod run;
+mod suspend;
 #[cfg(test)]
 mod tests;
 

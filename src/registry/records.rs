@@ -85,6 +85,8 @@ pub enum Hold {
     Promote,
     /// Paused because a previous Parley stopped mid-way.
     Interrupted,
+    /// Paused by an orderly stop of `parley serve`: the next start resumes it.
+    Suspended,
 }
 
 /// One agent of a deployment.
@@ -265,7 +267,7 @@ impl AuditEntry {
 }
 
 pub(crate) fn parse_role(s: &str) -> Option<Role> {
-    [Role::Viewer, Role::Operator, Role::Admin].into_iter().find(|r| r.as_str() == s)
+    Role::parse(s)
 }
 
 /// One agent's entry in a step's journal: the event and the target's new state.

@@ -246,7 +246,7 @@ pub struct AgentView {
 /// health is synthesised. [`Topology::simulation`] is the one owner of the rule;
 /// every reply about health, installs or rollouts asks it, and every front-end shows
 /// [`Simulation::note`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Simulation {
     /// Agents that report their health as simulated ...
     pub agents: usize,

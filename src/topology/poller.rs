@@ -210,6 +210,9 @@ pub struct Poller {
     memory: Mutex<Memory>,
     /// Serialises passes, so a slow pass can never overwrite a newer one's results.
     pass: tokio::sync::Mutex<()>,
+    /// The last pass's duration in microseconds and how many passes ran, for `/metrics`.
+    last_pass_us: std::sync::atomic::AtomicU64,
+    pass_count: std::sync::atomic::AtomicU64,
 }
 
 impl Poller {
@@ -243,7 +246,15 @@ impl Poller {
                 passes: 0,
             }),
             pass: tokio::sync::Mutex::new(()),
+            last_pass_us: std::sync::atomic::AtomicU64::new(0),
+            pass_count: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How long the last full pass took and how many passes have run (for `/metrics`).
+    pub fn pass_stats(&self) -> (Duration, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (Duration::from_micros(self.last_pass_us.load(Relaxed)), self.pass_count.load(Relaxed))
     }
 
     /// The handle readers take snapshots from.
@@ -495,6 +506,9 @@ impl Poller {
             let _ = self.events.send(event);
         }
         let stats = RefreshStats { answered, failed, events: sent, elapsed: started.elapsed() };
+        self.last_pass_us
+            .store(u64::try_from(stats.elapsed.as_micros()).unwrap_or(u64::MAX), std::sync::atomic::Ordering::Relaxed);
+        self.pass_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(
             answered,
             failed,

@@ -72,7 +72,7 @@ pub async fn ask(parley: &Parley, actor: Actor, utterance: &str, options: &AskOp
         && !matches!(reply.outcome, Outcome::NeedsInput | Outcome::NeedsConfirmation | Outcome::Cancelled))
 }
 
-fn show(out: &mut Out, reply: &Reply, options: &AskOptions) -> std::io::Result<()> {
+pub(crate) fn show(out: &mut Out, reply: &Reply, options: &AskOptions) -> std::io::Result<()> {
     if options.json {
         let mut line = serde_json::to_string(reply).map_err(std::io::Error::other)?;
         line.push('\n');
@@ -85,7 +85,7 @@ fn show(out: &mut Out, reply: &Reply, options: &AskOptions) -> std::io::Result<(
 /// The proposal as `ask --json` prints it when `--yes` was not given: the turn as
 /// `chat --json` has it, but with no follow-ups ("yes" and "no" answer a
 /// conversation, and this one ends here) and a hint saying how to confirm.
-fn unconfirmed_json(reply: &Reply) -> std::io::Result<String> {
+pub(crate) fn unconfirmed_json(reply: &Reply) -> std::io::Result<String> {
     let mut value = serde_json::to_value(reply).map_err(std::io::Error::other)?;
     if let Some(map) = value.as_object_mut() {
         map.insert("follow_ups".into(), serde_json::json!([]));
@@ -121,7 +121,7 @@ const TRIES: usize = 3;
 
 /// Reads yes/no from the terminal (asking again when the answer is neither), or the
 /// first line of piped input. `Ok(true)` only for a yes; end of input is a no.
-fn prompt_yes_no() -> std::io::Result<bool> {
+pub(crate) fn prompt_yes_no() -> std::io::Result<bool> {
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
     for _ in 0..TRIES {

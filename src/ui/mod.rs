@@ -5,6 +5,7 @@ pub mod ask;
 pub mod audit;
 pub mod json;
 pub mod out;
+pub mod remote;
 pub mod repl;
 pub mod text;
 pub mod tui;
