@@ -25,7 +25,7 @@
 //! `PARLEY_SPOKEN_RESCORE=that-file` scores such a file again with the current
 //! normaliser and parser without decoding anything (for working on them).
 //!
-//! `spoken_corpus_sample` (in CI) hears a fixed, stratified sample: every
+//! `spoken_corpus_sample` (ignored until it has been calibrated) hears a fixed, stratified sample: every
 //! operation, every engine, voice, rate and noise. `spoken_corpus_every_voice`
 //! (ignored) hears every command in every voice; `spoken_corpus_full_matrix`
 //! (ignored) every combination:
@@ -649,6 +649,7 @@ fn sample() -> Vec<Clip> {
 }
 
 #[test]
+#[ignore = "not yet in CI: on the shared 2-core machine (load 10-14) one clip took 75-200 s per session, so the sample has not finished a run and its thresholds are not calibrated (issue #23); run with --ignored"]
 fn spoken_corpus_sample() {
     score("sample", sample());
 }
