@@ -21,7 +21,7 @@ async fn measure(agents: usize, rounds: usize) -> Vec<Duration> {
     config.data_dir = dir.path().to_path_buf();
     config.db = None;
     config.fleet = FleetSource::Inventory(inventory);
-    config.poll_concurrency = 256;
+    config.poll.concurrency = 256;
     let parley = Parley::start(&config).await.unwrap();
     let services = parley.services().clone();
     let actor = Actor::new("bench", "bench", Role::Admin);

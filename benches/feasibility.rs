@@ -5,7 +5,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use parley::feasibility::{check, Busy};
+use parley::dialog::check;
+use parley::feasibility::Busy;
 use parley::ops::{Operation, Scope, Selector};
 use parley::topology::demo::demo_topology;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parley::agent::AgentClient;
-use parley::feasibility::{self, Busy};
+use parley::feasibility::Busy;
 use parley::ops::{Operation, Scope};
 use parley::topology::inventory::Inventory;
 use parley::topology::poller::{Poller, PollerConfig};
@@ -95,7 +95,7 @@ fn main() {
         let mut checks = Vec::with_capacity(n);
         for _ in 0..n {
             let start = Instant::now();
-            let result = feasibility::check(std::hint::black_box(&op), &topo, &busy);
+            let result = parley::dialog::check(std::hint::black_box(&op), &topo, &busy);
             checks.push(start.elapsed());
             std::hint::black_box(result.is_ok());
         }

@@ -84,50 +84,35 @@ impl Parley {
         // The poller keeps `poll_concurrency` requests in flight, so that many keep-alive
         // connections per host are worth keeping (many agents may share one address).
         let client =
-            AgentClient::with_idle_per_host(config.agent_timeout, config.agent_token.clone(), config.poll_concurrency)?
+            AgentClient::with_idle_per_host(config.agent_timeout, config.agent_token.clone(), config.poll.concurrency)?
                 .with_artifacts(&catalog);
         let anonymous = AgentClient::new(config.agent_timeout, None)?;
 
         let (inventory, demo, advertised) = match &config.fleet {
             FleetSource::Inventory(path) => (Inventory::load(path)?, None, None),
             // Agents that register or are found by SRV are the fleet: no demo beside them.
-            FleetSource::Demo { .. } if config.discovery_listen.is_some() || config.discovery_srv.is_some() => {
-                (Vec::new(), None, None)
-            }
+            FleetSource::Demo { .. } if config.discovery.finds_agents() => (Vec::new(), None, None),
             FleetSource::Demo { faults } => start_demo(config, faults, &client).await?,
         };
 
         let thresholds = HealthThresholds::default();
-        let poller = Arc::new(Poller::new(
-            inventory,
-            client.clone(),
-            catalog,
-            PollerConfig {
-                interval: config.poll_interval,
-                suspect_after: config.suspect_after,
-                down_after: config.down_after,
-                concurrency: config.poll_concurrency,
-                thresholds,
-                flap_threshold: config.flap_threshold,
-                flap_window: config.flap_window,
-            },
-        ));
+        let poller =
+            Arc::new(Poller::new(inventory, client.clone(), catalog, PollerConfig { thresholds, ..config.poll }));
         poller.refresh().await;
         let (stop, stop_rx) = watch::channel(false);
         let poll_task = Arc::clone(&poller).spawn(stop_rx);
-        let discovery = crate::topology::discovery::start(config, &poller, stop.subscribe()).await?;
+        let discovery = crate::topology::discovery::start(
+            &config.discovery,
+            config.agent_token.clone(),
+            &config.data_dir,
+            &poller,
+            stop.subscribe(),
+        )
+        .await?;
 
         let registry = Registry::open(&config.db_path()).await?;
-        let settings = RolloutSettings {
-            bake: config.bake,
-            gate: thresholds,
-            default_batch_percent: config.batch_percent,
-            install_timeout: config.agent_timeout,
-            max_failed_per_step: config.max_failed_per_step,
-            max_failed_total: config.max_failed_total,
-            blue_retire_after: config.blue_green_retire,
-            ..RolloutSettings::default()
-        };
+        let settings =
+            RolloutSettings { gate: thresholds, install_timeout: config.agent_timeout, ..config.rollout.clone() };
         let orchestrator = Orchestrator::new(registry.clone(), client.clone(), settings);
         orchestrator.watch_fleet(poller.handle());
         if let Some(metrics) = &config.metrics {

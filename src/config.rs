@@ -56,6 +56,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::llm::{LlmConfig, LlmMode};
+use crate::orchestrate::RolloutSettings;
+use crate::routing::RoutingSettings;
+use crate::topology::discovery::{DiscoverySettings, SrvSettings};
+use crate::topology::poller::PollerConfig;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config file {path}: {reason}")]
@@ -86,26 +92,12 @@ pub struct Config {
     /// Bearer token for the agents.
     pub agent_token: Option<String>,
     pub agent_timeout: Duration,
-    pub bake: Duration,
-    pub batch_percent: u8,
-    pub max_failed_per_step: usize,
-    pub max_failed_total: usize,
-    /// How long after a blue-green switch blue is retired by itself; `None`: only
-    /// when the operator says so.
-    pub blue_green_retire: Option<Duration>,
-    pub poll_interval: Duration,
-    pub suspect_after: Duration,
-    pub down_after: Duration,
-    pub flap_threshold: usize,
-    pub flap_window: Duration,
-    pub poll_concurrency: usize,
-    /// Where the registration endpoint listens; none: agents cannot register.
-    pub discovery_listen: Option<std::net::SocketAddr>,
-    /// A DNS SRV name whose targets are agents, resolved periodically.
-    pub discovery_srv: Option<String>,
-    pub srv_interval: Duration,
-    /// Nameservers and the grace period of SRV discovery.
-    pub srv: crate::topology::discovery::SrvSettings,
+    /// The `[rollout]` section: the orchestrator's own settings.
+    pub rollout: crate::orchestrate::RolloutSettings,
+    /// The `[poll]` section: the poller's own settings.
+    pub poll: crate::topology::poller::PollerConfig,
+    /// The `[discovery]` section: registration and DNS SRV.
+    pub discovery: crate::topology::discovery::DiscoverySettings,
     /// The language-model fallback; `None` keeps it off.
     pub llm: Option<LlmConfig>,
     /// The Slack bridge's settings (no secrets); defaults when there is no `[slack]`.
@@ -117,44 +109,6 @@ pub struct Config {
     pub metrics: Option<crate::analysis::PrometheusConfig>,
     /// The `[[notify]]` webhook targets (none: no notifications).
     pub notify: Vec<crate::notify::NotifyTarget>,
-}
-
-/// How structured output is asked of the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LlmMode {
-    /// Try `json_schema`, then tools, then plain text, and remember what worked.
-    Auto,
-    JsonSchema,
-    Tools,
-    Plain,
-}
-
-/// The `[llm]` section, resolved. The key is read from the environment at load time
-/// so that it never has to be written into a file.
-#[derive(Clone, PartialEq)]
-pub struct LlmConfig {
-    /// Up to and including the version prefix, e.g. `http://127.0.0.1:11434/v1`.
-    pub base_url: String,
-    pub model: String,
-    pub api_key: Option<String>,
-    pub timeout: Duration,
-    pub mode: LlmMode,
-    pub prompts_dir: Option<PathBuf>,
-}
-
-// Hand-written so that the key can never reach a log line through `{:?}`.
-impl std::fmt::Debug for LlmConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlmConfig")
-            .field("base_url", &self.base_url)
-            .field("model", &self.model)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
-            .field("timeout", &self.timeout)
-            .field("mode", &self.mode)
-            .field("prompts_dir", &self.prompts_dir)
-            .finish()
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -289,6 +243,133 @@ struct PollFile {
     concurrency: Option<usize>,
 }
 
+// Each section resolves over its owner's `Default`: a key the file leaves out is
+// what the poller, the orchestrator, discovery or the router would use anyway, and
+// a range a setting may take is checked by its owner (the command line's
+// `--bake-secs` asks the same one).
+
+impl RolloutFile {
+    fn resolve(self) -> Result<RolloutSettings, String> {
+        let mut s = RolloutSettings::default();
+        if let Some(secs) = self.bake_secs {
+            s.bake = RolloutSettings::bake_secs(secs).map_err(|e| format!("rollout.bake_secs {e}"))?;
+        }
+        if let Some(p) = self.batch_percent {
+            s.default_batch_percent =
+                RolloutSettings::batch_percent(p).map_err(|e| format!("rollout.batch_percent {e}"))?;
+        }
+        if let Some(secs) = self.blue_green_retire_secs {
+            s.blue_retire_after =
+                RolloutSettings::blue_retire_secs(secs).map_err(|e| format!("rollout.blue_green_retire_secs {e}"))?;
+        }
+        s.max_failed_per_step = self.max_failed_per_step.unwrap_or(s.max_failed_per_step);
+        s.max_failed_total = self.max_failed_total.unwrap_or(s.max_failed_total);
+        Ok(s)
+    }
+}
+
+impl PollFile {
+    fn resolve(self) -> Result<PollerConfig, String> {
+        let d = PollerConfig::default();
+        let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
+        let poll = PollerConfig {
+            interval: ms(self.interval_ms, d.interval),
+            suspect_after: ms(self.suspect_after_ms, d.suspect_after),
+            down_after: ms(self.down_after_ms, d.down_after),
+            concurrency: self.concurrency.unwrap_or(d.concurrency).clamp(1, 4096),
+            thresholds: d.thresholds,
+            flap_threshold: self.flap_threshold.unwrap_or(d.flap_threshold),
+            flap_window: ms(self.flap_window_ms, d.flap_window),
+        };
+        if poll.interval.is_zero() {
+            return Err("poll.interval_ms must be more than 0".into());
+        }
+        if poll.down_after < poll.suspect_after {
+            return Err("poll.down_after_ms must not be shorter than poll.suspect_after_ms".into());
+        }
+        Ok(poll)
+    }
+}
+
+impl DiscoveryFile {
+    fn resolve(self) -> Result<DiscoverySettings, String> {
+        let d = DiscoverySettings::default();
+        Ok(DiscoverySettings {
+            listen: match self.listen {
+                Some(addr) => Some(
+                    addr.parse()
+                        .map_err(|_| format!("discovery.listen `{addr}` is not an address like 127.0.0.1:7070"))?,
+                ),
+                None => d.listen,
+            },
+            srv_name: self.srv.filter(|s| !s.trim().is_empty()),
+            srv_interval: self.srv_interval_ms.map_or(d.srv_interval, Duration::from_millis),
+            srv: SrvSettings {
+                nameservers: self
+                    .nameservers
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| SrvSettings::parse_nameserver(n))
+                    .collect::<Result<_, _>>()?,
+                grace: self.srv_grace_ms.map(Duration::from_millis).or(d.srv.grace),
+            },
+        })
+    }
+}
+
+impl RoutingFile {
+    fn resolve(self) -> Result<RoutingSettings, String> {
+        let d = RoutingSettings::default();
+        Ok(RoutingSettings {
+            limits: crate::routing::capacity::Limits {
+                cpu_pct: self.cpu_limit_pct.unwrap_or(d.limits.cpu_pct).clamp(1.0, 100.0),
+                mem_pct: self.mem_limit_pct.unwrap_or(d.limits.mem_pct).clamp(1.0, 100.0),
+            },
+            auto_failback_after: match self.auto_failback_secs {
+                // Bounded: Duration::from_secs_f64 panics on values past its range.
+                Some(s) if s.is_finite() && s > 0.0 && s <= 30.0 * 86_400.0 => Some(Duration::from_secs_f64(s)),
+                Some(_) => {
+                    return Err("routing.auto_failback_secs must be more than 0 and at most 30 days (2592000)".into())
+                }
+                None => d.auto_failback_after,
+            },
+            listen: match self.listen {
+                Some(addr) => Some(
+                    addr.parse()
+                        .map_err(|_| format!("routing.listen `{addr}` is not an address like 127.0.0.1:7080"))?,
+                ),
+                None => d.listen,
+            },
+        })
+    }
+}
+
+impl LlmFile {
+    fn resolve(self, rel: impl Fn(PathBuf) -> PathBuf) -> Result<LlmConfig, String> {
+        let base_url = self.base_url.unwrap_or_default().trim().trim_end_matches('/').to_string();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err("llm.base_url must be an http:// or https:// URL".into());
+        }
+        let model = self.model.unwrap_or_default();
+        if model.trim().is_empty() {
+            return Err("llm.model must name the model".into());
+        }
+        let timeout_ms = self.timeout_ms.unwrap_or(10_000);
+        if !(100..=600_000).contains(&timeout_ms) {
+            return Err("llm.timeout_ms must be between 100 and 600000".into());
+        }
+        let key_env = self.api_key_env.unwrap_or_else(|| "PARLEY_LLM_API_KEY".to_string());
+        Ok(LlmConfig {
+            base_url,
+            model,
+            api_key: std::env::var(&key_env).ok().filter(|k| !k.is_empty()),
+            timeout: Duration::from_millis(timeout_ms),
+            mode: self.mode.unwrap_or(LlmMode::Auto),
+            prompts_dir: self.prompts_dir.map(rel),
+        })
+    }
+}
+
 impl Config {
     /// The configuration from `path` (when given, it must exist) or from the default
     /// location (used only if present), on top of built-in defaults.
@@ -316,56 +397,12 @@ impl Config {
         };
         let token_env = file.fleet.token_env.unwrap_or_else(|| "PARLEY_AGENT_TOKEN".to_string());
         let agent_token = std::env::var(&token_env).ok().filter(|t| !t.is_empty());
-        // The orchestrator owns its defaults; the file only overrides them.
-        let rollout = crate::orchestrate::RolloutSettings::default();
-        let bake_secs = file.rollout.bake_secs.unwrap_or(rollout.bake.as_secs_f64());
-        if !(0.0..=3600.0).contains(&bake_secs) {
-            return Err(bad(origin.as_deref(), "rollout.bake_secs must be between 0 and 3600"));
-        }
-        let batch_percent = file.rollout.batch_percent.unwrap_or(rollout.default_batch_percent);
-        if !(1..=100).contains(&batch_percent) {
-            return Err(bad(origin.as_deref(), "rollout.batch_percent must be between 1 and 100"));
-        }
-        // A standby kept for up to 30 days; longer is almost surely a typo, and a
-        // number that big would not fit a timer anyway.
-        let retire_default = rollout.blue_retire_after.map_or(0.0, |d| d.as_secs_f64());
-        let blue_green_retire = match file.rollout.blue_green_retire_secs.unwrap_or(retire_default) {
-            0.0 => None,
-            s if s.is_finite() && s > 0.0 && s <= 30.0 * 86_400.0 => Some(Duration::from_secs_f64(s)),
-            _ => {
-                return Err(bad(
-                    origin.as_deref(),
-                    "rollout.blue_green_retire_secs must be between 0 (only on \"promote\") and 2592000 (30 days)",
-                ))
-            }
-        };
-        let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
-        let llm = match file.llm {
-            None => None,
-            Some(l) => {
-                let base_url = l.base_url.unwrap_or_default().trim().trim_end_matches('/').to_string();
-                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                    return Err(bad(origin.as_deref(), "llm.base_url must be an http:// or https:// URL"));
-                }
-                let model = l.model.unwrap_or_default();
-                if model.trim().is_empty() {
-                    return Err(bad(origin.as_deref(), "llm.model must name the model"));
-                }
-                let timeout_ms = l.timeout_ms.unwrap_or(10_000);
-                if !(100..=600_000).contains(&timeout_ms) {
-                    return Err(bad(origin.as_deref(), "llm.timeout_ms must be between 100 and 600000"));
-                }
-                let key_env = l.api_key_env.unwrap_or_else(|| "PARLEY_LLM_API_KEY".to_string());
-                Some(LlmConfig {
-                    base_url,
-                    model,
-                    api_key: std::env::var(&key_env).ok().filter(|k| !k.is_empty()),
-                    timeout: Duration::from_millis(timeout_ms),
-                    mode: l.mode.unwrap_or(LlmMode::Auto),
-                    prompts_dir: l.prompts_dir.map(rel),
-                })
-            }
-        };
+        let at = |reason: String| bad(origin.as_deref(), &reason);
+        let rollout = file.rollout.resolve().map_err(at)?;
+        let poll = file.poll.resolve().map_err(at)?;
+        let discovery = file.discovery.resolve().map_err(at)?;
+        let routing = file.routing.resolve().map_err(at)?;
+        let llm = file.llm.map(|l| l.resolve(rel)).transpose().map_err(at)?;
         let slack = match file.slack {
             Some(section) => section.resolve(rel).map_err(|reason| bad(origin.as_deref(), &reason))?,
             None => crate::slack::config::SlackSettings::default(),
@@ -388,76 +425,14 @@ impl Config {
                 None => FleetSource::Demo { faults: file.fleet.demo_faults.unwrap_or_default() },
             },
             agent_token,
-            agent_timeout: ms(file.fleet.timeout_ms, 2000),
-            bake: Duration::from_secs_f64(bake_secs),
-            batch_percent,
-            max_failed_per_step: file.rollout.max_failed_per_step.unwrap_or(rollout.max_failed_per_step),
-            max_failed_total: file.rollout.max_failed_total.unwrap_or(rollout.max_failed_total),
-            blue_green_retire,
-            poll_interval: ms(file.poll.interval_ms, 1000),
-            suspect_after: ms(file.poll.suspect_after_ms, 2000),
-            down_after: ms(file.poll.down_after_ms, 3500),
-            flap_threshold: file.poll.flap_threshold.unwrap_or(4).max(2),
-            flap_window: ms(file.poll.flap_window_ms, 60_000),
-            poll_concurrency: file
-                .poll
-                .concurrency
-                .unwrap_or(crate::topology::poller::DEFAULT_CONCURRENCY)
-                .clamp(1, 4096),
-            discovery_listen: match file.discovery.listen {
-                Some(addr) => Some(addr.parse().map_err(|_| {
-                    bad(origin.as_deref(), &format!("discovery.listen `{addr}` is not an address like 127.0.0.1:7070"))
-                })?),
-                None => None,
-            },
-            discovery_srv: file.discovery.srv.filter(|s| !s.trim().is_empty()),
-            srv_interval: ms(file.discovery.srv_interval_ms, 30_000),
-            srv: crate::topology::discovery::SrvSettings {
-                nameservers: file
-                    .discovery
-                    .nameservers
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|n| crate::topology::discovery::SrvSettings::parse_nameserver(n))
-                    .collect::<Result<_, _>>()
-                    .map_err(|reason| bad(origin.as_deref(), &reason))?,
-                grace: file.discovery.srv_grace_ms.map(Duration::from_millis),
-            },
+            agent_timeout: Duration::from_millis(file.fleet.timeout_ms.unwrap_or(2000)),
+            rollout,
+            poll,
+            discovery,
             llm,
             slack,
-            routing: crate::routing::RoutingSettings {
-                limits: crate::routing::capacity::Limits {
-                    cpu_pct: file.routing.cpu_limit_pct.unwrap_or(80.0).clamp(1.0, 100.0),
-                    mem_pct: file.routing.mem_limit_pct.unwrap_or(85.0).clamp(1.0, 100.0),
-                },
-                auto_failback_after: match file.routing.auto_failback_secs {
-                    // Bounded: Duration::from_secs_f64 panics on values past its range.
-                    Some(s) if s.is_finite() && s > 0.0 && s <= 30.0 * 86_400.0 => Some(Duration::from_secs_f64(s)),
-                    Some(_) => {
-                        return Err(bad(
-                            origin.as_deref(),
-                            "routing.auto_failback_secs must be more than 0 and at most 30 days (2592000)",
-                        ))
-                    }
-                    None => None,
-                },
-                listen: match file.routing.listen {
-                    Some(addr) => Some(addr.parse().map_err(|_| {
-                        bad(
-                            origin.as_deref(),
-                            &format!("routing.listen `{addr}` is not an address like 127.0.0.1:7080"),
-                        )
-                    })?),
-                    None => None,
-                },
-            },
+            routing,
         };
-        if config.poll_interval.is_zero() {
-            return Err(bad(origin.as_deref(), "poll.interval_ms must be more than 0"));
-        }
-        if config.down_after < config.suspect_after {
-            return Err(bad(origin.as_deref(), "poll.down_after_ms must not be shorter than poll.suspect_after_ms"));
-        }
         Ok(config)
     }
 
@@ -518,7 +493,7 @@ mod tests {
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.data_dir, dir.path().join("state"));
         assert_eq!(c.fleet, FleetSource::Inventory(dir.path().join("fleet.toml")));
-        assert_eq!(c.bake, Duration::from_millis(500));
+        assert_eq!(c.rollout.bake, Duration::from_millis(500));
         assert_eq!(c.db_path(), dir.path().join("state").join("parley.db"));
     }
 
@@ -530,11 +505,17 @@ mod tests {
         let c = Config::load(Some(&path)).unwrap();
         let d = crate::orchestrate::RolloutSettings::default();
         assert_eq!(
-            (c.bake, c.batch_percent, c.max_failed_per_step, c.max_failed_total, c.blue_green_retire),
+            (
+                c.rollout.bake,
+                c.rollout.default_batch_percent,
+                c.rollout.max_failed_per_step,
+                c.rollout.max_failed_total,
+                c.rollout.blue_retire_after
+            ),
             (d.bake, d.default_batch_percent, d.max_failed_per_step, d.max_failed_total, d.blue_retire_after)
         );
         assert_eq!(
-            (c.bake, c.batch_percent, c.blue_green_retire),
+            (c.rollout.bake, c.rollout.default_batch_percent, c.rollout.blue_retire_after),
             (Duration::from_secs(2), 25, Some(Duration::from_secs(3600)))
         );
     }
@@ -571,16 +552,16 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             Config::load(Some(&path))
         };
-        assert_eq!(with("").unwrap().blue_green_retire, Some(Duration::from_secs(3600)));
+        assert_eq!(with("").unwrap().rollout.blue_retire_after, Some(Duration::from_secs(3600)));
         assert_eq!(
-            with("[rollout]\nblue_green_retire_secs = 1800\n").unwrap().blue_green_retire,
+            with("[rollout]\nblue_green_retire_secs = 1800\n").unwrap().rollout.blue_retire_after,
             Some(Duration::from_secs(1800))
         );
         assert_eq!(
-            with("[rollout]\nblue_green_retire_secs = 90.5\n").unwrap().blue_green_retire,
+            with("[rollout]\nblue_green_retire_secs = 90.5\n").unwrap().rollout.blue_retire_after,
             Some(Duration::from_millis(90_500))
         );
-        assert_eq!(with("[rollout]\nblue_green_retire_secs = 0\n").unwrap().blue_green_retire, None);
+        assert_eq!(with("[rollout]\nblue_green_retire_secs = 0\n").unwrap().rollout.blue_retire_after, None);
         for bad in ["-1", "1e30", "nan", "inf"] {
             let e = with(&format!("[rollout]\nblue_green_retire_secs = {bad}\n")).unwrap_err().to_string();
             assert_eq!(

@@ -11,6 +11,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 use parley::app::Parley;
 use parley::config::{Config, FleetSource};
 use parley::ops::Actor;
+use parley::orchestrate::RolloutSettings;
 use parley::ui;
 
 #[derive(Parser)]
@@ -397,8 +398,7 @@ fn config_from(cli: &Cli) -> anyhow::Result<Config> {
         config.fleet = FleetSource::Demo { faults: spec.clone() };
     }
     if let Some(b) = cli.bake_secs {
-        anyhow::ensure!((0.0..=3600.0).contains(&b), "--bake-secs must be between 0 and 3600");
-        config.bake = Duration::from_secs_f64(b);
+        config.rollout.bake = RolloutSettings::bake_secs(b).map_err(|e| anyhow::anyhow!("--bake-secs {e}"))?;
     }
     Ok(config)
 }

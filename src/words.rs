@@ -23,6 +23,25 @@ pub fn count(n: usize, one: &str) -> String {
     format!("{n} {}", noun(n, one))
 }
 
+/// `one` for one thing, `many` for any other number, for plurals that are not an
+/// added "s": `format!("{n} entr{}", either(n, "y", "ies"))`.
+pub fn either<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+/// A present-tense verb's ending for `n` subjects: "1 agent answers", "3 agents answer".
+pub fn verb_s(n: usize) -> &'static str {
+    if n == 1 {
+        "s"
+    } else {
+        ""
+    }
+}
+
 /// "is" for one, "are" for any other number.
 pub fn is_are(n: usize) -> &'static str {
     if n == 1 {
@@ -67,6 +86,8 @@ mod tests {
             ("1 agent".into(), "0 agents".into(), "12 agents".into())
         );
         assert_eq!((is_are(1), is_are(2)), ("is", "are"));
+        assert_eq!((either(1, "entry", "entries"), either(2, "entry", "entries")), ("entry", "entries"));
+        assert_eq!((verb_s(1), verb_s(3)), ("s", ""));
         assert_eq!(and_more(&["a", "b"], 5), "a, b");
         assert_eq!(and_more(&["a", "b", "c", "d"], 2), "a, b and 2 more");
         assert_eq!(and_more::<&str>(&[], 2), "");

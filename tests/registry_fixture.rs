@@ -110,6 +110,11 @@ async fn an_old_registry_migrates_with_its_holds_parsed_once_and_shows_the_same_
         .collect();
     assert_eq!(log.iter().filter(|e| e.deployment.as_deref().is_some_and(|d| real.contains(&d))).count(), 51);
     assert!(unread.is_empty(), "{unread:?}");
+    // The registry's own `queued` row, written untyped by the old release, is the
+    // journal's typed event.
+    let queued: Vec<(Option<&str>, Option<Event>)> =
+        log.iter().filter(|e| e.kind == "queued").map(|e| (e.deployment.as_deref(), Event::of(e))).collect();
+    assert_eq!(queued, [(Some("d-3"), Some(Event::Queued { behind: "d-2".into() }))]);
     let events = reg.events(d2.id).await.unwrap();
     let Some(Event::Created { max_failures, require_approval, agents, .. }) = Event::of(&events[0]) else {
         panic!("{:?}", events[0])

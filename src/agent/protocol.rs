@@ -169,3 +169,22 @@ impl AgentAction {
         }
     }
 }
+
+// Registration (`topology::registration` serves it, `agent::standalone` asks it).
+
+/// The header an agent presents its credential in.
+pub const CREDENTIAL_HEADER: &str = "parley-agent-credential";
+
+/// The answer to a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    pub name: String,
+    pub endpoint: String,
+    /// False when the endpoint was already polled (a re-registration).
+    pub new: bool,
+    /// Issued when the name is bound (a first registration, or a rebinding after the
+    /// old endpoint was proven dead): the agent keeps it and presents it from then on.
+    /// Shown once; Parley keeps only its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::server::{self, Agent, AgentConfig, AgentStateError};
-use crate::topology::registration::{Registered, CREDENTIAL_HEADER};
+use crate::agent::protocol::{Registered, CREDENTIAL_HEADER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StandaloneError {

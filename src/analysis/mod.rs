@@ -20,8 +20,6 @@ use serde::{Deserialize, Serialize};
 pub use prometheus::{Auth, PromError, Prometheus, PrometheusConfig};
 pub use template::{Condition, Fill, Template, TemplateFile, Unit};
 
-use crate::orchestrate::GateOutcome;
-
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AnalysisError {
     #[error("analysis template `{name}`: {reason}")]
@@ -31,6 +29,28 @@ pub enum AnalysisError {
 }
 
 pub use crate::ops::{GateRequirement, GateUnit};
+
+/// The outcome of one measurement or of a whole gate, from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateOutcome {
+    Successful,
+    Inconclusive,
+    /// The metrics source broke: the agent did not answer its health endpoint.
+    Error,
+    Failed,
+}
+
+impl GateOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateOutcome::Successful => "successful",
+            GateOutcome::Inconclusive => "inconclusive",
+            GateOutcome::Error => "error",
+            GateOutcome::Failed => "failed",
+        }
+    }
+}
 
 /// The requirement's threshold in the template's unit (seconds, a ratio).
 pub fn threshold_for(r: &GateRequirement, unit: Unit) -> Result<f64, AnalysisError> {

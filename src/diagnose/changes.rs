@@ -112,7 +112,7 @@ pub async fn changes(registry: &Registry, q: &ChangesQuery) -> Result<Vec<Change
         out.push(Change {
             at: r.at,
             kind: ChangeKind::Routing,
-            summary: format!("routing {}: {} ({})", r.kind.replace('_', " "), moved.join("; "), r.reason),
+            summary: format!("routing {}: {} ({})", crate::words::spaced(&r.kind), moved.join("; "), r.reason),
             agents: Vec::new(),
             regions: regions.into_iter().collect(),
             deployment: None,
@@ -149,11 +149,7 @@ fn text(v: &Value, key: &str) -> Option<String> {
 
 /// Names of agents for a sentence: the first six, then how many more.
 pub fn agent_words(agents: &[String]) -> String {
-    let mut shown: Vec<String> = agents.iter().take(6).cloned().collect();
-    if agents.len() > 6 {
-        shown.push(format!("{} more", agents.len() - 6));
-    }
-    shown.join(", ")
+    crate::words::and_more(agents, 6)
 }
 
 fn from_event(e: &EventRecord, d: Option<&DeploymentRecord>, later: &[EventRecord]) -> Option<Change> {
@@ -192,7 +188,7 @@ fn from_event(e: &EventRecord, d: Option<&DeploymentRecord>, later: &[EventRecor
                 .unwrap_or_default();
             change(
                 ChangeKind::Deployment,
-                format!("{name} started: {what} to {n} agent{} ({how})", if n == 1 { "" } else { "s" }),
+                format!("{name} started: {what} to {} ({how})", crate::words::count(n, "agent")),
                 agents,
                 asked(),
             )
@@ -250,7 +246,7 @@ fn from_event(e: &EventRecord, d: Option<&DeploymentRecord>, later: &[EventRecor
             change(ChangeKind::Finished, format!("{name} failed{reason}"), targets, owner())
         }
         "finished" => {
-            let status = text(&e.data, "status").unwrap_or_default().replace('_', " ");
+            let status = crate::words::spaced(&text(&e.data, "status").unwrap_or_default());
             let reason = text(&e.data, "reason").map(|r| format!(": {r}")).unwrap_or_default();
             change(ChangeKind::Finished, format!("{name} {status}{reason}"), targets, owner())
         }
@@ -346,7 +342,7 @@ pub fn past_tense(op: &str) -> String {
         "shift_traffic" => "shifted traffic of".into(),
         "freeze" => "froze".into(),
         "unfreeze" => "unfroze".into(),
-        other => format!("ran {}", other.replace('_', " ")),
+        other => format!("ran {}", crate::words::spaced(other)),
     }
 }
 

@@ -172,7 +172,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
+    format!("{n} {}", crate::words::either(n, one, many))
 }
 
 /// The metrics `reading` has over their thresholds, worst (relative to its threshold) first.
@@ -488,7 +488,7 @@ pub fn explain(f: &Facts, q: &Question) -> Diagnosis {
                 kind: EvidenceKind::Pattern,
                 text: format!(
                     "No version or place sets {} apart from the agents within their thresholds in {within}.",
-                    if suspects.len() == 1 { "it".to_string() } else { "them".to_string() }
+                    crate::words::either(suspects.len(), "it", "them")
                 ),
                 source: "topology".into(),
             });
@@ -523,7 +523,7 @@ pub fn explain(f: &Facts, q: &Question) -> Diagnosis {
                     "{}: {} {} not answering or keep changing ({}); the rest is within its thresholds.",
                     q.subject,
                     plural(names.len(), "agent", "agents"),
-                    if names.len() == 1 { "is" } else { "are" },
+                    crate::words::is_are(names.len()),
                     agent_words(&names)
                 )
             };
@@ -780,7 +780,7 @@ fn ordinary(f: &Facts, q: &Question, scoped: &[&AgentView], d: &mut Diagnosis) {
         "Nothing is out of the ordinary in {}: {} answer{}, all within their thresholds.",
         q.subject,
         if n == 1 { "its agent".to_string() } else { format!("all {n} agents") },
-        if n == 1 { "s" } else { "" }
+        crate::words::verb_s(n)
     );
     d.evidence.push(Evidence {
         kind: EvidenceKind::Figures,
@@ -918,7 +918,7 @@ pub fn explain_deployment(f: &Facts, dep: &DeploymentRecord, events: &[EventReco
         history_since: f.history.since(),
     };
     let source = format!("deployment journal {}", dep.name);
-    let status = dep.status.as_str().replace('_', " ");
+    let status = crate::words::spaced(dep.status.as_str());
     let step = format!("step {} of {}", dep.current_step + 1, dep.step_count);
     let reason = dep.reason.clone().unwrap_or_else(|| "no reason was recorded".into());
     d.headline = format!(
@@ -986,7 +986,7 @@ pub fn explain_deployment(f: &Facts, dep: &DeploymentRecord, events: &[EventReco
         let why = e.data["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default();
         d.evidence.push(Evidence {
             kind: EvidenceKind::Change,
-            text: format!("{} {}{who}{why}", clock(e.at), e.kind.replace('_', " ")),
+            text: format!("{} {}{who}{why}", clock(e.at), crate::words::spaced(&e.kind)),
             source: source.clone(),
         });
     }

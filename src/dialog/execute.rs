@@ -1,23 +1,108 @@
-//! Carrying out a checked operation: reads answer from the topology model and the
-//! registry; changes go through the orchestrator, the one place that touches agents
-//! for rollouts and agent actions.
+//! The dispatchers. Each stage of carrying out an operation — its check, why it is
+//! confirmed, the confirmation line and plan, its execution — hands the operation
+//! to its family's file (`Operation::family`): `inspect`, `deploy`, `agents`,
+//! `traffic`, `troubleshoot`. An operation's behaviour lives in its family's file;
+//! nothing here matches on operations.
 
-use std::collections::BTreeMap;
-
-use chrono::Utc;
 use serde_json::json;
 
-use super::render;
-use crate::agent::checks::run_checks;
-use crate::agent::protocol::AgentAction;
-use crate::feasibility::{scope_words, Feasible, Infeasible};
-use crate::ops::{Actor, Check, DeploymentStatus, Operation, Scope, Strategy, StrategyKind, TimeSpec};
-use crate::orchestrate::lifecycle::{self, Control};
-use crate::orchestrate::{plan_with, DeployRequest, Placement, Target};
-use crate::registry::{DeploymentFilter, DeploymentRecord};
+use super::{agents, deploy, inspect, render, traffic, troubleshoot};
+use crate::feasibility::{check_scope_names, plain, Busy, Feasible, Infeasible};
+use crate::ops::{Actor, Family, Operation};
 use crate::reply::{Outcome, Reply, Table};
 use crate::services::Services;
-use crate::topology::{AgentName, AgentView, Topology};
+use crate::topology::Topology;
+
+/// Can this operation, its slots all filled, be carried out on the fleet as `topo`
+/// has it, with `busy` the agents other rollouts hold? Pure: the names in its scope
+/// first, then its family's own check; traffic as if no region had failed over.
+pub fn check(op: &Operation, topo: &Topology, busy: &Busy) -> Result<Feasible, Infeasible> {
+    if let Some(Some(scope)) = op.scope_slot() {
+        check_scope_names(scope, topo)?;
+    }
+    family_check(op, topo, busy)
+}
+
+fn family_check(op: &Operation, topo: &Topology, busy: &Busy) -> Result<Feasible, Infeasible> {
+    match op.family() {
+        Family::Inspect => inspect::check(op, topo),
+        Family::Deploy => deploy::check(op, topo, busy),
+        Family::Agent => agents::check(op, topo, busy),
+        Family::Traffic => traffic::check(op, topo),
+        Family::Troubleshoot => troubleshoot::check(op, topo),
+        Family::Dialog => Ok(plain(Vec::new())),
+    }
+}
+
+/// The check the dialog runs, with what only the services know: the freeze, the
+/// deployments' records, the router's table, the agents other rollouts hold.
+pub(super) async fn check_live(services: &Services, op: &Operation, topo: &Topology) -> Result<Feasible, Infeasible> {
+    if let Some(checked) = troubleshoot::check_live(services, op).await {
+        return checked;
+    }
+    if op.family() == Family::Traffic {
+        return traffic::check_live(services, op, topo);
+    }
+    if let Some(Some(scope)) = op.scope_slot() {
+        check_scope_names(scope, topo)?;
+    }
+    match op.family() {
+        Family::Deploy => deploy::check_live(services, op, topo).await,
+        Family::Agent => agents::check(op, topo, &services.orchestrator.active_agents().await),
+        _ => family_check(op, topo, &Busy::new()),
+    }
+}
+
+/// Why `op` needs a yes/no, if it does. The rules live here and in the families'
+/// checks (a failover's plan, a rollout's reach), never in the grammar.
+pub(super) async fn risk(services: &Services, op: &Operation, feasible: &Feasible, topo: &Topology) -> Option<String> {
+    // The check's own reason says what is at stake (a failover's plan), so it wins
+    // over the generic one.
+    if let Some(r) = &feasible.risk {
+        return Some(r.clone());
+    }
+    if op.always_risky() {
+        return Some(format!("{} is always confirmed", crate::words::spaced(op.name())));
+    }
+    match op.family() {
+        Family::Deploy => deploy::risk(services, op, topo).await,
+        _ => None,
+    }
+}
+
+/// One line saying what a mutating operation will do, for the confirmation question.
+pub(super) async fn summary(services: &Services, op: &Operation, f: &Feasible) -> String {
+    match op.family() {
+        Family::Deploy => deploy::summary(services, op, f).await,
+        Family::Agent => agents::summary(op),
+        Family::Traffic => traffic::summary(op, f),
+        Family::Troubleshoot => troubleshoot::summary(op),
+        Family::Inspect | Family::Dialog => None,
+    }
+    .unwrap_or_else(|| crate::words::spaced(op.name()))
+}
+
+/// What the confirmation question shows: the plan for a deploy, the targets otherwise.
+pub(super) fn preview(
+    services: &Services,
+    op: &Operation,
+    feasible: &Feasible,
+    topo: &Topology,
+) -> Option<serde_json::Value> {
+    let own = match op.family() {
+        Family::Deploy => deploy::preview(services, op, feasible, topo),
+        _ => None,
+    };
+    own.or_else(|| Some(json!({ "targets": feasible.targets })))
+}
+
+/// The confirmation's table: a deploy's plan, what the operator says yes to.
+pub(super) fn plan_table(services: &Services, op: &Operation, feasible: &Feasible, topo: &Topology) -> Option<Table> {
+    match op.family() {
+        Family::Deploy => deploy::confirmation_table(services, op, feasible, topo),
+        _ => None,
+    }
+}
 
 /// Executes `op`, already checked (and confirmed where needed).
 pub(super) async fn run(
@@ -28,109 +113,13 @@ pub(super) async fn run(
     utterance: &str,
 ) -> Reply {
     let topo = services.topology.snapshot();
-    let reply = match op {
-        Operation::ShowTopology { scope } => render::topology(&topo, scope.as_ref().unwrap_or(&Scope::fleet())),
-        Operation::ShowHealth { scope } => render::health(&topo, scope.as_ref().unwrap_or(&Scope::fleet())),
-        Operation::ShowAgent { agent: Some(name) } => match topo.agent(name) {
-            Some(a) => render::agent(a, &topo),
-            None => Reply::new(Outcome::Infeasible, format!("There is no agent {name}.")),
-        },
-        Operation::FindAgents { scope, extension } => {
-            render::found(&topo, scope.as_ref().unwrap_or(&Scope::fleet()), extension.as_ref())
-        }
-        Operation::ListExtensions { scope } => render::extensions(&topo, scope.as_ref().unwrap_or(&Scope::fleet())),
-        Operation::RunHealthCheck { scope, checks } => {
-            let scope = scope.clone().unwrap_or_else(Scope::fleet);
-            let checks = checks.clone().unwrap_or_else(|| Check::ALL.to_vec());
-            let agents: Vec<AgentView> = topo.select(&scope).cloned().collect();
-            let results =
-                run_checks(&services.client, &services.anonymous, &agents, &checks, &services.thresholds).await;
-            render::checks(&scope, &checks, agents.len(), &results)
-        }
-        Operation::Deploy {
-            extension: Some(ext),
-            version: Some(ver),
-            scope: Some(scope),
-            strategy,
-            require_approval,
-            max_failures,
-            queue,
-            gate,
-        } => {
-            let request = DeployRequest {
-                extension: ext.to_string(),
-                version: ver.to_string(),
-                scope: scope.clone(),
-                strategy: strategy.clone().unwrap_or_else(default_strategy),
-                targets: targets(&topo, ext, feasible),
-                actor: actor.clone(),
-                utterance: utterance.to_string(),
-                require_approval: *require_approval,
-                max_failures: *max_failures,
-                queue: *queue,
-                gate: gate.clone(),
-            };
-            deploy(services, request, feasible).await
-        }
-        Operation::Pause { deployment: Some(id) } => control(services.orchestrator.pause(id, actor).await, "Paused"),
-        Operation::Resume { deployment: Some(id) } => control(services.orchestrator.resume(id, actor).await, "Resumed"),
-        Operation::Abort { deployment: Some(id) } => control(
-            services.orchestrator.abort(id, actor).await,
-            "Aborting; returning its agents to their previous versions:",
-        ),
-        Operation::Rollback { deployment: Some(id) } => {
-            control(services.orchestrator.rollback(id, actor).await, "Rolling back to the previous versions:")
-        }
-        Operation::Retry { deployment: Some(id) } => {
-            control(services.orchestrator.retry(id, actor).await, "Retrying from the step that failed:")
-        }
-        Operation::Promote { deployment: Some(id) } => {
-            control(services.orchestrator.promote(id, actor).await, "Promoted; carrying on:")
-        }
-        Operation::ShowDeployment { deployment: Some(id) } => match services.registry.deployment_by_name(id).await {
-            Ok(Some(d)) => super::gates::with_gates(render::deployment(&d), &services.registry, &d).await,
-            Ok(None) => Reply::new(Outcome::Infeasible, format!("There is no deployment {id}.")).feasible(false),
-            Err(e) => Reply::new(Outcome::Failed, format!("The registry could not be read: {e}")),
-        },
-        Operation::ListDeployments { scope, status, since } => {
-            list_deployments(services, &topo, scope.as_ref(), *status, since.as_ref()).await
-        }
-        Operation::Report { since, until, scope: _ } => {
-            let now = Utc::now();
-            let from = since.unwrap_or(TimeSpec::days(30));
-            let to = until.map(|u| u.resolve(now)).unwrap_or(now);
-            match services.registry.report(from.resolve(now), to).await {
-                Ok(report) => render::report(&from, until.as_ref(), &report),
-                Err(e) => Reply::new(Outcome::Failed, format!("The registry could not be read: {e}")),
-            }
-        }
-        Operation::Drain { agent: Some(a) } => agent_action(services, actor, &topo, a, AgentAction::Drain).await,
-        Operation::Cordon { agent: Some(a) } => agent_action(services, actor, &topo, a, AgentAction::Cordon).await,
-        Operation::Uncordon { agent: Some(a) } => agent_action(services, actor, &topo, a, AgentAction::Uncordon).await,
-        Operation::Restart { agent: Some(a) } => agent_action(services, actor, &topo, a, AgentAction::Restart).await,
-        Operation::Failover { from: Some(from), to } => failover(services, actor, from, to.as_deref(), utterance).await,
-        Operation::Failback { region: Some(r) } => failback(services, actor, r, utterance).await,
-        Operation::ShiftTraffic { from: Some(from), to: Some(to), percent: Some(p) } => {
-            match services.router.shift(from, to, *p, actor, utterance).await {
-                Ok(applied) => Reply::new(
-                    Outcome::Done,
-                    format!(
-                        "Sent {p}% of {from}'s traffic to {to}: {from} -> {} (routing version {}).",
-                        applied.after.describe(from),
-                        applied.version
-                    ),
-                )
-                .with_details(json!({ "before": applied.before, "after": applied.after, "version": applied.version }))
-                .with_follow_ups(["show routing".to_string(), format!("fail back {from}")]),
-                Err(e) => Reply::new(Outcome::Failed, format!("The routing table was not changed: {e}.")),
-            }
-        }
-        Operation::ShowRouting { .. } => show_routing(services).await,
-        op if super::troubleshoot::handles(op) => super::troubleshoot::run(services, actor, op, utterance).await,
-        other => {
-            Reply::new(Outcome::Infeasible, format!("Parley cannot carry out {} yet.", other.name().replace('_', " ")))
-                .feasible(false)
-        }
+    let reply = match op.family() {
+        Family::Inspect => inspect::run(services, op, &topo).await,
+        Family::Deploy => deploy::run(services, actor, op, feasible, utterance, &topo).await,
+        Family::Agent => agents::run(services, actor, op, &topo).await,
+        Family::Traffic => traffic::run(services, actor, op, utterance).await,
+        Family::Troubleshoot => troubleshoot::run(services, actor, op, utterance).await,
+        Family::Dialog => render::not_yet(op),
     };
     let mut reply = reply.with_operation(Some(op.clone()));
     if reply.feasible.is_none() && reply.outcome != Outcome::Infeasible {
@@ -139,366 +128,36 @@ pub(super) async fn run(
     reply
 }
 
-/// What the confirmation question shows: the plan for a deploy, the targets otherwise.
-pub(super) fn preview(
-    services: &Services,
-    op: &Operation,
-    feasible: &Feasible,
-    topo: &Topology,
-) -> Option<serde_json::Value> {
-    match op {
-        Operation::Deploy { extension: Some(ext), version: Some(ver), strategy, require_approval, gate, .. } => {
-            let targets = targets(topo, ext, feasible);
-            let strategy = strategy.clone().unwrap_or_else(default_strategy);
-            let settings = services.orchestrator.settings();
-            match plan_with(&strategy, &targets, settings, *require_approval) {
-                Ok(p) => Some(json!({
-                    "extension": ext, "version": ver, "strategy": strategy,
-                    "targets": feasible.targets, "already": feasible.already,
-                    "plan": services.orchestrator.describe_plan(&p, ext, gate),
-                })),
-                Err(e) => Some(json!({ "error": e.to_string() })),
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Scope;
+    use crate::topology::test_support::demo_topology;
+
+    fn deploy(ext: &str, ver: &str, scope: Scope) -> Operation {
+        Operation::Deploy {
+            extension: Some(ext.into()),
+            version: Some(ver.into()),
+            scope: Some(scope),
+            strategy: None,
+            require_approval: None,
+            max_failures: None,
+            queue: false,
+            gate: Vec::new(),
         }
-        _ => Some(json!({ "targets": feasible.targets })),
     }
-}
 
-/// The plan of a deploy as the confirmation's table: what the operator says yes to.
-pub(super) fn plan_table(services: &Services, op: &Operation, feasible: &Feasible, topo: &Topology) -> Option<Table> {
-    let Operation::Deploy { extension: Some(ext), strategy, require_approval, gate, .. } = op else { return None };
-    let targets = targets(topo, ext, feasible);
-    let strategy = strategy.clone().unwrap_or_else(default_strategy);
-    let settings = services.orchestrator.settings();
-    let plan = plan_with(&strategy, &targets, settings, *require_approval).ok()?;
-    let analysis = services.orchestrator.describe_analysis(ext, gate);
-    Some(render::plan_table(&plan, settings, analysis))
-}
-
-/// Why a feasible deploy cannot be planned, in the operator's words; `None` when it can.
-pub(super) fn plan_problem(
-    services: &Services,
-    op: &Operation,
-    feasible: &Feasible,
-    topo: &Topology,
-) -> Option<String> {
-    let Operation::Deploy { extension: Some(ext), strategy, require_approval, gate, .. } = op else { return None };
-    if let Err(e) = services.orchestrator.analysis_for(ext, gate) {
-        return Some(format!("{}.", capitalise(&e.to_string())));
+    #[test]
+    fn unknown_versions_and_names_get_alternatives() {
+        let t = demo_topology();
+        let err = check(&deploy("auth-filter", "3.0", Scope::region("eu-west")), &t, &Busy::new()).unwrap_err();
+        assert_eq!(err.reasons, ["The catalog has no version 3.0 of auth-filter; it has 1.0.0, 2.0.3, 2.1.0."]);
+        assert_eq!(err.alternatives, ["roll out auth-filter 2.1.0 to eu-west"]);
+        let err = check(&Operation::Drain { agent: Some("edge-70".into()) }, &t, &Busy::new()).unwrap_err();
+        assert!(
+            err.reasons[0].starts_with("There is no agent `edge-70` in the fleet. Did you mean edge-7"),
+            "{:?}",
+            err.reasons
+        );
     }
-    let targets = targets(topo, ext, feasible);
-    if targets.is_empty() {
-        return None;
-    }
-    let strategy = strategy.clone().unwrap_or_else(default_strategy);
-    match plan_with(&strategy, &targets, services.orchestrator.settings(), *require_approval) {
-        Ok(_) => None,
-        Err(e) => Some(format!("{}.", capitalise(&e.to_string()))),
-    }
-}
-
-fn capitalise(s: &str) -> String {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(c) => c.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
-/// Whether a deployment control fits the deployment's state: the lifecycle decides,
-/// and says what to offer instead. The targets are the agents the control changes.
-pub(super) fn check_control(op: &Operation, d: &DeploymentRecord) -> Result<Feasible, Infeasible> {
-    let Some(control) = Control::of(op) else {
-        let why = format!("{} is not a deployment control.", op.name().replace('_', " "));
-        return Err(Infeasible::new(why));
-    };
-    match lifecycle::admits(d, control) {
-        Ok(()) => Ok(Feasible {
-            targets: lifecycle::changes(d, control).iter().map(|t| AgentName::new(&t.agent)).collect(),
-            already: Vec::new(),
-            risk: None,
-        }),
-        Err(refusal) => Err(Infeasible {
-            alternatives: lifecycle::offers(d).into_iter().map(|c| c.utterance(&d.name)).collect(),
-            ..Infeasible::new(format!("{}.", refusal.reason(&d.name)))
-        }),
-    }
-}
-
-fn default_strategy() -> Strategy {
-    Strategy::of(StrategyKind::Rolling)
-}
-
-fn targets(topo: &Topology, ext: &str, feasible: &Feasible) -> Vec<Target> {
-    feasible
-        .targets
-        .iter()
-        .filter_map(|name| topo.agent(name))
-        .map(|a| Target {
-            agent: a.name.to_string(),
-            endpoint: a.endpoint.clone(),
-            previous: a.extensions.get(ext).cloned(),
-            placement: Placement {
-                region: a.region.clone(),
-                zone: a.zone.clone(),
-                labels: a.labels.clone(),
-                capabilities: a.capabilities.clone(),
-            },
-        })
-        .collect()
-}
-
-async fn deploy(services: &Services, request: DeployRequest, feasible: &Feasible) -> Reply {
-    let (ext, ver, scope, strategy) =
-        (request.extension.clone(), request.version.clone(), request.scope.clone(), request.strategy.clone());
-    let settings = services.orchestrator.settings();
-    let described = plan_with(&strategy, &request.targets, settings, request.require_approval)
-        .map(|p| services.orchestrator.describe_plan(&p, &ext, &request.gate))
-        .unwrap_or_default();
-    let mut from: BTreeMap<String, usize> = BTreeMap::new();
-    for t in &request.targets {
-        *from.entry(t.previous.clone().unwrap_or_else(|| "none".to_string())).or_default() += 1;
-    }
-    let from_text: Vec<String> = from.iter().map(|(v, n)| format!("{v} ({n})")).collect();
-    let budget = request.max_failures;
-    match services.orchestrator.start(request).await {
-        Ok(d) if lifecycle::queued_behind(&d).is_some() => {
-            let behind = lifecycle::queued_behind(&d).unwrap_or_default().to_string();
-            Reply::new(
-                Outcome::Started,
-                format!(
-                    "Queued {}: {ext} {ver} on {} agent{} in {} waits for {behind} and starts by itself when it finishes.",
-                    d.name,
-                    d.targets.len(),
-                    crate::words::s(d.targets.len()),
-                    scope_words(&scope),
-                ),
-            )
-            .with_deployment(d.name.clone())
-            .with_details(json!({ "plan": described, "targets": feasible.targets, "queued_behind": behind }))
-            .with_follow_ups([format!("show deployment {}", d.name), format!("show deployment {behind}"), format!("abort {}", d.name)])
-        }
-        Ok(d) => {
-            let how = strategy.describe();
-            let mut message = format!(
-                "Started {}: {ext} {} -> {ver} on {} agent{} in {}, {how}{} in {} step{}.",
-                d.name,
-                from_text.join(", "),
-                d.targets.len(),
-                crate::words::s(d.targets.len()),
-                scope_words(&scope),
-                // "rolling in batches of 4, at most 2 agents unavailable at once, in 3 steps"
-                if how.contains(',') { "," } else { "" },
-                described.len(),
-                crate::words::s(described.len()),
-            );
-            if !feasible.already.is_empty() {
-                message.push_str(&format!(" {} already run {ver} and are left alone.", feasible.already.len()));
-            }
-            if let Some(n) = budget {
-                message.push_str(&format!(
-                    " It stops and rolls back if more than {n} agent{} fail to install.",
-                    crate::words::s(n)
-                ));
-            }
-            let mut table = Table::new(format!("{} plan", d.name), &["Step"]);
-            for line in &described {
-                table.push(vec![line.clone()]);
-            }
-            Reply::new(Outcome::Started, message)
-                .with_deployment(d.name.clone())
-                .with_table(table)
-                .with_details(json!({ "plan": described, "targets": feasible.targets, "already": feasible.already }))
-                .with_follow_ups(render::deployment_offers(&d))
-        }
-        Err(e) => Reply::new(Outcome::Failed, format!("The rollout could not start: {e}")),
-    }
-}
-
-fn control(result: Result<DeploymentRecord, crate::orchestrate::OrchestrateError>, verb: &str) -> Reply {
-    match result {
-        Ok(d) => {
-            let mut reply = render::deployment(&d);
-            reply.message = format!("{verb} {}", reply.message);
-            reply.outcome = Outcome::Done;
-            reply
-        }
-        Err(e) => Reply::new(Outcome::Failed, e.to_string()).feasible(false),
-    }
-}
-
-async fn agent_action(services: &Services, actor: &Actor, topo: &Topology, name: &str, action: AgentAction) -> Reply {
-    let Some(agent) = topo.agent(name) else {
-        return Reply::new(Outcome::Infeasible, format!("There is no agent {name}.")).feasible(false);
-    };
-    match services.orchestrator.agent_action(name, &agent.endpoint, action, actor).await {
-        Ok(status) => {
-            services.poller.refresh().await;
-            let what = match action {
-                AgentAction::Drain => "is draining: it finishes in-flight work and then stops serving",
-                AgentAction::Cordon => "is cordoned: it keeps serving but takes no new work or rollouts",
-                AgentAction::Uncordon => "is active again and takes work and rollouts",
-                AgentAction::Restart => "is restarting",
-            };
-            let follow = match action {
-                AgentAction::Drain | AgentAction::Cordon => format!("uncordon {name}"),
-                AgentAction::Uncordon | AgentAction::Restart => format!("show agent {name}"),
-            };
-            Reply::new(Outcome::Done, format!("{name} {what} (state: {}).", status.state.as_str()))
-                .with_details(json!({ "agent": name, "state": status.state }))
-                .with_follow_ups([follow, format!("how healthy is {}?", agent.region)])
-        }
-        Err(e) => Reply::new(Outcome::Failed, format!("{} {name} failed: {e}", action.as_str())),
-    }
-}
-
-async fn list_deployments(
-    services: &Services,
-    topo: &Topology,
-    scope: Option<&Scope>,
-    status: Option<DeploymentStatus>,
-    since: Option<&TimeSpec>,
-) -> Reply {
-    let agents = scope.filter(|s| !s.is_fleet()).map(|s| topo.select(s).map(|a| a.name.to_string()).collect());
-    let filter = DeploymentFilter { status, since: since.map(|s| s.resolve(Utc::now())), agents, limit: Some(50) };
-    match services.registry.list_deployments(&filter).await {
-        Ok(list) => render::deployments(&list, status, since),
-        Err(e) => Reply::new(Outcome::Failed, format!("The registry could not be read: {e}")),
-    }
-}
-
-/// "queue it": the deploy refused last for overlapping an active rollout, now queued.
-/// Any other operation passes unchanged.
-pub(super) fn queue_refused(op: Operation, refused: &mut Option<Operation>) -> Operation {
-    match op {
-        Operation::Deploy { extension: None, version: None, scope: None, queue: true, .. } => match refused.take() {
-            Some(Operation::Deploy {
-                extension,
-                version,
-                scope,
-                strategy,
-                require_approval,
-                max_failures,
-                gate,
-                ..
-            }) => Operation::Deploy {
-                extension,
-                version,
-                scope,
-                strategy,
-                require_approval,
-                max_failures,
-                queue: true,
-                gate,
-            },
-            _ => op,
-        },
-        op => op,
-    }
-}
-
-/// Journals the new table, then drains the source's agents all at once. The time told
-/// is measured on the clock (tokio's, so a paused test clock measures too) from the
-/// confirmed request to the reply, the fresh poll included; the counts are what the
-/// agents answered.
-async fn failover(services: &Services, actor: &Actor, from: &str, to: Option<&str>, utterance: &str) -> Reply {
-    let started = tokio::time::Instant::now();
-    let applied = match services.router.failover(from, to, actor, utterance).await {
-        Ok(a) => a,
-        Err(e) => return Reply::new(Outcome::Failed, format!("Nothing was failed over: {e}.")).feasible(false),
-    };
-    let moved = services.router.set_serving(from, false, actor).await;
-    // A poll only shows what changed; with no agent drained it would only wait on
-    // agents that do not answer.
-    if !moved.ok.is_empty() {
-        services.poller.refresh().await;
-    }
-    let took = started.elapsed();
-    let size = services.topology.snapshot().region_size(from);
-    let targets: Vec<&str> = applied.after.routes(from).iter().map(|r| r.region.as_str()).collect();
-    let drained = match (moved.ok.len(), moved.failed.len()) {
-        (0, 0) => format!("none of its {size} agents answers, so none was drained"),
-        (n, _) if n == size => format!("its {n} agent{} drained", crate::words::s(n)),
-        (n, _) => format!("{n} of its {size} agents drained"),
-    };
-    let mut message = format!(
-        "Failed over {from} to {} in {:.1} s: {from} -> {}; {drained} (routing version {}).",
-        targets.join(" and "),
-        took.as_secs_f64(),
-        applied.after.describe(from),
-        applied.version
-    );
-    if !moved.failed.is_empty() {
-        let names: Vec<String> = moved.failed.iter().take(4).map(|(n, e)| format!("{n} ({e})")).collect();
-        message.push_str(&format!(" {} could not be drained: {}.", moved.failed.len(), names.join(", ")));
-    }
-    Reply::new(Outcome::Done, message)
-        .with_details(json!({
-            "before": applied.before, "after": applied.after, "version": applied.version,
-            "drained": moved.ok, "not_drained": moved.failed.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            "elapsed_ms": took.as_millis() as u64,
-        }))
-        .with_follow_ups(["show routing".to_string(), format!("how healthy is {from}?"), format!("fail back {from}")])
-}
-
-/// Journals the table, then returns the agents a drain took out to service; timed and
-/// counted as [`failover`] is.
-async fn failback(services: &Services, actor: &Actor, region: &str, utterance: &str) -> Reply {
-    let started = tokio::time::Instant::now();
-    let applied = match services.router.failback(region, actor, utterance).await {
-        Ok(a) => a,
-        Err(e) => return Reply::new(Outcome::Failed, format!("Nothing was failed back: {e}.")).feasible(false),
-    };
-    let moved = services.router.set_serving(region, true, actor).await;
-    if !moved.ok.is_empty() {
-        services.poller.refresh().await;
-    }
-    let took = started.elapsed();
-    Reply::new(
-        Outcome::Done,
-        format!(
-            "Failed back {region} in {:.1} s: it serves its own traffic again; {} (routing version {}).",
-            took.as_secs_f64(),
-            crate::routing::returned_words(&moved),
-            applied.version
-        ),
-    )
-    .with_details(json!({
-        "before": applied.before, "after": applied.after, "version": applied.version, "uncordoned": moved.ok,
-        "not_uncordoned": moved.failed.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-        "elapsed_ms": took.as_millis() as u64,
-    }))
-    .with_follow_ups(["show routing".to_string(), format!("how healthy is {region}?")])
-}
-
-async fn show_routing(services: &Services) -> Reply {
-    let snap = services.router.snapshot();
-    let mut table = Table::new(format!("Routing (version {})", snap.version), &["Region", "Served by"]);
-    for region in snap.table.regions.keys() {
-        table.push(vec![region.clone(), snap.table.describe(region)]);
-    }
-    let history = services.router.history(10).await.unwrap_or_default();
-    // One table for every front-end: the current routes, then the recent changes.
-    for c in history.iter().rev() {
-        table.push(vec![
-            format!("v{} {}", c.version, c.at.format("%H:%M:%S")),
-            format!("{} by {} ({}): {}", c.kind, c.actor, c.frontend, c.reason),
-        ]);
-    }
-    let moved: Vec<String> = snap
-        .table
-        .regions
-        .keys()
-        .filter(|r| snap.table.routes(r) != [crate::routing::table::Route::new(r.as_str(), 100)])
-        .map(|r| format!("{r} -> {}", snap.table.describe(r)))
-        .collect();
-    let message = if moved.is_empty() {
-        format!("Every region serves its own traffic (routing version {}).", snap.version)
-    } else {
-        format!("{} (routing version {}); every other region serves itself.", moved.join("; "), snap.version)
-    };
-    Reply::new(Outcome::Answered, message)
-        .with_table(table)
-        .with_details(json!({ "regions": snap.table.regions, "version": snap.version, "updated_at": snap.updated_at, "history": history }))
-        .with_follow_ups(["how healthy is the fleet?"])
 }

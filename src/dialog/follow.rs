@@ -25,8 +25,8 @@ impl super::Session {
                     if self.refusal(&op).await.is_some() {
                         false
                     } else if read_only && Control::of(&op).is_none() {
-                        match self.check(&op, &topo).await {
-                            Ok(feasible) => self.risk(&op, &feasible, &topo).await.is_none(),
+                        match super::execute::check_live(&self.services, &op, &topo).await {
+                            Ok(feasible) => super::execute::risk(&self.services, &op, &feasible, &topo).await.is_none(),
                             Err(_) => false,
                         }
                     } else {

@@ -16,13 +16,18 @@
 //! the same [`Session::proceed`] path, and anything mutating is always read back for
 //! a yes/no. A pending yes/no is never answered by the model.
 
+mod agents;
+mod deploy;
 mod execute;
 mod follow;
 mod gates;
+mod inspect;
 mod render;
+mod traffic;
 mod troubleshoot;
 mod undo;
 
+pub use execute::check;
 pub use troubleshoot::diagnosis_reply;
 
 use std::sync::Arc;
@@ -30,11 +35,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::feasibility::{self, Feasible, Infeasible};
+use crate::feasibility::Feasible;
 use crate::intent::{with_slot, Vocabulary};
 use crate::llm::LlmError;
 use crate::ops::{Actor, Effect, Operation, Role, Scope};
-use crate::orchestrate::lifecycle::{self, Control};
 use crate::registry::{AuditEntry, AuditResult, DeploymentRecord};
 use crate::reply::{Outcome, Proposal, Reply};
 use crate::services::Services;
@@ -380,7 +384,7 @@ impl Session {
                 if parse.operation == Some(Operation::Cancel) {
                     return Reply::new(
                         Outcome::Cancelled,
-                        format!("Dropped the unfinished {} request.", op.name().replace('_', " ")),
+                        format!("Dropped the unfinished {} request.", crate::words::spaced(op.name())),
                     )
                     .with_operation(Some(Operation::Cancel));
                 }
@@ -543,7 +547,7 @@ impl Session {
     /// `via_llm`: the language model understood `op`, so anything mutating is read
     /// back and confirmed whatever its scope.
     async fn proceed(&mut self, op: Operation, references: Vec<String>, utterance: &str, via_llm: bool) -> Reply {
-        let op = execute::queue_refused(op, &mut self.context.queueable);
+        let op = deploy::queue_refused(op, &mut self.context.queueable);
         let op = match self.undo(op).await {
             Ok(op) => op,
             Err((op, reply)) => {
@@ -590,7 +594,7 @@ impl Session {
         }
 
         let topo = self.services.topology.snapshot();
-        let feasible = match self.check(&op, &topo).await {
+        let feasible = match execute::check_live(&self.services, &op, &topo).await {
             Ok(f) => f,
             Err(inf) => {
                 if matches!(op, Operation::Deploy { .. }) && inf.queueable {
@@ -605,17 +609,13 @@ impl Session {
         };
 
         if op.mutates() {
-            let risk = match self.risk(&op, &feasible, &topo).await {
+            let risk = match execute::risk(&self.services, &op, &feasible, &topo).await {
                 Some(r) => Some(r),
                 None if via_llm => Some("the language model, not the grammar, understood it".to_string()),
                 None => None,
             };
             if let Some(risk) = risk {
-                let summary = match self.control_record(&op).await {
-                    Some(d) => render::control_summary(&op, &d),
-                    None => None,
-                }
-                .unwrap_or_else(|| render::summary(&op, &feasible));
+                let summary = execute::summary(&self.services, &op, &feasible).await;
                 let plan = execute::preview(&self.services, &op, &feasible, &topo);
                 let plan_table = execute::plan_table(&self.services, &op, &feasible, &topo);
                 let read_back =
@@ -672,7 +672,7 @@ impl Session {
                 Outcome::Refused,
                 format!(
                     "{} needs the {} role{because}; {} is {} {}.",
-                    op.name().replace('_', " "),
+                    crate::words::spaced(op.name()),
                     needed.as_str(),
                     self.actor.name,
                     if self.actor.role == Role::Viewer { "a" } else { "an" },
@@ -722,12 +722,6 @@ impl Session {
         }
     }
 
-    /// The record of the deployment a control names, for its confirmation line.
-    async fn control_record(&self, op: &Operation) -> Option<DeploymentRecord> {
-        let Some(Some(id)) = op.deployment_slot() else { return None };
-        self.services.registry.deployment_by_name(id).await.ok().flatten()
-    }
-
     /// Fills slots the utterance referred to ("roll it back", "drain it", "there").
     async fn resolve_references(&mut self, op: Operation, references: &[String]) -> Result<Operation, Reply> {
         let mut op = op;
@@ -763,84 +757,6 @@ impl Session {
             }
         }
         Ok(op)
-    }
-
-    async fn check(&self, op: &Operation, topo: &Topology) -> Result<Feasible, Infeasible> {
-        if let Some(checked) = troubleshoot::check(&self.services, op).await {
-            return checked;
-        }
-        if let Some(Some(id)) = op.deployment_slot() {
-            let record = self.deployment(id).await?;
-            return execute::check_control(op, &record);
-        }
-        if matches!(
-            op,
-            Operation::Failover { .. }
-                | Operation::Failback { .. }
-                | Operation::ShiftTraffic { .. }
-                | Operation::ShowRouting { .. }
-        ) {
-            let router = &self.services.router;
-            return feasibility::check_traffic(op, topo, &router.table(), &router.capacity(topo));
-        }
-        // A queued rollout may overlap: the orchestrator holds it until the other ends.
-        let busy = match op {
-            Operation::Deploy { queue: true, .. } => feasibility::Busy::new(),
-            _ => self.services.orchestrator.active_agents().await,
-        };
-        let feasible = feasibility::check(op, topo, &busy)?;
-        // A rollout that cannot be planned (phases that leave agents out, a limit for
-        // another strategy) is refused now, not after the operator confirmed it.
-        if let Some(why) = execute::plan_problem(&self.services, op, &feasible, topo) {
-            return Err(Infeasible::new(why));
-        }
-        Ok(feasible)
-    }
-
-    async fn deployment(&self, id: &str) -> Result<DeploymentRecord, Infeasible> {
-        match self.services.registry.deployment_by_name(id).await {
-            Ok(Some(d)) => Ok(d),
-            Ok(None) => {
-                let latest = self.services.registry.latest_deployment().await.ok().flatten();
-                let mut inf = Infeasible::new(match &latest {
-                    Some(l) => format!("There is no deployment {id}; the latest is {}.", l.name),
-                    None => format!("There is no deployment {id}; there are no deployments yet."),
-                });
-                if let Some(l) = latest {
-                    inf.alternatives.push(format!("show deployment {}", l.name));
-                }
-                inf.alternatives.push("list deployments".to_string());
-                Err(inf)
-            }
-            Err(e) => Err(Infeasible::new(format!("The registry could not be read: {e}"))),
-        }
-    }
-
-    /// Why `op` needs a yes/no, if it does. The rules live here and in
-    /// `feasibility::deploy_risk`, never in the grammar.
-    async fn risk(&self, op: &Operation, feasible: &Feasible, topo: &Topology) -> Option<String> {
-        // The check's own reason says what is at stake (a failover's plan), so it wins
-        // over the generic one.
-        if let Some(r) = &feasible.risk {
-            return Some(r.clone());
-        }
-        if op.always_risky() {
-            return Some(format!("{} is always confirmed", op.name().replace('_', " ")));
-        }
-        match op {
-            Operation::Resume { deployment: Some(id) }
-            | Operation::Rollback { deployment: Some(id) }
-            | Operation::Retry { deployment: Some(id) } => {
-                let record = self.services.registry.deployment_by_name(id).await.ok().flatten()?;
-                // Only the agents the control changes count: resuming a rollout whose
-                // agents all run the version changes none of them.
-                let control = Control::of(op)?;
-                let agents: Vec<&crate::topology::AgentView> =
-                    lifecycle::changes(&record, control).iter().filter_map(|t| topo.agent(&t.agent)).collect();
-                feasibility::deploy_risk(&agents, topo)
-            }
-            _ => None,
-        }
     }
 
     async fn audit(&mut self, op: &Operation, utterance: &str, result: AuditResult, message: &str) {
@@ -890,7 +806,7 @@ fn llm_failure(e: &LlmError, text: &str) -> Reply {
     let mut follow_ups = vec!["help".to_string()];
     let message = match e {
         LlmError::UnknownOp { name, suggestions } => {
-            follow_ups = suggestions.iter().map(|s| s.replace('_', " ")).chain(follow_ups).collect();
+            follow_ups = suggestions.iter().map(|s| crate::words::spaced(s)).chain(follow_ups).collect();
             let hint = match suggestions.as_slice() {
                 [] => String::new(),
                 s => format!(" Did you mean {}?", s.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" or ")),

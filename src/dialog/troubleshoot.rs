@@ -9,25 +9,12 @@ use serde_json::json;
 
 use crate::diagnose::changes::{self, agent_words, AuditQuery, Change, ChangesQuery};
 use crate::diagnose::{self, clock, Diagnosis, Facts, Question, LEAD};
-use crate::feasibility::{scope_words, Feasible, Infeasible};
+use crate::feasibility::{known_extension, plain, scope_words, Feasible, Infeasible};
 use crate::ops::{Actor, Metric, Operation, Scope, TimeSpec};
 use crate::registry::{AuditResult, DeploymentRecord};
 use crate::reply::{Outcome, Reply, Table};
 use crate::services::Services;
 use crate::topology::Topology;
-
-/// Whether `op` is one of this family's.
-pub(super) fn handles(op: &Operation) -> bool {
-    matches!(
-        op,
-        Operation::Explain { .. }
-            | Operation::Changes { .. }
-            | Operation::Versions { .. }
-            | Operation::ShowAudit { .. }
-            | Operation::Freeze
-            | Operation::Unfreeze
-    )
-}
 
 /// Continues an investigation: "and us-east?" asks what the last question asked,
 /// of us-east; "compare with yesterday" and "show me the errors" without a subject
@@ -78,9 +65,25 @@ pub(super) fn follow_on(op: Operation, utterance: &str, ctx: &mut super::Context
     op
 }
 
+/// The names this family's operations need must exist.
+pub(super) fn check(op: &Operation, topo: &Topology) -> Result<Feasible, Infeasible> {
+    match op {
+        Operation::Versions { extension: Some(e), .. } => known_extension(e, topo).map(|_| plain(Vec::new())),
+        _ => Ok(plain(Vec::new())),
+    }
+}
+
+/// The confirmation line of this family's mutating operations.
+pub(super) fn summary(op: &Operation) -> Option<String> {
+    match op {
+        Operation::Freeze => Some("Freeze the fleet".to_string()),
+        _ => None,
+    }
+}
+
 /// This family's checks, and the freeze's hold on operations that would move a
 /// rollout forward. `None`: nothing to say here, the usual checks apply.
-pub(super) async fn check(services: &Services, op: &Operation) -> Option<Result<Feasible, Infeasible>> {
+pub(super) async fn check_live(services: &Services, op: &Operation) -> Option<Result<Feasible, Infeasible>> {
     let plain = || Feasible { targets: Vec::new(), already: Vec::new(), risk: None };
     let refuse = |reason: String, alternatives: Vec<String>| {
         Some(Err(Infeasible { reasons: vec![reason], alternatives, queueable: false }))
@@ -350,12 +353,7 @@ async fn changes_reply(
             .last()
             .map(|c| format!(" The latest, at {}: {}, by {} through {}.", clock(c.at), c.summary, c.actor, c.frontend))
             .unwrap_or_default();
-        format!(
-            "{} change{}{place} {span} ({}).{last}",
-            list.len(),
-            if list.len() == 1 { "" } else { "s" },
-            counts.join(", ")
-        )
+        format!("{} change{}{place} {span} ({}).{last}", list.len(), crate::words::s(list.len()), counts.join(", "))
     };
     let mut table = Table::new(format!("Changes{place} {span}"), &["Time", "Change", "Who", "From", "Source"]);
     for c in &list {
@@ -516,7 +514,7 @@ async fn audit_reply(
         }
         (None, Some(a)) if rows.is_empty() => format!("No request about {a} {span}."),
         (None, Some(a)) => {
-            format!("{} request{} about {a} {span}.", rows.len(), if rows.len() == 1 { "" } else { "s" })
+            format!("{} about {a} {span}.", crate::words::count(rows.len(), "request"))
         }
         (None, None) if rows.is_empty() => format!("The audit log has no entries {span}."),
         (None, None) => {
@@ -531,7 +529,7 @@ async fn audit_reply(
             format!(
                 "The audit log {span}: {} entr{} from {}; {changed} changed the fleet.",
                 rows.len(),
-                if rows.len() == 1 { "y" } else { "ies" },
+                crate::words::either(rows.len(), "y", "ies"),
                 people.into_iter().collect::<Vec<_>>().join(", ")
             )
         }

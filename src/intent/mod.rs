@@ -92,7 +92,7 @@ impl std::fmt::Display for Rejected {
         match self {
             Rejected::Number { said, reason } => write!(f, "\"{said}\" is out of range: {reason}"),
             Rejected::Slot { slot, reason } => {
-                write!(f, "the {} as said does not fit: {reason}", slot.replace('_', " "))
+                write!(f, "the {} as said does not fit: {reason}", crate::words::spaced(slot))
             }
         }
     }
@@ -371,7 +371,7 @@ impl Grammar {
             .intent(op.name())
             .and_then(|i| i.slot(slot))
             .and_then(|s| s.ask.clone())
-            .unwrap_or_else(|| format!("What {} should I use?", slot.replace('_', " ")));
+            .unwrap_or_else(|| format!("What {} should I use?", crate::words::spaced(slot)));
         fill_template(&template, op, vocab)
     }
 
@@ -624,7 +624,7 @@ fn fill_template(template: &str, op: &Operation, vocab: &Vocabulary) -> String {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Object(o)) => o.get("name").and_then(Value::as_str).unwrap_or(field).to_string(),
                 Some(v) => v.to_string(),
-                None => format!("the {}", field.replace('_', " ")),
+                None => format!("the {}", crate::words::spaced(field)),
             },
         };
         out.push_str(&text);

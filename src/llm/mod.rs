@@ -19,14 +19,53 @@ pub mod request;
 pub mod schema;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::config::{LlmConfig, LlmMode};
 use crate::ops::Operation;
 pub use request::{Input, Prompts};
+use serde::Deserialize;
+
+/// How structured output is asked of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmMode {
+    /// Try `json_schema`, then tools, then plain text, and remember what worked.
+    Auto,
+    JsonSchema,
+    Tools,
+    Plain,
+}
+
+/// The `[llm]` section of the config file, resolved (`config` reads it). The key is read from the environment at load time
+/// so that it never has to be written into a file.
+#[derive(Clone, PartialEq)]
+pub struct LlmConfig {
+    /// Up to and including the version prefix, e.g. `http://127.0.0.1:11434/v1`.
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    pub timeout: Duration,
+    pub mode: LlmMode,
+    pub prompts_dir: Option<PathBuf>,
+}
+
+// Hand-written so that the key can never reach a log line through `{:?}`.
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("timeout", &self.timeout)
+            .field("mode", &self.mode)
+            .field("prompts_dir", &self.prompts_dir)
+            .finish()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LlmError {

@@ -484,6 +484,28 @@ pub enum Effect {
     Dialog,
 }
 
+/// Which family of operations an operation belongs to: one file of the dialog
+/// (`src/dialog/<family>.rs`) holds each family's check, confirmation line,
+/// execution and reply, and the dialog's dispatchers match on this, never on the
+/// operations themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Reads of the fleet and its history: topology, health, agents, extensions,
+    /// health checks, the deployment report.
+    Inspect,
+    /// Rollouts, their controls (pause, resume, promote, abort, rollback, retry) and
+    /// their records.
+    Deploy,
+    /// Actions on one agent: drain, cordon, uncordon, restart.
+    Agent,
+    /// Routing: failover, failback, traffic shifts, the routing table.
+    Traffic,
+    /// Troubleshooting: explain, changes, versions, the audit log, freeze.
+    Troubleshoot,
+    /// Steering the conversation itself: help, watch, confirm, cancel.
+    Dialog,
+}
+
 impl Operation {
     /// A deploy of `extension` `version` to `scope` with the configured strategy and
     /// nothing else said, as "roll out auth-filter 2.1.0 to the fleet" parses.
@@ -579,6 +601,45 @@ impl Operation {
         "freeze",
         "unfreeze",
     ];
+
+    /// The family that carries the operation out (see [`Family`]).
+    pub fn family(&self) -> Family {
+        match self {
+            Operation::ShowTopology { .. }
+            | Operation::ShowHealth { .. }
+            | Operation::ShowAgent { .. }
+            | Operation::FindAgents { .. }
+            | Operation::ListExtensions { .. }
+            | Operation::RunHealthCheck { .. }
+            | Operation::Report { .. } => Family::Inspect,
+            Operation::Deploy { .. }
+            | Operation::Pause { .. }
+            | Operation::Resume { .. }
+            | Operation::Promote { .. }
+            | Operation::Abort { .. }
+            | Operation::Rollback { .. }
+            | Operation::Retry { .. }
+            | Operation::ShowDeployment { .. }
+            | Operation::ListDeployments { .. } => Family::Deploy,
+            Operation::Drain { .. }
+            | Operation::Cordon { .. }
+            | Operation::Uncordon { .. }
+            | Operation::Restart { .. } => Family::Agent,
+            Operation::Failover { .. }
+            | Operation::Failback { .. }
+            | Operation::ShiftTraffic { .. }
+            | Operation::ShowRouting { .. } => Family::Traffic,
+            Operation::Explain { .. }
+            | Operation::Changes { .. }
+            | Operation::Versions { .. }
+            | Operation::ShowAudit { .. }
+            | Operation::Freeze
+            | Operation::Unfreeze => Family::Troubleshoot,
+            Operation::Watch { .. } | Operation::Unwatch | Operation::Help | Operation::Confirm | Operation::Cancel => {
+                Family::Dialog
+            }
+        }
+    }
 
     /// Whether the operation reads, changes the fleet, or steers the dialog.
     pub fn effect(&self) -> Effect {

@@ -111,11 +111,7 @@ fn regions(inner: &Inner, agents: &[String]) -> Vec<String> {
 
 /// "edge-13, edge-14 and 3 more".
 fn few(agents: &[String]) -> String {
-    let mut s = agents.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
-    if agents.len() > 3 {
-        s.push_str(&format!(" and {} more", agents.len() - 3));
-    }
-    s
+    crate::words::and_more(agents, 3)
 }
 
 /// Runs the gate of `step` (0-based) on the agents `reached` so far against the

@@ -74,7 +74,9 @@ impl Orchestrator {
         // The overlap check and the insert are one transaction: see `admit_deployment`.
         let rows = [created.to_row(), planned.to_row()];
         let events: Vec<(&str, serde_json::Value)> = rows.iter().map(|(k, d)| (k.as_str(), d.clone())).collect();
-        let record = match inner.registry.admit_deployment(&new, req.queue, &events).await? {
+        let queued = |behind: &str| Event::Queued { behind: behind.to_string() }.to_row();
+        let queue: Option<crate::registry::QueuedRow<'_>> = req.queue.then_some(&queued);
+        let record = match inner.registry.admit_deployment(&new, queue, &events).await? {
             Admission::Overlap { agents, deployment } => return Err(OrchestrateError::Overlap { agents, deployment }),
             Admission::Queued { record, .. } => return Ok(record),
             Admission::Created(record) => record,
@@ -443,7 +445,11 @@ impl Inner {
                 Some(state) => {
                     let detail = format!("found running {runs} after a restart (journal said {})", t.state.as_str());
                     self.registry.set_target_state(rec.id, &t.agent, state, Some(&detail)).await?;
-                    corrected.push(format!("{} was {} and runs {runs}", t.agent, t.state.as_str().replace('_', " ")));
+                    corrected.push(format!(
+                        "{} was {} and runs {runs}",
+                        t.agent,
+                        crate::words::spaced(t.state.as_str())
+                    ));
                 }
                 None => agree += 1,
             }

@@ -18,30 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::protocol::Metrics;
 use crate::agent::AgentClient;
+/// The outcome is the analysis layer's type: a template's measurement and the
+/// built-in gate judge on the same scale.
+pub use crate::analysis::GateOutcome;
 use crate::registry::TargetRecord;
 use crate::topology::HealthThresholds;
-
-/// The outcome of one measurement or of a whole gate, from best to worst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GateOutcome {
-    Successful,
-    Inconclusive,
-    /// The metrics source broke: the agent did not answer its health endpoint.
-    Error,
-    Failed,
-}
-
-impl GateOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GateOutcome::Successful => "successful",
-            GateOutcome::Inconclusive => "inconclusive",
-            GateOutcome::Error => "error",
-            GateOutcome::Failed => "failed",
-        }
-    }
-}
 
 /// How many measurements of each kind a gate tolerates before that outcome is the
 /// gate's. Zero everywhere: any bad measurement counts.

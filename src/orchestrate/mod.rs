@@ -89,6 +89,43 @@ impl Default for RolloutSettings {
     }
 }
 
+/// A setting outside the range it may take: says the range, and whoever reads the
+/// setting (a config key, a command-line flag) names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be between {0}")]
+pub struct OutOfRange(pub &'static str);
+
+impl RolloutSettings {
+    /// A bake of `secs` seconds, at most an hour.
+    pub fn bake_secs(secs: f64) -> Result<Duration, OutOfRange> {
+        if (0.0..=3600.0).contains(&secs) {
+            Ok(Duration::from_secs_f64(secs))
+        } else {
+            Err(OutOfRange("0 and 3600"))
+        }
+    }
+
+    /// A rolling batch of `percent` of the targets.
+    pub fn batch_percent(percent: u8) -> Result<u8, OutOfRange> {
+        if (1..=100).contains(&percent) {
+            Ok(percent)
+        } else {
+            Err(OutOfRange("1 and 100"))
+        }
+    }
+
+    /// Blue retired `secs` after the switch; 0: only on "promote". A standby kept for
+    /// up to 30 days; longer is almost surely a typo, and a number that big would not
+    /// fit a timer anyway.
+    pub fn blue_retire_secs(secs: f64) -> Result<Option<Duration>, OutOfRange> {
+        match secs {
+            0.0 => Ok(None),
+            s if s.is_finite() && s > 0.0 && s <= 30.0 * 86_400.0 => Ok(Some(Duration::from_secs_f64(s))),
+            _ => Err(OutOfRange("0 (only on \"promote\") and 2592000 (30 days)")),
+        }
+    }
+}
+
 /// One agent a deployment will reach.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {

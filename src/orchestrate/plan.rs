@@ -310,7 +310,7 @@ fn groups(strategy: &Strategy, targets: &[&Target]) -> Result<Vec<(String, Vec<S
                 "{} in none of the phases ({}); add a phase for {} or narrow the scope",
                 some_agents(&stray),
                 said.join(", "),
-                if stray.len() == 1 { "it" } else { "them" }
+                crate::words::either(stray.len(), "it", "them")
             )));
         }
         if let Some((name, _)) = out.iter().find(|(_, agents)| agents.is_empty()) {
@@ -334,7 +334,7 @@ fn groups(strategy: &Strategy, targets: &[&Target]) -> Result<Vec<(String, Vec<S
         return Err(OrchestrateError::InvalidPlan(format!(
             "{} no {key}, so {} cannot be put in a phase by {key}; name the phases instead (\"in phases ... then ...\")",
             some_agents(&stray).replacen(" is", " has", 1).replacen(" are", " have", 1),
-            if stray.len() == 1 { "it" } else { "they" }
+            crate::words::either(stray.len(), "it", "they")
         )));
     }
     // Lower environments go first; other groups keep the fleet's order.

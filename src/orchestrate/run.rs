@@ -480,7 +480,7 @@ async fn unavailable_slots(
             rec.step_count,
             out.len(),
             out.iter().map(|(a, why)| format!("{a} {why}")).collect::<Vec<_>>().join(", "),
-            if out.len() == 1 { "it is" } else { "they are" },
+            crate::words::either(out.len(), "it is", "they are"),
         );
         if let Some(stop) = hold(inner, id, Hold::Unavailable, reason, None, control).await? {
             return Ok(Err(stop));

@@ -14,6 +14,12 @@ use crate::ops::DeploymentStatus;
 /// How the reason of a queued deployment starts, for people (the state is its [`Hold`]).
 pub const QUEUED_BEHIND: &str = "queued behind";
 
+/// How a queued deployment's wait is journalled: the row (`kind`, `data`) of its
+/// `queued` event, given the name of the deployment it waits behind. The journal's
+/// events are the orchestrator's types (`orchestrate::journal::Event::Queued`),
+/// which the registry below it does not know, so the caller hands the row over.
+pub type QueuedRow<'a> = &'a (dyn Fn(&str) -> (String, serde_json::Value) + Sync);
+
 const DEPLOYMENT_COLUMNS: &str = "id, extension, version, scope, strategy, status, hold, reason, actor_name, \
      actor_frontend, utterance, current_step, step_count, created_at, updated_at, finished_at";
 
@@ -36,14 +42,14 @@ impl Registry {
     /// Records a new deployment unless one of its agents belongs to an unfinished
     /// deployment: checked and written in one `BEGIN IMMEDIATE` transaction, which
     /// takes SQLite's write lock first, so two processes (or tasks) admitting at the
-    /// same instant cannot both see the agents free. With `queue`, an overlapping
+    /// same instant cannot both see the agents free. With `queue` given, an overlapping
     /// deployment is recorded pending behind the oldest one it overlaps. `events` are
     /// journalled in the same transaction (its `created` and `planned` events), so
     /// a deployment never exists without its plan.
     pub async fn admit_deployment(
         &self,
         new: &NewDeployment,
-        queue: bool,
+        queue: Option<QueuedRow<'_>>,
         events: &[(&str, serde_json::Value)],
     ) -> Result<Admission, RegistryError> {
         let _hold = self.hold();
@@ -60,7 +66,7 @@ impl Registry {
         let clash: Vec<(String, i64)> =
             rows.into_iter().filter(|(agent, _)| new.targets.iter().any(|t| t.agent == *agent)).collect();
         let blocker = clash.first().map(|(_, d)| *d);
-        if let (Some(blocker), false) = (blocker, queue) {
+        if let (Some(blocker), None) = (blocker, queue) {
             let mut agents: Vec<String> = Vec::new();
             for (agent, d) in clash {
                 if d == blocker && !agents.contains(&agent) {
@@ -79,8 +85,9 @@ impl Registry {
         }
         let id = insert_deployment(&mut tx, &new, queued.as_ref()).await?;
         let at = to_millis(Utc::now());
-        let behind = blocker.map(|b| ("queued", serde_json::json!({ "behind": deployment_name(b) })));
-        for (kind, data) in events.iter().map(|(k, d)| (*k, d.clone())).chain(behind) {
+        let behind = blocker.zip(queue).map(|(b, row)| row(&deployment_name(b)));
+        let rows = events.iter().map(|(k, d)| (k.to_string(), d.clone())).chain(behind);
+        for (kind, data) in rows {
             sqlx::query("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?)")
                 .bind(id)
                 .bind(at)

@@ -23,7 +23,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-pub use deployments::QUEUED_BEHIND;
+pub use deployments::{QueuedRow, QUEUED_BEHIND};
 pub use inquiry::{FreezeRecord, MAX_ROWS};
 pub use records::{
     deployment_id_from_name, deployment_name, Admission, AuditEntry, AuditResult, DeploymentFilter, DeploymentRecord,

@@ -4,6 +4,7 @@ use chrono::{Duration, Utc};
 
 use super::*;
 use crate::ops::{Actor, DeploymentStatus, Role, Scope, Strategy, StrategyKind};
+use crate::orchestrate::journal::Event;
 
 fn new_deployment(agents: &[&str], status: DeploymentStatus) -> NewDeployment {
     NewDeployment {
@@ -313,7 +314,7 @@ async fn two_registries_on_one_file_admitting_the_same_agents_at_once_admit_one(
     for round in 0..5 {
         let agents = ["edge-19", "edge-20", "edge-21"];
         let new = new_deployment(&agents, DeploymentStatus::Running);
-        let (x, y) = tokio::join!(a.admit_deployment(&new, false, &[]), b.admit_deployment(&new, false, &[]));
+        let (x, y) = tokio::join!(a.admit_deployment(&new, None, &[]), b.admit_deployment(&new, None, &[]));
         let (x, y) = (x.unwrap(), y.unwrap());
         let created: Vec<&DeploymentRecord> = [&x, &y]
             .into_iter()
@@ -342,7 +343,7 @@ async fn a_rolling_back_deployment_is_unfinished_and_queues_what_overlaps_it() {
     assert_eq!(reg.active_deployments().await.unwrap().len(), 1);
     let events = [("created", serde_json::json!({})), ("planned", serde_json::json!({ "plan": null }))];
     let queued = reg
-        .admit_deployment(&new_deployment(&["edge-2", "edge-3"], DeploymentStatus::Running), true, &events)
+        .admit_deployment(&new_deployment(&["edge-2", "edge-3"], DeploymentStatus::Running), Some(&queued_row), &events)
         .await
         .unwrap();
     let Admission::Queued { record, behind } = queued else { panic!("{queued:?}") };
@@ -350,8 +351,15 @@ async fn a_rolling_back_deployment_is_unfinished_and_queues_what_overlaps_it() {
         (record.status, record.reason.as_deref(), behind.as_str()),
         (DeploymentStatus::Pending, Some("queued behind d-1"), "d-1")
     );
-    let kinds: Vec<String> = reg.events(record.id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    let events = reg.events(record.id).await.unwrap();
+    let kinds: Vec<String> = events.iter().map(|e| e.kind.clone()).collect();
     assert_eq!(kinds, ["created", "planned", "queued"], "journalled with the deployment, in one transaction");
+    assert_eq!(Event::of(&events[2]), Some(Event::Queued { behind: "d-1".into() }), "{:?}", events[2]);
+}
+
+/// The orchestrator's `queued` row, as it hands it to the registry.
+fn queued_row(behind: &str) -> (String, serde_json::Value) {
+    Event::Queued { behind: behind.to_string() }.to_row()
 }
 
 #[tokio::test]
@@ -459,7 +467,7 @@ async fn sixty_four_concurrent_writers_on_one_file_never_fail_for_contention() {
                     reg.journal_targets(d.id, &[journal]).await?;
                     if i % 8 == 0 {
                         let new = new_deployment(&[&format!("other-{i}-{round}")], DeploymentStatus::Succeeded);
-                        reg.admit_deployment(&new, false, &[]).await?;
+                        reg.admit_deployment(&new, None, &[]).await?;
                         reg.create_deployment(&new).await?;
                     }
                 }

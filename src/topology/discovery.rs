@@ -24,7 +24,6 @@ use tokio::task::JoinHandle;
 
 use super::inventory::InventoryEntry;
 use super::poller::Poller;
-use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -36,14 +35,48 @@ pub enum DiscoveryError {
     Resolver(String),
 }
 
-/// Starts what `config` asks for; the tasks end when `stop` turns true.
+/// The `[discovery]` section: how agents other than the inventory's are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverySettings {
+    /// Where the registration endpoint listens; none: agents cannot register.
+    pub listen: Option<SocketAddr>,
+    /// A DNS SRV name whose targets are agents, resolved periodically.
+    pub srv_name: Option<String>,
+    /// How often the SRV name is resolved (sooner when the records' TTL runs out sooner).
+    pub srv_interval: Duration,
+    /// Nameservers and the grace period of SRV discovery.
+    pub srv: SrvSettings,
+}
+
+impl Default for DiscoverySettings {
+    fn default() -> Self {
+        DiscoverySettings {
+            listen: None,
+            srv_name: None,
+            srv_interval: Duration::from_secs(30),
+            srv: SrvSettings::default(),
+        }
+    }
+}
+
+impl DiscoverySettings {
+    /// Whether agents come from registration or DNS (and not only from an inventory).
+    pub fn finds_agents(&self) -> bool {
+        self.listen.is_some() || self.srv_name.is_some()
+    }
+}
+
+/// Starts what `settings` asks for; the tasks end when `stop` turns true. `token`:
+/// the agents' bearer token; registrations are kept in `data_dir`.
 pub async fn start(
-    config: &Config,
+    settings: &DiscoverySettings,
+    token: Option<String>,
+    data_dir: &std::path::Path,
     poller: &Arc<Poller>,
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, DiscoveryError> {
     let mut tasks = Vec::new();
-    if let Some(addr) = config.discovery_listen {
+    if let Some(addr) = settings.listen {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| DiscoveryError::Bind { addr, source })?;
         tracing::info!(%addr, "registration endpoint listening");
@@ -51,8 +84,8 @@ pub async fn start(
         let poller = Arc::clone(poller);
         // Bindings (names, endpoints, credential hashes) outlive a restart of Parley.
         let options = super::registration::RegistrationOptions {
-            token: config.agent_token.clone(),
-            bindings_file: Some(config.data_dir.join("registrations.json")),
+            token,
+            bindings_file: Some(data_dir.join("registrations.json")),
             ..Default::default()
         };
         let shutdown = async move {
@@ -66,11 +99,11 @@ pub async fn start(
             }
         }));
     }
-    if let Some(name) = config.discovery_srv.clone() {
-        let resolver = SrvResolver::system(&config.srv.nameservers)?;
+    if let Some(name) = settings.srv_name.clone() {
+        let resolver = SrvResolver::system(&settings.srv.nameservers)?;
         let poller = Arc::clone(poller);
-        let interval = config.srv_interval;
-        let grace = config.srv.grace.unwrap_or(interval * 3);
+        let interval = settings.srv_interval;
+        let grace = settings.srv.grace.unwrap_or(interval * 3);
         let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut members = SrvMembers::new(grace);

@@ -37,9 +37,7 @@ use super::poller::{Deregistered, Poller};
 use crate::agent::http::{serve_router, HttpLimits};
 use crate::agent::names::{self, Kind};
 use crate::agent::protocol::ErrorBody;
-
-/// The header an agent presents its credential in.
-pub const CREDENTIAL_HEADER: &str = "parley-agent-credential";
+pub use crate::agent::protocol::{Registered, CREDENTIAL_HEADER};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,20 +54,6 @@ pub struct RegisterRequest {
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub name: String,
-}
-
-/// The answer to a registration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Registered {
-    pub name: String,
-    pub endpoint: String,
-    /// False when the endpoint was already polled (a re-registration).
-    pub new: bool,
-    /// Issued when the name is bound (a first registration, or a rebinding after the
-    /// old endpoint was proven dead): the agent keeps it and presents it from then on.
-    /// Shown once; Parley keeps only its hash.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
 }
 
 /// A name bound to the endpoint that registered it.

@@ -29,6 +29,6 @@ pub fn reply(entries: &[AuditEntry], since: DateTime<Utc>) -> Reply {
         ]);
     }
     let n = entries.len();
-    Reply::new(Outcome::Answered, format!("{n} request{} since {since_local}.", if n == 1 { "" } else { "s" }))
+    Reply::new(Outcome::Answered, format!("{} since {since_local}.", crate::words::count(n, "request")))
         .with_table(table)
 }
