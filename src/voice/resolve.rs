@@ -161,17 +161,24 @@ impl Resolver {
     }
 }
 
-/// The transcript as the parser's words: lowercase, punctuation dropped, names
-/// split at hyphens, capitals inside words split, number words as digits, versions
-/// and percentages kept ("2.1.0", "10 %"). The one normaliser of typed and spoken
-/// input ([`crate::intent::canonical`]), so that Whisper's "Restart-edge-five." and
-/// a typed "restart edge 5" are the same words.
+/// A grammar-constrained transcript as the parser's words: lowercase, punctuation
+/// dropped, names split at hyphens, number words as digits, versions and
+/// percentages kept ("2.1.0", "10 %"), through the one normaliser of typed and
+/// spoken input ([`crate::intent::canonical`]), so that Whisper's
+/// "Restart-edge-five." and a typed "restart edge 5" are the same words.
+///
+/// Under the grammar the words are the grammar's and are separated by a space or a
+/// hyphen, so capitals mark no word: the constraint is case-blind and Whisper may
+/// spell a word with any token, "US-EaSt" as readily as "US-East". Lowercased first,
+/// it is not split like a typed "AuthFilter" would be.
 pub fn normalise(transcript: &str) -> String {
-    crate::intent::canonical(transcript)
+    crate::intent::canonical(&transcript.to_ascii_lowercase())
 }
 
+/// Free text (the second pass, or `--free`) as words: capitals inside a word do
+/// start a new one there ("AuthFilter").
 fn words(transcript: &str) -> Vec<String> {
-    normalise(transcript).split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect()
+    crate::intent::canonical(transcript).split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect()
 }
 
 impl Resolver {
@@ -215,8 +222,18 @@ mod tests {
         assert_eq!(r.resolve("U.S. East"), "us east");
         assert_eq!(r.resolve("cordon core-3"), "cordon core 3");
         assert_eq!(r.resolve("roll out auth-filter 2.1.0"), "roll out auth filter 2.1.0");
+        assert_eq!(r.resolve("deploy AuthFilter"), "deploy auth filter");
         // Ordinary words far from any command word are left for the parser to judge.
         assert_eq!(r.resolve("banana"), "banana");
+    }
+
+    #[test]
+    fn constrained_transcripts_take_no_word_boundary_from_capitals() {
+        // As Whisper wrote it under the grammar: "east" spelled with the tokens
+        // "Ea" and "St".
+        assert_eq!(normalise("How is US-EaSt doing?"), "how is us east doing");
+        assert_eq!(normalise("Restart-edge-five."), "restart edge 5");
+        assert_eq!(normalise("Deploy auth-filter two point one to EU-West."), "deploy auth filter 2.1 to eu west");
     }
 
     #[test]
