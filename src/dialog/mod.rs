@@ -652,6 +652,10 @@ impl Session {
                 .with_follow_ups(["yes", "no"])
                 .feasible(true);
                 reply.needs_confirmation = true;
+                if via_llm {
+                    // Its read-back already says so; `mark_llm` adds nothing to the text.
+                    reply.understood_by = Some("llm");
+                }
                 reply.details = plan;
                 let proposal = Proposal::new(&self.actor.name, &summary, self.confirm_ttl);
                 reply.proposal = Some(proposal.clone());
@@ -797,8 +801,7 @@ impl Session {
 
 /// Says in the reply that the model, not the grammar, understood the turn.
 fn mark_llm(mut reply: Reply) -> Reply {
-    reply.understood_by = Some("llm");
-    if !reply.message.starts_with("I understood (via the language model)") {
+    if reply.understood_by.replace("llm").is_none() {
         reply.message = format!("(Understood via the language model.) {}", reply.message);
     }
     match &mut reply.details {
