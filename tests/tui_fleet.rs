@@ -146,6 +146,8 @@ fn a_rollout_on_two_thousand_agents_followed_filtered_by_version_and_sorted_in_t
         s.lines().count() == 60
             && s.contains("s sort: name")
             && s.lines().nth(1).is_some_and(|l| l.chars().skip(121).collect::<String>().starts_with("┌ Fleet"))
+            // ... down to the deployments pane: a capture mid-redraw has the top only.
+            && s.contains("┌ Deployments")
     });
     let deploys = screen.lines().position(|l| l.contains("┌ Deployments")).unwrap_or(0);
     assert!(deploys >= 40, "the deployments pane starts low, after a tall fleet table (row {deploys}):\n{screen}");
