@@ -54,9 +54,15 @@ impl Server {
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path)
+    }
+
+    /// One bodiless request over the socket (the local user, an admin).
+    fn request(&self, method: &str, path: &str) -> (u16, Value) {
         let mut s = std::os::unix::net::UnixStream::connect(self.socket()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
         let mut raw = String::new();
         s.read_to_string(&mut raw).unwrap();
         let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -98,8 +104,13 @@ fn installed(record: &Value) -> usize {
 /// A TUI in a tmux server of its own, a client of `server` with a data directory
 /// of its own (its history); once it exits, the shell says so with its status.
 fn client_tui(name: &str, dir: &Path, server: &Server) -> Tmux {
+    client_tui_with(name, dir, server, "")
+}
+
+/// [`client_tui`] with `env` (`NAME=VALUE ...`) before the command.
+fn client_tui_with(name: &str, dir: &Path, server: &Server, env: &str) -> Tmux {
     let script = format!(
-        "{} --data-dir {} --server unix:{}; echo \"TUI EXITED $?\"; sleep 120",
+        "{env} {} --data-dir {} --server unix:{}; echo \"TUI EXITED $?\"; sleep 120",
         parley_bin(),
         dir.display(),
         server.socket().display()
@@ -131,6 +142,13 @@ fn client_tui(name: &str, dir: &Path, server: &Server) -> Tmux {
 /// The pane with wrapped lines joined, as the text was printed.
 fn joined(tmux: &Tmux) -> String {
     String::from_utf8_lossy(&tmux.cmd(&["capture-pane", "-p", "-J", "-t", "tui"]).stdout).into_owned()
+}
+
+/// The chat pane's text (the first box of each row), its wrapped lines joined.
+fn chat_text(screen: &str) -> String {
+    let rows: Vec<&str> =
+        screen.lines().filter_map(|l| l.strip_prefix('│')).filter_map(|l| l.split('│').next()).map(str::trim).collect();
+    rows.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[test]
@@ -225,6 +243,63 @@ fn two_tuis_on_one_server_share_a_rollout_and_quitting_one_leaves_it_running() {
     b.wait_for("B to show d-1 succeeded", Duration::from_secs(30), |s| {
         s.contains("d-1 auth-filter 2.1.0 → ap-south succeeded")
     });
+
+    // The server stops in order: B says so, and how to start it again.
+    let (status, body) = server.request("POST", "/v1/stop");
+    assert_eq!(status, 202, "{body}");
+    let stopped = format!(
+        "» The Parley server at {socket} stopped; running rollouts carry on when it starts again. \
+         Start it with `parley serve`: this TUI reconnects by itself."
+    );
+    b.wait_for("B to tell the server stopped", Duration::from_secs(30), |s| chat_text(s).contains(&stopped));
     b.send(&["C-c"]);
     b.wait_for("B to exit", Duration::from_secs(30), |s| s.contains("TUI EXITED 0"));
+}
+
+/// Push-to-talk in a client TUI: F5 transcribes locally (real Whisper, tiny.en, on an
+/// espeak-ng recording standing in for the microphone) and the words are a turn of
+/// the server's, which its audit log shows as the TUI's.
+#[cfg(feature = "whisper")]
+#[test]
+fn push_to_talk_in_a_client_tui_is_a_turn_of_the_server() {
+    for tool in ["tmux", "espeak-ng"] {
+        let found = Command::new(tool).arg(if tool == "tmux" { "-V" } else { "--version" }).output().is_ok();
+        assert!(found, "{tool} is not installed (.ci/run installs it)");
+    }
+    let cache = std::env::var_os("PARLEY_MODEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/parley-models"));
+    let model = cache.join("models/ggml-tiny.en.bin");
+    assert!(model.is_file(), "{} is missing: scripts/test installs it (parley voice model install)", model.display());
+    let root = tempfile::tempdir().unwrap();
+    let (sdir, cdir) = (root.path().join("server"), root.path().join("client"));
+    std::fs::create_dir_all(&sdir).unwrap();
+    // The client's own data directory holds the model it transcribes with.
+    std::fs::create_dir_all(cdir.join("models")).unwrap();
+    std::os::unix::fs::symlink(&model, cdir.join("models/ggml-tiny.en.bin")).unwrap();
+    let wav = root.path().join("mic.wav");
+    let out = Command::new("espeak-ng")
+        .arg("-w")
+        .arg(&wav)
+        .args(["-s", "150", "-v", "en-us", "how healthy is the fleet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "espeak-ng: {}", String::from_utf8_lossy(&out.stderr));
+
+    let server = Server::start(&sdir);
+    let tui = client_tui_with("parley-client-ptt", &cdir, &server, &format!("PARLEY_MIC_WAV={}", wav.display()));
+    tui.send(&["F5"]);
+    let screen = tui.wait_for("the spoken question's answer", Duration::from_secs(90), |s| {
+        s.contains("the whole fleet: 48 agents, 48 healthy")
+    });
+    assert!(screen.contains("› how healthy is the fleet"), "the transcript is the operator's turn:\n{screen}");
+    let (status, audit) = server.get("/v1/audit");
+    assert_eq!(status, 200, "{audit}");
+    let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+    assert!(
+        entries.iter().any(|e| e["frontend"] == "tui" && e["utterance"] == "how healthy is the fleet"),
+        "the server heard the TUI's turn: {audit}"
+    );
+    tui.send(&["C-c"]);
+    tui.wait_for("the TUI to exit", Duration::from_secs(30), |s| s.contains("TUI EXITED 0"));
 }
