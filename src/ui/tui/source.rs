@@ -335,7 +335,10 @@ async fn remote(client: &Client, catalog: Arc<Catalog>) -> Result<Feeds, crate::
         fleet: Snapshots::Remote(fleet_rx),
         // The server judges agents by the default thresholds too (app.rs).
         thresholds: HealthThresholds::default(),
-        opening: Vec::new(),
+        opening: vec![format!(
+            "A client of the Parley server at {}: its rollouts run there and go on when this TUI quits.",
+            client.url()
+        )],
         words,
         tasks,
     })
