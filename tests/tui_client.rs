@@ -252,6 +252,15 @@ fn two_tuis_on_one_server_share_a_rollout_and_quitting_one_leaves_it_running() {
          Start it with `parley serve`: this TUI reconnects by itself."
     );
     b.wait_for("B to tell the server stopped", Duration::from_secs(30), |s| chat_text(s).contains(&stopped));
+    let mut server = server;
+    let exited = server.child.wait().unwrap();
+    assert!(exited.success(), "the server stopped in order: {exited}");
+
+    // Started again, it is found again: B follows the new server's stream by itself.
+    let server = Server::start(&sdir);
+    let back = format!("» The Parley server at {socket} answers again.");
+    b.wait_for("B to reconnect", Duration::from_secs(60), |s| chat_text(s).contains(&back));
+    drop(server);
     b.send(&["C-c"]);
     b.wait_for("B to exit", Duration::from_secs(30), |s| s.contains("TUI EXITED 0"));
 }
