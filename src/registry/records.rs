@@ -90,7 +90,7 @@ pub enum Hold {
 }
 
 /// One agent of a deployment.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetRecord {
     pub agent: String,
     pub endpoint: String,
@@ -102,8 +102,9 @@ pub struct TargetRecord {
     pub detail: Option<String>,
 }
 
-/// A deployment as the registry knows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A deployment as the registry knows it (and as the server's API sends it, so a
+/// client reads it back whole).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentRecord {
     pub id: i64,
     /// `d-<id>`.

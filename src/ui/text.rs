@@ -4,6 +4,7 @@
 
 use std::io::IsTerminal as _;
 
+use crate::registry::DeploymentRecord;
 use crate::reply::{Reply, Table};
 
 /// The width when there is no terminal to ask and `$COLUMNS` is not set.
@@ -170,10 +171,96 @@ pub fn render_table(table: &Table, width: usize) -> String {
     out
 }
 
+/// What a client leaving says about the rollouts that go on without it: which keep
+/// running in the server at `server_url`, and how to follow them. `None` when none is
+/// active. One rule for every front-end that leaves a server's rollouts behind.
+pub fn rollouts_keep_running(records: &[DeploymentRecord], server_url: &str) -> Option<String> {
+    let active: Vec<&DeploymentRecord> = records.iter().filter(|r| r.status.is_active()).collect();
+    let first = active.first()?;
+    let each: Vec<String> = active
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ({} {} to {}, {}, step {} of {})",
+                r.name,
+                r.extension,
+                r.version,
+                r.scope,
+                r.status,
+                (r.current_step + 1).min(r.step_count.max(1)),
+                r.step_count.max(1)
+            )
+        })
+        .collect();
+    // Over TCP the follower has to name the server; the local socket is found again.
+    let server = if server_url.starts_with("http://") { format!(" --server {server_url}") } else { String::new() };
+    let follow = format!("parley{server} ask \"show deployment {}\"", first.name);
+    Some(if active.len() == 1 {
+        format!("{} keeps running in the Parley server at {server_url}. Follow it with: {follow}", each[0])
+    } else {
+        format!(
+            "{} rollouts keep running in the Parley server at {server_url}: {}. Follow one with: {follow}",
+            active.len(),
+            each.join(", ")
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reply::Outcome;
+
+    /// Records as the registry makes them (and the server's API sends them).
+    async fn records(statuses: &[crate::ops::DeploymentStatus]) -> Vec<DeploymentRecord> {
+        use crate::ops::{Actor, Role, Scope, Strategy, StrategyKind};
+        use crate::registry::{NewDeployment, NewTarget, Registry};
+        let registry = Registry::open_in_memory().await.unwrap();
+        let mut out = Vec::new();
+        for (i, status) in statuses.iter().enumerate() {
+            let new = NewDeployment {
+                extension: "auth-filter".into(),
+                version: "2.1.0".into(),
+                scope: Scope::region("ap-south"),
+                strategy: Strategy { steps: None, batch_size: Some(2), ..Strategy::of(StrategyKind::Rolling) },
+                status: *status,
+                actor: Actor::new("alice", "repl", Role::Operator),
+                utterance: "roll out auth-filter 2.1.0 to ap-south".into(),
+                step_count: 3,
+                targets: vec![NewTarget {
+                    agent: format!("edge-{}", 19 + i),
+                    endpoint: "http://127.0.0.1:1".into(),
+                    previous_version: Some("2.0.3".into()),
+                    step: 0,
+                }],
+            };
+            out.push(registry.create_deployment(&new).await.unwrap());
+        }
+        // Through JSON, as a client reads them.
+        serde_json::from_value(serde_json::to_value(&out).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn leaving_names_the_rollouts_that_keep_running_and_how_to_follow_them() {
+        use crate::ops::DeploymentStatus::*;
+        let local = "unix:/var/lib/parley/parley.sock";
+        assert_eq!(rollouts_keep_running(&records(&[Succeeded, Aborted]).await, local), None);
+        assert_eq!(
+            rollouts_keep_running(&records(&[Succeeded, Running]).await, local).as_deref(),
+            Some(
+                "d-2 (auth-filter 2.1.0 to ap-south, running, step 1 of 3) keeps running in the Parley server at \
+                 unix:/var/lib/parley/parley.sock. Follow it with: parley ask \"show deployment d-2\""
+            )
+        );
+        assert_eq!(
+            rollouts_keep_running(&records(&[Running, Paused]).await, "http://10.0.0.5:7878").as_deref(),
+            Some(
+                "2 rollouts keep running in the Parley server at http://10.0.0.5:7878: d-1 (auth-filter 2.1.0 to \
+                 ap-south, running, step 1 of 3), d-2 (auth-filter 2.1.0 to ap-south, paused, step 1 of 3). Follow \
+                 one with: parley --server http://10.0.0.5:7878 ask \"show deployment d-1\""
+            )
+        );
+    }
 
     #[test]
     fn tables_align_and_follow_ups_are_numbered() {
