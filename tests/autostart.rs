@@ -175,7 +175,7 @@ fn ask_with_nothing_running_starts_a_server_that_stays_then_stops_by_itself_when
     cmd.env_remove("PARLEY_IDLE_STOP_SECS").arg("--config").arg(&config).args(["ask", "how healthy is eu-west?"]);
     let out = wait_output(spawn(cmd), Duration::from_secs(120));
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("eu-west is healthy"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).starts_with("eu-west: 12 agents, 12 healthy."), "{}", text(&out.stdout));
     assert!(
         text(&out.stderr).contains(&format!(
             "Started a Parley server for {} in the background; it stops by itself 4 s after the last client, or with `parley serve stop`.",
@@ -222,7 +222,7 @@ fn two_asks_started_at_once_on_an_empty_data_dir_end_with_one_server() {
     let (a, b) = (spawn_one(), spawn_one());
     for out in [wait_output(a, Duration::from_secs(120)), wait_output(b, Duration::from_secs(120))] {
         assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
-        assert!(text(&out.stdout).starts_with("eu-west is healthy"), "{}", text(&out.stdout));
+        assert!(text(&out.stdout).starts_with("eu-west: 12 agents, 12 healthy."), "{}", text(&out.stdout));
     }
     let s = status(dir.path()).expect("a server answers");
     assert_eq!(servers_of(dir.path()), vec![pid_of(&s)], "exactly one server");
@@ -248,7 +248,7 @@ fn a_stale_socket_of_a_killed_server_is_replaced_by_a_new_server_on_the_next_ask
 
     let second = ask(dir.path(), "0.05", 30, &["how healthy is eu-west?"]);
     assert_eq!(second.status.code(), Some(0), "{}{}", text(&second.stdout), text(&second.stderr));
-    assert!(text(&second.stdout).starts_with("eu-west is healthy"), "{}", text(&second.stdout));
+    assert!(text(&second.stdout).starts_with("eu-west: 12 agents, 12 healthy."), "{}", text(&second.stdout));
     assert!(text(&second.stderr).contains("Started a Parley server"), "{}", text(&second.stderr));
     let new = pid_of(&status(dir.path()).expect("the new server answers"));
     assert_ne!(new, old);
@@ -267,7 +267,7 @@ fn a_one_shot_ask_while_the_server_drives_a_rollout_does_not_mark_it_interrupted
     // A second client process on the same data directory, auto-connecting.
     let health = ask(dir.path(), "0.8", 30, &["how healthy is eu-west?"]);
     assert_eq!(health.status.code(), Some(0), "{}{}", text(&health.stdout), text(&health.stderr));
-    assert!(text(&health.stdout).starts_with("eu-west is healthy"), "{}", text(&health.stdout));
+    assert!(text(&health.stdout).starts_with("eu-west: 12 agents, 12 healthy."), "{}", text(&health.stdout));
     assert!(!text(&health.stdout).contains("interrupted"), "{}", text(&health.stdout));
     assert!(!text(&health.stderr).contains("Started a Parley server"), "it connected to the running one");
     let (_, d1) = get(dir.path(), "/v1/deployments/d-1");
