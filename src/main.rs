@@ -51,7 +51,9 @@ struct Cli {
     /// Start no server: use the data directory's one if it answers, else run the
     /// fleet, rollouts and registry in this process (for tests and embedded use; as
     /// `[server] autostart = false`).
-    #[arg(long, global = true, env = "PARLEY_IN_PROCESS")]
+    /// PARLEY_IN_PROCESS=1 (or any value but 0, false, no, off) does the same.
+    #[arg(long, global = true, env = "PARLEY_IN_PROCESS", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::FalseyValueParser::new())]
     in_process: bool,
     #[command(subcommand)]
     command: Option<Command>,
