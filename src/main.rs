@@ -720,7 +720,7 @@ fn autostart(cli: &Cli, config: &Config) -> anyhow::Result<Option<parley::client
 /// "5 min", "90 s".
 fn idle_words(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs >= 60 && secs % 60 == 0 {
+    if secs >= 60 && secs.is_multiple_of(60) {
         format!("{} min", secs / 60)
     } else {
         format!("{secs} s")

@@ -60,7 +60,7 @@ fn servers_of(dir: &Path) -> Vec<i32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
         let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
         let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
-        if args.iter().any(|a| a == "serve") && args.iter().any(|a| *a == want) && running(pid) {
+        if args.iter().any(|a| a == "serve") && args.contains(&want) && running(pid) {
             out.push(pid);
         }
     }
@@ -194,7 +194,8 @@ fn ask_with_nothing_running_starts_a_server_that_stays_then_stops_by_itself_when
     let pid = pid_of(&s);
     assert!(running(pid));
     assert_eq!(servers_of(dir.path()), vec![pid]);
-    let shown = Command::new(parley_bin()).arg("--data-dir").arg(dir.path()).args(["serve", "status"]).output().unwrap();
+    let shown =
+        Command::new(parley_bin()).arg("--data-dir").arg(dir.path()).args(["serve", "status"]).output().unwrap();
     let shown = text(&shown.stdout);
     assert!(
         shown.lines().nth(1).is_some_and(|l| l.starts_with("started by a client: stops by itself at ")

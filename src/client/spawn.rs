@@ -161,7 +161,9 @@ fn spawn(autostart: &Autostart) -> Result<Child, SpawnError> {
             Ok(())
         });
     }
-    command.spawn().map_err(|source| SpawnError::Io { what: format!("running {}", autostart.program.display()), source })
+    command
+        .spawn()
+        .map_err(|source| SpawnError::Io { what: format!("running {}", autostart.program.display()), source })
 }
 
 /// Until the socket answers; `Ok(true)`: the server started here answers, `Ok(false)`:
