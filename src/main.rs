@@ -528,7 +528,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             .await?
         {
             parley::client::Connection::Server { client, started } => {
-                if started {
+                // Told to a person at a terminal; scripts (`ask --json`, pipes) read
+                // only their answers, and the log has it either way.
+                if started && std::io::stderr().is_terminal() {
                     if let Some(a) = &autostart {
                         eprintln!(
                             "Started a Parley server for {} in the background; it stops by itself {} after the last client, or with `parley serve stop`.",
