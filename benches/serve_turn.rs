@@ -40,6 +40,7 @@ async fn start_server(config: Config) -> (Client, tokio::task::JoinHandle<()>) {
             tokens: None,
             read_only: false,
             grace: Duration::from_secs(5),
+            idle_stop: None,
         };
         if let Err(e) = parley::server::serve(&config, &options, |_| {
             let _ = ready_tx.send(());

@@ -48,6 +48,9 @@
 //! mode = "socket"
 //! [slack.users]
 //! U012ALICE = "operator"
+//! [server]                               # the local `parley serve` the front-ends use
+//! autostart = true                       # start one in the background when none answers; false: in-process
+//! idle_stop_secs = 300                   # an auto-started server stops after this long with no client and nothing running
 //! [[notify]]                             # webhook targets; see `notify::config`
 //! url = "https://hooks.example.com/parley"
 //! secret_env = "PARLEY_NOTIFY_SECRET"    # HMAC-SHA256 key; `secret = ...` needs a 0600 file
@@ -121,6 +124,47 @@ pub struct Config {
     pub metrics: Option<crate::analysis::PrometheusConfig>,
     /// The `[[notify]]` webhook targets (none: no notifications).
     pub notify: Vec<crate::notify::NotifyTarget>,
+    /// The `[server]` section: how the front-ends find or start `parley serve`.
+    pub server: ServerSettings,
+}
+
+/// How the front-ends reach the local server (`[server]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// With no `--server` and none answering on the data directory's socket, start
+    /// `parley serve` in the background (`true`) or run in-process (`false`).
+    pub autostart: bool,
+    /// How long a server started that way waits with no client and nothing running
+    /// before it stops by itself.
+    pub idle_stop: Duration,
+}
+
+/// The idle period of an auto-started server when the config file says nothing.
+pub const DEFAULT_IDLE_STOP_SECS: u64 = 300;
+/// At most a day: longer is a server that should be started by hand.
+const MAX_IDLE_STOP_SECS: u64 = 86_400;
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings { autostart: true, idle_stop: Duration::from_secs(DEFAULT_IDLE_STOP_SECS) }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    autostart: Option<bool>,
+    idle_stop_secs: Option<u64>,
+}
+
+impl ServerFile {
+    fn resolve(self) -> Result<ServerSettings, String> {
+        let secs = self.idle_stop_secs.unwrap_or(DEFAULT_IDLE_STOP_SECS);
+        if !(1..=MAX_IDLE_STOP_SECS).contains(&secs) {
+            return Err(format!("server.idle_stop_secs must be between 1 and {MAX_IDLE_STOP_SECS} (a day)"));
+        }
+        Ok(ServerSettings { autostart: self.autostart.unwrap_or(true), idle_stop: Duration::from_secs(secs) })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +189,8 @@ struct FileConfig {
     metrics: Option<MetricsFile>,
     #[serde(default)]
     notify: Vec<crate::notify::config::NotifyFile>,
+    #[serde(default)]
+    server: ServerFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -419,6 +465,7 @@ impl Config {
         let poll = file.poll.resolve().map_err(at)?;
         let discovery = file.discovery.resolve().map_err(at)?;
         let routing = file.routing.resolve().map_err(at)?;
+        let server = file.server.resolve().map_err(at)?;
         let llm = file.llm.map(|l| l.resolve(rel)).transpose().map_err(at)?;
         let slack = match file.slack {
             Some(section) => section.resolve(rel).map_err(|reason| bad(origin.as_deref(), &reason))?,
@@ -450,6 +497,7 @@ impl Config {
             llm,
             slack,
             routing,
+            server,
         };
         Ok(config)
     }

@@ -44,10 +44,17 @@ struct Cli {
     #[arg(long, global = true, value_name = "SECS")]
     bake_secs: Option<f64>,
     /// A `parley serve` to be a client of: `unix:PATH` or `http://HOST:PORT` (token in
-    /// PARLEY_TOKEN). Without it, `ask`, `chat` and the TUI use the data directory's server when
-    /// its socket answers, and work in-process otherwise.
+    /// PARLEY_TOKEN). Without it, the TUI, `ask`, `chat` and `repl` use the data
+    /// directory's server when its socket answers, and start one in the background otherwise.
     #[arg(long, global = true, value_name = "URL", env = "PARLEY_SERVER")]
     server: Option<String>,
+    /// Start no server: use the data directory's one if it answers, else run the
+    /// fleet, rollouts and registry in this process (for tests and embedded use; as
+    /// `[server] autostart = false`).
+    /// PARLEY_IN_PROCESS=1 (or any value but 0, false, no, off) does the same.
+    #[arg(long, global = true, env = "PARLEY_IN_PROCESS", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::FalseyValueParser::new())]
+    in_process: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -153,6 +160,11 @@ struct ServeArgs {
     /// On stop, how long running steps may take to reach their next batch.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     grace_secs: f64,
+    /// Stop by itself once no client is attached and nothing runs for this long: what
+    /// a front-end passes when it starts the server in the background. Without it the
+    /// server stays until stopped.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    idle_stop_secs: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -504,30 +516,37 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Some(Command::Serve(args)) = &cli.command {
         return serve_command(&config, args, cli.server.as_deref()).await;
     }
-    // `ask` and `chat` are clients of a server when one is selected or answers on the
-    // data directory's socket; everything else (and they, without one) runs in-process.
-    match &cli.command {
-        Some(Command::Ask { .. } | Command::Utterance(_) | Command::Chat { .. }) => {
-            let selected = parley::client::Client::select(cli.server.as_deref(), &config.data_dir).await?;
-            if let Some(client) = selected {
-                return client_command(&client, cli.command).await;
+    if is_client(&cli.command) {
+        if let Some(Command::Utterance(words)) = &cli.command {
+            // Before any server: a slip in a subcommand's name is not an utterance.
+            if let Some(meant) = mistyped_command(&offline_reader(&config)?, words) {
+                anyhow::bail!("unknown command '{}'; did you mean '{meant}'?", words.join(" "));
             }
         }
-        // The TUI is a client too, with a terminal to draw on (piped, bare `parley` is
-        // the in-process REPL below).
-        None | Some(Command::Tui) if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() => {
-            let selected = parley::client::Client::select(cli.server.as_deref(), &config.data_dir).await?;
-            if let Some(client) = selected {
-                let catalog = std::sync::Arc::new(parley::app::load_catalog(&config)?);
-                ui::tui::run_remote(&client, &config, catalog).await.context("terminal UI")?;
-                return Ok(true);
+        let autostart = autostart(&cli, &config)?;
+        match parley::client::Client::connect_or_start(cli.server.as_deref(), &config.data_dir, autostart.as_ref())
+            .await?
+        {
+            parley::client::Connection::Server { client, started } => {
+                // Told to a person at a terminal; scripts (`ask --json`, pipes) read
+                // only their answers, and the log has it either way.
+                if started && std::io::stderr().is_terminal() {
+                    if let Some(a) = &autostart {
+                        eprintln!(
+                            "Started a Parley server for {} in the background; it stops by itself {} after the last client, or with `parley serve stop`.",
+                            config.data_dir.display(),
+                            idle_words(a.idle_stop)
+                        );
+                    }
+                }
+                return client_command(&client, &config, cli.command).await;
             }
+            parley::client::Connection::InProcess => {}
         }
-        Some(Command::Parse { .. }) | None => {}
-        Some(_) if cli.server.is_none() => {}
-        Some(_) => anyhow::bail!(
-            "only `ask`, `chat` and the TUI are clients of a Parley server so far; this command runs in-process: leave out --server and PARLEY_SERVER"
-        ),
+    } else if cli.server.is_some() && !matches!(cli.command, Some(Command::Parse { .. })) {
+        anyhow::bail!(
+            "only the TUI, `ask`, `chat` and `repl` are clients of a Parley server so far; this command runs in-process: leave out --server and PARLEY_SERVER"
+        );
     }
 
     let parley = Parley::start(&config).await.context("starting Parley")?;
@@ -550,7 +569,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             ui::ask::ask(&parley, Actor::local("ask"), &words.join(" "), &options).await?
         }
         // Exactly what `ask` does, without its flags: a risky operation is only proposed.
-        Some(Command::Utterance(words)) => match mistyped_command(&parley, &words) {
+        Some(Command::Utterance(words)) => match mistyped_command(&Reader::of(&parley), &words) {
             Some(meant) => {
                 parley.shutdown().await;
                 anyhow::bail!("unknown command '{}'; did you mean '{meant}'?", words.join(" "));
@@ -595,15 +614,13 @@ const ONE_WORD_ASKS: [&str; 10] =
 /// command ("stauts", "complitions"): the command meant. A mistyped subcommand is then
 /// refused with a suggestion, instead of being asked and answered "not understood";
 /// real sentences (more than one word, or a word the grammar reads) are asked.
-fn mistyped_command(parley: &Parley, words: &[String]) -> Option<String> {
+fn mistyped_command(reader: &Reader<'_>, words: &[String]) -> Option<String> {
     let [word] = words else { return None };
     let word = word.trim().to_lowercase();
     if word.is_empty() || !word.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
         return None;
     }
-    let services = parley.services();
-    let vocab = parley::intent::Vocabulary::from_topology(&services.topology.snapshot());
-    let reads = |w: &str| services.grammar.parse(w, &vocab).operation.is_some();
+    let reads = |w: &str| reader.grammar.parse(w, &reader.vocab).operation.is_some();
     if reads(&word) {
         return None;
     }
@@ -622,15 +639,118 @@ fn mistyped_command(parley: &Parley, words: &[String]) -> Option<String> {
         .map(|(_, c)| c)
 }
 
+/// What reads a lone word: the grammar and the names it knows.
+struct Reader<'a> {
+    grammar: std::borrow::Cow<'a, parley::intent::Grammar>,
+    vocab: parley::intent::Vocabulary,
+}
+
+impl Reader<'_> {
+    fn of(parley: &Parley) -> Reader<'_> {
+        let services = parley.services();
+        Reader {
+            grammar: std::borrow::Cow::Borrowed(&services.grammar),
+            vocab: parley::intent::Vocabulary::from_topology(&services.topology.snapshot()),
+        }
+    }
+}
+
+/// The grammar without a fleet, for a client that has not reached its server yet:
+/// the fleet's names are the server's, and no subcommand is one of them.
+fn offline_reader(config: &Config) -> anyhow::Result<Reader<'static>> {
+    let grammar = match &config.intents_dir {
+        Some(dir) => parley::intent::Grammar::load_dir(dir)?,
+        None => parley::intent::Grammar::embedded()?,
+    };
+    let catalog = std::sync::Arc::new(parley::topology::Catalog::embedded()?);
+    let vocab = parley::intent::Vocabulary::from_topology(&parley::topology::Topology::empty(catalog));
+    Ok(Reader { grammar: std::borrow::Cow::Owned(grammar), vocab })
+}
+
+/// The commands that are clients of a server (the rest run in-process). The TUI,
+/// `voice` and `slack` join them as they become clients.
+fn is_client(command: &Option<Command>) -> bool {
+    matches!(
+        command,
+        None | Some(Command::Tui | Command::Ask { .. } | Command::Utterance(_) | Command::Chat { .. } | Command::Repl)
+    )
+}
+
+/// Whether bare `parley` has a terminal to draw the TUI on (piped, it is the REPL).
+fn on_a_terminal() -> bool {
+    std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
+}
+
+/// How to start the data directory's server when none answers; `None`: don't
+/// (`--in-process`, `[server] autostart = false`, or a server named by URL).
+fn autostart(cli: &Cli, config: &Config) -> anyhow::Result<Option<parley::client::Autostart>> {
+    if cli.in_process || !config.server.autostart || cli.server.is_some() {
+        return Ok(None);
+    }
+    let absolute = |p: &std::path::Path| std::path::absolute(p).with_context(|| format!("{}", p.display()));
+    let program = std::env::current_exe().context("finding this program to start a server")?;
+    // The options that select the fleet and its settings, so the server owns the
+    // fleet this front-end would have run; paths made absolute, since the server
+    // keeps running wherever this client was started.
+    let mut args: Vec<std::ffi::OsString> = vec!["--data-dir".into(), absolute(&config.data_dir)?.into()];
+    let mut path = |flag: &str, p: &Option<PathBuf>| -> anyhow::Result<()> {
+        if let Some(p) = p {
+            args.push(flag.into());
+            args.push(absolute(p)?.into());
+        }
+        Ok(())
+    };
+    path("--config", &cli.config)?;
+    path("--db", &cli.db)?;
+    path("--intents", &cli.intents)?;
+    path("--fleet", &cli.fleet)?;
+    if let Some(spec) = &cli.demo_faults {
+        args.extend(["--demo-faults".into(), spec.into()]);
+    }
+    if let Some(b) = cli.bake_secs {
+        args.extend(["--bake-secs".into(), b.to_string().into()]);
+    }
+    // Tests (and impatient users) shorten the idle period without a config file.
+    let idle_stop = match std::env::var("PARLEY_IDLE_STOP_SECS") {
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(secs) if (1..=86_400).contains(&secs) => Duration::from_secs(secs),
+            _ => anyhow::bail!("PARLEY_IDLE_STOP_SECS must be a number of seconds from 1 to 86400, not {v:?}"),
+        },
+        Err(_) => config.server.idle_stop,
+    };
+    let log = absolute(&config.log_dir().join("parley.log"))?;
+    Ok(Some(parley::client::Autostart { program, args, idle_stop, log }))
+}
+
+/// "5 min", "90 s".
+fn idle_words(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
+    }
+}
+
 /// `ask` detached from a rollout the server carries on (exit 130).
 #[derive(Debug, thiserror::Error)]
 #[error("detached")]
 struct Detached;
 
-/// `ask` and `chat` against a server.
-async fn client_command(client: &parley::client::Client, command: Option<Command>) -> anyhow::Result<bool> {
+/// `ask`, `chat` and `repl` against a server.
+async fn client_command(
+    client: &parley::client::Client,
+    config: &Config,
+    command: Option<Command>,
+) -> anyhow::Result<bool> {
     use parley::ui::remote::{self, AskEnd};
     let (words, options) = match command {
+        Some(Command::Tui) => return tui_client(client, config).await,
+        None if on_a_terminal() => return tui_client(client, config).await,
+        Some(Command::Repl) | None => {
+            ui::repl::repl_client(client, config).await.context("terminal")?;
+            return Ok(true);
+        }
         Some(Command::Ask { yes, json, words }) => (words, ui::ask::AskOptions { yes, json }),
         Some(Command::Utterance(words)) => (words, ui::ask::AskOptions { yes: false, json: false }),
         Some(Command::Chat { json }) => {
@@ -644,6 +764,13 @@ async fn client_command(client: &parley::client::Client, command: Option<Command
         AskEnd::Failed => Ok(false),
         AskEnd::Detached => Err(Detached.into()),
     }
+}
+
+/// The TUI against a server.
+async fn tui_client(client: &parley::client::Client, config: &Config) -> anyhow::Result<bool> {
+    let catalog = std::sync::Arc::new(parley::app::load_catalog(config)?);
+    ui::tui::run_remote(client, config, catalog).await.context("terminal UI")?;
+    Ok(true)
 }
 
 /// `parley serve [status|stop]`.
@@ -663,6 +790,7 @@ async fn serve_command(config: &Config, args: &ServeArgs, server: Option<&str>) 
                 tokens: args.tokens.clone(),
                 read_only: args.read_only,
                 grace: Duration::from_secs_f64(args.grace_secs),
+                idle_stop: args.idle_stop_secs.map(Duration::from_secs),
             };
             parley::server::serve(config, &options, |addresses| {
                 eprintln!("parley serve: listening on {}", addresses.join(" and "));
@@ -729,8 +857,25 @@ fn serve_status_text(s: &serde_json::Value) -> String {
                 .collect()
         })
         .unwrap_or_default();
+    let lifetime = match (s["autostarted"].as_bool(), s["idle_stop_secs"].as_u64()) {
+        (Some(true), Some(secs)) => {
+            let at = s["idle_stop_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Local).format("%H:%M:%S").to_string());
+            match at {
+                Some(at) => format!(
+                    "started by a client: stops by itself at {at} unless a client or a rollout comes ({secs} s idle)"
+                ),
+                None => format!(
+                    "started by a client: stops by itself {secs} s after the last client leaves and the last rollout ends"
+                ),
+            }
+        }
+        _ => "started by hand: runs until `parley serve stop`".to_string(),
+    };
     format!(
-        "parley serve {}, pid {}, up {}m {:02}s{}\nlistening on {}\nclients: {} session{}, {} subscribed to events\nrollouts: {}\n",
+        "parley serve {}, pid {}, up {}m {:02}s{}\n{lifetime}\nlistening on {}\nclients: {} session{}, {} subscribed to events\nrollouts: {}\n",
         s["version"].as_str().unwrap_or("?"),
         s["pid"],
         uptime / 60,

@@ -2,13 +2,61 @@
 //! upgrades exactly the 12 ap-south agents, which then report 2.1.0 over HTTP, and
 //! `d-1` is in the registry. Here the agents run in a separate process
 //! (`parley fleet demo`) so the test can ask each of them directly.
+//!
+//! These run as a user does on a fresh machine: the first `ask` (or `chat`, `repl`)
+//! on a data directory starts its server in the background and the others connect to
+//! it; each test's [`Dir`] stops that server before the directory goes.
 
 mod common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{demo_region, parley, parley_bin};
+use common::{demo_region, parley_bin};
+
+/// A `parley` on `data_dir` that auto-starts the data directory's server (the opposite
+/// of `common::parley`), which stops by itself 10 s after it is idle should a test
+/// end without its [`Dir`] stopping it.
+fn parley(data_dir: &std::path::Path) -> Command {
+    let mut cmd = common::parley(data_dir);
+    cmd.env_remove("PARLEY_IN_PROCESS").env("PARLEY_IDLE_STOP_SECS", "10");
+    cmd
+}
+
+/// A temporary directory; the servers auto-started on it (or on `data` dirs under
+/// it) are stopped with `parley serve stop` before it is removed.
+struct Dir {
+    tmp: tempfile::TempDir,
+    data: Vec<std::path::PathBuf>,
+}
+
+fn tempdir() -> Dir {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = vec![tmp.path().to_path_buf()];
+    Dir { tmp, data }
+}
+
+impl Dir {
+    fn path(&self) -> &std::path::Path {
+        self.tmp.path()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        for d in &self.data {
+            if d.join("parley.sock").exists() {
+                let _ = Command::new(parley_bin())
+                    .arg("--data-dir")
+                    .arg(d)
+                    .args(["serve", "stop"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
 
 struct Fleet(std::process::Child);
 
@@ -57,7 +105,7 @@ fn raw_get(endpoint: &str, path: &str) -> Vec<u8> {
 
 #[test]
 fn ask_rolls_out_to_exactly_the_twelve_ap_south_agents() {
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempdir();
     let inventory = dir.path().join("fleet.toml");
     let fleet_dir = dir.path().join("fleet-state");
     let fleet = Fleet(
@@ -81,6 +129,7 @@ fn ask_rolls_out_to_exactly_the_twelve_ap_south_agents() {
     assert_eq!(agents.len(), 48);
 
     let parley_dir = dir.path().join("parley");
+    dir.data.push(parley_dir.clone());
     let out = parley(&parley_dir)
         .arg("--fleet")
         .arg(&inventory)
@@ -90,6 +139,8 @@ fn ask_rolls_out_to_exactly_the_twelve_ap_south_agents() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "exit {:?}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("Started d-1: auth-filter 2.0.3 (12) -> 2.1.0 on 12 agents in ap-south"), "{stdout}");
+    // Through the server that `ask` started, which is still there for the next one.
+    assert!(parley_dir.join("parley.sock").exists());
     assert!(stdout.contains("d-1: auth-filter 2.1.0 to ap-south (rolling), succeeded"), "{stdout}");
 
     let ap_south = demo_region("ap-south");
@@ -114,7 +165,7 @@ fn ask_rolls_out_to_exactly_the_twelve_ap_south_agents() {
 
 #[test]
 fn ask_exits_non_zero_when_infeasible_or_refused_at_the_prompt() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let out = parley(dir.path()).args(["ask", "roll out model-server 0.4.0 to eu-west"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("model-server needs gpu"));
@@ -131,7 +182,7 @@ fn ask_exits_non_zero_when_infeasible_or_refused_at_the_prompt() {
 
 #[test]
 fn parse_prints_the_contract() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let out = parley(dir.path())
         .args(["parse", "--json", "roll out auth-filter 2.1 to E.U. West as a canary, 10% then 50%"])
         .output()
@@ -166,7 +217,7 @@ fn run_with_input(mut cmd: Command, input: &str) -> std::process::Output {
 
 #[test]
 fn the_prompt_takes_only_the_answers_it_shows() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     // "1" is not y or n: it used to leave the drain unanswered and exit 0.
     let mut cmd = parley_at(dir.path(), None);
     cmd.args(["ask", "drain edge-7"]);
@@ -200,7 +251,7 @@ fn json_documents(stdout: &[u8]) -> Vec<serde_json::Value> {
 
 #[test]
 fn ask_json_prints_exactly_one_document() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     // Without --yes: the proposal, not carried out, with how to confirm it.
     let out =
         parley_at(dir.path(), None).args(["ask", "--json", "drain edge-7"]).stdin(Stdio::null()).output().unwrap();
@@ -256,7 +307,7 @@ fn assert_quiet_end(what: &str, out: &std::process::Output) {
 
 #[test]
 fn a_closed_stdout_ends_every_text_front_end_quietly() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let mut ask = parley_at(dir.path(), None);
     ask.args(["ask", "how healthy is eu west?"]);
     assert_quiet_end("ask", &with_stdout_closed(ask, ""));
@@ -288,7 +339,7 @@ fn a_closed_stdout_ends_every_text_front_end_quietly() {
 
 #[test]
 fn text_wraps_to_the_terminal_width() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let out = parley_at(dir.path(), Some("60")).args(["ask", "deploy model-server 0.4 to eu-west"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
@@ -316,7 +367,7 @@ fn text_wraps_to_the_terminal_width() {
 
 #[test]
 fn a_long_table_and_its_rule_fit_the_terminal() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let out = parley_at(dir.path(), Some("60"))
         .args(["ask", "--yes", "roll out auth-filter 2.1.0 to ap-south"])
         .output()
@@ -360,7 +411,7 @@ fn a_long_table_and_its_rule_fit_the_terminal() {
 /// do not. (A real agent's replies never do: tests/real_agents.rs.)
 #[test]
 fn replies_about_the_demo_fleet_say_once_that_it_is_simulated() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let note = "Simulated fleet: installs and health are simulated.";
     let out = parley(dir.path()).args(["ask", "how healthy is eu west?"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));

@@ -26,6 +26,7 @@ fn how_healthy_is_a_region_of_500_agents_is_a_summary_with_the_full_table_offere
             .arg("ask")
             .args(args)
             .env_remove("PARLEY_AGENT_TOKEN")
+            .env("PARLEY_IN_PROCESS", "1")
             .output()
             .unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())

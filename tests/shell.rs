@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{parley, parley_bin};
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(parley_bin()).args(args).output().unwrap();
+    let out = common::in_process(&mut Command::new(parley_bin())).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

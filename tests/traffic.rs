@@ -377,6 +377,7 @@ fn a_crashed_agent_is_told_the_same_way_by_a_long_session_and_a_fresh_ask() {
         .arg(&config)
         .args(["ask", "--json", "show", "agent", "edge-3"])
         .env_remove("PARLEY_AGENT_TOKEN")
+        .env("PARLEY_IN_PROCESS", "1")
         .stderr(Stdio::null())
         .output()
         .unwrap();

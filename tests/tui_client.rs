@@ -233,7 +233,7 @@ fn two_tuis_on_one_server_share_a_rollout_and_quitting_one_leaves_it_running() {
     assert!(line.starts_with(prefix), "{line}");
     assert!(
         line.ends_with(&format!(
-            " of 4) keeps running in the Parley server at {socket}; run `parley` again to follow it, or `parley ask \"show d-1\"`."
+            " of 4) keeps running in the Parley server at {socket}; follow it with: parley ask \"show d-1\""
         )),
         "{line}"
     );

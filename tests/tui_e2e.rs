@@ -29,7 +29,7 @@ fn health_deploy_confirm_and_watch_the_gauge_in_tmux() {
     // A shell around parley keeps the pane alive after it exits, so the test can read
     // the exit status and the terminal modes parley left behind.
     let script = format!(
-        "{bin} --data-dir {data} --bake-secs 0.05; echo \"parley exited rc=$?\"; \
+        "PARLEY_IDLE_STOP_SECS=3 {bin} --data-dir {data} --bake-secs 0.05; echo \"parley exited rc=$?\"; \
          stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; echo; \
          touch {marker}; sleep 60",
         data = dir.path().display(),
@@ -90,7 +90,7 @@ fn words_typed_over_a_confirmation_never_answer_it_in_tmux() {
     let bin = env!("CARGO_BIN_EXE_parley");
     let done_marker = dir.path().join("exited");
     let script = format!(
-        "{bin} --data-dir {data} --bake-secs 0.05; echo \"parley exited rc=$?\"; touch {marker}; sleep 60",
+        "PARLEY_IDLE_STOP_SECS=3 {bin} --data-dir {data} --bake-secs 0.05; echo \"parley exited rc=$?\"; touch {marker}; sleep 60",
         data = dir.path().display(),
         marker = done_marker.display(),
     );

@@ -21,7 +21,7 @@ fn a_rollout_on_two_thousand_agents_followed_filtered_by_version_and_sorted_in_t
     let inventory = &sim.inventory;
 
     let script = format!(
-        "{bin} --data-dir {data} --fleet {inv} --bake-secs 1.5; sleep 60",
+        "PARLEY_IN_PROCESS=1 {bin} --data-dir {data} --fleet {inv} --bake-secs 1.5; sleep 60",
         data = dir.path().join("parley").display(),
         inv = inventory.display(),
     );

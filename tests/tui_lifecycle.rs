@@ -19,7 +19,7 @@ fn a_rollout_waiting_for_approval_offers_promote_in_the_pane_and_resume_does_not
     );
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_parley");
-    let script = format!("{bin} --data-dir {} --bake-secs 0.05; sleep 60", dir.path().display());
+    let script = format!("PARLEY_IN_PROCESS=1 {bin} --data-dir {} --bake-secs 0.05; sleep 60", dir.path().display());
     let tmux = Tmux::new("parley-lifecycle");
     let out = tmux.cmd(&["new-session", "-d", "-s", "tui", "-x", "120", "-y", "40", "sh", "-c", &script]);
     assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));

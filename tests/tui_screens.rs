@@ -18,7 +18,7 @@ fn start(name: &str, cols: u16, rows: u16) -> (tempfile::TempDir, Tmux) {
     );
     let dir = tempfile::tempdir().unwrap();
     let script = format!(
-        "{bin} --data-dir {data} --bake-secs 0.05; sleep 60",
+        "PARLEY_IN_PROCESS=1 {bin} --data-dir {data} --bake-secs 0.05; sleep 60",
         bin = env!("CARGO_BIN_EXE_parley"),
         data = dir.path().display()
     );

@@ -44,7 +44,7 @@ fn f5_records_until_the_pause_and_the_transcript_is_a_turn() {
     assert!(out.status.success(), "espeak-ng: {}", String::from_utf8_lossy(&out.stderr));
 
     let script = format!(
-        "PARLEY_MIC_WAV={wav} {bin} --data-dir {data}; sleep 60",
+        "PARLEY_IN_PROCESS=1 PARLEY_MIC_WAV={wav} {bin} --data-dir {data}; sleep 60",
         wav = wav.display(),
         bin = env!("CARGO_BIN_EXE_parley"),
         data = dir.path().display()
@@ -70,7 +70,7 @@ fn f5_records_until_the_pause_and_the_transcript_is_a_turn() {
 fn f5_without_a_microphone_says_so_and_leaves_the_screen_clean() {
     let dir = tempfile::tempdir().unwrap();
     let script = format!(
-        "env -u PARLEY_MIC_WAV {bin} --data-dir {data}; sleep 60",
+        "PARLEY_IN_PROCESS=1 env -u PARLEY_MIC_WAV {bin} --data-dir {data}; sleep 60",
         bin = env!("CARGO_BIN_EXE_parley"),
         data = dir.path().display()
     );

@@ -393,6 +393,7 @@ fn an_unsure_yes_confirms_nothing() {
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(["ask", "--json", "list deployments"])
+        .env("PARLEY_IN_PROCESS", "1")
         .output()
         .expect("parley ask");
     let reply: Value = serde_json::from_slice(&list.stdout).expect("ask JSON");

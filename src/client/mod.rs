@@ -1,7 +1,10 @@
 //! A client of `parley serve`: HTTP requests and the WebSocket event stream, over
 //! the local Unix socket (`unix:PATH`) or TCP (`http://host:port`, with the bearer
-//! token from `PARLEY_TOKEN`). Front-ends that are clients (`ask`, `chat --json`)
-//! use it instead of starting their own fleet, orchestrator and registry.
+//! token from `PARLEY_TOKEN`). Front-ends that are clients (`ask`, `chat`, `repl`)
+//! use it instead of starting their own fleet, orchestrator and registry; `spawn`
+//! finds the local server or starts one.
+
+pub mod spawn;
 
 mod fleet;
 
@@ -19,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite;
 
 use crate::reply::Reply;
+pub use spawn::{Autostart, Connection, SpawnError};
 
 /// The largest response the client reads (a fleet snapshot of thousands of agents).
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;

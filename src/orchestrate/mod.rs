@@ -426,14 +426,15 @@ impl Orchestrator {
     /// exits. A paused rollout is safe to leave; the registry has it, and the next
     /// Parley resumes or rolls it back on request.
     pub async fn wait_settled(&self) {
-        loop {
-            let busy =
-                self.inner.lock_tasks().values().any(|t| !*t.done.borrow() && *t.control.borrow() != Control::Pause);
-            if !busy {
-                return;
-            }
+        while !self.settled() {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Whether every task has ended or is paused: nothing would be cut short by a
+    /// stop (an auto-started server's idle stop asks this).
+    pub fn settled(&self) -> bool {
+        !self.inner.lock_tasks().values().any(|t| !*t.done.borrow() && *t.control.borrow() != Control::Pause)
     }
 
     /// Until no rollout or rollback task runs. A paused rollout's task is still

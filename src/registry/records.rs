@@ -102,9 +102,8 @@ pub struct TargetRecord {
     pub detail: Option<String>,
 }
 
-/// A deployment as the registry knows it.
-// Deserialize: clients of `parley serve` read the records the API sends back into this
-// same type (src/client/fleet.rs), so both sides render one model.
+/// A deployment as the registry knows it (and as the server's API sends it, so a
+/// client reads it back whole).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentRecord {
     pub id: i64,

@@ -9,6 +9,7 @@
 
 mod auth;
 mod events;
+mod idle;
 mod listener;
 mod metrics;
 mod routes;
@@ -48,6 +49,9 @@ pub struct ServeOptions {
     pub read_only: bool,
     /// How long a stop waits for running steps to reach their next batch.
     pub grace: Duration,
+    /// Stop by itself after this long with no client and nothing running: set only
+    /// for a server a front-end started in the background; `None` stays until stopped.
+    pub idle_stop: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +89,8 @@ pub struct ServerState {
     stopping: AtomicBool,
     stop: watch::Sender<bool>,
     subscribers: AtomicUsize,
+    /// Only for a server started by a front-end.
+    idle: Option<Arc<idle::IdleStop>>,
 }
 
 impl ServerState {
@@ -101,9 +107,23 @@ impl ServerState {
         let _ = self.stop.send(true);
     }
 
-    fn status_json(&self, running: Vec<serde_json::Value>) -> serde_json::Value {
+    fn status_json(&self, running: Vec<serde_json::Value>, kept: Option<idle::Kept>) -> serde_json::Value {
         let listen = self.addresses.lock().map(|a| a.clone()).unwrap_or_default();
+        // When it would stop if nothing happens from now on; never while kept.
+        let idle_stop_at = self.idle.as_ref().filter(|_| kept.is_none()).map(|i| {
+            let left = i.after().saturating_sub(i.idle_for());
+            Utc::now() + chrono::Duration::from_std(left).unwrap_or_else(|_| chrono::Duration::zero())
+        });
+        let kept_by = match kept {
+            Some(idle::Kept::Client) => Some("client"),
+            Some(idle::Kept::Rollout) => Some("rollout"),
+            None => None,
+        };
         json!({
+            "autostarted": self.idle.is_some(),
+            "idle_stop_secs": self.idle.as_ref().map(|i| i.after().as_secs()),
+            "idle_stop_at": idle_stop_at,
+            "kept_by": kept_by,
             "pid": std::process::id(),
             "version": env!("CARGO_PKG_VERSION"),
             "started_at": self.started_at,
@@ -168,8 +188,10 @@ pub async fn serve(
         stopping: AtomicBool::new(false),
         stop,
         subscribers: AtomicUsize::new(0),
+        idle: options.idle_stop.map(|after| Arc::new(idle::IdleStop::new(after))),
     });
     let collector = state.metrics.spawn_collector(&services, state.stop.subscribe());
+    let idle_watch = tokio::spawn(idle::watch(Arc::clone(&state)));
 
     let mut addresses = vec![format!("unix:{}", path.display())];
     let mut servers = Vec::new();
@@ -222,6 +244,7 @@ pub async fn serve(
         let _ = server.await;
     }
     let _ = collector.await;
+    let _ = idle_watch.await;
     drop(state);
     drop(services);
     // Running rollouts are suspended by now; a rollback that is still returning its

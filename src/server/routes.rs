@@ -60,6 +60,8 @@ pub fn router(state: &Arc<ServerState>, transport: auth::Transport) -> axum::Rou
 /// multiply the series) and status.
 async fn count(State(state): State<Arc<ServerState>>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
+    // A client asking is a client attached, for the idle stop.
+    let _in_flight = state.idle.as_ref().map(|i| i.request());
     let response = next.run(req).await;
     state.metrics.request(route.as_deref().unwrap_or("unmatched"), response.status().as_u16());
     response
@@ -281,7 +283,8 @@ async fn status(State(state): State<Arc<ServerState>>) -> Response {
             .collect::<Vec<_>>(),
         Err(e) => return internal(&e),
     };
-    Json(state.status_json(running)).into_response()
+    let kept = state.kept_by(1).await;
+    Json(state.status_json(running, kept)).into_response()
 }
 
 async fn stop(State(state): State<Arc<ServerState>>, Extension(caller): Extension<Caller>) -> Response {

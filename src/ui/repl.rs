@@ -1,6 +1,10 @@
 //! `parley repl`: a line-oriented conversation for plain terminals, with history,
 //! line editing, completion of fleet names, numbered follow-ups (type `1` to send the
 //! first suggestion), and rollout progress printed above the prompt as it happens.
+//!
+//! [`repl_client`] is the same conversation as a client of `parley serve` (turns in
+//! one server session, announcements from its event stream); leaving it leaves the
+//! server's rollouts running and says so. [`repl`] runs in-process (`--in-process`).
 
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -16,6 +20,7 @@ use rustyline::{Context, Editor, ExternalPrinter, Helper};
 use tokio::sync::watch;
 
 use crate::app::Parley;
+use crate::client::Client;
 use crate::config::Config;
 use crate::ops::{Actor, Operation};
 use crate::topology::poller::TopologyEvent;
@@ -170,6 +175,153 @@ pub async fn repl(parley: &Parley, config: &Config, actor: Actor) -> Result<(), 
     announcer.abort();
     if let Err(e) = rl.save_history(&history) {
         tracing::warn!(path = %history.display(), error = %e, "could not save the REPL history");
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplError {
+    #[error(transparent)]
+    Line(#[from] ReadlineError),
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The names completion offers, from the server's fleet snapshot (`GET /v1/fleet`):
+/// agents, regions, zones and extensions.
+fn fleet_words(fleet: &serde_json::Value) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    for agent in fleet["agents"].as_array().into_iter().flatten() {
+        for key in ["name", "region", "zone"] {
+            if let Some(w) = agent[key].as_str() {
+                words.push(w.to_lowercase());
+            }
+        }
+        if let Some(exts) = agent["extensions"].as_object() {
+            words.extend(exts.keys().map(|k| k.to_lowercase()));
+        }
+    }
+    words.sort();
+    words.dedup();
+    words
+}
+
+/// The REPL as a client of `parley serve`: the same prompts and answers as [`repl`],
+/// each turn through the server in one session, progress and announcements from
+/// the server's event stream. `exit`, Ctrl-D and Ctrl-C return at once; rollouts
+/// keep running in the server, and the last line says which and how to follow them.
+pub async fn repl_client(client: &Client, config: &Config) -> Result<(), ReplError> {
+    let session = format!("repl-{:016x}-{}", rand::random::<u64>(), std::process::id());
+    let fleet = client.get_json("/v1/fleet").await?;
+    let words = Arc::new(RwLock::new(fleet_words(&fleet)));
+    let mut rl: Editor<ReplHelper, DefaultHistory> = Editor::new()?;
+    rl.set_helper(Some(ReplHelper { words: Arc::clone(&words) }));
+    let history = config.history_path();
+    if let Err(e) = rl.load_history(&history) {
+        if !matches!(&e, ReadlineError::Io(io) if io.kind() == std::io::ErrorKind::NotFound) {
+            tracing::warn!(path = %history.display(), error = %e, "could not read the REPL history");
+        }
+    }
+    let mut out = Out::new();
+    out.write(&format!(
+        "Parley on {} agents in {} regions. Ask anything; `help` for examples, `exit` to leave.\n",
+        fleet["agents"].as_array().map_or(0, Vec::len),
+        fleet["regions"].as_array().map_or(0, Vec::len),
+    ))?;
+
+    // Subscribed before the first prompt, so nothing said after it is missed.
+    let mut events = client.events().await?;
+    let (watch_tx, watch_rx) = watch::channel(false);
+    let mut printer: Box<dyn FnMut(String) -> bool + Send> = match rl.create_external_printer() {
+        Ok(mut p) => Box::new(move |line| p.print(line).is_ok()),
+        Err(_) => Box::new(|line: String| {
+            let mut out = std::io::stdout().lock();
+            out.write_all(line.as_bytes()).and_then(|()| out.flush()).is_ok()
+        }),
+    };
+    let announcer = tokio::spawn(async move {
+        while let Some(message) = events.next().await {
+            let said = message["announcement"].as_str();
+            let line = match message["type"].as_str() {
+                Some("rollout") => said.map(str::to_string),
+                Some("routing") => said.map(|n| format!("routing: {n}")),
+                // Fleet changes only while the operator watches, as in-process.
+                Some("fleet") if *watch_rx.borrow() => said.map(str::to_string),
+                Some("shutdown") => said.map(str::to_string),
+                _ => None,
+            };
+            if let Some(line) = line {
+                if !printer(format!("  » {line}\n")) {
+                    break;
+                }
+            }
+        }
+    });
+
+    let mut follow_ups: Vec<String> = Vec::new();
+    loop {
+        if out.gone() {
+            break;
+        }
+        let read = tokio::task::block_in_place(|| rl.readline("parley> "));
+        let line = match read {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted | ReadlineError::Eof) => break,
+            Err(ReadlineError::Io(e)) if reader_gone(&e) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let trimmed = line.trim();
+        if matches!(trimmed, "exit" | "quit" | ":q") {
+            break;
+        }
+        if trimmed.is_empty() {
+            continue;
+        }
+        let _ = rl.add_history_entry(trimmed);
+        let utterance = match trimmed.parse::<usize>() {
+            Ok(n) if n >= 1 && n <= follow_ups.len() => {
+                let chosen = follow_ups[n - 1].clone();
+                out.write(&format!("  > {chosen}\n"))?;
+                chosen
+            }
+            _ => trimmed.to_string(),
+        };
+        let reply = match client.turn(&session, &utterance, "repl").await {
+            Ok(r) => r,
+            // The server's own refusal (stopping, a bad request) is an answer to show;
+            // the server being gone ends the REPL.
+            Err(crate::client::ClientError::Api { message, .. }) => {
+                out.write(&format!("{message}\n"))?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        out.write(&format!("{}\n", text::render(&reply)))?;
+        follow_ups = reply.follow_ups.clone();
+        // The session's `watch` holds until `unwatch`, as in-process.
+        match &reply.operation {
+            Some(Operation::Watch { .. }) => {
+                let _ = watch_tx.send(true);
+            }
+            Some(Operation::Unwatch) => {
+                let _ = watch_tx.send(false);
+            }
+            _ => {}
+        }
+    }
+    announcer.abort();
+    if let Err(e) = rl.save_history(&history) {
+        tracing::warn!(path = %history.display(), error = %e, "could not save the REPL history");
+    }
+    // Leaving is at once: the rollouts are the server's. Say which go on.
+    if let Ok(list) = client.get_json("/v1/deployments?limit=1000").await {
+        let records: Vec<crate::registry::DeploymentRecord> =
+            serde_json::from_value(list["deployments"].clone()).unwrap_or_default();
+        if let Some(line) = text::rollouts_keep_running(&records, &client.url().to_string()) {
+            out.write(&format!("{line}\n"))?;
+        }
     }
     Ok(())
 }

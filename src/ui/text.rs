@@ -4,6 +4,8 @@
 
 use std::io::IsTerminal as _;
 
+use crate::ops::DeploymentStatus;
+use crate::registry::DeploymentRecord;
 use crate::reply::{Reply, Table};
 
 /// The width when there is no terminal to ask and `$COLUMNS` is not set.
@@ -170,10 +172,98 @@ pub fn render_table(table: &Table, width: usize) -> String {
     out
 }
 
+/// What a client leaving says about the rollouts that go on without it: one line per
+/// deployment still active in the server at `server_url`, where it stands and how to
+/// follow it. `None` when none is active. The one rule for every front-end that leaves
+/// a server's rollouts behind (the TUI, the REPL).
+pub fn rollouts_keep_running(records: &[DeploymentRecord], server_url: &str) -> Option<String> {
+    // Over TCP the follower has to name the server; the local socket is found again.
+    let server = if server_url.starts_with("http://") { format!(" --server {server_url}") } else { String::new() };
+    let lines: Vec<String> = records
+        .iter()
+        .filter(|d| d.status.is_active())
+        .map(|d| {
+            let at = format!("step {} of {}", (d.current_step + 1).min(d.step_count.max(1)), d.step_count.max(1));
+            let (what, verb) = match d.status {
+                DeploymentStatus::Paused => (format!("paused at {at}"), "stays paused"),
+                DeploymentStatus::Pending => ("pending".to_string(), "waits"),
+                DeploymentStatus::RollingBack => ("rolling back".to_string(), "keeps rolling back"),
+                _ => (at, "keeps running"),
+            };
+            format!(
+                "{name} ({ext} {ver} → {target}, {what}) {verb} in the Parley server at {server_url}; \
+                 follow it with: parley{server} ask \"show {name}\"",
+                name = d.name,
+                ext = d.extension,
+                ver = d.version,
+                target = crate::feasibility::scope_words(&d.scope),
+            )
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reply::Outcome;
+
+    /// Records as the registry makes them (and the server's API sends them).
+    async fn records(statuses: &[crate::ops::DeploymentStatus]) -> Vec<DeploymentRecord> {
+        use crate::ops::{Actor, Role, Scope, Strategy, StrategyKind};
+        use crate::registry::{NewDeployment, NewTarget, Registry};
+        let registry = Registry::open_in_memory().await.unwrap();
+        let mut out = Vec::new();
+        for (i, status) in statuses.iter().enumerate() {
+            let new = NewDeployment {
+                extension: "auth-filter".into(),
+                version: "2.1.0".into(),
+                scope: Scope::region("ap-south"),
+                strategy: Strategy { steps: None, batch_size: Some(2), ..Strategy::of(StrategyKind::Rolling) },
+                status: *status,
+                actor: Actor::new("alice", "repl", Role::Operator),
+                utterance: "roll out auth-filter 2.1.0 to ap-south".into(),
+                step_count: 3,
+                targets: vec![NewTarget {
+                    agent: format!("edge-{}", 19 + i),
+                    endpoint: "http://127.0.0.1:1".into(),
+                    previous_version: Some("2.0.3".into()),
+                    step: 0,
+                }],
+            };
+            out.push(registry.create_deployment(&new).await.unwrap());
+        }
+        // Through JSON, as a client reads them.
+        serde_json::from_value(serde_json::to_value(&out).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn leaving_names_the_rollouts_that_keep_running_and_how_to_follow_them() {
+        use crate::ops::DeploymentStatus::*;
+        let local = "unix:/var/lib/parley/parley.sock";
+        assert_eq!(rollouts_keep_running(&records(&[Succeeded, Aborted]).await, local), None);
+        assert_eq!(
+            rollouts_keep_running(&records(&[Succeeded, Running]).await, local).as_deref(),
+            Some(
+                "d-2 (auth-filter 2.1.0 → ap-south, step 1 of 3) keeps running in the Parley server at \
+                 unix:/var/lib/parley/parley.sock; follow it with: parley ask \"show d-2\""
+            )
+        );
+        assert_eq!(
+            rollouts_keep_running(&records(&[Running, Paused, Pending, RollingBack]).await, "http://10.0.0.5:7878")
+                .as_deref(),
+            Some(
+                "d-1 (auth-filter 2.1.0 → ap-south, step 1 of 3) keeps running in the Parley server at \
+                 http://10.0.0.5:7878; follow it with: parley --server http://10.0.0.5:7878 ask \"show d-1\"\n\
+                 d-2 (auth-filter 2.1.0 → ap-south, paused at step 1 of 3) stays paused in the Parley server at \
+                 http://10.0.0.5:7878; follow it with: parley --server http://10.0.0.5:7878 ask \"show d-2\"\n\
+                 d-3 (auth-filter 2.1.0 → ap-south, pending) waits in the Parley server at \
+                 http://10.0.0.5:7878; follow it with: parley --server http://10.0.0.5:7878 ask \"show d-3\"\n\
+                 d-4 (auth-filter 2.1.0 → ap-south, rolling back) keeps rolling back in the Parley server at \
+                 http://10.0.0.5:7878; follow it with: parley --server http://10.0.0.5:7878 ask \"show d-4\""
+            )
+        );
+    }
 
     #[test]
     fn tables_align_and_follow_ups_are_numbered() {

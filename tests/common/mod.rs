@@ -17,12 +17,20 @@ pub fn parley_bin() -> &'static str {
     env!("CARGO_BIN_EXE_parley")
 }
 
-/// A `parley` command on its own data directory, with short bakes for tests.
+/// A `parley` command on its own data directory, with short bakes for tests. It runs
+/// in-process (`PARLEY_IN_PROCESS`): these tests are about what Parley answers and
+/// does, and start no background server that could outlive them; tests/autostart.rs
+/// and tests/serve.rs are about the server.
 pub fn parley(data_dir: &Path) -> Command {
     let mut cmd = Command::new(parley_bin());
     cmd.arg("--data-dir").arg(data_dir).arg("--bake-secs").arg("0.05");
-    cmd.env_remove("PARLEY_AGENT_TOKEN");
+    in_process(&mut cmd);
     cmd
+}
+
+/// No server started, none named: in-process unless one answers on the data dir's socket.
+pub fn in_process(cmd: &mut Command) -> &mut Command {
+    cmd.env_remove("PARLEY_AGENT_TOKEN").env_remove("PARLEY_SERVER").env("PARLEY_IN_PROCESS", "1")
 }
 
 pub struct Chat {
@@ -41,6 +49,7 @@ impl Chat {
 
     /// `chat --json` appended to `cmd`, a `parley` command with its global options.
     pub fn start_command(mut cmd: Command, data_dir: &Path) -> Chat {
+        in_process(&mut cmd);
         cmd.arg("chat").arg("--json");
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn parley chat --json");

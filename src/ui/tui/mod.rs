@@ -116,7 +116,7 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> Result<(), T
 
 /// Runs the terminal UI as a client of the server `client` until the operator quits;
 /// the server's rollouts go on without it, and once the terminal is restored the TUI
-/// says which (see [`source::keeps_running`]).
+/// says which (see [`crate::ui::text::rollouts_keep_running`]).
 pub async fn run_remote(client: &Client, config: &Config, catalog: Arc<Catalog>) -> Result<(), TuiError> {
     run_on(&Source::Server { client, catalog }, config).await
 }
@@ -267,7 +267,7 @@ pub async fn run_on(source: &Source<'_>, config: &Config) -> Result<(), TuiError
             Ok(Ok(list)) => list,
             _ => app.deployments.clone(),
         };
-        if let Some(text) = source::keeps_running(&list, &client.url().to_string()) {
+        if let Some(text) = crate::ui::text::rollouts_keep_running(&list, &client.url().to_string()) {
             println!("{text}");
         }
     }

@@ -412,31 +412,3 @@ pub fn stopped_notice(server: &str) -> String {
          Start it with `parley serve`: this TUI reconnects by itself."
     )
 }
-
-/// What a client TUI prints on the normal screen once it quit: each deployment that
-/// goes on in the server without it, and how to follow it again. `None` when nothing
-/// goes on.
-pub fn keeps_running(deployments: &[DeploymentRecord], server: &str) -> Option<String> {
-    let lines: Vec<String> = deployments
-        .iter()
-        .filter(|d| d.status.is_active())
-        .map(|d| {
-            let target = crate::feasibility::scope_words(&d.scope);
-            let at = format!("step {} of {}", (d.current_step + 1).min(d.step_count.max(1)), d.step_count);
-            let (what, verb) = match d.status {
-                crate::ops::DeploymentStatus::Running => (at, "keeps running"),
-                crate::ops::DeploymentStatus::Paused => (format!("paused at {at}"), "stays paused"),
-                crate::ops::DeploymentStatus::Pending => ("pending".to_string(), "waits"),
-                _ => ("rolling back".to_string(), "keeps rolling back"),
-            };
-            format!(
-                "{name} ({ext} {ver} → {target}, {what}) {verb} in the Parley server at {server}; \
-                 run `parley` again to follow it, or `parley ask \"show {name}\"`.",
-                name = d.name,
-                ext = d.extension,
-                ver = d.version,
-            )
-        })
-        .collect();
-    (!lines.is_empty()).then(|| lines.join("\n"))
-}

@@ -712,13 +712,13 @@ fn quitting_a_client_tui_tells_which_rollouts_keep_running_in_the_server() {
     done.status = DeploymentStatus::Succeeded;
     let server = "unix:/tmp/p/parley.sock";
     assert_eq!(
-        super::source::keeps_running(&[running, paused, done.clone()], server).as_deref(),
+        crate::ui::text::rollouts_keep_running(&[running, paused, done.clone()], server).as_deref(),
         Some(
             "d-3 (auth-filter 2.1.0 → eu-west, step 2 of 2) keeps running in the Parley server at unix:/tmp/p/parley.sock; \
-             run `parley` again to follow it, or `parley ask \"show d-3\"`.\n\
+             follow it with: parley ask \"show d-3\"\n\
              d-4 (auth-filter 2.1.0 → ap-south, paused at step 1 of 2) stays paused in the Parley server at \
-             unix:/tmp/p/parley.sock; run `parley` again to follow it, or `parley ask \"show d-4\"`."
+             unix:/tmp/p/parley.sock; follow it with: parley ask \"show d-4\""
         )
     );
-    assert_eq!(super::source::keeps_running(&[done], server), None);
+    assert_eq!(crate::ui::text::rollouts_keep_running(&[done], server), None);
 }
