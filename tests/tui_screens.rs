@@ -41,7 +41,11 @@ fn start(name: &str, cols: u16, rows: u16) -> (tempfile::TempDir, Tmux) {
         &script,
     ]);
     assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
-    tmux.wait_for("the TUI", Duration::from_secs(60), |s| s.contains("48 agents, 4 regions"));
+    // The header is drawn first and the input box last: a capture in between would be
+    // a screen half drawn.
+    tmux.wait_for("the TUI", Duration::from_secs(60), |s| {
+        s.contains("48 agents, 4 regions") && s.lines().last().is_some_and(|l| l.starts_with('└'))
+    });
     (dir, tmux)
 }
 
