@@ -24,13 +24,15 @@ pub fn parley_bin() -> &'static str {
 pub fn parley(data_dir: &Path) -> Command {
     let mut cmd = Command::new(parley_bin());
     cmd.arg("--data-dir").arg(data_dir).arg("--bake-secs").arg("0.05");
+    cmd.env_remove("PARLEY_AGENT_TOKEN");
     in_process(&mut cmd);
     cmd
 }
 
-/// No server started, none named: in-process unless one answers on the data dir's socket.
+/// No server started, none named: in-process unless one answers on the data dir's
+/// socket. Leaves the agent token as the caller set it (tests/real_agents.rs sets one).
 pub fn in_process(cmd: &mut Command) -> &mut Command {
-    cmd.env_remove("PARLEY_AGENT_TOKEN").env_remove("PARLEY_SERVER").env("PARLEY_IN_PROCESS", "1")
+    cmd.env_remove("PARLEY_SERVER").env("PARLEY_IN_PROCESS", "1")
 }
 
 pub struct Chat {
