@@ -66,6 +66,19 @@ pub struct Parley {
     discovery: Vec<JoinHandle<()>>,
 }
 
+/// The extension catalog `config` names (`--catalog`), or the embedded one: what the
+/// server's poller uses, and what a client front-end rebuilds the server's snapshot with.
+pub fn load_catalog(config: &Config) -> Result<Catalog, StartError> {
+    Ok(match &config.catalog {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| StartError::File { path: path.display().to_string(), reason: e.to_string() })?;
+            Catalog::from_toml(&text, &path.display().to_string())?.relative_to(path.parent())
+        }
+        None => Catalog::embedded()?,
+    })
+}
+
 impl Parley {
     pub async fn start(config: &Config) -> Result<Parley, StartError> {
         let grammar = match &config.intents_dir {
@@ -73,14 +86,7 @@ impl Parley {
             None => Grammar::embedded()?,
         };
         let llm = config.llm.as_ref().map(crate::llm::Llm::new).transpose()?;
-        let catalog = Arc::new(match &config.catalog {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| StartError::File { path: path.display().to_string(), reason: e.to_string() })?;
-                Catalog::from_toml(&text, &path.display().to_string())?.relative_to(path.parent())
-            }
-            None => Catalog::embedded()?,
-        });
+        let catalog = Arc::new(load_catalog(config)?);
         // The poller keeps `poll_concurrency` requests in flight, so that many keep-alive
         // connections per host are worth keeping (many agents may share one address).
         let client =

@@ -44,7 +44,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "SECS")]
     bake_secs: Option<f64>,
     /// A `parley serve` to be a client of: `unix:PATH` or `http://HOST:PORT` (token in
-    /// PARLEY_TOKEN). Without it, `ask` and `chat` use the data directory's server when
+    /// PARLEY_TOKEN). Without it, `ask`, `chat` and the TUI use the data directory's server when
     /// its socket answers, and work in-process otherwise.
     #[arg(long, global = true, value_name = "URL", env = "PARLEY_SERVER")]
     server: Option<String>,
@@ -513,10 +513,20 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 return client_command(&client, cli.command).await;
             }
         }
+        // The TUI is a client too, with a terminal to draw on (piped, bare `parley` is
+        // the in-process REPL below).
+        None | Some(Command::Tui) if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() => {
+            let selected = parley::client::Client::select(cli.server.as_deref(), &config.data_dir).await?;
+            if let Some(client) = selected {
+                let catalog = std::sync::Arc::new(parley::app::load_catalog(&config)?);
+                ui::tui::run_remote(&client, &config, catalog).await.context("terminal UI")?;
+                return Ok(true);
+            }
+        }
         Some(Command::Parse { .. }) | None => {}
         Some(_) if cli.server.is_none() => {}
         Some(_) => anyhow::bail!(
-            "only `ask` and `chat` are clients of a Parley server so far; this command runs in-process: leave out --server and PARLEY_SERVER"
+            "only `ask`, `chat` and the TUI are clients of a Parley server so far; this command runs in-process: leave out --server and PARLEY_SERVER"
         ),
     }
 

@@ -3,6 +3,10 @@
 //! token from `PARLEY_TOKEN`). Front-ends that are clients (`ask`, `chat --json`)
 //! use it instead of starting their own fleet, orchestrator and registry.
 
+mod fleet;
+
+pub use fleet::{ServerEvent, TurnAnswer};
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -211,13 +215,17 @@ impl Client {
 
     /// One conversational turn of session `session`.
     pub async fn turn(&self, session: &str, utterance: &str, frontend: &str) -> Result<Reply, ClientError> {
+        let value = self.turn_value(session, utterance, frontend).await?;
+        <Reply as serde::Deserialize>::deserialize(value)
+            .map_err(|e| ClientError::Protocol(format!("a turn's reply: {e}")))
+    }
+
+    /// A turn's answer as JSON.
+    async fn turn_value(&self, session: &str, utterance: &str, frontend: &str) -> Result<Value, ClientError> {
         let body = serde_json::json!({"session": session, "utterance": utterance, "frontend": frontend});
         let bytes = self.request(Method::POST, "/v1/turn", Some(&body)).await?;
         // Through a `Value`: a reply owns all its text, so it is read from an owned document.
-        let value: Value =
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("a turn's reply: {e}")))?;
-        <Reply as serde::Deserialize>::deserialize(value)
-            .map_err(|e| ClientError::Protocol(format!("a turn's reply: {e}")))
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("a turn's reply: {e}")))
     }
 
     /// The deployment's record as the registry has it now.

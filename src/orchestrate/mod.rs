@@ -192,7 +192,8 @@ impl RolloutSettings {
 }
 
 /// Progress of rollouts, for front-ends to render. Steps are 1-based here, as read.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Deserialize: a client of `parley serve` reads the event stream back into it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum RolloutEvent {
     Started {

@@ -90,7 +90,7 @@ pub enum Hold {
 }
 
 /// One agent of a deployment.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetRecord {
     pub agent: String,
     pub endpoint: String,
@@ -103,7 +103,9 @@ pub struct TargetRecord {
 }
 
 /// A deployment as the registry knows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+// Deserialize: clients of `parley serve` read the records the API sends back into this
+// same type (src/client/fleet.rs), so both sides render one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentRecord {
     pub id: i64,
     /// `d-<id>`.

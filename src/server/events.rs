@@ -73,7 +73,7 @@ async fn serve_socket(state: Arc<ServerState>, mut socket: WebSocket) {
                 Err(RecvError::Closed) => return,
             },
             f = fleet.recv() => match f {
-                Ok(event) => json!({"type": "fleet", "announcement": crate::ui::repl::announce_fleet(&event)}),
+                Ok(event) => json!({"type": "fleet", "event": event, "announcement": crate::ui::repl::announce_fleet(&event)}),
                 // Fleet changes are the live model's to keep; missing some is no loss here.
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,

@@ -167,13 +167,26 @@ async fn turn(
         Ok(utterance) => session.handle(&utterance).await,
         Err(op) => session.handle_operation(op).await,
     };
+    // What the session waits a yes/no for after this turn, whatever the turn was: a
+    // question asked over an open proposal leaves it pending, and a front-end that
+    // shows a confirmation (the TUI's modal) needs to know it still is.
+    let pending = session.proposal().cloned();
     drop(session);
     state.metrics.turn(started.elapsed());
     if state.read_only && reply.outcome == Outcome::Refused && caller.granted > Role::Viewer {
         reply.message =
             format!("{} (This server runs with --read-only: nothing can be changed through it.)", reply.message);
     }
-    Json(reply).into_response()
+    Json(TurnAnswer { reply, pending_confirmation: pending }).into_response()
+}
+
+/// A turn's answer: the reply, and beside its fields (additive, so the chat contract
+/// is unchanged) the proposal still waiting for this session's yes/no.
+#[derive(Debug, serde::Serialize)]
+struct TurnAnswer {
+    #[serde(flatten)]
+    reply: crate::reply::Reply,
+    pending_confirmation: Option<crate::reply::Proposal>,
 }
 
 #[derive(Debug, Deserialize)]

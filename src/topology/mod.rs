@@ -18,7 +18,7 @@ use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::agent::protocol::{HealthSource, Metrics, ServingState};
 use crate::ops::{Scope, Selector};
@@ -69,7 +69,7 @@ impl HealthThresholds {
 }
 
 /// Parley's judgement of an agent, from whether and what it answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Liveness {
     /// Answers, metrics within thresholds.
@@ -207,8 +207,15 @@ impl Serialize for AgentName {
     }
 }
 
-/// One agent as the model knows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+impl<'de> Deserialize<'de> for AgentName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AgentName, D::Error> {
+        String::deserialize(d).map(AgentName::from)
+    }
+}
+
+/// One agent as the model knows it. Deserialize: a client of `parley serve` rebuilds
+/// the server's snapshot from `GET /v1/fleet` (src/client/fleet.rs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentView {
     pub name: AgentName,
     /// Base URL of the agent's HTTP API, e.g. `http://127.0.0.1:41234`.
@@ -234,11 +241,11 @@ pub struct AgentView {
     /// Set while the poller counts the agent as flapping (its liveness transitions are
     /// then held back from the events), so replies can say so instead of showing
     /// whichever state the last pass happened to catch.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flapping: Option<Flapping>,
     /// Where the agent says its health comes from: `simulated` (the demo fleet, `fleet
     /// simulate`) or `measured` (a real agent); `None`: it has not said.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_source: Option<HealthSource>,
     /// When the poller sent the status request that `extensions` comes from. An install
     /// Parley confirmed after that moment is newer than what the snapshot says (see
@@ -271,12 +278,16 @@ impl Simulation {
 }
 
 /// How much a flapping agent has been changing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flapping {
     /// Liveness changes within the last `window`.
     pub changes: usize,
-    #[serde(rename = "window_ms", serialize_with = "duration_ms")]
+    #[serde(rename = "window_ms", serialize_with = "duration_ms", deserialize_with = "duration_from_ms")]
     pub window: std::time::Duration,
+}
+
+fn duration_from_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    u64::deserialize(d).map(std::time::Duration::from_millis)
 }
 
 fn duration_ms<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -451,7 +462,7 @@ pub fn age_words(d: std::time::Duration) -> String {
 }
 
 /// How a region is doing as a whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RegionHealth {
     Healthy,

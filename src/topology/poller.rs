@@ -73,8 +73,9 @@ impl Default for PollerConfig {
     }
 }
 
-/// A change the poller saw between two passes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A change the poller saw between two passes. Deserialize: a client of `parley serve`
+/// reads it back from the event stream.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum TopologyEvent {
     LivenessChanged {

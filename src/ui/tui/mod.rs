@@ -9,6 +9,7 @@
 
 pub mod input;
 pub mod render;
+pub mod source;
 pub mod state;
 
 use std::io::{self, Stdout};
@@ -21,16 +22,16 @@ use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScree
 use futures::StreamExt;
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use crate::app::Parley;
+use crate::client::Client;
 use crate::config::Config;
 use crate::ops::Actor;
-use crate::registry::{DeploymentFilter, Registry};
-use crate::reply::Reply;
-use crate::topology::poller::TopologyEvent;
+use crate::topology::Catalog;
 
 use input::Action;
+use source::{Feeds, News, Source};
 use state::App;
 
 /// How often the screen looks at the topology snapshot (a pointer compare when
@@ -40,14 +41,9 @@ const TICK: Duration = Duration::from_millis(250);
 const SAMPLE_EVERY: u32 = 4;
 /// Deployments the pane lists.
 const DEPLOYMENTS_SHOWN: u32 = 20;
-
-/// The session's answer to one utterance, with what the UI needs beside it.
-struct Answer {
-    reply: Reply,
-    /// When the yes/no the session waits for was asked, if it waits for one.
-    confirmation: Option<std::time::Instant>,
-    words: Vec<String>,
-}
+/// How long a client TUI, once quit, waits for the server's list of what goes on
+/// before it tells from the last list it had.
+const EXIT_READ: Duration = Duration::from_secs(1);
 
 /// Restores the terminal when dropped, on every way out of [`run`] including `?`.
 struct TerminalGuard;
@@ -113,69 +109,39 @@ fn save_history(path: &Path, history: &[String]) {
     }
 }
 
-/// Lists deployments whenever asked; asks coalesce because the channel holds one.
-fn spawn_deployment_reader(
-    registry: Registry,
-    mut asks: mpsc::Receiver<()>,
-    out: mpsc::Sender<Vec<crate::registry::DeploymentRecord>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let filter = DeploymentFilter { limit: Some(DEPLOYMENTS_SHOWN), ..Default::default() };
-        while asks.recv().await.is_some() {
-            match registry.list_deployments(&filter).await {
-                Ok(list) => {
-                    if out.send(list).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "could not list deployments for the TUI"),
-            }
-        }
-    })
+/// Runs the terminal UI in-process until the operator quits.
+pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> Result<(), TuiError> {
+    run_on(&Source::InProcess { parley, actor }, config).await
 }
 
-/// Runs the terminal UI until the operator quits.
-pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<()> {
-    let services = Arc::clone(parley.services());
-    let mut app = App::new(services.topology.snapshot(), services.thresholds);
+/// Runs the terminal UI as a client of the server `client` until the operator quits;
+/// the server's rollouts go on without it, and once the terminal is restored the TUI
+/// says which (see [`source::keeps_running`]).
+pub async fn run_remote(client: &Client, config: &Config, catalog: Arc<Catalog>) -> Result<(), TuiError> {
+    run_on(&Source::Server { client, catalog }, config).await
+}
+
+/// Why the TUI could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    #[error(transparent)]
+    Terminal(#[from] io::Error),
+    #[error(transparent)]
+    Server(#[from] crate::client::ClientError),
+}
+
+/// Runs the terminal UI on `source` until the operator quits.
+pub async fn run_on(source: &Source<'_>, config: &Config) -> Result<(), TuiError> {
+    let mut feeds = source.feeds().await?;
+    let mut app = App::new(feeds.fleet.current(), feeds.thresholds);
     let history_file = history_path(config);
     app.input.history = load_history(&history_file);
     app.sample_series();
-    for d in parley.interrupted() {
-        if d.status == crate::ops::DeploymentStatus::RollingBack {
-            let why = d.reason.as_deref().unwrap_or("returning its agents");
-            app.notice(format!("{} was rolling back when Parley stopped; finishing it now: {why}", d.name));
-            continue;
-        }
-        app.notice(format!(
-            "{} was interrupted ({}); say \"resume {}\" or \"roll back {}\".",
-            d.name,
-            d.reason.as_deref().unwrap_or("Parley stopped"),
-            d.name,
-            d.name
-        ));
+    for line in std::mem::take(&mut feeds.opening) {
+        app.notice(line);
     }
-
-    let mut session = parley.session(actor);
-    session.announce_routing_live();
-    app.set_words(session.vocabulary().words());
-    let (say_tx, mut say_rx) = mpsc::channel::<String>(16);
-    let (answer_tx, mut answer_rx) = mpsc::channel::<Answer>(16);
-    let session_task = tokio::spawn(async move {
-        while let Some(utterance) = say_rx.recv().await {
-            let reply = session.handle(&utterance).await;
-            let answer =
-                Answer { reply, confirmation: session.confirmation_asked(), words: session.vocabulary().words() };
-            if answer_tx.send(answer).await.is_err() {
-                return;
-            }
-        }
-    });
-
-    let (ask_tx, ask_rx) = mpsc::channel::<()>(1);
-    let (list_tx, mut list_rx) = mpsc::channel(4);
-    let reader = spawn_deployment_reader(services.registry.clone(), ask_rx, list_tx);
-    let _ = ask_tx.try_send(());
+    app.set_words(std::mem::take(&mut feeds.words));
+    let _ = feeds.relist.try_send(());
 
     // Push-to-talk: the tiny.en model installed in the data directory (`parley voice
     // model install`), loaded on the first press.
@@ -186,14 +152,10 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
     let (talk_tx, mut talk_rx) = mpsc::channel::<crate::voice::ptt::TalkEvent>(4);
     let mut talk_stop: Option<tokio::sync::oneshot::Sender<()>> = None;
 
-    let mut rollouts = services.orchestrator.subscribe();
-    let mut fleet = services.poller.events();
-    let mut routing = services.router.notices();
-    let mut routing_open = true;
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut tick_count: u32 = 0;
-    let (mut rollouts_open, mut fleet_open) = (true, true);
+    let mut news_open = true;
 
     let (guard, mut terminal) = TerminalGuard::enter()?;
     let mut keys = EventStream::new();
@@ -223,13 +185,11 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
                     Action::Hold => held_until = Some(tokio::time::Instant::now() + input::LONE_KEY),
                     Action::Submit(utterance) => {
                         held_until = None;
-                        if say_tx.send(utterance).await.is_err() {
-                            app.notice("The session stopped; restart Parley.");
-                        }
+                        say(&feeds, &mut app, utterance).await;
                     }
                     Action::Talk => match app.talk {
                         state::Talk::Idle => {
-                            talk_stop = Some(talker.start(services.topology.snapshot(), talk_tx.clone()));
+                            talk_stop = Some(talker.start(feeds.fleet.current(), talk_tx.clone()));
                             app.talk = state::Talk::Listening;
                         }
                         // The second press ends the recording; what was said is transcribed.
@@ -251,9 +211,7 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
             _ = held => {
                 held_until = None;
                 if let Action::Submit(utterance) = input::release_held(&mut app) {
-                    if say_tx.send(utterance).await.is_err() {
-                        app.notice("The session stopped; restart Parley.");
-                    }
+                    say(&feeds, &mut app, utterance).await;
                 }
             },
             talk = talk_rx.recv() => {
@@ -263,46 +221,32 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
                     break Err(e);
                 }
                 if let Some(utterance) = talk.and_then(|t| app.on_talk(t)) {
-                    if say_tx.send(utterance).await.is_err() {
-                        app.notice("The session stopped; restart Parley.");
-                    }
+                    say(&feeds, &mut app, utterance).await;
                 }
             },
-            answer = answer_rx.recv() => {
+            answer = feeds.answers.recv() => {
                 if let Some(a) = answer {
                     app.set_words(a.words);
                     app.on_reply(a.reply, a.confirmation);
-                    let _ = ask_tx.try_send(());
+                    let _ = feeds.relist.try_send(());
                 }
             },
-            event = rollouts.recv(), if rollouts_open => match event {
-                Ok(e) => {
+            news = feeds.news.recv(), if news_open => match news {
+                Some(News::Rollout(e)) => {
                     app.on_rollout_event(&e);
-                    let _ = ask_tx.try_send(());
+                    let _ = feeds.relist.try_send(());
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => { let _ = ask_tx.try_send(()); }
-                Err(broadcast::error::RecvError::Closed) => rollouts_open = false,
+                Some(News::Notice(text)) => app.notice(text),
+                Some(News::Reread) => { let _ = feeds.relist.try_send(()); }
+                None => news_open = false,
             },
-            event = fleet.recv(), if fleet_open => match event {
-                // Single agents come and go in a big fleet; a region changing is news.
-                Ok(e @ TopologyEvent::RegionChanged { .. }) => app.notice(super::repl::announce_fleet(&e)),
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => fleet_open = false,
-            },
-            notice = routing.recv(), if routing_open => match notice {
-                Ok(n) => app.notice(format!("routing: {n}")),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    app.notice(format!("routing: {n} announcements were missed; see `show routing`."))
-                }
-                Err(broadcast::error::RecvError::Closed) => routing_open = false,
-            },
-            list = list_rx.recv() => {
+            list = feeds.lists.recv() => {
                 if let Some(list) = list {
                     app.set_deployments(list);
                 }
             },
             _ = ticks.tick() => {
-                let snapshot = services.topology.snapshot();
+                let snapshot = feeds.fleet.current();
                 if !Arc::ptr_eq(&snapshot, &app.topology) {
                     app.set_topology(snapshot);
                 }
@@ -316,10 +260,25 @@ pub async fn run(parley: &Parley, config: &Config, actor: Actor) -> io::Result<(
     drop(terminal);
     drop(guard);
     save_history(&history_file, &app.input.history);
-    drop(say_tx);
-    session_task.abort();
-    reader.abort();
-    result
+    drop(feeds);
+    if let Source::Server { client, .. } = source {
+        // The server's word on what goes on, if it answers at once; else the last list.
+        let list = match tokio::time::timeout(EXIT_READ, client.deployments(DEPLOYMENTS_SHOWN)).await {
+            Ok(Ok(list)) => list,
+            _ => app.deployments.clone(),
+        };
+        if let Some(text) = source::keeps_running(&list, &client.url().to_string()) {
+            println!("{text}");
+        }
+    }
+    result.map_err(TuiError::from)
+}
+
+/// Sends one utterance to the session.
+async fn say(feeds: &Feeds, app: &mut App, utterance: String) {
+    if feeds.say.send(utterance).await.is_err() {
+        app.notice("The session stopped; restart Parley.");
+    }
 }
 
 #[cfg(test)]

@@ -695,3 +695,30 @@ fn push_to_talk_shows_its_state_and_sends_only_what_whisper_was_sure_of() {
     assert_eq!(a.on_talk(TalkEvent::Failed("no usable microphone".into())), None);
     assert_eq!(a.talk, Talk::Idle);
 }
+
+/// A client TUI that quits says, on the normal screen, what goes on in the server
+/// without it: running and paused rollouts, each with where it is; finished ones not.
+#[test]
+fn quitting_a_client_tui_tells_which_rollouts_keep_running_in_the_server() {
+    let running = canary_mid_way();
+    let mut paused = canary_mid_way();
+    paused.id = 4;
+    paused.name = "d-4".into();
+    paused.scope = Scope::region("ap-south");
+    paused.status = DeploymentStatus::Paused;
+    paused.current_step = 0;
+    let mut done = canary_mid_way();
+    done.name = "d-2".into();
+    done.status = DeploymentStatus::Succeeded;
+    let server = "unix:/tmp/p/parley.sock";
+    assert_eq!(
+        super::source::keeps_running(&[running, paused, done.clone()], server).as_deref(),
+        Some(
+            "d-3 (auth-filter 2.1.0 → eu-west, step 2 of 2) keeps running in the Parley server at unix:/tmp/p/parley.sock; \
+             run `parley` again to follow it, or `parley ask \"show d-3\"`.\n\
+             d-4 (auth-filter 2.1.0 → ap-south, paused at step 1 of 2) stays paused in the Parley server at \
+             unix:/tmp/p/parley.sock; run `parley` again to follow it, or `parley ask \"show d-4\"`."
+        )
+    );
+    assert_eq!(super::source::keeps_running(&[done], server), None);
+}
