@@ -523,10 +523,18 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 return Ok(true);
             }
         }
+        // The Slack bridge is a client only of a server named for it: it serves a team,
+        // so it never picks up whichever server a data directory happens to have.
+        Some(Command::Slack) if cli.server.is_some() => {
+            let client = parley::client::Client::select(cli.server.as_deref(), &config.data_dir).await?;
+            if let Some(client) = client {
+                return run_slack_client(client, &config).await;
+            }
+        }
         Some(Command::Parse { .. }) | None => {}
         Some(_) if cli.server.is_none() => {}
         Some(_) => anyhow::bail!(
-            "only `ask`, `chat` and the TUI are clients of a Parley server so far; this command runs in-process: leave out --server and PARLEY_SERVER"
+            "only `ask`, `chat`, the TUI and `slack` are clients of a Parley server so far; this command runs in-process: leave out --server and PARLEY_SERVER"
         ),
     }
 
@@ -742,6 +750,26 @@ fn serve_status_text(s: &serde_json::Value) -> String {
         subscribers,
         if rollouts.is_empty() { "none active".to_string() } else { rollouts.join(", ") },
     )
+}
+
+/// `parley slack --server URL`: the bridge as a client of that server.
+async fn run_slack_client(client: parley::client::Client, config: &Config) -> anyhow::Result<bool> {
+    use parley::slack;
+    let secrets = slack::config::Secrets::load(&config.slack, |k| std::env::var(k).ok())?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        parley::agent::standalone::terminated().await;
+        let _ = stop_tx.send(true);
+    });
+    eprintln!("Slack bridge running ({:?} mode) for the Parley server at {}. Ctrl-C stops it.", config.slack.mode, client.url());
+    let run = slack::SlackRun {
+        settings: config.slack.clone(),
+        secrets,
+        socket: slack::socket::SocketOptions::from_settings(&config.slack),
+        listener: None,
+    };
+    slack::run_client(client, run, stop).await?;
+    Ok(true)
 }
 
 /// `parley slack`: runs the bridge until Ctrl-C or SIGTERM.
