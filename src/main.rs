@@ -531,10 +531,17 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 return run_slack_client(client, &config).await;
             }
         }
+        // Voice too, with the microphone and Whisper here and the turns the server's.
+        Some(Command::Voice(args)) if cli.server.is_some() => {
+            let client = parley::client::Client::select(cli.server.as_deref(), &config.data_dir).await?;
+            if let Some(client) = client {
+                return voice_client(&client, &config, args).await;
+            }
+        }
         Some(Command::Parse { .. }) | None => {}
         Some(_) if cli.server.is_none() => {}
         Some(_) => anyhow::bail!(
-            "only `ask`, `chat`, the TUI and `slack` are clients of a Parley server so far; this command runs in-process: leave out --server and PARLEY_SERVER"
+            "only `ask`, `chat`, the TUI, `slack` and `voice` are clients of a Parley server so far; this command runs in-process: leave out --server and PARLEY_SERVER"
         ),
     }
 
@@ -795,6 +802,32 @@ async fn run_slack(parley: &Parley, config: &Config) -> anyhow::Result<bool> {
 /// `parley voice --file/--listen`: only with the `whisper` feature (whisper.cpp).
 #[cfg(feature = "whisper")]
 async fn voice(parley: &Parley, config: &Config, args: &VoiceArgs) -> anyhow::Result<bool> {
+    let (input, options) = voice_setup(config, args)?;
+    Ok(parley::voice::frontend::run(parley, input, &options).await?)
+}
+
+/// `parley voice --server URL`: the audio and the model here, the turns the server's.
+#[cfg(feature = "whisper")]
+async fn voice_client(client: &parley::client::Client, config: &Config, args: &VoiceArgs) -> anyhow::Result<bool> {
+    let (input, options) = voice_setup(config, args)?;
+    let grammar = match &config.intents_dir {
+        Some(dir) => parley::intent::Grammar::load_dir(dir)?,
+        None => parley::intent::Grammar::embedded()?,
+    };
+    let catalog = std::sync::Arc::new(parley::app::load_catalog(config)?);
+    Ok(parley::voice::frontend::run_client(client, &grammar, catalog, input, &options).await?)
+}
+
+#[cfg(not(feature = "whisper"))]
+async fn voice_client(_client: &parley::client::Client, _config: &Config, _args: &VoiceArgs) -> anyhow::Result<bool> {
+    anyhow::bail!("this parley was built without speech recognition; rebuild with `--features whisper`")
+}
+
+#[cfg(feature = "whisper")]
+fn voice_setup(
+    config: &Config,
+    args: &VoiceArgs,
+) -> anyhow::Result<(parley::voice::frontend::Input, parley::voice::frontend::VoiceOptions)> {
     use parley::voice::frontend::{self, Input, VoiceOptions};
     let input = match (args.file.is_empty(), args.listen, args.input.as_deref()) {
         (false, _, _) => Input::Files(args.file.clone()),
@@ -828,7 +861,7 @@ async fn voice(parley: &Parley, config: &Config, args: &VoiceArgs) -> anyhow::Re
             SecondPassArg::Never => frontend::SecondPass::Never,
         },
     };
-    Ok(frontend::run(parley, input, &options).await?)
+    Ok((input, options))
 }
 
 #[cfg(not(feature = "whisper"))]
