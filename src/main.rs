@@ -768,7 +768,11 @@ async fn run_slack_client(client: parley::client::Client, config: &Config) -> an
         parley::agent::standalone::terminated().await;
         let _ = stop_tx.send(true);
     });
-    eprintln!("Slack bridge running ({:?} mode) for the Parley server at {}. Ctrl-C stops it.", config.slack.mode, client.url());
+    eprintln!(
+        "Slack bridge running ({:?} mode) for the Parley server at {}. Ctrl-C stops it.",
+        config.slack.mode,
+        client.url()
+    );
     let run = slack::SlackRun {
         settings: config.slack.clone(),
         secrets,

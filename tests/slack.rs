@@ -846,9 +846,10 @@ async fn as_a_client_of_parley_serve_each_slack_user_confirms_only_their_own_pro
         c.iter().any(|c| c.body["thread_ts"] == "300.1" && text_of(c).contains("d-1: succeeded"))
     })
     .await;
-    fake.wait_for("the question closed", |c| c.iter().any(|c| c.method == "chat.update" && c.body["ts"] == q_ts))
-        .await;
-    assert!(closing_note(&fake.message("C1", &q_ts).unwrap()).starts_with("No longer pending after <@UOPER>'s message at "));
+    fake.wait_for("the question closed", |c| c.iter().any(|c| c.method == "chat.update" && c.body["ts"] == q_ts)).await;
+    assert!(
+        closing_note(&fake.message("C1", &q_ts).unwrap()).starts_with("No longer pending after <@UOPER>'s message at ")
+    );
     let d1 = server_get(&url, "/v1/deployments/d-1").await;
     assert_eq!(d1["status"], "succeeded", "{d1:#}");
 
@@ -859,8 +860,7 @@ async fn as_a_client_of_parley_serve_each_slack_user_confirms_only_their_own_pro
     assert!(text_of(&refused).contains("slack:UVIEW is a viewer"), "{:#?}", refused.body);
     // The bridge's token is an operator: an admin in [slack.users] acts as one through it.
     fake.send(mention("e6", "Ev6", "UADMIN", "C1", "300.5", Some("300.1"), "fail over eu-west to us-east"));
-    fake.wait_for("the capped refusal", |c| c.iter().any(|c| text_of(c).contains("slack:UADMIN is an operator")))
-        .await;
+    fake.wait_for("the capped refusal", |c| c.iter().any(|c| text_of(c).contains("slack:UADMIN is an operator"))).await;
 
     // The server's audit names each Slack user and the channel, never the bridge's token user.
     let audit = server_get(&url, "/v1/audit?since=today").await;

@@ -23,7 +23,10 @@ pub struct Speaker {
 pub enum Said {
     Words(String),
     /// A Confirm (`yes`) or Cancel button bound to one proposal.
-    Answer { proposal: String, yes: bool },
+    Answer {
+        proposal: String,
+        yes: bool,
+    },
 }
 
 impl Client {

@@ -124,14 +124,14 @@ impl Client {
 
 /// A turn's answer: the reply, and the proposal the session still waits for.
 pub(super) fn read_answer(mut value: Value) -> Result<TurnAnswer, ClientError> {
-        let pending = match value.as_object_mut().and_then(|o| o.remove("pending_confirmation")) {
-            None | Some(Value::Null) => None,
-            Some(p) => {
-                Some(Proposal::deserialize(p).map_err(|e| ClientError::Protocol(format!("a pending proposal: {e}")))?)
-            }
-        };
-        let reply = Reply::deserialize(value).map_err(|e| ClientError::Protocol(format!("a turn's reply: {e}")))?;
-        Ok(TurnAnswer { reply, pending })
+    let pending = match value.as_object_mut().and_then(|o| o.remove("pending_confirmation")) {
+        None | Some(Value::Null) => None,
+        Some(p) => {
+            Some(Proposal::deserialize(p).map_err(|e| ClientError::Protocol(format!("a pending proposal: {e}")))?)
+        }
+    };
+    let reply = Reply::deserialize(value).map_err(|e| ClientError::Protocol(format!("a turn's reply: {e}")))?;
+    Ok(TurnAnswer { reply, pending })
 }
 
 #[cfg(test)]

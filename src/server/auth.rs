@@ -229,10 +229,7 @@ impl Caller {
             });
         }
         if !delegated_name(&claim.user) {
-            return Err(format!(
-                "`on_behalf_of.user` must be SOURCE:ID (like `slack:U0123ABC`), not {:?}",
-                claim.user
-            ));
+            return Err(format!("`on_behalf_of.user` must be SOURCE:ID (like `slack:U0123ABC`), not {:?}", claim.user));
         }
         Ok((claim.user.clone(), claim.role.min(self.role)))
     }
@@ -359,25 +356,16 @@ mod tests {
     fn a_bridge_speaks_for_others_never_above_its_own_role() {
         let bridge = caller(true, Role::Operator, Transport::Tcp);
         assert_eq!(bridge.speaker(None), Ok(("slackbot".to_string(), Role::Operator)));
-        assert_eq!(
-            bridge.speaker(Some(&claim("slack:U1", Role::Viewer))),
-            Ok(("slack:U1".to_string(), Role::Viewer))
-        );
+        assert_eq!(bridge.speaker(Some(&claim("slack:U1", Role::Viewer))), Ok(("slack:U1".to_string(), Role::Viewer)));
         assert_eq!(
             bridge.speaker(Some(&claim("slack:U1", Role::Operator))),
             Ok(("slack:U1".to_string(), Role::Operator))
         );
         // Claimed admin, but the bridge itself is only an operator.
-        assert_eq!(
-            bridge.speaker(Some(&claim("slack:U1", Role::Admin))),
-            Ok(("slack:U1".to_string(), Role::Operator))
-        );
+        assert_eq!(bridge.speaker(Some(&claim("slack:U1", Role::Admin))), Ok(("slack:U1".to_string(), Role::Operator)));
         // A read-only server caps the bridge, and so everyone it speaks for.
         let capped = Caller { role: Role::Viewer, ..bridge.clone() };
-        assert_eq!(
-            capped.speaker(Some(&claim("slack:U1", Role::Admin))),
-            Ok(("slack:U1".to_string(), Role::Viewer))
-        );
+        assert_eq!(capped.speaker(Some(&claim("slack:U1", Role::Admin))), Ok(("slack:U1".to_string(), Role::Viewer)));
         // The server's own uid on the socket may run a bridge too.
         let local = caller(true, Role::Admin, Transport::Unix);
         assert_eq!(local.speaker(Some(&claim("slack:U9", Role::Admin))), Ok(("slack:U9".to_string(), Role::Admin)));

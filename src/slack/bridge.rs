@@ -70,7 +70,8 @@ pub enum Turns {
 
 /// One thread's conversation state, as its [`Turns`] keeps it.
 enum Conversation {
-    Local(Option<Session>),
+    /// Boxed: a thread's state is kept per thread, most of them server-mode small.
+    Local(Option<Box<Session>>),
     /// Per Slack user: the server session's id and the proposal it waits for.
     Server { nonce: u64, users: HashMap<String, ServerSession> },
 }
@@ -297,7 +298,7 @@ impl Bridge {
                         s.set_actor(actor);
                         s
                     }
-                    None => session.insert(factory(actor)),
+                    None => session.insert(Box::new(factory(actor))),
                 };
                 let before = session.proposal().map(|p| p.id.clone());
                 let reply = match &inbound.answer {
@@ -313,17 +314,18 @@ impl Bridge {
                     .filter(|(u, _)| *u != &inbound.user)
                     .filter_map(|(u, s)| s.pending.clone().map(|p| (u.clone(), p)))
                     .collect();
-                let session = users.entry(inbound.user.clone()).or_insert_with(|| ServerSession {
-                    id: server_session_id(*nonce, &inbound.user),
-                    pending: None,
-                });
+                let session = users
+                    .entry(inbound.user.clone())
+                    .or_insert_with(|| ServerSession { id: server_session_id(*nonce, &inbound.user), pending: None });
                 let before = session.pending.as_ref().map(|p| p.id.clone());
                 let said = match &inbound.answer {
                     Some(a) => Said::Answer { proposal: a.proposal.clone(), yes: a.yes },
                     None => Said::Words(inbound.text.clone()),
                 };
-                let speaker =
-                    Speaker { user: format!("slack:{}", inbound.user), role: self.settings.role_for(&inbound.user, channel) };
+                let speaker = Speaker {
+                    user: format!("slack:{}", inbound.user),
+                    role: self.settings.role_for(&inbound.user, channel),
+                };
                 let frontend = format!("slack:{channel}");
                 let mut reply = match client.turn_for(&session.id, &said, &frontend, &speaker).await {
                     Ok(answer) => {
@@ -375,9 +377,8 @@ impl Bridge {
         let token = &self.secrets.bot_token;
         // On a server each person's proposals are their own session's: this turn can
         // close only the speaker's.
-        let (closed, open): (Vec<Shown>, Vec<Shown>) = shown
-            .drain(..)
-            .partition(|s| Some(s.proposal.as_str()) != pending && owner.is_none_or(|o| o == s.owner));
+        let (closed, open): (Vec<Shown>, Vec<Shown>) =
+            shown.drain(..).partition(|s| Some(s.proposal.as_str()) != pending && owner.is_none_or(|o| o == s.owner));
         *shown = open;
         let mut rewritten: Vec<String> = Vec::new();
         for s in closed {

@@ -61,10 +61,11 @@ pub enum VoiceError {
     Server(#[from] crate::client::ClientError),
 }
 
-/// Who answers the turns.
+/// Who answers the turns. One per process, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     /// This process: a dialog session of its own.
-    Local { session: Box<crate::dialog::Session> },
+    Local { session: crate::dialog::Session },
     /// A `parley serve`: one session of it, and what that session watches (read
     /// from the replies, for the announcer).
     Server { client: Client, session: String, watching: Option<Operation> },
@@ -128,7 +129,7 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
     let services = parley.services();
     let sources =
         super::watch::Sources { rollouts: services.orchestrator.subscribe(), fleet: services.poller.events() };
-    let backend = Backend::Local { session: Box::new(parley.session(Actor::local("voice"))) };
+    let backend = Backend::Local { session: parley.session(Actor::local("voice")) };
     let ok = run_with(backend, &services.grammar, services.topology.snapshot(), sources, input, options).await?;
     services.orchestrator.wait_settled().await;
     Ok(ok)
