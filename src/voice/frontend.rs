@@ -65,7 +65,7 @@ pub enum VoiceError {
 #[allow(clippy::large_enum_variant)]
 enum Backend {
     /// This process: a dialog session of its own.
-    Local { session: crate::dialog::Session },
+    Local { session: crate::dialog::Session, services: std::sync::Arc<crate::services::Services> },
     /// A `parley serve`: one session of it, and what that session watches (read
     /// from the replies, for the announcer).
     Server { client: Client, session: String, watching: Option<Operation> },
@@ -88,6 +88,15 @@ impl Backend {
                 }
                 Err(e) => Reply::new(Outcome::Failed, e.to_string()),
             },
+        }
+    }
+
+    /// Once the input ended: in this process, the rollouts it started run to their
+    /// end (announced while watching) before the process exits; a server's go on
+    /// without this client.
+    async fn settle(&self) {
+        if let Backend::Local { services, .. } = self {
+            services.orchestrator.wait_settled().await;
         }
     }
 
@@ -129,10 +138,9 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
     let services = parley.services();
     let sources =
         super::watch::Sources { rollouts: services.orchestrator.subscribe(), fleet: services.poller.events() };
-    let backend = Backend::Local { session: parley.session(Actor::local("voice")) };
-    let ok = run_with(backend, &services.grammar, services.topology.snapshot(), sources, input, options).await?;
-    services.orchestrator.wait_settled().await;
-    Ok(ok)
+    let backend =
+        Backend::Local { session: parley.session(Actor::local("voice")), services: std::sync::Arc::clone(services) };
+    run_with(backend, &services.grammar, services.topology.snapshot(), sources, input, options).await
 }
 
 /// [`run`] as a client of `parley serve`: `grammar` and `catalog` are this client's
@@ -254,6 +262,7 @@ async fn run_with(
             }
         }
     }
+    turn.backend.settle().await;
     announcer.finish().await;
     Ok(turn.ok)
 }
