@@ -543,9 +543,20 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             parley::client::Connection::InProcess => {}
         }
+    } else if let (Some(server), Some(Command::Slack | Command::Voice(_))) = (cli.server.as_deref(), &cli.command) {
+        // The Slack bridge and voice are clients only of a server named for them: the
+        // bridge serves a team, so it never picks up whichever server a data directory
+        // happens to have; voice keeps the microphone and Whisper here.
+        let client = parley::client::Client::select(Some(server), &config.data_dir)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no Parley server answers at {server}"))?;
+        return match &cli.command {
+            Some(Command::Voice(args)) => voice_client(&client, &config, args).await,
+            _ => run_slack_client(client, &config).await,
+        };
     } else if cli.server.is_some() && !matches!(cli.command, Some(Command::Parse { .. })) {
         anyhow::bail!(
-            "only the TUI, `ask`, `chat` and `repl` are clients of a Parley server so far; this command runs in-process: leave out --server and PARLEY_SERVER"
+            "only the TUI, `ask`, `chat`, `repl`, `slack` and `voice` are clients of a Parley server so far; this command runs in-process: leave out --server and PARLEY_SERVER"
         );
     }
 
@@ -889,6 +900,30 @@ fn serve_status_text(s: &serde_json::Value) -> String {
     )
 }
 
+/// `parley slack --server URL`: the bridge as a client of that server.
+async fn run_slack_client(client: parley::client::Client, config: &Config) -> anyhow::Result<bool> {
+    use parley::slack;
+    let secrets = slack::config::Secrets::load(&config.slack, |k| std::env::var(k).ok())?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        parley::agent::standalone::terminated().await;
+        let _ = stop_tx.send(true);
+    });
+    eprintln!(
+        "Slack bridge running ({:?} mode) for the Parley server at {}. Ctrl-C stops it.",
+        config.slack.mode,
+        client.url()
+    );
+    let run = slack::SlackRun {
+        settings: config.slack.clone(),
+        secrets,
+        socket: slack::socket::SocketOptions::from_settings(&config.slack),
+        listener: None,
+    };
+    slack::run_client(client, run, stop).await?;
+    Ok(true)
+}
+
 /// `parley slack`: runs the bridge until Ctrl-C or SIGTERM.
 async fn run_slack(parley: &Parley, config: &Config) -> anyhow::Result<bool> {
     use parley::slack;
@@ -912,6 +947,32 @@ async fn run_slack(parley: &Parley, config: &Config) -> anyhow::Result<bool> {
 /// `parley voice --file/--listen`: only with the `whisper` feature (whisper.cpp).
 #[cfg(feature = "whisper")]
 async fn voice(parley: &Parley, config: &Config, args: &VoiceArgs) -> anyhow::Result<bool> {
+    let (input, options) = voice_setup(config, args)?;
+    Ok(parley::voice::frontend::run(parley, input, &options).await?)
+}
+
+/// `parley voice --server URL`: the audio and the model here, the turns the server's.
+#[cfg(feature = "whisper")]
+async fn voice_client(client: &parley::client::Client, config: &Config, args: &VoiceArgs) -> anyhow::Result<bool> {
+    let (input, options) = voice_setup(config, args)?;
+    let grammar = match &config.intents_dir {
+        Some(dir) => parley::intent::Grammar::load_dir(dir)?,
+        None => parley::intent::Grammar::embedded()?,
+    };
+    let catalog = std::sync::Arc::new(parley::app::load_catalog(config)?);
+    Ok(parley::voice::frontend::run_client(client, &grammar, catalog, input, &options).await?)
+}
+
+#[cfg(not(feature = "whisper"))]
+async fn voice_client(_client: &parley::client::Client, _config: &Config, _args: &VoiceArgs) -> anyhow::Result<bool> {
+    anyhow::bail!("this parley was built without speech recognition; rebuild with `--features whisper`")
+}
+
+#[cfg(feature = "whisper")]
+fn voice_setup(
+    config: &Config,
+    args: &VoiceArgs,
+) -> anyhow::Result<(parley::voice::frontend::Input, parley::voice::frontend::VoiceOptions)> {
     use parley::voice::frontend::{self, Input, VoiceOptions};
     let input = match (args.file.is_empty(), args.listen, args.input.as_deref()) {
         (false, _, _) => Input::Files(args.file.clone()),
@@ -945,7 +1006,7 @@ async fn voice(parley: &Parley, config: &Config, args: &VoiceArgs) -> anyhow::Re
             SecondPassArg::Never => frontend::SecondPass::Never,
         },
     };
-    Ok(frontend::run(parley, input, &options).await?)
+    Ok((input, options))
 }
 
 #[cfg(not(feature = "whisper"))]

@@ -736,3 +736,158 @@ async fn a_rollout_that_ends_before_its_started_reply_is_posted_still_reports_ho
     assert_eq!(shown["text"], "d-1: succeeded", "{shown:#?}");
     let _ = b.stop.send(true);
 }
+
+const BRIDGE_TOKEN: &str = "bridge-token-5e2a9c4f7d1b";
+const ALICE_TOKEN: &str = "alice-token-0b8e3f6a2c9d";
+
+/// `parley serve` (the real binary) on `dir`, with TCP on port 0 and a tokens file
+/// holding a bridge token (an operator) and a plain one; its `http://` address.
+fn start_server(dir: &std::path::Path) -> (Child, String) {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let tokens = dir.join("tokens");
+    std::fs::write(
+        &tokens,
+        format!("# TOKEN USER ROLE [bridge]\n{BRIDGE_TOKEN} slackbot operator bridge\n{ALICE_TOKEN} alice admin\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .arg("--data-dir")
+        .arg(dir.join("server"))
+        .args(["--bake-secs", "0.05", "serve", "--listen", "127.0.0.1:0", "--tokens"])
+        .arg(&tokens)
+        .env_remove("PARLEY_SERVER")
+        .env_remove("PARLEY_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let child = Child(child);
+    let line = rx.recv_timeout(Duration::from_secs(90)).expect("parley serve printed nothing within 90 s");
+    let addr = line.split(" and http://").nth(1).unwrap_or_else(|| panic!("no TCP address in {line:?}"));
+    (child, format!("http://{addr}"))
+}
+
+async fn server_get(url: &str, path: &str) -> Value {
+    let r = reqwest::Client::new().get(format!("{url}{path}")).bearer_auth(BRIDGE_TOKEN).send().await.unwrap();
+    r.json().await.unwrap()
+}
+
+/// The bridge as a client of a real `parley serve` over TCP with a bridge token: two
+/// Slack users in one thread, each with their own server session. The viewer's yes
+/// (typed or clicked) confirms nothing and says whose proposal it is; the operator's
+/// yes starts the rollout in the server, whose progress and end reach the thread
+/// from the event stream; the server's audit names the Slack users, and a viewer's
+/// pause is refused naming the operator role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_a_client_of_parley_serve_each_slack_user_confirms_only_their_own_proposal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = start_server(dir.path());
+    let fake = FakeSlack::start().await;
+    let path = dir.path().join("parley.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"bridge\"\n[slack]\nbase_url = \"{}\"\n[slack.users]\nUOPER = \"operator\"\nUADMIN = \"admin\"\n",
+            fake.base_url()
+        ),
+    )
+    .unwrap();
+    let config = Config::load(Some(&path)).unwrap();
+    let secrets = Secrets {
+        bot_token: Secret::new("xoxb-test-bot"),
+        app_token: Some(Secret::new("xapp-test-app")),
+        signing_secret: None,
+    };
+    let socket = SocketOptions { ping_interval: Duration::from_secs(5), ..SocketOptions::default() };
+    let run = SlackRun { settings: config.slack.clone(), secrets, socket, listener: None };
+    let client =
+        parley::client::Client::new(parley::client::ServerUrl::parse(&url).unwrap(), Some(BRIDGE_TOKEN.to_string()));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move { slack::run_client(client, run, stop_rx).await.unwrap() });
+    fake.wait_connections(1).await;
+
+    fake.send(mention("e1", "Ev1", "UOPER", "C1", "300.1", None, "roll out auth-filter 2.1.0 to eu-west"));
+    let question = nth_post(&fake, "C1", "300.1", 1).await;
+    assert!(has_buttons(&question.body), "{:#?}", question.body);
+    let q_ts = question.ts.clone().unwrap();
+
+    // The viewer's typed yes answers nothing of theirs, and says whose proposal waits.
+    fake.send(mention("e2", "Ev2", "UVIEW", "C1", "300.2", Some("300.1"), "yes"));
+    let told = nth_post(&fake, "C1", "300.1", 2).await;
+    let told = text_of(&told);
+    assert!(
+        told.starts_with("Nothing is waiting for confirmation. The proposal waiting in this thread (")
+            && told.ends_with(
+                ") is UOPER's: only they can confirm or cancel it; a yes or no answers only what its speaker asked for."
+            ),
+        "{told}"
+    );
+    // Nor does the viewer's click on the operator's Confirm button; the buttons stay.
+    fake.send(fake.click_on("e3", "UVIEW", "C1", &q_ts, "parley_confirm").unwrap());
+    let told = text_of(&nth_post(&fake, "C1", "300.1", 3).await);
+    assert!(told.starts_with("Nothing was changed. The proposal waiting in this thread ("), "{told}");
+    assert!(has_buttons(&fake.message("C1", &q_ts).unwrap()), "the operator's buttons stay");
+    let r = reqwest::Client::new().get(format!("{url}/v1/deployments/d-1")).bearer_auth(BRIDGE_TOKEN).send().await;
+    assert_eq!(r.unwrap().status(), 404, "nothing was started by the viewer");
+
+    // The operator's yes starts it in the server; progress and the end reach the thread.
+    fake.send(mention("e4", "Ev4", "UOPER", "C1", "300.3", Some("300.1"), "yes"));
+    fake.wait_for("the summary", |c| {
+        c.iter().any(|c| c.body["thread_ts"] == "300.1" && text_of(c).contains("d-1: succeeded"))
+    })
+    .await;
+    fake.wait_for("the question closed", |c| c.iter().any(|c| c.method == "chat.update" && c.body["ts"] == q_ts)).await;
+    assert!(
+        closing_note(&fake.message("C1", &q_ts).unwrap()).starts_with("No longer pending after <@UOPER>'s message at ")
+    );
+    let d1 = server_get(&url, "/v1/deployments/d-1").await;
+    assert_eq!(d1["status"], "succeeded", "{d1:#}");
+
+    // A viewer may not pause; the refusal names the role it needs.
+    fake.send(mention("e5", "Ev5", "UVIEW", "C1", "300.4", Some("300.1"), "pause d-1"));
+    fake.wait_for("the refusal", |c| c.iter().any(|c| text_of(c).contains("pause needs the operator role"))).await;
+    let refused = fake.calls().into_iter().find(|c| text_of(c).contains("pause needs the operator role")).unwrap();
+    assert!(text_of(&refused).contains("slack:UVIEW is a viewer"), "{:#?}", refused.body);
+    // The bridge's token is an operator: an admin in [slack.users] acts as one through it.
+    fake.send(mention("e6", "Ev6", "UADMIN", "C1", "300.5", Some("300.1"), "fail over eu-west to us-east"));
+    fake.wait_for("the capped refusal", |c| c.iter().any(|c| text_of(c).contains("slack:UADMIN is an operator"))).await;
+
+    // The server's audit names each Slack user and the channel, never the bridge's token user.
+    let audit = server_get(&url, "/v1/audit?since=today").await;
+    let entries = audit["entries"].as_array().unwrap();
+    let row = |actor: &str, op: &str, result: &str| {
+        entries.iter().any(|e| {
+            e["actor"] == actor && e["frontend"] == "slack:C1" && e["operation"]["op"] == op && e["result"] == result
+        })
+    };
+    assert!(row("slack:UOPER", "deploy", "ok"), "{audit:#}");
+    assert!(row("slack:UVIEW", "pause", "refused"), "{audit:#}");
+    assert!(row("slack:UVIEW", "confirm", "ok") || row("slack:UVIEW", "confirm", "infeasible"), "{audit:#}");
+    assert!(!entries.iter().any(|e| e["actor"] == "slackbot"), "{audit:#}");
+
+    // A token not marked `bridge` may not speak for anyone else.
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1/turn"))
+        .bearer_auth(ALICE_TOKEN)
+        .json(&serde_json::json!({"session": "s1", "utterance": "pause d-1", "on_behalf_of": {"user": "slack:UOPER", "role": "operator"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["error"],
+        "`on_behalf_of` is only for a bridge: alice's token is not marked `bridge` in the server's tokens file (`TOKEN USER ROLE bridge`)"
+    );
+    let _ = stop.send(true);
+}

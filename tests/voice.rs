@@ -399,3 +399,88 @@ fn an_unsure_yes_confirms_nothing() {
     let reply: Value = serde_json::from_slice(&list.stdout).expect("ask JSON");
     assert_eq!(reply["message"], "No deployments.", "the registry must hold no deployment: {reply}");
 }
+
+/// Kills `parley serve` if the test fails before it stops it.
+struct ServerChild(std::process::Child);
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// `parley voice --server`: the speech stays in the client (its model, its audio),
+/// the turns are the server's. A rollout said into the client is read back, started
+/// on "yes" and run by the server, whose audit names the front-end `voice` and the
+/// words heard; the client announces the rollout's start from the server's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_a_client_of_parley_serve_spoken_commands_are_the_servers_turns() {
+    use std::io::BufRead as _;
+    need("espeak-ng");
+    need("sox");
+    let model = model();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path().join("server"))
+        .args(["--bake-secs", "0", "serve"])
+        .env_remove("PARLEY_SERVER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("parley serve");
+    let stderr = server.stderr.take().unwrap();
+    let server = ServerChild(server);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(std::time::Duration::from_secs(90)).expect("parley serve printed nothing");
+    let socket = dir.path().join("server/parley.sock");
+    assert_eq!(line, format!("parley serve: listening on unix:{}", socket.display()));
+    let url = format!("unix:{}", socket.display());
+
+    let pcm = pcm_stream(dir.path(), &["watch the fleet", "deploy auth filter two point one to eu west", "yes"]);
+    let (lines, out) = tokio::task::spawn_blocking({
+        let (dir, model, url) = (dir.path().to_path_buf(), model.clone(), url.clone());
+        move || listen(&dir, &model, pcm, &["--confirm-below", "0", "--server", &url])
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let turns: Vec<&str> = lines.iter().filter_map(|l| l["outcome"].as_str()).collect();
+    assert_eq!(turns, ["answered", "needs_confirmation", "started"], "stdout: {stdout}\nstderr: {stderr}");
+    assert!(out.status.success(), "stderr: {stderr}");
+    assert!(
+        lines.iter().any(|l| l["announcement"] == "d-1: rolling out auth-filter 2.1.0 to 12 agents in 4 steps"),
+        "the start is announced from the server's event stream: {stdout}"
+    );
+    // The client's own data directory holds no registry: nothing ran in it.
+    assert!(!dir.path().join("data/parley.db").exists());
+
+    let client = parley::client::Client::new(parley::client::ServerUrl::parse(&url).unwrap(), None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let d1 = client.deployment("d-1").await.unwrap();
+        if d1["status"] == "succeeded" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "d-1 did not succeed in the server: {d1:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let audit = client.get_json("/v1/audit?since=today").await.unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    let heard = lines[1]["heard"].as_str().unwrap();
+    assert!(
+        entries.iter().any(|e| e["frontend"] == "voice" && e["utterance"] == heard && e["operation"]["op"] == "deploy"),
+        "the server audited the spoken deploy ({heard:?}) from voice: {audit:#}"
+    );
+    drop(server);
+}

@@ -117,16 +117,21 @@ impl Client {
 
     /// One turn of session `session`, with the proposal it waits for afterwards.
     pub async fn turn_answer(&self, session: &str, utterance: &str, frontend: &str) -> Result<TurnAnswer, ClientError> {
-        let mut value = self.turn_value(session, utterance, frontend).await?;
-        let pending = match value.as_object_mut().and_then(|o| o.remove("pending_confirmation")) {
-            None | Some(Value::Null) => None,
-            Some(p) => {
-                Some(Proposal::deserialize(p).map_err(|e| ClientError::Protocol(format!("a pending proposal: {e}")))?)
-            }
-        };
-        let reply = Reply::deserialize(value).map_err(|e| ClientError::Protocol(format!("a turn's reply: {e}")))?;
-        Ok(TurnAnswer { reply, pending })
+        let value = self.turn_value(session, utterance, frontend).await?;
+        read_answer(value)
     }
+}
+
+/// A turn's answer: the reply, and the proposal the session still waits for.
+pub(super) fn read_answer(mut value: Value) -> Result<TurnAnswer, ClientError> {
+    let pending = match value.as_object_mut().and_then(|o| o.remove("pending_confirmation")) {
+        None | Some(Value::Null) => None,
+        Some(p) => {
+            Some(Proposal::deserialize(p).map_err(|e| ClientError::Protocol(format!("a pending proposal: {e}")))?)
+        }
+    };
+    let reply = Reply::deserialize(value).map_err(|e| ClientError::Protocol(format!("a turn's reply: {e}")))?;
+    Ok(TurnAnswer { reply, pending })
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 
 pub mod spawn;
 
+mod bridge;
 mod fleet;
 
+pub use bridge::{Said, Speaker};
 pub use fleet::{ServerEvent, TurnAnswer};
 
 use std::path::{Path, PathBuf};
@@ -227,7 +229,12 @@ impl Client {
     /// A turn's answer as JSON.
     async fn turn_value(&self, session: &str, utterance: &str, frontend: &str) -> Result<Value, ClientError> {
         let body = serde_json::json!({"session": session, "utterance": utterance, "frontend": frontend});
-        let bytes = self.request(Method::POST, "/v1/turn", Some(&body)).await?;
+        self.post_turn(&body).await
+    }
+
+    /// `POST /v1/turn` with `body` as it is; the answer as JSON.
+    async fn post_turn(&self, body: &Value) -> Result<Value, ClientError> {
+        let bytes = self.request(Method::POST, "/v1/turn", Some(body)).await?;
         // Through a `Value`: a reply owns all its text, so it is read from an owned document.
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("a turn's reply: {e}")))
     }

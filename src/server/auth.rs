@@ -4,6 +4,12 @@
 //! operation's own rule ([`crate::ops::Operation::required_role`]), asked by the dialog
 //! session; here only the identity and its role are settled, and `--read-only` caps
 //! every role at viewer.
+//!
+//! A bridge (the Slack bridge: one client serving many people) speaks for others:
+//! a turn may carry `on_behalf_of` (user and role), honoured only for a caller
+//! allowed to act for others — over TCP a token marked `bridge` in the tokens file,
+//! on the Unix socket the server's own uid — and never above the caller's own role
+//! ([`Caller::speaker`], the one owner of that rule).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,7 +34,7 @@ pub enum TokensError {
         "the tokens file {path} has mode {mode:04o}; it holds secrets, so only its owner may read it: chmod 600 {path}"
     )]
     Mode { path: String, mode: u32 },
-    #[error("{path} line {line}: {reason} (each line is `TOKEN USER ROLE`, the role one of viewer, operator, admin)")]
+    #[error("{path} line {line}: {reason} (each line is `TOKEN USER ROLE [bridge]`, the role one of viewer, operator, admin)")]
     Line { path: String, line: usize, reason: String },
     #[error("the tokens file {0} has no tokens")]
     Empty(String),
@@ -40,6 +46,16 @@ struct Entry {
     digest: [u8; 32],
     user: String,
     role: Role,
+    /// Marked `bridge`: may speak for other people (`on_behalf_of`), up to `role`.
+    bridge: bool,
+}
+
+/// What a token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUser {
+    pub user: String,
+    pub role: Role,
+    pub bridge: bool,
 }
 
 /// The tokens a TCP caller may present.
@@ -83,8 +99,13 @@ impl Tokens {
             }
             let bad = |reason: String| TokensError::Line { path: path.to_string(), line: i + 1, reason };
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let [token, user, role] = fields[..] else {
-                return Err(bad(format!("{} fields instead of 3", fields.len())));
+            let (token, user, role, bridge) = match fields[..] {
+                [token, user, role] => (token, user, role, false),
+                [token, user, role, "bridge"] => (token, user, role, true),
+                [_, _, _, other] => {
+                    return Err(bad(format!("`{other}` after the role: the only mark there is `bridge`")))
+                }
+                _ => return Err(bad(format!("{} fields instead of 3", fields.len()))),
             };
             if token.len() < 16 {
                 return Err(bad("the token is shorter than 16 characters".into()));
@@ -94,7 +115,7 @@ impl Tokens {
             if entries.iter().any(|e| bool::from(e.digest.ct_eq(&d))) {
                 return Err(bad("this token is already given to someone".into()));
             }
-            entries.push(Entry { digest: d, user: user.to_string(), role });
+            entries.push(Entry { digest: d, user: user.to_string(), role, bridge });
         }
         if entries.is_empty() {
             return Err(TokensError::Empty(path.to_string()));
@@ -104,12 +125,12 @@ impl Tokens {
 
     /// The user and role a token names. Every entry is compared, in constant time
     /// each, so the time taken says nothing about which one (if any) matched.
-    pub fn check(&self, token: &str) -> Option<(String, Role)> {
+    pub fn check(&self, token: &str) -> Option<TokenUser> {
         let d = digest(token);
         let mut found = None;
         for e in &self.entries {
             if bool::from(e.digest.ct_eq(&d)) {
-                found = Some((e.user.clone(), e.role));
+                found = Some(TokenUser { user: e.user.clone(), role: e.role, bridge: e.bridge });
             }
         }
         found
@@ -149,6 +170,30 @@ pub struct Caller {
     /// The role in effect: `granted`, capped at viewer on a read-only server.
     pub role: Role,
     pub transport: Transport,
+    /// May speak for other people (`on_behalf_of`): a `bridge` token, or the
+    /// server's own uid on the Unix socket.
+    pub bridge: bool,
+}
+
+/// Whom a bridge's turn speaks for: `{"user": "slack:U123", "role": "operator"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnBehalfOf {
+    /// `SOURCE:ID` (`slack:U0123ABC`): the source keeps the people a bridge speaks
+    /// for apart from the tokens file's users, so a bridge can never act as one.
+    pub user: String,
+    /// The role the bridge gives that person (its own mapping, `[slack.users]`).
+    pub role: Role,
+}
+
+/// Whether `name` is a `SOURCE:ID` user name a bridge may speak for.
+fn delegated_name(name: &str) -> bool {
+    let Some((source, id)) = name.split_once(':') else { return false };
+    name.len() <= 128
+        && !source.is_empty()
+        && source.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
 }
 
 impl Caller {
@@ -164,6 +209,29 @@ impl Caller {
             "forbidden",
             &format!("{what} needs the {} role; {} is {}", needed.as_str(), self.name, article_role(self.granted)),
         ))
+    }
+}
+
+impl Caller {
+    /// Who a turn speaks as, and with which role: the caller itself, or (for a caller
+    /// allowed to act for others) the person it names, with the lower of the claimed
+    /// role and the caller's own (so a bridge never grants more than it holds, and a
+    /// read-only server stays read-only). `Err`: the refusal, in a sentence.
+    pub fn speaker(&self, claim: Option<&OnBehalfOf>) -> Result<(String, Role), String> {
+        let Some(claim) = claim else { return Ok((self.name.clone(), self.role)) };
+        if !self.bridge {
+            return Err(match self.transport {
+                Transport::Tcp => format!(
+                    "`on_behalf_of` is only for a bridge: {}'s token is not marked `bridge` in the server's tokens file (`TOKEN USER ROLE bridge`)",
+                    self.name
+                ),
+                Transport::Unix => format!("`on_behalf_of` is only for a bridge; {} may not act for others", self.name),
+            });
+        }
+        if !delegated_name(&claim.user) {
+            return Err(format!("`on_behalf_of.user` must be SOURCE:ID (like `slack:U0123ABC`), not {:?}", claim.user));
+        }
+        Ok((claim.user.clone(), claim.role.min(self.role)))
     }
 }
 
@@ -188,6 +256,9 @@ pub async fn unix(State(state): State<Arc<ServerState>>, mut req: Request, next:
                 granted: Role::Admin,
                 role,
                 transport: Transport::Unix,
+                // The server's own uid is the local operator, who may run a bridge
+                // on the socket.
+                bridge: true,
             });
             next.run(req).await
         }
@@ -217,9 +288,9 @@ pub async fn tcp(State(state): State<Arc<ServerState>>, mut req: Request, next: 
         return unauthorized("this request has no token: send `Authorization: Bearer TOKEN` (clients: set PARLEY_TOKEN to a token from the server's tokens file)");
     };
     match tokens.check(token) {
-        Some((name, granted)) => {
+        Some(TokenUser { user: name, role: granted, bridge }) => {
             let role = state.cap(granted);
-            req.extensions_mut().insert(Caller { name, granted, role, transport: Transport::Tcp });
+            req.extensions_mut().insert(Caller { name, granted, role, transport: Transport::Tcp, bridge });
             next.run(req).await
         }
         None => unauthorized("the token is not one of this server's (its tokens file names each user's token)"),
@@ -243,8 +314,9 @@ mod tests {
             "tokens",
         )
         .unwrap();
-        assert_eq!(t.check("operator-token-0123456"), Some(("alice".to_string(), Role::Operator)));
-        assert_eq!(t.check("viewer-token-0123456789"), Some(("wall".to_string(), Role::Viewer)));
+        let named = |user: &str, role, bridge| Some(TokenUser { user: user.to_string(), role, bridge });
+        assert_eq!(t.check("operator-token-0123456"), named("alice", Role::Operator, false));
+        assert_eq!(t.check("viewer-token-0123456789"), named("wall", Role::Viewer, false));
         assert_eq!(t.check("operator-token-012345"), None);
         assert_eq!(t.check(""), None);
     }
@@ -254,11 +326,68 @@ mod tests {
         let e = Tokens::parse("abcdefghijklmnopq alice root\n", "t").unwrap_err().to_string();
         assert_eq!(
             e,
-            "t line 1: `root` is no role (each line is `TOKEN USER ROLE`, the role one of viewer, operator, admin)"
+            "t line 1: `root` is no role (each line is `TOKEN USER ROLE [bridge]`, the role one of viewer, operator, admin)"
         );
+        let e = Tokens::parse("abcdefghijklmnopq slack operator brige\n", "t").unwrap_err().to_string();
+        assert!(e.starts_with("t line 1: `brige` after the role: the only mark there is `bridge`"), "{e}");
         let e = Tokens::parse("short alice admin\n", "t").unwrap_err().to_string();
         assert!(e.starts_with("t line 1: the token is shorter than 16 characters"), "{e}");
         assert_eq!(Tokens::parse("# nothing\n", "t").unwrap_err().to_string(), "the tokens file t has no tokens");
+    }
+
+    fn caller(bridge: bool, role: Role, transport: Transport) -> Caller {
+        Caller { name: "slackbot".into(), granted: role, role, transport, bridge }
+    }
+
+    fn claim(user: &str, role: Role) -> OnBehalfOf {
+        OnBehalfOf { user: user.to_string(), role }
+    }
+
+    #[test]
+    fn a_bridge_token_is_marked_in_the_file() {
+        let t = Tokens::parse("bridge-token-0123456789 slackbot operator bridge\n", "t").unwrap();
+        assert_eq!(
+            t.check("bridge-token-0123456789"),
+            Some(TokenUser { user: "slackbot".into(), role: Role::Operator, bridge: true })
+        );
+    }
+
+    #[test]
+    fn a_bridge_speaks_for_others_never_above_its_own_role() {
+        let bridge = caller(true, Role::Operator, Transport::Tcp);
+        assert_eq!(bridge.speaker(None), Ok(("slackbot".to_string(), Role::Operator)));
+        assert_eq!(bridge.speaker(Some(&claim("slack:U1", Role::Viewer))), Ok(("slack:U1".to_string(), Role::Viewer)));
+        assert_eq!(
+            bridge.speaker(Some(&claim("slack:U1", Role::Operator))),
+            Ok(("slack:U1".to_string(), Role::Operator))
+        );
+        // Claimed admin, but the bridge itself is only an operator.
+        assert_eq!(bridge.speaker(Some(&claim("slack:U1", Role::Admin))), Ok(("slack:U1".to_string(), Role::Operator)));
+        // A read-only server caps the bridge, and so everyone it speaks for.
+        let capped = Caller { role: Role::Viewer, ..bridge.clone() };
+        assert_eq!(capped.speaker(Some(&claim("slack:U1", Role::Admin))), Ok(("slack:U1".to_string(), Role::Viewer)));
+        // The server's own uid on the socket may run a bridge too.
+        let local = caller(true, Role::Admin, Transport::Unix);
+        assert_eq!(local.speaker(Some(&claim("slack:U9", Role::Admin))), Ok(("slack:U9".to_string(), Role::Admin)));
+    }
+
+    #[test]
+    fn only_a_bridge_may_speak_for_others_and_only_for_source_ids() {
+        let alice = Caller { name: "alice".into(), ..caller(false, Role::Admin, Transport::Tcp) };
+        assert_eq!(
+            alice.speaker(Some(&claim("slack:U1", Role::Viewer))),
+            Err("`on_behalf_of` is only for a bridge: alice's token is not marked `bridge` in the server's tokens file (`TOKEN USER ROLE bridge`)".to_string())
+        );
+        assert_eq!(alice.speaker(None), Ok(("alice".to_string(), Role::Admin)));
+        let bridge = caller(true, Role::Admin, Transport::Tcp);
+        // A token user's name (no source) cannot be claimed: the bridge must not act as alice.
+        for bad in ["alice", "slack:", ":U1", "Slack:U1", "slack:U 1", "slack:U1\n"] {
+            assert_eq!(
+                bridge.speaker(Some(&claim(bad, Role::Viewer))),
+                Err(format!("`on_behalf_of.user` must be SOURCE:ID (like `slack:U0123ABC`), not {bad:?}")),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -91,9 +91,30 @@ pub struct TurnRequest {
     /// ...or the typed operation (the operation contract's JSON).
     #[serde(default)]
     pub operation: Option<Operation>,
+    /// ...or a click on a Confirm/Cancel button bound to one proposal.
+    #[serde(default)]
+    pub answer: Option<ProposalAnswer>,
     /// The front-end speaking (`ask`, `chat-json`, `repl`, ...), for the audit log.
     #[serde(default)]
     pub frontend: Option<String>,
+    /// A bridge speaking for one of its people (docs/api.md, "Bridges").
+    #[serde(default)]
+    pub on_behalf_of: Option<auth::OnBehalfOf>,
+}
+
+/// The yes or no of a button shown with proposal `proposal`: it answers that
+/// proposal only, never whatever else is pending by then.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalAnswer {
+    pub proposal: String,
+    pub yes: bool,
+}
+
+enum TurnInput {
+    Words(String),
+    Typed(Operation),
+    Answer(ProposalAnswer),
 }
 
 /// A conversation held by the server for one client.
@@ -138,10 +159,21 @@ async fn turn(
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e),
     };
-    let what = match (req.utterance, req.operation) {
-        (Some(u), None) => Ok(u),
-        (None, Some(op)) => Err(op),
-        _ => return error(StatusCode::BAD_REQUEST, "bad_request", "a turn has either `utterance` or `operation`"),
+    let what = match (req.utterance, req.operation, req.answer) {
+        (Some(u), None, None) => TurnInput::Words(u),
+        (None, Some(op), None) => TurnInput::Typed(op),
+        (None, None, Some(a)) => TurnInput::Answer(a),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "a turn has exactly one of `utterance`, `operation` and `answer`",
+            )
+        }
+    };
+    let (speaker, role) = match caller.speaker(req.on_behalf_of.as_ref()) {
+        Ok(s) => s,
+        Err(refusal) => return error(StatusCode::FORBIDDEN, "forbidden", &refusal),
     };
     if state.stopping.load(Ordering::SeqCst) {
         return error(
@@ -150,7 +182,7 @@ async fn turn(
             "the Parley server is stopping; ask again once it is back",
         );
     }
-    let actor = Actor::new(caller.name.clone(), frontend, caller.role);
+    let actor = Actor::new(speaker, frontend, role);
     let session = match state.session(&req.session, &actor).await {
         Ok(s) => s,
         Err(owner) => {
@@ -166,8 +198,9 @@ async fn turn(
     // Roles and the audit log follow the speaker of each turn.
     session.set_actor(actor);
     let mut reply = match what {
-        Ok(utterance) => session.handle(&utterance).await,
-        Err(op) => session.handle_operation(op).await,
+        TurnInput::Words(utterance) => session.handle(&utterance).await,
+        TurnInput::Typed(op) => session.handle_operation(op).await,
+        TurnInput::Answer(a) => session.answer_proposal(&a.proposal, a.yes).await,
     };
     // What the session waits a yes/no for after this turn, whatever the turn was: a
     // question asked over an open proposal leaves it pending, and a front-end that

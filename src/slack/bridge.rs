@@ -16,6 +16,13 @@
 //! names it); once that proposal is answered, replaced or expired, the message is
 //! rewritten without its buttons, saying who answered and when.
 //!
+//! As a client of `parley serve` (`--server`), the bridge is one client serving many
+//! people: each Slack user has their own server session in each thread, every turn
+//! names its speaker (`on_behalf_of`: `slack:<user id>` and the role `[slack.users]`
+//! gives them), and the server caps that role at the bridge token's and audits the
+//! Slack user. A yes or no (typed or clicked) answers only its speaker's own
+//! proposal; someone else's "yes" in the thread is told whose proposal it is.
+//!
 //! Rollout progress is one message per deployment, rewritten with `chat.update`; the
 //! end posts a summary. Events are recorded as they come, whoever started the
 //! rollout, and a finished one is kept for a while, so a rollout that ends before its
@@ -34,8 +41,9 @@ use super::blocks;
 use super::config::{Secrets, SlackSettings};
 use super::text;
 use super::web::WebClient;
+use crate::client::{Client, Said, ServerEvent, Speaker};
 use crate::dialog::Session;
-use crate::ops::{Actor, DeploymentStatus};
+use crate::ops::{Actor, DeploymentStatus, Operation};
 use crate::orchestrate::{announce, RolloutEvent};
 use crate::reply::Outcome;
 
@@ -51,6 +59,39 @@ const MAX_UNFOLLOWED: usize = 256;
 
 /// Sessions are created by the application (`Parley::session`), not by the bridge.
 pub type SessionFactory = Box<dyn Fn(Actor) -> Session + Send + Sync>;
+
+/// Where the bridge's turns are answered.
+pub enum Turns {
+    /// In this process: one dialog session per thread, its actor the speaker.
+    Local(SessionFactory),
+    /// By a `parley serve`: one server session per thread and Slack user.
+    Server(Client),
+}
+
+/// One thread's conversation state, as its [`Turns`] keeps it.
+enum Conversation {
+    /// Boxed: a thread's state is kept per thread, most of them server-mode small.
+    Local(Option<Box<Session>>),
+    /// Per Slack user: the server session's id and the proposal it waits for.
+    Server { nonce: u64, users: HashMap<String, ServerSession> },
+}
+
+struct ServerSession {
+    id: String,
+    pending: Option<crate::reply::Proposal>,
+}
+
+/// What one turn did to the confirmations in the thread.
+struct Turned {
+    reply: crate::reply::Reply,
+    /// The speaker's pending proposal before and after the turn.
+    before: Option<String>,
+    pending: Option<String>,
+    /// Server mode: only the speaker's own shown proposals are theirs to close;
+    /// others' still-open proposals stay as they are.
+    owner: Option<String>,
+    others_pending: Vec<String>,
+}
 
 /// One thing someone said or clicked in Slack.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +123,8 @@ pub struct Answer {
 
 /// A message in this thread showing Confirm and Cancel for a proposal.
 struct Shown {
+    /// Who asked (the Slack user id).
+    owner: String,
     proposal: String,
     ts: String,
     message: Value,
@@ -94,7 +137,7 @@ pub struct Bridge {
     settings: SlackSettings,
     secrets: Secrets,
     web: WebClient,
-    factory: SessionFactory,
+    turns: Turns,
     threads: Mutex<Threads<mpsc::UnboundedSender<Inbound>>>,
     seen: Mutex<Seen>,
     /// Names slash-command conversations until their answer gives them a thread.
@@ -104,13 +147,13 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn new(settings: SlackSettings, secrets: Secrets, web: WebClient, factory: SessionFactory) -> Arc<Bridge> {
+    pub fn new(settings: SlackSettings, secrets: Secrets, web: WebClient, turns: Turns) -> Arc<Bridge> {
         let threads = Threads::new(settings.session_idle, settings.max_sessions);
         Arc::new(Bridge {
             settings,
             secrets,
             web,
-            factory,
+            turns,
             threads: Mutex::new(threads),
             seen: Mutex::new(Seen::default()),
             commands: AtomicU64::new(0),
@@ -189,26 +232,25 @@ impl Bridge {
         mut rx: mpsc::UnboundedReceiver<Inbound>,
     ) {
         let channel = key.0.clone();
-        let mut session: Option<Session> = None;
+        let mut conversation = match &self.turns {
+            Turns::Local(_) => Conversation::Local(None),
+            Turns::Server(_) => Conversation::Server { nonce: rand::random(), users: HashMap::new() },
+        };
         let mut shown: Vec<Shown> = Vec::new();
         while let Some(inbound) = rx.recv().await {
-            let actor = self.actor(&inbound.user, &channel);
-            let session = match &mut session {
-                Some(s) => {
-                    s.set_actor(actor);
-                    s
-                }
-                None => session.insert((self.factory)(actor)),
-            };
             // Events of a rollout this turn starts come after this instant.
             let turn_began = Instant::now();
-            let before = session.proposal().map(|p| p.id.clone());
-            let reply = match &inbound.answer {
-                Some(a) => session.answer_proposal(&a.proposal, a.yes).await,
-                None => session.handle(&inbound.text).await,
-            };
-            let pending = session.proposal().map(|p| p.id.clone());
-            self.close_answered(&channel, &inbound, before.as_deref(), pending.as_deref(), &mut shown).await;
+            let Turned { reply, before, pending, owner, others_pending } =
+                self.turn(&mut conversation, &channel, &inbound).await;
+            self.close_answered(
+                &channel,
+                &inbound,
+                before.as_deref(),
+                pending.as_deref(),
+                (owner.as_deref(), &others_pending),
+                &mut shown,
+            )
+            .await;
             let message = blocks::reply_message(&reply);
             let token = &self.secrets.bot_token;
             match self.web.post_message(token, &channel, thread_ts.as_deref(), &message).await {
@@ -216,6 +258,7 @@ impl Bridge {
                     if let (true, Some(p)) = (reply.needs_confirmation, &reply.proposal) {
                         if !ts.is_empty() {
                             shown.push(Shown {
+                                owner: inbound.user.clone(),
                                 proposal: p.id.clone(),
                                 ts: ts.clone(),
                                 message: message.clone(),
@@ -245,6 +288,76 @@ impl Bridge {
         }
     }
 
+    /// One turn of the thread's conversation, in this process or on the server.
+    async fn turn(&self, conversation: &mut Conversation, channel: &str, inbound: &Inbound) -> Turned {
+        match (conversation, &self.turns) {
+            (Conversation::Local(session), Turns::Local(factory)) => {
+                let actor = self.actor(&inbound.user, channel);
+                let session = match session {
+                    Some(s) => {
+                        s.set_actor(actor);
+                        s
+                    }
+                    None => session.insert(Box::new(factory(actor))),
+                };
+                let before = session.proposal().map(|p| p.id.clone());
+                let reply = match &inbound.answer {
+                    Some(a) => session.answer_proposal(&a.proposal, a.yes).await,
+                    None => session.handle(&inbound.text).await,
+                };
+                let pending = session.proposal().map(|p| p.id.clone());
+                Turned { reply, before, pending, owner: None, others_pending: Vec::new() }
+            }
+            (Conversation::Server { nonce, users }, Turns::Server(client)) => {
+                let others: Vec<(String, crate::reply::Proposal)> = users
+                    .iter()
+                    .filter(|(u, _)| *u != &inbound.user)
+                    .filter_map(|(u, s)| s.pending.clone().map(|p| (u.clone(), p)))
+                    .collect();
+                let session = users
+                    .entry(inbound.user.clone())
+                    .or_insert_with(|| ServerSession { id: server_session_id(*nonce, &inbound.user), pending: None });
+                let before = session.pending.as_ref().map(|p| p.id.clone());
+                let said = match &inbound.answer {
+                    Some(a) => Said::Answer { proposal: a.proposal.clone(), yes: a.yes },
+                    None => Said::Words(inbound.text.clone()),
+                };
+                let speaker = Speaker {
+                    user: format!("slack:{}", inbound.user),
+                    role: self.settings.role_for(&inbound.user, channel),
+                };
+                let frontend = format!("slack:{channel}");
+                let mut reply = match client.turn_for(&session.id, &said, &frontend, &speaker).await {
+                    Ok(answer) => {
+                        session.pending = answer.pending;
+                        answer.reply
+                    }
+                    Err(e) => {
+                        tracing::warn!(channel, error = %e, "the Parley server did not answer a slack turn");
+                        crate::reply::Reply::new(Outcome::Failed, e.to_string())
+                    }
+                };
+                let pending = session.pending.as_ref().map(|p| p.id.clone());
+                not_yours(inbound, &mut reply, &others);
+                Turned {
+                    reply,
+                    before,
+                    pending,
+                    owner: Some(inbound.user.clone()),
+                    others_pending: others.into_iter().map(|(_, p)| p.id).collect(),
+                }
+            }
+            // A conversation is made for the bridge's own kind of turns (above).
+            (_, _) => Turned {
+                reply: crate::reply::Reply::new(Outcome::Failed, "This conversation lost its session; ask again."),
+                before: None,
+                pending: None,
+                owner: None,
+                others_pending: Vec::new(),
+            },
+        }
+    }
+
     /// Rewrites, without their buttons, the messages whose proposal is no longer
     /// pending after this turn (`before`: pending before it, `pending`: now), saying
     /// what became of it. A click on a button that answers nothing pending closes
@@ -255,14 +368,17 @@ impl Bridge {
         inbound: &Inbound,
         before: Option<&str>,
         pending: Option<&str>,
+        (owner, others_pending): (Option<&str>, &[String]),
         shown: &mut Vec<Shown>,
     ) {
         let now = chrono::Utc::now();
         let at = now.format("%H:%M:%S UTC");
         let who = text::user_mention(&inbound.user);
         let token = &self.secrets.bot_token;
+        // On a server each person's proposals are their own session's: this turn can
+        // close only the speaker's.
         let (closed, open): (Vec<Shown>, Vec<Shown>) =
-            shown.drain(..).partition(|s| Some(s.proposal.as_str()) != pending);
+            shown.drain(..).partition(|s| Some(s.proposal.as_str()) != pending && owner.is_none_or(|o| o == s.owner));
         *shown = open;
         let mut rewritten: Vec<String> = Vec::new();
         for s in closed {
@@ -292,7 +408,8 @@ impl Bridge {
         if let Some(a) = &inbound.answer {
             let answered_now = before == Some(a.proposal.as_str()) && pending != before;
             let still_open = Some(a.proposal.as_str()) == pending;
-            if !still_open && !answered_now && !rewritten.contains(&a.message_ts) {
+            let someone_elses = others_pending.contains(&a.proposal);
+            if !still_open && !answered_now && !someone_elses && !rewritten.contains(&a.message_ts) {
                 if let Some(message) = a.message.as_ref().filter(|m| m.get("blocks").is_some()) {
                     let note = format!("No longer pending; {who} clicked at {at} and nothing was changed.");
                     let closed = blocks::closed_message(message, &note);
@@ -337,6 +454,42 @@ impl Bridge {
                 }
             }
         };
+        self.publish_progress(receive).await;
+    }
+
+    /// [`Bridge::run_progress`] from a server's event stream (`first`: the stream
+    /// already subscribed to, before any turn was taken, so no rollout's start is
+    /// missed). A stream that ends (the server restarting) is subscribed to again.
+    pub async fn run_server_progress(self: Arc<Self>, client: Client, first: crate::client::Events) {
+        let receive = async {
+            let mut events = Some(first);
+            loop {
+                let Some(mut stream) = events.take() else {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match client.events().await {
+                        Ok(s) => events = Some(s),
+                        Err(e) => tracing::warn!(error = %e, "slack progress: the event stream is not back yet"),
+                    }
+                    continue;
+                };
+                while let Some(event) = stream.next_event().await {
+                    match event {
+                        ServerEvent::Rollout(e) => {
+                            self.record(&e);
+                            self.progress_changed.notify_one();
+                        }
+                        ServerEvent::Lagged { missed } => tracing::warn!(missed, "slack progress missed events"),
+                        ServerEvent::Shutdown(_) => break,
+                        ServerEvent::Routing(_) | ServerEvent::Fleet { .. } => {}
+                    }
+                }
+                tracing::warn!("slack progress: the server's event stream ended; subscribing again");
+            }
+        };
+        self.publish_progress(receive).await;
+    }
+
+    async fn publish_progress(&self, receive: impl std::future::Future<Output = ()>) {
         let publish = async {
             loop {
                 self.progress_changed.notified().await;
@@ -450,6 +603,44 @@ struct Progress {
     finished: Option<(DeploymentStatus, String)>,
     finished_at: Option<Instant>,
     dirty: bool,
+}
+
+/// A server session id for one Slack user in one thread (`nonce` is the thread's):
+/// letters, digits, `-` and `_`, at most 64.
+fn server_session_id(nonce: u64, user: &str) -> String {
+    let user: String = user.chars().filter(char::is_ascii_alphanumeric).take(40).collect();
+    format!("slack-{nonce:016x}-{user}")
+}
+
+/// A yes or no that found nothing of its speaker's to answer while someone else's
+/// proposal waits in the thread: says whose it is, so nobody thinks it was confirmed.
+/// A click on someone else's button is said to have changed nothing (the server's
+/// "no longer pending" would read as if the proposal were gone); a typed yes or no
+/// keeps the server's words and gets the note after them.
+fn not_yours(inbound: &Inbound, reply: &mut crate::reply::Reply, others: &[(String, crate::reply::Proposal)]) {
+    let owner_of = |id: &str| others.iter().find(|(_, p)| p.id == id);
+    let (owner, proposal) = match &inbound.answer {
+        Some(a) => match owner_of(&a.proposal) {
+            Some(found) => found,
+            None => return,
+        },
+        None => {
+            let answered_nothing = reply.outcome == Outcome::Answered
+                && matches!(reply.operation, Some(Operation::Confirm | Operation::Cancel));
+            match others.first() {
+                Some(found) if answered_nothing => found,
+                _ => return,
+            }
+        }
+    };
+    let note = format!(
+        "The proposal waiting in this thread ({}) is {owner}'s: only they can confirm or cancel it; a yes or no answers only what its speaker asked for.",
+        proposal.summary
+    );
+    reply.message = match &inbound.answer {
+        Some(_) => format!("Nothing was changed. {note}"),
+        None => format!("{} {note}", reply.message),
+    };
 }
 
 /// A slash command's answer for its `response_url`, seen only by the person who

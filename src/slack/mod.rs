@@ -5,6 +5,8 @@
 //! per thread, replies become Block Kit, button clicks become the next utterance.
 //! Two ways in: Socket Mode ([`socket`], the default; no public URL) and the
 //! Events API over signed HTTP ([`events`]). Everything Slack-specific stays in this module.
+//! The turns are answered in this process ([`run`]) or, with `--server`, by a
+//! `parley serve` the bridge is a client of ([`run_client`]).
 
 pub mod blocks;
 pub mod bridge;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::app::Parley;
+use crate::client::Client;
 use config::{Secrets, SlackMode, SlackSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,8 @@ pub enum SlackError {
     Web(#[from] web::WebError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Server(#[from] crate::client::ClientError),
     #[error("listening on {addr}: {reason}")]
     Listen { addr: String, reason: String },
 }
@@ -43,11 +48,8 @@ pub struct SlackRun {
     pub listener: Option<tokio::net::TcpListener>,
 }
 
-/// Runs the bridge until `stop` turns true.
-pub async fn run(parley: &Parley, run: SlackRun, mut stop: watch::Receiver<bool>) -> Result<(), SlackError> {
-    let SlackRun { settings, secrets, socket: socket_options, listener } = run;
-    let trust = tls::Trust::from_ca_file(settings.ca_file.as_deref())?;
-    let web = web::WebClient::with_trust(&settings.base_url, &trust)?;
+/// Runs the bridge until `stop` turns true, its turns answered in this process.
+pub async fn run(parley: &Parley, run: SlackRun, stop: watch::Receiver<bool>) -> Result<(), SlackError> {
     let services = Arc::clone(parley.services());
     let interrupted = parley.interrupted().to_vec();
     let factory: bridge::SessionFactory = Box::new(move |actor| {
@@ -56,10 +58,35 @@ pub async fn run(parley: &Parley, run: SlackRun, mut stop: watch::Receiver<bool>
         session.set_confirmation_ttl(std::time::Duration::from_secs(30 * 60));
         session
     });
+    let events = parley.services().orchestrator.subscribe();
+    serve(run, bridge::Turns::Local(factory), stop, |bridge| tokio::spawn(bridge.run_progress(events))).await
+}
+
+/// Runs the bridge as a client of `parley serve`: the server answers every turn,
+/// for the Slack user who spoke (docs/api.md, "Bridges"), and its event stream
+/// brings rollout progress. The stream is subscribed to before Slack is.
+pub async fn run_client(client: Client, run: SlackRun, stop: watch::Receiver<bool>) -> Result<(), SlackError> {
+    let events = client.events().await?;
+    let progress_client = client.clone();
+    serve(run, bridge::Turns::Server(client), stop, move |bridge| {
+        tokio::spawn(bridge.run_server_progress(progress_client, events))
+    })
+    .await
+}
+
+async fn serve(
+    run: SlackRun,
+    turns: bridge::Turns,
+    mut stop: watch::Receiver<bool>,
+    progress: impl FnOnce(Arc<bridge::Bridge>) -> tokio::task::JoinHandle<()>,
+) -> Result<(), SlackError> {
+    let SlackRun { settings, secrets, socket: socket_options, listener } = run;
+    let trust = tls::Trust::from_ca_file(settings.ca_file.as_deref())?;
+    let web = web::WebClient::with_trust(&settings.base_url, &trust)?;
     let mode = settings.mode;
     let listen = settings.listen;
-    let bridge = bridge::Bridge::new(settings, secrets.clone(), web.clone(), factory);
-    let progress = tokio::spawn(Arc::clone(&bridge).run_progress(parley.services().orchestrator.subscribe()));
+    let bridge = bridge::Bridge::new(settings, secrets.clone(), web.clone(), turns);
+    let progress = progress(Arc::clone(&bridge));
     match mode {
         SlackMode::Socket => {
             let app_token = secrets.app_token.clone().ok_or(config::SecretsError::Missing("SLACK_APP_TOKEN"))?;

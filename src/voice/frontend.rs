@@ -5,6 +5,12 @@
 //! acted on: it is shown and must be confirmed ("yes") first, so a mishearing can
 //! never mutate the fleet. Risky operations get the session's own read-back and
 //! confirmation, answered by voice or typing like any other turn.
+//!
+//! As a client of `parley serve` ([`run_client`]) the audio and Whisper stay in this
+//! process (the model is local); the grammar's vocabulary comes from the server's
+//! fleet snapshot, the words go to the server as turns of one session (front-end
+//! `voice`), and announcements come from its event stream. The hold-an-unsure-
+//! transcript rule above is the same code either way.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -16,7 +22,11 @@ use super::grammar::{Matcher, Slots, SpokenGrammar};
 use super::resolve::{self, Resolver};
 use super::transcribe::Transcriber;
 use crate::app::Parley;
-use crate::ops::Actor;
+use crate::client::{Client, ServerEvent};
+use crate::intent::Grammar;
+use crate::ops::{Actor, Operation};
+use crate::reply::{Outcome, Reply};
+use crate::topology::Topology;
 
 /// Below this the transcript is read back before anything runs.
 pub const CONFIRM_BELOW: f32 = 0.55;
@@ -47,6 +57,55 @@ pub enum VoiceError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Server(#[from] crate::client::ClientError),
+}
+
+/// Who answers the turns. One per process, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Backend {
+    /// This process: a dialog session of its own.
+    Local { session: crate::dialog::Session, services: std::sync::Arc<crate::services::Services> },
+    /// A `parley serve`: one session of it, and what that session watches (read
+    /// from the replies, for the announcer).
+    Server { client: Client, session: String, watching: Option<Operation> },
+}
+
+impl Backend {
+    async fn handle(&mut self, text: &str) -> Reply {
+        match self {
+            Backend::Local { session, .. } => session.handle(text).await,
+            Backend::Server { client, session, watching } => match client.turn(session, text, "voice").await {
+                Ok(reply) => {
+                    if !reply.outcome.is_failure() {
+                        match &reply.operation {
+                            Some(op @ Operation::Watch { .. }) => *watching = Some(op.clone()),
+                            Some(Operation::Unwatch) => *watching = None,
+                            _ => {}
+                        }
+                    }
+                    reply
+                }
+                Err(e) => Reply::new(Outcome::Failed, e.to_string()),
+            },
+        }
+    }
+
+    /// Once the input ended: in this process, the rollouts it started run to their
+    /// end (announced while watching) before the process exits; a server's go on
+    /// without this client.
+    async fn settle(&self) {
+        if let Backend::Local { services, .. } = self {
+            services.orchestrator.wait_settled().await;
+        }
+    }
+
+    fn watching(&self) -> Option<Operation> {
+        match self {
+            Backend::Local { session, .. } => session.watching().cloned(),
+            Backend::Server { watching, .. } => watching.clone(),
+        }
+    }
 }
 
 /// Where audio comes from.
@@ -76,13 +135,62 @@ pub struct VoiceOptions {
 
 /// Runs every utterance of the input through the session; true when all went well.
 pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Result<bool, VoiceError> {
+    let services = parley.services();
+    let sources =
+        super::watch::Sources { rollouts: services.orchestrator.subscribe(), fleet: services.poller.events() };
+    let backend =
+        Backend::Local { session: parley.session(Actor::local("voice")), services: std::sync::Arc::clone(services) };
+    run_with(backend, &services.grammar, services.topology.snapshot(), sources, input, options).await
+}
+
+/// [`run`] as a client of `parley serve`: `grammar` and `catalog` are this client's
+/// configuration (the intents and the extension catalog), the fleet is the server's.
+/// Rollouts a turn starts run in the server and go on after the input ends.
+pub async fn run_client(
+    client: &Client,
+    grammar: &Grammar,
+    catalog: std::sync::Arc<crate::topology::Catalog>,
+    input: Input,
+    options: &VoiceOptions,
+) -> Result<bool, VoiceError> {
+    // Subscribed before the first turn, so nothing a turn starts is missed.
+    let mut events = client.events().await?;
+    let topo = client.topology(catalog).await?;
+    let (rollouts, _) = tokio::sync::broadcast::channel(1024);
+    let (fleet, _) = tokio::sync::broadcast::channel(1024);
+    let sources = super::watch::Sources { rollouts: rollouts.subscribe(), fleet: fleet.subscribe() };
+    let pump = tokio::spawn(async move {
+        while let Some(event) = events.next_event().await {
+            match event {
+                ServerEvent::Rollout(e) => drop(rollouts.send(e)),
+                ServerEvent::Fleet { event, .. } => drop(fleet.send(event)),
+                ServerEvent::Lagged { missed } => tracing::warn!(missed, "voice missed server events"),
+                ServerEvent::Shutdown(_) => break,
+                ServerEvent::Routing(_) => {}
+            }
+        }
+    });
+    let session = format!("voice-{:016x}-{}", rand::random::<u64>(), std::process::id());
+    let backend = Backend::Server { client: client.clone(), session, watching: None };
+    let ok = run_with(backend, grammar, topo, sources, input, options).await;
+    pump.abort();
+    ok
+}
+
+async fn run_with(
+    backend: Backend,
+    parser: &Grammar,
+    topo: std::sync::Arc<Topology>,
+    sources: super::watch::Sources,
+    input: Input,
+    options: &VoiceOptions,
+) -> Result<bool, VoiceError> {
     let model = options.model.clone();
     let beam = options.beam;
     let transcriber = tokio::task::spawn_blocking(move || Transcriber::load(&model).map(|t| t.with_beam(beam)))
         .await
         .map_err(|e| VoiceError::Usage(format!("model loading stopped: {e}")))??;
     let transcriber = std::sync::Arc::new(transcriber);
-    let topo = parley.services().topology.snapshot();
     let vocab = crate::intent::Vocabulary::from_topology(&topo);
     let prompt = resolve::initial_prompt(&vocab);
     let resolver = Resolver::new(&vocab);
@@ -94,17 +202,17 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
     };
     let (watching_tx, watching_rx) = tokio::sync::watch::channel(None);
     let mut turn = Turns {
-        session: parley.session(Actor::local("voice")),
+        backend,
         pending: None,
         ok: true,
         source: None,
         grammar_vocab: vocab.clone(),
         grammar,
-        parley,
+        parser,
         watching: watching_tx,
     };
     let speaker = if options.speak { Some(Speaker::find()) } else { None };
-    let announcer = announcer(parley, watching_rx, options.json, speaker);
+    let announcer = announcer(sources, watching_rx, options.json, speaker);
 
     let mut segmenter = Segmenter::new(VadSettings::default());
     let mut utterances: Vec<Vec<f32>> = Vec::new();
@@ -154,7 +262,7 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
             }
         }
     }
-    parley.services().orchestrator.wait_settled().await;
+    turn.backend.settle().await;
     announcer.finish().await;
     Ok(turn.ok)
 }
@@ -162,14 +270,11 @@ pub async fn run(parley: &Parley, input: Input, options: &VoiceOptions) -> Resul
 /// While the operator watches, each change is printed (one JSON line
 /// `{"announcement": ...}` with --json) and spoken with --speak, between turns.
 fn announcer(
-    parley: &Parley,
+    sources: super::watch::Sources,
     watching: tokio::sync::watch::Receiver<Option<crate::ops::Operation>>,
     json: bool,
     speaker: Option<Speaker>,
 ) -> super::watch::Announcer {
-    let services = parley.services();
-    let sources =
-        super::watch::Sources { rollouts: services.orchestrator.subscribe(), fleet: services.poller.events() };
     let sink: super::watch::Sink = std::sync::Arc::new(move |line: String| {
         let mut stdout = std::io::stdout().lock();
         // A closed stdout must not stop the session; the turns will report it.
@@ -185,13 +290,14 @@ fn announcer(
 }
 
 struct Turns<'p> {
-    parley: &'p Parley,
+    backend: Backend,
+    /// Reads what the words mean (the same grammar the dialog session parses with).
+    parser: &'p Grammar,
     grammar_vocab: crate::intent::Vocabulary,
     /// The spoken grammar compiled for this fleet (None: free transcription).
     grammar: Option<std::sync::Arc<Matcher>>,
     /// The file an utterance came from, reported with it.
     source: Option<String>,
-    session: crate::dialog::Session,
     /// A low-confidence transcript waiting for "yes".
     pending: Option<String>,
     ok: bool,
@@ -229,7 +335,7 @@ impl Turns<'_> {
         }
         // What the words mean, whatever the session then does with them: reported
         // with every turn so a mishearing can be judged (and measured).
-        let understood = self.parley.services().grammar.parse(&text, &self.grammar_vocab).operation;
+        let understood = self.parser.parse(&text, &self.grammar_vocab).operation;
         // The grammar lets Whisper write only commands, so the constrained pass always
         // finds one; whether the audio supports it is asked again without the
         // grammar. The same operation from free decoding is evidence of its own; a
@@ -249,7 +355,7 @@ impl Turns<'_> {
                 .await
                 .map_err(|e| VoiceError::Usage(format!("transcription stopped: {e}")))??;
             let free_text = resolver.resolve(&free.text);
-            let agrees = self.parley.services().grammar.parse(&free_text, &self.grammar_vocab).operation == understood;
+            let agrees = self.parser.parse(&free_text, &self.grammar_vocab).operation == understood;
             Some((free.text, agrees, free.seconds))
         } else {
             None
@@ -275,7 +381,7 @@ impl Turns<'_> {
             return self.emit(out, options, speaker);
         } else if cancellation {
             // A session question (a risky operation's read-back) is answered no.
-            self.session.handle(&text).await
+            self.backend.handle(&text).await
         } else if !confident && confirmation {
             // An unsure "yes" confirms nothing: "cancel" misheard as "confirm" must not
             // start a rollout. What was held stays held.
@@ -290,16 +396,16 @@ impl Turns<'_> {
             let message = format!("I heard \"{text}\" but I'm not sure. Say or type yes to go ahead, or say it again.");
             return self.emit(held(message), options, speaker);
         } else if let Some(pending) = self.pending.take().filter(|_| confirmation) {
-            self.session.handle(&pending).await
+            self.backend.handle(&pending).await
         } else {
             // Something new, said clearly: whatever was held is dropped.
             self.pending = None;
-            self.session.handle(&text).await
+            self.backend.handle(&text).await
         };
         if matches!(reply.outcome, crate::reply::Outcome::Failed | crate::reply::Outcome::Infeasible) {
             self.ok = false;
         }
-        self.watching.send_replace(self.session.watching().cloned());
+        self.watching.send_replace(self.backend.watching());
         let mut out = serde_json::to_value(&reply).unwrap_or_else(|_| json!({"message": reply.message}));
         if let Some(obj) = out.as_object_mut() {
             obj.insert("transcript".into(), json!(heard.text));
