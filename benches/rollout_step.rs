@@ -7,6 +7,8 @@
 //! bare port per agent (the ratio uses this one, it is the demo fleet's pattern) and
 //! one shared port (the simulator's pattern, for comparison).
 //!
+//! The journal is a registry file as `parley` keeps it (WAL, synchronous = FULL).
+//!
 //! `cargo bench --bench rollout_step` prints each run and the medians of 5;
 //! `STEP_AGENTS=100,1000` and `STEP_RUNS` change the sizes and the number of runs.
 //! The test-mode run (`cargo test --benches`) does one small step. Needs about four
@@ -25,6 +27,56 @@ use parley::registry::Registry;
 #[path = "common/floor.rs"]
 mod floor;
 
+/// `STEP_COUNT_SQL=1`: counts the statements sqlx runs (its `sqlx::query` events), by
+/// first word, to say what one step asks of the registry. Off by default: a
+/// subscriber costs time in the measured step.
+mod sql_count {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    pub static COUNTS: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+
+    struct Summary(Option<String>);
+    impl tracing::field::Visit for Summary {
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            if field.name() == "summary" {
+                self.0 = Some(value.to_string());
+            }
+        }
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "summary" && self.0.is_none() {
+                self.0 = Some(format!("{value:?}").trim_matches('"').to_string());
+            }
+        }
+    }
+
+    pub struct Layer;
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Layer {
+        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            if event.metadata().target() != "sqlx::query" {
+                return;
+            }
+            let mut summary = Summary(None);
+            event.record(&mut summary);
+            let word = summary.0.unwrap_or_default().split_whitespace().next().unwrap_or("?").to_lowercase();
+            if let Ok(mut c) = COUNTS.lock() {
+                *c.entry(word).or_default() += 1;
+            }
+        }
+    }
+
+    pub fn install() {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::Layer as _;
+        let filter = tracing_subscriber::filter::Targets::new().with_target("sqlx::query", tracing::Level::TRACE);
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Layer.with_filter(filter)));
+    }
+
+    pub fn take() -> BTreeMap<String, usize> {
+        COUNTS.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
+    }
+}
+
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() {
@@ -34,6 +86,10 @@ fn main() {
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![if quick { 50 } else { 1000 }]);
     let runs: usize = std::env::var("STEP_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(if quick { 1 } else { 5 });
+    let count_sql = std::env::var("STEP_COUNT_SQL").is_ok_and(|v| v == "1");
+    if count_sql {
+        sql_count::install();
+    }
     let Ok(rt) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
         eprintln!("no tokio runtime");
         return;
@@ -111,13 +167,26 @@ async fn measure(agents: usize, runs: usize) -> Result<Row, String> {
             return Err(format!("{failed_p} + {failed_s} floor requests failed"));
         }
         let (from, to) = if run % 2 == 0 { ("2.0.3", "2.1.0") } else { ("2.1.0", "2.0.3") };
-        let registry = Registry::open_in_memory().await.map_err(|e| e.to_string())?;
+        // The registry `parley` keeps: a file in WAL mode with synchronous = FULL, so the
+        // step's journal commits are real fsyncs (STEP_REGISTRY=memory for comparison).
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let registry = if std::env::var("STEP_REGISTRY").is_ok_and(|v| v == "memory") {
+            Registry::open_in_memory().await
+        } else {
+            Registry::open(&dir.path().join("registry.db")).await
+        }
+        .map_err(|e| e.to_string())?;
         let orch = Orchestrator::new(registry, client.clone(), settings.clone());
         let request = request(&fleet, from, to, agents);
+        sql_count::take();
         let started = Instant::now();
         let rec = orch.start(request).await.map_err(|e| format!("start failed: {e}"))?;
         orch.wait(&rec.name).await;
         let took = started.elapsed();
+        let statements = sql_count::take();
+        if !statements.is_empty() {
+            println!("{agents} agents, run {run}: SQL statements in the step, by first word: {statements:?}");
+        }
         let status = orch.registry().deployment_by_name(&rec.name).await.ok().flatten().map(|d| d.status);
         if run == 0 {
             println!(
