@@ -149,6 +149,11 @@ async fn measure(agents: usize, runs: usize) -> Result<Row, String> {
     let health = fetch(&floor_client, &format!("{first}/v1/health")).await?;
     let status = fetch(&floor_client, &format!("{first}/v1/status")).await?;
     let install_body = br#"{"version":"2.1.0"}"#;
+    println!(
+        "{agents} agents: a demo agent answers a status in {} bytes, a health read in {} bytes",
+        status.len(),
+        health.len()
+    );
     let per_port = floor::BareServer::start(agents, health.clone(), status.clone())
         .await
         .map_err(|e| format!("could not open {agents} bare ports ({e}); raise the open-file limit"))?;
@@ -179,6 +184,7 @@ async fn measure(agents: usize, runs: usize) -> Result<Row, String> {
         let orch = Orchestrator::new(registry, client.clone(), settings.clone());
         let request = request(&fleet, from, to, agents);
         sql_count::take();
+        let started_utc = chrono::Utc::now();
         let started = Instant::now();
         let rec = orch.start(request).await.map_err(|e| format!("start failed: {e}"))?;
         orch.wait(&rec.name).await;
@@ -188,6 +194,14 @@ async fn measure(agents: usize, runs: usize) -> Result<Row, String> {
             println!("{agents} agents, run {run}: SQL statements in the step, by first word: {statements:?}");
         }
         let status = orch.registry().deployment_by_name(&rec.name).await.ok().flatten().map(|d| d.status);
+        if std::env::var("STEP_PHASES").is_ok_and(|v| v == "1") {
+            println!(
+                "{agents} agents, run {run}: step from {} to {}: {}",
+                started_utc.format("%H:%M:%S%.6f"),
+                chrono::Utc::now().format("%H:%M:%S%.6f"),
+                phases(&orch, &rec.name, started_utc).await
+            );
+        }
         if run == 0 {
             println!(
                 "{agents} agents, warm-up: floor {} / {}, step {} ({status:?})",
@@ -225,6 +239,26 @@ async fn measure(agents: usize, runs: usize) -> Result<Row, String> {
     shared.stop();
     fleet.shutdown().await;
     Ok(row)
+}
+
+/// `STEP_PHASES=1`: where the step's time went, read off the journal's own clock
+/// (milliseconds after the step started at which each kind of event was first and
+/// last journalled).
+async fn phases(orch: &Orchestrator, name: &str, started: chrono::DateTime<chrono::Utc>) -> String {
+    let Some(id) = name.strip_prefix("d-").and_then(|n| n.parse().ok()) else { return String::new() };
+    let Ok(events) = orch.registry().events(id).await else { return String::new() };
+    let mut seen: Vec<(String, i64, i64)> = Vec::new();
+    for e in events {
+        let at = (e.at - started).num_milliseconds();
+        match seen.iter_mut().find(|(k, _, _)| *k == e.kind) {
+            Some(entry) => entry.2 = at,
+            None => seen.push((e.kind, at, at)),
+        }
+    }
+    seen.iter()
+        .map(|(k, first, last)| if first == last { format!("{k} @{first}") } else { format!("{k} @{first}..{last}") })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn fetch(client: &reqwest::Client, url: &str) -> Result<Bytes, String> {
