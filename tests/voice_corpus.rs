@@ -38,7 +38,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use parley::voice::frontend::{AGREEMENT_FLOOR, CONFIRM_BELOW};
+use parley::voice::gate::CONFIRM_BELOW;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_parley");
@@ -97,9 +97,6 @@ const MUTATIONS: &[&str] = &[
     "unfreeze",
     "confirm",
 ];
-
-/// What the front-end takes as a "yes" (an unsure one never confirms).
-const CONFIRMATIONS: &[&str] = &["yes", "yeah", "yes please", "confirm", "go ahead", "okay", "sure", "do it"];
 
 #[derive(Clone, Debug)]
 struct Clip {
@@ -313,6 +310,9 @@ struct Heard {
     confidence: f64,
     /// The second, unconstrained decoding, and whether it meant the same operation.
     free: String,
+    /// The second pass through the resolver, and the operation it means (null: none).
+    free_words: String,
+    free_understood: Value,
     agrees: bool,
     /// Constrained and second-pass decoding time.
     seconds: f64,
@@ -320,10 +320,6 @@ struct Heard {
 }
 
 impl Heard {
-    fn confirmation(&self) -> bool {
-        CONFIRMATIONS.contains(&self.heard.as_str())
-    }
-
     fn to_json(&self) -> Value {
         let c = &self.clip;
         json!({
@@ -414,6 +410,8 @@ fn run(clips: &[Clip], results: &Path) -> Vec<Heard> {
                 read_back: got.iter().any(|l| l["needs_confirmation"] == true),
                 confidence: first["confidence"].as_f64().unwrap_or(0.0),
                 free: first["second_pass"]["transcript"].as_str().unwrap_or("").to_string(),
+                free_words: first["second_pass"]["heard"].as_str().unwrap_or("").to_string(),
+                free_understood: first["second_pass"]["understood"].clone(),
                 agrees: first["second_pass"]["agrees"] == true,
                 seconds: got.iter().filter_map(|l| l["transcribe_seconds"].as_f64()).sum(),
                 free_seconds: got.iter().filter_map(|l| l["second_pass"]["seconds"].as_f64()).sum(),
@@ -475,8 +473,10 @@ fn rescore(path: &Path) -> Vec<Heard> {
             let heard = normalise(&transcript);
             let understood = grammar.parse(&heard, &vocab).operation;
             let free = s("free");
-            let agrees =
-                understood.is_some() && grammar.parse(&resolver.resolve(&free), &vocab).operation == understood;
+            let free_words = resolver.resolve(&free);
+            let free_op = grammar.parse(&free_words, &vocab).operation;
+            let agrees = understood.is_some() && free_op == understood;
+            let free_understood = free_op.map(|o| o.to_json()).unwrap_or(Value::Null);
             let understood = understood.map(|o| o.to_json()).unwrap_or(Value::Null);
             let want = want[&clip.text].clone();
             let mutation = MUTATIONS.contains(&understood["op"].as_str().unwrap_or(""));
@@ -491,6 +491,8 @@ fn rescore(path: &Path) -> Vec<Heard> {
                 read_back: r["read_back"] == true,
                 confidence: r["confidence"].as_f64().unwrap_or(0.0),
                 free,
+                free_words,
+                free_understood,
                 agrees,
                 seconds: r["seconds"].as_f64().unwrap_or(0.0),
                 free_seconds: r["free_seconds"].as_f64().unwrap_or(0.0),
@@ -500,12 +502,20 @@ fn rescore(path: &Path) -> Vec<Heard> {
         .collect()
 }
 
-/// Whether the front-end acts on a turn at `threshold`, as `frontend` decides it:
-/// sure enough, or unsure but confirmed by the second pass (at or above
-/// [`AGREEMENT_FLOOR`]) unless it is a "yes".
+/// Whether the front-end acts on a turn at `threshold` without a further "yes", as
+/// the shipped rule (`voice::gate::decide`) decides it.
 fn acts(h: &Heard, threshold: f64) -> bool {
-    h.confidence >= threshold
-        || (h.agrees && !h.confirmation() && h.confidence >= f64::from(AGREEMENT_FLOOR).min(threshold))
+    use parley::ops::Operation;
+    use parley::voice::gate::{decide, Heard as Hearing};
+    let understood = Operation::from_json(h.understood.clone()).ok();
+    let free_op = Operation::from_json(h.free_understood.clone()).ok();
+    let hearing = Hearing {
+        words: &h.heard,
+        confidence: h.confidence as f32,
+        understood: understood.as_ref(),
+        free: Some((h.free_words.as_str(), free_op.as_ref())),
+    };
+    decide(&hearing, threshold as f32).acts()
 }
 
 /// (wrong mutations acted on without read-back, wrong ones acted on at all, right

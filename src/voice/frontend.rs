@@ -1,9 +1,10 @@
 //! `parley voice`: audio in, the same dialog session as every other front-end.
 //!
 //! Each utterance is transcribed, resolved against the fleet's words and handed to
-//! [`crate::dialog::Session::handle`]. A transcript Whisper was unsure of is not
-//! acted on: it is shown and must be confirmed ("yes") first, so a mishearing can
-//! never mutate the fleet. Risky operations get the session's own read-back and
+//! [`crate::dialog::Session::handle`]. What an unsure transcript may do is the
+//! gate's rule ([`super::gate`]): a mutation is held until a sure "yes", so a
+//! mishearing can never change the fleet, and a question is answered with "I may
+//! have misheard" first. Risky operations get the session's own read-back and
 //! confirmation, answered by voice or typing like any other turn.
 //!
 //! As a client of `parley serve` ([`run_client`]) the audio and Whisper stay in this
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::audio::{self, Segmenter, VadSettings};
+use super::gate;
 use super::grammar::{Matcher, Slots, SpokenGrammar};
 use super::resolve::{self, Resolver};
 use super::transcribe::Transcriber;
@@ -28,13 +30,7 @@ use crate::ops::{Actor, Operation};
 use crate::reply::{Outcome, Reply};
 use crate::topology::Topology;
 
-/// Below this the transcript is read back before anything runs.
-pub const CONFIRM_BELOW: f32 = 0.55;
-
-/// A transcript below [`CONFIRM_BELOW`] still acts when a second, unconstrained
-/// decoding of the same audio means the same operation, unless its confidence is
-/// under this floor (see README, "Confidence").
-pub const AGREEMENT_FLOOR: f32 = 0.25;
+pub use super::gate::{AGREEMENT_FLOOR, CONFIRM_BELOW};
 
 /// When the second, unconstrained pass runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +285,15 @@ fn announcer(
     super::watch::Announcer::spawn(sources, watching, sink)
 }
 
+/// The second, unconstrained decoding of an utterance.
+struct FreePass {
+    transcript: String,
+    /// Through the resolver, as the parser reads free text.
+    words: String,
+    op: Option<Operation>,
+    seconds: f64,
+}
+
 struct Turns<'p> {
     backend: Backend,
     /// Reads what the words mean (the same grammar the dialog session parses with).
@@ -335,11 +340,11 @@ impl Turns<'_> {
         }
         // What the words mean, whatever the session then does with them: reported
         // with every turn so a mishearing can be judged (and measured).
-        let understood = self.parser.parse(&text, &self.grammar_vocab).operation;
+        let parse = |words: &str| self.parser.parse(words, &self.grammar_vocab).operation;
+        let understood = parse(&text);
         // The grammar lets Whisper write only commands, so the constrained pass always
         // finds one; whether the audio supports it is asked again without the
-        // grammar. The same operation from free decoding is evidence of its own; a
-        // different one (or none: speech outside the grammar) leaves it unsure.
+        // grammar (the gate, `voice::gate`, weighs the two).
         let unsure = heard.confidence < options.confirm_below;
         let second = constrained
             && understood.is_some()
@@ -354,53 +359,70 @@ impl Turns<'_> {
             let free = tokio::task::spawn_blocking(move || t.transcribe(&samples, &prompt_owned, None))
                 .await
                 .map_err(|e| VoiceError::Usage(format!("transcription stopped: {e}")))??;
-            let free_text = resolver.resolve(&free.text);
-            let agrees = self.parser.parse(&free_text, &self.grammar_vocab).operation == understood;
-            Some((free.text, agrees, free.seconds))
+            let words = resolver.resolve(&free.text);
+            let op = parse(&words);
+            Some(FreePass { transcript: free.text, words, op, seconds: free.seconds })
         } else {
             None
         };
-        let agrees = free.as_ref().is_some_and(|(_, a, _)| *a);
-        let confirmation =
-            matches!(text.as_str(), "yes" | "yeah" | "yes please" | "confirm" | "go ahead" | "okay" | "sure" | "do it");
-        // An unsure "yes" never confirms, whatever a second pass heard: agreement on
-        // one short word is no evidence that the operator said it.
-        let confident =
-            !unsure || (agrees && !confirmation && heard.confidence >= AGREEMENT_FLOOR.min(options.confirm_below));
-        let cancellation = matches!(text.as_str(), "no" | "cancel" | "nope" | "never mind");
-        let second_json = free.as_ref().map(|(t, a, secs)| json!({"transcript": t, "agrees": a, "seconds": secs}));
+        let verdict = gate::decide(
+            &gate::Heard {
+                words: &text,
+                confidence: heard.confidence,
+                understood: understood.as_ref(),
+                free: free.as_ref().map(|f| (f.words.as_str(), f.op.as_ref())),
+            },
+            options.confirm_below,
+        );
+        let agrees = free.as_ref().is_some_and(|f| f.op.is_some() && f.op == understood);
+        let second_json = free.as_ref().map(|f| {
+            json!({"transcript": f.transcript, "heard": f.words, "understood": f.op, "agrees": agrees,
+                "seconds": f.seconds})
+        });
+        // What a held turn proposes: the reading the gate preferred.
+        let proposed = if verdict.words() == text { understood.clone() } else { parse(verdict.words()) };
         let held = |message: String| {
-            json!({"operation": null, "proposed": understood, "understood": understood, "needs_confirmation": true,
+            json!({"operation": null, "proposed": proposed, "understood": understood, "needs_confirmation": true,
                 "message": message, "transcript": heard.text, "heard": text, "confidence": heard.confidence,
                 "second_pass": second_json, "transcribe_seconds": heard.seconds})
         };
-        let reply = if cancellation && self.pending.take().is_some() {
-            // Cancelling is safe however unsure the hearing: it only drops what was held.
-            let out = json!({"operation": null, "understood": understood, "message": "Cancelled; nothing was done.",
-                "transcript": heard.text, "heard": text, "confidence": heard.confidence});
-            return self.emit(out, options, speaker);
-        } else if cancellation {
+        let reply = match &verdict {
+            gate::Verdict::Cancel { .. } if self.pending.take().is_some() => {
+                let out = json!({"operation": null, "understood": understood,
+                    "message": "Cancelled; nothing was done.", "transcript": heard.text, "heard": text,
+                    "confidence": heard.confidence});
+                return self.emit(out, options, speaker);
+            }
             // A session question (a risky operation's read-back) is answered no.
-            self.backend.handle(&text).await
-        } else if !confident && confirmation {
-            // An unsure "yes" confirms nothing: "cancel" misheard as "confirm" must not
-            // start a rollout. What was held stays held.
-            return self.emit(
-                held(format!("I'm not sure I heard \"{text}\", so nothing was done. Say it again, or type it.")),
-                options,
-                speaker,
-            );
-        } else if !confident {
-            // Nothing unsure acts; it replaces anything held before.
-            self.pending = Some(text.clone());
-            let message = format!("I heard \"{text}\" but I'm not sure. Say or type yes to go ahead, or say it again.");
-            return self.emit(held(message), options, speaker);
-        } else if let Some(pending) = self.pending.take().filter(|_| confirmation) {
-            self.backend.handle(&pending).await
-        } else {
-            // Something new, said clearly: whatever was held is dropped.
-            self.pending = None;
-            self.backend.handle(&text).await
+            gate::Verdict::Cancel { words } => self.backend.handle(words).await,
+            gate::Verdict::UnsureConfirmation { words } => {
+                // What was held stays held: "cancel" misheard as "confirm" must not
+                // start a rollout.
+                return self.emit(held(gate::unsure_confirmation_message(words)), options, speaker);
+            }
+            gate::Verdict::Hold { words, alternative } => {
+                // Nothing unsure changes anything; it replaces anything held before.
+                self.pending = Some(words.clone());
+                return self.emit(held(gate::held_message(words, alternative.as_deref())), options, speaker);
+            }
+            gate::Verdict::Act { words } => match self.pending.take() {
+                Some(pending) if matches!(understood, Some(Operation::Confirm)) => self.backend.handle(&pending).await,
+                // Something new, said clearly: whatever was held is dropped.
+                _ => self.backend.handle(words).await,
+            },
+            gate::Verdict::AnswerUnsure { words, alternative } => {
+                // A question is safe to answer, but never as if sure: the doubt comes
+                // first and the other reading is offered after.
+                self.pending = None;
+                let mut reply = self.backend.handle(words).await;
+                let mut message = format!("{}\n{}", gate::misheard_prefix(words), reply.message);
+                if let Some(alt) = alternative {
+                    message = format!("{message}\n{}", gate::misheard_follow_up(alt));
+                    reply.follow_ups.insert(0, alt.clone());
+                }
+                reply.message = message;
+                reply
+            }
         };
         if matches!(reply.outcome, crate::reply::Outcome::Failed | crate::reply::Outcome::Infeasible) {
             self.ok = false;
@@ -414,6 +436,7 @@ impl Turns<'_> {
             obj.insert("confidence".into(), json!(heard.confidence));
             obj.insert("transcribe_seconds".into(), json!(heard.seconds));
             obj.insert("second_pass".into(), json!(second_json));
+            obj.insert("unsure".into(), json!(matches!(verdict, gate::Verdict::AnswerUnsure { .. })));
         }
         self.emit(out, options, speaker)
     }
