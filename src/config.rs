@@ -451,10 +451,12 @@ impl Config {
         let notify = crate::notify::config::resolve(file.notify, origin.as_deref(), |k| std::env::var(k).ok())
             .map_err(|reason| bad(origin.as_deref(), &reason))?;
         let registry_url = match file.registry.and_then(|r| r.url) {
-            Some(url) => Some(match crate::registry::Location::parse(&url).map_err(|e| at(format!("registry.url: {e}")))? {
-                crate::registry::Location::Sqlite(p) => crate::registry::Location::Sqlite(rel(p)),
-                pg => pg,
-            }),
+            Some(url) => {
+                Some(match crate::registry::Location::parse(&url).map_err(|e| at(format!("registry.url: {e}")))? {
+                    crate::registry::Location::Sqlite(p) => crate::registry::Location::Sqlite(rel(p)),
+                    pg => pg,
+                })
+            }
             None => None,
         };
         let config = Config {

@@ -923,7 +923,8 @@ async fn llm_check(config: &Config, json: bool) -> anyhow::Result<bool> {
 async fn audit(config: &Config, since: &str, limit: u32, json: bool) -> anyhow::Result<bool> {
     use parley::registry::audit::{parse_since, AuditQuery};
     let since = parse_since(since, chrono::Local::now()).map_err(anyhow::Error::msg)?;
-    let registry = parley::registry::Registry::connect(&config.registry_location()).await.context("opening the registry")?;
+    let registry =
+        parley::registry::Registry::connect(&config.registry_location()).await.context("opening the registry")?;
     let entries = registry.audit(&AuditQuery { since: Some(since), limit }).await?;
     let text = if json {
         format!("{}\n", serde_json::to_string_pretty(&entries)?)

@@ -97,7 +97,8 @@ CREATE TABLE routing_changes (
 CREATE INDEX routing_changes_at ON routing_changes (at);
 
 -- The emergency stop: while this one row exists every running rollout is held.
-CREATE TABLE freeze (
+-- FREEZE is a keyword in PostgreSQL: the table is named in quotes, here and in queries.
+CREATE TABLE "freeze" (
     id        BIGINT  PRIMARY KEY CHECK (id = 1),
     at        BIGINT  NOT NULL,
     actor     TEXT    NOT NULL,

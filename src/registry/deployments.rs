@@ -1,7 +1,7 @@
 //! Deployments, their targets and the event log.
 
-use chrono::Utc;
 use super::store::{builder, on_db, BeginWrite as _, Fetch};
+use chrono::Utc;
 
 use super::records::{
     deployment_name, Admission, DeploymentFilter, DeploymentRecord, EventRecord, Hold, NewDeployment, TargetJournal,
@@ -271,14 +271,16 @@ impl Registry {
         let _hold = self.hold();
         let _write = self.write_lock().await;
         let done = on_db!(&self.db, |pool, dl| {
-            sqlx::query(&dl.sql("UPDATE deployment_targets SET state = ?, detail = ? WHERE deployment_id = ? AND agent = ?"))
-                .bind(state.as_str())
-                .bind(detail)
-                .bind(id)
-                .bind(agent)
-                .execute(pool)
-                .await?
-                .rows_affected()
+            sqlx::query(
+                &dl.sql("UPDATE deployment_targets SET state = ?, detail = ? WHERE deployment_id = ? AND agent = ?"),
+            )
+            .bind(state.as_str())
+            .bind(detail)
+            .bind(id)
+            .bind(agent)
+            .execute(pool)
+            .await?
+            .rows_affected()
         });
         if done == 0 {
             return Err(RegistryError::UnknownDeployment(format!("{} (agent {agent})", deployment_name(id))));
@@ -292,12 +294,14 @@ impl Registry {
         let _hold = self.hold();
         let _write = self.write_lock().await;
         on_db!(&self.db, |pool, dl| {
-            sqlx::query(&dl.sql("UPDATE deployment_targets SET previous_version = ? WHERE deployment_id = ? AND agent = ?"))
-                .bind(previous)
-                .bind(id)
-                .bind(agent)
-                .execute(pool)
-                .await?;
+            sqlx::query(
+                &dl.sql("UPDATE deployment_targets SET previous_version = ? WHERE deployment_id = ? AND agent = ?"),
+            )
+            .bind(previous)
+            .bind(id)
+            .bind(agent)
+            .execute(pool)
+            .await?;
         });
         Ok(())
     }
@@ -328,13 +332,15 @@ impl Registry {
         let _hold = self.hold();
         let _write = self.write_lock().await;
         let id = on_db!(&self.db, |pool, dl| {
-            sqlx::query_scalar(&dl.sql("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?) RETURNING id"))
-                .bind(deployment)
-                .bind(to_millis(Utc::now()))
-                .bind(kind)
-                .bind(data.to_string())
-                .fetch_one(pool)
-                .await?
+            sqlx::query_scalar(
+                &dl.sql("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?) RETURNING id"),
+            )
+            .bind(deployment)
+            .bind(to_millis(Utc::now()))
+            .bind(kind)
+            .bind(data.to_string())
+            .fetch_one(pool)
+            .await?
         });
         Ok(id)
     }
@@ -356,15 +362,16 @@ impl Registry {
                     .bind(e.data.to_string())
                     .execute(&mut *tx)
                     .await?;
-                let done = sqlx::query(&dl.sql(
-                    "UPDATE deployment_targets SET state = ?, detail = ? WHERE deployment_id = ? AND agent = ?",
-                ))
-                .bind(e.state.as_str())
-                .bind(e.detail)
-                .bind(id)
-                .bind(e.agent)
-                .execute(&mut *tx)
-                .await?;
+                let done =
+                    sqlx::query(&dl.sql(
+                        "UPDATE deployment_targets SET state = ?, detail = ? WHERE deployment_id = ? AND agent = ?",
+                    ))
+                    .bind(e.state.as_str())
+                    .bind(e.detail)
+                    .bind(id)
+                    .bind(e.agent)
+                    .execute(&mut *tx)
+                    .await?;
                 if done.rows_affected() == 0 {
                     return Err(RegistryError::UnknownDeployment(format!(
                         "{} (agent {})",
@@ -382,11 +389,12 @@ impl Registry {
     pub async fn events(&self, deployment: i64) -> Result<Vec<EventRecord>, RegistryError> {
         let _hold = self.hold();
         on_db!(&self.db, |pool, dl| {
-            let rows =
-                sqlx::query(&dl.sql("SELECT id, deployment_id, at, kind, data FROM events WHERE deployment_id = ? ORDER BY id"))
-                    .bind(deployment)
-                    .fetch_all(pool)
-                    .await?;
+            let rows = sqlx::query(
+                &dl.sql("SELECT id, deployment_id, at, kind, data FROM events WHERE deployment_id = ? ORDER BY id"),
+            )
+            .bind(deployment)
+            .fetch_all(pool)
+            .await?;
             rows.iter().map(event_from_row).collect()
         })
     }
@@ -494,11 +502,12 @@ impl Registry {
     pub async fn active_deployments(&self) -> Result<Vec<DeploymentRecord>, RegistryError> {
         let _hold = self.hold();
         let records: Vec<DeploymentRecord> = on_db!(&self.db, |pool, dl| {
-            let rows = sqlx::query(&dl.sql(&format!(
-                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status IN ({ACTIVE}) ORDER BY id"
-            )))
-            .fetch_all(pool)
-            .await?;
+            let rows =
+                sqlx::query(&dl.sql(&format!(
+                    "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status IN ({ACTIVE}) ORDER BY id"
+                )))
+                .fetch_all(pool)
+                .await?;
             rows.iter().map(deployment_from_row).collect::<Result<_, _>>()?
         });
         let mut out = Vec::with_capacity(records.len());
@@ -527,7 +536,6 @@ impl Registry {
 
 /// The statuses of a deployment that may still change its agents, for SQL.
 const ACTIVE: &str = "'pending', 'running', 'paused', 'rolling_back'";
-
 
 fn require_row(affected: u64, id: i64) -> Result<(), RegistryError> {
     if affected == 0 {

@@ -72,7 +72,7 @@ impl Registry {
     pub async fn freeze(&self) -> Result<Option<FreezeRecord>, RegistryError> {
         let _hold = self.hold();
         on_db!(&self.db, |pool, dl| {
-            let row = sqlx::query("SELECT at, actor, frontend, reason FROM freeze WHERE id = 1")
+            let row = sqlx::query("SELECT at, actor, frontend, reason FROM \"freeze\" WHERE id = 1")
                 .fetch_optional(pool)
                 .await?;
             row.as_ref().map(freeze_from_row).transpose()
@@ -91,7 +91,7 @@ impl Registry {
                 // `ON CONFLICT DO NOTHING` is SQLite's `INSERT OR IGNORE`, in the words
                 // both stores know.
                 let inserted = sqlx::query(&dl.sql(
-                    "INSERT INTO freeze (id, at, actor, frontend, reason) VALUES (1, ?, ?, ?, ?) \
+                    "INSERT INTO \"freeze\" (id, at, actor, frontend, reason) VALUES (1, ?, ?, ?, ?) \
                      ON CONFLICT (id) DO NOTHING",
                 ))
                 .bind(now)
@@ -103,9 +103,9 @@ impl Registry {
                 .rows_affected();
                 if inserted > 0 {
                     let data = serde_json::json!({ "by": actor.name, "frontend": actor.frontend, "reason": reason });
-                    sqlx::query(&dl.sql(
-                        "INSERT INTO events (deployment_id, at, kind, data) VALUES (NULL, ?, 'freeze', ?)",
-                    ))
+                    sqlx::query(
+                        &dl.sql("INSERT INTO events (deployment_id, at, kind, data) VALUES (NULL, ?, 'freeze', ?)"),
+                    )
                     .bind(now)
                     .bind(data.to_string())
                     .execute(&mut *tx)
@@ -128,12 +128,12 @@ impl Registry {
         let _write = self.write_lock().await;
         let deleted = on_db!(&self.db, |pool, dl| {
             let mut tx = pool.begin_write().await?;
-            let deleted = sqlx::query("DELETE FROM freeze WHERE id = 1").execute(&mut *tx).await?.rows_affected();
+            let deleted = sqlx::query("DELETE FROM \"freeze\" WHERE id = 1").execute(&mut *tx).await?.rows_affected();
             if deleted > 0 {
                 let data = serde_json::json!({ "by": actor.name, "frontend": actor.frontend });
-                sqlx::query(&dl.sql(
-                    "INSERT INTO events (deployment_id, at, kind, data) VALUES (NULL, ?, 'unfreeze', ?)",
-                ))
+                sqlx::query(
+                    &dl.sql("INSERT INTO events (deployment_id, at, kind, data) VALUES (NULL, ?, 'unfreeze', ?)"),
+                )
                 .bind(to_millis(Utc::now()))
                 .bind(data.to_string())
                 .execute(&mut *tx)

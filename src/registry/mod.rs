@@ -183,9 +183,7 @@ impl Registry {
             Location::Sqlite(path) => Registry::open(path).await,
             Location::Postgres(url) => {
                 let db = store::connect_postgres(url).await?;
-                db.migrate()
-                    .await
-                    .map_err(|source| RegistryError::MigrateDatabase { url: redact_url(url), source })?;
+                db.migrate().await.map_err(|source| RegistryError::MigrateDatabase { url: redact_url(url), source })?;
                 Ok(Registry { db, writer: None, hold_clock: false })
             }
         }

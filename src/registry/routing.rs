@@ -2,9 +2,9 @@
 //! and the new rows land together or not at all, so the table a load balancer reads
 //! always has its reason on record.
 
+use super::store::{on_db, BeginWrite as _, Fetch};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use super::store::{on_db, BeginWrite as _, Fetch};
 
 use super::{from_millis, to_millis, Registry, RegistryError};
 use crate::routing::table::{Route, RoutingTable};
@@ -40,11 +40,10 @@ impl Registry {
         let _hold = self.hold();
         // (region, serving region, weight) rows, and the latest change's (id, at).
         let (rows, last): (Vec<(String, String, i64)>, Option<(i64, i64)>) = on_db!(&self.db, |pool, dl| {
-            let rows = sqlx::query_as(
-                "SELECT region, serving_region, weight FROM routing ORDER BY region, serving_region",
-            )
-            .fetch_all(pool)
-            .await?;
+            let rows =
+                sqlx::query_as("SELECT region, serving_region, weight FROM routing ORDER BY region, serving_region")
+                    .fetch_all(pool)
+                    .await?;
             let last = sqlx::query_as("SELECT id, at FROM routing_changes ORDER BY id DESC LIMIT 1")
                 .fetch_optional(pool)
                 .await?;

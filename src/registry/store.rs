@@ -263,7 +263,10 @@ mod tests {
 
     #[test]
     fn a_url_is_shown_without_its_password() {
-        assert_eq!(redact_url("postgres://parley:s3cret@db.example:5432/parley"), "postgres://parley:***@db.example:5432/parley");
+        assert_eq!(
+            redact_url("postgres://parley:s3cret@db.example:5432/parley"),
+            "postgres://parley:***@db.example:5432/parley"
+        );
         assert_eq!(redact_url("postgres://parley@db/parley"), "postgres://parley@db/parley");
         assert_eq!(
             redact_url("postgresql://db/parley?user=p&password=s3cret&sslmode=require"),

@@ -663,7 +663,12 @@ async fn an_unreachable_database_is_an_error_naming_it_without_its_password() {
     let err = Registry::connect(&Location::parse(&url).unwrap()).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, RegistryError::Connect { .. }), "{err:?}");
-    assert!(text.starts_with(&format!("could not connect to the registry database postgres://parley:***@127.0.0.1:{port}/parley: ")), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "could not connect to the registry database postgres://parley:***@127.0.0.1:{port}/parley: "
+        )),
+        "{text}"
+    );
     assert!(!text.contains("hunter2") && !format!("{err:?}").contains("hunter2"), "{text}");
     let bad = Registry::connect(&Location::Postgres("postgres://parley:hunter2@[::1/x".into())).await.unwrap_err();
     assert!(matches!(bad, RegistryError::BadUrl { .. }) && !bad.to_string().contains("hunter2"), "{bad}");
