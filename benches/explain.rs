@@ -52,6 +52,7 @@ fn topology(catalog: &Arc<Catalog>, secs: i64, bad_from: i64) -> Topology {
                 reported_at: Some(at),
                 flapping: None,
                 health_source: None,
+                status_asked_at: None,
             }
         })
         .collect();

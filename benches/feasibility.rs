@@ -15,16 +15,7 @@ fn feasibility(c: &mut Criterion) {
         eprintln!("the embedded catalog does not load");
         return;
     };
-    let deploy = |ext: &str, ver: &str, scope: Scope| Operation::Deploy {
-        extension: Some(ext.into()),
-        version: Some(ver.into()),
-        scope: Some(scope),
-        strategy: None,
-        require_approval: None,
-        max_failures: None,
-        queue: false,
-        gate: Vec::new(),
-    };
+    let deploy = Operation::deploy;
     let region = deploy("auth-filter", "2.1.0", Scope::region("eu-west"));
     let fleet = deploy("waf-rules", "2024.2", Scope::fleet());
     let refused = deploy("model-server", "0.4.0", Scope(vec![Selector::Region("eu-west".into())]));

@@ -58,6 +58,7 @@ fn topology() -> Topology {
                 reported_at: Some(DateTime::<Utc>::UNIX_EPOCH),
                 flapping: None,
                 health_source: None,
+                status_asked_at: None,
             }
         })
         .collect();

@@ -5,59 +5,24 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::Value;
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn how_healthy_is_a_region_of_500_agents_is_a_summary_with_the_full_table_offered() {
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_parley");
-    let inventory = dir.path().join("fleet.toml");
     // 2,000 agents, 500 per region: us-east-b's 250 report a p95 over the 500 ms
     // threshold (degraded), and edge-1 (us-east-a) does not answer at all.
-    let _sim = Child(
-        Command::new(bin)
-            .arg("--data-dir")
-            .arg(dir.path().join("sim"))
-            .args([
-                "fleet",
-                "simulate",
-                "--agents",
-                "2000",
-                "--faults",
-                "latency:900/zone:us-east-b,crash/agent:edge-1",
-            ])
-            .arg("--inventory-out")
-            .arg(&inventory)
-            .env_remove("PARLEY_AGENT_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !inventory.exists() {
-        assert!(Instant::now() < deadline, "the simulator never wrote its inventory");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    let sim = common::Simulator::start(dir.path(), 2000, Some("latency:900/zone:us-east-b,crash/agent:edge-1"));
+    let inventory = &sim.inventory;
     let ask = |args: &[&str]| {
         let out = Command::new(bin)
             .arg("--data-dir")
             .arg(dir.path().join("parley"))
             .arg("--fleet")
-            .arg(&inventory)
+            .arg(inventory)
             .arg("ask")
             .args(args)
             .env_remove("PARLEY_AGENT_TOKEN")

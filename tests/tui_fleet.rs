@@ -4,19 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::tmux::Tmux;
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn a_rollout_on_two_thousand_agents_followed_filtered_by_version_and_sorted_in_tmux() {
@@ -26,25 +17,8 @@ fn a_rollout_on_two_thousand_agents_followed_filtered_by_version_and_sorted_in_t
     );
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_parley");
-    let inventory = dir.path().join("fleet.toml");
-    let _sim = Child(
-        Command::new(bin)
-            .arg("--data-dir")
-            .arg(dir.path().join("sim"))
-            .args(["fleet", "simulate", "--agents", "2000", "--inventory-out"])
-            .arg(&inventory)
-            .env_remove("PARLEY_AGENT_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !inventory.exists() {
-        assert!(Instant::now() < deadline, "the simulator never wrote its inventory");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    let sim = common::Simulator::start(dir.path(), 2000, None);
+    let inventory = &sim.inventory;
 
     let script = format!(
         "{bin} --data-dir {data} --fleet {inv} --bake-secs 1.5; sleep 60",

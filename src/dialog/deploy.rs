@@ -877,23 +877,11 @@ mod tests {
     use crate::ops::Selector;
     use crate::topology::test_support::demo_topology;
 
-    fn deploy(ext: &str, ver: &str, scope: Scope) -> Operation {
-        Operation::Deploy {
-            extension: Some(ext.into()),
-            version: Some(ver.into()),
-            scope: Some(scope),
-            strategy: None,
-            require_approval: None,
-            max_failures: None,
-            queue: false,
-            gate: Vec::new(),
-        }
-    }
-
     #[test]
     fn a_staging_region_rollout_targets_its_twelve_agents_and_is_risky_by_size() {
         let t = demo_topology();
-        let ok = check(&deploy("auth-filter", "2.1.0", Scope::region("ap-south")), &t, &Busy::new()).unwrap();
+        let ok =
+            check(&Operation::deploy("auth-filter", "2.1.0", Scope::region("ap-south")), &t, &Busy::new()).unwrap();
         assert_eq!(ok.targets.len(), 12);
         assert_eq!(ok.risk.as_deref(), Some("it changes 12 of 12 agents in ap-south (more than a quarter)"));
     }
@@ -901,7 +889,8 @@ mod tests {
     #[test]
     fn model_server_needs_gpu() {
         let t = demo_topology();
-        let err = check(&deploy("model-server", "0.4.0", Scope::region("eu-west")), &t, &Busy::new()).unwrap_err();
+        let err =
+            check(&Operation::deploy("model-server", "0.4.0", Scope::region("eu-west")), &t, &Busy::new()).unwrap_err();
         assert_eq!(
             err.reasons,
             ["model-server needs gpu, which 10 of the 12 agents in scope lack: edge-13, edge-14, edge-15, edge-16, edge-17, edge-18 and 4 more."]
@@ -913,7 +902,7 @@ mod tests {
     fn overlapping_rollouts_are_refused() {
         let t = demo_topology();
         let busy: Busy = [("edge-19".to_string(), "d-4".to_string())].into_iter().collect();
-        let err = check(&deploy("auth-filter", "2.1.0", Scope::region("ap-south")), &t, &busy).unwrap_err();
+        let err = check(&Operation::deploy("auth-filter", "2.1.0", Scope::region("ap-south")), &t, &busy).unwrap_err();
         assert_eq!(
             err.reasons,
             ["d-4 still rolling out to 1 of these agents (edge-19); one rollout at a time per agent."]
@@ -930,13 +919,14 @@ mod tests {
     #[test]
     fn waf_rules_needs_auth_filter_two_on_the_same_agents() {
         let t = demo_topology();
-        assert!(check(&deploy("waf-rules", "2024.2", Scope::region("ap-south")), &t, &Busy::new()).is_ok());
+        assert!(check(&Operation::deploy("waf-rules", "2024.2", Scope::region("ap-south")), &t, &Busy::new()).is_ok());
         let t = with_agents(&t, |a| {
             if a.name == "edge-19" || a.name == "gpu-8" {
                 a.extensions.insert("auth-filter".into(), "1.0.0".into());
             }
         });
-        let err = check(&deploy("waf-rules", "2024.2", Scope::region("ap-south")), &t, &Busy::new()).unwrap_err();
+        let err =
+            check(&Operation::deploy("waf-rules", "2024.2", Scope::region("ap-south")), &t, &Busy::new()).unwrap_err();
         assert_eq!(
             err.reasons,
             ["waf-rules needs auth-filter >= 2.0 on the same agents; 2 of them do not have it: edge-19, gpu-8."]
@@ -951,7 +941,8 @@ mod tests {
                 a.liveness = Liveness::Down;
             }
         });
-        let err = check(&deploy("auth-filter", "2.1.0", Scope::region("eu-west")), &t, &Busy::new()).unwrap_err();
+        let err =
+            check(&Operation::deploy("auth-filter", "2.1.0", Scope::region("eu-west")), &t, &Busy::new()).unwrap_err();
         assert_eq!(
             err.reasons,
             ["eu-west is partitioned: Parley cannot reach any of its agents, so it cannot install or verify anything there."]
@@ -964,7 +955,8 @@ mod tests {
         use crate::topology::Flapping;
         let edge_19 = Scope(vec![Selector::Agent("edge-19".into())]);
         // One staging agent: not risky, so it would start at once.
-        let ok = check(&deploy("auth-filter", "2.1.0", edge_19.clone()), &demo_topology(), &Busy::new()).unwrap();
+        let ok =
+            check(&Operation::deploy("auth-filter", "2.1.0", edge_19.clone()), &demo_topology(), &Busy::new()).unwrap();
         assert_eq!(ok.risk, None);
         let flap = Some(Flapping { changes: 30, window: std::time::Duration::from_secs(60) });
         let t = with_agents(&demo_topology(), |a| {
@@ -972,12 +964,13 @@ mod tests {
                 a.flapping = flap;
             }
         });
-        let ok = check(&deploy("auth-filter", "2.1.0", edge_19), &t, &Busy::new()).unwrap();
+        let ok = check(&Operation::deploy("auth-filter", "2.1.0", edge_19), &t, &Busy::new()).unwrap();
         assert_eq!(
             ok.risk.as_deref(),
             Some("edge-19 is flapping (it keeps dropping out), so installing or checking it may fail")
         );
-        let ok = check(&deploy("auth-filter", "2.1.0", Scope::region("ap-south")), &t, &Busy::new()).unwrap();
+        let ok =
+            check(&Operation::deploy("auth-filter", "2.1.0", Scope::region("ap-south")), &t, &Busy::new()).unwrap();
         assert_eq!(
             ok.risk.as_deref(),
             Some(
@@ -1002,7 +995,8 @@ mod tests {
                 a.state = crate::agent::protocol::ServingState::Cordoned;
             }
         });
-        let err = check(&deploy("auth-filter", "2.1.0", Scope::region("eu-west")), &t, &Busy::new()).unwrap_err();
+        let err =
+            check(&Operation::deploy("auth-filter", "2.1.0", Scope::region("eu-west")), &t, &Busy::new()).unwrap_err();
         assert_eq!(
             err.reasons,
             ["2 of the 12 agents in scope cannot take a rollout now: edge-13 is down, core-9 is cordoned."]

@@ -134,23 +134,11 @@ mod tests {
     use crate::ops::Scope;
     use crate::topology::test_support::demo_topology;
 
-    fn deploy(ext: &str, ver: &str, scope: Scope) -> Operation {
-        Operation::Deploy {
-            extension: Some(ext.into()),
-            version: Some(ver.into()),
-            scope: Some(scope),
-            strategy: None,
-            require_approval: None,
-            max_failures: None,
-            queue: false,
-            gate: Vec::new(),
-        }
-    }
-
     #[test]
     fn unknown_versions_and_names_get_alternatives() {
         let t = demo_topology();
-        let err = check(&deploy("auth-filter", "3.0", Scope::region("eu-west")), &t, &Busy::new()).unwrap_err();
+        let err =
+            check(&Operation::deploy("auth-filter", "3.0", Scope::region("eu-west")), &t, &Busy::new()).unwrap_err();
         assert_eq!(err.reasons, ["The catalog has no version 3.0 of auth-filter; it has 1.0.0, 2.0.3, 2.1.0."]);
         assert_eq!(err.alternatives, ["roll out auth-filter 2.1.0 to eu-west"]);
         let err = check(&Operation::Drain { agent: Some("edge-70".into()) }, &t, &Busy::new()).unwrap_err();

@@ -463,6 +463,18 @@ impl Inner {
         let _ = self.events.send(event);
     }
 
+    /// Tells the live model what agents run now that Parley installed or restored it,
+    /// ahead of the next poll: the next rollout's previous versions (what its rollback
+    /// returns to) are read from the model.
+    fn note_installed<'a>(&self, extension: &str, installed: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) {
+        let Some(fleet) = self.fleet.get() else { return };
+        let confirmed = installed
+            .into_iter()
+            .map(|(agent, version)| crate::topology::ConfirmedInstall::now(agent, extension, version))
+            .collect();
+        fleet.record_installs(confirmed);
+    }
+
     /// Which of `agents` the live model says cannot serve now, each with why
     /// ("cordoned", "down"). Agents it does not know are taken as serving.
     fn unavailable<'a>(&self, agents: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {

@@ -589,6 +589,7 @@ async fn install_batch(
     }
     // Results are journalled before anyone is told about them.
     inner.registry.journal_targets(id, &outcomes).await?;
+    inner.note_installed(extension, succeeded.iter().map(|agent| (agent.as_str(), Some(version))));
     for (t, result) in results {
         match result {
             Ok(()) => inner.emit(RolloutEvent::AgentInstalled {
@@ -747,6 +748,7 @@ async fn rollback_agents(
         match result {
             Ok(()) => {
                 inner.journal(rec.id, Event::RollbackAgentSucceeded { agent: t.agent.clone(), to: to.clone() }).await?;
+                inner.note_installed(&rec.extension, [(t.agent.as_str(), to.as_deref())]);
                 let mut detail = format!("returned to {}", to.as_deref().unwrap_or("not installed"));
                 if after_failure {
                     detail = format!("{}; {detail}", t.detail.as_deref().unwrap_or(INSTALL_FAILED));

@@ -286,6 +286,44 @@ async fn rollback_of_a_succeeded_deployment_restores_the_previous_version() {
     fleet.shutdown().await;
 }
 
+/// What the live model (not the agents) says a region's agents run of auth-filter.
+fn modelled(handle: &crate::topology::TopologyHandle, agents: &[Target]) -> Vec<Option<String>> {
+    let topo = handle.snapshot();
+    agents.iter().map(|t| topo.agent(&t.agent).and_then(|a| a.extensions.get("auth-filter").cloned())).collect()
+}
+
+#[tokio::test]
+async fn the_model_knows_what_a_rollout_and_its_rollback_installed_before_the_next_poll() {
+    // Nothing polls after the first pass: what the model says after the rollout can
+    // only come from the orchestrator. Without it, a rollout started right after this
+    // one took its targets' previous versions from the pass before, and its rollback
+    // returned agents to a version they no longer ran.
+    let fleet = fleet("").await;
+    let orch = orchestrator(ms(1)).await;
+    let poller = crate::topology::poller::Poller::new(
+        fleet.inventory(),
+        client(),
+        Arc::new(crate::topology::Catalog::embedded().unwrap()),
+        crate::topology::poller::PollerConfig::default(),
+    );
+    poller.refresh().await;
+    orch.watch_fleet(poller.handle());
+    let t = targets(&fleet, "ap-south")[..4].to_vec();
+    assert_eq!(modelled(&poller.handle(), &t), vec![on("2.0.3"); 4]);
+
+    orch.start(request(t.clone(), StrategyKind::Rolling)).await.unwrap();
+    orch.wait("d-1").await;
+    assert_eq!(modelled(&poller.handle(), &t), vec![on("2.1.0"); 4]);
+
+    orch.rollback("d-1", &alice()).await.unwrap();
+    orch.wait("d-1").await;
+    assert_eq!(modelled(&poller.handle(), &t), vec![on("2.0.3"); 4]);
+    // A pass asked for after both agrees with them, and so does the model.
+    poller.refresh().await;
+    assert_eq!(modelled(&poller.handle(), &t), vec![on("2.0.3"); 4]);
+    fleet.shutdown().await;
+}
+
 #[tokio::test]
 async fn recover_pauses_what_a_killed_parley_left_running_and_resume_finishes_it() {
     let fleet = fleet("").await;

@@ -240,6 +240,11 @@ pub struct AgentView {
     /// simulate`) or `measured` (a real agent); `None`: it has not said.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_source: Option<HealthSource>,
+    /// When the poller sent the status request that `extensions` comes from. An install
+    /// Parley confirmed after that moment is newer than what the snapshot says (see
+    /// [`TopologyHandle::record_installs`]); internal, so never serialised.
+    #[serde(skip)]
+    pub status_asked_at: Option<DateTime<Utc>>,
 }
 
 /// How much of the fleet is a simulation: agents whose installs are a delay and whose
@@ -744,13 +749,76 @@ impl Topology {
 pub struct TopologyHandle {
     current: Arc<RwLock<Arc<Topology>>>,
     history: Arc<history::MetricHistory>,
+    /// Installs and removals Parley itself confirmed that no poll has seen yet.
+    confirmed: Arc<std::sync::Mutex<Vec<ConfirmedInstall>>>,
+}
+
+/// One agent's version of one extension as an install (or a rollback) confirmed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmedInstall {
+    pub agent: String,
+    pub extension: String,
+    /// `None`: the extension was removed.
+    pub version: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl ConfirmedInstall {
+    pub fn now(agent: &str, extension: &str, version: Option<&str>) -> ConfirmedInstall {
+        ConfirmedInstall {
+            agent: agent.to_string(),
+            extension: extension.to_string(),
+            version: version.map(str::to_string),
+            at: Utc::now(),
+        }
+    }
+
+    /// Whether the agent's reading in a snapshot predates this install: a status asked
+    /// for before the install finished may still show the version it replaced.
+    fn newer_than(&self, view: &AgentView) -> bool {
+        view.status_asked_at.is_none_or(|asked| asked < self.at)
+    }
 }
 
 impl TopologyHandle {
     pub fn new(initial: Topology) -> TopologyHandle {
         let history = Arc::new(history::MetricHistory::new());
         history.record(&initial);
-        TopologyHandle { current: Arc::new(RwLock::new(Arc::new(initial))), history }
+        TopologyHandle {
+            current: Arc::new(RwLock::new(Arc::new(initial))),
+            history,
+            confirmed: Arc::new(std::sync::Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Records installs the orchestrator confirmed, so that the model says what the
+    /// agents run now rather than at the last poll: a rollout planned right after
+    /// another one finished takes its targets' previous versions from the snapshot,
+    /// and its rollback returns them there. Each stays applied over the poller's
+    /// snapshots until a status asked for after it has been read.
+    pub fn record_installs(&self, installs: Vec<ConfirmedInstall>) {
+        if installs.is_empty() {
+            return;
+        }
+        let mut confirmed = self.lock_confirmed();
+        confirmed.extend(installs);
+        let current = self.snapshot();
+        if let Some(patched) = apply_confirmed(&current, &mut confirmed) {
+            self.swap(patched);
+        }
+    }
+
+    fn lock_confirmed(&self) -> std::sync::MutexGuard<'_, Vec<ConfirmedInstall>> {
+        // The list is whole after any push; a panic elsewhere cannot leave it half-written.
+        self.confirmed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn swap(&self, next: Topology) {
+        let next = Arc::new(next);
+        match self.current.write() {
+            Ok(mut guard) => *guard = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
     }
 
     /// What the agents measured in the snapshots swapped in so far.
@@ -767,15 +835,43 @@ impl TopologyHandle {
         }
     }
 
-    /// Swaps in a new snapshot (the poller's job).
+    /// Swaps in a new snapshot (the poller's job), with the confirmed installs its
+    /// readings predate applied over it.
     pub fn replace(&self, next: Topology) {
+        let mut confirmed = self.lock_confirmed();
+        let next = apply_confirmed(&next, &mut confirmed).unwrap_or(next);
+        drop(confirmed);
         self.history.record(&next);
-        let next = Arc::new(next);
-        match self.current.write() {
-            Ok(mut guard) => *guard = next,
-            Err(poisoned) => *poisoned.into_inner() = next,
+        self.swap(next);
+    }
+}
+
+/// `topology` with the confirmed installs that are newer than its readings applied;
+/// drops those a later reading has seen (or whose agent is gone). `None`: nothing to
+/// change.
+fn apply_confirmed(topology: &Topology, confirmed: &mut Vec<ConfirmedInstall>) -> Option<Topology> {
+    confirmed.retain(|c| topology.agent(&c.agent).is_some_and(|view| c.newer_than(view)));
+    let differs = |c: &ConfirmedInstall| {
+        topology.agent(&c.agent).is_some_and(|view| view.extensions.get(&c.extension) != c.version.as_ref())
+    };
+    if !confirmed.iter().any(differs) {
+        return None;
+    }
+    let mut agents = topology.agents().to_vec();
+    // In the order confirmed: a rollback after an install leaves the rollback's version.
+    for c in confirmed.iter() {
+        let Some(&i) = topology.index.get(c.agent.as_str()) else { continue };
+        let view = &mut agents[i];
+        match &c.version {
+            Some(v) => {
+                view.extensions.insert(c.extension.clone(), v.clone());
+            }
+            None => {
+                view.extensions.remove(&c.extension);
+            }
         }
     }
+    Some(Topology::new(agents, topology.catalog_arc(), topology.refreshed_at()))
 }
 
 pub mod demo {
@@ -810,6 +906,7 @@ pub mod demo {
             reported_at: Some(DateTime::<Utc>::UNIX_EPOCH),
             flapping: None,
             health_source: None,
+            status_asked_at: None,
         }
     }
 
@@ -954,5 +1051,56 @@ mod tests {
         assert_eq!(a.health_word(), "flapping");
         assert_eq!(t.region_health("eu-west"), RegionHealth::Degraded);
         assert_eq!(t.region_health("us-east"), RegionHealth::Healthy);
+    }
+
+    /// A snapshot as a poll pass builds it: every agent's status asked for at `asked`.
+    fn polled(asked: DateTime<Utc>, edge_19_auth: &str) -> Topology {
+        let mut t = demo_topology();
+        for a in t.agents.iter_mut() {
+            a.status_asked_at = Some(asked);
+            if a.name == "edge-19" {
+                a.extensions.insert("auth-filter".into(), edge_19_auth.into());
+            }
+        }
+        Topology::new(t.agents, t.catalog, None)
+    }
+
+    fn auth_on(handle: &TopologyHandle, agent: &str) -> Option<String> {
+        handle.snapshot().agent(agent).and_then(|a| a.extensions.get("auth-filter").cloned())
+    }
+
+    #[test]
+    fn a_confirmed_install_outlives_polls_asked_before_it_and_yields_to_later_ones() {
+        let before = Utc::now() - chrono::Duration::seconds(5);
+        let handle = TopologyHandle::new(polled(before, "2.0.3"));
+        handle.record_installs(vec![ConfirmedInstall::now("edge-19", "auth-filter", Some("2.1.0"))]);
+        assert_eq!(auth_on(&handle, "edge-19").as_deref(), Some("2.1.0"), "applied at once");
+        assert_eq!(handle.snapshot().extension_column("auth-filter").unwrap().versions(), ["2.0.3", "2.1.0"]);
+
+        // A pass whose request went out before the install still reads the old version.
+        handle.replace(polled(before, "2.0.3"));
+        assert_eq!(auth_on(&handle, "edge-19").as_deref(), Some("2.1.0"));
+
+        // A reading asked for afterwards is the agent's own word, whatever it says.
+        let after = Utc::now() + chrono::Duration::seconds(1);
+        handle.replace(polled(after, "1.9.0"));
+        assert_eq!(auth_on(&handle, "edge-19").as_deref(), Some("1.9.0"));
+        handle.replace(polled(before, "2.0.3"));
+        assert_eq!(auth_on(&handle, "edge-19").as_deref(), Some("2.0.3"), "the install was forgotten once seen");
+    }
+
+    #[test]
+    fn a_rollback_confirmed_after_an_install_leaves_the_rolled_back_version_or_none() {
+        let before = Utc::now() - chrono::Duration::seconds(5);
+        let handle = TopologyHandle::new(polled(before, "2.0.3"));
+        handle.record_installs(vec![ConfirmedInstall::now("edge-19", "auth-filter", Some("2.1.0"))]);
+        handle.record_installs(vec![
+            ConfirmedInstall::now("edge-19", "auth-filter", None),
+            ConfirmedInstall::now("no-such-agent", "auth-filter", Some("2.1.0")),
+        ]);
+        assert_eq!(auth_on(&handle, "edge-19"), None);
+        handle.replace(polled(before, "2.0.3"));
+        assert_eq!(auth_on(&handle, "edge-19"), None);
+        assert_eq!(auth_on(&handle, "edge-20").as_deref(), Some("2.0.3"), "other agents as polled");
     }
 }

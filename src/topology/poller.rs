@@ -198,6 +198,8 @@ struct Outcome {
     result: Result<AgentStatus, AgentError>,
     at: Instant,
     at_utc: DateTime<Utc>,
+    /// When the request was sent: what the answer says is at least this new.
+    asked_utc: DateTime<Utc>,
 }
 
 /// Polls a fleet and keeps the topology model current.
@@ -489,8 +491,9 @@ impl Poller {
         let mut outcomes: Vec<Outcome> = stream::iter(0..inventory.len())
             .map(|index| async move {
                 let entry = &inventory[index];
+                let asked_utc = Utc::now();
                 let result = client.status(&entry.endpoint).await.and_then(|status| check_protocol(entry, status));
-                Outcome { index, result, at: Instant::now(), at_utc: Utc::now() }
+                Outcome { index, result, at: Instant::now(), at_utc: Utc::now(), asked_utc }
             })
             .buffer_unordered(self.config.concurrency)
             .collect()
@@ -606,6 +609,7 @@ impl Poller {
                     update_view(&mut slot.view, entry, status);
                     slot.view.last_seen = Some(outcome.at_utc);
                     slot.view.reported_at = Some(outcome.at_utc);
+                    slot.view.status_asked_at = Some(outcome.asked_utc);
                     slot.answered_at = Some(outcome.at);
                     liveness
                 }
@@ -756,6 +760,7 @@ fn unseen_view(entry: &InventoryEntry, now: DateTime<Utc>) -> AgentView {
         reported_at: None,
         flapping: None,
         health_source: None,
+        status_asked_at: None,
     }
 }
 

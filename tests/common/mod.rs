@@ -170,3 +170,47 @@ pub fn demo_region(region: &str) -> Vec<String> {
         .chain(gpu.map(|n| format!("gpu-{n}")))
         .collect()
 }
+
+/// `parley fleet simulate` running in the background, killed when dropped; the
+/// inventory it wrote is at `inventory`.
+pub struct Simulator {
+    child: Child,
+    pub inventory: PathBuf,
+}
+
+impl Simulator {
+    /// Starts `agents` simulated agents (with `faults`, as `--faults` takes them) and
+    /// waits until their inventory is written.
+    pub fn start(dir: &Path, agents: usize, faults: Option<&str>) -> Simulator {
+        let inventory = dir.join("fleet.toml");
+        let mut cmd = Command::new(parley_bin());
+        cmd.arg("--data-dir").arg(dir.join("sim")).args(["fleet", "simulate", "--agents", &agents.to_string()]);
+        if let Some(faults) = faults {
+            cmd.args(["--faults", faults]);
+        }
+        let child = cmd
+            .arg("--inventory-out")
+            .arg(&inventory)
+            .env_remove("PARLEY_AGENT_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let sim = Simulator { child, inventory };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sim.inventory.exists() {
+            assert!(Instant::now() < deadline, "the simulator never wrote its inventory");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The file is written before every agent listens.
+        std::thread::sleep(Duration::from_millis(200));
+        sim
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
