@@ -75,7 +75,7 @@ impl Registry {
         let (mut finished, mut succeeded, mut rolled_back) = (0u64, 0u64, 0u64);
         for (status, created, end) in &rows {
             let status =
-                DeploymentStatus::parse(&status).ok_or_else(|| RegistryError::Data(format!("status `{status}`")))?;
+                DeploymentStatus::parse(status).ok_or_else(|| RegistryError::Data(format!("status `{status}`")))?;
             *by_status.entry(status.as_str().to_string()).or_insert(0) += 1;
             let created = from_millis(*created)?;
             let day = days.entry(created.date_naive()).or_insert_with(|| TimelineDay {

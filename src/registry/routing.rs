@@ -39,7 +39,7 @@ impl Registry {
     pub async fn routing_table(&self) -> Result<(RoutingTable, i64, Option<DateTime<Utc>>), RegistryError> {
         let _hold = self.hold();
         // (region, serving region, weight) rows, and the latest change's (id, at).
-        let (rows, last): (Vec<(String, String, i64)>, Option<(i64, i64)>) = on_db!(&self.db, |pool, dl| {
+        let (rows, last): (Vec<RouteRow>, Option<(i64, i64)>) = on_db!(&self.db, |pool, dl| {
             let rows =
                 sqlx::query_as("SELECT region, serving_region, weight FROM routing ORDER BY region, serving_region")
                     .fetch_all(pool)
@@ -114,6 +114,9 @@ impl Registry {
         })
     }
 }
+
+/// A row of the routing table: (region, serving region, weight).
+type RouteRow = (String, String, i64);
 
 fn change_from_row(row: &impl Fetch) -> Result<RoutingChange, RegistryError> {
     let table = |s: String| serde_json::from_str(&s).map_err(|e| RegistryError::Data(format!("routing table: {e}")));
