@@ -117,7 +117,7 @@ impl Parley {
         )
         .await?;
 
-        let registry = Registry::open(&config.db_path()).await?;
+        let registry = Registry::connect(&config.registry_location()).await?;
         let settings =
             RolloutSettings { gate: thresholds, install_timeout: config.install_timeout, ..config.rollout.clone() };
         let orchestrator = Orchestrator::new(registry.clone(), client.clone(), settings);

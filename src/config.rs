@@ -4,6 +4,8 @@
 //! ```toml
 //! # ~/.config/parley/parley.toml
 //! data_dir = "/var/lib/parley"           # registry, history, logs, demo agent state
+//! [registry]
+//! url = "postgres://parley@db.example/parley"  # a team's PostgreSQL; omit for <data_dir>/parley.db
 //! [fleet]
 //! inventory = "/etc/parley/fleet.toml"   # omit to run the embedded demo fleet
 //! token_env = "PARLEY_AGENT_TOKEN"       # environment variable holding the agents' bearer token
@@ -95,6 +97,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The registry database; defaults to `<data_dir>/parley.db`.
     pub db: Option<PathBuf>,
+    /// `[registry] url` (or `--db postgres://...`): where the registry lives when it
+    /// is not the SQLite file `db`. Its Debug hides a password.
+    pub registry_url: Option<crate::registry::Location>,
     /// A directory of `*.toml` intent files replacing the built-in ones.
     pub intents_dir: Option<PathBuf>,
     /// A catalog file replacing the built-in demo catalog.
@@ -174,6 +179,7 @@ struct FileConfig {
     db: Option<PathBuf>,
     intents_dir: Option<PathBuf>,
     catalog: Option<PathBuf>,
+    registry: Option<RegistryFile>,
     #[serde(default)]
     fleet: FleetFile,
     #[serde(default)]
@@ -191,6 +197,20 @@ struct FileConfig {
     notify: Vec<crate::notify::config::NotifyFile>,
     #[serde(default)]
     server: ServerFile,
+}
+
+/// `[registry]`: where the registry lives (a team's PostgreSQL).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    url: Option<String>,
+}
+
+/// The URL may hold a password: never shown.
+impl std::fmt::Debug for RegistryFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryFile").field("url", &self.url.as_deref().map(crate::registry::redact_url)).finish()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -477,11 +497,21 @@ impl Config {
         };
         let notify = crate::notify::config::resolve(file.notify, origin.as_deref(), |k| std::env::var(k).ok())
             .map_err(|reason| bad(origin.as_deref(), &reason))?;
+        let registry_url = match file.registry.and_then(|r| r.url) {
+            Some(url) => {
+                Some(match crate::registry::Location::parse(&url).map_err(|e| at(format!("registry.url: {e}")))? {
+                    crate::registry::Location::Sqlite(p) => crate::registry::Location::Sqlite(rel(p)),
+                    pg => pg,
+                })
+            }
+            None => None,
+        };
         let config = Config {
             metrics,
             notify,
             data_dir,
             db: file.db.map(rel),
+            registry_url,
             intents_dir: file.intents_dir.map(rel),
             catalog: file.catalog.map(rel),
             fleet: match file.fleet.inventory {
@@ -504,6 +534,14 @@ impl Config {
 
     pub fn db_path(&self) -> PathBuf {
         self.db.clone().unwrap_or_else(|| self.data_dir.join("parley.db"))
+    }
+
+    /// Where the registry lives: `[registry] url` when given, else the SQLite file.
+    pub fn registry_location(&self) -> crate::registry::Location {
+        match &self.registry_url {
+            Some(url) => url.clone(),
+            None => crate::registry::Location::Sqlite(self.db_path()),
+        }
     }
 
     pub fn history_path(&self) -> PathBuf {

@@ -28,9 +28,10 @@ struct Cli {
     /// Where the registry, history, logs and demo agent state live.
     #[arg(long, global = true, value_name = "DIR", env = "PARLEY_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// The registry database (default: <data-dir>/parley.db).
-    #[arg(long, global = true, value_name = "FILE")]
-    db: Option<PathBuf>,
+    /// The registry: a SQLite file (default: <data-dir>/parley.db) or a team's
+    /// PostgreSQL database, postgres://user@host/database.
+    #[arg(long, global = true, value_name = "FILE|URL")]
+    db: Option<String>,
     /// A directory of intent files replacing the built-in ones.
     #[arg(long, global = true, value_name = "DIR")]
     intents: Option<PathBuf>,
@@ -438,7 +439,14 @@ fn config_from(cli: &Cli) -> anyhow::Result<Config> {
         config.data_dir = d.clone();
     }
     if let Some(db) = &cli.db {
-        config.db = Some(db.clone());
+        // The command line overrides `[registry] url` as well as `db`.
+        match parley::registry::Location::parse(db)? {
+            parley::registry::Location::Sqlite(path) => {
+                config.db = Some(path);
+                config.registry_url = None;
+            }
+            pg => config.registry_url = Some(pg),
+        }
     }
     if let Some(i) = &cli.intents {
         config.intents_dir = Some(i.clone());
@@ -1131,7 +1139,8 @@ async fn llm_check(config: &Config, json: bool) -> anyhow::Result<bool> {
 async fn audit(config: &Config, since: &str, limit: u32, json: bool) -> anyhow::Result<bool> {
     use parley::registry::audit::{parse_since, AuditQuery};
     let since = parse_since(since, chrono::Local::now()).map_err(anyhow::Error::msg)?;
-    let registry = parley::registry::Registry::open(&config.db_path()).await.context("opening the registry")?;
+    let registry =
+        parley::registry::Registry::connect(&config.registry_location()).await.context("opening the registry")?;
     let entries = registry.audit(&AuditQuery { since: Some(since), limit }).await?;
     let text = if json {
         format!("{}\n", serde_json::to_string_pretty(&entries)?)

@@ -1,9 +1,9 @@
 //! The audit log: every request an operator made, through which front-end, and how it ended.
 
 use chrono::{DateTime, Local, NaiveDate, TimeZone as _, Utc};
-use sqlx::Row;
 
 use super::records::{parse_role, AuditEntry, AuditResult};
+use super::store::{on_db, Fetch};
 use super::{from_millis, to_millis, Registry, RegistryError};
 
 /// Which audit entries to read: `parley audit`, and the chat operation that shows them.
@@ -63,52 +63,56 @@ impl Registry {
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<(), RegistryError> {
         let _hold = self.hold();
         let _write = self.write_lock().await;
-        sqlx::query(
-            "INSERT INTO audit (at, actor_name, actor_frontend, role, utterance, operation, result, message) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(to_millis(entry.at))
-        .bind(&entry.actor)
-        .bind(&entry.frontend)
-        .bind(entry.role.as_str())
-        .bind(&entry.utterance)
-        .bind(entry.operation.as_ref().map(|op| op.to_string()))
-        .bind(entry.result.as_str())
-        .bind(&entry.message)
-        .execute(&self.pool)
-        .await?;
+        on_db!(&self.db, |pool, dl| {
+            sqlx::query(&dl.sql(
+                "INSERT INTO audit (at, actor_name, actor_frontend, role, utterance, operation, result, message) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ))
+            .bind(to_millis(entry.at))
+            .bind(&entry.actor)
+            .bind(&entry.frontend)
+            .bind(entry.role.as_str())
+            .bind(&entry.utterance)
+            .bind(entry.operation.as_ref().map(|op| op.to_string()))
+            .bind(entry.result.as_str())
+            .bind(&entry.message)
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
     /// Audit entries at or after `since` (all when `None`), the latest `limit`, oldest first.
     pub async fn list_audit(&self, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<AuditEntry>, RegistryError> {
         let _hold = self.hold();
-        let rows = sqlx::query(
-            "SELECT * FROM (SELECT id, at, actor_name, actor_frontend, role, utterance, operation, result, message \
-             FROM audit WHERE at >= ? ORDER BY id DESC LIMIT ?) ORDER BY id",
-        )
-        .bind(since.map(to_millis).unwrap_or(i64::MIN))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(audit_entry).collect()
+        on_db!(&self.db, |pool, dl| {
+            let rows = sqlx::query(&dl.sql(
+                "SELECT * FROM (SELECT id, at, actor_name, actor_frontend, role, utterance, operation, result, message \
+                 FROM audit WHERE at >= ? ORDER BY id DESC LIMIT ?) AS latest ORDER BY id",
+            ))
+            .bind(since.map(to_millis).unwrap_or(i64::MIN))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(audit_entry).collect()
+        })
     }
 }
 
 /// One row of the audit table: the one mapping every audit query shares.
-pub(super) fn audit_entry(row: &sqlx::sqlite::SqliteRow) -> Result<AuditEntry, RegistryError> {
-    let role: String = row.try_get("role")?;
-    let result: String = row.try_get("result")?;
-    let operation: Option<String> = row.try_get("operation")?;
+pub(super) fn audit_entry(row: &impl Fetch) -> Result<AuditEntry, RegistryError> {
+    let role: String = row.text("role")?;
+    let result: String = row.text("result")?;
+    let operation: Option<String> = row.opt_text("operation")?;
     Ok(AuditEntry {
-        at: from_millis(row.try_get("at")?)?,
-        actor: row.try_get("actor_name")?,
-        frontend: row.try_get("actor_frontend")?,
+        at: from_millis(row.int("at")?)?,
+        actor: row.text("actor_name")?,
+        frontend: row.text("actor_frontend")?,
         role: parse_role(&role).ok_or_else(|| RegistryError::Data(format!("audit role `{role}`")))?,
-        utterance: row.try_get("utterance")?,
+        utterance: row.text("utterance")?,
         operation: operation.map(|o| serde_json::from_str(&o).unwrap_or(serde_json::Value::String(o))),
         result: AuditResult::parse(&result).ok_or_else(|| RegistryError::Data(format!("audit result `{result}`")))?,
-        message: row.try_get("message")?,
+        message: row.text("message")?,
     })
 }
 

@@ -1,8 +1,7 @@
 //! Deployments, their targets and the event log.
 
+use super::store::{builder, on_db, BeginWrite as _, Fetch};
 use chrono::Utc;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::records::{
     deployment_name, Admission, DeploymentFilter, DeploymentRecord, EventRecord, Hold, NewDeployment, TargetJournal,
@@ -23,26 +22,85 @@ pub type QueuedRow<'a> = &'a (dyn Fn(&str) -> (String, serde_json::Value) + Sync
 const DEPLOYMENT_COLUMNS: &str = "id, extension, version, scope, strategy, status, hold, reason, actor_name, \
      actor_frontend, utterance, current_step, step_count, created_at, updated_at, finished_at";
 
+/// Inserts a deployment and its targets in the open transaction `$tx` (of either
+/// store, `$dl` its dialect); evaluates to the new id. Ids come from the store's
+/// own counter (AUTOINCREMENT, or an identity column), so no two inserts, whichever
+/// server makes them, get the same `d-<id>`.
+macro_rules! insert_deployment {
+    ($tx:ident, $dl:ident, $new:expr, $queued:expr) => {{
+        let new: &NewDeployment = $new;
+        let queued: Option<&(String, Hold)> = $queued;
+        let (reason, hold) = match queued {
+            Some((reason, hold)) => (Some(reason.as_str()), Some(json_text(hold)?)),
+            None => (None, None),
+        };
+        let now = to_millis(Utc::now());
+        let scope = json_text(&new.scope)?;
+        let strategy = json_text(&new.strategy)?;
+        let finished = (!new.status.is_active()).then_some(now);
+        let id: i64 = sqlx::query_scalar(&$dl.sql(
+            "INSERT INTO deployments (extension, version, scope, strategy, status, hold, reason, actor_name, \
+             actor_frontend, utterance, current_step, step_count, created_at, updated_at, finished_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) RETURNING id",
+        ))
+        .bind(&new.extension)
+        .bind(&new.version)
+        .bind(scope)
+        .bind(strategy)
+        .bind(new.status.as_str())
+        .bind(hold)
+        .bind(reason)
+        .bind(&new.actor.name)
+        .bind(&new.actor.frontend)
+        .bind(&new.utterance)
+        .bind(i64::from(new.step_count))
+        .bind(now)
+        .bind(now)
+        .bind(finished)
+        .fetch_one(&mut *$tx)
+        .await?;
+        for t in &new.targets {
+            sqlx::query(&$dl.sql(
+                "INSERT INTO deployment_targets (deployment_id, agent, endpoint, previous_version, step, state) \
+                 VALUES (?, ?, ?, ?, ?, 'pending')",
+            ))
+            .bind(id)
+            .bind(&t.agent)
+            .bind(&t.endpoint)
+            .bind(&t.previous_version)
+            .bind(i64::from(t.step))
+            .execute(&mut *$tx)
+            .await?;
+        }
+        id
+    }};
+}
+
 impl Registry {
     /// Records a new deployment with its targets, in one transaction.
     ///
     /// Every write takes [`Registry::write_lock`] first, and a transaction that writes
-    /// begins `IMMEDIATE` (it takes SQLite's write lock up front, where the busy
-    /// timeout applies, never upgrading a read it began with).
+    /// begins with the store's write lock (see [`BeginWrite`](super::store::BeginWrite):
+    /// on SQLite `BEGIN IMMEDIATE` takes it up front, where the busy timeout applies,
+    /// never upgrading a read it began with).
     pub async fn create_deployment(&self, new: &NewDeployment) -> Result<DeploymentRecord, RegistryError> {
         let _hold = self.hold();
         let write = self.write_lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let id = insert_deployment(&mut tx, new, None).await?;
-        tx.commit().await?;
+        let id = on_db!(&self.db, |pool, dl| {
+            let mut tx = pool.begin_write().await?;
+            let id = insert_deployment!(tx, dl, new, None);
+            tx.commit().await?;
+            id
+        });
         drop(write);
         self.deployment(id).await?.ok_or_else(|| RegistryError::UnknownDeployment(deployment_name(id)))
     }
 
     /// Records a new deployment unless one of its agents belongs to an unfinished
-    /// deployment: checked and written in one `BEGIN IMMEDIATE` transaction, which
-    /// takes SQLite's write lock first, so two processes (or tasks) admitting at the
-    /// same instant cannot both see the agents free. With `queue` given, an overlapping
+    /// deployment: checked and written in one transaction that holds the store's
+    /// write lock (SQLite's file lock, or PostgreSQL's advisory lock shared by every
+    /// server on the database), so two processes (or tasks) admitting at the same
+    /// instant cannot both see the agents free. With `queue` given, an overlapping
     /// deployment is recorded pending behind the oldest one it overlaps. `events` are
     /// journalled in the same transaction (its `created` and `planned` events), so
     /// a deployment never exists without its plan.
@@ -54,50 +112,63 @@ impl Registry {
     ) -> Result<Admission, RegistryError> {
         let _hold = self.hold();
         // In-process writers queue on the write lock; another process's admission
-        // waits on SQLite's (BEGIN IMMEDIATE, within the busy timeout).
+        // waits on the store's (BEGIN IMMEDIATE within the busy timeout, or the
+        // advisory lock).
         let write = self.write_lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
-            "SELECT t.agent, t.deployment_id FROM deployment_targets t JOIN deployments d ON d.id = t.deployment_id \
-             WHERE d.status IN ({ACTIVE}) ORDER BY d.id, t.rowid"
-        ))
-        .fetch_all(&mut *tx)
-        .await?;
-        let clash: Vec<(String, i64)> =
-            rows.into_iter().filter(|(agent, _)| new.targets.iter().any(|t| t.agent == *agent)).collect();
-        let blocker = clash.first().map(|(_, d)| *d);
-        if let (Some(blocker), None) = (blocker, queue) {
-            let mut agents: Vec<String> = Vec::new();
-            for (agent, d) in clash {
-                if d == blocker && !agents.contains(&agent) {
-                    agents.push(agent);
+        let admitted: Result<(i64, Option<i64>), Admission> = on_db!(&self.db, |pool, dl| {
+            let mut tx = pool.begin_write().await?;
+            let rows: Vec<(String, i64)> = sqlx::query_as(&dl.sql(&format!(
+                "SELECT t.agent, t.deployment_id FROM deployment_targets t JOIN deployments d ON d.id = t.deployment_id \
+                 WHERE d.status IN ({ACTIVE}) ORDER BY d.id, t.{}",
+                dl.target_order()
+            )))
+            .fetch_all(&mut *tx)
+            .await?;
+            let clash: Vec<(String, i64)> =
+                rows.into_iter().filter(|(agent, _)| new.targets.iter().any(|t| t.agent == *agent)).collect();
+            let blocker = clash.first().map(|(_, d)| *d);
+            match (blocker, queue) {
+                (Some(blocker), None) => {
+                    let mut agents: Vec<String> = Vec::new();
+                    for (agent, d) in clash {
+                        if d == blocker && !agents.contains(&agent) {
+                            agents.push(agent);
+                        }
+                    }
+                    Err(Admission::Overlap { agents, deployment: deployment_name(blocker) })
+                }
+                _ => {
+                    let queued = blocker.map(|b| {
+                        let behind = deployment_name(b);
+                        (format!("{QUEUED_BEHIND} {behind}"), Hold::Queued { behind })
+                    });
+                    let mut new = new.clone();
+                    if queued.is_some() {
+                        new.status = DeploymentStatus::Pending;
+                    }
+                    let id = insert_deployment!(tx, dl, &new, queued.as_ref());
+                    let at = to_millis(Utc::now());
+                    let behind = blocker.zip(queue).map(|(b, row)| row(&deployment_name(b)));
+                    let rows = events.iter().map(|(k, v)| (k.to_string(), v.clone())).chain(behind);
+                    for (kind, data) in rows {
+                        sqlx::query(&dl.sql("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?)"))
+                            .bind(id)
+                            .bind(at)
+                            .bind(kind)
+                            .bind(data.to_string())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok((id, blocker))
                 }
             }
-            return Ok(Admission::Overlap { agents, deployment: deployment_name(blocker) });
-        }
-        let queued = blocker.map(|b| {
-            let behind = deployment_name(b);
-            (format!("{QUEUED_BEHIND} {behind}"), Hold::Queued { behind })
         });
-        let mut new = new.clone();
-        if queued.is_some() {
-            new.status = DeploymentStatus::Pending;
-        }
-        let id = insert_deployment(&mut tx, &new, queued.as_ref()).await?;
-        let at = to_millis(Utc::now());
-        let behind = blocker.zip(queue).map(|(b, row)| row(&deployment_name(b)));
-        let rows = events.iter().map(|(k, d)| (k.to_string(), d.clone())).chain(behind);
-        for (kind, data) in rows {
-            sqlx::query("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?)")
-                .bind(id)
-                .bind(at)
-                .bind(kind)
-                .bind(data.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
         drop(write);
+        let (id, blocker) = match admitted {
+            Ok(admitted) => admitted,
+            Err(overlap) => return Ok(overlap),
+        };
         let record = self.deployment(id).await?.ok_or_else(|| RegistryError::UnknownDeployment(deployment_name(id)))?;
         Ok(match blocker {
             Some(b) => Admission::Queued { record, behind: deployment_name(b) },
@@ -141,43 +212,52 @@ impl Registry {
         let _write = self.write_lock().await;
         let now = to_millis(Utc::now());
         let finished = (!status.is_active()).then_some(now);
-        let done = sqlx::query(
-            "UPDATE deployments SET status = ?, hold = ?, reason = ?, updated_at = ?, finished_at = ? WHERE id = ?",
-        )
-        .bind(status.as_str())
-        .bind(hold)
-        .bind(reason)
-        .bind(now)
-        .bind(finished)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        require_row(done.rows_affected(), id)
+        let done = on_db!(&self.db, |pool, dl| {
+            sqlx::query(&dl.sql(
+                "UPDATE deployments SET status = ?, hold = ?, reason = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+            ))
+            .bind(status.as_str())
+            .bind(hold)
+            .bind(reason)
+            .bind(now)
+            .bind(finished)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        require_row(done, id)
     }
 
     /// Changes only the reason (progress of a rollback that runs after the status was set).
     pub async fn set_reason(&self, id: i64, reason: &str) -> Result<(), RegistryError> {
         let _hold = self.hold();
         let _write = self.write_lock().await;
-        let done = sqlx::query("UPDATE deployments SET reason = ?, updated_at = ? WHERE id = ?")
-            .bind(reason)
-            .bind(to_millis(Utc::now()))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        require_row(done.rows_affected(), id)
+        let done = on_db!(&self.db, |pool, dl| {
+            sqlx::query(&dl.sql("UPDATE deployments SET reason = ?, updated_at = ? WHERE id = ?"))
+                .bind(reason)
+                .bind(to_millis(Utc::now()))
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        require_row(done, id)
     }
 
     pub async fn set_current_step(&self, id: i64, step: u32) -> Result<(), RegistryError> {
         let _hold = self.hold();
         let _write = self.write_lock().await;
-        let done = sqlx::query("UPDATE deployments SET current_step = ?, updated_at = ? WHERE id = ?")
-            .bind(i64::from(step))
-            .bind(to_millis(Utc::now()))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        require_row(done.rows_affected(), id)
+        let done = on_db!(&self.db, |pool, dl| {
+            sqlx::query(&dl.sql("UPDATE deployments SET current_step = ?, updated_at = ? WHERE id = ?"))
+                .bind(i64::from(step))
+                .bind(to_millis(Utc::now()))
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        require_row(done, id)
     }
 
     /// Updates one agent of a deployment.
@@ -190,15 +270,19 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let _hold = self.hold();
         let _write = self.write_lock().await;
-        let done =
-            sqlx::query("UPDATE deployment_targets SET state = ?, detail = ? WHERE deployment_id = ? AND agent = ?")
-                .bind(state.as_str())
-                .bind(detail)
-                .bind(id)
-                .bind(agent)
-                .execute(&self.pool)
-                .await?;
-        if done.rows_affected() == 0 {
+        let done = on_db!(&self.db, |pool, dl| {
+            sqlx::query(
+                &dl.sql("UPDATE deployment_targets SET state = ?, detail = ? WHERE deployment_id = ? AND agent = ?"),
+            )
+            .bind(state.as_str())
+            .bind(detail)
+            .bind(id)
+            .bind(agent)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if done == 0 {
             return Err(RegistryError::UnknownDeployment(format!("{} (agent {agent})", deployment_name(id))));
         }
         Ok(())
@@ -209,12 +293,16 @@ impl Registry {
     pub async fn set_target_previous(&self, id: i64, agent: &str, previous: Option<&str>) -> Result<(), RegistryError> {
         let _hold = self.hold();
         let _write = self.write_lock().await;
-        sqlx::query("UPDATE deployment_targets SET previous_version = ? WHERE deployment_id = ? AND agent = ?")
+        on_db!(&self.db, |pool, dl| {
+            sqlx::query(
+                &dl.sql("UPDATE deployment_targets SET previous_version = ? WHERE deployment_id = ? AND agent = ?"),
+            )
             .bind(previous)
             .bind(id)
             .bind(agent)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
+        });
         Ok(())
     }
 
@@ -222,13 +310,15 @@ impl Registry {
     pub async fn reset_targets(&self, id: i64, keep: TargetState) -> Result<(), RegistryError> {
         let _hold = self.hold();
         let _write = self.write_lock().await;
-        sqlx::query(
-            "UPDATE deployment_targets SET state = 'pending', detail = NULL WHERE deployment_id = ? AND state != ?",
-        )
-        .bind(id)
-        .bind(keep.as_str())
-        .execute(&self.pool)
-        .await?;
+        on_db!(&self.db, |pool, dl| {
+            sqlx::query(&dl.sql(
+                "UPDATE deployment_targets SET state = 'pending', detail = NULL WHERE deployment_id = ? AND state != ?",
+            ))
+            .bind(id)
+            .bind(keep.as_str())
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
@@ -241,14 +331,17 @@ impl Registry {
     ) -> Result<i64, RegistryError> {
         let _hold = self.hold();
         let _write = self.write_lock().await;
-        let id =
-            sqlx::query_scalar("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?) RETURNING id")
-                .bind(deployment)
-                .bind(to_millis(Utc::now()))
-                .bind(kind)
-                .bind(data.to_string())
-                .fetch_one(&self.pool)
-                .await?;
+        let id = on_db!(&self.db, |pool, dl| {
+            sqlx::query_scalar(
+                &dl.sql("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?) RETURNING id"),
+            )
+            .bind(deployment)
+            .bind(to_millis(Utc::now()))
+            .bind(kind)
+            .bind(data.to_string())
+            .fetch_one(pool)
+            .await?
+        });
         Ok(id)
     }
 
@@ -258,78 +351,96 @@ impl Registry {
     pub async fn journal_targets(&self, id: i64, entries: &[TargetJournal<'_>]) -> Result<(), RegistryError> {
         let _hold = self.hold();
         let _write = self.write_lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let at = to_millis(Utc::now());
-        for e in entries {
-            sqlx::query("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?)")
-                .bind(id)
-                .bind(at)
-                .bind(e.kind)
-                .bind(e.data.to_string())
-                .execute(&mut *tx)
-                .await?;
-            let done = sqlx::query(
-                "UPDATE deployment_targets SET state = ?, detail = ? WHERE deployment_id = ? AND agent = ?",
-            )
-            .bind(e.state.as_str())
-            .bind(e.detail)
-            .bind(id)
-            .bind(e.agent)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 0 {
-                return Err(RegistryError::UnknownDeployment(format!("{} (agent {})", deployment_name(id), e.agent)));
+        on_db!(&self.db, |pool, dl| {
+            let mut tx = pool.begin_write().await?;
+            let at = to_millis(Utc::now());
+            for e in entries {
+                sqlx::query(&dl.sql("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?)"))
+                    .bind(id)
+                    .bind(at)
+                    .bind(e.kind)
+                    .bind(e.data.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                let done =
+                    sqlx::query(&dl.sql(
+                        "UPDATE deployment_targets SET state = ?, detail = ? WHERE deployment_id = ? AND agent = ?",
+                    ))
+                    .bind(e.state.as_str())
+                    .bind(e.detail)
+                    .bind(id)
+                    .bind(e.agent)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(RegistryError::UnknownDeployment(format!(
+                        "{} (agent {})",
+                        deployment_name(id),
+                        e.agent
+                    )));
+                }
             }
-        }
-        tx.commit().await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     /// The events of one deployment, oldest first.
     pub async fn events(&self, deployment: i64) -> Result<Vec<EventRecord>, RegistryError> {
         let _hold = self.hold();
-        let rows =
-            sqlx::query("SELECT id, deployment_id, at, kind, data FROM events WHERE deployment_id = ? ORDER BY id")
-                .bind(deployment)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(event_from_row).collect()
+        on_db!(&self.db, |pool, dl| {
+            let rows = sqlx::query(
+                &dl.sql("SELECT id, deployment_id, at, kind, data FROM events WHERE deployment_id = ? ORDER BY id"),
+            )
+            .bind(deployment)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(event_from_row).collect()
+        })
     }
 
     /// The latest event of `kind` for one deployment.
     pub async fn last_event(&self, deployment: i64, kind: &str) -> Result<Option<EventRecord>, RegistryError> {
         let _hold = self.hold();
-        let row = sqlx::query(
-            "SELECT id, deployment_id, at, kind, data FROM events WHERE deployment_id = ? AND kind = ? \
-             ORDER BY id DESC LIMIT 1",
-        )
-        .bind(deployment)
-        .bind(kind)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(event_from_row).transpose()
+        on_db!(&self.db, |pool, dl| {
+            let row = sqlx::query(&dl.sql(
+                "SELECT id, deployment_id, at, kind, data FROM events WHERE deployment_id = ? AND kind = ? \
+                 ORDER BY id DESC LIMIT 1",
+            ))
+            .bind(deployment)
+            .bind(kind)
+            .fetch_optional(pool)
+            .await?;
+            row.as_ref().map(event_from_row).transpose()
+        })
     }
 
     /// The latest `limit` events of any kind, oldest first.
     pub async fn recent_events(&self, limit: u32) -> Result<Vec<EventRecord>, RegistryError> {
         let _hold = self.hold();
-        let rows = sqlx::query(
-            "SELECT * FROM (SELECT id, deployment_id, at, kind, data FROM events ORDER BY id DESC LIMIT ?) ORDER BY id",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(event_from_row).collect()
+        on_db!(&self.db, |pool, dl| {
+            let rows = sqlx::query(&dl.sql(
+                "SELECT * FROM (SELECT id, deployment_id, at, kind, data FROM events ORDER BY id DESC LIMIT ?) AS recent \
+                 ORDER BY id",
+            ))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(event_from_row).collect()
+        })
     }
 
     pub async fn deployment(&self, id: i64) -> Result<Option<DeploymentRecord>, RegistryError> {
         let _hold = self.hold();
-        let row = sqlx::query(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => Ok(Some(self.with_targets(&row).await?)),
+        let record = on_db!(&self.db, |pool, dl| {
+            let row = sqlx::query(&dl.sql(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?")))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(deployment_from_row).transpose()?
+        });
+        match record {
+            Some(record) => Ok(Some(self.with_targets(record).await?)),
             None => Ok(None),
         }
     }
@@ -353,33 +464,35 @@ impl Registry {
     /// Deployments matching the filter, newest first.
     pub async fn list_deployments(&self, filter: &DeploymentFilter) -> Result<Vec<DeploymentRecord>, RegistryError> {
         let _hold = self.hold();
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments d WHERE 1 = 1"));
-        if let Some(status) = filter.status {
-            q.push(" AND status = ").push_bind(status.as_str());
+        if filter.agents.as_ref().is_some_and(|a| a.is_empty()) {
+            return Ok(Vec::new());
         }
-        if let Some(since) = filter.since {
-            q.push(" AND created_at >= ").push_bind(to_millis(since));
-        }
-        if let Some(agents) = &filter.agents {
-            if agents.is_empty() {
-                return Ok(Vec::new());
+        let records: Vec<DeploymentRecord> = on_db!(&self.db, |pool, dl| {
+            let mut q = builder(pool, format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments d WHERE 1 = 1"));
+            if let Some(status) = filter.status {
+                q.push(" AND status = ").push_bind(status.as_str());
             }
-            q.push(" AND EXISTS (SELECT 1 FROM deployment_targets t WHERE t.deployment_id = d.id AND t.agent IN (");
-            let mut sep = q.separated(", ");
-            for a in agents {
-                sep.push_bind(a.clone());
+            if let Some(since) = filter.since {
+                q.push(" AND created_at >= ").push_bind(to_millis(since));
             }
-            q.push("))");
-        }
-        q.push(" ORDER BY id DESC");
-        if let Some(limit) = filter.limit {
-            q.push(" LIMIT ").push_bind(i64::from(limit));
-        }
-        let rows = q.build().fetch_all(&self.pool).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            out.push(self.with_targets(row).await?);
+            if let Some(agents) = &filter.agents {
+                q.push(" AND EXISTS (SELECT 1 FROM deployment_targets t WHERE t.deployment_id = d.id AND t.agent IN (");
+                let mut sep = q.separated(", ");
+                for a in agents {
+                    sep.push_bind(a.clone());
+                }
+                q.push("))");
+            }
+            q.push(" ORDER BY id DESC");
+            if let Some(limit) = filter.limit {
+                q.push(" LIMIT ").push_bind(i64::from(limit));
+            }
+            let rows = q.build().fetch_all(pool).await?;
+            rows.iter().map(deployment_from_row).collect::<Result<_, _>>()?
+        });
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            out.push(self.with_targets(record).await?);
         }
         Ok(out)
     }
@@ -388,85 +501,41 @@ impl Registry {
     /// back), oldest first.
     pub async fn active_deployments(&self) -> Result<Vec<DeploymentRecord>, RegistryError> {
         let _hold = self.hold();
-        let rows = sqlx::query(&format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status IN ({ACTIVE}) ORDER BY id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            out.push(self.with_targets(row).await?);
+        let records: Vec<DeploymentRecord> = on_db!(&self.db, |pool, dl| {
+            let rows =
+                sqlx::query(&dl.sql(&format!(
+                    "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status IN ({ACTIVE}) ORDER BY id"
+                )))
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(deployment_from_row).collect::<Result<_, _>>()?
+        });
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            out.push(self.with_targets(record).await?);
         }
         Ok(out)
     }
 
-    async fn with_targets(&self, row: &SqliteRow) -> Result<DeploymentRecord, RegistryError> {
+    async fn with_targets(&self, mut record: DeploymentRecord) -> Result<DeploymentRecord, RegistryError> {
         let _hold = self.hold();
-        let mut record = deployment_from_row(row)?;
-        let rows = sqlx::query(
-            "SELECT agent, endpoint, previous_version, step, state, detail FROM deployment_targets \
-             WHERE deployment_id = ? ORDER BY step, rowid",
-        )
-        .bind(record.id)
-        .fetch_all(&self.pool)
-        .await?;
-        record.targets = rows.iter().map(target_from_row).collect::<Result<_, _>>()?;
+        record.targets = on_db!(&self.db, |pool, dl| {
+            let rows = sqlx::query(&dl.sql(&format!(
+                "SELECT agent, endpoint, previous_version, step, state, detail FROM deployment_targets \
+                 WHERE deployment_id = ? ORDER BY step, {}",
+                dl.target_order()
+            )))
+            .bind(record.id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(target_from_row).collect::<Result<_, _>>()?
+        });
         Ok(record)
     }
 }
 
 /// The statuses of a deployment that may still change its agents, for SQL.
 const ACTIVE: &str = "'pending', 'running', 'paused', 'rolling_back'";
-
-async fn insert_deployment(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    new: &NewDeployment,
-    queued: Option<&(String, Hold)>,
-) -> Result<i64, RegistryError> {
-    let (reason, hold) = match queued {
-        Some((reason, hold)) => (Some(reason.as_str()), Some(json_text(hold)?)),
-        None => (None, None),
-    };
-    let now = to_millis(Utc::now());
-    let scope = json_text(&new.scope)?;
-    let strategy = json_text(&new.strategy)?;
-    let finished = (!new.status.is_active()).then_some(now);
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO deployments (extension, version, scope, strategy, status, hold, reason, actor_name, \
-         actor_frontend, utterance, current_step, step_count, created_at, updated_at, finished_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(&new.extension)
-    .bind(&new.version)
-    .bind(scope)
-    .bind(strategy)
-    .bind(new.status.as_str())
-    .bind(hold)
-    .bind(reason)
-    .bind(&new.actor.name)
-    .bind(&new.actor.frontend)
-    .bind(&new.utterance)
-    .bind(i64::from(new.step_count))
-    .bind(now)
-    .bind(now)
-    .bind(finished)
-    .fetch_one(&mut **tx)
-    .await?;
-    for t in &new.targets {
-        sqlx::query(
-            "INSERT INTO deployment_targets (deployment_id, agent, endpoint, previous_version, step, state) \
-             VALUES (?, ?, ?, ?, ?, 'pending')",
-        )
-        .bind(id)
-        .bind(&t.agent)
-        .bind(&t.endpoint)
-        .bind(&t.previous_version)
-        .bind(i64::from(t.step))
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(id)
-}
 
 fn require_row(affected: u64, id: i64) -> Result<(), RegistryError> {
     if affected == 0 {
@@ -484,18 +553,18 @@ fn step_u32(v: i64, what: &str) -> Result<u32, RegistryError> {
     u32::try_from(v).map_err(|_| RegistryError::Data(format!("{what} {v} is out of range")))
 }
 
-fn deployment_from_row(row: &SqliteRow) -> Result<DeploymentRecord, RegistryError> {
-    let id: i64 = row.try_get("id")?;
+fn deployment_from_row(row: &impl Fetch) -> Result<DeploymentRecord, RegistryError> {
+    let id: i64 = row.int("id")?;
     let name = deployment_name(id);
-    let scope: String = row.try_get("scope")?;
-    let strategy: String = row.try_get("strategy")?;
-    let status: String = row.try_get("status")?;
-    let hold: Option<String> = row.try_get("hold")?;
-    let finished: Option<i64> = row.try_get("finished_at")?;
+    let scope: String = row.text("scope")?;
+    let strategy: String = row.text("strategy")?;
+    let status: String = row.text("status")?;
+    let hold: Option<String> = row.opt_text("hold")?;
+    let finished: Option<i64> = row.opt_int("finished_at")?;
     Ok(DeploymentRecord {
         id,
-        extension: row.try_get("extension")?,
-        version: row.try_get("version")?,
+        extension: row.text("extension")?,
+        version: row.text("version")?,
         scope: serde_json::from_str(&scope).map_err(|e| RegistryError::Data(format!("{name} scope: {e}")))?,
         strategy: serde_json::from_str(&strategy).map_err(|e| RegistryError::Data(format!("{name} strategy: {e}")))?,
         status: DeploymentStatus::parse(&status)
@@ -503,40 +572,40 @@ fn deployment_from_row(row: &SqliteRow) -> Result<DeploymentRecord, RegistryErro
         hold: hold
             .map(|h| serde_json::from_str(&h).map_err(|e| RegistryError::Data(format!("{name} hold `{h}`: {e}"))))
             .transpose()?,
-        reason: row.try_get("reason")?,
-        actor: row.try_get("actor_name")?,
-        frontend: row.try_get("actor_frontend")?,
-        utterance: row.try_get("utterance")?,
-        current_step: step_u32(row.try_get("current_step")?, "current step")?,
-        step_count: step_u32(row.try_get("step_count")?, "step count")?,
-        created_at: from_millis(row.try_get("created_at")?)?,
-        updated_at: from_millis(row.try_get("updated_at")?)?,
+        reason: row.opt_text("reason")?,
+        actor: row.text("actor_name")?,
+        frontend: row.text("actor_frontend")?,
+        utterance: row.text("utterance")?,
+        current_step: step_u32(row.int("current_step")?, "current step")?,
+        step_count: step_u32(row.int("step_count")?, "step count")?,
+        created_at: from_millis(row.int("created_at")?)?,
+        updated_at: from_millis(row.int("updated_at")?)?,
         finished_at: finished.map(from_millis).transpose()?,
         targets: Vec::new(),
         name,
     })
 }
 
-fn target_from_row(row: &SqliteRow) -> Result<TargetRecord, RegistryError> {
-    let state: String = row.try_get("state")?;
+fn target_from_row(row: &impl Fetch) -> Result<TargetRecord, RegistryError> {
+    let state: String = row.text("state")?;
     Ok(TargetRecord {
-        agent: row.try_get("agent")?,
-        endpoint: row.try_get("endpoint")?,
-        previous_version: row.try_get("previous_version")?,
-        step: step_u32(row.try_get("step")?, "target step")?,
+        agent: row.text("agent")?,
+        endpoint: row.text("endpoint")?,
+        previous_version: row.opt_text("previous_version")?,
+        step: step_u32(row.int("step")?, "target step")?,
         state: TargetState::parse(&state).ok_or_else(|| RegistryError::Data(format!("target state `{state}`")))?,
-        detail: row.try_get("detail")?,
+        detail: row.opt_text("detail")?,
     })
 }
 
-pub(super) fn event_from_row(row: &SqliteRow) -> Result<EventRecord, RegistryError> {
-    let deployment: Option<i64> = row.try_get("deployment_id")?;
-    let data: String = row.try_get("data")?;
+pub(super) fn event_from_row(row: &impl Fetch) -> Result<EventRecord, RegistryError> {
+    let deployment: Option<i64> = row.opt_int("deployment_id")?;
+    let data: String = row.text("data")?;
     Ok(EventRecord {
-        id: row.try_get("id")?,
+        id: row.int("id")?,
         deployment: deployment.map(deployment_name),
-        at: from_millis(row.try_get("at")?)?,
-        kind: row.try_get("kind")?,
+        at: from_millis(row.int("at")?)?,
+        kind: row.text("kind")?,
         // A hand-edited row should not hide the rest of the log: keep it as text.
         data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
     })

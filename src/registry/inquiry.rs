@@ -3,11 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::Row;
 
 use super::audit::audit_entry;
 use super::deployments::event_from_row;
 use super::records::{AuditEntry, EventRecord};
+use super::store::{on_db, BeginWrite as _, Fetch};
 use super::{from_millis, to_millis, Registry, RegistryError};
 use crate::ops::Actor;
 
@@ -32,16 +32,18 @@ impl Registry {
         to: DateTime<Utc>,
     ) -> Result<Vec<EventRecord>, RegistryError> {
         let _hold = self.hold();
-        let rows = sqlx::query(
-            "SELECT * FROM (SELECT id, deployment_id, at, kind, data FROM events WHERE at >= ? AND at <= ? \
-             ORDER BY id DESC LIMIT ?) ORDER BY id",
-        )
-        .bind(to_millis(from))
-        .bind(to_millis(to))
-        .bind(i64::from(MAX_ROWS))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(event_from_row).collect()
+        on_db!(&self.db, |pool, dl| {
+            let rows = sqlx::query(&dl.sql(
+                "SELECT * FROM (SELECT id, deployment_id, at, kind, data FROM events WHERE at >= ? AND at <= ? \
+                 ORDER BY id DESC LIMIT ?) AS latest ORDER BY id",
+            ))
+            .bind(to_millis(from))
+            .bind(to_millis(to))
+            .bind(i64::from(MAX_ROWS))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(event_from_row).collect()
+        })
     }
 
     /// Audit entries in `[from, to]`, oldest first, the latest `limit`.
@@ -52,33 +54,29 @@ impl Registry {
         limit: u32,
     ) -> Result<Vec<AuditEntry>, RegistryError> {
         let _hold = self.hold();
-        let rows = sqlx::query(
-            "SELECT * FROM (SELECT id, at, actor_name, actor_frontend, role, utterance, operation, result, message \
-             FROM audit WHERE at >= ? AND at <= ? ORDER BY id DESC LIMIT ?) ORDER BY id",
-        )
-        .bind(to_millis(from))
-        .bind(to_millis(to))
-        .bind(i64::from(limit.min(MAX_ROWS)))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(audit_entry).collect()
+        on_db!(&self.db, |pool, dl| {
+            let rows = sqlx::query(&dl.sql(
+                "SELECT * FROM (SELECT id, at, actor_name, actor_frontend, role, utterance, operation, result, message \
+                 FROM audit WHERE at >= ? AND at <= ? ORDER BY id DESC LIMIT ?) AS latest ORDER BY id",
+            ))
+            .bind(to_millis(from))
+            .bind(to_millis(to))
+            .bind(i64::from(limit.min(MAX_ROWS)))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(audit_entry).collect()
+        })
     }
 
     /// The emergency stop in force, if any.
     pub async fn freeze(&self) -> Result<Option<FreezeRecord>, RegistryError> {
         let _hold = self.hold();
-        let row = sqlx::query("SELECT at, actor, frontend, reason FROM freeze WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(FreezeRecord {
-                at: from_millis(row.try_get("at")?)?,
-                actor: row.try_get("actor")?,
-                frontend: row.try_get("frontend")?,
-                reason: row.try_get("reason")?,
-            })
+        on_db!(&self.db, |pool, dl| {
+            let row = sqlx::query("SELECT at, actor, frontend, reason FROM \"freeze\" WHERE id = 1")
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(freeze_from_row).transpose()
         })
-        .transpose()
     }
 
     /// Freezes the fleet, journalling it; a freeze already in force is kept as it was
@@ -87,26 +85,34 @@ impl Registry {
         {
             let _hold = self.hold();
             let _write = self.write_lock().await;
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             let now = to_millis(Utc::now());
-            let inserted =
-                sqlx::query("INSERT OR IGNORE INTO freeze (id, at, actor, frontend, reason) VALUES (1, ?, ?, ?, ?)")
-                    .bind(now)
-                    .bind(&actor.name)
-                    .bind(&actor.frontend)
-                    .bind(reason)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            if inserted > 0 {
-                let data = serde_json::json!({ "by": actor.name, "frontend": actor.frontend, "reason": reason });
-                sqlx::query("INSERT INTO events (deployment_id, at, kind, data) VALUES (NULL, ?, 'freeze', ?)")
+            on_db!(&self.db, |pool, dl| {
+                let mut tx = pool.begin_write().await?;
+                // `ON CONFLICT DO NOTHING` is SQLite's `INSERT OR IGNORE`, in the words
+                // both stores know.
+                let inserted = sqlx::query(&dl.sql(
+                    "INSERT INTO \"freeze\" (id, at, actor, frontend, reason) VALUES (1, ?, ?, ?, ?) \
+                     ON CONFLICT (id) DO NOTHING",
+                ))
+                .bind(now)
+                .bind(&actor.name)
+                .bind(&actor.frontend)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted > 0 {
+                    let data = serde_json::json!({ "by": actor.name, "frontend": actor.frontend, "reason": reason });
+                    sqlx::query(
+                        &dl.sql("INSERT INTO events (deployment_id, at, kind, data) VALUES (NULL, ?, 'freeze', ?)"),
+                    )
                     .bind(now)
                     .bind(data.to_string())
                     .execute(&mut *tx)
                     .await?;
-            }
-            tx.commit().await?;
+                }
+                tx.commit().await?;
+            });
         }
         self.freeze().await?.ok_or_else(|| RegistryError::Data("the freeze was not recorded".to_string()))
     }
@@ -120,19 +126,33 @@ impl Registry {
         }
         let _hold = self.hold();
         let _write = self.write_lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let deleted = sqlx::query("DELETE FROM freeze WHERE id = 1").execute(&mut *tx).await?.rows_affected();
-        if deleted > 0 {
-            let data = serde_json::json!({ "by": actor.name, "frontend": actor.frontend });
-            sqlx::query("INSERT INTO events (deployment_id, at, kind, data) VALUES (NULL, ?, 'unfreeze', ?)")
+        let deleted = on_db!(&self.db, |pool, dl| {
+            let mut tx = pool.begin_write().await?;
+            let deleted = sqlx::query("DELETE FROM \"freeze\" WHERE id = 1").execute(&mut *tx).await?.rows_affected();
+            if deleted > 0 {
+                let data = serde_json::json!({ "by": actor.name, "frontend": actor.frontend });
+                sqlx::query(
+                    &dl.sql("INSERT INTO events (deployment_id, at, kind, data) VALUES (NULL, ?, 'unfreeze', ?)"),
+                )
                 .bind(to_millis(Utc::now()))
                 .bind(data.to_string())
                 .execute(&mut *tx)
                 .await?;
-        }
-        tx.commit().await?;
+            }
+            tx.commit().await?;
+            deleted
+        });
         Ok(if deleted > 0 { was } else { None })
     }
+}
+
+fn freeze_from_row(row: &impl Fetch) -> Result<FreezeRecord, RegistryError> {
+    Ok(FreezeRecord {
+        at: from_millis(row.int("at")?)?,
+        actor: row.text("actor")?,
+        frontend: row.text("frontend")?,
+        reason: row.text("reason")?,
+    })
 }
 
 #[cfg(test)]

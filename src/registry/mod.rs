@@ -1,9 +1,11 @@
 //! The registry: Parley's durable memory of deployments, their targets, the event
 //! log of every rollout transition, and the audit log of who asked for what.
 //!
-//! A small async API over SQLite (sqlx, runtime queries). The database runs in WAL
+//! A small async API over one of two stores (sqlx, runtime queries): SQLite, the
+//! embedded default, or PostgreSQL for a team (see [`store`]). SQLite runs in WAL
 //! mode with `synchronous = FULL`, so a transition that was journalled survives
 //! Parley being killed the next instant; the orchestrator journals before it acts.
+//! PostgreSQL commits durably by default.
 
 pub mod audit;
 mod deployments;
@@ -11,6 +13,7 @@ mod inquiry;
 mod records;
 mod report;
 mod routing;
+mod store;
 #[cfg(test)]
 mod tests;
 
@@ -21,7 +24,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use store::Db;
+pub use store::{redact_url, Location};
 
 pub use deployments::{QueuedRow, QUEUED_BEHIND};
 pub use inquiry::{FreezeRecord, MAX_ROWS};
@@ -57,6 +63,13 @@ pub enum RegistryError {
     Data(String),
     #[error("no deployment {0} in the registry")]
     UnknownDeployment(String),
+    /// The URL is shown with its password replaced: see [`redact_url`].
+    #[error("`{url}` is not a registry URL Parley can use: {detail}")]
+    BadUrl { url: String, detail: String },
+    #[error("could not connect to the registry database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("could not bring the registry database {url} up to date: {source}")]
+    MigrateDatabase { url: String, source: sqlx::migrate::MigrateError },
 }
 
 /// How long a write waits for SQLite's write lock while another process holds it.
@@ -67,9 +80,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A handle on the registry. Cheap to clone (a connection pool inside).
 #[derive(Debug, Clone)]
 pub struct Registry {
-    pool: SqlitePool,
-    /// Serialises this process's writes to the database file: see [`Registry::write_lock`].
-    writer: Arc<tokio::sync::Mutex<()>>,
+    db: Db,
+    /// Serialises this process's writes to a SQLite file: see [`Registry::write_lock`].
+    /// `None` on PostgreSQL, whose writers wait for each other's row locks.
+    writer: Option<Arc<tokio::sync::Mutex<()>>>,
     /// Hold tokio's clock while a query runs (in-memory registries: see [`ClockHold`]).
     hold_clock: bool,
 }
@@ -124,15 +138,16 @@ impl Registry {
             .connect_with(options)
             .await
             .map_err(|source| open_error(path, source))?;
-        let registry = Registry { pool, writer: file_writer(path), hold_clock: false };
+        let registry = Registry { db: Db::Sqlite(pool), writer: Some(file_writer(path)), hold_clock: false };
         registry.check_integrity(path).await?;
         // Two processes opening a new registry at once would both create its tables
         // (sqlx takes no lock on SQLite): one migrates at a time.
         let _migrating = migration_lock(path).await?;
         {
             let _write = registry.write_lock().await;
-            sqlx::migrate!("./migrations")
-                .run(&registry.pool)
+            registry
+                .db
+                .migrate()
                 .await
                 .map_err(|source| RegistryError::Migrate { path: path.to_path_buf(), source })?;
         }
@@ -157,7 +172,29 @@ impl Registry {
             .await
             .map_err(|source| RegistryError::Open { path: path.clone(), source })?;
         sqlx::migrate!("./migrations").run(&pool).await.map_err(|source| RegistryError::Migrate { path, source })?;
-        Ok(Registry { pool, writer: Arc::default(), hold_clock: true })
+        Ok(Registry { db: Db::Sqlite(pool), writer: Some(Arc::default()), hold_clock: true })
+    }
+
+    /// Opens the registry where `location` says: a SQLite file (as [`Registry::open`])
+    /// or a PostgreSQL database, whose schema is brought up to date (its migrator
+    /// takes an advisory lock, so servers starting together migrate once).
+    pub async fn connect(location: &Location) -> Result<Registry, RegistryError> {
+        match location {
+            Location::Sqlite(path) => Registry::open(path).await,
+            Location::Postgres(url) => {
+                let db = store::connect_postgres(url).await?;
+                db.migrate().await.map_err(|source| RegistryError::MigrateDatabase { url: redact_url(url), source })?;
+                Ok(Registry { db, writer: None, hold_clock: false })
+            }
+        }
+    }
+
+    /// Which store this registry is on.
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
     }
 
     /// Taken by every write, before its connection: one write at a time per database
@@ -171,8 +208,11 @@ impl Registry {
     /// outwaited the timeout and failed with `database is locked`. Queued here they
     /// never contend for SQLite's lock, and the busy timeout is left to bound only
     /// another process's writes. Reads take no lock (WAL).
-    async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.writer.lock().await
+    async fn write_lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.writer {
+            Some(writer) => Some(writer.lock().await),
+            None => None,
+        }
     }
 
     /// Held by every query: see [`ClockHold`].
@@ -181,8 +221,9 @@ impl Registry {
     }
 
     async fn check_integrity(&self, path: &Path) -> Result<(), RegistryError> {
+        let Db::Sqlite(pool) = &self.db else { return Ok(()) };
         let rows: Vec<(String,)> =
-            sqlx::query_as("PRAGMA quick_check").fetch_all(&self.pool).await.map_err(|e| open_error(path, e))?;
+            sqlx::query_as("PRAGMA quick_check").fetch_all(pool).await.map_err(|e| open_error(path, e))?;
         let problems: Vec<String> = rows.into_iter().map(|(r,)| r).filter(|r| r != "ok").collect();
         if problems.is_empty() {
             Ok(())
@@ -190,6 +231,13 @@ impl Registry {
             Err(RegistryError::Corrupt { path: path.to_path_buf(), detail: problems.join("; ") })
         }
     }
+}
+
+/// The two stores a registry can be on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
 /// The write lock shared by every [`Registry`] this process opened on the file at
@@ -257,4 +305,28 @@ pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
 
 pub(crate) fn from_millis(ms: i64) -> Result<DateTime<Utc>, RegistryError> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| RegistryError::Data(format!("timestamp {ms} is out of range")))
+}
+
+#[cfg(test)]
+impl Registry {
+    /// The SQLite pool, for tests of what only SQLite has (pragmas, the file).
+    pub(crate) fn sqlite_pool(&self) -> &sqlx::SqlitePool {
+        match &self.db {
+            Db::Sqlite(pool) => pool,
+            Db::Postgres(_) => panic!("not a SQLite registry"),
+        }
+    }
+
+    /// Runs one statement written with `?` placeholders on either store (tests that
+    /// set up what no API writes, e.g. a deployment created days ago).
+    pub(crate) async fn exec(&self, sql: &str, args: &[Option<i64>]) -> Result<u64, sqlx::Error> {
+        Ok(store::on_db!(&self.db, |pool, dl| {
+            let text = dl.sql(sql);
+            let mut q = sqlx::query(&text);
+            for a in args {
+                q = q.bind(*a);
+            }
+            q.execute(pool).await?.rows_affected()
+        }))
+    }
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use sqlx::Row;
 
+use super::store::{on_db, Fetch};
 use super::{from_millis, to_millis, Registry, RegistryError};
 use crate::ops::DeploymentStatus;
 
@@ -55,24 +55,29 @@ pub struct TimelineDay {
 impl Registry {
     pub async fn report(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> Result<Report, RegistryError> {
         let _hold = self.hold();
-        let rows = sqlx::query(
-            "SELECT status, created_at, finished_at FROM deployments WHERE created_at >= ? AND created_at < ?",
-        )
-        .bind(to_millis(since))
-        .bind(to_millis(until))
-        .fetch_all(&self.pool)
-        .await?;
+        // (status, created_at, finished_at) of each deployment in the window.
+        let rows: Vec<(String, i64, Option<i64>)> = on_db!(&self.db, |pool, dl| {
+            let rows = sqlx::query(&dl.sql(
+                "SELECT status, created_at, finished_at FROM deployments WHERE created_at >= ? AND created_at < ?",
+            ))
+            .bind(to_millis(since))
+            .bind(to_millis(until))
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| Ok((r.text("status")?, r.int("created_at")?, r.opt_int("finished_at")?)))
+                .collect::<Result<_, sqlx::Error>>()?
+        });
         let mut by_status: BTreeMap<String, u64> =
             DeploymentStatus::ALL.iter().map(|s| (s.as_str().to_string(), 0)).collect();
         let mut durations = Vec::new();
         let mut days: BTreeMap<NaiveDate, TimelineDay> = BTreeMap::new();
         let (mut finished, mut succeeded, mut rolled_back) = (0u64, 0u64, 0u64);
-        for row in &rows {
-            let status: String = row.try_get("status")?;
+        for (status, created, end) in &rows {
             let status =
-                DeploymentStatus::parse(&status).ok_or_else(|| RegistryError::Data(format!("status `{status}`")))?;
+                DeploymentStatus::parse(status).ok_or_else(|| RegistryError::Data(format!("status `{status}`")))?;
             *by_status.entry(status.as_str().to_string()).or_insert(0) += 1;
-            let created = from_millis(row.try_get("created_at")?)?;
+            let created = from_millis(*created)?;
             let day = days.entry(created.date_naive()).or_insert_with(|| TimelineDay {
                 date: created.date_naive(),
                 total: 0,
@@ -86,7 +91,7 @@ impl Registry {
             finished += 1;
             succeeded += u64::from(status == DeploymentStatus::Succeeded);
             rolled_back += u64::from(status == DeploymentStatus::RolledBack);
-            if let Some(end) = row.try_get::<Option<i64>, _>("finished_at")? {
+            if let Some(end) = *end {
                 let secs = (from_millis(end)? - created).num_milliseconds() as f64 / 1000.0;
                 durations.push(secs.max(0.0));
             }
@@ -124,14 +129,16 @@ impl Registry {
         until: DateTime<Utc>,
     ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>), RegistryError> {
         let _hold = self.hold();
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT e.data FROM events e JOIN deployments d ON d.id = e.deployment_id \
-             WHERE e.kind = 'gate_evaluated' AND d.created_at >= ? AND d.created_at < ?",
-        )
-        .bind(to_millis(since))
-        .bind(to_millis(until))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String,)> = on_db!(&self.db, |pool, dl| {
+            sqlx::query_as(&dl.sql(
+                "SELECT e.data FROM events e JOIN deployments d ON d.id = e.deployment_id \
+                 WHERE e.kind = 'gate_evaluated' AND d.created_at >= ? AND d.created_at < ?",
+            ))
+            .bind(to_millis(since))
+            .bind(to_millis(until))
+            .fetch_all(pool)
+            .await?
+        });
         let mut outcomes: BTreeMap<String, u64> = GATE_OUTCOMES.iter().map(|o| (o.to_string(), 0)).collect();
         let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
         for (data,) in rows {

@@ -2,9 +2,9 @@
 //! and the new rows land together or not at all, so the table a load balancer reads
 //! always has its reason on record.
 
+use super::store::{on_db, BeginWrite as _, Fetch};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::Row;
 
 use super::{from_millis, to_millis, Registry, RegistryError};
 use crate::routing::table::{Route, RoutingTable};
@@ -38,22 +38,24 @@ impl Registry {
     /// The stored table and its version (0 and empty when nothing was ever stored).
     pub async fn routing_table(&self) -> Result<(RoutingTable, i64, Option<DateTime<Utc>>), RegistryError> {
         let _hold = self.hold();
-        let rows = sqlx::query("SELECT region, serving_region, weight FROM routing ORDER BY region, serving_region")
-            .fetch_all(&self.pool)
-            .await?;
+        // (region, serving region, weight) rows, and the latest change's (id, at).
+        let (rows, last): (Vec<RouteRow>, Option<(i64, i64)>) = on_db!(&self.db, |pool, dl| {
+            let rows =
+                sqlx::query_as("SELECT region, serving_region, weight FROM routing ORDER BY region, serving_region")
+                    .fetch_all(pool)
+                    .await?;
+            let last = sqlx::query_as("SELECT id, at FROM routing_changes ORDER BY id DESC LIMIT 1")
+                .fetch_optional(pool)
+                .await?;
+            (rows, last)
+        });
         let mut table = RoutingTable::default();
-        for row in rows {
-            let region: String = row.try_get("region")?;
-            let serving: String = row.try_get("serving_region")?;
-            let weight: i64 = row.try_get("weight")?;
+        for (region, serving, weight) in rows {
             let weight = u8::try_from(weight).map_err(|_| RegistryError::Data(format!("routing weight {weight}")))?;
             table.regions.entry(region).or_default().push(Route::new(serving, weight));
         }
-        let last = sqlx::query("SELECT id, at FROM routing_changes ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
         let (version, at) = match last {
-            Some(row) => (row.try_get::<i64, _>("id")?, Some(from_millis(row.try_get("at")?)?)),
+            Some((id, at)) => (id, Some(from_millis(at)?)),
             None => (0, None),
         };
         Ok((table, version, at))
@@ -64,62 +66,70 @@ impl Registry {
         let _hold = self.hold();
         let _write = self.write_lock().await;
         let json = |t: &RoutingTable| serde_json::to_string(t).map_err(|e| RegistryError::Data(e.to_string()));
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let id = sqlx::query(
-            "INSERT INTO routing_changes (at, actor, frontend, kind, reason, before, after) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(to_millis(Utc::now()))
-        .bind(change.actor)
-        .bind(change.frontend)
-        .bind(change.kind)
-        .bind(change.reason)
-        .bind(json(change.before)?)
-        .bind(json(change.after)?)
-        .execute(&mut *tx)
-        .await?
-        .last_insert_rowid();
-        sqlx::query("DELETE FROM routing").execute(&mut *tx).await?;
-        for (region, routes) in &change.after.regions {
-            for r in routes.iter().filter(|r| r.weight > 0) {
-                sqlx::query("INSERT INTO routing (region, serving_region, weight) VALUES (?, ?, ?)")
-                    .bind(region)
-                    .bind(&r.region)
-                    .bind(i64::from(r.weight))
-                    .execute(&mut *tx)
-                    .await?;
+        let (before, after) = (json(change.before)?, json(change.after)?);
+        let id = on_db!(&self.db, |pool, dl| {
+            let mut tx = pool.begin_write().await?;
+            let id: i64 = sqlx::query_scalar(&dl.sql(
+                "INSERT INTO routing_changes (at, actor, frontend, kind, reason, before, after) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            ))
+            .bind(to_millis(Utc::now()))
+            .bind(change.actor)
+            .bind(change.frontend)
+            .bind(change.kind)
+            .bind(change.reason)
+            .bind(&before)
+            .bind(&after)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM routing").execute(&mut *tx).await?;
+            for (region, routes) in &change.after.regions {
+                for r in routes.iter().filter(|r| r.weight > 0) {
+                    sqlx::query(&dl.sql("INSERT INTO routing (region, serving_region, weight) VALUES (?, ?, ?)"))
+                        .bind(region)
+                        .bind(&r.region)
+                        .bind(i64::from(r.weight))
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
-        }
-        tx.commit().await?;
+            tx.commit().await?;
+            id
+        });
         Ok(id)
     }
 
     /// The latest `limit` changes, oldest first.
     pub async fn routing_changes(&self, limit: u32) -> Result<Vec<RoutingChange>, RegistryError> {
         let _hold = self.hold();
-        let rows = sqlx::query(
-            "SELECT * FROM (SELECT id, at, actor, frontend, kind, reason, before, after FROM routing_changes \
-             ORDER BY id DESC LIMIT ?) ORDER BY id",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        let table =
-            |s: String| serde_json::from_str(&s).map_err(|e| RegistryError::Data(format!("routing table: {e}")));
-        rows.into_iter()
-            .map(|row| {
-                Ok(RoutingChange {
-                    version: row.try_get("id")?,
-                    at: from_millis(row.try_get("at")?)?,
-                    actor: row.try_get("actor")?,
-                    frontend: row.try_get("frontend")?,
-                    kind: row.try_get("kind")?,
-                    reason: row.try_get("reason")?,
-                    before: table(row.try_get("before")?)?,
-                    after: table(row.try_get("after")?)?,
-                })
-            })
-            .collect()
+        on_db!(&self.db, |pool, dl| {
+            let rows = sqlx::query(&dl.sql(
+                "SELECT * FROM (SELECT id, at, actor, frontend, kind, reason, before, after FROM routing_changes \
+                 ORDER BY id DESC LIMIT ?) AS latest ORDER BY id",
+            ))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(change_from_row).collect()
+        })
     }
+}
+
+/// A row of the routing table: (region, serving region, weight).
+type RouteRow = (String, String, i64);
+
+fn change_from_row(row: &impl Fetch) -> Result<RoutingChange, RegistryError> {
+    let table = |s: String| serde_json::from_str(&s).map_err(|e| RegistryError::Data(format!("routing table: {e}")));
+    Ok(RoutingChange {
+        version: row.int("id")?,
+        at: from_millis(row.int("at")?)?,
+        actor: row.text("actor")?,
+        frontend: row.text("frontend")?,
+        kind: row.text("kind")?,
+        reason: row.text("reason")?,
+        before: table(row.text("before")?)?,
+        after: table(row.text("after")?)?,
+    })
 }
 
 #[cfg(test)]

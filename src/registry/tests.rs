@@ -6,6 +6,85 @@ use super::*;
 use crate::ops::{Actor, DeploymentStatus, Role, Scope, Strategy, StrategyKind};
 use crate::orchestrate::journal::Event;
 
+#[path = "../../tests/common/postgres.rs"]
+mod pg;
+
+/// The store one test of the suite runs on: the same assertions run on SQLite and on
+/// a real PostgreSQL (a throwaway cluster, see tests/common/postgres.rs).
+struct Store {
+    reg: Registry,
+    location: Location,
+    // Kept alive for the test: the SQLite file's directory, or the database.
+    _dir: Option<tempfile::TempDir>,
+    _pg: Option<pg::Database>,
+}
+
+/// Which SQLite a suite test wants: in memory, or a file a second handle can open.
+#[derive(Clone, Copy)]
+enum SqliteKind {
+    Memory,
+    File,
+}
+
+impl Store {
+    async fn sqlite(kind: SqliteKind) -> Store {
+        match kind {
+            SqliteKind::Memory => Store {
+                reg: Registry::open_in_memory().await.unwrap(),
+                location: Location::Sqlite(":memory:".into()),
+                _dir: None,
+                _pg: None,
+            },
+            SqliteKind::File => {
+                let dir = tempfile::tempdir().unwrap();
+                let location = Location::Sqlite(dir.path().join("parley.db"));
+                Store { reg: Registry::connect(&location).await.unwrap(), location, _dir: Some(dir), _pg: None }
+            }
+        }
+    }
+
+    /// `None` (having said "skipped: ...") only where PostgreSQL is not installed.
+    async fn postgres() -> Option<Store> {
+        let db = tokio::task::spawn_blocking(pg::database).await.unwrap()?;
+        let location = Location::Postgres(db.url.clone());
+        let reg = Registry::connect(&location).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reg.backend(), Backend::Postgres);
+        Some(Store { reg, location, _dir: None, _pg: Some(db) })
+    }
+
+    /// A second handle on the same store (an in-memory one can only share its own).
+    async fn open_again(&self) -> Registry {
+        match &self.location {
+            Location::Sqlite(p) if p.as_os_str() == ":memory:" => self.reg.clone(),
+            other => Registry::connect(other).await.unwrap(),
+        }
+    }
+}
+
+/// Each test body runs twice, as `<name>::sqlite` and `<name>::postgres`.
+macro_rules! on_both_backends {
+    ($(#[$doc:meta])* async fn $name:ident($store:ident: $kind:ident) $body:block) => {
+        $(#[$doc])*
+        mod $name {
+            use super::*;
+
+            async fn body($store: Store) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                body(Store::sqlite(SqliteKind::$kind).await).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(store) = Store::postgres().await {
+                    body(store).await
+                }
+            }
+        }
+    };
+}
+
 fn new_deployment(agents: &[&str], status: DeploymentStatus) -> NewDeployment {
     NewDeployment {
         extension: "auth-filter".into(),
@@ -29,9 +108,9 @@ fn new_deployment(agents: &[&str], status: DeploymentStatus) -> NewDeployment {
     }
 }
 
-#[tokio::test]
-async fn deployments_round_trip_in_memory() {
-    let reg = Registry::open_in_memory().await.unwrap();
+on_both_backends! {
+    async fn deployments_round_trip(store: Memory) {
+    let reg = store.reg.clone();
     let d = reg
         .create_deployment(&new_deployment(&["edge-19", "edge-20", "edge-21"], DeploymentStatus::Running))
         .await
@@ -60,11 +139,12 @@ async fn deployments_round_trip_in_memory() {
         reg.set_status(99, DeploymentStatus::Failed, None).await,
         Err(RegistryError::UnknownDeployment(n)) if n == "d-99"
     ));
+    }
 }
 
-#[tokio::test]
-async fn lists_filter_by_status_time_and_agents() {
-    let reg = Registry::open_in_memory().await.unwrap();
+on_both_backends! {
+    async fn lists_filter_by_status_time_and_agents(store: Memory) {
+    let reg = store.reg.clone();
     let a = reg.create_deployment(&new_deployment(&["edge-1", "edge-2"], DeploymentStatus::Running)).await.unwrap();
     let b = reg.create_deployment(&new_deployment(&["edge-3"], DeploymentStatus::Running)).await.unwrap();
     reg.set_status(a.id, DeploymentStatus::Failed, Some("install failed")).await.unwrap();
@@ -79,11 +159,12 @@ async fn lists_filter_by_status_time_and_agents() {
     assert_eq!(all.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["d-2", "d-1"]);
     assert_eq!(reg.latest_deployment().await.unwrap().unwrap().id, b.id);
     assert_eq!(reg.active_deployments().await.unwrap().iter().map(|d| d.id).collect::<Vec<_>>(), vec![b.id]);
+    }
 }
 
-#[tokio::test]
-async fn events_keep_their_order_and_ids_are_never_reused() {
-    let reg = Registry::open_in_memory().await.unwrap();
+on_both_backends! {
+    async fn events_keep_their_order_and_ids_are_never_reused(store: Memory) {
+    let reg = store.reg.clone();
     let d = reg.create_deployment(&new_deployment(&["edge-1"], DeploymentStatus::Running)).await.unwrap();
     for kind in ["created", "install_started", "install_succeeded"] {
         reg.append_event(Some(d.id), kind, &serde_json::json!({ "agent": "edge-1" })).await.unwrap();
@@ -97,14 +178,15 @@ async fn events_keep_their_order_and_ids_are_never_reused() {
     assert_eq!(events[0].deployment.as_deref(), Some("d-1"));
     assert_eq!(reg.recent_events(1).await.unwrap()[0].kind, "agent_action");
 
-    sqlx::query("DELETE FROM deployments WHERE id = ?").bind(d.id).execute(&reg.pool).await.unwrap();
+    reg.exec("DELETE FROM deployments WHERE id = ?", &[Some(d.id)]).await.unwrap();
     let next = reg.create_deployment(&new_deployment(&["edge-1"], DeploymentStatus::Running)).await.unwrap();
     assert_eq!(next.name, "d-2");
+    }
 }
 
-#[tokio::test]
-async fn audit_entries_are_kept() {
-    let reg = Registry::open_in_memory().await.unwrap();
+on_both_backends! {
+    async fn audit_entries_are_kept(store: Memory) {
+    let reg = store.reg.clone();
     let actor = Actor::new("U0123", "slack:C0456", Role::Viewer);
     let op = crate::ops::Operation::Drain { agent: Some("edge-7".into()) };
     reg.append_audit(&AuditEntry::new(
@@ -124,11 +206,12 @@ async fn audit_entries_are_kept() {
     assert_eq!(entries[0].role, Role::Viewer);
     assert_eq!(entries[1].operation, None);
     assert!(reg.list_audit(Some(Utc::now() + Duration::hours(1)), 10).await.unwrap().is_empty());
+    }
 }
 
-#[tokio::test]
-async fn report_counts_rates_and_durations() {
-    let reg = Registry::open_in_memory().await.unwrap();
+on_both_backends! {
+    async fn report_counts_rates_and_durations(store: Memory) {
+    let reg = store.reg.clone();
     let start = Utc::now() - Duration::hours(2);
     // (status, duration in seconds)
     let plan = [
@@ -141,13 +224,8 @@ async fn report_counts_rates_and_durations() {
     for (status, secs) in plan {
         let d = reg.create_deployment(&new_deployment(&["edge-1"], status)).await.unwrap();
         let finished = (!status.is_active()).then(|| to_millis(start + Duration::seconds(secs)));
-        sqlx::query("UPDATE deployments SET created_at = ?, finished_at = ? WHERE id = ?")
-            .bind(to_millis(start))
-            .bind(finished)
-            .bind(d.id)
-            .execute(&reg.pool)
-            .await
-            .unwrap();
+        let set = "UPDATE deployments SET created_at = ?, finished_at = ? WHERE id = ?";
+        reg.exec(set, &[Some(to_millis(start)), finished, Some(d.id)]).await.unwrap();
     }
     let r = reg.report(start - Duration::hours(1), Utc::now()).await.unwrap();
     assert_eq!(r.total, 5);
@@ -162,11 +240,12 @@ async fn report_counts_rates_and_durations() {
     let empty = reg.report(start - Duration::hours(9), start - Duration::hours(8)).await.unwrap();
     assert_eq!((empty.total, empty.success_rate, empty.median_duration_secs), (0, None, None));
     assert!(empty.failed_gates_by_kind.is_empty());
+    }
 }
 
-#[tokio::test]
-async fn report_counts_failed_gates_by_kind_and_a_timeline_by_day() {
-    let reg = Registry::open_in_memory().await.unwrap();
+on_both_backends! {
+    async fn report_counts_failed_gates_by_kind_and_a_timeline_by_day(store: Memory) {
+    let reg = store.reg.clone();
     let now = Utc::now();
     let day = |n: i64| (now - Duration::days(n)).date_naive().and_hms_opt(12, 0, 0).unwrap().and_utc();
     // (created on day -n, status)
@@ -182,13 +261,9 @@ async fn report_counts_failed_gates_by_kind_and_a_timeline_by_day() {
     let mut ids = Vec::new();
     for (n, status) in plan {
         let d = reg.create_deployment(&new_deployment(&["edge-1"], status)).await.unwrap();
-        sqlx::query("UPDATE deployments SET created_at = ?, finished_at = ? WHERE id = ?")
-            .bind(to_millis(day(n)))
-            .bind(to_millis(day(n) + Duration::seconds(30)))
-            .bind(d.id)
-            .execute(&reg.pool)
-            .await
-            .unwrap();
+        let set = "UPDATE deployments SET created_at = ?, finished_at = ? WHERE id = ?";
+        let (created, finished) = (to_millis(day(n)), to_millis(day(n) + Duration::seconds(30)));
+        reg.exec(set, &[Some(created), Some(finished), Some(d.id)]).await.unwrap();
         ids.push(d.id);
     }
     let gate =
@@ -238,6 +313,7 @@ async fn report_counts_failed_gates_by_kind_and_a_timeline_by_day() {
     let r = reg.report(now - Duration::days(400), now).await.unwrap();
     assert_eq!(r.timeline.iter().map(|d| d.total).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(r.failed_gates_by_kind["error rate"], 2);
+    }
 }
 
 #[tokio::test]
@@ -251,7 +327,7 @@ async fn a_file_registry_survives_reopening() {
         reg.set_status(d.id, DeploymentStatus::Paused, Some("paused by alice")).await.unwrap();
         let actor = Actor::new("alice", "tui", Role::Admin);
         reg.append_audit(&AuditEntry::new(&actor, "pause d-1", None, AuditResult::Ok, "paused")).await.unwrap();
-        reg.pool.close().await;
+        reg.sqlite_pool().close().await;
     }
     let reg = Registry::open(&path).await.unwrap();
     let d = reg.deployment_by_name("d-1").await.unwrap().unwrap();
@@ -259,11 +335,11 @@ async fn a_file_registry_survives_reopening() {
     assert_eq!(d.targets.len(), 2);
     assert_eq!(reg.events(d.id).await.unwrap().len(), 1);
     assert_eq!(reg.list_audit(None, 10).await.unwrap().len(), 1);
-    let mode: (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&reg.pool).await.unwrap();
+    let mode: (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(reg.sqlite_pool()).await.unwrap();
     assert_eq!(mode.0, "wal");
-    let sync: (i64,) = sqlx::query_as("PRAGMA synchronous").fetch_one(&reg.pool).await.unwrap();
+    let sync: (i64,) = sqlx::query_as("PRAGMA synchronous").fetch_one(reg.sqlite_pool()).await.unwrap();
     assert_eq!(sync.0, 2, "synchronous = FULL");
-    let fk: (i64,) = sqlx::query_as("PRAGMA foreign_keys").fetch_one(&reg.pool).await.unwrap();
+    let fk: (i64,) = sqlx::query_as("PRAGMA foreign_keys").fetch_one(reg.sqlite_pool()).await.unwrap();
     assert_eq!(fk.0, 1);
 }
 
@@ -293,8 +369,8 @@ async fn a_database_with_a_damaged_body_is_an_error_not_a_panic() {
     {
         let reg = Registry::open(&path).await.unwrap();
         reg.create_deployment(&new_deployment(&["edge-1"], DeploymentStatus::Running)).await.unwrap();
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&reg.pool).await.unwrap();
-        reg.pool.close().await;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(reg.sqlite_pool()).await.unwrap();
+        reg.sqlite_pool().close().await;
     }
     let mut bytes = std::fs::read(&path).unwrap();
     // Keep the header, wreck every page after the first.
@@ -306,11 +382,10 @@ async fn a_database_with_a_damaged_body_is_an_error_not_a_panic() {
     assert!(err.to_string().contains(&path.display().to_string()), "{err}");
 }
 
-#[tokio::test]
-async fn two_registries_on_one_file_admitting_the_same_agents_at_once_admit_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("parley.db");
-    let (a, b) = (Registry::open(&path).await.unwrap(), Registry::open(&path).await.unwrap());
+on_both_backends! {
+    /// As two processes (or two servers on one PostgreSQL) would.
+    async fn two_registries_on_one_store_admitting_the_same_agents_at_once_admit_one(store: File) {
+    let (a, b) = (store.reg.clone(), store.open_again().await);
     for round in 0..5 {
         let agents = ["edge-19", "edge-20", "edge-21"];
         let new = new_deployment(&agents, DeploymentStatus::Running);
@@ -331,11 +406,12 @@ async fn two_registries_on_one_file_admitting_the_same_agents_at_once_admit_one(
         );
         a.set_status(created[0].id, DeploymentStatus::Succeeded, None).await.unwrap();
     }
+    }
 }
 
-#[tokio::test]
-async fn a_rolling_back_deployment_is_unfinished_and_queues_what_overlaps_it() {
-    let reg = Registry::open_in_memory().await.unwrap();
+on_both_backends! {
+    async fn a_rolling_back_deployment_is_unfinished_and_queues_what_overlaps_it(store: Memory) {
+    let reg = store.reg.clone();
     let d = reg.create_deployment(&new_deployment(&["edge-1", "edge-2"], DeploymentStatus::Running)).await.unwrap();
     reg.set_status(d.id, DeploymentStatus::RollingBack, Some("returning")).await.unwrap();
     let got = reg.deployment(d.id).await.unwrap().unwrap();
@@ -355,6 +431,7 @@ async fn a_rolling_back_deployment_is_unfinished_and_queues_what_overlaps_it() {
     let kinds: Vec<String> = events.iter().map(|e| e.kind.clone()).collect();
     assert_eq!(kinds, ["created", "planned", "queued"], "journalled with the deployment, in one transaction");
     assert_eq!(Event::of(&events[2]), Some(Event::Queued { behind: "d-1".into() }), "{:?}", events[2]);
+    }
 }
 
 /// The orchestrator's `queued` row, as it hands it to the registry.
@@ -408,10 +485,10 @@ async fn the_rolling_back_migration_keeps_every_deployment_target_and_event() {
     let next = reg.create_deployment(&new_deployment(&["edge-9"], DeploymentStatus::Running)).await.unwrap();
     assert_eq!(next.name, "d-3");
     // Targets and events still belong to their deployment.
-    sqlx::query("DELETE FROM deployments WHERE id = 1").execute(&reg.pool).await.unwrap();
+    sqlx::query("DELETE FROM deployments WHERE id = 1").execute(reg.sqlite_pool()).await.unwrap();
     assert!(reg.events(1).await.unwrap().is_empty());
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deployment_targets WHERE deployment_id = 1")
-        .fetch_one(&reg.pool)
+        .fetch_one(reg.sqlite_pool())
         .await
         .unwrap();
     assert_eq!(left, 0);
@@ -552,4 +629,47 @@ async fn the_hold_migration_reads_each_reason_once_and_leaves_the_rest_unheld() 
     assert_eq!(reg.deployment(1).await.unwrap().unwrap().hold, Some(Hold::Inconclusive));
     reg.set_status(1, DeploymentStatus::Running, None).await.unwrap();
     assert_eq!(reg.deployment(1).await.unwrap().unwrap().hold, None);
+}
+
+on_both_backends! {
+    /// Deployment ids stay `d-<n>`, each handed out once, under inserts racing from
+    /// two handles (two servers, on PostgreSQL).
+    async fn concurrent_inserts_get_distinct_ids(store: File) {
+        let (a, b) = (store.reg.clone(), store.open_again().await);
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let reg = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move {
+                    let agent = format!("edge-{i}");
+                    reg.create_deployment(&new_deployment(&[&agent], DeploymentStatus::Running)).await.unwrap().name
+                })
+            })
+            .collect();
+        let mut names = Vec::new();
+        for t in tasks {
+            names.push(t.await.unwrap());
+        }
+        names.sort_by_key(|n| deployment_id_from_name(n));
+        let want: Vec<String> = (1..=16).map(deployment_name).collect();
+        assert_eq!(names, want);
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_an_error_naming_it_without_its_password() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("postgres://parley:hunter2@127.0.0.1:{port}/parley");
+    let err = Registry::connect(&Location::parse(&url).unwrap()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, RegistryError::Connect { .. }), "{err:?}");
+    assert!(
+        text.starts_with(&format!(
+            "could not connect to the registry database postgres://parley:***@127.0.0.1:{port}/parley: "
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2") && !format!("{err:?}").contains("hunter2"), "{text}");
+    let bad = Registry::connect(&Location::Postgres("postgres://parley:hunter2@[::1/x".into())).await.unwrap_err();
+    assert!(matches!(bad, RegistryError::BadUrl { .. }) && !bad.to_string().contains("hunter2"), "{bad}");
 }
