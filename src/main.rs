@@ -720,9 +720,24 @@ fn autostart(cli: &Cli, config: &Config) -> anyhow::Result<Option<parley::client
         Ok(())
     };
     path("--config", &cli.config)?;
-    path("--db", &cli.db)?;
     path("--intents", &cli.intents)?;
     path("--fleet", &cli.fleet)?;
+    // A database URL is passed on as given (a secret in it is already on this
+    // client's command line; `[registry] url` in the config keeps it off both); a
+    // SQLite file, with or without `sqlite:`, is made absolute like the other paths.
+    let db = cli.db.as_deref().map(|db| -> anyhow::Result<std::ffi::OsString> {
+        if db.contains("://") {
+            return Ok(db.into());
+        }
+        let (prefix, file) = db.strip_prefix("sqlite:").map_or(("", db), |f| ("sqlite:", f));
+        let mut out = std::ffi::OsString::from(prefix);
+        out.push(absolute(std::path::Path::new(file))?);
+        Ok(out)
+    });
+    if let Some(db) = db {
+        let db = db?;
+        args.extend(["--db".into(), db]);
+    }
     if let Some(spec) = &cli.demo_faults {
         args.extend(["--demo-faults".into(), spec.into()]);
     }
