@@ -63,7 +63,7 @@ fn help_confirmation_fleet_and_deployments_at_80x24() {
 
     // Help: taller than the screen, so it scrolls and says so on its border.
     tmux.send(&["?"]);
-    let screen = tmux.wait_for("the help", Duration::from_secs(10), |s| s.contains("┌ Help · any key closes"));
+    let screen = tmux.wait_steady("the help", Duration::from_secs(10), |s| s.contains("┌ Help · any key closes"));
     within(&screen, 80, 24);
     assert!(screen.contains(" Keys"), "{screen}");
     assert!(screen.contains("↑↓ scroll · 0 above, "), "the scroll hint:\n{screen}");
@@ -71,7 +71,7 @@ fn help_confirmation_fleet_and_deployments_at_80x24() {
     for _ in 0..12 {
         tmux.send(&["PageDown"]);
     }
-    let screen = tmux.wait_for("the end of the help", Duration::from_secs(10), |s| s.contains(" 0 below ┘"));
+    let screen = tmux.wait_steady("the end of the help", Duration::from_secs(10), |s| s.contains(" 0 below ┘"));
     within(&screen, 80, 24);
     let last =
         screen.lines().find(|l| l.contains(" cancel ") || l.trim_end_matches(['│', ' ', '┐']).ends_with(LAST_EXAMPLE));
@@ -87,7 +87,7 @@ fn help_confirmation_fleet_and_deployments_at_80x24() {
     // buttons and their hint always in sight.
     tmux.send(&["-l", "roll out auth-filter 2.1.0 to ap-south"]);
     tmux.send(&["Enter"]);
-    let screen = tmux.wait_for("the modal", Duration::from_secs(20), |s| s.contains("┌ Confirm "));
+    let screen = tmux.wait_steady("the modal", Duration::from_secs(20), |s| s.contains("┌ Confirm "));
     within(&screen, 80, 24);
     assert!(screen.contains("Roll out auth-filter 2.1.0 to 12 agents in ap-south"), "{screen}");
     assert!(screen.contains("[y] yes    [n] no"), "{screen}");
@@ -96,7 +96,7 @@ fn help_confirmation_fleet_and_deployments_at_80x24() {
     for _ in 0..40 {
         tmux.send(&["Down"]);
     }
-    let screen = tmux.wait_for("the plan's end", Duration::from_secs(10), |s| s.contains(", 0 below ┘"));
+    let screen = tmux.wait_steady("the plan's end", Duration::from_secs(10), |s| s.contains(", 0 below ┘"));
     assert!(screen.contains("   4    3: core-16,") && screen.contains("done"), "the last step of the plan:\n{screen}");
     tmux.send(&["y"]);
     tmux.wait_for("the rollout to end", Duration::from_secs(60), |s| {
@@ -105,7 +105,7 @@ fn help_confirmation_fleet_and_deployments_at_80x24() {
 
     // The deployments pane, alone on the small screen.
     tmux.send(&["F4"]);
-    let screen = tmux.wait_for("the deployments pane", Duration::from_secs(30), |s| {
+    let screen = tmux.wait_steady("the deployments pane", Duration::from_secs(30), |s| {
         s.contains("d-1 auth-filter 2.1.0 → ap-south succeeded") && s.contains("next: [b] roll back d-1")
     });
     within(&screen, 80, 24);
@@ -114,7 +114,7 @@ fn help_confirmation_fleet_and_deployments_at_80x24() {
 
     // The fleet pane: regions, zones and agents, and the selected agent's details.
     tmux.send(&["F3"]);
-    let screen = tmux.wait_for("the fleet pane", Duration::from_secs(10), |s| s.contains("┌ Fleet"));
+    let screen = tmux.wait_steady("the fleet pane", Duration::from_secs(10), |s| s.contains("┌ Fleet"));
     within(&screen, 80, 24);
     assert!(screen.contains("48 shown · s sort: grouped"), "{screen}");
     assert!(screen.lines().any(|l| l.contains("us-east") && l.contains("healthy") && l.contains("12")), "{screen}");
@@ -146,7 +146,7 @@ fn help_confirmation_fleet_and_deployments_at_250x70() {
 
     // The help fits whole: no scroll hint, its first and last lines both in sight.
     tmux.send(&["?"]);
-    let screen = tmux.wait_for("the help", Duration::from_secs(10), |s| s.contains("┌ Help · any key closes"));
+    let screen = tmux.wait_steady("the help", Duration::from_secs(10), |s| s.contains("┌ Help · any key closes"));
     within(&screen, 250, 70);
     assert!(!screen.contains("↑↓ scroll"), "{screen}");
     assert!(screen.contains(" Keys") && screen.contains(" Say, for example"), "{screen}");
@@ -160,7 +160,7 @@ fn help_confirmation_fleet_and_deployments_at_250x70() {
     // The modal shows the whole plan without scrolling.
     tmux.send(&["-l", "roll out auth-filter 2.1.0 to ap-south"]);
     tmux.send(&["Enter"]);
-    let screen = tmux.wait_for("the modal", Duration::from_secs(20), |s| s.contains("┌ Confirm "));
+    let screen = tmux.wait_steady("the modal", Duration::from_secs(20), |s| s.contains("┌ Confirm "));
     within(&screen, 250, 70);
     assert!(!screen.contains(" above, "), "no scrolling needed:\n{screen}");
     assert!(screen.contains("3 of 12 (25%)") && screen.contains("12 of 12 (100%)"), "{screen}");
@@ -168,7 +168,7 @@ fn help_confirmation_fleet_and_deployments_at_250x70() {
     tmux.send(&["y"]);
 
     // The deployments pane grows to what it shows; the fleet pane keeps the rest.
-    let screen = tmux.wait_for("the rollout to end", Duration::from_secs(60), |s| {
+    let screen = tmux.wait_steady("the rollout to end", Duration::from_secs(60), |s| {
         s.contains("d-1 auth-filter 2.1.0 → ap-south succeeded") && s.contains("next: [b] roll back d-1")
     });
     within(&screen, 250, 70);

@@ -42,6 +42,24 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// As [`Tmux::wait_for`], and the screen is the same in two captures in a row: a
+    /// capture taken while the TUI is redrawing holds half the new screen.
+    pub fn wait_steady(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        let mut last = String::new();
+        loop {
+            let screen = self.capture();
+            if pred(&screen) && screen == last {
+                return screen;
+            }
+            assert!(start.elapsed() < timeout, "timed out waiting for {what}; the screen was:\n{screen}");
+            last = screen;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd(&["kill-server"]);
