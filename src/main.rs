@@ -551,20 +551,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             parley::client::Connection::InProcess => {}
         }
-    } else if let (Some(server), Some(Command::Slack | Command::Voice(_))) = (cli.server.as_deref(), &cli.command) {
-        // The Slack bridge and voice are clients only of a server named for them: the
-        // bridge serves a team, so it never picks up whichever server a data directory
-        // happens to have; voice keeps the microphone and Whisper here.
-        let client = parley::client::Client::select(Some(server), &config.data_dir)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no Parley server answers at {server}"))?;
-        return match &cli.command {
-            Some(Command::Voice(args)) => voice_client(&client, &config, args).await,
-            _ => run_slack_client(client, &config).await,
-        };
     } else if cli.server.is_some() && !matches!(cli.command, Some(Command::Parse { .. })) {
         anyhow::bail!(
-            "only the TUI, `ask`, `chat`, `repl`, `slack` and `voice` are clients of a Parley server so far; this command runs in-process: leave out --server and PARLEY_SERVER"
+            "only the TUI, `ask`, `chat`, `repl`, `slack` and `voice` are clients of a Parley server; this command runs in-process: leave out --server and PARLEY_SERVER"
         );
     }
 
@@ -686,12 +675,23 @@ fn offline_reader(config: &Config) -> anyhow::Result<Reader<'static>> {
     Ok(Reader { grammar: std::borrow::Cow::Owned(grammar), vocab })
 }
 
-/// The commands that are clients of a server (the rest run in-process). The TUI,
-/// `voice` and `slack` join them as they become clients.
+/// The commands that are clients of a server (the rest run in-process): every
+/// front-end that can start or steer a rollout, so that one control plane drives
+/// them all. The Slack bridge and voice find or start the data directory's server
+/// like the TUI does; voice keeps the microphone and Whisper here, the bridge serves
+/// each Slack user through a session of their own on it.
 fn is_client(command: &Option<Command>) -> bool {
     matches!(
         command,
-        None | Some(Command::Tui | Command::Ask { .. } | Command::Utterance(_) | Command::Chat { .. } | Command::Repl)
+        None | Some(
+            Command::Tui
+                | Command::Ask { .. }
+                | Command::Utterance(_)
+                | Command::Chat { .. }
+                | Command::Repl
+                | Command::Slack
+                | Command::Voice(_)
+        )
     )
 }
 
@@ -791,6 +791,8 @@ async fn client_command(
             remote::chat(client, json).await?;
             return Ok(true);
         }
+        Some(Command::Slack) => return run_slack_client(client.clone(), config).await,
+        Some(Command::Voice(args)) => return voice_client(client, config, &args).await,
         _ => return Ok(true),
     };
     match remote::ask(client, &words.join(" "), &options).await? {
@@ -974,7 +976,7 @@ async fn voice(parley: &Parley, config: &Config, args: &VoiceArgs) -> anyhow::Re
     Ok(parley::voice::frontend::run(parley, input, &options).await?)
 }
 
-/// `parley voice --server URL`: the audio and the model here, the turns the server's.
+/// `parley voice` as a client: the audio and the model here, the turns the server's.
 #[cfg(feature = "whisper")]
 async fn voice_client(client: &parley::client::Client, config: &Config, args: &VoiceArgs) -> anyhow::Result<bool> {
     let (input, options) = voice_setup(config, args)?;

@@ -423,6 +423,11 @@ async fn the_parley_binary_answers_a_health_question_in_its_thread() {
         .env("SLACK_APP_TOKEN", "xapp-binary-secret")
         .env_remove("SLACK_SIGNING_SECRET")
         .env("PARLEY_LOG", "debug")
+        // The bridge is a client: with nothing running it starts the data directory's
+        // server, which this test stops at the end.
+        .env_remove("PARLEY_IN_PROCESS")
+        .env_remove("PARLEY_SERVER")
+        .env("PARLEY_IDLE_STOP_SECS", "30")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -451,9 +456,24 @@ async fn the_parley_binary_answers_a_health_question_in_its_thread() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "{status:?}\n{stderr}");
+    // The turn was the server's, audited as the Slack user in that channel; the
+    // server never saw the Slack secrets (it is started without them).
+    let bin = env!("CARGO_BIN_EXE_parley");
+    let audit =
+        std::process::Command::new(bin).arg("--data-dir").arg(&data).args(["audit", "--json"]).output().unwrap();
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let entries = audit.as_array().cloned().unwrap_or_default();
+    assert!(
+        entries.iter().any(|e| e["actor"] == "slack:UVIEW"
+            && e["frontend"] == "slack:C1"
+            && e["utterance"] == "how healthy is eu-west?"),
+        "{audit:#}"
+    );
+    let stop = std::process::Command::new(bin).arg("--data-dir").arg(&data).args(["serve", "stop"]).output().unwrap();
+    assert!(stop.status.success(), "serve stop: {}", String::from_utf8_lossy(&stop.stderr));
     // Neither token reached the terminal or any file Parley wrote (logs at debug, registry).
     assert!(!stderr.contains("binary-secret"), "{stderr}");
-    for file in walk(&data) {
+    for file in walk(&data).into_iter().filter(|f| f.is_file()) {
         let bytes = std::fs::read(&file).unwrap();
         assert!(!bytes.windows(13).any(|w| w == b"binary-secret"), "a token in {}", file.display());
     }

@@ -312,3 +312,89 @@ fn push_to_talk_in_a_client_tui_is_a_turn_of_the_server() {
     tui.send(&["C-c"]);
     tui.wait_for("the TUI to exit", Duration::from_secs(30), |s| s.contains("TUI EXITED 0"));
 }
+
+/// The process id of the TUI in `tmux`'s pane: the child of the pane's shell.
+fn tui_pid(tmux: &Tmux) -> i32 {
+    let out = tmux.cmd(&["display-message", "-p", "-t", "tui", "#{pane_pid}"]);
+    let pane: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("tmux names the pane's pid");
+    // The pane runs `env`, which becomes `sh`, whose child is the TUI.
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // pid (comm) state ppid ...: the name may hold spaces, so read after its ')'.
+        let Some((head, tail)) = stat.rsplit_once(") ") else { continue };
+        let ppid = tail.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(pane) && head.ends_with("(parley") {
+            return head.split_whitespace().next().and_then(|p| p.parse().ok()).expect("a pid");
+        }
+    }
+    panic!("no parley process under the pane's shell {pane}");
+}
+
+/// A rollout started in the TUI `name`, confirmed, and running in the server.
+fn start_in_tui(name: &str, dir: &Path, server: &Server, utterance: &str, deployment: &str) -> Tmux {
+    let tui = client_tui(name, dir, server);
+    tui.send(&[utterance, "Enter"]);
+    tui.wait_for("the confirmation modal", Duration::from_secs(30), |s| s.contains("┌ Confirm "));
+    tui.send(&["y"]);
+    server.wait_status(deployment, "running", Duration::from_secs(30));
+    tui
+}
+
+#[test]
+fn a_client_tui_killed_mid_rollout_leaves_the_rollout_running_in_the_server() {
+    assert!(
+        Command::new("tmux").arg("-V").output().map(|o| o.status.success()).unwrap_or(false),
+        "tmux is not installed: this test drives the TUI through tmux (apt-get install tmux)."
+    );
+    let root = tempfile::tempdir().unwrap();
+    let (sdir, adir, bdir) = (root.path().join("server"), root.path().join("a"), root.path().join("b"));
+    for d in [&sdir, &adir, &bdir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let server = Server::start(&sdir);
+    let socket = format!("unix:{}", server.socket().display());
+
+    // SIGINT from outside (a `kill`, not the Ctrl-C key): the TUI quits as on `q`,
+    // gives the terminal back and says the rollout goes on.
+    let a = start_in_tui("parley-kill-int", &adir, &server, "roll out auth-filter 2.1.0 to ap-south", "d-1");
+    let status = Command::new("kill").args(["-INT", &tui_pid(&a).to_string()]).status().unwrap();
+    assert!(status.success());
+    let screen = a.wait_for("the TUI to exit on SIGINT", Duration::from_secs(30), |s| s.contains("TUI EXITED"));
+    assert!(screen.contains("TUI EXITED 0"), "{screen}");
+    let text = joined(&a);
+    assert!(
+        text.lines().any(|l| l.starts_with("d-1 (auth-filter 2.1.0 → ap-south, step ")
+            && l.ends_with(&format!(
+                "keeps running in the Parley server at {socket}; follow it with: parley ask \"show d-1\""
+            ))),
+        "{text}"
+    );
+    assert_eq!(server.deployment("d-1")["status"], "running");
+
+    // SIGKILL: nothing runs in the TUI to say anything, and the server carries on.
+    let b =
+        start_in_tui("parley-kill-9", &bdir, &server, "roll out rate-limiter 1.1.0 to eu-west in batches of 4", "d-2");
+    let status = Command::new("kill").args(["-KILL", &tui_pid(&b).to_string()]).status().unwrap();
+    assert!(status.success());
+    let screen = b.wait_for("the TUI to be gone", Duration::from_secs(30), |s| s.contains("TUI EXITED"));
+    assert!(screen.contains("TUI EXITED 137"), "{screen}");
+
+    for id in ["d-1", "d-2"] {
+        let done = server.wait_status(id, "succeeded", Duration::from_secs(120));
+        assert!(done["targets"].as_array().unwrap().iter().all(|t| t["state"] == "installed"), "{done}");
+        let shown = Command::new(parley_bin())
+            .arg("--data-dir")
+            .arg(&adir)
+            .args(["--server", &socket, "ask", &format!("show deployment {id}")])
+            .env_remove("PARLEY_SERVER")
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&shown.stdout);
+        assert_eq!(shown.status.code(), Some(0), "{out}{}", String::from_utf8_lossy(&shown.stderr));
+        assert!(out.starts_with(&format!("{id}: ")) && out.contains(", succeeded after"), "{out}");
+        let (_, journal) = server.get(&format!("/v1/deployments/{id}/journal"));
+        let kinds: Vec<&str> =
+            journal["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+        assert!(!kinds.contains(&"interrupted") && !kinds.contains(&"paused"), "{id}: {kinds:?}");
+    }
+}

@@ -175,6 +175,8 @@ fn spoken_commands_become_the_same_operations_as_typed_ones() {
         .arg(&model)
         .arg("--file")
         .args(&files)
+        // The voice pipeline on its own; as a client of a server: the tests at the end.
+        .env("PARLEY_IN_PROCESS", "1")
         .output()
         .expect("parley voice");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -256,6 +258,8 @@ fn listen(dir: &Path, model: &Path, pcm: Vec<u8>, extra: &[&str]) -> (Vec<Value>
         .arg(dir.join("data"))
         .args(["--bake-secs", "0", "voice", "--listen", "--input", "-", "--json"])
         .args(extra)
+        // The voice pipeline on its own; as a client of a server: the tests at the end.
+        .env("PARLEY_IN_PROCESS", "1")
         .arg("--model")
         .arg(model)
         .stdin(Stdio::piped())
@@ -323,6 +327,8 @@ fn listening_without_a_microphone_fails_clearly_and_runs_nothing() {
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(["voice", "--listen", "--json", "--model", "/nonexistent/ggml-model.bin"])
+        // The voice pipeline on its own; as a client of a server: the tests at the end.
+        .env("PARLEY_IN_PROCESS", "1")
         .env_remove("PARLEY_MIC_WAV")
         .stdin(Stdio::null())
         .output()
@@ -356,6 +362,8 @@ fn the_microphone_seam_feeds_the_same_turns() {
         .arg(dir.path().join("data"))
         .args(["voice", "--listen", "--json", "--model"])
         .arg(&model)
+        // The voice pipeline on its own; as a client of a server: the tests at the end.
+        .env("PARLEY_IN_PROCESS", "1")
         .env("PARLEY_MIC_WAV", &wav)
         .output()
         .expect("parley voice --listen");
@@ -483,4 +491,53 @@ async fn as_a_client_of_parley_serve_spoken_commands_are_the_servers_turns() {
         "the server audited the spoken deploy ({heard:?}) from voice: {audit:#}"
     );
     drop(server);
+}
+
+/// `parley voice` with no server named and none running: like the TUI and `ask`, it
+/// starts the data directory's server and its spoken question is that server's turn.
+#[test]
+fn with_nothing_running_voice_starts_the_data_directorys_server_and_asks_it() {
+    need("espeak-ng");
+    let model = model();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let wav = synthesise(dir.path(), 0, "how healthy is the fleet", "en-us", 150, "clean");
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["voice", "--json", "--model"])
+        .arg(&model)
+        .arg("--file")
+        .arg(&wav)
+        .env_remove("PARLEY_IN_PROCESS")
+        .env_remove("PARLEY_SERVER")
+        .env("PARLEY_IDLE_STOP_SECS", "30")
+        .stdin(Stdio::null())
+        .output()
+        .expect("parley voice");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    let lines: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let answered: Vec<&Value> = lines.iter().filter(|l| l["outcome"].is_string()).collect();
+    assert_eq!(answered.len(), 1, "one turn: {stdout}");
+    assert_eq!(answered[0]["outcome"], "answered", "{stdout}");
+    let heard = answered[0]["heard"].as_str().unwrap_or_default().to_string();
+    assert!(heard.contains("healthy"), "{stdout}");
+
+    // The server it started answers on the data directory's socket and heard the turn.
+    let status = Command::new(BIN).arg("--data-dir").arg(&data).args(["serve", "status", "--json"]).output().unwrap();
+    assert!(status.status.success(), "no server answers: {}", String::from_utf8_lossy(&status.stderr));
+    let status: Value = serde_json::from_slice(&status.stdout).expect("serve status --json");
+    assert_eq!(status["autostarted"], true, "{status}");
+    let audit =
+        Command::new(BIN).arg("--data-dir").arg(&data).args(["audit", "--json"]).output().expect("parley audit");
+    let audit: Value = serde_json::from_slice(&audit.stdout).expect("audit --json");
+    let entries = audit.as_array().or_else(|| audit["entries"].as_array()).cloned().unwrap_or_default();
+    assert!(
+        entries.iter().any(|e| e["frontend"] == "voice" && e["utterance"] == heard.as_str()),
+        "the server audited the spoken question from voice: {audit:#}"
+    );
+    let stop = Command::new(BIN).arg("--data-dir").arg(&data).args(["serve", "stop"]).output().unwrap();
+    assert!(stop.status.success(), "serve stop: {}", String::from_utf8_lossy(&stop.stderr));
 }

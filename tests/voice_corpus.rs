@@ -345,6 +345,8 @@ fn decode_chunk(model: &Path, data: &Path, files: &[PathBuf], raw: &Path) -> Vec
         .arg(model)
         .arg("--file")
         .args(files)
+        // What is heard is the question here, not where its turns run.
+        .env("PARLEY_IN_PROCESS", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

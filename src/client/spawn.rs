@@ -147,6 +147,12 @@ fn spawn(autostart: &Autostart) -> Result<Child, SpawnError> {
         .arg(autostart.idle_stop.as_secs().max(1).to_string())
         // It is the local server: it must not look for another one.
         .env_remove("PARLEY_SERVER")
+        // The client's own credentials stay with the client: a token for some other
+        // server, and the Slack bridge's secrets, which the server never uses.
+        .env_remove("PARLEY_TOKEN")
+        .env_remove("SLACK_BOT_TOKEN")
+        .env_remove("SLACK_APP_TOKEN")
+        .env_remove("SLACK_SIGNING_SECRET")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);

@@ -12,7 +12,7 @@ pub mod render;
 pub mod source;
 pub mod state;
 
-use std::io::{self, Stdout};
+use std::io::{self, Stdout, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,6 +157,7 @@ pub async fn run_on(source: &Source<'_>, config: &Config) -> Result<(), TuiError
     let mut tick_count: u32 = 0;
     let mut news_open = true;
 
+    let mut quit_signals = QuitSignals::new()?;
     let (guard, mut terminal) = TerminalGuard::enter()?;
     let mut keys = EventStream::new();
     // Until when a y or n on the confirmation modal waits to be a lone keypress.
@@ -208,6 +209,7 @@ pub async fn run_on(source: &Source<'_>, config: &Config) -> Result<(), TuiError
                 Some(Err(e)) => break Err(e),
                 None => break Ok(()),
             },
+            _ = quit_signals.recv() => break Ok(()),
             _ = held => {
                 held_until = None;
                 if let Action::Submit(utterance) = input::release_held(&mut app) {
@@ -268,10 +270,41 @@ pub async fn run_on(source: &Source<'_>, config: &Config) -> Result<(), TuiError
             _ => app.deployments.clone(),
         };
         if let Some(text) = crate::ui::text::rollouts_keep_running(&list, &client.url().to_string()) {
-            println!("{text}");
+            // After a hang-up there is no terminal to tell: nothing to do about it.
+            let _ = writeln!(io::stdout(), "{text}");
         }
     }
     result.map_err(TuiError::from)
+}
+
+/// SIGINT, SIGTERM and SIGHUP (a `kill`, a closed terminal window): the TUI quits as
+/// on `q`, so the terminal is given back in order and, as a client, it says which
+/// rollouts keep running. Their default action would kill it in raw mode, on the
+/// alternate screen. (Ctrl-C typed in the TUI is a key, not a signal: raw mode.)
+struct QuitSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl QuitSignals {
+    fn new() -> io::Result<QuitSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(QuitSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next of the three; cancel-safe, so it can sit in the loop's `select!`.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+            _ = self.hangup.recv() => {}
+        }
+    }
 }
 
 /// Sends one utterance to the session.
