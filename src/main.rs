@@ -96,6 +96,11 @@ enum Command {
     /// The control plane: one process owning the fleet, rollouts, routing and the
     /// registry, serving clients on <data-dir>/parley.sock (and TCP with --listen).
     Serve(ServeArgs),
+    /// The registry itself (deployments, journal, audit, routing): moving it between stores.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// Language-model fallback tools.
     Llm {
         #[command(subcommand)]
@@ -237,6 +242,24 @@ enum VoiceCommand {
     Model {
         #[command(subcommand)]
         command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Copy a whole registry, ids and all, into an empty one: a single user's SQLite
+    /// history into the team's PostgreSQL (`--from sqlite:PATH --to postgres://...`),
+    /// or a database out to a file. The source is left as it was.
+    Migrate {
+        /// Where the registry is now: `sqlite:PATH` (or a path) or `postgres://...`.
+        #[arg(long, value_name = "LOCATION")]
+        from: String,
+        /// Where it goes; must hold nothing yet.
+        #[arg(long, value_name = "LOCATION")]
+        to: String,
+        /// Print what was copied as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -509,6 +532,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Some(Command::Audit { since, limit, json }) => return audit(&config, since, *limit, *json).await,
         Some(Command::Agent(args)) => return run_agent(&config, args).await,
         Some(Command::Artifact { command }) => return artifact_command(command),
+        Some(Command::Registry { command: RegistryCommand::Migrate { from, to, json } }) => {
+            return registry_migrate(from, to, *json).await;
+        }
         Some(Command::Bundle { command }) => return bundle_command(command).await,
         Some(Command::Voice(args)) => {
             if let Some(VoiceCommand::Model { command }) = &args.command {
@@ -605,12 +631,61 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             | Command::Audit { .. }
             | Command::Completions { .. }
             | Command::Serve(_)
+            | Command::Registry { .. }
             | Command::Man,
         ) => true,
         Some(Command::Artifact { .. } | Command::Bundle { .. }) => true,
     };
     parley.shutdown().await;
     Ok(result)
+}
+
+/// `parley registry migrate --from A --to B`: the whole registry copied, then each
+/// table counted on both sides.
+async fn registry_migrate(from: &str, to: &str, json: bool) -> anyhow::Result<bool> {
+    use parley::registry::{Location, Registry};
+    let (from, to) = (Location::parse(from)?, Location::parse(to)?);
+    if let Location::Sqlite(path) = &from {
+        // Opening a SQLite file that is not there would make an empty one.
+        anyhow::ensure!(path.is_file(), "there is no registry at {}", path.display());
+    }
+    if let Location::Sqlite(path) = &to {
+        anyhow::ensure!(
+            !path.exists(),
+            "{} exists already: name a file that does not exist yet, or an empty database",
+            path.display()
+        );
+    }
+    let (from_name, to_name) = (from.to_string(), to.to_string());
+    let source = Registry::connect(&from).await.with_context(|| format!("opening {from_name}"))?;
+    let target = Registry::connect(&to).await.with_context(|| format!("opening {to_name}"))?;
+    let copied = match source.copy_into(&target, (&from_name, &to_name), |_| {}).await {
+        Ok(c) => c,
+        Err(e) => {
+            // A file this command made for the copy is not left behind half-made.
+            if let Location::Sqlite(path) = &to {
+                drop(target);
+                let _ = std::fs::remove_file(path);
+                for suffix in ["-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            return Err(e.into());
+        }
+    };
+    if json {
+        println!("{}", serde_json::json!({ "from": from_name, "to": to_name, "tables": copied }));
+    } else {
+        let width = copied.iter().map(|c| c.table.len()).max().unwrap_or(0);
+        println!("Copied {from_name} into {to_name}:");
+        for c in &copied {
+            println!("  {:<width$}  {:>7}", c.table, c.rows);
+        }
+        println!("Every table has as many rows as its source. Point Parley at it with --db or [registry] url.");
+    }
+    Ok(true)
 }
 
 /// One-word sentences an operator may mean by a lone word; offered only when the

@@ -347,37 +347,52 @@ impl Registry {
 
     /// Journals one event and one target state change per agent of a step, in a single
     /// transaction: all of them are recorded or none is. A step over a thousand agents
-    /// would otherwise cost two thousand separate synchronous commits.
+    /// would otherwise cost two thousand separate synchronous commits; and since
+    /// statements, not rows, are most of a commit's cost, the events go in as
+    /// multi-row INSERTs (in the entries' order, which is the journal's) and the
+    /// targets that end in the same state with the same detail (a whole batch that
+    /// installed) as one UPDATE per chunk.
     pub async fn journal_targets(&self, id: i64, entries: &[TargetJournal<'_>]) -> Result<(), RegistryError> {
         let _hold = self.hold();
         let _write = self.write_lock().await;
+        let at = to_millis(Utc::now());
+        let groups = same_outcome_groups(entries);
+        let data: Vec<String> = entries.iter().map(|e| e.data.to_string()).collect();
         on_db!(&self.db, |pool, dl| {
             let mut tx = pool.begin_write().await?;
-            let at = to_millis(Utc::now());
-            for e in entries {
-                sqlx::query(&dl.sql("INSERT INTO events (deployment_id, at, kind, data) VALUES (?, ?, ?, ?)"))
-                    .bind(id)
-                    .bind(at)
-                    .bind(e.kind)
-                    .bind(e.data.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                let done =
-                    sqlx::query(&dl.sql(
-                        "UPDATE deployment_targets SET state = ?, detail = ? WHERE deployment_id = ? AND agent = ?",
-                    ))
-                    .bind(e.state.as_str())
-                    .bind(e.detail)
-                    .bind(id)
-                    .bind(e.agent)
-                    .execute(&mut *tx)
-                    .await?;
-                if done.rows_affected() == 0 {
-                    return Err(RegistryError::UnknownDeployment(format!(
-                        "{} (agent {})",
-                        deployment_name(id),
-                        e.agent
-                    )));
+            for (chunk, data) in entries.chunks(JOURNAL_CHUNK).zip(data.chunks(JOURNAL_CHUNK)) {
+                let sql = format!(
+                    "INSERT INTO events (deployment_id, at, kind, data) VALUES {}",
+                    vec!["(?, ?, ?, ?)"; chunk.len()].join(", ")
+                );
+                let sql = dl.sql(&sql);
+                let mut insert = sqlx::query(&sql);
+                for (e, data) in chunk.iter().zip(data) {
+                    insert = insert.bind(id).bind(at).bind(e.kind).bind(data.as_str());
+                }
+                insert.execute(&mut *tx).await?;
+            }
+            for ((state, detail), agents) in &groups {
+                for agents in agents.chunks(JOURNAL_CHUNK) {
+                    let sql = format!(
+                        "UPDATE deployment_targets SET state = ?, detail = ? WHERE deployment_id = ? AND agent IN ({})",
+                        vec!["?"; agents.len()].join(", ")
+                    );
+                    let sql = dl.sql(&sql);
+                    let mut update = sqlx::query(&sql).bind(state.as_str()).bind(*detail).bind(id);
+                    for agent in agents {
+                        update = update.bind(*agent);
+                    }
+                    let done = update.execute(&mut *tx).await?;
+                    if done.rows_affected() != agents.len() as u64 {
+                        let missing = agents.first().copied().unwrap_or_default();
+                        return Err(RegistryError::UnknownDeployment(format!(
+                            "{} (agents {missing}…: {} of {} are its targets)",
+                            deployment_name(id),
+                            done.rows_affected(),
+                            agents.len()
+                        )));
+                    }
                 }
             }
             tx.commit().await?;
@@ -609,4 +624,34 @@ pub(super) fn event_from_row(row: &impl Fetch) -> Result<EventRecord, RegistryEr
         // A hand-edited row should not hide the rest of the log: keep it as text.
         data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
     })
+}
+
+/// Rows per multi-row statement of [`Registry::journal_targets`]: 4 parameters per
+/// event row keeps a statement far under both stores' limits on parameters
+/// (SQLite's 32,766, PostgreSQL's 65,535), and long enough that a step over 1,000
+/// agents is a handful of statements.
+const JOURNAL_CHUNK: usize = 500;
+
+/// The agents of `entries` by the state and detail they end in, each agent once
+/// (its last entry wins, as the one-by-one updates it replaces did), groups in the
+/// order they first appear.
+fn same_outcome_groups<'a>(entries: &[TargetJournal<'a>]) -> Vec<((TargetState, Option<&'a str>), Vec<&'a str>)> {
+    let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        last.insert(e.agent, i);
+    }
+    let mut groups: Vec<((TargetState, Option<&'a str>), Vec<&'a str>)> = Vec::new();
+    let mut index: std::collections::HashMap<(TargetState, Option<&str>), usize> = std::collections::HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if last.get(e.agent) != Some(&i) {
+            continue;
+        }
+        let key = (e.state, e.detail);
+        let at = *index.entry(key).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[at].1.push(e.agent);
+    }
+    groups
 }

@@ -10,6 +10,7 @@
 pub mod audit;
 mod deployments;
 mod inquiry;
+mod migrate;
 mod records;
 mod report;
 mod routing;
@@ -31,6 +32,7 @@ pub use store::{redact_url, Location};
 
 pub use deployments::{QueuedRow, QUEUED_BEHIND};
 pub use inquiry::{FreezeRecord, MAX_ROWS};
+pub use migrate::{CopiedTable, MigrateError};
 pub use records::{
     deployment_id_from_name, deployment_name, Admission, AuditEntry, AuditResult, DeploymentFilter, DeploymentRecord,
     EventRecord, Hold, NewDeployment, NewTarget, TargetJournal, TargetRecord, TargetState,

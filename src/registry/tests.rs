@@ -673,3 +673,114 @@ async fn an_unreachable_database_is_an_error_naming_it_without_its_password() {
     let bad = Registry::connect(&Location::Postgres("postgres://parley:hunter2@[::1/x".into())).await.unwrap_err();
     assert!(matches!(bad, RegistryError::BadUrl { .. }) && !bad.to_string().contains("hunter2"), "{bad}");
 }
+
+on_both_backends! {
+    /// A step's journal over more agents than one multi-row statement takes, with
+    /// several outcomes: every event in order, every target in its own state and
+    /// detail; and one entry for an agent that is no target records nothing at all.
+    async fn a_large_steps_journal_is_recorded_whole_in_order_or_not_at_all(store: Memory) {
+    let reg = store.reg.clone();
+    let names: Vec<String> = (0..1203).map(|i| format!("edge-{i}")).collect();
+    let agents: Vec<&str> = names.iter().map(String::as_str).collect();
+    let d = reg.create_deployment(&new_deployment(&agents, DeploymentStatus::Running)).await.unwrap();
+    let details: Vec<String> = (0..1203).map(|i| format!("install failed: code {i}")).collect();
+    let entries: Vec<TargetJournal<'_>> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, agent)| {
+            let (kind, state, detail) = match i % 10 {
+                3 => ("install_failed", TargetState::Failed, Some(details[i].as_str())),
+                7 => ("install_failed", TargetState::Unreachable, Some("no answer in 2 s")),
+                _ => ("install_succeeded", TargetState::Installed, None),
+            };
+            TargetJournal { agent, kind, data: serde_json::json!({ "agent": agent, "i": i }), state, detail }
+        })
+        .collect();
+    reg.journal_targets(d.id, &entries).await.unwrap();
+    let events = reg.events(d.id).await.unwrap();
+    let order: Vec<u64> = events.iter().filter_map(|e| e.data["i"].as_u64()).collect();
+    assert_eq!(order, (0..1203).collect::<Vec<u64>>(), "the journal keeps the entries' order");
+    assert_eq!(events.iter().filter(|e| e.kind == "install_failed").count(), 241);
+    let got = reg.deployment(d.id).await.unwrap().unwrap();
+    for (i, t) in got.targets.iter().enumerate() {
+        assert_eq!(t.agent, agents[i]);
+        let want = match i % 10 {
+            3 => (TargetState::Failed, Some(details[i].clone())),
+            7 => (TargetState::Unreachable, Some("no answer in 2 s".to_string())),
+            _ => (TargetState::Installed, None),
+        };
+        assert_eq!((t.state, t.detail.clone()), want, "{}", t.agent);
+    }
+
+    // All or nothing: a batch naming one agent that is not a target changes nothing.
+    let again: Vec<TargetJournal<'_>> = ["edge-0", "edge-1", "edge-9999"]
+        .into_iter()
+        .map(|agent| TargetJournal {
+            agent,
+            kind: "install_started",
+            data: serde_json::json!({ "agent": agent }),
+            state: TargetState::Installing,
+            detail: None,
+        })
+        .collect();
+    assert!(matches!(reg.journal_targets(d.id, &again).await, Err(RegistryError::UnknownDeployment(_))));
+    assert_eq!(reg.events(d.id).await.unwrap().len(), 1203, "no event of the refused batch");
+    let after = reg.deployment(d.id).await.unwrap().unwrap();
+    assert_eq!(after.targets[0].state, TargetState::Installed, "no target of the refused batch moved");
+    }
+}
+
+on_both_backends! {
+    /// `registry migrate` into this store: every row with its id, the next id after
+    /// the copied ones, and refusals for a running rollout, a store that holds
+    /// something, and the same registry twice.
+    async fn a_registry_is_copied_whole_with_its_ids_and_only_into_an_empty_one(store: Memory) {
+    let from = Registry::open_in_memory().await.unwrap();
+    let d1 = from.create_deployment(&new_deployment(&["edge-1", "edge-2", "edge-3"], DeploymentStatus::Running)).await.unwrap();
+    from.append_event(Some(d1.id), "install_started", &serde_json::json!({"agent": "edge-2"})).await.unwrap();
+    from.set_target_state(d1.id, "edge-2", TargetState::Failed, Some("exit 3")).await.unwrap();
+    from.append_audit(&AuditEntry::new(&Actor::new("ann", "repl", Role::Operator), "roll out", None, AuditResult::Ok, "ok"))
+        .await
+        .unwrap();
+
+    // A rollout the source still drives is not moved from under it.
+    let e = from.copy_into(&store.reg, ("sqlite:a", "b"), |_| {}).await.unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "d-1 still runs in sqlite:a: let it finish (or abort it) before moving the registry, or the copy would miss what happens next"
+    );
+    from.set_status(d1.id, DeploymentStatus::Failed, Some("install failed")).await.unwrap();
+    let d2 = from.create_deployment(&new_deployment(&["edge-9"], DeploymentStatus::Paused)).await.unwrap();
+
+    let mut told = Vec::new();
+    let copied = from.copy_into(&store.reg, ("sqlite:a", "b"), |c| told.push(c.table)).await.unwrap();
+    let rows: Vec<(&str, u64)> = copied.iter().map(|c| (c.table, c.rows)).collect();
+    assert_eq!(
+        rows,
+        [
+            ("deployments", 2),
+            ("deployment targets", 4),
+            ("journal events", 1),
+            ("audit entries", 1),
+            ("routing entries", 0),
+            ("routing changes", 0),
+            ("change freeze", 0),
+        ]
+    );
+    assert_eq!(told.len(), 7);
+    let (a, b) = (from.deployment(d1.id).await.unwrap().unwrap(), store.reg.deployment(d1.id).await.unwrap().unwrap());
+    assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::to_value(&b).unwrap(), "d-1 is the same record");
+    let agents: Vec<&str> = b.targets.iter().map(|t| t.agent.as_str()).collect();
+    assert_eq!(agents, ["edge-1", "edge-2", "edge-3"], "targets keep their order");
+    assert_eq!(store.reg.deployment(d2.id).await.unwrap().unwrap().status, DeploymentStatus::Paused);
+    assert_eq!(store.reg.events(d1.id).await.unwrap().len(), 1);
+    // Ids go on after the copied ones.
+    let d3 = store.reg.create_deployment(&new_deployment(&["edge-4"], DeploymentStatus::Running)).await.unwrap();
+    assert_eq!(d3.name, "d-3");
+
+    let e = from.copy_into(&store.reg, ("sqlite:a", "b"), |_| {}).await.unwrap_err().to_string();
+    assert!(e.starts_with("b already holds 3 deployments, 5 deployment targets, 1 journal events, 1 audit entries"), "{e}");
+    let e = from.copy_into(&store.reg, ("b", "b"), |_| {}).await.unwrap_err().to_string();
+    assert_eq!(e, "the source and the destination are the same registry (b)");
+    }
+}
