@@ -29,7 +29,7 @@ fn ok(out: &Output) -> String {
 
 /// `ask --json QUESTION` on the registry `db` (a path or a URL).
 fn ask(data: &Path, db: &str, question: &str) -> Value {
-    let out = run(data, &["--db", db, "--bake-secs", "0", "ask", "--yes", "--json", question]);
+    let out = run(data, &["--db", db, "ask", "--yes", "--json", question]);
     serde_json::from_str(&ok(&out)).expect("ask --json prints one JSON document")
 }
 
@@ -77,7 +77,7 @@ fn a_sqlite_history_moves_to_postgres_reads_the_same_there_and_goes_on_with_the_
 
     // The database now holds a history: a second copy into it is refused, and says why.
     let again = run(&data, &["registry", "migrate", "--from", sqlite, "--to", &database.url]);
-    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(again.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains(" already holds 3 deployments, "), "{stderr}");
     assert!(stderr.contains("migrate into an empty registry"), "{stderr}");
@@ -97,9 +97,9 @@ fn a_sqlite_history_moves_to_postgres_reads_the_same_there_and_goes_on_with_the_
     // Nothing is made of a source that is not there, and an existing file is not overwritten.
     let missing =
         run(&data, &["registry", "migrate", "--from", "/nonexistent/parley.db", "--to", &database.url_of("x")]);
-    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("there is no registry at /nonexistent/parley.db"));
     let exists = run(&data, &["registry", "migrate", "--from", &database.url, "--to", back.to_str().unwrap()]);
-    assert_eq!(exists.status.code(), Some(1));
+    assert_eq!(exists.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&exists.stderr).contains("exists already"));
 }

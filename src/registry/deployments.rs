@@ -632,16 +632,19 @@ pub(super) fn event_from_row(row: &impl Fetch) -> Result<EventRecord, RegistryEr
 /// agents is a handful of statements.
 const JOURNAL_CHUNK: usize = 500;
 
+/// Where a target ends: its state and detail.
+type Outcome<'a> = (TargetState, Option<&'a str>);
+
 /// The agents of `entries` by the state and detail they end in, each agent once
 /// (its last entry wins, as the one-by-one updates it replaces did), groups in the
 /// order they first appear.
-fn same_outcome_groups<'a>(entries: &[TargetJournal<'a>]) -> Vec<((TargetState, Option<&'a str>), Vec<&'a str>)> {
+fn same_outcome_groups<'a>(entries: &[TargetJournal<'a>]) -> Vec<(Outcome<'a>, Vec<&'a str>)> {
     let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         last.insert(e.agent, i);
     }
-    let mut groups: Vec<((TargetState, Option<&'a str>), Vec<&'a str>)> = Vec::new();
-    let mut index: std::collections::HashMap<(TargetState, Option<&str>), usize> = std::collections::HashMap::new();
+    let mut groups: Vec<(Outcome<'a>, Vec<&'a str>)> = Vec::new();
+    let mut index: std::collections::HashMap<Outcome<'a>, usize> = std::collections::HashMap::new();
     for (i, e) in entries.iter().enumerate() {
         if last.get(e.agent) != Some(&i) {
             continue;

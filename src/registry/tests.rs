@@ -700,7 +700,7 @@ on_both_backends! {
     let events = reg.events(d.id).await.unwrap();
     let order: Vec<u64> = events.iter().filter_map(|e| e.data["i"].as_u64()).collect();
     assert_eq!(order, (0..1203).collect::<Vec<u64>>(), "the journal keeps the entries' order");
-    assert_eq!(events.iter().filter(|e| e.kind == "install_failed").count(), 241);
+    assert_eq!(events.iter().filter(|e| e.kind == "install_failed").count(), 240);
     let got = reg.deployment(d.id).await.unwrap().unwrap();
     for (i, t) in got.targets.iter().enumerate() {
         assert_eq!(t.agent, agents[i]);
