@@ -151,8 +151,9 @@ fn chat_text(screen: &str) -> String {
     rows.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-#[test]
-fn two_tuis_on_one_server_share_a_rollout_and_quitting_one_leaves_it_running() {
+/// tmux, which these tests need, and a temporary root holding the data directories
+/// of a server and of two client TUIs.
+fn server_and_two_clients() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     assert!(
         Command::new("tmux").arg("-V").output().map(|o| o.status.success()).unwrap_or(false),
         "tmux is not installed: this test drives the TUI through tmux (apt-get install tmux)."
@@ -162,6 +163,12 @@ fn two_tuis_on_one_server_share_a_rollout_and_quitting_one_leaves_it_running() {
     for d in [&sdir, &adir, &bdir] {
         std::fs::create_dir_all(d).unwrap();
     }
+    (root, sdir, adir, bdir)
+}
+
+#[test]
+fn two_tuis_on_one_server_share_a_rollout_and_quitting_one_leaves_it_running() {
+    let (_root, sdir, adir, bdir) = server_and_two_clients();
     let server = Server::start(&sdir);
     let a = client_tui("parley-client-a", &adir, &server);
     let b = client_tui("parley-client-b", &bdir, &server);
@@ -342,15 +349,7 @@ fn start_in_tui(name: &str, dir: &Path, server: &Server, utterance: &str, deploy
 
 #[test]
 fn a_client_tui_killed_mid_rollout_leaves_the_rollout_running_in_the_server() {
-    assert!(
-        Command::new("tmux").arg("-V").output().map(|o| o.status.success()).unwrap_or(false),
-        "tmux is not installed: this test drives the TUI through tmux (apt-get install tmux)."
-    );
-    let root = tempfile::tempdir().unwrap();
-    let (sdir, adir, bdir) = (root.path().join("server"), root.path().join("a"), root.path().join("b"));
-    for d in [&sdir, &adir, &bdir] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (_root, sdir, adir, bdir) = server_and_two_clients();
     let server = Server::start(&sdir);
     let socket = format!("unix:{}", server.socket().display());
 
